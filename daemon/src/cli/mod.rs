@@ -1,0 +1,256 @@
+//! The command line: argument parsing (clap), each command's glue, and the
+//! mapping from errors to sysexits codes.
+//!
+//! This is one of the two places `anyhow` is allowed. It must not log or
+//! print a secret; errors it prints come from modules that already redact.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, DEFAULT_TOML};
+use crate::daemon::{self, InitOutcome};
+use crate::exit::ExitCode;
+use crate::store::{DataDir, StoreError};
+use crate::supervisor::{StopSignal, SupervisorError, stop_signal};
+use crate::telemetry;
+
+/// hearth: a local-first home gateway. It keeps a home's device metadata
+/// encrypted on its own disk and needs no vendor cloud.
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground, initialising a missing or empty
+    /// data directory first.
+    Run(RunArgs),
+    /// Create the data directory (0700), a random master key (0600) and the
+    /// encrypted store. On an existing data directory it changes nothing.
+    Init(RunArgs),
+    /// Validate a config file and print the effective configuration, with
+    /// secrets redacted. Exits 64 with the key to change if it is invalid.
+    CheckConfig {
+        /// The config file to check.
+        file: PathBuf,
+    },
+    /// Print the default configuration, commented.
+    PrintDefaultConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file. Without it, the built-in defaults are used.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The data directory; overrides `data_dir` in the config.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Parses the command line, runs the command, and returns its exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::Ok,
+                _ => ExitCode::Usage,
+            }
+            .into();
+        }
+    };
+    match execute(cli.command) {
+        Ok(()) => ExitCode::Ok.into(),
+        Err(err) => {
+            eprintln!("hearth: error: {err:#}");
+            exit_code(&err).into()
+        }
+    }
+}
+
+/// The sysexits code for an error, from the first typed error in its chain.
+pub fn exit_code(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return ExitCode::Usage;
+        }
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return e.exit_code();
+        }
+        if let Some(daemon::DaemonError::Store(e)) = cause.downcast_ref::<daemon::DaemonError>() {
+            return e.exit_code();
+        }
+    }
+    ExitCode::Software
+}
+
+pub fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => run(args),
+        Command::Init(args) => init(args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::PrintDefaultConfig => {
+            print!("{DEFAULT_TOML}");
+            Ok(())
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Where the data lives: the flag, the config, systemd's `STATE_DIRECTORY`,
+/// then a per-user default.
+pub fn resolve_data_dir(flag: Option<&Path>, config: &Config) -> anyhow::Result<DataDir> {
+    let path = if let Some(p) = flag {
+        std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))?
+    } else if let Some(p) = &config.data_dir {
+        p.clone()
+    } else if let Some(dirs) = std::env::var_os("STATE_DIRECTORY") {
+        // systemd may list several, colon-separated; ours is the first.
+        let first = dirs
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        PathBuf::from(first)
+    } else if unsafe { libc::geteuid() } == 0 {
+        PathBuf::from("/var/lib/hearth")
+    } else if let Some(state) = std::env::var_os("XDG_STATE_HOME") {
+        PathBuf::from(state).join("hearth")
+    } else {
+        let home = std::env::var_os("HOME").context("HOME is not set; pass --data-dir")?;
+        PathBuf::from(home).join(".local/state/hearth")
+    };
+    Ok(DataDir::new(path))
+}
+
+fn check_config(file: &Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    config.check_files()?;
+    for w in config.warnings() {
+        eprintln!("hearth: warning: {w}");
+    }
+    print!("{}", config.to_toml());
+    Ok(())
+}
+
+fn init(args: RunArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_deref())?;
+    telemetry::init(&config.log);
+    let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
+    match daemon::init(&data_dir, config.key_file.as_deref())? {
+        InitOutcome::Created {
+            key_path,
+            key_written,
+        } => {
+            println!("initialised {}", data_dir.path().display());
+            if key_written {
+                println!(
+                    "master key written to {} (mode 0600). Back it up somewhere safe: without it the store cannot be read.",
+                    key_path.display()
+                );
+            } else {
+                println!("using the existing master key {}", key_path.display());
+            }
+        }
+        InitOutcome::AlreadyInitialised => {
+            println!(
+                "{} already holds a hearth store; nothing was changed",
+                data_dir.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_deref())?;
+    config.check_files()?;
+    telemetry::init(&config.log);
+    let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
+    let store = daemon::open_or_init(&data_dir, config.key_file.as_deref())?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hearth")
+        .build()
+        .context("cannot start the async runtime")?;
+    let grace = config.shutdown_grace;
+    let result = runtime.block_on(async move {
+        let token = CancellationToken::new();
+        let mut daemon = tokio::spawn(daemon::run(config, store, token.clone()));
+        let signal = tokio::select! {
+            s = stop_signal() => s.context("cannot install signal handlers")?,
+            finished = &mut daemon => {
+                // A task failed and stopped the daemon on its own.
+                return finished.context("the daemon panicked")?.map_err(anyhow::Error::from);
+            }
+        };
+        tracing::info!(?signal, "stop requested");
+        token.cancel();
+        // The supervisor enforces the grace for SIGTERM; SIGINT gets one second.
+        let limit = match signal {
+            StopSignal::Terminate => grace + Duration::from_secs(1),
+            StopSignal::Interrupt => Duration::from_secs(1),
+        };
+        match tokio::time::timeout(limit, daemon).await {
+            Ok(finished) => finished
+                .context("the daemon panicked")?
+                .map_err(anyhow::Error::from),
+            Err(_) => Err(anyhow::Error::from(SupervisorError::GraceExceeded {
+                grace: limit,
+                pending: vec!["daemon"],
+            })),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_codes_follow_sysexits() {
+        let config_err = anyhow::Error::from(ConfigError::Invalid {
+            key: "k",
+            problem: "p".into(),
+            fix: "f".into(),
+        });
+        assert_eq!(exit_code(&config_err), ExitCode::Usage);
+        let wrong_key = anyhow::Error::from(StoreError::WrongKey {
+            key_path: "k".into(),
+            db_path: "d".into(),
+        });
+        assert_eq!(exit_code(&wrong_key), ExitCode::NoPerm);
+        let corrupt = anyhow::Error::from(StoreError::Corrupt {
+            path: "d".into(),
+            detail: "x".into(),
+        })
+        .context("while starting");
+        assert_eq!(exit_code(&corrupt), ExitCode::DataErr);
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), ExitCode::Software);
+    }
+}

@@ -1,0 +1,426 @@
+//! Configuration: the TOML file as written (`RawConfig`), then validated into
+//! the `Config` the daemon runs with.
+//!
+//! Validation refuses unknown keys, and refuses any setting that would lower
+//! protection unless its documented opt-in key is set. It must never quietly
+//! correct an unsafe value into a safe-looking one, and never print a secret.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The commented default configuration, as `hearth print-default-config`
+/// prints it. A test keeps it equal to `RawConfig::default()`.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {problem}. To fix: {fix}")]
+    Invalid {
+        key: &'static str,
+        problem: String,
+        fix: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+/// The file as written, with defaults filled in. `Serialize` prints the
+/// effective configuration; any secret field must be a `secret::Secret`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    pub log: RawLog,
+    pub daemon: RawDaemon,
+    pub store: RawStore,
+    pub mqtt: RawMqtt,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+            format: "auto".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDaemon {
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        RawDaemon {
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMqtt {
+    pub tls_listen: Vec<String>,
+    pub plain_listen: Vec<String>,
+    pub allow_plaintext_lan: bool,
+}
+
+impl Default for RawMqtt {
+    fn default() -> Self {
+        RawMqtt {
+            tls_listen: vec!["0.0.0.0:8883".into()],
+            plain_listen: vec!["127.0.0.1:1883".into()],
+            allow_plaintext_lan: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// journald when stderr is connected to the journal, else text.
+    Auto,
+    Text,
+    Journald,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub level: tracing::Level,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Debug)]
+pub struct MqttConfig {
+    pub tls_listen: Vec<SocketAddr>,
+    pub plain_listen: Vec<SocketAddr>,
+    pub allow_plaintext_lan: bool,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: Option<PathBuf>,
+    pub log: LogConfig,
+    pub shutdown_grace: Duration,
+    pub key_file: Option<PathBuf>,
+    pub mqtt: MqttConfig,
+    raw: RawConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::validate(RawConfig::default()).expect("the default configuration is valid")
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: ")
+                })
+                .unwrap_or_default();
+            ConfigError::Parse {
+                path: origin.to_path_buf(),
+                message: format!("{at}{}", e.message()),
+            }
+        })?;
+        Config::validate(raw)
+    }
+
+    pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        if let Some(dir) = &raw.data_dir
+            && !dir.is_absolute()
+        {
+            return Err(invalid(
+                "data_dir",
+                format!("{} is a relative path", dir.display()),
+                "give an absolute path, such as /var/lib/hearth",
+            ));
+        }
+        let level = match raw.log.level.as_str() {
+            "error" => tracing::Level::ERROR,
+            "warn" => tracing::Level::WARN,
+            "info" => tracing::Level::INFO,
+            "debug" => tracing::Level::DEBUG,
+            "trace" => tracing::Level::TRACE,
+            other => {
+                return Err(invalid(
+                    "log.level",
+                    format!("'{other}' is not a log level"),
+                    "use one of error, warn, info, debug, trace",
+                ));
+            }
+        };
+        let format = match raw.log.format.as_str() {
+            "auto" => LogFormat::Auto,
+            "text" => LogFormat::Text,
+            "journald" => LogFormat::Journald,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("'{other}' is not a log format"),
+                    "use one of auto, text, journald",
+                ));
+            }
+        };
+        let grace = raw.daemon.shutdown_grace_secs;
+        if !(1..=300).contains(&grace) {
+            return Err(invalid(
+                "daemon.shutdown_grace_secs",
+                format!("{grace} is outside 1..=300"),
+                "choose a grace period between 1 and 300 seconds",
+            ));
+        }
+        if let Some(key) = &raw.store.key_file
+            && !key.is_absolute()
+        {
+            return Err(invalid(
+                "store.key_file",
+                format!("{} is a relative path", key.display()),
+                "give an absolute path to the key file",
+            ));
+        }
+        let mqtt = validate_mqtt(&raw.mqtt)?;
+        Ok(Config {
+            data_dir: raw.data_dir.clone(),
+            log: LogConfig { level, format },
+            shutdown_grace: Duration::from_secs(grace),
+            key_file: raw.store.key_file.clone(),
+            mqtt,
+            raw,
+        })
+    }
+
+    /// Checks what the configuration names on disk. `init` skips this,
+    /// since it creates the key file.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        if let Some(key) = &self.key_file
+            && !key.is_file()
+        {
+            return Err(invalid(
+                "store.key_file",
+                format!("{} does not exist or is not a file", key.display()),
+                "restore the key file there, run `hearth init` to create one for a new store, \
+                 or remove store.key_file to use the data directory's own key",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(&self.raw).expect("the config serialises")
+    }
+
+    /// Settings in force that lower protection. Each was explicitly opted
+    /// into; the daemon logs them at start and the dashboard will show them.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.mqtt.plain_listen.iter().any(|a| !a.ip().is_loopback()) {
+            out.push("mqtt.allow_plaintext_lan: plain MQTT listens on a LAN address; device passwords cross the LAN in clear");
+        }
+        out
+    }
+}
+
+fn parse_addrs(key: &'static str, addrs: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    let mut out: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        let addr: SocketAddr = a.parse().map_err(|_| {
+            invalid(
+                key,
+                format!("'{a}' is not an IP address with a port"),
+                "write it as \"0.0.0.0:8883\" or \"[::1]:1883\"",
+            )
+        })?;
+        if out.contains(&addr) {
+            return Err(invalid(
+                key,
+                format!("{addr} is listed twice"),
+                "list each address once",
+            ));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+fn validate_mqtt(raw: &RawMqtt) -> Result<MqttConfig, ConfigError> {
+    let tls_listen = parse_addrs("mqtt.tls_listen", &raw.tls_listen)?;
+    let plain_listen = parse_addrs("mqtt.plain_listen", &raw.plain_listen)?;
+    if !raw.allow_plaintext_lan
+        && let Some(lan) = plain_listen.iter().find(|a| !a.ip().is_loopback())
+    {
+        return Err(invalid(
+            "mqtt.plain_listen",
+            format!(
+                "{lan} is not a loopback address, and plain MQTT there would send device passwords \
+                 across the LAN in clear"
+            ),
+            "bind plain MQTT to 127.0.0.1 or [::1] and let LAN devices use mqtt.tls_listen; only if a \
+             device cannot do TLS, set mqtt.allow_plaintext_lan = true (the dashboard will warn)",
+        ));
+    }
+    for p in &plain_listen {
+        if tls_listen.iter().any(|t| {
+            t.port() == p.port() && (t.ip() == p.ip() || t.ip().is_unspecified() || p.ip().is_unspecified())
+        }) {
+            return Err(invalid(
+                "mqtt.plain_listen",
+                format!("{p} overlaps a TLS listener on the same port"),
+                "give plain and TLS MQTT different ports",
+            ));
+        }
+    }
+    Ok(MqttConfig {
+        tls_listen,
+        plain_listen,
+        allow_plaintext_lan: raw.allow_plaintext_lan,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commented_default_is_the_default() {
+        let parsed: RawConfig = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(parsed, RawConfig::default());
+        assert!(Config::default().warnings().is_empty());
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let config = Config::from_toml("[log]\nlevel = \"debug\"\n", Path::new("t.toml")).unwrap();
+        let printed = config.to_toml();
+        let again = Config::from_toml(&printed, Path::new("printed")).unwrap();
+        assert_eq!(again.raw, config.raw);
+        assert!(printed.contains("level = \"debug\""), "{printed}");
+    }
+
+    /// Table of (config text, Ok or the key and a phrase the error must name).
+    #[test]
+    fn validation_table() {
+        #[track_caller]
+        fn check(text: &str, expect: Result<(), (&str, &str)>) {
+            let got = Config::from_toml(text, Path::new("test.toml"));
+            match (got, expect) {
+                (Ok(_), Ok(())) => {}
+                (Err(e), Err((key, phrase))) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(key), "error for {text:?} does not name {key}: {msg}");
+                    assert!(msg.contains(phrase), "error for {text:?} lacks {phrase:?}: {msg}");
+                }
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        check("", Ok(()));
+        check("bogus = 1", Err(("bogus", "unknown field")));
+        check("[mqtt]\ntls_port = 1", Err(("tls_port", "unknown field")));
+        check("[lgo]\nlevel = \"info\"", Err(("lgo", "unknown field")));
+        check("[log]\nlevel = \"loud\"", Err(("log.level", "not a log level")));
+        check("[log]\nformat = \"xml\"", Err(("log.format", "not a log format")));
+        check("data_dir = \"rel/dir\"", Err(("data_dir", "absolute")));
+        check(
+            "[daemon]\nshutdown_grace_secs = 0",
+            Err(("daemon.shutdown_grace_secs", "1..=300")),
+        );
+        check("[store]\nkey_file = \"k\"", Err(("store.key_file", "absolute")));
+        check(
+            "[mqtt]\nplain_listen = [\"0.0.0.0:1883\"]",
+            Err(("mqtt.plain_listen", "allow_plaintext_lan = true")),
+        );
+        check(
+            "[mqtt]\nplain_listen = [\"192.168.1.2:1883\"]",
+            Err(("mqtt.plain_listen", "not a loopback")),
+        );
+        check("[mqtt]\nplain_listen = [\"[::1]:1883\"]", Ok(()));
+        check(
+            "[mqtt]\nplain_listen = [\"0.0.0.0:1883\"]\nallow_plaintext_lan = true",
+            Ok(()),
+        );
+        check(
+            "[mqtt]\ntls_listen = [\"localhost:8883\"]",
+            Err(("mqtt.tls_listen", "not an IP address")),
+        );
+        check(
+            "[mqtt]\ntls_listen = [\"0.0.0.0:8883\", \"0.0.0.0:8883\"]",
+            Err(("mqtt.tls_listen", "twice")),
+        );
+        check(
+            "[mqtt]\ntls_listen = [\"0.0.0.0:1883\"]",
+            Err(("mqtt.plain_listen", "overlaps a TLS listener")),
+        );
+        check(
+            "[mqtt]\nallow_plaintext_lan = \"yes\"",
+            Err(("allow_plaintext_lan", "invalid type")),
+        );
+    }
+
+    #[test]
+    fn opt_in_is_reported_as_a_warning() {
+        let c = Config::from_toml(
+            "[mqtt]\nplain_listen = [\"0.0.0.0:1883\"]\nallow_plaintext_lan = true",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(c.warnings().len(), 1);
+    }
+
+    #[test]
+    fn missing_key_file_is_named() {
+        let c = Config::from_toml("[store]\nkey_file = \"/nonexistent/hearth.key\"", Path::new("t")).unwrap();
+        let e = c.check_files().unwrap_err().to_string();
+        assert!(
+            e.contains("store.key_file") && e.contains("/nonexistent/hearth.key"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! hearth: a local-first home gateway.
+//!
+//! The library holds every part of the daemon; `main.rs` only calls
+//! [`cli::main`]. See ARCHITECTURE.md for the map and the invariants.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod exit;
+pub mod secret;
+pub mod store;
+pub mod supervisor;
+pub mod telemetry;

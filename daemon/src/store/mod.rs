@@ -1,0 +1,955 @@
+//! The only module that touches SQLite. It owns the database file and the key
+//! hierarchy, and hands out typed, decrypted values.
+//!
+//! Every value that describes a home is sealed (see `crypto`) before it is
+//! bound into a statement; there is no code path that writes it in clear.
+//! Decrypted values leave this module only as typed fields whose `Debug`
+//! redacts them, so a stray `{:?}` cannot leak a nickname into a log.
+
+pub mod crypto;
+pub mod files;
+pub mod schema;
+mod value;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+pub use self::crypto::{CryptoError, KeyId, MasterKey};
+use self::crypto::{DataKey, DataKeyMaterial, FieldLoc};
+pub use self::files::{DataDir, DirState};
+use self::value::Field;
+pub use self::value::UnixTime;
+use crate::exit::ExitCode;
+use crate::secret::{Secret, TokenHash};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the master key file {path} does not exist. Restore it from your backup of the key, \
+         or point store.key_file at it. Without it the store cannot be opened; hearth will not make a new one"
+    )]
+    KeyMissing { path: PathBuf },
+    #[error("cannot read the master key file {path}: {source}. Check that the user running hearth owns it")]
+    KeyIo { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the master key file {path} has mode {mode:04o}, readable by others. Run `chmod 600 {}` and start again",
+        path.display()
+    )]
+    KeyPermissions { path: PathBuf, mode: u32 },
+    #[error("the master key file {path} is not a hearth key: {reason}")]
+    KeyMalformed { path: PathBuf, reason: String },
+    #[error(
+        "the master key in {key_path} does not open the store {db_path}. It is a different key from the one \
+         this store was made with: restore the right key file (or systemd credential) and start again. \
+         Nothing was changed"
+    )]
+    WrongKey { key_path: PathBuf, db_path: PathBuf },
+    #[error(
+        "the data directory {path} has mode {mode:04o}, open to other users. Run `chmod 700 {}` and start again",
+        path.display()
+    )]
+    DirPermissions { path: PathBuf, mode: u32 },
+    #[error(
+        "the data directory {path} is not empty but holds no hearth store ({}). hearth will not initialise \
+         over existing files: choose an empty directory, or move these files away",
+        files::DB_FILE
+    )]
+    NotAStore { path: PathBuf },
+    #[error(
+        "the store {path} is corrupt: {detail}. Nothing was changed. Restore it from a backup, or move the \
+         data directory away to start fresh"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "the store {path} has schema version {found}, newer than this hearth understands ({supported}). \
+         Install the newer hearth that wrote it, or restore a backup"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("a sealed value in {table}.{column} of row {id} does not open: {source}")]
+    SealedValue {
+        table: &'static str,
+        column: &'static str,
+        id: String,
+        source: CryptoError,
+    },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cryptography failed: {0}")]
+    Crypto(#[from] CryptoError),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn key_io(path: &Path, source: std::io::Error) -> StoreError {
+        StoreError::KeyIo {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The sysexits code for this failure.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            StoreError::KeyMissing { .. }
+            | StoreError::KeyIo { .. }
+            | StoreError::KeyPermissions { .. }
+            | StoreError::KeyMalformed { .. }
+            | StoreError::WrongKey { .. }
+            | StoreError::DirPermissions { .. } => ExitCode::NoPerm,
+            StoreError::NotAStore { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::NewerSchema { .. }
+            | StoreError::SealedValue { .. } => ExitCode::DataErr,
+            StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                ExitCode::NoPerm
+            }
+            StoreError::Io { .. } => ExitCode::IoErr,
+            StoreError::Sqlite(e) if is_corruption(e) => ExitCode::DataErr,
+            StoreError::Crypto(_) | StoreError::Sqlite(_) | StoreError::NotFound(_) => ExitCode::Software,
+        }
+    }
+}
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+macro_rules! id_type {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A fresh random 128-bit id.
+            pub fn generate() -> Result<$name, CryptoError> {
+                let mut b = [0u8; 16];
+                crypto::fill_random(&mut b)?;
+                Ok($name(hex::encode(b)))
+            }
+
+            /// Accepts only the form `generate` makes: 32 lower-case hex digits.
+            pub fn parse(s: &str) -> Option<$name> {
+                let ok = s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                ok.then(|| $name(s.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        /// Ids are opaque random values, safe to log.
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A device's opaque id.
+    DeviceId
+);
+id_type!(
+    /// An owner account's opaque id.
+    OwnerId
+);
+id_type!(
+    /// A stored credential's opaque id.
+    CredentialId
+);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// Discovered, not trusted, no credential.
+    Pending,
+    /// Adopted by the owner.
+    Adopted,
+}
+
+impl DeviceStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Adopted => "adopted",
+        }
+    }
+
+    fn parse(s: &str) -> Option<DeviceStatus> {
+        match s {
+            "pending" => Some(DeviceStatus::Pending),
+            "adopted" => Some(DeviceStatus::Adopted),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Camera,
+    Doorbell,
+    Bulb,
+    Plug,
+    LightStrip,
+    Other,
+}
+
+impl DeviceKind {
+    pub const ALL: [DeviceKind; 6] = [
+        DeviceKind::Camera,
+        DeviceKind::Doorbell,
+        DeviceKind::Bulb,
+        DeviceKind::Plug,
+        DeviceKind::LightStrip,
+        DeviceKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Camera => "camera",
+            DeviceKind::Doorbell => "doorbell",
+            DeviceKind::Bulb => "bulb",
+            DeviceKind::Plug => "plug",
+            DeviceKind::LightStrip => "light_strip",
+            DeviceKind::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeviceKind> {
+        DeviceKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Everything stored about a device besides its id. All of it but `status`
+/// is sealed on disk.
+#[derive(Clone, PartialEq)]
+pub struct DeviceFields {
+    pub status: DeviceStatus,
+    pub kind: DeviceKind,
+    pub profile: String,
+    pub nickname: Option<String>,
+    pub room: Option<String>,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub firmware: Option<String>,
+    pub mac: Option<String>,
+    pub addresses: Vec<IpAddr>,
+    pub ssid: Option<String>,
+    pub stream_url: Option<String>,
+    pub device_secret: Option<Secret>,
+    pub last_seen: Option<UnixTime>,
+}
+
+impl DeviceFields {
+    /// A pending device of `kind` and `profile` with nothing else known.
+    pub fn new(kind: DeviceKind, profile: impl Into<String>) -> DeviceFields {
+        DeviceFields {
+            status: DeviceStatus::Pending,
+            kind,
+            profile: profile.into(),
+            nickname: None,
+            room: None,
+            vendor: None,
+            model: None,
+            firmware: None,
+            mac: None,
+            addresses: Vec::new(),
+            ssid: None,
+            stream_url: None,
+            device_secret: None,
+            last_seen: None,
+        }
+    }
+}
+
+/// Only the status is shown: every other field describes the home.
+impl fmt::Debug for DeviceFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceFields")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Device {
+    pub id: DeviceId,
+    pub created_at: UnixTime,
+    pub fields: DeviceFields,
+}
+
+/// An owner account. `Debug` shows the id only.
+#[derive(Clone)]
+pub struct Owner {
+    pub id: OwnerId,
+    pub email: String,
+    pub password_hash: Secret,
+    pub last_login: Option<UnixTime>,
+    pub created_at: UnixTime,
+}
+
+impl fmt::Debug for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Owner")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored credential: who it is for and when it lapses. The secret itself
+/// exists only as a hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    pub id: CredentialId,
+    pub principal: String,
+    pub kind: String,
+    pub expires_at: Option<UnixTime>,
+    pub created_at: UnixTime,
+}
+
+/// How hard a write must reach the disk before it counts as committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    /// WAL with `synchronous=NORMAL`: survives a crash of hearth, may lose the
+    /// last commits on power loss. Device metadata.
+    Normal,
+    /// `synchronous=FULL`: fsync on every commit. Credentials and keys.
+    Full,
+}
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    key: DataKey,
+    db_path: PathBuf,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("key_id", &self.key.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Creates a new store at `db_path`, which must not exist, with a fresh
+    /// data key wrapped under `master`.
+    pub fn create(db_path: &Path, master: &MasterKey) -> Result<Store, StoreError> {
+        if db_path.exists() {
+            return Err(StoreError::Io {
+                path: db_path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite"),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(db_path, flags)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if mode != "wal" {
+            return Err(StoreError::Corrupt {
+                path: db_path.to_path_buf(),
+                detail: format!("SQLite refused WAL mode (got {mode})"),
+            });
+        }
+        configure(&conn)?;
+        migrate(&mut conn, db_path)?;
+
+        let material = DataKeyMaterial::generate()?;
+        let wrapped = master.wrap(&material)?;
+        let mut store_id = [0u8; 16];
+        crypto::fill_random(&mut store_id)?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO data_keys (id, wrapped, state) VALUES (?1, ?2, 'active')",
+            params![material.id.to_hex(), wrapped],
+        )?;
+        for (k, v) in [
+            ("store_id", store_id.to_vec()),
+            ("master_check", master.check_value().to_vec()),
+            ("active_key", material.id.to_hex().into_bytes()),
+        ] {
+            tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![k, v])?;
+        }
+        tx.commit()?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Store {
+            conn,
+            key: DataKey::from_material(&material),
+            db_path: db_path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing store. Before anything is written it checks the
+    /// file, the schema version, the master key, the database's integrity
+    /// and every sealed value; any failure leaves the files as they were.
+    pub fn open(db_path: &Path, master: &MasterKey, key_path: &Path) -> Result<Store, StoreError> {
+        files::preflight_db(db_path)?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: db_path.to_path_buf(),
+            detail,
+        };
+        let map_sql = |e: rusqlite::Error| {
+            if is_corruption(&e) {
+                corrupt(e.to_string())
+            } else {
+                StoreError::Sqlite(e)
+            }
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(db_path, flags).map_err(map_sql)?;
+        configure(&conn).map_err(map_sql)?;
+
+        let problems: Vec<String> = {
+            let mut stmt = conn.prepare("PRAGMA integrity_check(20)").map_err(map_sql)?;
+            stmt.query_map([], |r| r.get(0))
+                .map_err(map_sql)?
+                .collect::<Result<_, _>>()
+                .map_err(map_sql)?
+        };
+        if problems != ["ok"] {
+            return Err(corrupt(format!(
+                "SQLite integrity check: {}",
+                problems.join("; ")
+            )));
+        }
+        let version: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(map_sql)?;
+        if version > schema::VERSION {
+            return Err(StoreError::NewerSchema {
+                path: db_path.to_path_buf(),
+                found: version,
+                supported: schema::VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(corrupt("it has no hearth schema".into()));
+        }
+
+        let meta = |k: &str| -> Result<Vec<u8>, StoreError> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                .optional()
+                .map_err(map_sql)?
+                .ok_or_else(|| corrupt(format!("the meta entry '{k}' is missing")))
+        };
+        if !master.matches_check(&meta("master_check")?) {
+            return Err(StoreError::WrongKey {
+                key_path: key_path.to_path_buf(),
+                db_path: db_path.to_path_buf(),
+            });
+        }
+        let active = String::from_utf8(meta("active_key")?)
+            .ok()
+            .and_then(|s| KeyId::from_hex(&s).ok())
+            .ok_or_else(|| corrupt("the active key id is malformed".into()))?;
+        let wrapped: Vec<u8> = conn
+            .query_row(
+                "SELECT wrapped FROM data_keys WHERE id = ?1 AND state = 'active'",
+                [active.to_hex()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(map_sql)?
+            .ok_or_else(|| corrupt("the active data key is missing".into()))?;
+        // The check value matched, so the master key is right: a key that
+        // does not unwrap was altered on disk.
+        let key = master
+            .unwrap(active, &wrapped)
+            .map_err(|e| corrupt(format!("the wrapped data key does not open ({e})")))?;
+
+        let store = Store {
+            conn,
+            key,
+            db_path: db_path.to_path_buf(),
+        };
+        store.verify_sealed()?;
+        // Only now, with everything verified, may the store be written to.
+        let mut store = store;
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(map_sql)?;
+        if mode != "wal" {
+            return Err(corrupt(format!("SQLite refused WAL mode (got {mode})")));
+        }
+        migrate(&mut store.conn, db_path)?;
+        Ok(store)
+    }
+
+    /// Opens every sealed value in the store. Used at start, so a flipped
+    /// byte is found before the daemon serves anything.
+    pub fn verify_sealed(&self) -> Result<(), StoreError> {
+        for (table, columns) in schema::SEALED {
+            let sql = format!("SELECT id, key_id, {} FROM {table}", columns.join(", "));
+            let mut stmt = self.conn.prepare(&sql)?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let id: String = row.get(0)?;
+                let key_id: String = row.get(1)?;
+                if key_id != self.key.id().to_hex() {
+                    return Err(StoreError::Corrupt {
+                        path: self.db_path.clone(),
+                        detail: format!("row {id} of {table} names unknown data key {key_id}"),
+                    });
+                }
+                for (i, column) in columns.iter().enumerate() {
+                    let sealed: Vec<u8> = row.get(i + 2)?;
+                    let loc = FieldLoc {
+                        table,
+                        column,
+                        pk: &id,
+                    };
+                    self.key.open(loc, &sealed).map_err(|e| StoreError::Corrupt {
+                        path: self.db_path.clone(),
+                        detail: format!("the sealed value {table}.{column} of row {id} does not open ({e})"),
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.key.id()
+    }
+
+    /// `PRAGMA integrity_check`, for tests and `hearth` self-checks.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    // ---- devices -------------------------------------------------------
+
+    pub fn insert_device(&mut self, fields: &DeviceFields) -> Result<Device, StoreError> {
+        let id = DeviceId::generate()?;
+        let device = Device {
+            id,
+            created_at: UnixTime::now(),
+            fields: fields.clone(),
+        };
+        let key = &self.key;
+        write(&mut self.conn, Durability::Normal, |tx| {
+            let mut stmt = tx.prepare_cached(schema::INSERT_DEVICE)?;
+            let row = seal_device(key, &device)?;
+            stmt.execute(rusqlite::params_from_iter(row.iter()))?;
+            Ok(())
+        })?;
+        Ok(device)
+    }
+
+    /// Replaces every field of an existing device.
+    pub fn update_device(&mut self, id: &DeviceId, fields: &DeviceFields) -> Result<(), StoreError> {
+        let key = &self.key;
+        write(&mut self.conn, Durability::Normal, |tx| {
+            update_device_in(tx, key, id, fields)
+        })
+    }
+
+    /// Inserts or updates many devices in one transaction.
+    pub fn update_devices(&mut self, devices: &[(DeviceId, DeviceFields)]) -> Result<(), StoreError> {
+        let key = &self.key;
+        write(&mut self.conn, Durability::Normal, |tx| {
+            for (id, fields) in devices {
+                update_device_in(tx, key, id, fields)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn device(&self, id: &DeviceId) -> Result<Option<Device>, StoreError> {
+        let sql = format!("{} WHERE id = ?1", schema::SELECT_DEVICES);
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query([id.as_str()])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(open_device(&self.key, row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every device, pending and adopted, in id order.
+    pub fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(schema::SELECT_DEVICES)?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(open_device(&self.key, row)?);
+        }
+        Ok(out)
+    }
+
+    /// Finds a device by MAC through the blind index; the MAC is normalised
+    /// to lower case first.
+    pub fn device_by_mac(&self, mac: &str) -> Result<Option<Device>, StoreError> {
+        let index = self
+            .key
+            .blind_index("devices.mac", mac.to_ascii_lowercase().as_bytes());
+        let sql = format!("{} WHERE mac_index = ?1", schema::SELECT_DEVICES);
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query([index.as_slice()])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(open_device(&self.key, row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a device and every credential it held, in one transaction.
+    /// Returns whether it existed.
+    pub fn forget_device(&mut self, id: &DeviceId) -> Result<bool, StoreError> {
+        let principal = format!("device:{id}");
+        write(&mut self.conn, Durability::Full, |tx| {
+            tx.execute("DELETE FROM credentials WHERE principal = ?1", [&principal])?;
+            Ok(tx.execute("DELETE FROM devices WHERE id = ?1", [id.as_str()])? > 0)
+        })
+    }
+
+    // ---- owners --------------------------------------------------------
+
+    pub fn create_owner(&mut self, email: &str, password_hash: &Secret) -> Result<Owner, StoreError> {
+        let owner = Owner {
+            id: OwnerId::generate()?,
+            email: email.to_owned(),
+            password_hash: password_hash.clone(),
+            last_login: None,
+            created_at: UnixTime::now(),
+        };
+        let key = &self.key;
+        write(&mut self.conn, Durability::Full, |tx| {
+            let pk = owner.id.as_str();
+            let seal = |column, v: &dyn Field| seal_field(key, "owners", column, pk, v);
+            tx.execute(
+                "INSERT INTO owners (id, email_index, key_id, email, password_hash, last_login, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    pk,
+                    email_index(key, email),
+                    key.id().to_hex(),
+                    seal("email", &owner.email)?,
+                    seal("password_hash", &owner.password_hash)?,
+                    seal("last_login", &owner.last_login)?,
+                    seal("created_at", &owner.created_at)?,
+                ],
+            )?;
+            Ok(())
+        })?;
+        Ok(owner)
+    }
+
+    pub fn owner_by_email(&self, email: &str) -> Result<Option<Owner>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, email, password_hash, last_login, created_at FROM owners WHERE email_index = ?1",
+        )?;
+        let mut rows = stmt.query([email_index(&self.key, email).as_slice()])?;
+        let Some(row) = rows.next()? else { return Ok(None) };
+        let id: String = row.get(0)?;
+        macro_rules! field {
+            ($i:expr, $col:literal) => {
+                open_field(&self.key, row, $i, "owners", $col, &id)?
+            };
+        }
+        Ok(Some(Owner {
+            email: field!(1, "email"),
+            password_hash: field!(2, "password_hash"),
+            last_login: field!(3, "last_login"),
+            created_at: field!(4, "created_at"),
+            id: OwnerId(id),
+        }))
+    }
+
+    pub fn record_login(&mut self, id: &OwnerId, at: UnixTime) -> Result<(), StoreError> {
+        let key = &self.key;
+        let sealed = seal_field(key, "owners", "last_login", id.as_str(), &Some(at))?;
+        let n = write(&mut self.conn, Durability::Normal, |tx| {
+            Ok(tx.execute(
+                "UPDATE owners SET last_login = ?2 WHERE id = ?1",
+                params![id.as_str(), sealed],
+            )?)
+        })?;
+        if n == 0 {
+            return Err(StoreError::NotFound("owner"));
+        }
+        Ok(())
+    }
+
+    // ---- credentials ---------------------------------------------------
+
+    /// Stores the hash of a new credential for `principal`. Committed with
+    /// `synchronous=FULL`: a credential the caller has handed out survives
+    /// a power cut.
+    pub fn put_credential(
+        &mut self,
+        principal: &str,
+        kind: &str,
+        hash: &TokenHash,
+        expires_at: Option<UnixTime>,
+    ) -> Result<Credential, StoreError> {
+        let cred = Credential {
+            id: CredentialId::generate()?,
+            principal: principal.to_owned(),
+            kind: kind.to_owned(),
+            expires_at,
+            created_at: UnixTime::now(),
+        };
+        let key = &self.key;
+        write(&mut self.conn, Durability::Full, |tx| {
+            tx.execute(
+                "INSERT INTO credentials (id, principal, kind, secret_hash, expires_at, key_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    cred.id.as_str(),
+                    principal,
+                    kind,
+                    hash.as_bytes().as_slice(),
+                    expires_at.map(|t| t.0),
+                    key.id().to_hex(),
+                    seal_field(
+                        key,
+                        "credentials",
+                        "created_at",
+                        cred.id.as_str(),
+                        &cred.created_at
+                    )?,
+                ],
+            )?;
+            Ok(())
+        })?;
+        Ok(cred)
+    }
+
+    /// The unexpired credential of `kind` whose secret hashes to `hash`.
+    pub fn find_credential(&self, kind: &str, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, principal, kind, expires_at, created_at FROM credentials \
+             WHERE secret_hash = ?1 AND kind = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+        )?;
+        let mut rows = stmt.query(params![hash.as_bytes().as_slice(), kind, UnixTime::now().0])?;
+        let Some(row) = rows.next()? else { return Ok(None) };
+        let id: String = row.get(0)?;
+        Ok(Some(Credential {
+            principal: row.get(1)?,
+            kind: row.get(2)?,
+            expires_at: row.get::<_, Option<i64>>(3)?.map(UnixTime),
+            created_at: open_field(&self.key, row, 4, "credentials", "created_at", &id)?,
+            id: CredentialId(id),
+        }))
+    }
+
+    /// Deletes every credential of `principal`; returns how many there were.
+    pub fn revoke_credentials(&mut self, principal: &str) -> Result<usize, StoreError> {
+        write(&mut self.conn, Durability::Full, |tx| {
+            Ok(tx.execute("DELETE FROM credentials WHERE principal = ?1", [principal])?)
+        })
+    }
+}
+
+/// Runs `f` in one transaction, committed with the given durability.
+fn write<T>(
+    conn: &mut Connection,
+    durability: Durability,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if durability == Durability::Full {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    let result = (|| {
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    })();
+    if durability == Durability::Full {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    result
+}
+
+fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted rows are zeroed, so a forgotten device's ciphertext does not
+    // linger in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > schema::VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: schema::VERSION,
+        });
+    }
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+        tx.commit()?;
+        tracing::info!(schema_version = i + 1, "store migrated");
+    }
+    Ok(())
+}
+
+fn seal_field(
+    key: &DataKey,
+    table: &'static str,
+    column: &'static str,
+    pk: &str,
+    value: &dyn Field,
+) -> Result<Vec<u8>, StoreError> {
+    Ok(key.seal(FieldLoc { table, column, pk }, &value::pad(&value.encode()))?)
+}
+
+fn open_field<T: Field>(
+    key: &DataKey,
+    row: &rusqlite::Row<'_>,
+    index: usize,
+    table: &'static str,
+    column: &'static str,
+    pk: &str,
+) -> Result<T, StoreError> {
+    let sealed: Vec<u8> = row.get(index)?;
+    let fail = |source| StoreError::SealedValue {
+        table,
+        column,
+        id: pk.to_owned(),
+        source,
+    };
+    let padded = key.open(FieldLoc { table, column, pk }, &sealed).map_err(fail)?;
+    value::unpad(&padded)
+        .and_then(T::decode)
+        .ok_or(fail(CryptoError::Malformed("sealed value does not decode")))
+}
+
+fn email_index(key: &DataKey, email: &str) -> [u8; crypto::BLIND_INDEX_LEN] {
+    key.blind_index("owners.email", email.trim().to_lowercase().as_bytes())
+}
+
+fn update_device_in(
+    tx: &Transaction<'_>,
+    key: &DataKey,
+    id: &DeviceId,
+    fields: &DeviceFields,
+) -> Result<(), StoreError> {
+    // created_at never changes, so the update leaves its column alone.
+    let mut stmt = tx.prepare_cached(schema::UPDATE_DEVICE)?;
+    let device = Device {
+        id: id.clone(),
+        created_at: UnixTime(0),
+        fields: fields.clone(),
+    };
+    let mut row = seal_device(key, &device)?;
+    row.pop(); // created_at is not part of the update
+    if stmt.execute(rusqlite::params_from_iter(row.iter()))? == 0 {
+        return Err(StoreError::NotFound("device"));
+    }
+    Ok(())
+}
+
+/// The 18 column values of a device row, in `schema::DEVICE_COLUMNS` order.
+fn seal_device(key: &DataKey, d: &Device) -> Result<Vec<rusqlite::types::Value>, StoreError> {
+    use rusqlite::types::Value;
+    let pk = d.id.as_str();
+    let f = &d.fields;
+    let seal = |column, v: &dyn Field| seal_field(key, "devices", column, pk, v).map(Value::Blob);
+    let mac_index = match &f.mac {
+        Some(mac) => Value::Blob(
+            key.blind_index("devices.mac", mac.to_ascii_lowercase().as_bytes())
+                .to_vec(),
+        ),
+        None => Value::Null,
+    };
+    Ok(vec![
+        Value::Text(pk.to_owned()),
+        Value::Text(f.status.as_str().to_owned()),
+        mac_index,
+        Value::Text(key.id().to_hex()),
+        seal("kind", &f.kind)?,
+        seal("profile", &f.profile)?,
+        seal("nickname", &f.nickname)?,
+        seal("room", &f.room)?,
+        seal("vendor", &f.vendor)?,
+        seal("model", &f.model)?,
+        seal("firmware", &f.firmware)?,
+        seal("mac", &f.mac)?,
+        seal("addresses", &f.addresses)?,
+        seal("ssid", &f.ssid)?,
+        seal("stream_url", &f.stream_url)?,
+        seal("device_secret", &f.device_secret)?,
+        seal("last_seen", &f.last_seen)?,
+        seal("created_at", &d.created_at)?,
+    ])
+}
+
+fn open_device(key: &DataKey, row: &rusqlite::Row<'_>) -> Result<Device, StoreError> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(1)?;
+    macro_rules! field {
+        ($i:expr, $col:literal) => {
+            open_field(key, row, $i, "devices", $col, &id)?
+        };
+    }
+    let fields = DeviceFields {
+        status: DeviceStatus::parse(&status).ok_or(StoreError::SealedValue {
+            table: "devices",
+            column: "status",
+            id: id.clone(),
+            source: CryptoError::Malformed("unknown status"),
+        })?,
+        kind: field!(4, "kind"),
+        profile: field!(5, "profile"),
+        nickname: field!(6, "nickname"),
+        room: field!(7, "room"),
+        vendor: field!(8, "vendor"),
+        model: field!(9, "model"),
+        firmware: field!(10, "firmware"),
+        mac: field!(11, "mac"),
+        addresses: field!(12, "addresses"),
+        ssid: field!(13, "ssid"),
+        stream_url: field!(14, "stream_url"),
+        device_secret: field!(15, "device_secret"),
+        last_seen: field!(16, "last_seen"),
+    };
+    Ok(Device {
+        created_at: field!(17, "created_at"),
+        id: DeviceId(id),
+        fields,
+    })
+}

@@ -1,0 +1,5 @@
+//! `hearth` exactly as shipped, for the integration tests to spawn.
+
+fn main() -> std::process::ExitCode {
+    hearth::cli::main()
+}

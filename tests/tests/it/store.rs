@@ -1,0 +1,408 @@
+//! The encrypted store, read from the outside: canaries, swapped values, and
+//! recovery from a wrong key or a damaged file.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hearth::daemon::open_or_init;
+use hearth::secret::{Secret, TokenHash, hash_password};
+use hearth::store::{DataDir, DeviceFields, DeviceKind, DeviceStatus, Store, StoreError, UnixTime};
+use hearth_tests::{find_canaries, find_in_bytes, snapshot};
+
+use crate::harness::{TestHome, hearth, run, set_mode, text};
+
+fn canaries() -> Vec<String> {
+    let tag = hex::encode(hearth::secret::random_token(128).unwrap().expose().as_bytes())[..12].to_owned();
+    (0..20).map(|i| format!("Cnry{tag}x{i:02}")).collect()
+}
+
+fn open(home: &TestHome) -> Store {
+    open_or_init(&DataDir::new(home.data_dir()), None).expect("open store")
+}
+
+/// Twenty canaries go through the public API into every kind of sealed field
+/// (and into the secrets that are only ever stored hashed). None may appear
+/// in any file of the data directory, in UTF-8 or UTF-16, while the store is
+/// open (WAL and shared memory present) or after it is closed.
+#[test]
+fn canaries_never_reach_the_disk() {
+    let home = TestHome::new();
+    let c = canaries();
+    let mut store = open(&home);
+
+    let mut a = DeviceFields::new(DeviceKind::Camera, c[0].clone());
+    a.nickname = Some(c[1].clone());
+    a.room = Some(c[2].clone());
+    a.vendor = Some(c[3].clone());
+    a.model = Some(c[4].clone());
+    a.firmware = Some(c[5].clone());
+    a.mac = Some(c[6].clone());
+    a.ssid = Some(c[7].clone());
+    a.stream_url = Some(format!("rtsp://{}/live", c[8]));
+    a.device_secret = Some(Secret::new(c[9].clone()));
+    a.addresses = vec![
+        "10.213.77.41".parse().unwrap(),
+        "fd00:dead:beef::77".parse().unwrap(),
+    ];
+    a.last_seen = Some(UnixTime::now());
+    let dev_a = store.insert_device(&a).unwrap();
+
+    // A rename writes new values over old ones; both must stay sealed.
+    let mut renamed = a.clone();
+    renamed.nickname = Some(c[10].clone());
+    renamed.room = Some(c[11].clone());
+    renamed.status = DeviceStatus::Adopted;
+    store.update_device(&dev_a.id, &renamed).unwrap();
+
+    // A forgotten device's values must not linger either.
+    let mut b = DeviceFields::new(DeviceKind::Bulb, "generic");
+    b.nickname = Some(c[12].clone());
+    b.ssid = Some(c[13].clone());
+    let dev_b = store.insert_device(&b).unwrap();
+    assert!(store.forget_device(&dev_b.id).unwrap());
+
+    // Owner: e-mail sealed, password only as a sealed argon2id hash.
+    let email = format!("{}@example.org", c[14]);
+    let phc = hash_password(&c[15]).unwrap();
+    let owner = store.create_owner(&email, &Secret::new(phc)).unwrap();
+    store.record_login(&owner.id, UnixTime::now()).unwrap();
+
+    // Tokens: only their SHA-256 is stored.
+    for token in &c[16..20] {
+        store
+            .put_credential(
+                &format!("device:{}", dev_a.id),
+                "mqtt_password",
+                &TokenHash::of(token),
+                None,
+            )
+            .unwrap();
+    }
+
+    // The API gives everything back.
+    let got = store.device(&dev_a.id).unwrap().unwrap();
+    assert_eq!(got.fields, renamed);
+    assert_eq!(
+        store.device_by_mac(&c[6].to_uppercase()).unwrap().unwrap().id,
+        dev_a.id
+    );
+    assert_eq!(
+        store
+            .owner_by_email(&email.to_uppercase())
+            .unwrap()
+            .unwrap()
+            .email,
+        email
+    );
+    assert!(
+        store
+            .find_credential("mqtt_password", &TokenHash::of(&c[17]))
+            .unwrap()
+            .is_some()
+    );
+
+    let mut all = c.clone();
+    all.extend(["10.213.77.41".into(), "fd00:dead:beef::77".into()]);
+    let dir = home.data_dir();
+    assert!(
+        dir.join("hearth.db-wal").exists(),
+        "the open store should have a WAL for this test to mean anything"
+    );
+    assert_eq!(
+        find_canaries(&dir, &all),
+        vec![],
+        "canaries found while the store is open"
+    );
+    drop(store);
+    assert_eq!(find_canaries(&dir, &all), vec![], "canaries found after close");
+
+    // The scanner itself can find a canary, in each encoding.
+    for enc in hearth_tests::encodings(&c[3]) {
+        assert_eq!(
+            find_in_bytes(&[b"xx".as_slice(), &enc, b"yy"].concat(), &all),
+            vec![c[3].clone()]
+        );
+    }
+    // And the store reopens with every value intact.
+    let store = open(&home);
+    assert_eq!(store.device(&dev_a.id).unwrap().unwrap().fields, renamed);
+    assert_eq!(store.devices().unwrap().len(), 1);
+}
+
+fn raw(home: &TestHome) -> rusqlite::Connection {
+    rusqlite::Connection::open(home.data_dir().join("hearth.db")).unwrap()
+}
+
+/// A sealed value copied by raw SQL into another row, or another column,
+/// does not open, and the error names where.
+#[test]
+fn swapped_values_fail_to_open() {
+    let home = TestHome::new();
+    let mut store = open(&home);
+    let mut fields = DeviceFields::new(DeviceKind::Bulb, "generic");
+    fields.nickname = Some("Kitchen".into());
+    fields.room = Some("Ground floor".into());
+    let a = store.insert_device(&fields).unwrap();
+    fields.nickname = Some("Bedroom".into());
+    let b = store.insert_device(&fields).unwrap();
+
+    let db = raw(&home);
+    // Another row: a's nickname into b.
+    db.execute(
+        "UPDATE devices SET nickname = (SELECT nickname FROM devices WHERE id = ?1) WHERE id = ?2",
+        [a.id.as_str(), b.id.as_str()],
+    )
+    .unwrap();
+    match store.device(&b.id) {
+        Err(StoreError::SealedValue {
+            table, column, id, ..
+        }) => {
+            assert_eq!(
+                (table, column, id.as_str()),
+                ("devices", "nickname", b.id.as_str())
+            );
+        }
+        other => panic!("expected a sealed-value error, got {other:?}"),
+    }
+    let msg = store.device(&b.id).unwrap_err().to_string();
+    assert!(
+        msg.contains("devices.nickname") && msg.contains(b.id.as_str()),
+        "{msg}"
+    );
+    // a is untouched and still opens.
+    assert_eq!(
+        store.device(&a.id).unwrap().unwrap().fields.nickname.as_deref(),
+        Some("Kitchen")
+    );
+
+    // Another column: a's room into a's nickname.
+    db.execute(
+        "UPDATE devices SET nickname = room WHERE id = ?1",
+        [a.id.as_str()],
+    )
+    .unwrap();
+    assert!(matches!(
+        store.device(&a.id),
+        Err(StoreError::SealedValue {
+            column: "nickname",
+            ..
+        })
+    ));
+    drop(store);
+    drop(db);
+
+    // At start, the same damage stops hearth with the "corrupt" exit code.
+    let out = run(
+        hearth().arg("run").arg("--data-dir").arg(home.data_dir()),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("devices.nickname"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Runs `hearth run` on a damaged home and checks the exit code, a phrase of
+/// the message, and that no file changed, appeared or vanished.
+#[track_caller]
+fn refuses_unchanged(home: &TestHome, code: i32, phrase: &str) {
+    let before = snapshot(home.tmp.path());
+    let out = run(
+        hearth().arg("run").arg("--data-dir").arg(home.data_dir()),
+        Duration::from_secs(30),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(stderr.contains(phrase), "stderr lacks {phrase:?}: {stderr}");
+    assert_eq!(
+        snapshot(home.tmp.path()),
+        before,
+        "files changed; stderr: {stderr}"
+    );
+}
+
+fn home_with_a_device() -> (TestHome, String) {
+    let home = TestHome::new();
+    home.init();
+    let mut store = open(&home);
+    let mut fields = DeviceFields::new(DeviceKind::Camera, "generic");
+    fields.nickname = Some("Front door".into());
+    fields.addresses = vec![IpAddr::from([192, 168, 4, 20])];
+    let id = store.insert_device(&fields).unwrap().id.to_string();
+    drop(store);
+    (home, id)
+}
+
+#[test]
+fn wrong_key_is_refused_and_nothing_changes() {
+    let (home, _) = home_with_a_device();
+    let key = home.data_dir().join("master.key");
+    std::fs::remove_file(&key).unwrap();
+    let other = home.path("other");
+    hearth::store::files::write_new_key(&{
+        std::fs::create_dir(&other).unwrap();
+        other.join("k")
+    })
+    .unwrap();
+    std::fs::copy(other.join("k"), &key).unwrap();
+    set_mode(&key, 0o600);
+    refuses_unchanged(&home, 77, "does not open the store");
+}
+
+#[test]
+fn missing_or_exposed_key_is_refused() {
+    let (home, _) = home_with_a_device();
+    let key = home.data_dir().join("master.key");
+    set_mode(&key, 0o644);
+    refuses_unchanged(&home, 77, "chmod 600");
+    set_mode(&key, 0o600);
+    std::fs::rename(&key, home.path("moved.key")).unwrap();
+    refuses_unchanged(&home, 77, "does not exist");
+}
+
+#[test]
+fn exposed_data_dir_is_refused() {
+    let (home, _) = home_with_a_device();
+    set_mode(&home.data_dir(), 0o755);
+    refuses_unchanged(&home, 77, "chmod 700");
+}
+
+#[test]
+fn truncated_database_is_refused_and_nothing_changes() {
+    let (home, _) = home_with_a_device();
+    let db = home.data_dir().join("hearth.db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(len / 2 + 7)
+        .unwrap();
+    refuses_unchanged(&home, 65, "corrupt");
+}
+
+/// Flips one byte in the middle of a sealed value on disk.
+#[test]
+fn flipped_bytes_in_a_value_are_refused_and_nothing_changes() {
+    let (home, id) = home_with_a_device();
+    let db = home.data_dir().join("hearth.db");
+    let sealed: Vec<u8> = raw(&home)
+        .query_row("SELECT nickname FROM devices WHERE id = ?1", [&id], |r| r.get(0))
+        .unwrap();
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = bytes
+        .windows(sealed.len())
+        .position(|w| w == sealed.as_slice())
+        .expect("the sealed value is in the file");
+    bytes[at + sealed.len() / 2] ^= 0x20;
+    std::fs::write(&db, &bytes).unwrap();
+    refuses_unchanged(&home, 65, "devices.nickname");
+}
+
+#[test]
+fn flipped_bytes_in_the_header_are_refused() {
+    let (home, _) = home_with_a_device();
+    let db = home.data_dir().join("hearth.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[3] ^= 0xff;
+    std::fs::write(&db, &bytes).unwrap();
+    refuses_unchanged(&home, 65, "SQLite header");
+}
+
+/// Flips a run of bytes across a b-tree page: SQLite's integrity check or a
+/// value's tag must catch it.
+#[test]
+fn flipped_bytes_in_a_page_are_refused() {
+    let (home, _) = home_with_a_device();
+    let db = home.data_dir().join("hearth.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let page = u16::from_be_bytes([bytes[16], bytes[17]]) as usize;
+    // Page 1 holds the schema: damage its cell area.
+    for b in &mut bytes[page - 200..page - 150] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    refuses_unchanged(&home, 65, "corrupt");
+}
+
+#[test]
+fn a_directory_of_other_files_is_never_initialised() {
+    let home = TestHome::new();
+    std::fs::create_dir(home.data_dir()).unwrap();
+    set_mode(&home.data_dir(), 0o700);
+    std::fs::write(home.data_dir().join("notes.txt"), "mine").unwrap();
+    refuses_unchanged(&home, 65, "not empty but holds no hearth store");
+    // init says the same and changes nothing.
+    let before = snapshot(home.tmp.path());
+    let out = run(
+        hearth().arg("init").arg("--data-dir").arg(home.data_dir()),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(65));
+    assert_eq!(snapshot(home.tmp.path()), before);
+}
+
+/// A deleted database is not re-created: the key is still there, so the
+/// directory is not empty.
+#[test]
+fn a_lost_database_is_not_recreated() {
+    let (home, _) = home_with_a_device();
+    std::fs::remove_file(home.data_dir().join("hearth.db")).unwrap();
+    refuses_unchanged(&home, 65, "holds no hearth store");
+}
+
+#[test]
+fn init_makes_private_files_and_fresh_keys() {
+    let (a, b) = (TestHome::new(), TestHome::new());
+    a.init();
+    b.init();
+    use std::os::unix::fs::MetadataExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+    assert_eq!(mode(&a.data_dir()), 0o700);
+    assert_eq!(mode(&a.data_dir().join("master.key")), 0o600);
+    assert_eq!(mode(&a.data_dir().join("hearth.db")), 0o600);
+    let ka = std::fs::read(a.data_dir().join("master.key")).unwrap();
+    let kb = std::fs::read(b.data_dir().join("master.key")).unwrap();
+    assert_ne!(ka, kb, "two installs must not share a key");
+    assert_eq!(ka.len(), 65);
+
+    // A second init changes nothing and says so.
+    let before = snapshot(a.tmp.path());
+    let out = run(
+        hearth().arg("init").arg("--data-dir").arg(a.data_dir()),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("nothing was changed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(snapshot(a.tmp.path()), before);
+}
+
+/// The systemd credential is used when present, and init then writes no key
+/// into the data directory.
+#[test]
+fn systemd_credential_supplies_the_key() {
+    let home = TestHome::new();
+    let creds = home.path("creds");
+    std::fs::create_dir(&creds).unwrap();
+    hearth::store::files::write_new_key(&creds.join("hearth.key")).unwrap();
+    set_mode(&creds.join("hearth.key"), 0o400);
+    let out = run(
+        hearth()
+            .arg("init")
+            .arg("--data-dir")
+            .arg(home.data_dir())
+            .env("CREDENTIALS_DIRECTORY", &creds),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!home.data_dir().join("master.key").exists());
+    // Without the credential the store does not open.
+    refuses_unchanged(&home, 77, "does not exist");
+}
