@@ -54,7 +54,10 @@ impl<'de> Deserialize<'de> for Secret {
 /// A new random bearer token or device password of `bits` bits (at least
 /// 128), hex-encoded so it survives every device's configuration form.
 pub fn random_token(bits: usize) -> Result<Secret, CryptoError> {
-    assert!(bits >= 128 && bits.is_multiple_of(8), "tokens carry at least 128 bits");
+    assert!(
+        bits >= 128 && bits.is_multiple_of(8),
+        "tokens carry at least 128 bits"
+    );
     let mut bytes = Zeroizing::new(vec![0u8; bits / 8]);
     fill_random(&mut bytes)?;
     Ok(Secret::new(hex::encode(bytes.as_slice())))

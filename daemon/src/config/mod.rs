@@ -155,20 +155,9 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|span| {
-                    let before = &text[..span.start.min(text.len())];
-                    let line = before.matches('\n').count() + 1;
-                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                    format!("line {line}, column {column}: ")
-                })
-                .unwrap_or_default();
-            ConfigError::Parse {
-                path: origin.to_path_buf(),
-                message: format!("{at}{}", e.message()),
-            }
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: format!("{}{}", locate(text, e.span()), e.message()),
         })?;
         Config::validate(raw)
     }
@@ -266,6 +255,32 @@ impl Config {
             out.push("mqtt.allow_plaintext_lan: plain MQTT listens on a LAN address; device passwords cross the LAN in clear");
         }
         out
+    }
+}
+
+/// "line L, column C (key a.b): " for a span of the TOML text, naming the key
+/// from the line's `key =` and the nearest `[table]` header above it.
+fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else { return String::new() };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.len() - line_start + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(['[', ']']).trim());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty());
+    match (table, key) {
+        (Some(t), Some(k)) => format!("line {line_no}, column {column} (key {t}.{k}): "),
+        (None, Some(k)) => format!("line {line_no}, column {column} (key {k}): "),
+        _ => format!("line {line_no}, column {column}: "),
     }
 }
 

@@ -241,7 +241,7 @@ impl DataKey {
 
     /// Seals `plaintext` for the given location with a fresh random nonce.
     pub fn seal(&self, loc: FieldLoc<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        seal_with(&self.seal, self.id, &field_aad(loc, self.id), plaintext)
+        seal_with(&self.seal, self.id, field_aad(loc, self.id).as_slice(), plaintext)
     }
 
     /// Opens a value sealed by `seal` for the same location.
@@ -253,7 +253,66 @@ impl DataKey {
                 expected: self.id,
             });
         }
-        open_with(&self.seal, self.id, &field_aad(loc, self.id), envelope)
+        open_with(&self.seal, self.id, field_aad(loc, self.id).as_slice(), envelope)
+    }
+
+    /// Like [`DataKey::open`], but decrypts in place in the given buffer and
+    /// returns it, saving a copy on the read path.
+    pub fn open_owned(&self, loc: FieldLoc<'_>, mut envelope: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
+        let found = envelope_key_id(&envelope)?;
+        if found != self.id {
+            return Err(CryptoError::WrongKeyId {
+                found,
+                expected: self.id,
+            });
+        }
+        let nonce: [u8; NONCE_LEN] = envelope[1 + KEY_ID_LEN..HEADER_LEN]
+            .try_into()
+            .expect("slice length is NONCE_LEN");
+        let len = self
+            .seal
+            .open_within(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(field_aad(loc, self.id).as_slice()),
+                &mut envelope,
+                HEADER_LEN..,
+            )
+            .map_err(|_| CryptoError::Unauthentic)?
+            .len();
+        envelope.truncate(len);
+        Ok(envelope)
+    }
+
+    /// Like [`DataKey::open`], but decrypts into `scratch` (reused across
+    /// calls, so a read of many rows allocates once) and returns the
+    /// plaintext inside it.
+    pub fn open_into<'s>(
+        &self,
+        loc: FieldLoc<'_>,
+        envelope: &[u8],
+        scratch: &'s mut Vec<u8>,
+    ) -> Result<&'s [u8], CryptoError> {
+        let found = envelope_key_id(envelope)?;
+        if found != self.id {
+            return Err(CryptoError::WrongKeyId {
+                found,
+                expected: self.id,
+            });
+        }
+        let nonce: [u8; NONCE_LEN] = envelope[1 + KEY_ID_LEN..HEADER_LEN]
+            .try_into()
+            .expect("slice length is NONCE_LEN");
+        scratch.clear();
+        scratch.extend_from_slice(&envelope[HEADER_LEN..]);
+        let plain = self
+            .seal
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(field_aad(loc, self.id).as_slice()),
+                scratch,
+            )
+            .map_err(|_| CryptoError::Unauthentic)?;
+        Ok(plain)
     }
 
     /// A deterministic, keyed digest for equality look-ups by a secret value
@@ -324,18 +383,52 @@ fn open_with(key: &LessSafeKey, id: KeyId, aad: &[u8], envelope: &[u8]) -> Resul
     Ok(buf)
 }
 
-fn field_aad(loc: FieldLoc<'_>, id: KeyId) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(64);
-    for part in [
+/// The associated data of a sealed field. Built on the stack for the usual
+/// sizes: this runs once per value on every read.
+struct FieldAad {
+    buf: [u8; 160],
+    len: usize,
+    spill: Vec<u8>,
+}
+
+impl FieldAad {
+    fn as_slice(&self) -> &[u8] {
+        if self.spill.is_empty() {
+            &self.buf[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
+fn field_aad(loc: FieldLoc<'_>, id: KeyId) -> FieldAad {
+    let parts = [
         b"hearth/field/v1".as_slice(),
         loc.table.as_bytes(),
         loc.column.as_bytes(),
         loc.pk.as_bytes(),
         &id.0,
-    ] {
+    ];
+    let total: usize = parts.iter().map(|p| 4 + p.len()).sum();
+    let mut aad = FieldAad {
+        buf: [0; 160],
+        len: 0,
+        spill: Vec::new(),
+    };
+    if total > aad.buf.len() {
+        aad.spill.reserve(total);
+    }
+    for part in parts {
         // Length-prefixed, so ("ab","c") and ("a","bc") differ.
-        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        aad.extend_from_slice(part);
+        let len = (part.len() as u32).to_be_bytes();
+        if total > aad.buf.len() {
+            aad.spill.extend_from_slice(&len);
+            aad.spill.extend_from_slice(part);
+        } else {
+            aad.buf[aad.len..aad.len + 4].copy_from_slice(&len);
+            aad.buf[aad.len + 4..aad.len + 4 + part.len()].copy_from_slice(part);
+            aad.len += 4 + part.len();
+        }
     }
     aad
 }
@@ -388,6 +481,9 @@ mod tests {
         let b = key.seal(LOC, b"Betty's room").unwrap();
         assert_ne!(a, b, "a fresh nonce per seal");
         assert_eq!(key.open(LOC, &a).unwrap(), b"Betty's room");
+        assert_eq!(key.open_owned(LOC, a.clone()).unwrap(), b"Betty's room");
+        let mut scratch = Vec::new();
+        assert_eq!(key.open_into(LOC, &a, &mut scratch).unwrap(), b"Betty's room");
         assert_eq!(a.len(), HEADER_LEN + 12 + TAG_LEN);
         assert!(!a.windows(12).any(|w| w == b"Betty's room"));
     }
@@ -419,6 +515,11 @@ mod tests {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
             assert_eq!(key.open(LOC, &bad), Err(CryptoError::Unauthentic), "byte {i}");
+            assert_eq!(
+                key.open_owned(LOC, bad),
+                Err(CryptoError::Unauthentic),
+                "byte {i}"
+            );
         }
         assert!(matches!(
             key.open(LOC, &sealed[..10]),
@@ -430,6 +531,17 @@ mod tests {
             key.open(LOC, &bad_version),
             Err(CryptoError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn long_primary_keys_spill_to_the_heap_and_still_bind() {
+        let key = data_key();
+        let long = "k".repeat(300);
+        let loc = FieldLoc { pk: &long, ..LOC };
+        let sealed = key.seal(loc, b"x").unwrap();
+        assert_eq!(key.open(loc, &sealed).unwrap(), b"x");
+        let other = "k".repeat(299) + "j";
+        assert!(key.open(FieldLoc { pk: &other, ..LOC }, &sealed).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 pub mod crypto;
 pub mod files;
 pub mod schema;
-mod value;
+pub mod value;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -595,7 +595,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query([id.as_str()])?;
         match rows.next()? {
-            Some(row) => Ok(Some(open_device(&self.key, row)?)),
+            Some(row) => Ok(Some(open_device(&self.key, row, &mut Vec::new())?)),
             None => Ok(None),
         }
     }
@@ -605,8 +605,9 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(schema::SELECT_DEVICES)?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::new();
+        let mut scratch = Vec::with_capacity(512);
         while let Some(row) = rows.next()? {
-            out.push(open_device(&self.key, row)?);
+            out.push(open_device(&self.key, row, &mut scratch)?);
         }
         Ok(out)
     }
@@ -621,7 +622,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query([index.as_slice()])?;
         match rows.next()? {
-            Some(row) => Ok(Some(open_device(&self.key, row)?)),
+            Some(row) => Ok(Some(open_device(&self.key, row, &mut Vec::new())?)),
             None => Ok(None),
         }
     }
@@ -649,18 +650,19 @@ impl Store {
         let key = &self.key;
         write(&mut self.conn, Durability::Full, |tx| {
             let pk = owner.id.as_str();
-            let seal = |column, v: &dyn Field| seal_field(key, "owners", column, pk, v);
+            let record = value::RecordWriter::new()
+                .field(&owner.email)
+                .field(&owner.password_hash)
+                .field(&owner.created_at)
+                .finish();
             tx.execute(
-                "INSERT INTO owners (id, email_index, key_id, email, password_hash, last_login, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO owners (id, email_index, key_id, record, last_login) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     pk,
                     email_index(key, email),
                     key.id().to_hex(),
-                    seal("email", &owner.email)?,
-                    seal("password_hash", &owner.password_hash)?,
-                    seal("last_login", &owner.last_login)?,
-                    seal("created_at", &owner.created_at)?,
+                    seal_bytes(key, "owners", "record", pk, &record)?,
+                    seal_field(key, "owners", "last_login", pk, &owner.last_login)?,
                 ],
             )?;
             Ok(())
@@ -669,22 +671,32 @@ impl Store {
     }
 
     pub fn owner_by_email(&self, email: &str) -> Result<Option<Owner>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, email, password_hash, last_login, created_at FROM owners WHERE email_index = ?1",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, record, last_login FROM owners WHERE email_index = ?1")?;
         let mut rows = stmt.query([email_index(&self.key, email).as_slice()])?;
         let Some(row) = rows.next()? else { return Ok(None) };
         let id: String = row.get(0)?;
-        macro_rules! field {
-            ($i:expr, $col:literal) => {
-                open_field(&self.key, row, $i, "owners", $col, &id)?
-            };
-        }
+        let mut scratch = Vec::new();
+        let record = open_bytes(&self.key, row, 1, ("owners", "record", &id), &mut scratch)?;
+        let bad = || StoreError::SealedValue {
+            table: "owners",
+            column: "record",
+            id: id.clone(),
+            source: CryptoError::Malformed("record does not decode"),
+        };
+        let mut r = value::RecordReader::new(record).ok_or_else(bad)?;
+        let (email, password_hash, created_at) = (r.field(), r.field(), r.field());
+        let (Some(email), Some(password_hash), Some(created_at), Some(())) =
+            (email, password_hash, created_at, r.end())
+        else {
+            return Err(bad());
+        };
         Ok(Some(Owner {
-            email: field!(1, "email"),
-            password_hash: field!(2, "password_hash"),
-            last_login: field!(3, "last_login"),
-            created_at: field!(4, "created_at"),
+            email,
+            password_hash,
+            created_at,
+            last_login: open_field(&self.key, row, 2, "owners", "last_login", &id)?,
             id: OwnerId(id),
         }))
     }
@@ -834,7 +846,43 @@ fn seal_field(
     pk: &str,
     value: &dyn Field,
 ) -> Result<Vec<u8>, StoreError> {
-    Ok(key.seal(FieldLoc { table, column, pk }, &value::pad(&value.encode()))?)
+    seal_bytes(key, table, column, pk, &value.encode())
+}
+
+fn seal_bytes(
+    key: &DataKey,
+    table: &'static str,
+    column: &'static str,
+    pk: &str,
+    bytes: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    Ok(key.seal(FieldLoc { table, column, pk }, &value::pad(bytes))?)
+}
+
+/// Opens the sealed column `index` of `row` into `scratch` and returns the
+/// value's bytes, unpadded.
+fn open_bytes<'s>(
+    key: &DataKey,
+    row: &rusqlite::Row<'_>,
+    index: usize,
+    loc: (&'static str, &'static str, &str),
+    scratch: &'s mut Vec<u8>,
+) -> Result<&'s [u8], StoreError> {
+    let (table, column, pk) = loc;
+    let fail = |source| StoreError::SealedValue {
+        table,
+        column,
+        id: pk.to_owned(),
+        source,
+    };
+    let sealed = row
+        .get_ref(index)?
+        .as_blob()
+        .map_err(|_| fail(CryptoError::Malformed("sealed column does not hold a blob")))?;
+    let padded = key
+        .open_into(FieldLoc { table, column, pk }, sealed, scratch)
+        .map_err(fail)?;
+    value::unpad(padded).ok_or(fail(CryptoError::Malformed("sealed value is not padded")))
 }
 
 fn open_field<T: Field>(
@@ -845,17 +893,14 @@ fn open_field<T: Field>(
     column: &'static str,
     pk: &str,
 ) -> Result<T, StoreError> {
-    let sealed: Vec<u8> = row.get(index)?;
-    let fail = |source| StoreError::SealedValue {
+    let mut scratch = Vec::new();
+    let bytes = open_bytes(key, row, index, (table, column, pk), &mut scratch)?;
+    T::decode(bytes).ok_or_else(|| StoreError::SealedValue {
         table,
         column,
         id: pk.to_owned(),
-        source,
-    };
-    let padded = key.open(FieldLoc { table, column, pk }, &sealed).map_err(fail)?;
-    value::unpad(&padded)
-        .and_then(T::decode)
-        .ok_or(fail(CryptoError::Malformed("sealed value does not decode")))
+        source: CryptoError::Malformed("sealed value does not decode"),
+    })
 }
 
 fn email_index(key: &DataKey, email: &str) -> [u8; crypto::BLIND_INDEX_LEN] {
@@ -868,27 +913,43 @@ fn update_device_in(
     id: &DeviceId,
     fields: &DeviceFields,
 ) -> Result<(), StoreError> {
-    // created_at never changes, so the update leaves its column alone.
-    let mut stmt = tx.prepare_cached(schema::UPDATE_DEVICE)?;
+    // created_at lives in the record and never changes: keep the stored one.
+    let created_at = {
+        let mut stmt = tx.prepare_cached("SELECT record FROM devices WHERE id = ?1")?;
+        let mut rows = stmt.query([id.as_str()])?;
+        let Some(row) = rows.next()? else {
+            return Err(StoreError::NotFound("device"));
+        };
+        let mut scratch = Vec::new();
+        let record = open_bytes(key, row, 0, ("devices", "record", id.as_str()), &mut scratch)?;
+        value::decode_device_record(record, fields.status)
+            .ok_or_else(|| undecodable(id.as_str()))?
+            .1
+    };
     let device = Device {
         id: id.clone(),
-        created_at: UnixTime(0),
+        created_at,
         fields: fields.clone(),
     };
-    let mut row = seal_device(key, &device)?;
-    row.pop(); // created_at is not part of the update
-    if stmt.execute(rusqlite::params_from_iter(row.iter()))? == 0 {
-        return Err(StoreError::NotFound("device"));
-    }
+    let mut stmt = tx.prepare_cached(schema::UPDATE_DEVICE)?;
+    stmt.execute(rusqlite::params_from_iter(seal_device(key, &device)?.iter()))?;
     Ok(())
 }
 
-/// The 18 column values of a device row, in `schema::DEVICE_COLUMNS` order.
+fn undecodable(id: &str) -> StoreError {
+    StoreError::SealedValue {
+        table: "devices",
+        column: "record",
+        id: id.to_owned(),
+        source: CryptoError::Malformed("record does not decode"),
+    }
+}
+
+/// The column values of a device row, in `schema::INSERT_DEVICE` order.
 fn seal_device(key: &DataKey, d: &Device) -> Result<Vec<rusqlite::types::Value>, StoreError> {
     use rusqlite::types::Value;
     let pk = d.id.as_str();
     let f = &d.fields;
-    let seal = |column, v: &dyn Field| seal_field(key, "devices", column, pk, v).map(Value::Blob);
     let mac_index = match &f.mac {
         Some(mac) => Value::Blob(
             key.blind_index("devices.mac", mac.to_ascii_lowercase().as_bytes())
@@ -896,60 +957,31 @@ fn seal_device(key: &DataKey, d: &Device) -> Result<Vec<rusqlite::types::Value>,
         ),
         None => Value::Null,
     };
+    let record = value::encode_device_record(f, d.created_at);
     Ok(vec![
         Value::Text(pk.to_owned()),
         Value::Text(f.status.as_str().to_owned()),
         mac_index,
         Value::Text(key.id().to_hex()),
-        seal("kind", &f.kind)?,
-        seal("profile", &f.profile)?,
-        seal("nickname", &f.nickname)?,
-        seal("room", &f.room)?,
-        seal("vendor", &f.vendor)?,
-        seal("model", &f.model)?,
-        seal("firmware", &f.firmware)?,
-        seal("mac", &f.mac)?,
-        seal("addresses", &f.addresses)?,
-        seal("ssid", &f.ssid)?,
-        seal("stream_url", &f.stream_url)?,
-        seal("device_secret", &f.device_secret)?,
-        seal("last_seen", &f.last_seen)?,
-        seal("created_at", &d.created_at)?,
+        Value::Blob(seal_bytes(key, "devices", "record", pk, &record)?),
     ])
 }
 
-fn open_device(key: &DataKey, row: &rusqlite::Row<'_>) -> Result<Device, StoreError> {
-    let id: String = row.get(0)?;
-    let status: String = row.get(1)?;
-    macro_rules! field {
-        ($i:expr, $col:literal) => {
-            open_field(key, row, $i, "devices", $col, &id)?
-        };
-    }
-    let fields = DeviceFields {
-        status: DeviceStatus::parse(&status).ok_or(StoreError::SealedValue {
-            table: "devices",
-            column: "status",
-            id: id.clone(),
-            source: CryptoError::Malformed("unknown status"),
-        })?,
-        kind: field!(4, "kind"),
-        profile: field!(5, "profile"),
-        nickname: field!(6, "nickname"),
-        room: field!(7, "room"),
-        vendor: field!(8, "vendor"),
-        model: field!(9, "model"),
-        firmware: field!(10, "firmware"),
-        mac: field!(11, "mac"),
-        addresses: field!(12, "addresses"),
-        ssid: field!(13, "ssid"),
-        stream_url: field!(14, "stream_url"),
-        device_secret: field!(15, "device_secret"),
-        last_seen: field!(16, "last_seen"),
-    };
+fn open_device(key: &DataKey, row: &rusqlite::Row<'_>, scratch: &mut Vec<u8>) -> Result<Device, StoreError> {
+    let text =
+        |i| -> Result<&str, StoreError> { Ok(row.get_ref(i)?.as_str().map_err(rusqlite::Error::from)?) };
+    let id = text(0)?;
+    let status = DeviceStatus::parse(text(1)?).ok_or_else(|| StoreError::SealedValue {
+        table: "devices",
+        column: "status",
+        id: id.to_owned(),
+        source: CryptoError::Malformed("unknown status"),
+    })?;
+    let record = open_bytes(key, row, 4, ("devices", "record", id), scratch)?;
+    let (fields, created_at) = value::decode_device_record(record, status).ok_or_else(|| undecodable(id))?;
     Ok(Device {
-        created_at: field!(17, "created_at"),
-        id: DeviceId(id),
+        id: DeviceId(id.to_owned()),
+        created_at,
         fields,
     })
 }

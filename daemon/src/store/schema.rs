@@ -22,35 +22,20 @@ CREATE TABLE data_keys (
 ) WITHOUT ROWID;
 
 CREATE TABLE devices (
-    id            TEXT PRIMARY KEY NOT NULL, -- random 128-bit id, hex; opaque; not sealed
-    status        TEXT NOT NULL CHECK (status IN ('pending', 'adopted')), -- lifecycle; not sealed
-    mac_index     BLOB,                      -- blind index (HMAC-SHA256/16) of the MAC, for look-ups; one-way
-    key_id        TEXT NOT NULL,             -- data key the sealed columns of this row are under
-    kind          BLOB NOT NULL, -- sealed: camera, doorbell, bulb, plug, light_strip, other
-    profile       BLOB NOT NULL, -- sealed: vendor profile (generic, tasmota, shelly, esphome, ...)
-    nickname      BLOB NOT NULL, -- sealed: the owner's name for it ("Betty's room")
-    room          BLOB NOT NULL, -- sealed: the room it is in
-    vendor        BLOB NOT NULL, -- sealed: manufacturer
-    model         BLOB NOT NULL, -- sealed: model
-    firmware      BLOB NOT NULL, -- sealed: firmware version
-    mac           BLOB NOT NULL, -- sealed: MAC address
-    addresses     BLOB NOT NULL, -- sealed: every IP address seen for it, JSON list
-    ssid          BLOB NOT NULL, -- sealed: Wi-Fi network it reported
-    stream_url    BLOB NOT NULL, -- sealed: camera stream URL
-    device_secret BLOB NOT NULL, -- sealed: credential hearth uses to reach the device
-    last_seen     BLOB NOT NULL, -- sealed: when it was last heard from
-    created_at    BLOB NOT NULL  -- sealed: when it was first stored
+    id        TEXT PRIMARY KEY NOT NULL, -- random 128-bit id, hex; opaque; not sealed
+    status    TEXT NOT NULL CHECK (status IN ('pending', 'adopted')), -- lifecycle; not sealed
+    mac_index BLOB,                      -- blind index (HMAC-SHA256/16) of the MAC, for look-ups; one-way
+    key_id    TEXT NOT NULL,             -- data key the sealed columns of this row are under
+    record    BLOB NOT NULL  -- sealed: kind, vendor profile, nickname, room, vendor, model, firmware, MAC, every IP address, SSID, stream URL, device secret, last-seen and creation times (one envelope; see value.rs)
 ) WITHOUT ROWID;
 CREATE INDEX devices_mac_index ON devices (mac_index);
 
 CREATE TABLE owners (
-    id            TEXT PRIMARY KEY NOT NULL, -- random 128-bit id, hex; opaque; not sealed
-    email_index   BLOB NOT NULL UNIQUE,      -- blind index of the lower-cased e-mail; one-way
-    key_id        TEXT NOT NULL,             -- data key the sealed columns are under
-    email         BLOB NOT NULL, -- sealed: e-mail address
-    password_hash BLOB NOT NULL, -- sealed: argon2id PHC string (hashed, then sealed against offline guessing)
-    last_login    BLOB NOT NULL, -- sealed: time of the last login
-    created_at    BLOB NOT NULL  -- sealed: when the account was made
+    id          TEXT PRIMARY KEY NOT NULL, -- random 128-bit id, hex; opaque; not sealed
+    email_index BLOB NOT NULL UNIQUE,      -- blind index of the lower-cased e-mail; one-way
+    key_id      TEXT NOT NULL,             -- data key the sealed columns are under
+    record      BLOB NOT NULL, -- sealed: e-mail, argon2id PHC password hash (hashed, then sealed against offline guessing), creation time
+    last_login  BLOB NOT NULL  -- sealed: time of the last login
 ) WITHOUT ROWID;
 
 CREATE TABLE credentials (
@@ -69,47 +54,21 @@ CREATE INDEX credentials_principal ON credentials (principal);
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// Sealed columns per table, with the primary key column first. The store
-/// opens every one of these at start (`Store::open`), and key rotation will
-/// re-seal them.
+/// Sealed columns per table. The store opens every one of these at start
+/// (`Store::open`), and key rotation will re-seal them.
 pub const SEALED: &[(&str, &[&str])] = &[
-    (
-        "devices",
-        &[
-            "kind",
-            "profile",
-            "nickname",
-            "room",
-            "vendor",
-            "model",
-            "firmware",
-            "mac",
-            "addresses",
-            "ssid",
-            "stream_url",
-            "device_secret",
-            "last_seen",
-            "created_at",
-        ],
-    ),
-    ("owners", &["email", "password_hash", "last_login", "created_at"]),
+    ("devices", &["record"]),
+    ("owners", &["record", "last_login"]),
     ("credentials", &["created_at"]),
 ];
 
-pub const DEVICE_COLUMNS: &str = "id, status, mac_index, key_id, kind, profile, nickname, room, vendor, model, \
-     firmware, mac, addresses, ssid, stream_url, device_secret, last_seen, created_at";
+pub const INSERT_DEVICE: &str =
+    "INSERT INTO devices (id, status, mac_index, key_id, record) VALUES (?1, ?2, ?3, ?4, ?5)";
 
-pub const INSERT_DEVICE: &str = "INSERT INTO devices (id, status, mac_index, key_id, kind, profile, nickname, \
-     room, vendor, model, firmware, mac, addresses, ssid, stream_url, device_secret, last_seen, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+pub const UPDATE_DEVICE: &str =
+    "UPDATE devices SET status = ?2, mac_index = ?3, key_id = ?4, record = ?5 WHERE id = ?1";
 
-pub const UPDATE_DEVICE: &str = "UPDATE devices SET status = ?2, mac_index = ?3, key_id = ?4, kind = ?5, \
-     profile = ?6, nickname = ?7, room = ?8, vendor = ?9, model = ?10, firmware = ?11, mac = ?12, \
-     addresses = ?13, ssid = ?14, stream_url = ?15, device_secret = ?16, last_seen = ?17 WHERE id = ?1";
-
-pub const SELECT_DEVICES: &str = "SELECT id, status, mac_index, key_id, kind, profile, nickname, room, vendor, \
-     model, firmware, mac, addresses, ssid, stream_url, device_secret, last_seen, created_at FROM devices";
-
+pub const SELECT_DEVICES: &str = "SELECT id, status, mac_index, key_id, record FROM devices";
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +118,5 @@ mod tests {
                 );
             }
         }
-        assert_eq!(DEVICE_COLUMNS.split(", ").count(), 18);
     }
 }

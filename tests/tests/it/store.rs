@@ -134,23 +134,25 @@ fn raw(home: &TestHome) -> rusqlite::Connection {
     rusqlite::Connection::open(home.data_dir().join("hearth.db")).unwrap()
 }
 
-/// A sealed value copied by raw SQL into another row, or another column,
-/// does not open, and the error names where.
+/// A sealed value copied by raw SQL into another row, another column or
+/// another table does not open, and the error names where.
 #[test]
 fn swapped_values_fail_to_open() {
     let home = TestHome::new();
     let mut store = open(&home);
     let mut fields = DeviceFields::new(DeviceKind::Bulb, "generic");
     fields.nickname = Some("Kitchen".into());
-    fields.room = Some("Ground floor".into());
     let a = store.insert_device(&fields).unwrap();
     fields.nickname = Some("Bedroom".into());
     let b = store.insert_device(&fields).unwrap();
-
+    let phc = Secret::new(hash_password("a long owner passphrase").unwrap());
+    let owner = store.create_owner("owner@example.org", &phc).unwrap();
+    store.record_login(&owner.id, UnixTime::now()).unwrap();
     let db = raw(&home);
-    // Another row: a's nickname into b.
+
+    // Another row: a's sealed record into b.
     db.execute(
-        "UPDATE devices SET nickname = (SELECT nickname FROM devices WHERE id = ?1) WHERE id = ?2",
+        "UPDATE devices SET record = (SELECT record FROM devices WHERE id = ?1) WHERE id = ?2",
         [a.id.as_str(), b.id.as_str()],
     )
     .unwrap();
@@ -158,16 +160,13 @@ fn swapped_values_fail_to_open() {
         Err(StoreError::SealedValue {
             table, column, id, ..
         }) => {
-            assert_eq!(
-                (table, column, id.as_str()),
-                ("devices", "nickname", b.id.as_str())
-            );
+            assert_eq!((table, column, id.as_str()), ("devices", "record", b.id.as_str()));
         }
         other => panic!("expected a sealed-value error, got {other:?}"),
     }
     let msg = store.device(&b.id).unwrap_err().to_string();
     assert!(
-        msg.contains("devices.nickname") && msg.contains(b.id.as_str()),
+        msg.contains("devices.record") && msg.contains(b.id.as_str()),
         "{msg}"
     );
     // a is untouched and still opens.
@@ -176,32 +175,50 @@ fn swapped_values_fail_to_open() {
         Some("Kitchen")
     );
 
-    // Another column: a's room into a's nickname.
+    // Another column: the owner's last-login envelope into its record column.
     db.execute(
-        "UPDATE devices SET nickname = room WHERE id = ?1",
+        "UPDATE owners SET record = last_login WHERE id = ?1",
+        [owner.id.as_str()],
+    )
+    .unwrap();
+    match store.owner_by_email("owner@example.org") {
+        Err(StoreError::SealedValue {
+            table: "owners",
+            column: "record",
+            ..
+        }) => {}
+        other => panic!("expected a sealed-value error, got {other:?}"),
+    }
+
+    // Another table: a device's record into the owner's record column.
+    db.execute(
+        "UPDATE owners SET record = (SELECT record FROM devices WHERE id = ?1)",
         [a.id.as_str()],
     )
     .unwrap();
     assert!(matches!(
-        store.device(&a.id),
+        store.owner_by_email("owner@example.org"),
         Err(StoreError::SealedValue {
-            column: "nickname",
+            table: "owners",
+            column: "record",
             ..
         })
     ));
     drop(store);
     drop(db);
 
-    // At start, the same damage stops hearth with the "corrupt" exit code.
+    // At start, the same damage stops hearth with the "corrupt" exit code,
+    // naming the first damaged value it meets.
     let out = run(
         hearth().arg("run").arg("--data-dir").arg(home.data_dir()),
         Duration::from_secs(30),
     );
-    assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(stderr.contains("is corrupt"), "{stderr}");
     assert!(
-        text(&out.stderr).contains("devices.nickname"),
-        "{}",
-        text(&out.stderr)
+        stderr.contains(&format!("devices.record of row {} does not open", b.id)),
+        "{stderr}"
     );
 }
 
@@ -290,7 +307,7 @@ fn flipped_bytes_in_a_value_are_refused_and_nothing_changes() {
     let (home, id) = home_with_a_device();
     let db = home.data_dir().join("hearth.db");
     let sealed: Vec<u8> = raw(&home)
-        .query_row("SELECT nickname FROM devices WHERE id = ?1", [&id], |r| r.get(0))
+        .query_row("SELECT record FROM devices WHERE id = ?1", [&id], |r| r.get(0))
         .unwrap();
     let mut bytes = std::fs::read(&db).unwrap();
     let at = bytes
@@ -299,7 +316,7 @@ fn flipped_bytes_in_a_value_are_refused_and_nothing_changes() {
         .expect("the sealed value is in the file");
     bytes[at + sealed.len() / 2] ^= 0x20;
     std::fs::write(&db, &bytes).unwrap();
-    refuses_unchanged(&home, 65, "devices.nickname");
+    refuses_unchanged(&home, 65, "devices.record");
 }
 
 #[test]
