@@ -98,3 +98,45 @@ fn sigint_stops_fast() {
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(took < Duration::from_millis(1500), "SIGINT took {took:?}");
 }
+
+/// With a store full of canaries and logging at trace level, nothing the
+/// daemon logs from start to stop contains one.
+#[test]
+fn logs_carry_no_home_data_even_at_trace() {
+    use hearth::secret::Secret;
+    use hearth::store::{DataDir, DeviceFields, DeviceKind};
+
+    let home = TestHome::new();
+    let canaries: Vec<String> = (0..6).map(|i| format!("LogCanary{i}Zq")).collect();
+    {
+        let mut store = hearth::daemon::open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
+        let mut f = DeviceFields::new(DeviceKind::Camera, "generic");
+        f.nickname = Some(canaries[0].clone());
+        f.room = Some(canaries[1].clone());
+        f.ssid = Some(canaries[2].clone());
+        f.mac = Some(canaries[3].clone());
+        f.device_secret = Some(Secret::new(canaries[4].clone()));
+        f.stream_url = Some(canaries[5].clone());
+        store.insert_device(&f).unwrap();
+    }
+    let child = hearth()
+        .arg("run")
+        .arg("--data-dir")
+        .arg(home.data_dir())
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !home.data_dir().join("hearth.db-wal").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGTERM);
+    let out = wait_output(child, Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(0));
+    let log = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    assert!(text(&log).contains("hearth running devices=1"), "{}", text(&log));
+    assert_eq!(hearth_tests::find_in_bytes(&log, &canaries), Vec::<String>::new());
+}
