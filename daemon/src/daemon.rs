@@ -5,13 +5,23 @@
 //! a store that does not open is reported and left exactly as it was.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, Admin, AdminError};
+use crate::broker::{self, Broker, BrokerError, Credentials};
 use crate::config::Config;
+use crate::devices::{self, Devices, MqttEndpoint};
+use crate::exit::ExitCode;
+use crate::pki::{self, PkiError, TlsFiles};
 use crate::store::files::{self, DataDir, DirState};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{self, Supervisor, SupervisorError};
+
+/// How often the server certificate is checked for renewal.
+const RENEWAL_CHECK: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -19,6 +29,35 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("certificates: {0}")]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl DaemonError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            DaemonError::Store(e) | DaemonError::Pki(PkiError::Store(e)) => e.exit_code(),
+            DaemonError::Broker(BrokerError::Bind { .. }) => ExitCode::Unavailable,
+            DaemonError::Broker(BrokerError::EnvOverride(_)) => ExitCode::Usage,
+            DaemonError::Broker(BrokerError::Tls(_)) => ExitCode::DataErr,
+            DaemonError::Admin(e) => e.exit_code(),
+            _ => ExitCode::Software,
+        }
+    }
+}
+
+/// What the caller bound before calling [`run`].
+pub struct Bound {
+    /// MQTT over TLS.
+    pub mqtt_tls: Vec<std::net::TcpListener>,
+    /// The admin socket.
+    pub admin: tokio::net::UnixListener,
 }
 
 /// What `init` did.
@@ -93,24 +132,125 @@ pub fn open_or_init(data_dir: &DataDir, key_file: Option<&Path>) -> Result<Store
     Store::open(&data_dir.db_path(), &master, &key_path)
 }
 
+/// The names the server certificate carries: the host's, plus configured
+/// extra names and any specific address the TLS listeners are bound to.
+fn certificate_names(config: &Config) -> Vec<String> {
+    let mut extra = config.tls_extra_names.clone();
+    for addr in &config.mqtt.tls_listen {
+        if !addr.ip().is_unspecified() {
+            extra.push(addr.ip().to_string());
+        }
+    }
+    pki::server_names(&extra)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DaemonError> + Send + 'static,
+) -> Result<T, DaemonError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))?
+}
+
 /// Runs the daemon until `shutdown` is cancelled, then drains its tasks
 /// within the configured grace period.
-pub async fn run(config: Config, store: Store, shutdown: CancellationToken) -> Result<(), DaemonError> {
+pub async fn run(
+    config: Config,
+    data_dir: DataDir,
+    store: Store,
+    bound: Bound,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
     let supervisor = Supervisor::new(shutdown.clone());
     supervisor::notify::spawn_watchdog(&supervisor);
-
     for setting in config.warnings() {
         tracing::warn!(setting, "protection lowered by configuration");
     }
-    let devices = store.devices()?.len();
-    tracing::info!(devices, key_id = %store.key_id(), "hearth running");
+
+    let store = Arc::new(Mutex::new(store));
+    let files = TlsFiles::in_dir(data_dir.path());
+    let names = certificate_names(&config);
+    let creds = Arc::new(Credentials::new());
+    let (device_count, loaded) = {
+        let (store, dir, names, creds) = (
+            store.clone(),
+            data_dir.path().to_path_buf(),
+            names.clone(),
+            creds.clone(),
+        );
+        blocking(move || {
+            let mut store = store.lock().expect("store lock");
+            pki::ensure(&mut store, &dir, &names)?;
+            let loaded = devices::load_credentials(&store, &creds)?;
+            Ok((store.devices()?.len(), loaded))
+        })
+        .await?
+    };
+
+    let listeners = broker::Listeners {
+        tls: bound.mqtt_tls,
+        plain: config.mqtt.plain_listen.clone(),
+    };
+    let broker = Arc::new(Broker::start(listeners, &files, config.mqtt.limits.clone(), creds).await?);
+    let port = broker
+        .tls_addrs()
+        .first()
+        .or(broker.plain_addrs().first())
+        .map(|a| a.port())
+        .unwrap_or(0);
+    let host = config
+        .mqtt
+        .advertised_host
+        .clone()
+        .or_else(|| pki::hostname().map(|h| if h.contains('.') { h } else { format!("{h}.local") }))
+        .unwrap_or_else(|| "localhost".into());
+    let endpoint = MqttEndpoint {
+        host,
+        port,
+        ca_cert: files.ca_cert.clone(),
+    };
+    let devices = Arc::new(Devices::new(store.clone(), broker.clone(), endpoint));
+
+    let admin = Arc::new(Admin {
+        devices: devices.clone(),
+        broker: broker.clone(),
+    });
+    let admin_listener = bound.admin;
+    supervisor.spawn("admin", move |token| async move {
+        admin::serve(admin_listener, admin, token).await;
+        Ok(())
+    });
+    {
+        let (store, broker, dir) = (store.clone(), broker.clone(), data_dir.path().to_path_buf());
+        supervisor.spawn("tls-renewal", move |token| async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(RENEWAL_CHECK) => {}
+                }
+                let (store, d, names) = (store.clone(), dir.clone(), names.clone());
+                let renewed = blocking(move || {
+                    let mut store = store.lock().expect("store lock");
+                    Ok(pki::ensure(&mut store, &d, &names)?)
+                })
+                .await?;
+                if renewed {
+                    broker.reload_tls(&TlsFiles::in_dir(&dir))?;
+                }
+            }
+        });
+    }
+
+    tracing::info!(devices = device_count, credentials = loaded, "hearth running");
     supervisor::notify::ready();
 
     shutdown.cancelled().await;
     tracing::info!("stopping");
     supervisor::notify::stopping();
+    broker.shutdown().await;
     supervisor.shutdown(config.shutdown_grace).await?;
-    drop(store);
+    let _ = std::fs::remove_file(data_dir.path().join(admin::SOCKET));
+    drop(devices);
     tracing::info!("stopped");
     Ok(())
 }

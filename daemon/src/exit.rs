@@ -10,10 +10,14 @@ pub enum ExitCode {
     Usage = 64,
     /// EX_DATAERR: the store or an input file is corrupt or not ours.
     DataErr = 65,
+    /// EX_UNAVAILABLE: a listener could not be bound, or no daemon answers.
+    Unavailable = 69,
     /// EX_SOFTWARE: an internal error.
     Software = 70,
     /// EX_IOERR: reading or writing a file failed.
     IoErr = 74,
+    /// EX_TEMPFAIL: another hearth holds the data directory.
+    TempFail = 75,
     /// EX_NOPERM: wrong or missing key, or unsafe permissions.
     NoPerm = 77,
 }

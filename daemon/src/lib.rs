@@ -3,10 +3,14 @@
 //! The library holds every part of the daemon; `main.rs` only calls
 //! [`cli::main`]. See ARCHITECTURE.md for the map and the invariants.
 
+pub mod admin;
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod devices;
 pub mod exit;
+pub mod pki;
 pub mod secret;
 pub mod store;
 pub mod supervisor;

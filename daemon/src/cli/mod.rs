@@ -11,9 +11,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::Request;
+use crate::broker::acl::Profile;
 use crate::config::{Config, ConfigError, DEFAULT_TOML};
 use crate::daemon::{self, InitOutcome};
+use crate::devices::AddDevice;
 use crate::exit::ExitCode;
+use crate::store::DeviceKind;
 use crate::store::{DataDir, StoreError};
 use crate::supervisor::{StopSignal, SupervisorError, stop_signal};
 use crate::telemetry;
@@ -43,6 +47,63 @@ pub enum Command {
     },
     /// Print the default configuration, commented.
     PrintDefaultConfig,
+    /// Manage devices on a running hearth (through its admin socket).
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// Show a running hearth's listeners and counters.
+    Status(AdminArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Provision a device by hand: it gets its own MQTT credential and
+    /// topics. The password is printed once; hearth keeps only a hash.
+    Add {
+        /// The vendor's topic scheme.
+        #[arg(long, value_parser = ["generic", "tasmota", "shelly", "esphome"])]
+        profile: String,
+        /// What the device is.
+        #[arg(long, default_value = "other", value_parser = ["camera", "doorbell", "bulb", "plug", "light_strip", "other"])]
+        kind: String,
+        /// The owner's name for it (stored sealed).
+        #[arg(long)]
+        nickname: String,
+        /// The room it is in (stored sealed).
+        #[arg(long)]
+        room: Option<String>,
+        /// The topic base the device already uses (its Tasmota topic, Shelly
+        /// prefix or ESPHome name); one is generated when omitted.
+        #[arg(long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List every device.
+    List(AdminArgs),
+    /// Forget a device: its credential is revoked and its session cut at once.
+    Forget {
+        /// The device id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Issue a new MQTT password; the old one is refused from now on.
+    Rotate {
+        /// The device id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The data directory of the running hearth.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +118,9 @@ pub struct RunArgs {
 
 /// Parses the command line, runs the command, and returns its exit code.
 pub fn main() -> std::process::ExitCode {
+    // Two rustls crypto providers are compiled in (the broker crate brings
+    // aws-lc-rs); choose hearth's, once, for the whole process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -86,7 +150,10 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
         if let Some(e) = cause.downcast_ref::<StoreError>() {
             return e.exit_code();
         }
-        if let Some(daemon::DaemonError::Store(e)) = cause.downcast_ref::<daemon::DaemonError>() {
+        if let Some(e) = cause.downcast_ref::<daemon::DaemonError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::admin::AdminError>() {
             return e.exit_code();
         }
     }
@@ -102,7 +169,163 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
             print!("{DEFAULT_TOML}");
             Ok(())
         }
+        Command::Devices(cmd) => devices(cmd),
+        Command::Status(args) => status(&args),
     }
+}
+
+fn admin_request(args: &AdminArgs, request: &Request) -> anyhow::Result<serde_json::Value> {
+    let data_dir = resolve_data_dir(args.data_dir.as_deref(), &Config::default())?;
+    Ok(crate::admin::request(data_dir.path(), request)?)
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("json"));
+}
+
+fn print_provisioning(v: &serde_json::Value) {
+    let s = |p: &str| {
+        v.pointer(p)
+            .map(|x| x.as_str().map(str::to_owned).unwrap_or(x.to_string()))
+            .unwrap_or_default()
+    };
+    println!("device {}  ({}, {})", s("/id"), s("/profile"), s("/kind"));
+    println!("  broker     mqtts://{}:{}", s("/mqtt/host"), s("/mqtt/port"));
+    println!("  username   {}", s("/mqtt/username"));
+    println!(
+        "  password   {}   (shown once: hearth keeps only a hash)",
+        s("/mqtt/password")
+    );
+    println!("  client id  {}", s("/mqtt/client_id"));
+    println!("  CA file    {}", s("/mqtt/ca_cert"));
+    let topics: Vec<String> = v["topics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    println!("  topics     {}", topics.join(", "));
+}
+
+fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
+    match cmd {
+        DevicesCommand::Add {
+            profile,
+            kind,
+            nickname,
+            room,
+            topic,
+            admin,
+        } => {
+            let request = Request::DevicesAdd(AddDevice {
+                profile: Profile::parse(&profile).context("unknown profile")?,
+                kind: DeviceKind::parse(&kind).context("unknown kind")?,
+                nickname,
+                room,
+                topic,
+            });
+            let v = admin_request(&admin, &request)?;
+            if admin.json {
+                print_json(&v)
+            } else {
+                print_provisioning(&v)
+            }
+        }
+        DevicesCommand::List(admin) => {
+            let v = admin_request(&admin, &Request::DevicesList)?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:<32}  {:<8}  {:<11}  {:<8}  {:<7}  {:<20}  ROOM",
+                    "ID", "STATUS", "KIND", "PROFILE", "ONLINE", "NICKNAME"
+                );
+                for d in v.as_array().into_iter().flatten() {
+                    let s = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
+                    let online = if d["online"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    };
+                    println!(
+                        "{:<32}  {:<8}  {:<11}  {:<8}  {:<7}  {:<20}  {}",
+                        s("id"),
+                        s("status"),
+                        s("kind"),
+                        s("profile"),
+                        online,
+                        s("nickname"),
+                        s("room")
+                    );
+                }
+            }
+        }
+        DevicesCommand::Forget { id, admin } => {
+            let v = admin_request(&admin, &Request::DevicesForget { id: id.clone() })?;
+            if admin.json {
+                print_json(&v)
+            } else {
+                println!("forgot {id}: its credential is revoked and its session cut")
+            }
+        }
+        DevicesCommand::Rotate { id, admin } => {
+            let v = admin_request(&admin, &Request::DevicesRotate { id })?;
+            if admin.json {
+                print_json(&v)
+            } else {
+                print_provisioning(&v)
+            }
+        }
+    }
+    Ok(())
+}
+
+fn status(args: &AdminArgs) -> anyhow::Result<()> {
+    let v = admin_request(args, &Request::Status)?;
+    if args.json {
+        print_json(&v);
+    } else {
+        println!("hearth {} running", v["version"].as_str().unwrap_or("?"));
+        println!("  mqtt tls    {}", v["mqtt_tls"]);
+        println!("  mqtt plain  {}", v["mqtt_plain"]);
+        println!("  CA file     {}", v["ca_cert"].as_str().unwrap_or("?"));
+        println!("  devices     {}", v["devices"]);
+        println!("  broker      {}", v["broker"]);
+    }
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit (at most 65,536):
+/// every MQTT-over-TLS connection holds two descriptors.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max.min(65_536).max(lim.rlim_cur);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Binds the MQTT TLS listeners, so an address in use is reported before
+/// anything starts.
+fn bind_tls(config: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    config
+        .mqtt
+        .tls_listen
+        .iter()
+        .map(|addr| {
+            std::net::TcpListener::bind(addr).map_err(|e| {
+                anyhow::Error::from(daemon::DaemonError::Broker(crate::broker::BrokerError::Bind {
+                    addr: *addr,
+                    message: format!("{e}; change mqtt.tls_listen or stop what uses the port"),
+                }))
+            })
+        })
+        .collect()
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -184,6 +407,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(&config.log);
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
     let store = daemon::open_or_init(&data_dir, config.key_file.as_deref())?;
+    raise_nofile();
+    let mqtt_tls = bind_tls(&config)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -193,7 +418,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let grace = config.shutdown_grace;
     let result = runtime.block_on(async move {
         let token = CancellationToken::new();
-        let mut daemon = tokio::spawn(daemon::run(config, store, token.clone()));
+        let admin = crate::admin::bind(data_dir.path())?;
+        let bound = daemon::Bound { mqtt_tls, admin };
+        let mut daemon = tokio::spawn(daemon::run(config, data_dir, store, bound, token.clone()));
         let signal = tokio::select! {
             s = stop_signal() => s.context("cannot install signal handlers")?,
             finished = &mut daemon => {

@@ -48,6 +48,7 @@ pub struct RawConfig {
     pub daemon: RawDaemon,
     pub store: RawStore,
     pub mqtt: RawMqtt,
+    pub tls: RawTls,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,16 +94,47 @@ pub struct RawMqtt {
     pub tls_listen: Vec<String>,
     pub plain_listen: Vec<String>,
     pub allow_plaintext_lan: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_host: Option<String>,
+    pub max_packet_size: u32,
+    pub max_connections: usize,
+    pub max_inflight: u16,
+    pub max_queue: usize,
+    pub session_expiry_secs: u64,
+    pub message_expiry_secs: u64,
+    pub handshake_timeout_secs: u64,
+    pub connect_rate_per_sec: u32,
+    pub connect_burst: u32,
+    pub max_retained: usize,
 }
 
 impl Default for RawMqtt {
     fn default() -> Self {
+        let l = crate::broker::Limits::default();
         RawMqtt {
             tls_listen: vec!["0.0.0.0:8883".into()],
             plain_listen: vec!["127.0.0.1:1883".into()],
             allow_plaintext_lan: false,
+            advertised_host: None,
+            max_packet_size: l.max_packet_size,
+            max_connections: l.max_connections,
+            max_inflight: l.max_inflight,
+            max_queue: l.max_queue,
+            session_expiry_secs: l.session_expiry.as_secs(),
+            message_expiry_secs: l.message_expiry.as_secs(),
+            handshake_timeout_secs: l.handshake_timeout.as_secs(),
+            connect_rate_per_sec: l.connect_rate_per_sec,
+            connect_burst: l.connect_burst,
+            max_retained: l.max_retained,
         }
     }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    /// Extra DNS names or IP addresses for the server certificate.
+    pub extra_names: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +156,10 @@ pub struct MqttConfig {
     pub tls_listen: Vec<SocketAddr>,
     pub plain_listen: Vec<SocketAddr>,
     pub allow_plaintext_lan: bool,
+    /// The host name devices are told to connect to; `<hostname>.local`
+    /// when unset.
+    pub advertised_host: Option<String>,
+    pub limits: crate::broker::Limits,
 }
 
 /// A validated configuration.
@@ -134,6 +170,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub key_file: Option<PathBuf>,
     pub mqtt: MqttConfig,
+    /// Extra names for the server certificate.
+    pub tls_extra_names: Vec<String>,
     raw: RawConfig,
 }
 
@@ -216,7 +254,18 @@ impl Config {
             ));
         }
         let mqtt = validate_mqtt(&raw.mqtt)?;
+        for name in &raw.tls.extra_names {
+            let ok = name.parse::<std::net::IpAddr>().is_ok() || valid_dns_name(name);
+            if !ok {
+                return Err(invalid(
+                    "tls.extra_names",
+                    format!("'{name}' is neither an IP address nor a DNS name"),
+                    "list host names like \"hub.example.org\" or addresses like \"192.168.1.2\"",
+                ));
+            }
+        }
         Ok(Config {
+            tls_extra_names: raw.tls.extra_names.clone(),
             data_dir: raw.data_dir.clone(),
             log: LogConfig { level, format },
             shutdown_grace: Duration::from_secs(grace),
@@ -323,9 +372,12 @@ fn validate_mqtt(raw: &RawMqtt) -> Result<MqttConfig, ConfigError> {
         ));
     }
     for p in &plain_listen {
-        if tls_listen.iter().any(|t| {
-            t.port() == p.port() && (t.ip() == p.ip() || t.ip().is_unspecified() || p.ip().is_unspecified())
-        }) {
+        if p.port() != 0
+            && tls_listen.iter().any(|t| {
+                t.port() == p.port()
+                    && (t.ip() == p.ip() || t.ip().is_unspecified() || p.ip().is_unspecified())
+            })
+        {
             return Err(invalid(
                 "mqtt.plain_listen",
                 format!("{p} overlaps a TLS listener on the same port"),
@@ -333,11 +385,84 @@ fn validate_mqtt(raw: &RawMqtt) -> Result<MqttConfig, ConfigError> {
             ));
         }
     }
+    if let Some(host) = &raw.advertised_host
+        && !(host.parse::<std::net::IpAddr>().is_ok() || valid_dns_name(host))
+    {
+        return Err(invalid(
+            "mqtt.advertised_host",
+            format!("'{host}' is neither an IP address nor a DNS name"),
+            "give the name or address devices should connect to",
+        ));
+    }
+    let range = |key: &'static str, value: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(invalid(
+                key,
+                format!("{value} is outside {min}..={max}"),
+                format!("choose a value from {min} to {max}"),
+            ))
+        }
+    };
+    let limits = crate::broker::Limits {
+        max_packet_size: range(
+            "mqtt.max_packet_size",
+            raw.max_packet_size.into(),
+            1024,
+            16 * 1024 * 1024,
+        )? as u32,
+        max_connections: range("mqtt.max_connections", raw.max_connections as u64, 1, 100_000)? as usize,
+        max_inflight: range("mqtt.max_inflight", raw.max_inflight.into(), 1, 1024)? as u16,
+        max_queue: range("mqtt.max_queue", raw.max_queue as u64, 1, 100_000)? as usize,
+        session_expiry: std::time::Duration::from_secs(range(
+            "mqtt.session_expiry_secs",
+            raw.session_expiry_secs,
+            0,
+            7 * 24 * 3600,
+        )?),
+        message_expiry: std::time::Duration::from_secs(range(
+            "mqtt.message_expiry_secs",
+            raw.message_expiry_secs,
+            1,
+            24 * 3600,
+        )?),
+        handshake_timeout: std::time::Duration::from_secs(range(
+            "mqtt.handshake_timeout_secs",
+            raw.handshake_timeout_secs,
+            1,
+            60,
+        )?),
+        connect_rate_per_sec: range(
+            "mqtt.connect_rate_per_sec",
+            raw.connect_rate_per_sec.into(),
+            1,
+            10_000,
+        )? as u32,
+        connect_burst: range("mqtt.connect_burst", raw.connect_burst.into(), 1, 100_000)? as u32,
+        max_retained: range("mqtt.max_retained", raw.max_retained as u64, 0, 1_000_000)? as usize,
+        max_retained_payload: crate::broker::Limits::default().max_retained_payload,
+    };
     Ok(MqttConfig {
         tls_listen,
         plain_listen,
         allow_plaintext_lan: raw.allow_plaintext_lan,
+        advertised_host: raw.advertised_host.clone(),
+        limits,
     })
+}
+
+/// A DNS name of letters, digits, hyphens and dots, 1 to 253 bytes.
+fn valid_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 #[cfg(test)]

@@ -269,6 +269,9 @@ pub struct DeviceFields {
     pub stream_url: Option<String>,
     pub device_secret: Option<Secret>,
     pub last_seen: Option<UnixTime>,
+    /// The device's MQTT topic base (its Tasmota topic, Shelly prefix,
+    /// ESPHome name, or its id for the generic scheme).
+    pub topic: Option<String>,
 }
 
 impl DeviceFields {
@@ -289,6 +292,7 @@ impl DeviceFields {
             stream_url: None,
             device_secret: None,
             last_seen: None,
+            topic: None,
         }
     }
 }
@@ -571,6 +575,36 @@ impl Store {
         Ok(device)
     }
 
+    /// Inserts a device and its first credential in one transaction, so no
+    /// device exists without the credential it was provisioned with.
+    pub fn insert_device_with_credential(
+        &mut self,
+        id: DeviceId,
+        fields: &DeviceFields,
+        kind: &str,
+        hash: &TokenHash,
+    ) -> Result<(Device, Credential), StoreError> {
+        let device = Device {
+            id,
+            created_at: UnixTime::now(),
+            fields: fields.clone(),
+        };
+        let cred = Credential {
+            id: CredentialId::generate()?,
+            principal: format!("device:{}", device.id),
+            kind: kind.to_owned(),
+            expires_at: None,
+            created_at: device.created_at,
+        };
+        let key = &self.key;
+        write(&mut self.conn, Durability::Full, |tx| {
+            let mut stmt = tx.prepare_cached(schema::INSERT_DEVICE)?;
+            stmt.execute(rusqlite::params_from_iter(seal_device(key, &device)?.iter()))?;
+            insert_credential(tx, key, &cred, hash)
+        })?;
+        Ok((device, cred))
+    }
+
     /// Replaces every field of an existing device.
     pub fn update_device(&mut self, id: &DeviceId, fields: &DeviceFields) -> Result<(), StoreError> {
         let key = &self.key;
@@ -737,28 +771,65 @@ impl Store {
         };
         let key = &self.key;
         write(&mut self.conn, Durability::Full, |tx| {
-            tx.execute(
-                "INSERT INTO credentials (id, principal, kind, secret_hash, expires_at, key_id, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    cred.id.as_str(),
-                    principal,
-                    kind,
-                    hash.as_bytes().as_slice(),
-                    expires_at.map(|t| t.0),
-                    key.id().to_hex(),
-                    seal_field(
-                        key,
-                        "credentials",
-                        "created_at",
-                        cred.id.as_str(),
-                        &cred.created_at
-                    )?,
-                ],
-            )?;
-            Ok(())
+            insert_credential(tx, key, &cred, hash)
         })?;
         Ok(cred)
+    }
+
+    /// Revokes every credential of `kind` that `principal` holds and stores
+    /// a new one, in one transaction.
+    pub fn replace_credential(
+        &mut self,
+        principal: &str,
+        kind: &str,
+        hash: &TokenHash,
+    ) -> Result<Credential, StoreError> {
+        let cred = Credential {
+            id: CredentialId::generate()?,
+            principal: principal.to_owned(),
+            kind: kind.to_owned(),
+            expires_at: None,
+            created_at: UnixTime::now(),
+        };
+        let key = &self.key;
+        write(&mut self.conn, Durability::Full, |tx| {
+            tx.execute(
+                "DELETE FROM credentials WHERE principal = ?1 AND kind = ?2",
+                params![principal, kind],
+            )?;
+            insert_credential(tx, key, &cred, hash)
+        })?;
+        Ok(cred)
+    }
+
+    /// Every unexpired credential of `kind`, with its hash: what the broker
+    /// loads at start.
+    pub fn credentials_of_kind(&self, kind: &str) -> Result<Vec<(Credential, TokenHash)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, principal, kind, expires_at, created_at, secret_hash FROM credentials \
+             WHERE kind = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+        )?;
+        let mut rows = stmt.query(params![kind, UnixTime::now().0])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let hash: Vec<u8> = row.get(5)?;
+            let hash = TokenHash::from_slice(&hash).ok_or_else(|| StoreError::Corrupt {
+                path: self.db_path.clone(),
+                detail: format!("credential {id} has a malformed hash"),
+            })?;
+            out.push((
+                Credential {
+                    principal: row.get(1)?,
+                    kind: row.get(2)?,
+                    expires_at: row.get::<_, Option<i64>>(3)?.map(UnixTime),
+                    created_at: open_field(&self.key, row, 4, "credentials", "created_at", &id)?,
+                    id: CredentialId(id),
+                },
+                hash,
+            ));
+        }
+        Ok(out)
     }
 
     /// The unexpired credential of `kind` whose secret hashes to `hash`.
@@ -777,6 +848,32 @@ impl Store {
             created_at: open_field(&self.key, row, 4, "credentials", "created_at", &id)?,
             id: CredentialId(id),
         }))
+    }
+
+    /// Stores (or replaces) a named secret, sealed, with `synchronous=FULL`.
+    pub fn put_secret(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let key = &self.key;
+        let sealed = seal_bytes(key, "secrets", "value", name, value)?;
+        write(&mut self.conn, Durability::Full, |tx| {
+            tx.execute(
+                "INSERT INTO secrets (id, key_id, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, value = excluded.value",
+                params![name, key.id().to_hex(), sealed],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// A named secret, opened; zeroed when dropped.
+    pub fn secret(&self, name: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT value FROM secrets WHERE id = ?1")?;
+        let mut rows = stmt.query([name])?;
+        let Some(row) = rows.next()? else { return Ok(None) };
+        let mut scratch = zeroize::Zeroizing::new(Vec::new());
+        let bytes = open_bytes(&self.key, row, 0, ("secrets", "value", name), &mut scratch)?;
+        Ok(Some(zeroize::Zeroizing::new(bytes.to_vec())))
     }
 
     /// Deletes every credential of `principal`; returns how many there were.
@@ -806,6 +903,34 @@ fn write<T>(
         conn.pragma_update(None, "synchronous", "NORMAL")?;
     }
     result
+}
+
+fn insert_credential(
+    tx: &Transaction<'_>,
+    key: &DataKey,
+    cred: &Credential,
+    hash: &TokenHash,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO credentials (id, principal, kind, secret_hash, expires_at, key_id, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            cred.id.as_str(),
+            cred.principal,
+            cred.kind,
+            hash.as_bytes().as_slice(),
+            cred.expires_at.map(|t| t.0),
+            key.id().to_hex(),
+            seal_field(
+                key,
+                "credentials",
+                "created_at",
+                cred.id.as_str(),
+                &cred.created_at
+            )?,
+        ],
+    )?;
+    Ok(())
 }
 
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {

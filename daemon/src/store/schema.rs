@@ -49,6 +49,14 @@ CREATE TABLE credentials (
 ) WITHOUT ROWID;
 CREATE INDEX credentials_principal ON credentials (principal);
 "#,
+    // 2: sealed secrets hearth itself holds (the local CA's key).
+    r#"
+CREATE TABLE secrets (
+    id     TEXT PRIMARY KEY NOT NULL, -- the secret's name: 'ca_key', 'ca_cert', 'server_cert_info'; not secret
+    key_id TEXT NOT NULL,             -- data key the sealed column is under
+    value  BLOB NOT NULL              -- sealed: the secret itself (a private key in PEM, ...)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -60,6 +68,7 @@ pub const SEALED: &[(&str, &[&str])] = &[
     ("devices", &["record"]),
     ("owners", &["record", "last_login"]),
     ("credentials", &["created_at"]),
+    ("secrets", &["value"]),
 ];
 
 pub const INSERT_DEVICE: &str =

@@ -208,6 +208,16 @@ impl<'a> RecordReader<'a> {
         T::decode(bytes)
     }
 
+    /// A field added after the record format was first written: absent in
+    /// older records, so `None` when the record ends before it.
+    pub fn trailing_field<T: Field>(&mut self) -> Option<Option<T>> {
+        if self.rest.is_empty() {
+            Some(None)
+        } else {
+            self.field::<Option<T>>()
+        }
+    }
+
     /// Succeeds only if every byte was read.
     pub fn end(self) -> Option<()> {
         self.rest.is_empty().then_some(())
@@ -231,6 +241,7 @@ pub fn encode_device_record(f: &DeviceFields, created_at: UnixTime) -> Vec<u8> {
         .field(&f.device_secret)
         .field(&f.last_seen)
         .field(&created_at)
+        .field(&f.topic)
         .finish()
 }
 
@@ -253,8 +264,13 @@ pub fn decode_device_record(bytes: &[u8], status: DeviceStatus) -> Option<(Devic
         stream_url: r.field()?,
         device_secret: r.field()?,
         last_seen: r.field()?,
+        topic: None,
     };
     let created_at = r.field()?;
+    let fields = DeviceFields {
+        topic: r.trailing_field()?,
+        ..fields
+    };
     r.end()?;
     Some((fields, created_at))
 }
@@ -300,6 +316,7 @@ mod tests {
         f.addresses = vec!["192.168.1.9".parse().unwrap()];
         f.device_secret = Some(Secret::new("s3cret"));
         f.last_seen = Some(UnixTime(5));
+        f.topic = Some("tasmota_ab12cd".into());
         let bytes = encode_device_record(&f, UnixTime(42));
         let (back, created) = decode_device_record(&bytes, f.status).unwrap();
         assert_eq!((back, created), (f.clone(), UnixTime(42)));
@@ -307,6 +324,12 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode_device_record(&longer, f.status).is_none());
+        // A record written before `topic` existed still opens.
+        let mut older = f.clone();
+        older.topic = None;
+        let old_bytes = encode_device_record(&older, UnixTime(42));
+        let without_topic = &old_bytes[..old_bytes.len() - 5];
+        assert_eq!(decode_device_record(without_topic, f.status).unwrap().0, older);
         let mut version = bytes;
         version[0] = 9;
         assert!(decode_device_record(&version, f.status).is_none());

@@ -50,6 +50,27 @@ impl TestHome {
         self.tmp.path().join(name)
     }
 
+    /// A config file with every listener on loopback port 0, so tests never
+    /// collide on ports; `extra` is appended.
+    pub fn config(&self, extra: &str) -> PathBuf {
+        let path = self.path("hearth.toml");
+        let body =
+            format!("[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n{extra}");
+        std::fs::write(&path, body).expect("write config");
+        path
+    }
+
+    /// `hearth run` on this home, with the loopback config.
+    pub fn run_cmd(&self) -> Command {
+        let mut cmd = hearth();
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.config(""))
+            .arg("--data-dir")
+            .arg(self.data_dir());
+        cmd
+    }
+
     /// Runs `hearth init` on the data directory and checks it succeeded.
     pub fn init(&self) -> &TestHome {
         let out = run(

@@ -4,7 +4,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::harness::{TestHome, hearth, signal, text, wait_output, wait_status};
+use crate::harness::{TestHome, signal, text, wait_output, wait_status};
 
 /// Receives sd_notify datagrams until one contains `want`, or panics.
 fn expect_notify(sock: &UnixDatagram, want: &str, limit: Duration) -> String {
@@ -29,10 +29,8 @@ fn notifies_systemd_and_drains_on_sigterm() {
     let home = TestHome::new();
     let sock_path = home.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    let child = hearth()
-        .arg("run")
-        .arg("--data-dir")
-        .arg(home.data_dir())
+    let child = home
+        .run_cmd()
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "300000")
         .stdout(Stdio::piped())
@@ -60,10 +58,8 @@ fn notifies_systemd_and_drains_on_sigterm() {
 fn sigint_stops_fast() {
     let home = TestHome::new();
     home.init();
-    let mut child = hearth()
-        .arg("run")
-        .arg("--data-dir")
-        .arg(home.data_dir())
+    let mut child = home
+        .run_cmd()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -119,10 +115,8 @@ fn logs_carry_no_home_data_even_at_trace() {
         f.stream_url = Some(canaries[5].clone());
         store.insert_device(&f).unwrap();
     }
-    let child = hearth()
-        .arg("run")
-        .arg("--data-dir")
-        .arg(home.data_dir())
+    let child = home
+        .run_cmd()
         .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -209,10 +209,7 @@ fn swapped_values_fail_to_open() {
 
     // At start, the same damage stops hearth with the "corrupt" exit code,
     // naming the first damaged value it meets.
-    let out = run(
-        hearth().arg("run").arg("--data-dir").arg(home.data_dir()),
-        Duration::from_secs(30),
-    );
+    let out = run(&mut home.run_cmd(), Duration::from_secs(30));
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{stderr}");
     assert!(stderr.contains("is corrupt"), "{stderr}");
@@ -226,11 +223,10 @@ fn swapped_values_fail_to_open() {
 /// the message, and that no file changed, appeared or vanished.
 #[track_caller]
 fn refuses_unchanged(home: &TestHome, code: i32, phrase: &str) {
+    // The config file is written first, so the snapshot includes it.
+    let mut cmd = home.run_cmd();
     let before = snapshot(home.tmp.path());
-    let out = run(
-        hearth().arg("run").arg("--data-dir").arg(home.data_dir()),
-        Duration::from_secs(30),
-    );
+    let out = run(&mut cmd, Duration::from_secs(30));
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
     assert!(stderr.contains(phrase), "stderr lacks {phrase:?}: {stderr}");

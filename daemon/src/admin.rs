@@ -1,0 +1,303 @@
+//! The local admin socket: how `hearth devices …` and `hearth status` talk to
+//! a running daemon.
+//!
+//! It is a Unix socket in the data directory, mode 0600, and it also checks
+//! the caller's uid (the daemon's own, or root), so only the owner's shell on
+//! the hub can use it. One JSON request per connection, one JSON answer,
+//! bounded in size and time. It must never accept a request from the network.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::devices::{AddDevice, DeviceError, Devices};
+use crate::exit::ExitCode;
+use crate::store::{DeviceId, StoreError};
+
+/// The socket's file name in the data directory.
+pub const SOCKET: &str = "admin.sock";
+/// The largest request accepted, in bytes.
+const MAX_REQUEST: usize = 64 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "no hearth is running on {dir} (cannot reach {socket}). Start it with `hearth run --data-dir {dir}`"
+    )]
+    NotRunning {
+        dir: String,
+        socket: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another hearth is already running on {0}")]
+    AlreadyRunning(String),
+    #[error("cannot create the admin socket {path}: {source}")]
+    Bind { path: PathBuf, source: std::io::Error },
+    #[error("the admin socket answered badly: {0}")]
+    Protocol(String),
+    #[error("{message}")]
+    Refused { message: String, code: u8 },
+}
+
+impl AdminError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            AdminError::NotRunning { .. } => ExitCode::Unavailable,
+            AdminError::AlreadyRunning(_) => ExitCode::TempFail,
+            AdminError::Bind { .. } | AdminError::Protocol(_) => ExitCode::Software,
+            AdminError::Refused { code, .. } => match *code {
+                64 => ExitCode::Usage,
+                65 => ExitCode::DataErr,
+                69 => ExitCode::Unavailable,
+                77 => ExitCode::NoPerm,
+                _ => ExitCode::Software,
+            },
+        }
+    }
+}
+
+/// A request, as the CLI sends it.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    DevicesAdd(AddDevice),
+    DevicesList,
+    DevicesForget { id: String },
+    DevicesRotate { id: String },
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct Response {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u8>,
+}
+
+/// What `hearth status` reports: listeners and counts, nothing about devices
+/// but how many there are.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub mqtt_tls: Vec<String>,
+    pub mqtt_plain: Vec<String>,
+    pub ca_cert: PathBuf,
+    pub devices: usize,
+    pub broker: serde_json::Value,
+}
+
+/// The daemon side: everything a request may touch.
+pub struct Admin {
+    pub devices: Arc<Devices>,
+    pub broker: Arc<Broker>,
+}
+
+impl Admin {
+    async fn status(&self) -> Result<Status, DeviceError> {
+        let devices = self.devices.list().await?.len();
+        let stats = self.broker.stats().await;
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            mqtt_tls: self.broker.tls_addrs().iter().map(ToString::to_string).collect(),
+            mqtt_plain: self
+                .broker
+                .plain_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            ca_cert: self.devices.endpoint().ca_cert.clone(),
+            devices,
+            broker: serde_json::to_value(stats).expect("stats serialise"),
+        })
+    }
+}
+
+/// Creates the socket (mode 0600). A stale socket from a crashed daemon is
+/// replaced; a live one means another daemon owns this data directory.
+pub fn bind(data_dir: &Path) -> Result<UnixListener, AdminError> {
+    let path = data_dir.join(SOCKET);
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(AdminError::AlreadyRunning(data_dir.display().to_string()));
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    let bind_err = |source| AdminError::Bind {
+        path: path.clone(),
+        source,
+    };
+    // The data directory is 0700 already; the mode is set before anyone
+    // could connect because the umask-free bind is followed at once by chmod
+    // inside a directory only we can enter.
+    let listener = UnixListener::bind(&path).map_err(bind_err)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Serves requests until `token` is cancelled.
+pub async fn serve(listener: UnixListener, admin: Arc<Admin>, token: CancellationToken) {
+    let me = unsafe { libc::geteuid() };
+    loop {
+        let stream = tokio::select! {
+            _ = token.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "admin socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let allowed = stream
+            .peer_cred()
+            .map(|c| c.uid() == me || c.uid() == 0)
+            .unwrap_or(false);
+        if !allowed {
+            tracing::warn!("admin socket: refused a caller with another uid");
+            continue;
+        }
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &admin)).await;
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, admin: &Admin) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64 + 1);
+    let mut line = String::new();
+    let response = match reader.read_line(&mut line).await {
+        Ok(n) if n > MAX_REQUEST => refusal("the request is too large", ExitCode::Usage),
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(request) => dispatch(request, admin).await,
+            Err(e) => refusal(&format!("malformed request: {e}"), ExitCode::Usage),
+        },
+        Err(_) => return,
+    };
+    let mut bytes = serde_json::to_vec(&response).expect("response serialises");
+    bytes.push(b'\n');
+    let _ = write.write_all(&bytes).await;
+}
+
+fn refusal(message: &str, code: ExitCode) -> Response {
+    Response {
+        ok: false,
+        result: None,
+        error: Some(message.to_owned()),
+        code: Some(code as u8),
+    }
+}
+
+fn answer<T: Serialize>(result: Result<T, DeviceError>) -> Response {
+    match result {
+        Ok(value) => Response {
+            ok: true,
+            result: Some(serde_json::to_value(value).expect("result serialises")),
+            error: None,
+            code: None,
+        },
+        Err(e) => {
+            let code = match &e {
+                DeviceError::Invalid(_) | DeviceError::TopicTaken => ExitCode::Usage,
+                DeviceError::NotFound(_) => ExitCode::DataErr,
+                DeviceError::Store(s) => s.exit_code(),
+                DeviceError::Internal(_) => ExitCode::Software,
+            };
+            if code == ExitCode::Software {
+                tracing::error!(error = %e, "admin request failed");
+            }
+            refusal(&e.to_string(), code)
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Result<DeviceId, DeviceError> {
+    DeviceId::parse(id).ok_or_else(|| DeviceError::Invalid("a device id is 32 lower-case hex digits".into()))
+}
+
+async fn dispatch(request: Request, admin: &Admin) -> Response {
+    match request {
+        Request::Status => answer(admin.status().await),
+        Request::DevicesAdd(req) => answer(admin.devices.add(req).await),
+        Request::DevicesList => answer(admin.devices.list().await),
+        Request::DevicesForget { id } => {
+            let result = match parse_id(&id) {
+                Ok(id) => admin.devices.forget(&id).await.and_then(|existed| {
+                    if existed {
+                        Ok(serde_json::json!({ "forgotten": id }))
+                    } else {
+                        Err(DeviceError::NotFound(id.to_string()))
+                    }
+                }),
+                Err(e) => Err(e),
+            };
+            answer(result)
+        }
+        Request::DevicesRotate { id } => {
+            let result = match parse_id(&id) {
+                Ok(id) => admin.devices.rotate(&id).await,
+                Err(e) => Err(e),
+            };
+            answer(result)
+        }
+    }
+}
+
+/// The client side, for the CLI: sends one request and returns the result.
+pub fn request(data_dir: &Path, request: &Request) -> Result<serde_json::Value, AdminError> {
+    let path = data_dir.join(SOCKET);
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(&path).map_err(|source| AdminError::NotRunning {
+            dir: data_dir.display().to_string(),
+            socket: path.display().to_string(),
+            source,
+        })?;
+    stream
+        .set_read_timeout(Some(REQUEST_TIMEOUT + Duration::from_secs(5)))
+        .map_err(|e| AdminError::Protocol(e.to_string()))?;
+    let mut line = serde_json::to_vec(request).expect("request serialises");
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(|e| AdminError::Protocol(e.to_string()))?;
+    let mut answer = String::new();
+    BufReader::new(stream.take(16 * 1024 * 1024))
+        .read_line(&mut answer)
+        .map_err(|e| AdminError::Protocol(e.to_string()))?;
+    let response: Response =
+        serde_json::from_str(&answer).map_err(|e| AdminError::Protocol(format!("{e} in {answer:?}")))?;
+    if response.ok {
+        Ok(response.result.unwrap_or(serde_json::Value::Null))
+    } else {
+        Err(AdminError::Refused {
+            message: response.error.unwrap_or_default(),
+            code: response.code.unwrap_or(ExitCode::Software as u8),
+        })
+    }
+}
+
+// `StoreError` conversions for callers that hold one.
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError::Refused {
+            message: e.to_string(),
+            code: e.exit_code() as u8,
+        }
+    }
+}

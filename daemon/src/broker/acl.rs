@@ -1,0 +1,374 @@
+//! Who may publish or subscribe where: a pure function of principal, action
+//! and topic, with no I/O and no state.
+//!
+//! Everything not explicitly allowed is denied. It must never allow a device
+//! outside its own topics, a subscription to `#`, or anything under `$`.
+
+use std::fmt;
+
+/// The longest topic or filter the broker accepts, in bytes. MQTT allows
+/// 65,535; no device needs more than a few dozen.
+pub const MAX_TOPIC_LEN: usize = 1024;
+/// The most levels a topic or filter may have.
+pub const MAX_LEVELS: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Publish,
+    Subscribe,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+/// A vendor's topic scheme. It decides a device's rules at adoption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// hearth's own scheme: `hearth/<id>/#`.
+    Generic,
+    /// Tasmota: publishes `stat/<t>/#` and `tele/<t>/#`, obeys `cmnd/<t>/#`.
+    Tasmota,
+    /// Shelly Gen2: everything under `<id>/#`.
+    Shelly,
+    /// ESPHome: everything under `<name>/#`.
+    Esphome,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 4] = [
+        Profile::Generic,
+        Profile::Tasmota,
+        Profile::Shelly,
+        Profile::Esphome,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Generic => "generic",
+            Profile::Tasmota => "tasmota",
+            Profile::Shelly => "shelly",
+            Profile::Esphome => "esphome",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One allowed subtree, `<prefix>/#`, and what may be done there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Literal levels, no wildcards, e.g. `["stat", "plug1"]`.
+    pub prefix: Vec<String>,
+    pub publish: bool,
+    pub subscribe: bool,
+}
+
+impl Rule {
+    fn new(prefix: &[&str], publish: bool, subscribe: bool) -> Rule {
+        Rule {
+            prefix: prefix.iter().map(|s| (*s).to_owned()).collect(),
+            publish,
+            subscribe,
+        }
+    }
+
+    /// The rule as an MQTT filter, for showing the owner.
+    pub fn filter(&self) -> String {
+        format!("{}/#", self.prefix.join("/"))
+    }
+}
+
+/// The rules of a device with `profile` whose topic base is `base` (the
+/// device id for generic, the Tasmota topic, the Shelly prefix, the ESPHome
+/// name). `base` must have passed [`valid_base`].
+pub fn device_rules(profile: Profile, base: &str) -> Vec<Rule> {
+    match profile {
+        Profile::Generic => vec![Rule::new(&["hearth", base], true, true)],
+        Profile::Tasmota => vec![
+            Rule::new(&["stat", base], true, false),
+            Rule::new(&["tele", base], true, false),
+            Rule::new(&["cmnd", base], false, true),
+        ],
+        Profile::Shelly | Profile::Esphome => vec![Rule::new(&[base], true, true)],
+    }
+}
+
+/// Top-level names no device may take as its own topic base, because other
+/// parties own those subtrees.
+const RESERVED_BASES: &[&str] = &[
+    "hearth",
+    "homeassistant",
+    "cmnd",
+    "stat",
+    "tele",
+    "tasmota",
+    "tasmotas",
+    "shellies",
+    "esphome",
+    "sys",
+    "share",
+    "queue",
+];
+
+/// A topic base is one level of `[a-z0-9_-]`, 1 to 64 bytes, starting with a
+/// letter or digit, and not a reserved name.
+pub fn valid_base(base: &str) -> bool {
+    let ok_chars = base
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let first_ok = base.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    ok_chars && first_ok && base.len() <= 64 && !RESERVED_BASES.contains(&base)
+}
+
+/// Who is asking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// A device, confined to its rules.
+    Device { rules: Vec<Rule> },
+    /// hearth's own in-process client: every device topic, nothing under `$`.
+    Hub,
+}
+
+/// The one decision function. Pure: the same inputs always decide the same.
+pub fn decide(principal: &Principal, action: Action, topic: &str) -> Decision {
+    let Some(levels) = parse(action, topic) else {
+        return Decision::Deny;
+    };
+    // `$SYS`, `$share`, `$queue` and anything else under `$` is never for
+    // devices, nor for the hub.
+    if levels[0].starts_with('$') {
+        return Decision::Deny;
+    }
+    match principal {
+        Principal::Hub => Decision::Allow,
+        Principal::Device { rules } => {
+            let allowed = rules.iter().any(|rule| {
+                let permitted = match action {
+                    Action::Publish => rule.publish,
+                    Action::Subscribe => rule.subscribe,
+                };
+                permitted && within(&rule.prefix, &levels)
+            });
+            if allowed { Decision::Allow } else { Decision::Deny }
+        }
+    }
+}
+
+/// Splits and validates a topic (publish) or filter (subscribe).
+fn parse(action: Action, topic: &str) -> Option<Vec<&str>> {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN || topic.contains('\0') {
+        return None;
+    }
+    let levels: Vec<&str> = topic.split('/').collect();
+    if levels.len() > MAX_LEVELS {
+        return None;
+    }
+    for (i, level) in levels.iter().enumerate() {
+        let wild = level.contains('+') || level.contains('#');
+        match action {
+            Action::Publish if wild => return None,
+            Action::Subscribe if wild => {
+                let whole = *level == "+" || (*level == "#" && i == levels.len() - 1);
+                if !whole {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(levels)
+}
+
+/// Whether every topic `levels` names (or matches, as a filter) lies in the
+/// subtree `prefix/#`. The prefix levels must match literally: a wildcard in
+/// them would reach other subtrees.
+fn within(prefix: &[String], levels: &[&str]) -> bool {
+    levels.len() >= prefix.len() && prefix.iter().zip(levels).all(|(p, l)| p == l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::{Publish as P, Subscribe as S};
+    use Decision::{Allow, Deny};
+
+    fn device(profile: Profile, base: &str) -> Principal {
+        Principal::Device {
+            rules: device_rules(profile, base),
+        }
+    }
+
+    #[track_caller]
+    fn check(principal: &Principal, cases: &[(Action, &str, Decision)]) {
+        for (action, topic, want) in cases {
+            let got = decide(principal, *action, topic);
+            assert_eq!(got, *want, "{action:?} {topic:?}");
+        }
+    }
+
+    #[test]
+    fn generic_device() {
+        let d = device(Profile::Generic, "a1");
+        check(
+            &d,
+            &[
+                (P, "hearth/a1/state", Allow),
+                (P, "hearth/a1", Allow),
+                (P, "hearth/a1/x/y/z", Allow),
+                (P, "hearth/a1//empty-level", Allow),
+                (S, "hearth/a1/set", Allow),
+                (S, "hearth/a1/#", Allow),
+                (S, "hearth/a1/+/x", Allow),
+                (S, "hearth/a1", Allow),
+                // Other devices, and anything wider.
+                (P, "hearth/a2/state", Deny),
+                (P, "hearth/a10/state", Deny),
+                (P, "hearth/a", Deny),
+                (S, "hearth/+/set", Deny),
+                (S, "hearth/#", Deny),
+                (S, "#", Deny),
+                (S, "+/a1/#", Deny),
+                (S, "+", Deny),
+                (P, "hearth", Deny),
+                (P, "Hearth/a1/state", Deny),
+                (P, "/hearth/a1/state", Deny),
+                // Wildcards in a publish are not a topic.
+                (P, "hearth/a1/+", Deny),
+                (P, "hearth/a1/#", Deny),
+                // Malformed filters.
+                (S, "hearth/a1/#/x", Deny),
+                (S, "hearth/a1/x#", Deny),
+                (S, "hearth/a1/x+", Deny),
+                // $SYS, shared and queued subscriptions.
+                (S, "$SYS/#", Deny),
+                (S, "$SYS/broker/clients", Deny),
+                (P, "$SYS/broker/x", Deny),
+                (S, "$share/g/hearth/a1/#", Deny),
+                (S, "$queue/hearth/a1/#", Deny),
+                // Empty and absurd topics.
+                (P, "", Deny),
+                (S, "", Deny),
+                (P, "hearth/a1/\0", Deny),
+            ],
+        );
+    }
+
+    #[test]
+    fn very_long_and_deep_topics_are_denied() {
+        let d = device(Profile::Generic, "a1");
+        let long = format!("hearth/a1/{}", "x".repeat(MAX_TOPIC_LEN));
+        assert_eq!(decide(&d, P, &long), Deny);
+        let just_fits = format!("hearth/a1/{}", "x".repeat(MAX_TOPIC_LEN - 10));
+        assert_eq!(decide(&d, P, &just_fits), Allow);
+        let deep = format!("hearth/a1/{}", vec!["l"; MAX_LEVELS].join("/"));
+        assert_eq!(decide(&d, P, &deep), Deny);
+        let huge = "a/".repeat(40_000);
+        assert_eq!(decide(&d, S, &huge), Deny);
+    }
+
+    #[test]
+    fn tasmota_directions() {
+        let d = device(Profile::Tasmota, "plug1");
+        check(
+            &d,
+            &[
+                (P, "stat/plug1/RESULT", Allow),
+                (P, "tele/plug1/STATE", Allow),
+                (P, "tele/plug1/LWT", Allow),
+                (S, "cmnd/plug1/#", Allow),
+                (S, "cmnd/plug1/POWER", Allow),
+                // Not the other way round.
+                (P, "cmnd/plug1/POWER", Deny),
+                (S, "stat/plug1/#", Deny),
+                (S, "tele/plug1/#", Deny),
+                // Not the group topic, nor another plug.
+                (S, "cmnd/tasmotas/#", Deny),
+                (S, "cmnd/+/POWER", Deny),
+                (P, "stat/plug2/RESULT", Deny),
+                (P, "hearth/plug1/state", Deny),
+            ],
+        );
+    }
+
+    #[test]
+    fn shelly_and_esphome_own_one_subtree() {
+        let s = device(Profile::Shelly, "shellyplus1-a8032ab1");
+        check(
+            &s,
+            &[
+                (P, "shellyplus1-a8032ab1/online", Allow),
+                (P, "shellyplus1-a8032ab1/status/switch:0", Allow),
+                (S, "shellyplus1-a8032ab1/rpc", Allow),
+                (S, "shellyplus1-a8032ab2/rpc", Deny),
+                (S, "+/rpc", Deny),
+            ],
+        );
+        let e = device(Profile::Esphome, "porch-light");
+        check(
+            &e,
+            &[
+                (P, "porch-light/light/main/state", Allow),
+                (S, "porch-light/light/main/command", Allow),
+                (P, "porch-light/status", Allow),
+                (P, "porch-lights/status", Deny),
+                (S, "homeassistant/#", Deny),
+            ],
+        );
+    }
+
+    #[test]
+    fn hub_reaches_devices_but_not_dollar_topics() {
+        check(
+            &Principal::Hub,
+            &[
+                (S, "#", Allow),
+                (P, "cmnd/plug1/POWER", Allow),
+                (S, "$SYS/#", Deny),
+                (P, "hearth/a1/+", Deny),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_device_with_no_rules_may_do_nothing() {
+        let d = Principal::Device { rules: vec![] };
+        check(&d, &[(P, "hearth/x", Deny), (S, "hearth/x", Deny)]);
+    }
+
+    #[test]
+    fn topic_bases() {
+        for ok in ["a1", "plug1", "porch-light", "shellyplus1-a8032ab1", "x_y"] {
+            assert!(valid_base(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-x",
+            "_x",
+            "A1",
+            "a/b",
+            "a+",
+            "a#",
+            "$SYS",
+            "a b",
+            "homeassistant",
+            "hearth",
+            "cmnd",
+        ] {
+            assert!(!valid_base(bad), "{bad}");
+        }
+        assert!(!valid_base(&"a".repeat(65)));
+        assert_eq!(device_rules(Profile::Tasmota, "p")[2].filter(), "cmnd/p/#");
+    }
+}

@@ -1,0 +1,290 @@
+//! Who may connect: the in-memory table of MQTT principals and their
+//! credential hashes, and the per-address connect rate limit.
+//!
+//! Checking a CONNECT costs one SHA-256 and a map look-up, never a slow hash,
+//! so reconnect storms stay cheap. Nothing here logs a username, client id or
+//! address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use super::acl::{self, Action, Decision, Principal};
+use crate::secret::TokenHash;
+use crate::store::DeviceId;
+
+/// Which of hearth's principals an MQTT identity belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Device(DeviceId),
+    /// hearth's own client; never connects over the network today, kept so
+    /// revocation and ACLs treat it like any other principal.
+    Hub,
+}
+
+/// One MQTT identity.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub owner: Owner,
+    pub principal: Principal,
+    /// The one client id it may connect with.
+    pub client_id: String,
+    pub secret: TokenHash,
+}
+
+/// Why a CONNECT was refused. Counted, never logged with its inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such username, or a wrong password: the two are not told apart.
+    BadCredentials,
+    /// The client id is not the one issued to this username.
+    WrongClientId,
+    /// The Last Will's topic is outside the principal's own topics.
+    WillOutsideTopics,
+    /// A session with this client id is connected already.
+    DuplicateClientId,
+}
+
+/// The table of identities, by username.
+#[derive(Default)]
+pub struct Credentials {
+    by_username: RwLock<HashMap<String, Arc<Identity>>>,
+}
+
+impl Credentials {
+    pub fn new() -> Credentials {
+        Credentials::default()
+    }
+
+    pub fn insert(&self, username: String, identity: Identity) {
+        self.by_username
+            .write()
+            .expect("credentials lock")
+            .insert(username, Arc::new(identity));
+    }
+
+    /// Removes an identity; the caller then cuts its live session.
+    pub fn remove(&self, username: &str) -> Option<Arc<Identity>> {
+        self.by_username
+            .write()
+            .expect("credentials lock")
+            .remove(username)
+    }
+
+    pub fn get(&self, username: &str) -> Option<Arc<Identity>> {
+        self.by_username
+            .read()
+            .expect("credentials lock")
+            .get(username)
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_username.read().expect("credentials lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks a CONNECT. Every failure takes the same path up to the hash
+    /// comparison, so timing does not tell which usernames exist.
+    pub fn check_connect(
+        &self,
+        username: &str,
+        password: &[u8],
+        client_id: &str,
+        will_topic: Option<&str>,
+    ) -> Result<Arc<Identity>, Refusal> {
+        let password = std::str::from_utf8(password).unwrap_or("");
+        let identity = self.get(username);
+        let matches = match &identity {
+            Some(id) => id.secret.matches(password),
+            None => {
+                // Spend the same hash on unknown usernames.
+                let _ = TokenHash::of(password);
+                false
+            }
+        };
+        let identity = match (identity, matches) {
+            (Some(id), true) => id,
+            _ => return Err(Refusal::BadCredentials),
+        };
+        if identity.client_id != client_id {
+            return Err(Refusal::WrongClientId);
+        }
+        if let Some(topic) = will_topic
+            && acl::decide(&identity.principal, Action::Publish, topic) == Decision::Deny
+        {
+            return Err(Refusal::WillOutsideTopics);
+        }
+        Ok(identity)
+    }
+}
+
+/// Client ids hearth issues: 1 to 64 bytes of `[A-Za-z0-9_-]`. Anything else
+/// (`/ + # $`, spaces, control bytes) is refused before any look-up.
+pub fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A token bucket per client address. Loopback is exempt (local tools, and
+/// Home Assistant on the same hub). The table is bounded: when it is full of
+/// recently seen addresses, new addresses are refused rather than letting
+/// memory grow.
+pub struct ConnectRate {
+    per_second: f64,
+    burst: f64,
+    max_addresses: usize,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl ConnectRate {
+    pub fn new(per_second: u32, burst: u32, max_addresses: usize) -> ConnectRate {
+        ConnectRate {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            max_addresses,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a new connection from `ip` may proceed now.
+    pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        if ip.is_loopback() || ip.to_canonical().is_loopback() {
+            return true;
+        }
+        let mut buckets = self.buckets.lock().expect("rate lock");
+        if !buckets.contains_key(&ip) && buckets.len() >= self.max_addresses {
+            // Forget addresses whose bucket has refilled: they are idle.
+            let refill = Duration::from_secs_f64(self.burst / self.per_second.max(0.001));
+            buckets.retain(|_, (_, last)| now.duration_since(*last) < refill);
+            if buckets.len() >= self.max_addresses {
+                return false;
+            }
+        }
+        let (tokens, last) = buckets.entry(ip).or_insert((self.burst, now));
+        let elapsed = now.duration_since(*last).as_secs_f64();
+        *tokens = (*tokens + elapsed * self.per_second).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.buckets.lock().expect("rate lock").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::acl::{Profile, device_rules};
+
+    fn table() -> (Credentials, String) {
+        let creds = Credentials::new();
+        let id = DeviceId::generate().unwrap();
+        let password = "0123456789abcdef0123456789abcdef".to_owned();
+        creds.insert(
+            id.to_string(),
+            Identity {
+                owner: Owner::Device(id.clone()),
+                principal: Principal::Device {
+                    rules: device_rules(Profile::Generic, id.as_str()),
+                },
+                client_id: id.to_string(),
+                secret: TokenHash::of(&password),
+            },
+        );
+        (creds, password)
+    }
+
+    #[test]
+    fn connect_checks() {
+        let (creds, pw) = table();
+        let user = creds.by_username.read().unwrap().keys().next().unwrap().clone();
+        let own = format!("hearth/{user}/status");
+        assert!(creds.check_connect(&user, pw.as_bytes(), &user, None).is_ok());
+        assert!(
+            creds
+                .check_connect(&user, pw.as_bytes(), &user, Some(&own))
+                .is_ok()
+        );
+        type Case<'a> = (&'a str, &'a [u8], &'a str, Option<&'a str>, Refusal);
+        let cases: &[Case] = &[
+            (&user, b"wrong", &user, None, Refusal::BadCredentials),
+            ("nobody", pw.as_bytes(), &user, None, Refusal::BadCredentials),
+            (&user, b"", &user, None, Refusal::BadCredentials),
+            (&user, &[0xff, 0xfe], &user, None, Refusal::BadCredentials),
+            (&user, pw.as_bytes(), "other", None, Refusal::WrongClientId),
+            (
+                &user,
+                pw.as_bytes(),
+                &user,
+                Some("hearth/other/lwt"),
+                Refusal::WillOutsideTopics,
+            ),
+            (
+                &user,
+                pw.as_bytes(),
+                &user,
+                Some("$SYS/x"),
+                Refusal::WillOutsideTopics,
+            ),
+            (&user, pw.as_bytes(), &user, Some("#"), Refusal::WillOutsideTopics),
+        ];
+        for (u, p, c, w, want) in cases {
+            assert_eq!(
+                creds.check_connect(u, p, c, *w).unwrap_err(),
+                *want,
+                "{u} {c} {w:?}"
+            );
+        }
+        assert!(creds.remove(&user).is_some());
+        assert_eq!(
+            creds
+                .check_connect(&user, pw.as_bytes(), &user, None)
+                .unwrap_err(),
+            Refusal::BadCredentials
+        );
+    }
+
+    #[test]
+    fn client_ids() {
+        for ok in ["a", "0123456789abcdef0123456789abcdef", "x_y-z"] {
+            assert!(valid_client_id(ok), "{ok}");
+        }
+        for bad in ["", "a/b", "a+b", "a#", "$SYS", "a b", "é", &"x".repeat(65)] {
+            assert!(!valid_client_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_per_address_with_loopback_exempt() {
+        let rate = ConnectRate::new(2, 3, 2);
+        let t0 = Instant::now();
+        let a: IpAddr = "192.168.1.10".parse().unwrap();
+        assert!((0..3).all(|_| rate.allow(a, t0)), "burst");
+        assert!(!rate.allow(a, t0), "over the burst");
+        assert!(rate.allow(a, t0 + Duration::from_millis(600)), "refilled one");
+        for _ in 0..100 {
+            assert!(rate.allow("127.0.0.1".parse().unwrap(), t0));
+            assert!(rate.allow("::ffff:127.0.0.1".parse().unwrap(), t0));
+        }
+        // Bounded: a third address while two are fresh is refused...
+        assert!(rate.allow("192.168.1.11".parse().unwrap(), t0));
+        assert!(!rate.allow("192.168.1.12".parse().unwrap(), t0));
+        assert_eq!(rate.tracked(), 2);
+        // ...and admitted once the others have gone idle.
+        assert!(rate.allow("192.168.1.12".parse().unwrap(), t0 + Duration::from_secs(5)));
+    }
+}

@@ -1,0 +1,246 @@
+//! hearth's handlers on the broker crate's hook chain: authentication, the
+//! subscribe and publish ACLs, the hub tap, and counters.
+//!
+//! The broker crate allows a publish or subscribe when no handler answers, so
+//! these handlers always answer, at the highest priority, and a start-up
+//! probe proves they are armed before any listener accepts (see `install`).
+//! Nothing here logs a topic, client id, username or address.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, Priority, ReturnType, Type};
+use rmqtt::types::{AuthResult, ClientId, Id, PublishAclResult, SubscribeAclResult};
+use tokio::sync::broadcast;
+
+use super::acl::{self, Action, Decision};
+use super::auth::{Credentials, Owner, Refusal, valid_client_id};
+
+/// The handlers run before anything another plugin registers.
+const PRIORITY: Priority = Priority::MAX;
+
+/// A message a device published and the ACL allowed, for hearth's hub.
+#[derive(Clone, Debug)]
+pub struct HubMessage {
+    pub from: Owner,
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    pub retain: bool,
+}
+
+/// Counters the hooks keep. Counts only, never what was counted.
+#[derive(Debug, Default)]
+pub struct HookStats {
+    pub connects_allowed: AtomicU64,
+    pub refused_credentials: AtomicU64,
+    pub refused_client_id: AtomicU64,
+    pub refused_will: AtomicU64,
+    pub refused_duplicate: AtomicU64,
+    pub denied_publish: AtomicU64,
+    pub denied_subscribe: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+}
+
+pub struct Decider {
+    scx: ServerContext,
+    creds: Arc<Credentials>,
+    stats: Arc<HookStats>,
+    hub: broadcast::Sender<HubMessage>,
+    armed: Arc<AtomicBool>,
+}
+
+impl Decider {
+    async fn authenticate(&self, ci: &rmqtt::types::ConnectInfo) -> AuthResult {
+        let username = ci.username().map(|u| u.as_ref()).unwrap_or("");
+        let password = ci.password().map(|p| p.as_ref()).unwrap_or(b"");
+        let client_id: &str = ci.client_id().as_ref();
+        let will_topic = ci.last_will().map(|w| match w {
+            rmqtt::types::LastWill::V3(w) => w.topic.to_string(),
+            rmqtt::types::LastWill::V5(w) => w.topic.to_string(),
+        });
+        let refusal = if !valid_client_id(client_id) {
+            Err(Refusal::WrongClientId)
+        } else {
+            self.creds
+                .check_connect(username, password, client_id, will_topic.as_deref())
+                .map(|_| ())
+        };
+        let refusal = match refusal {
+            Ok(()) if self.online(client_id).await => Err(Refusal::DuplicateClientId),
+            other => other,
+        };
+        match refusal {
+            Ok(()) => {
+                self.stats.connects_allowed.fetch_add(1, Ordering::Relaxed);
+                // Never a superuser: superusers skip the ACL hooks.
+                AuthResult::Allow(false, None)
+            }
+            Err(Refusal::BadCredentials) => {
+                self.stats.refused_credentials.fetch_add(1, Ordering::Relaxed);
+                AuthResult::BadUsernameOrPassword
+            }
+            Err(r) => {
+                let counter = match r {
+                    Refusal::WrongClientId => &self.stats.refused_client_id,
+                    Refusal::WillOutsideTopics => &self.stats.refused_will,
+                    _ => &self.stats.refused_duplicate,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                AuthResult::NotAuthorized
+            }
+        }
+    }
+
+    /// Whether a session with this client id is connected now.
+    async fn online(&self, client_id: &str) -> bool {
+        let entry = self
+            .scx
+            .extends
+            .shared()
+            .await
+            .entry(Id::from(self.scx.node.id(), ClientId::from(client_id.to_owned())));
+        match entry.session() {
+            Some(session) => session.connected().await.unwrap_or(false),
+            None => false,
+        }
+    }
+
+    fn principal_of(&self, session: &rmqtt::session::Session) -> Option<Arc<super::auth::Identity>> {
+        let username = session.id.username.as_ref()?;
+        let identity = self.creds.get(username.as_ref())?;
+        // A session whose credential was replaced or revoked has no rights.
+        (identity.client_id.as_str() == session.id.client_id.as_ref() as &str).then_some(identity)
+    }
+}
+
+#[async_trait]
+impl Handler for Decider {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::BeforeStartup => {
+                self.armed.store(true, Ordering::SeqCst);
+                (true, acc)
+            }
+            Parameter::ClientAuthenticate(ci) => {
+                (false, Some(HookResult::AuthResult(self.authenticate(ci).await)))
+            }
+            Parameter::ClientSubscribeCheckAcl(session, sub) => {
+                let decision = match self.principal_of(session) {
+                    Some(id) => acl::decide(&id.principal, Action::Subscribe, sub.topic_filter.as_ref()),
+                    None => Decision::Deny,
+                };
+                let result = match decision {
+                    Decision::Allow => SubscribeAclResult::new_success(sub.opts.qos(), None),
+                    Decision::Deny => {
+                        self.stats.denied_subscribe.fetch_add(1, Ordering::Relaxed);
+                        SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized)
+                    }
+                };
+                (false, Some(HookResult::SubscribeAclResult(result)))
+            }
+            Parameter::MessagePublishCheckAcl(session, publish) => {
+                let identity = self.principal_of(session);
+                let decision = match &identity {
+                    Some(id) => acl::decide(&id.principal, Action::Publish, publish.topic.as_ref()),
+                    None => Decision::Deny,
+                };
+                let result = match (decision, identity) {
+                    (Decision::Allow, Some(id)) => {
+                        self.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+                        if self.hub.receiver_count() > 0 {
+                            let _ = self.hub.send(HubMessage {
+                                from: id.owner.clone(),
+                                topic: publish.topic.to_string(),
+                                payload: publish.payload.clone(),
+                                retain: publish.retain,
+                            });
+                        }
+                        PublishAclResult::allow()
+                    }
+                    _ => {
+                        self.stats.denied_publish.fetch_add(1, Ordering::Relaxed);
+                        PublishAclResult::rejected(false, None)
+                    }
+                };
+                (false, Some(HookResult::PublishAclResult(result)))
+            }
+            Parameter::MessageDelivered(..) => {
+                self.stats.messages_out.fetch_add(1, Ordering::Relaxed);
+                (true, acc)
+            }
+            _ => (true, acc),
+        }
+    }
+}
+
+/// The hook types whose answer decides access. If any is missing, the
+/// broker crate would allow what no one decided.
+const DECIDING: [Type; 3] = [
+    Type::ClientAuthenticate,
+    Type::ClientSubscribeCheckAcl,
+    Type::MessagePublishCheckAcl,
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the broker's access checks are not armed ({0}); refusing to start rather than run a broker that allows \
+     everything"
+)]
+pub struct NotArmed(&'static str);
+
+/// Registers the handlers for `types`, starts them, and proves they run: the
+/// start-up probe is registered on the same `Register`, so it only fires if
+/// that `Register` was started. `types` must hold every deciding hook.
+pub async fn install(
+    scx: &ServerContext,
+    creds: Arc<Credentials>,
+    stats: Arc<HookStats>,
+    hub: broadcast::Sender<HubMessage>,
+    types: &[Type],
+    start: bool,
+) -> Result<(), NotArmed> {
+    let armed = Arc::new(AtomicBool::new(false));
+    let decider = || {
+        Box::new(Decider {
+            scx: scx.clone(),
+            creds: creds.clone(),
+            stats: stats.clone(),
+            hub: hub.clone(),
+            armed: armed.clone(),
+        })
+    };
+    let register = scx.extends.hook_mgr().register();
+    for t in types {
+        register.add_priority(*t, PRIORITY, decider()).await;
+    }
+    register
+        .add_priority(Type::MessageDelivered, PRIORITY, decider())
+        .await;
+    register
+        .add_priority(Type::BeforeStartup, PRIORITY, decider())
+        .await;
+    if start {
+        register.start().await;
+    }
+    if let Some(missing) = DECIDING.iter().find(|t| !types.contains(t)) {
+        return Err(NotArmed(match missing {
+            Type::ClientAuthenticate => "no authentication handler",
+            Type::ClientSubscribeCheckAcl => "no subscribe ACL handler",
+            _ => "no publish ACL handler",
+        }));
+    }
+    scx.extends.hook_mgr().before_startup().await;
+    if !armed.load(Ordering::SeqCst) {
+        return Err(NotArmed("the handlers were registered but never started"));
+    }
+    Ok(())
+}
+
+/// Every deciding hook: what a real broker installs.
+pub fn deciding_types() -> &'static [Type] {
+    &DECIDING
+}

@@ -1,0 +1,423 @@
+//! The embedded MQTT broker: listeners, the credential check, and topic ACLs.
+//!
+//! Every decision about who may connect and where they may publish or
+//! subscribe goes through this module, and it fails closed: no answer is a
+//! refusal. The broker crate (rmqtt) stays behind this module's interface:
+//! nothing else in hearth names it, so it could be replaced.
+//!
+//! ```text
+//!  LAN device ──TLS──► tls::TlsFront (hearth's accept loop, rustls)
+//!                           │ plaintext over loopback
+//!                           ▼
+//!  local tool ──plain──► rmqtt listeners ──► hooks::Decider (auth, ACL, hub tap)
+//! ```
+//!
+//! rmqtt's own log output is never wired into hearth's logs: it names client
+//! addresses and ids.
+
+pub mod acl;
+pub mod auth;
+pub mod hooks;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rmqtt::codec::types::{Publish as CodecPublish, QoS};
+use rmqtt::codec::v5::PublishProperties;
+use rmqtt::context::ServerContext;
+use rmqtt::net::Builder;
+use rmqtt::server::MqttServer;
+use rmqtt::session::SessionState;
+use rmqtt::types::{ClientId, From as MsgFrom, Id, Publish};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use self::auth::{Credentials, Identity, Owner};
+use self::hooks::HookStats;
+pub use self::hooks::HubMessage;
+use self::tls::TlsFront;
+use crate::pki::TlsFiles;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(
+        "the environment sets {0}, which would override the broker's built-in settings (such as where \
+         retained messages are kept). Unset it and start again"
+    )]
+    EnvOverride(String),
+    #[error("cannot listen for MQTT on {addr}: {message}")]
+    Bind { addr: SocketAddr, message: String },
+    #[error(transparent)]
+    NotArmed(#[from] hooks::NotArmed),
+    #[error("MQTT TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("the broker failed: {0}")]
+    Internal(String),
+    #[error("hearth may not publish to that topic")]
+    TopicDenied,
+}
+
+/// Limits that keep bad input from taking the broker down.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_packet_size: u32,
+    pub max_inflight: u16,
+    pub max_queue: usize,
+    pub session_expiry: Duration,
+    pub message_expiry: Duration,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub connect_rate_per_sec: u32,
+    pub connect_burst: u32,
+    pub max_retained: usize,
+    pub max_retained_payload: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_packet_size: 256 * 1024,
+            max_inflight: 16,
+            max_queue: 1000,
+            session_expiry: Duration::from_secs(2 * 3600),
+            message_expiry: Duration::from_secs(5 * 60),
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            connect_rate_per_sec: 5,
+            connect_burst: 20,
+            max_retained: 10_000,
+            max_retained_payload: 64 * 1024,
+        }
+    }
+}
+
+/// What the broker listens on.
+pub struct Listeners {
+    /// MQTT over TLS, already bound by the caller.
+    pub tls: Vec<std::net::TcpListener>,
+    /// Plain MQTT addresses; the broker crate binds these itself.
+    pub plain: Vec<SocketAddr>,
+}
+
+/// A running broker.
+pub struct Broker {
+    scx: ServerContext,
+    creds: Arc<Credentials>,
+    hook_stats: Arc<HookStats>,
+    front: Arc<TlsFront>,
+    hub: broadcast::Sender<HubMessage>,
+    tls_addrs: Vec<SocketAddr>,
+    plain_addrs: Vec<SocketAddr>,
+    server: std::sync::Mutex<Option<JoinHandle<()>>>,
+    token: CancellationToken,
+}
+
+/// Counts, for status and metrics.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BrokerStats {
+    pub connections: isize,
+    pub sessions: isize,
+    pub identities: usize,
+    pub connects_allowed: u64,
+    pub refused_credentials: u64,
+    pub refused_client_id: u64,
+    pub refused_will: u64,
+    pub refused_duplicate: u64,
+    pub denied_publish: u64,
+    pub denied_subscribe: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub tls_accepted: u64,
+    pub tls_refused_rate: u64,
+    pub tls_refused_capacity: u64,
+    pub tls_handshake_failed: u64,
+    pub tls_handshake_timeout: u64,
+}
+
+fn listener_builder(name: &str, addr: SocketAddr, limits: &Limits) -> Builder {
+    Builder::new()
+        .name(name)
+        .laddr(addr)
+        .allow_anonymous(false)
+        .max_packet_size(limits.max_packet_size)
+        .max_inflight(NonZeroU16::new(limits.max_inflight.max(1)).expect("non-zero"))
+        .max_mqueue_len(limits.max_queue)
+        .session_expiry_interval(limits.session_expiry)
+        .max_session_expiry_interval(limits.session_expiry)
+        .message_expiry_interval(limits.message_expiry)
+        .reuseaddr(Some(true))
+        .nodelay(true)
+        .max_connections(limits.max_connections)
+        .max_handshaking_limit(limits.max_connections.min(1024))
+        .handshake_timeout(limits.handshake_timeout)
+        .max_clientid_len(64)
+        .max_topic_levels(acl::MAX_LEVELS)
+}
+
+/// Binds through the broker crate and records the real address, so port 0
+/// works (its handshake executor is keyed by the configured port).
+fn bind(builder: Builder) -> Result<(rmqtt::net::Listener, SocketAddr), BrokerError> {
+    let want = builder.laddr;
+    let bind_err = |e: rmqtt::Error| BrokerError::Bind {
+        addr: want,
+        message: e.to_string(),
+    };
+    let mut listener = builder.bind().map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    Arc::make_mut(&mut listener.cfg).laddr = addr;
+    Ok((listener, addr))
+}
+
+impl Broker {
+    /// Starts the broker: context, retained store, access hooks (proved
+    /// armed), then listeners. Nothing accepts a connection before the
+    /// hooks are armed.
+    pub async fn start(
+        listeners: Listeners,
+        tls_files: &TlsFiles,
+        limits: Limits,
+        creds: Arc<Credentials>,
+    ) -> Result<Broker, BrokerError> {
+        if let Some((name, _)) = std::env::vars_os().find(|(k, _)| {
+            k.to_str()
+                .is_some_and(|k| k.to_ascii_lowercase().starts_with("rmqtt_plugin_"))
+        }) {
+            return Err(BrokerError::EnvOverride(name.to_string_lossy().into_owned()));
+        }
+        // Retained messages live in memory only, bounded, and never expire on
+        // their own (Home Assistant discovery relies on them).
+        let retainer = format!(
+            "storage.type = \"ram\"\nmax_retained_messages = {}\nmax_payload_size = \"{}KB\"\nretained_message_ttl = \"0s\"\n",
+            limits.max_retained,
+            limits.max_retained_payload / 1024
+        );
+        let scx = ServerContext::new()
+            .node_id(1)
+            .busy_check_enable(false)
+            .mqtt_max_sessions(limits.max_connections as isize)
+            .plugins_config_map_add("rmqtt-retainer", &retainer)
+            .build()
+            .await;
+        rmqtt_retainer::register(&scx, true, false)
+            .await
+            .map_err(|e| BrokerError::Internal(format!("retained store: {e}")))?;
+
+        let hook_stats = Arc::new(HookStats::default());
+        let (hub, _) = broadcast::channel(1024);
+        hooks::install(
+            &scx,
+            creds.clone(),
+            hook_stats.clone(),
+            hub.clone(),
+            hooks::deciding_types(),
+            true,
+        )
+        .await?;
+
+        // The TLS front's upstream: a plain listener on loopback.
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (internal, internal_addr) = bind(listener_builder("internal", loopback, &limits))?;
+        let mut server =
+            MqttServer::new(scx.clone()).listener_by_id(internal.tcp().map_err(internal_err)?, 1);
+        let mut plain_addrs = Vec::new();
+        for (i, addr) in listeners.plain.iter().enumerate() {
+            let (l, bound) = bind(listener_builder("plain", *addr, &limits))?;
+            server = server.listener_by_id(l.tcp().map_err(internal_err)?, 2 + i as u16);
+            plain_addrs.push(bound);
+        }
+        let server = server.build();
+
+        let config = tls::server_config(&tls_files.server_cert, &tls_files.server_key)?;
+        let rate = auth::ConnectRate::new(limits.connect_rate_per_sec, limits.connect_burst, 4096);
+        let front = Arc::new(TlsFront::new(
+            config,
+            internal_addr,
+            limits.handshake_timeout,
+            limits.max_connections,
+            rate,
+        ));
+        let token = CancellationToken::new();
+        let mut tls_addrs = Vec::new();
+        for std_listener in listeners.tls {
+            let addr = std_listener
+                .local_addr()
+                .map_err(|e| BrokerError::Internal(e.to_string()))?;
+            std_listener
+                .set_nonblocking(true)
+                .map_err(|e| BrokerError::Internal(e.to_string()))?;
+            let listener = tokio::net::TcpListener::from_std(std_listener)
+                .map_err(|e| BrokerError::Internal(e.to_string()))?;
+            tokio::spawn(front.clone().serve(listener, token.clone()));
+            tls_addrs.push(addr);
+        }
+        let server = tokio::spawn(async move {
+            if let Err(error) = server.run().await {
+                tracing::error!(%error, "mqtt broker stopped");
+            }
+        });
+        tracing::info!(
+            tls = tls_addrs.len(),
+            plain = plain_addrs.len(),
+            "mqtt broker listening"
+        );
+        Ok(Broker {
+            scx,
+            creds,
+            hook_stats,
+            front,
+            hub,
+            tls_addrs,
+            plain_addrs,
+            server: std::sync::Mutex::new(Some(server)),
+            token,
+        })
+    }
+
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    pub fn plain_addrs(&self) -> &[SocketAddr] {
+        &self.plain_addrs
+    }
+
+    pub fn credentials(&self) -> &Arc<Credentials> {
+        &self.creds
+    }
+
+    /// Swaps in a renewed server certificate.
+    pub fn reload_tls(&self, files: &TlsFiles) -> Result<(), BrokerError> {
+        self.front
+            .reload(tls::server_config(&files.server_cert, &files.server_key)?);
+        Ok(())
+    }
+
+    /// Messages devices published that the ACL allowed.
+    pub fn subscribe_hub(&self) -> broadcast::Receiver<HubMessage> {
+        self.hub.subscribe()
+    }
+
+    /// Cuts the live session with this client id, if there is one.
+    pub async fn kick(&self, client_id: &str) -> bool {
+        let mut entry = self
+            .scx
+            .extends
+            .shared()
+            .await
+            .entry(Id::from(self.scx.node.id(), ClientId::from(client_id.to_owned())));
+        if entry.session().is_none() {
+            return false;
+        }
+        entry.kick(true, true, true).await.is_ok()
+    }
+
+    /// Whether a session with this client id is connected now.
+    pub async fn is_online(&self, client_id: &str) -> bool {
+        let entry = self
+            .scx
+            .extends
+            .shared()
+            .await
+            .entry(Id::from(self.scx.node.id(), ClientId::from(client_id.to_owned())));
+        match entry.session() {
+            Some(session) => session.connected().await.unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Publishes as hearth itself. Only `$` topics and wildcards are refused.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+    ) -> Result<(), BrokerError> {
+        if acl::decide(&acl::Principal::Hub, acl::Action::Publish, topic) != acl::Decision::Allow {
+            return Err(BrokerError::TopicDenied);
+        }
+        let from = MsgFrom::from_system(Id::new(
+            self.scx.node.id(),
+            0,
+            None,
+            None,
+            ClientId::from_static("hearth"),
+            None,
+        ));
+        let qos = match qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        let publish = CodecPublish {
+            dup: false,
+            retain,
+            qos,
+            topic: topic.into(),
+            packet_id: None,
+            payload,
+            properties: Some(PublishProperties::default()),
+        };
+        let publish = Publish::from(publish).create_time(rmqtt::utils::timestamp_millis());
+        let expiry = (!retain).then(|| Duration::from_secs(300));
+        SessionState::forwards(&self.scx, from, publish, false, expiry)
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))
+    }
+
+    pub async fn stats(&self) -> BrokerStats {
+        let h = &self.hook_stats;
+        let f = &self.front.stats;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        BrokerStats {
+            connections: self.scx.connections.count(),
+            sessions: self.scx.sessions.count(),
+            identities: self.creds.len(),
+            connects_allowed: get(&h.connects_allowed),
+            refused_credentials: get(&h.refused_credentials),
+            refused_client_id: get(&h.refused_client_id),
+            refused_will: get(&h.refused_will),
+            refused_duplicate: get(&h.refused_duplicate),
+            denied_publish: get(&h.denied_publish),
+            denied_subscribe: get(&h.denied_subscribe),
+            messages_in: get(&h.messages_in),
+            messages_out: get(&h.messages_out),
+            tls_accepted: get(&f.accepted),
+            tls_refused_rate: get(&f.refused_rate),
+            tls_refused_capacity: get(&f.refused_capacity),
+            tls_handshake_failed: get(&f.handshake_failed),
+            tls_handshake_timeout: get(&f.handshake_timeout),
+        }
+    }
+
+    /// Stops accepting, cuts every session, and stops the broker's tasks.
+    pub async fn shutdown(&self) {
+        self.token.cancel();
+        let server = self.server.lock().expect("server lock").take();
+        if let Some(server) = server {
+            server.abort();
+            let _ = server.await;
+        }
+        let ids: Vec<String> = self
+            .scx
+            .extends
+            .shared()
+            .await
+            .iter()
+            .map(|e| e.id().client_id.to_string())
+            .collect();
+        for id in ids {
+            self.kick(&id).await;
+        }
+    }
+}
+
+fn internal_err(e: rmqtt::Error) -> BrokerError {
+    BrokerError::Internal(e.to_string())
+}

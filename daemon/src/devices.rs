@@ -1,0 +1,342 @@
+//! Device lifecycle as library operations: add (provision), list, forget and
+//! rotate. Each keeps the store, the broker's credential table and live
+//! sessions in step.
+//!
+//! A device gets a credential only through these operations, never from
+//! anything it says on the network. Forgetting or rotating cuts the device's
+//! live session before the call returns.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::broker::acl::{self, Principal, Profile};
+use crate::broker::{Broker, Credentials, Identity, Owner};
+use crate::secret::{Secret, TokenHash, random_token};
+use crate::store::{Device, DeviceFields, DeviceId, DeviceKind, DeviceStatus, Store, StoreError};
+
+/// The credential kind of a device's MQTT password.
+pub const MQTT_PASSWORD: &str = "mqtt_password";
+/// The longest nickname or room accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no device with id {0}")]
+    NotFound(String),
+    #[error("the topic base is taken by another device; choose another with --topic")]
+    TopicTaken,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Where devices reach the broker.
+#[derive(Clone, Debug)]
+pub struct MqttEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub ca_cert: PathBuf,
+}
+
+/// A request to provision a device by hand.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddDevice {
+    pub profile: Profile,
+    #[serde(default = "default_kind")]
+    pub kind: DeviceKind,
+    pub nickname: String,
+    #[serde(default)]
+    pub room: Option<String>,
+    /// The topic base; generated from the id when absent.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+fn default_kind() -> DeviceKind {
+    DeviceKind::Other
+}
+
+/// A password shown once, at provisioning: it serialises as itself (for the
+/// owner's eyes only), but `Debug` redacts it.
+#[derive(Clone)]
+pub struct ShownOnce(Secret);
+
+impl Serialize for ShownOnce {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.expose())
+    }
+}
+
+impl std::fmt::Debug for ShownOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(crate::secret::REDACTED)
+    }
+}
+
+/// What the owner enters into the device.
+#[derive(Clone, Debug, Serialize)]
+pub struct MqttDetails {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: ShownOnce,
+    pub ca_cert: PathBuf,
+    pub client_id: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Provisioning {
+    pub id: DeviceId,
+    pub profile: Profile,
+    pub kind: DeviceKind,
+    pub mqtt: MqttDetails,
+    pub topics: Vec<String>,
+}
+
+/// A device as the owner's own tools list it. It carries names, so it goes
+/// only to the admin socket's caller, never to a log.
+#[derive(Clone, Serialize)]
+pub struct DeviceSummary {
+    pub id: DeviceId,
+    pub status: DeviceStatus,
+    pub kind: DeviceKind,
+    pub profile: String,
+    pub nickname: Option<String>,
+    pub room: Option<String>,
+    pub topics: Vec<String>,
+    pub online: bool,
+}
+
+/// The device operations, over the shared store and the running broker.
+pub struct Devices {
+    store: Arc<Mutex<Store>>,
+    broker: Arc<Broker>,
+    endpoint: MqttEndpoint,
+}
+
+fn check_name(what: &str, value: &str) -> Result<(), DeviceError> {
+    let chars = value.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS || value.chars().any(char::is_control) || value.trim() != value {
+        return Err(DeviceError::Invalid(format!(
+            "the {what} must be 1 to {MAX_NAME_CHARS} characters, without control characters or \
+             leading and trailing spaces"
+        )));
+    }
+    Ok(())
+}
+
+/// The topic base a new device gets when the owner names none.
+fn default_topic(profile: Profile, id: &DeviceId) -> String {
+    let id = id.as_str();
+    match profile {
+        Profile::Generic => id.to_owned(),
+        Profile::Tasmota => format!("tasmota_{}", &id[..6]),
+        Profile::Shelly => format!("shelly-{}", &id[..8]),
+        Profile::Esphome => format!("esphome-{}", &id[..8]),
+    }
+}
+
+/// The MQTT identity of an adopted device, or `None` if it has no usable
+/// profile or topic (then it cannot connect).
+pub fn identity_of(device: &Device, secret: TokenHash) -> Option<Identity> {
+    let profile = Profile::parse(&device.fields.profile)?;
+    let topic = device
+        .fields
+        .topic
+        .as_deref()
+        .filter(|t| acl::valid_base(t) || *t == device.id.as_str())?;
+    Some(Identity {
+        owner: Owner::Device(device.id.clone()),
+        principal: Principal::Device {
+            rules: acl::device_rules(profile, topic),
+        },
+        client_id: device.id.to_string(),
+        secret,
+    })
+}
+
+/// Loads every adopted device's credential into the broker's table. Called
+/// once at start.
+pub fn load_credentials(store: &Store, creds: &Credentials) -> Result<usize, StoreError> {
+    let hashes = store.credentials_of_kind(MQTT_PASSWORD)?;
+    let mut loaded = 0;
+    for device in store.devices()? {
+        if device.fields.status != DeviceStatus::Adopted {
+            continue;
+        }
+        let principal = format!("device:{}", device.id);
+        let Some((_, hash)) = hashes.iter().find(|(c, _)| c.principal == principal) else {
+            continue;
+        };
+        if let Some(identity) = identity_of(&device, *hash) {
+            creds.insert(device.id.to_string(), identity);
+            loaded += 1;
+        }
+    }
+    Ok(loaded)
+}
+
+impl Devices {
+    pub fn new(store: Arc<Mutex<Store>>, broker: Arc<Broker>, endpoint: MqttEndpoint) -> Devices {
+        Devices {
+            store,
+            broker,
+            endpoint,
+        }
+    }
+
+    pub fn endpoint(&self) -> &MqttEndpoint {
+        &self.endpoint
+    }
+
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, DeviceError> + Send + 'static,
+    ) -> Result<T, DeviceError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&mut store.lock().expect("store lock")))
+            .await
+            .map_err(|e| DeviceError::Internal(e.to_string()))?
+    }
+
+    /// Provisions a device by hand: a record, a credential and ACL rules
+    /// from its profile. The password is in the result and nowhere else.
+    pub async fn add(&self, req: AddDevice) -> Result<Provisioning, DeviceError> {
+        check_name("nickname", &req.nickname)?;
+        if let Some(room) = &req.room {
+            check_name("room", room)?;
+        }
+        if let Some(topic) = &req.topic
+            && !acl::valid_base(topic)
+        {
+            return Err(DeviceError::Invalid(
+                "the topic base must be 1 to 64 characters of a-z, 0-9, '_' and '-', starting with a letter \
+                 or digit, and not a reserved name (hearth, homeassistant, cmnd, stat, tele, ...)"
+                    .into(),
+            ));
+        }
+        let password = random_token(128).map_err(|e| DeviceError::Internal(e.to_string()))?;
+        let hash = TokenHash::of(password.expose());
+        let id = DeviceId::generate().map_err(|e| DeviceError::Internal(e.to_string()))?;
+        let topic = req
+            .topic
+            .clone()
+            .unwrap_or_else(|| default_topic(req.profile, &id));
+        let device = self
+            .with_store(move |store| {
+                if store
+                    .devices()?
+                    .iter()
+                    .any(|d| d.fields.topic.as_deref() == Some(topic.as_str()))
+                {
+                    return Err(DeviceError::TopicTaken);
+                }
+                let mut fields = DeviceFields::new(req.kind, req.profile.as_str());
+                fields.status = DeviceStatus::Adopted;
+                fields.nickname = Some(req.nickname);
+                fields.room = req.room;
+                fields.topic = Some(topic);
+                Ok(store
+                    .insert_device_with_credential(id, &fields, MQTT_PASSWORD, &hash)?
+                    .0)
+            })
+            .await?;
+        let identity =
+            identity_of(&device, hash).ok_or_else(|| DeviceError::Internal("no identity".into()))?;
+        let topics = topics_of(&identity);
+        self.broker.credentials().insert(device.id.to_string(), identity);
+        tracing::info!(device = %device.id, "device provisioned");
+        Ok(self.provisioning(&device, password, topics))
+    }
+
+    fn provisioning(&self, device: &Device, password: Secret, topics: Vec<String>) -> Provisioning {
+        Provisioning {
+            id: device.id.clone(),
+            profile: Profile::parse(&device.fields.profile).unwrap_or(Profile::Generic),
+            kind: device.fields.kind,
+            mqtt: MqttDetails {
+                host: self.endpoint.host.clone(),
+                port: self.endpoint.port,
+                username: device.id.to_string(),
+                password: ShownOnce(password),
+                ca_cert: self.endpoint.ca_cert.clone(),
+                client_id: device.id.to_string(),
+            },
+            topics,
+        }
+    }
+
+    pub async fn list(&self) -> Result<Vec<DeviceSummary>, DeviceError> {
+        let devices = self.with_store(|store| Ok(store.devices()?)).await?;
+        let mut out = Vec::with_capacity(devices.len());
+        for d in devices {
+            let identity = self.broker.credentials().get(d.id.as_str());
+            let online = identity.is_some() && self.broker.is_online(d.id.as_str()).await;
+            out.push(DeviceSummary {
+                topics: identity.map(|i| topics_of(&i)).unwrap_or_default(),
+                online,
+                id: d.id,
+                status: d.fields.status,
+                kind: d.fields.kind,
+                profile: d.fields.profile,
+                nickname: d.fields.nickname,
+                room: d.fields.room,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets a device: its record and every credential it held go in one
+    /// transaction, then its identity leaves the broker and its live session
+    /// is cut. Returns whether it existed.
+    pub async fn forget(&self, id: &DeviceId) -> Result<bool, DeviceError> {
+        let key = id.clone();
+        let existed = self
+            .with_store(move |store| Ok(store.forget_device(&key)?))
+            .await?;
+        self.broker.credentials().remove(id.as_str());
+        self.broker.kick(id.as_str()).await;
+        if existed {
+            tracing::info!(device = %id, "device forgotten");
+        }
+        Ok(existed)
+    }
+
+    /// Issues a new password, refuses the old one from now on, and cuts the
+    /// session that used it.
+    pub async fn rotate(&self, id: &DeviceId) -> Result<Provisioning, DeviceError> {
+        let password = random_token(128).map_err(|e| DeviceError::Internal(e.to_string()))?;
+        let hash = TokenHash::of(password.expose());
+        let key = id.clone();
+        let device = self
+            .with_store(move |store| {
+                let device = store
+                    .device(&key)?
+                    .filter(|d| d.fields.status == DeviceStatus::Adopted)
+                    .ok_or_else(|| DeviceError::NotFound(key.to_string()))?;
+                store.replace_credential(&format!("device:{key}"), MQTT_PASSWORD, &hash)?;
+                Ok(device)
+            })
+            .await?;
+        let identity = identity_of(&device, hash)
+            .ok_or_else(|| DeviceError::Invalid("the device has no usable profile or topic".into()))?;
+        let topics = topics_of(&identity);
+        self.broker.credentials().insert(device.id.to_string(), identity);
+        self.broker.kick(id.as_str()).await;
+        tracing::info!(device = %id, "device credential rotated");
+        Ok(self.provisioning(&device, password, topics))
+    }
+}
+
+fn topics_of(identity: &Identity) -> Vec<String> {
+    match &identity.principal {
+        Principal::Device { rules } => rules.iter().map(acl::Rule::filter).collect(),
+        Principal::Hub => vec!["#".into()],
+    }
+}
