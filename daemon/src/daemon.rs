@@ -56,6 +56,8 @@ impl DaemonError {
 pub struct Bound {
     /// MQTT over TLS.
     pub mqtt_tls: Vec<std::net::TcpListener>,
+    /// Plain MQTT.
+    pub mqtt_plain: Vec<std::net::TcpListener>,
     /// The admin socket.
     pub admin: tokio::net::UnixListener,
 }
@@ -189,7 +191,7 @@ pub async fn run(
 
     let listeners = broker::Listeners {
         tls: bound.mqtt_tls,
-        plain: config.mqtt.plain_listen.clone(),
+        plain: bound.mqtt_plain,
     };
     let broker = Arc::new(Broker::start(listeners, &files, config.mqtt.limits.clone(), creds).await?);
     let port = broker

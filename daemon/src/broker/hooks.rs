@@ -244,3 +244,33 @@ pub async fn install(
 pub fn deciding_types() -> &'static [Type] {
     &DECIDING
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn context() -> ServerContext {
+        ServerContext::new().node_id(1).busy_check_enable(false).build().await
+    }
+
+    async fn try_install(types: &[Type], start: bool) -> Result<(), NotArmed> {
+        let scx = context().await;
+        let (hub, _) = broadcast::channel(4);
+        install(&scx, Arc::new(Credentials::new()), Arc::default(), hub, types, start).await
+    }
+
+    #[tokio::test]
+    async fn armed_only_with_every_deciding_hook_started() {
+        try_install(deciding_types(), true).await.expect("a full install is armed");
+        let no_publish_acl = [Type::ClientAuthenticate, Type::ClientSubscribeCheckAcl];
+        let err = try_install(&no_publish_acl, true).await.unwrap_err();
+        assert!(err.to_string().contains("no publish ACL handler"), "{err}");
+        let no_subscribe_acl = [Type::ClientAuthenticate, Type::MessagePublishCheckAcl];
+        assert!(try_install(&no_subscribe_acl, true).await.is_err());
+        let no_auth = [Type::ClientSubscribeCheckAcl, Type::MessagePublishCheckAcl];
+        assert!(try_install(&no_auth, true).await.is_err());
+        let err = try_install(deciding_types(), false).await.unwrap_err();
+        assert!(err.to_string().contains("never started"), "{err}");
+        assert!(err.to_string().contains("refusing to start"), "{err}");
+    }
+}

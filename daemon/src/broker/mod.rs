@@ -6,10 +6,12 @@
 //! nothing else in hearth names it, so it could be replaced.
 //!
 //! ```text
-//!  LAN device ──TLS──► tls::TlsFront (hearth's accept loop, rustls)
-//!                           │ plaintext over loopback
-//!                           ▼
-//!  local tool ──plain──► rmqtt listeners ──► hooks::Decider (auth, ACL, hub tap)
+//!  LAN device ──TLS──┐
+//!                    ├──► front::Front (hearth's accept loop: TLS, CONNECT
+//!  local tool ─plain─┘         deadline, caps)   │ loopback
+//!                                                ▼
+//!                          rmqtt (internal listener) ──► hooks::Decider
+//!                                                  (auth, ACL, hub tap)
 //! ```
 //!
 //! rmqtt's own log output is never wired into hearth's logs: it names client
@@ -17,8 +19,8 @@
 
 pub mod acl;
 pub mod auth;
+pub mod front;
 pub mod hooks;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -39,9 +41,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use self::auth::{Credentials, Identity, Owner};
+use self::front::{Front, Mode};
 use self::hooks::HookStats;
 pub use self::hooks::HubMessage;
-use self::tls::TlsFront;
 use crate::pki::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +58,7 @@ pub enum BrokerError {
     #[error(transparent)]
     NotArmed(#[from] hooks::NotArmed),
     #[error("MQTT TLS: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] front::TlsError),
     #[error("the broker failed: {0}")]
     Internal(String),
     #[error("hearth may not publish to that topic")]
@@ -97,12 +99,12 @@ impl Default for Limits {
     }
 }
 
-/// What the broker listens on.
+/// What the broker listens on, already bound by the caller.
 pub struct Listeners {
-    /// MQTT over TLS, already bound by the caller.
+    /// MQTT over TLS.
     pub tls: Vec<std::net::TcpListener>,
-    /// Plain MQTT addresses; the broker crate binds these itself.
-    pub plain: Vec<SocketAddr>,
+    /// Plain MQTT.
+    pub plain: Vec<std::net::TcpListener>,
 }
 
 /// A running broker.
@@ -110,7 +112,7 @@ pub struct Broker {
     scx: ServerContext,
     creds: Arc<Credentials>,
     hook_stats: Arc<HookStats>,
-    front: Arc<TlsFront>,
+    front: Arc<Front>,
     hub: broadcast::Sender<HubMessage>,
     tls_addrs: Vec<SocketAddr>,
     plain_addrs: Vec<SocketAddr>,
@@ -133,11 +135,11 @@ pub struct BrokerStats {
     pub denied_subscribe: u64,
     pub messages_in: u64,
     pub messages_out: u64,
-    pub tls_accepted: u64,
-    pub tls_refused_rate: u64,
-    pub tls_refused_capacity: u64,
-    pub tls_handshake_failed: u64,
-    pub tls_handshake_timeout: u64,
+    pub accepted: u64,
+    pub refused_rate: u64,
+    pub refused_capacity: u64,
+    pub handshake_failed: u64,
+    pub handshake_timeout: u64,
 }
 
 fn listener_builder(name: &str, addr: SocketAddr, limits: &Limits) -> Builder {
@@ -220,42 +222,32 @@ impl Broker {
         )
         .await?;
 
-        // The TLS front's upstream: a plain listener on loopback.
+        // The front's upstream: the broker crate's only listener, on loopback.
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let (internal, internal_addr) = bind(listener_builder("internal", loopback, &limits))?;
-        let mut server =
-            MqttServer::new(scx.clone()).listener_by_id(internal.tcp().map_err(internal_err)?, 1);
-        let mut plain_addrs = Vec::new();
-        for (i, addr) in listeners.plain.iter().enumerate() {
-            let (l, bound) = bind(listener_builder("plain", *addr, &limits))?;
-            server = server.listener_by_id(l.tcp().map_err(internal_err)?, 2 + i as u16);
-            plain_addrs.push(bound);
-        }
-        let server = server.build();
+        let server = MqttServer::new(scx.clone())
+            .listener_by_id(internal.tcp().map_err(internal_err)?, 1)
+            .build();
 
-        let config = tls::server_config(&tls_files.server_cert, &tls_files.server_key)?;
+        let config = front::server_config(&tls_files.server_cert, &tls_files.server_key)?;
         let rate = auth::ConnectRate::new(limits.connect_rate_per_sec, limits.connect_burst, 4096);
-        let front = Arc::new(TlsFront::new(
-            config,
-            internal_addr,
-            limits.handshake_timeout,
-            limits.max_connections,
-            rate,
-        ));
+        let front = Arc::new(Front::new(config, internal_addr, &limits, rate));
         let token = CancellationToken::new();
-        let mut tls_addrs = Vec::new();
-        for std_listener in listeners.tls {
-            let addr = std_listener
-                .local_addr()
-                .map_err(|e| BrokerError::Internal(e.to_string()))?;
-            std_listener
-                .set_nonblocking(true)
-                .map_err(|e| BrokerError::Internal(e.to_string()))?;
-            let listener = tokio::net::TcpListener::from_std(std_listener)
-                .map_err(|e| BrokerError::Internal(e.to_string()))?;
-            tokio::spawn(front.clone().serve(listener, token.clone()));
-            tls_addrs.push(addr);
-        }
+        let serve =
+            |listeners: Vec<std::net::TcpListener>, mode: Mode| -> Result<Vec<SocketAddr>, BrokerError> {
+                let io = |e: std::io::Error| BrokerError::Internal(e.to_string());
+                let mut addrs = Vec::new();
+                for std_listener in listeners {
+                    let addr = std_listener.local_addr().map_err(io)?;
+                    std_listener.set_nonblocking(true).map_err(io)?;
+                    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(io)?;
+                    tokio::spawn(front.clone().serve(listener, mode, token.clone()));
+                    addrs.push(addr);
+                }
+                Ok(addrs)
+            };
+        let tls_addrs = serve(listeners.tls, Mode::Tls)?;
+        let plain_addrs = serve(listeners.plain, Mode::Plain)?;
         let server = tokio::spawn(async move {
             if let Err(error) = server.run().await {
                 tracing::error!(%error, "mqtt broker stopped");
@@ -294,7 +286,7 @@ impl Broker {
     /// Swaps in a renewed server certificate.
     pub fn reload_tls(&self, files: &TlsFiles) -> Result<(), BrokerError> {
         self.front
-            .reload(tls::server_config(&files.server_cert, &files.server_key)?);
+            .reload(front::server_config(&files.server_cert, &files.server_key)?);
         Ok(())
     }
 
@@ -388,11 +380,11 @@ impl Broker {
             denied_subscribe: get(&h.denied_subscribe),
             messages_in: get(&h.messages_in),
             messages_out: get(&h.messages_out),
-            tls_accepted: get(&f.accepted),
-            tls_refused_rate: get(&f.refused_rate),
-            tls_refused_capacity: get(&f.refused_capacity),
-            tls_handshake_failed: get(&f.handshake_failed),
-            tls_handshake_timeout: get(&f.handshake_timeout),
+            accepted: get(&f.accepted),
+            refused_rate: get(&f.refused_rate),
+            refused_capacity: get(&f.refused_capacity),
+            handshake_failed: get(&f.handshake_failed),
+            handshake_timeout: get(&f.handshake_timeout),
         }
     }
 

@@ -310,18 +310,16 @@ fn raise_nofile() {
     }
 }
 
-/// Binds the MQTT TLS listeners, so an address in use is reported before
-/// anything starts.
-fn bind_tls(config: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    config
-        .mqtt
-        .tls_listen
+/// Binds MQTT listeners, so an address in use is reported before anything
+/// starts.
+fn bind_all(addrs: &[std::net::SocketAddr], key: &str) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    addrs
         .iter()
         .map(|addr| {
             std::net::TcpListener::bind(addr).map_err(|e| {
                 anyhow::Error::from(daemon::DaemonError::Broker(crate::broker::BrokerError::Bind {
                     addr: *addr,
-                    message: format!("{e}; change mqtt.tls_listen or stop what uses the port"),
+                    message: format!("{e}; change {key} or stop what uses the port"),
                 }))
             })
         })
@@ -408,7 +406,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
     let store = daemon::open_or_init(&data_dir, config.key_file.as_deref())?;
     raise_nofile();
-    let mqtt_tls = bind_tls(&config)?;
+    let mqtt_tls = bind_all(&config.mqtt.tls_listen, "mqtt.tls_listen")?;
+    let mqtt_plain = bind_all(&config.mqtt.plain_listen, "mqtt.plain_listen")?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -419,7 +418,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let result = runtime.block_on(async move {
         let token = CancellationToken::new();
         let admin = crate::admin::bind(data_dir.path())?;
-        let bound = daemon::Bound { mqtt_tls, admin };
+        let bound = daemon::Bound {
+            mqtt_tls,
+            mqtt_plain,
+            admin,
+        };
         let mut daemon = tokio::spawn(daemon::run(config, data_dir, store, bound, token.clone()));
         let signal = tokio::select! {
             s = stop_signal() => s.context("cannot install signal handlers")?,

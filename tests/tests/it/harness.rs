@@ -139,3 +139,205 @@ pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
+
+/// A running `hearth run` on a fresh home, every listener on loopback port
+/// 0. Killed on drop.
+pub struct Daemon {
+    pub home: TestHome,
+    child: Option<Child>,
+    pub status: serde_json::Value,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Daemon::start_with("")
+    }
+
+    /// Starts with `extra` appended to the loopback config, and waits until
+    /// the admin socket answers.
+    pub fn start_with(extra: &str) -> Daemon {
+        let home = TestHome::new();
+        let config = home.config(extra);
+        Daemon::spawn(home, config)
+    }
+
+    /// Starts with exactly this config file.
+    pub fn start_raw(config_body: &str) -> Daemon {
+        let home = TestHome::new();
+        let config = home.path("hearth.toml");
+        std::fs::write(&config, config_body).expect("write config");
+        Daemon::spawn(home, config)
+    }
+
+    fn spawn(home: TestHome, config: PathBuf) -> Daemon {
+        let log = std::fs::File::create(home.path("daemon.log")).expect("log file");
+        let child = hearth()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(home.data_dir())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hearth");
+        let mut daemon = Daemon {
+            home,
+            child: Some(child),
+            status: serde_json::Value::Null,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = daemon.cli(&["status", "--json"]);
+            if out.status.success() {
+                daemon.status = serde_json::from_slice(&out.stdout).expect("status json");
+                return daemon;
+            }
+            if let Some(status) = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("hearth exited with {status}: {}", daemon.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hearth did not come up: {}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.path("daemon.log")).unwrap_or_default()
+    }
+
+    fn port(&self, key: &str) -> u16 {
+        let addr = self.status[key][0].as_str().expect("listener address");
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    pub fn tls_port(&self) -> u16 {
+        self.port("mqtt_tls")
+    }
+
+    pub fn plain_port(&self) -> u16 {
+        self.port("mqtt_plain")
+    }
+
+    pub fn ca_cert(&self) -> PathBuf {
+        self.home.data_dir().join("ca.pem")
+    }
+
+    /// Runs `hearth ARGS --data-dir DIR`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run(
+            hearth().args(args).arg("--data-dir").arg(self.home.data_dir()),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// Runs `hearth ARGS --json --data-dir DIR` and parses its output.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = self.cli(&all);
+        assert!(out.status.success(), "hearth {args:?}: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    /// Provisions a device and returns what `devices add --json` printed.
+    pub fn add(&self, profile: &str, nickname: &str) -> Device {
+        Device(self.cli_json(&["devices", "add", "--profile", profile, "--nickname", nickname]))
+    }
+
+    /// The broker's counters.
+    pub fn stats(&self) -> serde_json::Value {
+        self.cli_json(&["status"])["broker"].clone()
+    }
+
+    /// SIGTERM, then the exit status and log.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        signal(&child, libc::SIGTERM);
+        let status = wait_status(&mut child, Duration::from_secs(20));
+        (status, self.log())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A provisioned device, as `devices add --json` printed it.
+#[derive(Clone, Debug)]
+pub struct Device(pub serde_json::Value);
+
+impl Device {
+    pub fn id(&self) -> &str {
+        self.0["id"].as_str().unwrap()
+    }
+    pub fn username(&self) -> &str {
+        self.0["mqtt"]["username"].as_str().unwrap()
+    }
+    pub fn password(&self) -> &str {
+        self.0["mqtt"]["password"].as_str().unwrap()
+    }
+    pub fn client_id(&self) -> &str {
+        self.0["mqtt"]["client_id"].as_str().unwrap()
+    }
+    /// The first topic filter without its `/#`: the device's own subtree.
+    pub fn base(&self) -> String {
+        let first = self.0["topics"][0].as_str().unwrap();
+        first.trim_end_matches("/#").to_owned()
+    }
+}
+
+/// A Debian command-line tool the tests drive; scripts/test-all installs
+/// them.
+pub fn tool(name: &str) -> Command {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is not installed: run scripts/test-all, which installs mosquitto-clients"
+    );
+    let mut cmd = Command::new(name);
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// mosquitto client arguments to connect over TLS as `device`.
+pub fn mosquitto_args(daemon: &Daemon, device: &Device) -> Vec<String> {
+    vec![
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        daemon.tls_port().to_string(),
+        "--cafile".into(),
+        daemon.ca_cert().display().to_string(),
+        "-u".into(),
+        device.username().into(),
+        "-P".into(),
+        device.password().into(),
+        "-i".into(),
+        device.client_id().into(),
+    ]
+}
+
+/// Raises this process's open-file limit, for tests that hold many sockets.
+pub fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max.min(65_536).max(lim.rlim_cur);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

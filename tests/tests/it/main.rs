@@ -1,7 +1,10 @@
 //! hearth's integration tests: one binary, one harness.
 
+mod broker;
 mod cli;
 mod crash;
 mod harness;
+mod hub;
 mod lifecycle;
+mod mqtt;
 mod store;

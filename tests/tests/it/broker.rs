@@ -1,0 +1,545 @@
+//! The broker, driven by real clients: Debian's mosquitto tools and rumqttc,
+//! over TLS with hearth's CA, against a real `hearth run`.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use rumqttc::{ConnectReturnCode, LastWill, QoS};
+
+use crate::harness::{Daemon, Device, mosquitto_args, run, text, tool};
+use crate::mqtt;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A device publishes and subscribes on its own topics over TLS, using the
+/// CA file it was given: with mosquitto_rr (one MQTT 5 connection) and with
+/// rumqttc.
+#[test]
+fn own_topics_work_over_tls() {
+    let daemon = Daemon::start();
+    let dev = daemon.add("generic", "Lamp");
+    let topic = format!("{}/ping", dev.base());
+    let out = run(
+        tool("mosquitto_rr").args(mosquitto_args(&daemon, &dev)).args([
+            "-V",
+            "5",
+            "-t",
+            &topic,
+            "-e",
+            &topic,
+            "-m",
+            "hello-own-topic",
+            "-W",
+            "10",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "mosquitto_rr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "hello-own-topic");
+
+    rt().block_on(async {
+        let mut c = mqtt::connect(mqtt::options(&daemon, &dev)).await;
+        c.client
+            .subscribe(format!("{}/#", dev.base()), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.round_trip(
+            &format!("{}/state", dev.base()),
+            b"{\"on\":true}",
+            Duration::from_secs(5),
+        )
+        .await;
+    });
+    let stats = daemon.stats();
+    assert!(stats["messages_in"].as_u64().unwrap() >= 2, "{stats}");
+    assert!(stats["accepted"].as_u64().unwrap() >= 2, "{stats}");
+}
+
+/// Another device's topics, `#` and `$SYS` are refused, and a denied publish
+/// never reaches the other device.
+#[test]
+fn foreign_topics_hash_and_sys_are_denied() {
+    let daemon = Daemon::start();
+    let (a, b) = (daemon.add("generic", "A"), daemon.add("generic", "B"));
+    rt().block_on(async {
+        let mut victim = mqtt::connect(mqtt::options(&daemon, &b)).await;
+        victim
+            .client
+            .subscribe(format!("{}/#", b.base()), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        for filter in [
+            format!("{}/#", b.base()),
+            "#".into(),
+            "$SYS/#".into(),
+            "hearth/+/state".into(),
+        ] {
+            let out = run(
+                tool("mosquitto_sub")
+                    .args(mosquitto_args(&daemon, &a))
+                    .args(["-t", &filter, "-C", "1", "-W", "3"]),
+                Duration::from_secs(10),
+            );
+            let all = text(&out.stdout) + &text(&out.stderr);
+            assert!(all.contains("denied"), "subscribe {filter}: {all}");
+        }
+        // MQTT 5: the broker answers PUBACK 0x87 (not authorised).
+        let out = run(
+            tool("mosquitto_pub").args(mosquitto_args(&daemon, &a)).args([
+                "-V",
+                "5",
+                "-q",
+                "1",
+                "-t",
+                &format!("{}/set", b.base()),
+                "-m",
+                "intrude",
+            ]),
+            Duration::from_secs(10),
+        );
+        let all = text(&out.stdout) + &text(&out.stderr);
+        assert!(all.to_lowercase().contains("not authori"), "{all}");
+        // MQTT 3.1.1 gets a PUBACK, but the message is dropped all the same.
+        let out = run(
+            tool("mosquitto_pub").args(mosquitto_args(&daemon, &a)).args([
+                "-q",
+                "1",
+                "-t",
+                &format!("{}/set", b.base()),
+                "-m",
+                "intrude",
+            ]),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let leaked = tokio::time::timeout(Duration::from_millis(700), victim.messages.recv()).await;
+        assert!(leaked.is_err(), "a denied publish was delivered: {leaked:?}");
+    });
+    let stats = daemon.stats();
+    assert!(stats["denied_subscribe"].as_u64().unwrap() >= 4, "{stats}");
+    assert!(stats["denied_publish"].as_u64().unwrap() >= 2, "{stats}");
+    // Counted, never logged with the topic.
+    assert!(
+        !daemon.log().contains(b.base().as_str()),
+        "a topic reached the log"
+    );
+}
+
+/// Table of refused CONNECTs: each gets the right CONNACK, and none harms
+/// the client that is already connected.
+#[test]
+fn bad_connects_are_refused() {
+    let daemon = Daemon::start();
+    let dev = daemon.add("generic", "Plug");
+    let other = daemon.add("generic", "Other");
+    let args = |user: &str, pass: &str, id: &str| -> Vec<String> {
+        let mut a = mosquitto_args(&daemon, &dev);
+        a[7] = user.into();
+        a[9] = pass.into();
+        a[11] = id.into();
+        a
+    };
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "wrong password",
+            args(dev.username(), "0000", dev.client_id()),
+            "bad user name or password",
+        ),
+        (
+            "unknown user",
+            args("nobody", dev.password(), dev.client_id()),
+            "bad user name or password",
+        ),
+        (
+            "empty password",
+            args(dev.username(), "", dev.client_id()),
+            "bad user name or password",
+        ),
+        (
+            "another device's id",
+            args(dev.username(), dev.password(), other.client_id()),
+            "not authorised",
+        ),
+        (
+            "id with /",
+            args(dev.username(), dev.password(), "a/b"),
+            "not authorised",
+        ),
+        (
+            "id with +",
+            args(dev.username(), dev.password(), "a+b"),
+            "not authorised",
+        ),
+        (
+            "id with #",
+            args(dev.username(), dev.password(), "a#"),
+            "not authorised",
+        ),
+        (
+            "id with $",
+            args(dev.username(), dev.password(), "$a"),
+            "not authorised",
+        ),
+        (
+            "another device's password",
+            args(dev.username(), other.password(), dev.client_id()),
+            "bad user name or password",
+        ),
+    ];
+    rt().block_on(async {
+        let mut steady = mqtt::connect(mqtt::options(&daemon, &other)).await;
+        steady
+            .client
+            .subscribe(format!("{}/#", other.base()), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (name, a, want) in &cases {
+            let out = run(
+                tool("mosquitto_pub").args(a).args(["-t", "x", "-m", "y"]),
+                Duration::from_secs(10),
+            );
+            let all = (text(&out.stdout) + &text(&out.stderr)).to_lowercase();
+            assert!(!out.status.success() && all.contains(want), "{name}: {all}");
+        }
+        // A Last Will outside the device's own topics is refused at CONNECT;
+        // one inside them is accepted.
+        let mut opts = mqtt::options(&daemon, &dev);
+        opts.set_last_will(LastWill::new(
+            format!("{}/lwt", other.base()),
+            "gone",
+            QoS::AtLeastOnce,
+            false,
+        ));
+        let (_c, mut events) = rumqttc::AsyncClient::new(opts, 8);
+        assert_eq!(
+            mqtt::connack(&mut events).await.unwrap(),
+            ConnectReturnCode::NotAuthorized
+        );
+        let mut opts = mqtt::options(&daemon, &dev);
+        opts.set_last_will(LastWill::new(
+            format!("{}/lwt", dev.base()),
+            "gone",
+            QoS::AtLeastOnce,
+            false,
+        ));
+        let _own = mqtt::connect(opts).await;
+        // The steady client never noticed.
+        steady
+            .round_trip(
+                &format!("{}/x", other.base()),
+                b"still here",
+                Duration::from_secs(2),
+            )
+            .await;
+    });
+    let stats = daemon.stats();
+    assert!(stats["refused_credentials"].as_u64().unwrap() >= 4, "{stats}");
+    assert!(stats["refused_client_id"].as_u64().unwrap() >= 5, "{stats}");
+    assert!(stats["refused_will"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+/// Forgetting a device cuts its live session within a second and refuses
+/// its password from then on.
+#[test]
+fn forget_cuts_the_session_and_refuses_the_password() {
+    let daemon = Daemon::start();
+    let dev = daemon.add("tasmota", "Heater");
+    rt().block_on(async {
+        let c = mqtt::connect(mqtt::options(&daemon, &dev)).await;
+        let asked = Instant::now();
+        let out = daemon.cli(&["devices", "forget", dev.id()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let cut = tokio::time::timeout(Duration::from_secs(5), c.closed)
+            .await
+            .expect("session not cut")
+            .unwrap();
+        let took = cut.duration_since(asked);
+        assert!(took < Duration::from_secs(1), "cut after {took:?}");
+        let (_c, mut events) = rumqttc::AsyncClient::new(mqtt::options(&daemon, &dev), 8);
+        assert_eq!(
+            mqtt::connack(&mut events).await.unwrap(),
+            ConnectReturnCode::BadUserNamePassword
+        );
+    });
+    let list = daemon.cli_json(&["devices", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 0);
+    // Forgetting it again is an error that names the id.
+    let out = daemon.cli(&["devices", "forget", dev.id()]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(text(&out.stderr).contains(dev.id()));
+}
+
+/// Rotation: the old session is cut, the old password refused, the new one
+/// works.
+#[test]
+fn rotation_replaces_the_password() {
+    let daemon = Daemon::start();
+    let old = daemon.add("generic", "Camera");
+    rt().block_on(async {
+        let c = mqtt::connect(mqtt::options(&daemon, &old)).await;
+        let new = crate::harness::Device(daemon.cli_json(&["devices", "rotate", old.id()]));
+        assert_ne!(new.password(), old.password());
+        assert_eq!(new.client_id(), old.client_id());
+        tokio::time::timeout(Duration::from_secs(1), c.closed)
+            .await
+            .expect("old session not cut")
+            .unwrap();
+        let (_c, mut events) = rumqttc::AsyncClient::new(mqtt::options(&daemon, &old), 8);
+        assert_eq!(
+            mqtt::connack(&mut events).await.unwrap(),
+            ConnectReturnCode::BadUserNamePassword
+        );
+        let mut c = mqtt::connect(mqtt::options(&daemon, &new)).await;
+        c.client
+            .subscribe(format!("{}/#", new.base()), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.round_trip(&format!("{}/x", new.base()), b"rotated", Duration::from_secs(5))
+            .await;
+    });
+}
+
+/// Bad input on the wire never takes the broker down: a normal client keeps
+/// its round trips under 2 s through every kind of abuse.
+#[test]
+fn abuse_does_not_disturb_a_normal_client() {
+    crate::harness::raise_nofile();
+    let daemon = Daemon::start_with("handshake_timeout_secs = 2\n");
+    let normal = daemon.add("generic", "Normal");
+    let big = daemon.add("generic", "Big");
+    let raw = daemon.add("generic", "Raw");
+    let (tls, plain) = (daemon.tls_port(), daemon.plain_port());
+    rt().block_on(async {
+        let mut c = mqtt::connect(mqtt::options(&daemon, &normal)).await;
+        c.client
+            .subscribe(format!("{}/#", normal.base()), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let topic = format!("{}/echo", normal.base());
+        let limit = Duration::from_secs(2);
+        let mut check = async |what: &str| {
+            let took = c.round_trip(&topic, what.as_bytes(), limit).await;
+            assert!(took < limit, "{what}: {took:?}");
+        };
+        check("baseline").await;
+
+        // Idle TCP and idle TLS sockets: they block nobody, and are closed
+        // once the handshake deadline passes.
+        let mut idle_tcp = TcpStream::connect(("127.0.0.1", tls)).unwrap();
+        let mut idle_tls = TcpStream::connect(("127.0.0.1", tls)).unwrap();
+        let mut tls_conn = rustls::ClientConnection::new(
+            mqtt::client_tls(&daemon),
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+        )
+        .unwrap();
+        while tls_conn.is_handshaking() {
+            tls_conn.complete_io(&mut idle_tls).expect("handshake");
+        }
+        check("with idle sockets").await;
+        assert!(
+            mqtt::closed_within(&mut idle_tcp, Duration::from_secs(4)),
+            "idle TCP socket left open"
+        );
+        assert!(
+            mqtt::closed_within(&mut idle_tls, Duration::from_secs(4)),
+            "idle TLS socket left open"
+        );
+
+        // A duplicate client id is refused; the first connection stays.
+        let (_d, mut events) = rumqttc::AsyncClient::new(mqtt::options(&daemon, &normal), 8);
+        assert_eq!(
+            mqtt::connack(&mut events).await.unwrap(),
+            ConnectReturnCode::NotAuthorized
+        );
+        check("after a duplicate id").await;
+
+        // 100 blobs of garbage at both ports.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..100 {
+            let port = if i % 2 == 0 { tls } else { plain };
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let blob: Vec<u8> = (0..(64 + i * 37))
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = s.write_all(&blob);
+        }
+        check("after 100 garbage blobs").await;
+
+        // An oversized packet (300 KiB, over the 256 KiB limit) drops only
+        // its own connection.
+        let mut opts = mqtt::options(&daemon, &big);
+        opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        let b = mqtt::connect(opts).await;
+        let _ = b
+            .client
+            .publish(
+                format!("{}/x", big.base()),
+                QoS::AtMostOnce,
+                false,
+                vec![7u8; 300 * 1024],
+            )
+            .await;
+        tokio::time::timeout(Duration::from_secs(3), b.closed)
+            .await
+            .expect("oversized not dropped")
+            .unwrap();
+        check("after an oversized packet").await;
+
+        // A CONNACK sent by a client, and a PUBLISH with an empty topic.
+        let mut s = TcpStream::connect(("127.0.0.1", plain)).unwrap();
+        s.write_all(&[0x20, 0x02, 0x00, 0x00]).unwrap();
+        assert!(
+            mqtt::closed_within(&mut s, Duration::from_secs(3)),
+            "CONNACK from a client accepted"
+        );
+        let (mut s, code) = mqtt::raw_connect(plain, &raw);
+        assert_eq!(code, 0);
+        s.write_all(&mqtt::publish_packet(b"", b"no topic")).unwrap();
+        assert!(
+            mqtt::closed_within(&mut s, Duration::from_secs(3)),
+            "empty topic accepted"
+        );
+        check("after protocol violations").await;
+    });
+    let stats = daemon.stats();
+    assert!(stats["handshake_timeout"].as_u64().unwrap() >= 2, "{stats}");
+    assert!(stats["handshake_failed"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["refused_duplicate"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+/// A thousand connections at once: the normal client still gets through in
+/// under 2 s, and every one of the thousand is really connected.
+#[test]
+fn a_thousand_connections() {
+    crate::harness::raise_nofile();
+    let daemon = Daemon::start();
+    let normal = daemon.add("generic", "Normal");
+    // Provision 1,000 devices straight through the admin socket.
+    let devices: Vec<Device> = (0..1000)
+        .map(|i| {
+            let request =
+                serde_json::json!({"op": "devices_add", "profile": "generic", "nickname": format!("d{i}")});
+            Device(admin_request(&daemon, &request))
+        })
+        .collect();
+    let plain = daemon.plain_port();
+    let held: Vec<TcpStream> = devices
+        .iter()
+        .map(|d| {
+            let (s, code) = mqtt::raw_connect(plain, d);
+            assert_eq!(code, 0, "CONNACK");
+            s
+        })
+        .collect();
+    let stats = daemon.stats();
+    assert!(stats["connections"].as_i64().unwrap() >= 1000, "{stats}");
+    rt().block_on(async {
+        let start = Instant::now();
+        let mut c = mqtt::connect(mqtt::options(&daemon, &normal)).await;
+        c.client
+            .subscribe(format!("{}/#", normal.base()), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.round_trip(&format!("{}/x", normal.base()), b"1001st", Duration::from_secs(2))
+            .await;
+        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    });
+    drop(held);
+}
+
+fn admin_request(daemon: &Daemon, request: &serde_json::Value) -> serde_json::Value {
+    use std::io::{BufRead, BufReader};
+    let mut s = std::os::unix::net::UnixStream::connect(daemon.home.data_dir().join("admin.sock")).unwrap();
+    s.write_all(format!("{request}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    v["result"].clone()
+}
+
+/// Plain MQTT on a LAN address: refused without the opt-in, started with a
+/// standing warning with it.
+#[test]
+fn plaintext_lan_listener_needs_the_opt_in() {
+    let home = crate::harness::TestHome::new();
+    let config = home.path("lan.toml");
+    std::fs::write(
+        &config,
+        "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"0.0.0.0:0\"]\n",
+    )
+    .unwrap();
+    let out = run(
+        crate::harness::hearth()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(home.data_dir()),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("mqtt.allow_plaintext_lan = true"));
+    assert!(!home.data_dir().exists());
+
+    let daemon = Daemon::start_raw(
+        "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"0.0.0.0:0\"]\nallow_plaintext_lan = true\n",
+    );
+    assert!(
+        daemon.status["mqtt_plain"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("0.0.0.0:")
+    );
+    let dev = daemon.add("generic", "Old bulb");
+    let (_s, code) = mqtt::raw_connect(daemon.plain_port(), &dev);
+    assert_eq!(code, 0);
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("protection lowered by configuration"), "{log}");
+    assert!(log.contains("allow_plaintext_lan"), "{log}");
+}
+
+/// Retained messages work, and live only in memory: the payload never
+/// reaches the data directory.
+#[test]
+fn retained_messages_stay_in_memory() {
+    let daemon = Daemon::start();
+    let dev = daemon.add("generic", "Sensor");
+    let canary = "RetainedCanary7f3a";
+    let topic = format!("{}/config", dev.base());
+    let out = run(
+        tool("mosquitto_pub")
+            .args(mosquitto_args(&daemon, &dev))
+            .args(["-r", "-q", "1", "-t", &topic, "-m", canary]),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        tool("mosquitto_sub")
+            .args(mosquitto_args(&daemon, &dev))
+            .args(["-t", &topic, "-C", "1", "-W", "5"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(text(&out.stdout).trim(), canary, "{}", text(&out.stderr));
+    let found = hearth_tests::find_canaries(&daemon.home.data_dir(), &[canary.to_owned()]);
+    assert_eq!(found, vec![]);
+}
