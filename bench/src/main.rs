@@ -6,6 +6,9 @@
 //! - `store`: insert, update and read-all of 1,000 and 10,000 devices in the
 //!   sealed store, against the same schema and SQL with plaintext values.
 //! - `rss`: resident memory of an idle `hearth run` with an empty store.
+//! - `mqtt`: the broker against mosquitto (see `mqtt.rs`).
+
+mod mqtt;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -27,16 +30,25 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/hearth"));
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3usize)
+        .max(1);
     println!("machine: {}", machine());
     match what {
         "store" => store_bench(),
         "rss" => rss_bench(&hearth),
+        "mqtt" => mqtt::run(&hearth, rounds),
         "all" => {
             store_bench();
             rss_bench(&hearth);
+            mqtt::run(&hearth, rounds);
         }
         other => {
-            eprintln!("unknown benchmark {other}; use store, rss or all");
+            eprintln!("unknown benchmark {other}; use store, rss, mqtt or all");
             std::process::exit(64);
         }
     }

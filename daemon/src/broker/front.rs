@@ -11,6 +11,7 @@
 //! logs a client's address.
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -176,13 +177,14 @@ impl Front {
 
     async fn handle(&self, tcp: TcpStream, mode: Mode) {
         let _ = tcp.set_nodelay(true);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
         match mode {
-            Mode::Plain => self.admit(tcp).await,
+            Mode::Plain => self.admit(tcp, fd).await,
             Mode::Tls => {
                 let acceptor = TlsAcceptor::from(self.config.read().expect("tls config lock").clone());
                 let deadline = tokio::time::Instant::now() + self.handshake_timeout;
                 match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => self.admit(tls).await,
+                    Ok(Ok(tls)) => self.admit(tls, fd).await,
                     Ok(Err(_)) => {
                         self.stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -195,8 +197,8 @@ impl Front {
     }
 
     /// Waits for a whole CONNECT within the handshake deadline, then hands
-    /// the connection to the broker.
-    async fn admit<S: AsyncRead + AsyncWrite + Unpin>(&self, mut client: S) {
+    /// the connection to the broker. `fd` is the client's TCP socket.
+    async fn admit<S: AsyncRead + AsyncWrite + Unpin>(&self, mut client: S, fd: RawFd) {
         let first = match tokio::time::timeout(
             self.handshake_timeout,
             read_connect(&mut client, self.max_packet_size),
@@ -221,13 +223,59 @@ impl Front {
         if upstream.write_all(&first).await.is_err() {
             return;
         }
-        let _ = tokio::io::copy_bidirectional_with_sizes(
-            &mut client,
-            &mut upstream,
-            SPLICE_BUFFER,
-            SPLICE_BUFFER,
-        )
-        .await;
+        splice(client, fd, upstream).await;
+    }
+}
+
+/// Copies both ways until either side closes. After every read from the
+/// client it re-arms TCP_QUICKACK, so the client's segments are acknowledged
+/// at once: devices (and many client libraries) leave Nagle's algorithm on,
+/// and the broker answers a QoS 1 publish in separate small writes, so a
+/// delayed ACK here would stall such a client for 40 ms whenever it has
+/// something queued.
+async fn splice<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, fd: RawFd, mut upstream: TcpStream) {
+    // One task, both directions: no lock around the TLS stream and no
+    // wake-up hand-off between tasks on the per-message path. MQTT packets
+    // from home devices are small, so a write never holds the other
+    // direction up for long.
+    let mut inbound = vec![0u8; SPLICE_BUFFER];
+    let mut outbound = vec![0u8; SPLICE_BUFFER];
+    loop {
+        tokio::select! {
+            read = client.read(&mut inbound) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                quickack(fd);
+                if upstream.write_all(&inbound[..n]).await.is_err() {
+                    return;
+                }
+            }
+            read = upstream.read(&mut outbound) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if client.write_all(&outbound[..n]).await.is_err() || client.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn quickack(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // Best effort: a failure only means a delayed ACK.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

@@ -250,18 +250,32 @@ mod tests {
     use super::*;
 
     async fn context() -> ServerContext {
-        ServerContext::new().node_id(1).busy_check_enable(false).build().await
+        ServerContext::new()
+            .node_id(1)
+            .busy_check_enable(false)
+            .build()
+            .await
     }
 
     async fn try_install(types: &[Type], start: bool) -> Result<(), NotArmed> {
         let scx = context().await;
         let (hub, _) = broadcast::channel(4);
-        install(&scx, Arc::new(Credentials::new()), Arc::default(), hub, types, start).await
+        install(
+            &scx,
+            Arc::new(Credentials::new()),
+            Arc::default(),
+            hub,
+            types,
+            start,
+        )
+        .await
     }
 
     #[tokio::test]
     async fn armed_only_with_every_deciding_hook_started() {
-        try_install(deciding_types(), true).await.expect("a full install is armed");
+        try_install(deciding_types(), true)
+            .await
+            .expect("a full install is armed");
         let no_publish_acl = [Type::ClientAuthenticate, Type::ClientSubscribeCheckAcl];
         let err = try_install(&no_publish_acl, true).await.unwrap_err();
         assert!(err.to_string().contains("no publish ACL handler"), "{err}");

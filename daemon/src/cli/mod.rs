@@ -409,11 +409,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mqtt_tls = bind_all(&config.mqtt.tls_listen, "mqtt.tls_listen")?;
     let mqtt_plain = bind_all(&config.mqtt.plain_listen, "mqtt.plain_listen")?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("hearth")
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.worker_threads);
+        b
+    }
+    .enable_all()
+    .thread_name("hearth")
+    .build()
+    .context("cannot start the async runtime")?;
     let grace = config.shutdown_grace;
     let result = runtime.block_on(async move {
         let token = CancellationToken::new();

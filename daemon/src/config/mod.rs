@@ -71,12 +71,14 @@ impl Default for RawLog {
 #[serde(deny_unknown_fields, default)]
 pub struct RawDaemon {
     pub shutdown_grace_secs: u64,
+    pub worker_threads: usize,
 }
 
 impl Default for RawDaemon {
     fn default() -> Self {
         RawDaemon {
             shutdown_grace_secs: 10,
+            worker_threads: 1,
         }
     }
 }
@@ -168,6 +170,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub log: LogConfig,
     pub shutdown_grace: Duration,
+    /// Async worker threads; 1 runs everything on one thread, as mosquitto does.
+    pub worker_threads: usize,
     pub key_file: Option<PathBuf>,
     pub mqtt: MqttConfig,
     /// Extra names for the server certificate.
@@ -244,6 +248,14 @@ impl Config {
                 "choose a grace period between 1 and 300 seconds",
             ));
         }
+        let workers = raw.daemon.worker_threads;
+        if !(1..=64).contains(&workers) {
+            return Err(invalid(
+                "daemon.worker_threads",
+                format!("{workers} is outside 1..=64"),
+                "use 1 (lowest latency, one core) or up to the number of cores",
+            ));
+        }
         if let Some(key) = &raw.store.key_file
             && !key.is_absolute()
         {
@@ -269,6 +281,7 @@ impl Config {
             data_dir: raw.data_dir.clone(),
             log: LogConfig { level, format },
             shutdown_grace: Duration::from_secs(grace),
+            worker_threads: workers,
             key_file: raw.store.key_file.clone(),
             mqtt,
             raw,
