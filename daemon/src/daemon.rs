@@ -193,7 +193,16 @@ pub async fn run(
         tls: bound.mqtt_tls,
         plain: bound.mqtt_plain,
     };
-    let broker = Arc::new(Broker::start(listeners, &files, config.mqtt.limits.clone(), creds).await?);
+    let broker = Arc::new(
+        Broker::start(
+            listeners,
+            &files,
+            config.mqtt.limits.clone(),
+            creds,
+            config.bridge.as_ref(),
+        )
+        .await?,
+    );
     let port = broker
         .tls_addrs()
         .first()

@@ -168,6 +168,15 @@ impl Handler for Decider {
                 };
                 (false, Some(HookResult::PublishAclResult(result)))
             }
+            // Runs before the publish ACL, and the egress bridge forwards on
+            // this hook: stop the chain for anything the ACL would deny, so
+            // a denied publish never leaves the hub.
+            Parameter::MessagePublish(Some(session), _, publish) => {
+                let allowed = self.principal_of(session).is_some_and(|id| {
+                    acl::decide(&id.principal, Action::Publish, publish.topic.as_ref()) == Decision::Allow
+                });
+                (allowed, acc)
+            }
             Parameter::MessageDelivered(..) => {
                 self.stats.messages_out.fetch_add(1, Ordering::Relaxed);
                 (true, acc)
@@ -219,6 +228,9 @@ pub async fn install(
     }
     register
         .add_priority(Type::MessageDelivered, PRIORITY, decider())
+        .await;
+    register
+        .add_priority(Type::MessagePublish, PRIORITY, decider())
         .await;
     register
         .add_priority(Type::BeforeStartup, PRIORITY, decider())

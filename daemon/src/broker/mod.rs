@@ -44,6 +44,7 @@ pub use self::auth::{Credentials, Identity, Owner};
 use self::front::{Front, Mode};
 use self::hooks::HookStats;
 pub use self::hooks::HubMessage;
+use crate::config::BridgeConfig;
 use crate::pki::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +186,7 @@ impl Broker {
         tls_files: &TlsFiles,
         limits: Limits,
         creds: Arc<Credentials>,
+        bridge: Option<&BridgeConfig>,
     ) -> Result<Broker, BrokerError> {
         if let Some((name, _)) = std::env::vars_os().find(|(k, _)| {
             k.to_str()
@@ -199,13 +201,15 @@ impl Broker {
             limits.max_retained,
             limits.max_retained_payload / 1024
         );
-        let scx = ServerContext::new()
+        let mut builder = ServerContext::new()
             .node_id(1)
             .busy_check_enable(false)
             .mqtt_max_sessions(limits.max_connections as isize)
-            .plugins_config_map_add("rmqtt-retainer", &retainer)
-            .build()
-            .await;
+            .plugins_config_map_add("rmqtt-retainer", &retainer);
+        if let Some(bridge) = bridge {
+            builder = builder.plugins_config_map_add(BRIDGE_PLUGIN, bridge_toml(bridge));
+        }
+        let scx = builder.build().await;
         rmqtt_retainer::register(&scx, true, false)
             .await
             .map_err(|e| BrokerError::Internal(format!("retained store: {e}")))?;
@@ -253,6 +257,14 @@ impl Broker {
                 tracing::error!(%error, "mqtt broker stopped");
             }
         });
+        // The bridge starts only after the guard that keeps denied publishes
+        // from it is armed (with the other hooks, above).
+        if bridge.is_some() {
+            rmqtt_bridge_egress_mqtt::register(&scx, true, false)
+                .await
+                .map_err(|e| BrokerError::Internal(format!("bridge: {e}")))?;
+            tracing::info!("egress bridge enabled");
+        }
         tracing::info!(
             tls = tls_addrs.len(),
             plain = plain_addrs.len(),
@@ -408,6 +420,42 @@ impl Broker {
             self.kick(&id).await;
         }
     }
+}
+
+const BRIDGE_PLUGIN: &str = "rmqtt-bridge-egress-mqtt";
+
+/// A TOML string with TOML's own quoting, so no value can break out of it.
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// The bridge plugin's configuration. It holds the upstream password, so it
+/// lives only in memory and is never logged.
+fn bridge_toml(b: &BridgeConfig) -> String {
+    let mut out = String::from("[[bridges]]\nenable = true\nname = \"upstream\"\n");
+    out += &format!("client_id_prefix = {}\n", toml_str(&b.client_id));
+    out += &format!("server = {}\n", toml_str(&format!("tls://{}", b.upstream)));
+    if let Some(ca) = &b.ca_file {
+        out += &format!("root_cert = {}\n", toml_str(&ca.display().to_string()));
+    }
+    if let Some(user) = &b.username {
+        out += &format!("username = {}\n", toml_str(user));
+    }
+    if let Some(password) = &b.password {
+        out += &format!("password = {}\n", toml_str(password.expose()));
+    }
+    out += "concurrent_client_limit = 1\nconnect_timeout = \"10s\"\nkeepalive = \"60s\"\n";
+    out += "reconnect_interval = \"5s\"\nmessage_channel_capacity = 100000\nmqtt_ver = \"v4\"\nv4.clean_session = true\n";
+    for topic in &b.topics {
+        out += "[[bridges.entries]]\n";
+        out += &format!("local.topic_filter = {}\n", toml_str(topic));
+        out += &format!("remote.qos = {}\nremote.retain = false\n", b.qos);
+        out += &format!(
+            "remote.topic = {}\n",
+            toml_str(&format!("{}/${{local.topic}}", b.remote_prefix))
+        );
+    }
+    out
 }
 
 fn internal_err(e: rmqtt::Error) -> BrokerError {

@@ -49,6 +49,7 @@ pub struct RawConfig {
     pub store: RawStore,
     pub mqtt: RawMqtt,
     pub tls: RawTls,
+    pub bridge: RawBridge,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -139,6 +140,58 @@ pub struct RawTls {
     pub extra_names: Vec<String>,
 }
 
+/// The optional egress bridge to an upstream (cluster) broker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBridge {
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<crate::secret::Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    pub remote_prefix: String,
+    pub qos: u8,
+}
+
+impl Default for RawBridge {
+    fn default() -> Self {
+        RawBridge {
+            enabled: false,
+            upstream: None,
+            ca_file: None,
+            username: None,
+            password: None,
+            password_file: None,
+            client_id: "hearth-bridge".into(),
+            topics: vec!["hearth/+/state".into(), "hearth/+/availability".into()],
+            remote_prefix: "hearth".into(),
+            qos: 1,
+        }
+    }
+}
+
+/// A validated egress bridge.
+#[derive(Clone, Debug)]
+pub struct BridgeConfig {
+    /// `host:port` of the upstream broker; always TLS.
+    pub upstream: String,
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<crate::secret::Secret>,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    pub remote_prefix: String,
+    pub qos: u8,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     /// journald when stderr is connected to the journal, else text.
@@ -176,6 +229,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// Extra names for the server certificate.
     pub tls_extra_names: Vec<String>,
+    /// The egress bridge, when enabled.
+    pub bridge: Option<BridgeConfig>,
     raw: RawConfig,
 }
 
@@ -276,7 +331,9 @@ impl Config {
                 ));
             }
         }
+        let bridge = validate_bridge(&raw.bridge)?;
         Ok(Config {
+            bridge,
             tls_extra_names: raw.tls.extra_names.clone(),
             data_dir: raw.data_dir.clone(),
             log: LogConfig { level, format },
@@ -291,6 +348,16 @@ impl Config {
     /// Checks what the configuration names on disk. `init` skips this,
     /// since it creates the key file.
     pub fn check_files(&self) -> Result<(), ConfigError> {
+        if let Some(file) = &self.raw.bridge.ca_file
+            && self.bridge.is_some()
+            && !file.is_file()
+        {
+            return Err(invalid(
+                "bridge.ca_file",
+                format!("{} does not exist or is not a file", file.display()),
+                "give the PEM file of the CA that signed the upstream broker's certificate",
+            ));
+        }
         if let Some(key) = &self.key_file
             && !key.is_file()
         {
@@ -315,6 +382,9 @@ impl Config {
         let mut out = Vec::new();
         if self.mqtt.plain_listen.iter().any(|a| !a.ip().is_loopback()) {
             out.push("mqtt.allow_plaintext_lan: plain MQTT listens on a LAN address; device passwords cross the LAN in clear");
+        }
+        if self.bridge.is_some() {
+            out.push("bridge.enabled: device state on the bridged topics is forwarded to an upstream broker");
         }
         out
     }
@@ -465,6 +535,109 @@ fn validate_mqtt(raw: &RawMqtt) -> Result<MqttConfig, ConfigError> {
     })
 }
 
+fn validate_bridge(raw: &RawBridge) -> Result<Option<BridgeConfig>, ConfigError> {
+    if !raw.enabled {
+        return Ok(None);
+    }
+    let upstream = raw.upstream.as_deref().unwrap_or("");
+    let Some(hostport) = upstream.strip_prefix("mqtts://") else {
+        return Err(invalid(
+            "bridge.upstream",
+            format!("'{upstream}' is not an mqtts:// URL"),
+            "give the upstream broker as mqtts://host:8883; the bridge only speaks TLS",
+        ));
+    };
+    let valid_hostport = hostport.rsplit_once(':').is_some_and(|(host, port)| {
+        port.parse::<u16>().is_ok_and(|p| p != 0)
+            && (valid_dns_name(host) || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok())
+    });
+    if !valid_hostport {
+        return Err(invalid(
+            "bridge.upstream",
+            format!("'{upstream}' has no valid host and port"),
+            "write it as mqtts://host:8883",
+        ));
+    }
+    if raw.password.is_some() && raw.password_file.is_some() {
+        return Err(invalid(
+            "bridge.password",
+            "both bridge.password and bridge.password_file are set",
+            "keep one; bridge.password_file keeps the secret out of the config",
+        ));
+    }
+    let password = match &raw.password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "bridge.password_file",
+                    format!("cannot read {}: {e}", path.display()),
+                    "make it readable by hearth",
+                )
+            })?;
+            Some(crate::secret::Secret::new(text.trim_end_matches(['\n', '\r'])))
+        }
+        None => raw.password.clone(),
+    };
+    for topic in &raw.topics {
+        let valid = !topic.is_empty()
+            && !topic.starts_with('$')
+            && topic.split('/').enumerate().all(|(i, level)| {
+                let last = i == topic.split('/').count() - 1;
+                !(level.contains('#') && (level != "#" || !last)) && !(level.contains('+') && level != "+")
+            });
+        if !valid || topic == "#" {
+            return Err(invalid(
+                "bridge.topics",
+                format!("'{topic}' is not a topic filter the bridge may forward"),
+                "list filters like \"hearth/+/state\"; '#' and '$' topics are not allowed",
+            ));
+        }
+    }
+    if raw.topics.is_empty() {
+        return Err(invalid(
+            "bridge.topics",
+            "no topics are listed",
+            "list the local topic filters to forward",
+        ));
+    }
+    let prefix_ok = !raw.remote_prefix.is_empty()
+        && raw
+            .remote_prefix
+            .split('/')
+            .all(|l| !l.is_empty() && !l.contains(['+', '#', '$']));
+    if !prefix_ok {
+        return Err(invalid(
+            "bridge.remote_prefix",
+            format!("'{}' is not a plain topic prefix", raw.remote_prefix),
+            "use levels without wildcards, such as \"homes/house-1\"",
+        ));
+    }
+    if raw.qos > 1 {
+        return Err(invalid(
+            "bridge.qos",
+            format!("{} is not 0 or 1", raw.qos),
+            "use 0 or 1",
+        ));
+    }
+    if !crate::broker::auth::valid_client_id(&raw.client_id) {
+        return Err(invalid(
+            "bridge.client_id",
+            format!("'{}' is not a valid client id", raw.client_id),
+            "use 1 to 64 letters, digits, '-' or '_'",
+        ));
+    }
+    Ok(Some(BridgeConfig {
+        upstream: hostport.to_owned(),
+        ca_file: raw.ca_file.clone(),
+        username: raw.username.clone(),
+        password,
+        client_id: raw.client_id.clone(),
+        topics: raw.topics.clone(),
+        remote_prefix: raw.remote_prefix.clone(),
+        qos: raw.qos,
+    }))
+}
+
 /// A DNS name of letters, digits, hyphens and dots, 1 to 253 bytes.
 fn valid_dns_name(name: &str) -> bool {
     !name.is_empty()
@@ -564,6 +737,24 @@ mod tests {
             Path::new("t"),
         )
         .unwrap();
+        assert_eq!(c.warnings().len(), 1);
+    }
+
+    #[test]
+    fn bridge_password_is_never_printed() {
+        let c = Config::from_toml(
+            "[bridge]\nenabled = true\nupstream = \"mqtts://up.example:8883\"\npassword = \"hunter2-bridge\"\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        let printed = c.to_toml();
+        assert!(!printed.contains("hunter2-bridge"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        assert!(!format!("{c:?}").contains("hunter2-bridge"));
+        assert_eq!(
+            c.bridge.as_ref().unwrap().password.as_ref().unwrap().expose(),
+            "hunter2-bridge"
+        );
         assert_eq!(c.warnings().len(), 1);
     }
 

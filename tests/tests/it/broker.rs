@@ -123,7 +123,36 @@ fn foreign_topics_hash_and_sys_are_denied() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         let leaked = tokio::time::timeout(Duration::from_millis(700), victim.messages.recv()).await;
         assert!(leaked.is_err(), "a denied publish was delivered: {leaked:?}");
+        // A denied retained publish is not kept for later subscribers either.
+        let out = run(
+            tool("mosquitto_pub").args(mosquitto_args(&daemon, &a)).args([
+                "-r",
+                "-q",
+                "1",
+                "-t",
+                &format!("{}/config", b.base()),
+                "-m",
+                "planted",
+            ]),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
     });
+    let out = run(
+        tool("mosquitto_sub").args(mosquitto_args(&daemon, &b)).args([
+            "-t",
+            &format!("{}/config", b.base()),
+            "-C",
+            "1",
+            "-W",
+            "2",
+        ]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        !text(&out.stdout).contains("planted"),
+        "a denied retained message was kept"
+    );
     let stats = daemon.stats();
     assert!(stats["denied_subscribe"].as_u64().unwrap() >= 4, "{stats}");
     assert!(stats["denied_publish"].as_u64().unwrap() >= 2, "{stats}");

@@ -48,6 +48,7 @@ async fn hub_sees_allowed_publishes_and_commands_devices() {
         &TlsFiles::in_dir(&home.data_dir()),
         Limits::default(),
         creds,
+        None,
     )
     .await
     .unwrap();
