@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod devices;
+pub mod discovery;
 pub mod exit;
 pub mod pki;
 pub mod secret;
