@@ -274,6 +274,7 @@ fn plain_row(id: &str, f: &DeviceFields, created_at: UnixTime) -> Vec<Value> {
         },
         Value::Text("plain".into()),
         Value::Blob(encode_device_record(f, created_at)),
+        Value::Null,
     ]
 }
 

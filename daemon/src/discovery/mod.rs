@@ -5,3 +5,4 @@
 //! and never changes an adopted device's identity because an advert said so.
 
 pub mod classify;
+pub mod pending;

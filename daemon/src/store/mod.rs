@@ -272,6 +272,11 @@ pub struct DeviceFields {
     /// The device's MQTT topic base (its Tasmota topic, Shelly prefix,
     /// ESPHome name, or its id for the generic scheme).
     pub topic: Option<String>,
+    /// The identity it advertised over mDNS (`mac:…` or `<service>:<name>`).
+    pub identity: Option<String>,
+    /// Set when an advert claimed this adopted device's identity from
+    /// addresses it was never seen at: shown to the owner, never followed.
+    pub flagged: bool,
 }
 
 impl DeviceFields {
@@ -293,6 +298,8 @@ impl DeviceFields {
             device_secret: None,
             last_seen: None,
             topic: None,
+            identity: None,
+            flagged: false,
         }
     }
 }
@@ -659,6 +666,27 @@ impl Store {
             Some(row) => Ok(Some(open_device(&self.key, row, &mut Vec::new())?)),
             None => Ok(None),
         }
+    }
+
+    /// The device that advertised `identity`, through the blind index.
+    pub fn device_by_identity(&self, identity: &str) -> Result<Option<Device>, StoreError> {
+        let index = identity_index(&self.key, identity);
+        let sql = format!("{} WHERE ident_index = ?1", schema::SELECT_DEVICES);
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query([index.as_slice()])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(open_device(&self.key, row, &mut Vec::new())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// How many devices are pending.
+    pub fn pending_count(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM devices WHERE status = 'pending'", [], |r| {
+                r.get::<_, i64>(0)
+            })? as usize)
     }
 
     /// Removes a device and every credential it held, in one transaction.
@@ -1028,6 +1056,10 @@ fn open_field<T: Field>(
     })
 }
 
+fn identity_index(key: &DataKey, identity: &str) -> [u8; crypto::BLIND_INDEX_LEN] {
+    key.blind_index("devices.identity", identity.as_bytes())
+}
+
 fn email_index(key: &DataKey, email: &str) -> [u8; crypto::BLIND_INDEX_LEN] {
     key.blind_index("owners.email", email.trim().to_lowercase().as_bytes())
 }
@@ -1082,6 +1114,10 @@ fn seal_device(key: &DataKey, d: &Device) -> Result<Vec<rusqlite::types::Value>,
         ),
         None => Value::Null,
     };
+    let ident_index = match &f.identity {
+        Some(identity) => Value::Blob(identity_index(key, identity).to_vec()),
+        None => Value::Null,
+    };
     let record = value::encode_device_record(f, d.created_at);
     Ok(vec![
         Value::Text(pk.to_owned()),
@@ -1089,6 +1125,7 @@ fn seal_device(key: &DataKey, d: &Device) -> Result<Vec<rusqlite::types::Value>,
         mac_index,
         Value::Text(key.id().to_hex()),
         Value::Blob(seal_bytes(key, "devices", "record", pk, &record)?),
+        ident_index,
     ])
 }
 

@@ -57,6 +57,11 @@ CREATE TABLE secrets (
     value  BLOB NOT NULL              -- sealed: the secret itself (a private key in PEM, ...)
 ) WITHOUT ROWID;
 "#,
+    // 3: match adverts to devices without storing what they advertised.
+    r#"
+ALTER TABLE devices ADD COLUMN ident_index BLOB /* blind index (HMAC-SHA256/16) of the identity a device advertised over mDNS (its MAC or service instance), to match later adverts; one-way */;
+CREATE INDEX devices_ident_index ON devices (ident_index);
+"#,
 ];
 
 /// The schema version this build writes.
@@ -71,11 +76,9 @@ pub const SEALED: &[(&str, &[&str])] = &[
     ("secrets", &["value"]),
 ];
 
-pub const INSERT_DEVICE: &str =
-    "INSERT INTO devices (id, status, mac_index, key_id, record) VALUES (?1, ?2, ?3, ?4, ?5)";
+pub const INSERT_DEVICE: &str = "INSERT INTO devices (id, status, mac_index, key_id, record, ident_index) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
-pub const UPDATE_DEVICE: &str =
-    "UPDATE devices SET status = ?2, mac_index = ?3, key_id = ?4, record = ?5 WHERE id = ?1";
+pub const UPDATE_DEVICE: &str = "UPDATE devices SET status = ?2, mac_index = ?3, key_id = ?4, record = ?5, ident_index = ?6 WHERE id = ?1";
 
 pub const SELECT_DEVICES: &str = "SELECT id, status, mac_index, key_id, record FROM devices";
 #[cfg(test)]
@@ -107,11 +110,18 @@ mod tests {
                 .collect::<Result<_, _>>()
                 .unwrap();
             for col in cols {
+                // Columns added by ALTER TABLE appear as ", col TYPE /* ... */".
                 let line = sql
                     .lines()
-                    .find(|l| l.trim_start().starts_with(&format!("{col} ")))
+                    .find(|l| {
+                        let l = l.trim_start().trim_start_matches(", ");
+                        l.starts_with(&format!("{col} "))
+                    })
                     .unwrap_or_else(|| panic!("{name}.{col} has no line of its own"));
-                assert!(line.contains("--"), "{name}.{col} has no comment");
+                assert!(
+                    line.contains("--") || line.contains("/*"),
+                    "{name}.{col} has no comment"
+                );
             }
         }
         for (table, cols) in SEALED {

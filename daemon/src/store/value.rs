@@ -133,6 +133,19 @@ impl Field for Vec<IpAddr> {
     }
 }
 
+impl Field for bool {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self));
+    }
+    fn decode(bytes: &[u8]) -> Option<bool> {
+        match bytes {
+            [0] => Some(false),
+            [1] => Some(true),
+            _ => None,
+        }
+    }
+}
+
 impl<T: Field> Field for Option<T> {
     fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
@@ -242,6 +255,8 @@ pub fn encode_device_record(f: &DeviceFields, created_at: UnixTime) -> Vec<u8> {
         .field(&f.last_seen)
         .field(&created_at)
         .field(&f.topic)
+        .field(&f.identity)
+        .field(&Some(f.flagged))
         .finish()
 }
 
@@ -265,10 +280,14 @@ pub fn decode_device_record(bytes: &[u8], status: DeviceStatus) -> Option<(Devic
         device_secret: r.field()?,
         last_seen: r.field()?,
         topic: None,
+        identity: None,
+        flagged: false,
     };
     let created_at = r.field()?;
     let fields = DeviceFields {
         topic: r.trailing_field()?,
+        identity: r.trailing_field()?,
+        flagged: r.trailing_field::<bool>()?.unwrap_or(false),
         ..fields
     };
     r.end()?;
@@ -324,12 +343,20 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode_device_record(&longer, f.status).is_none());
-        // A record written before `topic` existed still opens.
+        // A record written before the trailing fields existed still opens.
         let mut older = f.clone();
         older.topic = None;
+        older.identity = None;
+        older.flagged = false;
         let old_bytes = encode_device_record(&older, UnixTime(42));
-        let without_topic = &old_bytes[..old_bytes.len() - 5];
-        assert_eq!(decode_device_record(without_topic, f.status).unwrap().0, older);
+        // topic (None: 5 bytes), identity (None: 5), flagged (Some(false): 6).
+        let before_trailing = &old_bytes[..old_bytes.len() - 16];
+        assert_eq!(decode_device_record(before_trailing, f.status).unwrap().0, older);
+        let mut flagged = f.clone();
+        flagged.flagged = true;
+        flagged.identity = Some("mac:aa:bb:cc:dd:ee:ff".into());
+        let bytes = encode_device_record(&flagged, UnixTime(1));
+        assert_eq!(decode_device_record(&bytes, f.status).unwrap().0, flagged);
         let mut version = bytes;
         version[0] = 9;
         assert!(decode_device_record(&version, f.status).is_none());
