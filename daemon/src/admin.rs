@@ -18,9 +18,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::devices::{AddDevice, DeviceError, Devices};
+use crate::devices::{AddDevice, Adopt, DeviceError, Devices, Rename, parse_id};
 use crate::exit::ExitCode;
-use crate::store::{DeviceId, StoreError};
+use crate::store::StoreError;
 
 /// The socket's file name in the data directory.
 pub const SOCKET: &str = "admin.sock";
@@ -75,6 +75,8 @@ pub enum Request {
     DevicesList,
     DevicesForget { id: String },
     DevicesRotate { id: String },
+    DevicesAdopt(Adopt),
+    DevicesRename(Rename),
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -227,10 +229,6 @@ fn answer<T: Serialize>(result: Result<T, DeviceError>) -> Response {
     }
 }
 
-fn parse_id(id: &str) -> Result<DeviceId, DeviceError> {
-    DeviceId::parse(id).ok_or_else(|| DeviceError::Invalid("a device id is 32 lower-case hex digits".into()))
-}
-
 async fn dispatch(request: Request, admin: &Admin) -> Response {
     match request {
         Request::Status => answer(admin.status().await),
@@ -249,6 +247,14 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             };
             answer(result)
         }
+        Request::DevicesAdopt(req) => answer(admin.devices.adopt(req).await),
+        Request::DevicesRename(req) => answer(
+            admin
+                .devices
+                .rename(req)
+                .await
+                .map(|id| serde_json::json!({ "renamed": id })),
+        ),
         Request::DevicesRotate { id } => {
             let result = match parse_id(&id) {
                 Ok(id) => admin.devices.rotate(&id).await,

@@ -62,6 +62,26 @@ fn default_kind() -> DeviceKind {
     DeviceKind::Other
 }
 
+/// The owner's adoption of a pending device.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adopt {
+    pub id: String,
+    pub nickname: String,
+    #[serde(default)]
+    pub room: Option<String>,
+}
+
+/// A new name or room for a device.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    pub id: String,
+    pub nickname: String,
+    #[serde(default)]
+    pub room: Option<String>,
+}
+
 /// A password shown once, at provisioning: it serialises as itself (for the
 /// owner's eyes only), but `Debug` redacts it.
 #[derive(Clone)]
@@ -111,6 +131,8 @@ pub struct DeviceSummary {
     pub room: Option<String>,
     pub topics: Vec<String>,
     pub online: bool,
+    /// An advert claimed this device's identity from an unknown address.
+    pub flagged: bool,
 }
 
 /// The device operations, over the shared store and the running broker.
@@ -285,11 +307,84 @@ impl Devices {
                 status: d.fields.status,
                 kind: d.fields.kind,
                 profile: d.fields.profile,
+                flagged: d.fields.flagged,
                 nickname: d.fields.nickname,
                 room: d.fields.room,
             });
         }
         Ok(out)
+    }
+
+    /// Adopts a pending device: the owner names it, and it gets a credential
+    /// and the topic rules of its vendor profile. Nothing an advert says can
+    /// do this.
+    pub async fn adopt(&self, req: Adopt) -> Result<Provisioning, DeviceError> {
+        let id = parse_id(&req.id)?;
+        check_name("nickname", &req.nickname)?;
+        if let Some(room) = &req.room {
+            check_name("room", room)?;
+        }
+        let password = random_token(128).map_err(|e| DeviceError::Internal(e.to_string()))?;
+        let hash = TokenHash::of(password.expose());
+        let device = self
+            .with_store(move |store| {
+                let mut device = store
+                    .device(&id)?
+                    .filter(|d| d.fields.status == DeviceStatus::Pending)
+                    .ok_or_else(|| DeviceError::NotFound(format!("{id} (or it is not pending)")))?;
+                let profile = Profile::parse(&device.fields.profile).unwrap_or(Profile::Generic);
+                let topic = device
+                    .fields
+                    .topic
+                    .clone()
+                    .filter(|t| acl::valid_base(t))
+                    .unwrap_or_else(|| default_topic(profile, &id));
+                let taken = store.devices()?.iter().any(|d| {
+                    d.id != id
+                        && d.fields.status == DeviceStatus::Adopted
+                        && d.fields.topic.as_deref() == Some(&topic)
+                });
+                if taken {
+                    return Err(DeviceError::TopicTaken);
+                }
+                let f = &mut device.fields;
+                f.status = DeviceStatus::Adopted;
+                f.nickname = Some(req.nickname);
+                f.room = req.room;
+                f.topic = Some(topic);
+                f.flagged = false;
+                store.update_device(&id, f)?;
+                store.replace_credential(&format!("device:{id}"), MQTT_PASSWORD, &hash)?;
+                Ok(device)
+            })
+            .await?;
+        let identity =
+            identity_of(&device, hash).ok_or_else(|| DeviceError::Internal("no identity".into()))?;
+        let topics = topics_of(&identity);
+        self.broker.credentials().insert(device.id.to_string(), identity);
+        tracing::info!(device = %device.id, "device adopted");
+        Ok(self.provisioning(&device, password, topics))
+    }
+
+    /// Renames a device, or moves it to another room.
+    pub async fn rename(&self, req: Rename) -> Result<DeviceId, DeviceError> {
+        let id = parse_id(&req.id)?;
+        check_name("nickname", &req.nickname)?;
+        if let Some(room) = &req.room {
+            check_name("room", room)?;
+        }
+        self.with_store(move |store| {
+            let mut device = store
+                .device(&id)?
+                .ok_or_else(|| DeviceError::NotFound(id.to_string()))?;
+            device.fields.nickname = Some(req.nickname);
+            if req.room.is_some() {
+                device.fields.room = req.room;
+            }
+            store.update_device(&id, &device.fields)?;
+            Ok(id)
+        })
+        .await
     }
 
     /// Forgets a device: its record and every credential it held go in one
@@ -332,6 +427,10 @@ impl Devices {
         tracing::info!(device = %id, "device credential rotated");
         Ok(self.provisioning(&device, password, topics))
     }
+}
+
+pub fn parse_id(id: &str) -> Result<DeviceId, DeviceError> {
+    DeviceId::parse(id).ok_or_else(|| DeviceError::Invalid("a device id is 32 lower-case hex digits".into()))
 }
 
 fn topics_of(identity: &Identity) -> Vec<String> {

@@ -87,6 +87,31 @@ pub enum DevicesCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Adopt a discovered (pending) device: name it, and give it a
+    /// credential and its topics. The password is printed once.
+    Adopt {
+        /// The pending device's id (from `devices list`).
+        id: String,
+        /// The owner's name for it (stored sealed).
+        #[arg(long)]
+        nickname: String,
+        /// The room it is in (stored sealed).
+        #[arg(long)]
+        room: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Rename a device, or move it to another room.
+    Rename {
+        /// The device id.
+        id: String,
+        #[arg(long)]
+        nickname: String,
+        #[arg(long)]
+        room: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Issue a new MQTT password; the old one is refused from now on.
     Rotate {
         /// The device id.
@@ -266,6 +291,42 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 print_json(&v)
             } else {
                 println!("forgot {id}: its credential is revoked and its session cut")
+            }
+        }
+        DevicesCommand::Adopt {
+            id,
+            nickname,
+            room,
+            admin,
+        } => {
+            let v = admin_request(
+                &admin,
+                &Request::DevicesAdopt(crate::devices::Adopt { id, nickname, room }),
+            )?;
+            if admin.json {
+                print_json(&v)
+            } else {
+                print_provisioning(&v)
+            }
+        }
+        DevicesCommand::Rename {
+            id,
+            nickname,
+            room,
+            admin,
+        } => {
+            let v = admin_request(
+                &admin,
+                &Request::DevicesRename(crate::devices::Rename {
+                    id: id.clone(),
+                    nickname,
+                    room,
+                }),
+            )?;
+            if admin.json {
+                print_json(&v)
+            } else {
+                println!("renamed {id}")
             }
         }
         DevicesCommand::Rotate { id, admin } => {

@@ -161,6 +161,12 @@ impl Daemon {
         Daemon::spawn(home, config)
     }
 
+    /// Starts on an existing home (say, one a test prepared the store of).
+    pub fn start_in(home: TestHome) -> Daemon {
+        let config = home.config("");
+        Daemon::spawn(home, config)
+    }
+
     /// Starts with exactly this config file.
     pub fn start_raw(config_body: &str) -> Daemon {
         let home = TestHome::new();

@@ -1,5 +1,6 @@
 //! hearth's integration tests: one binary, one harness.
 
+mod adoption;
 mod bridge;
 mod broker;
 mod cli;
