@@ -285,8 +285,18 @@ fn rss_bench(hearth: &Path) {
     let mut samples = Vec::new();
     for _ in 0..ROUNDS {
         let tmp = tempfile::tempdir().unwrap();
+        // Loopback listeners and no discovery: the benchmark sends nothing
+        // onto the machine's network.
+        let config = tmp.path().join("hearth.toml");
+        std::fs::write(
+            &config,
+            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n[discovery]\nenabled = false\n",
+        )
+        .unwrap();
         let mut child = std::process::Command::new(hearth)
             .arg("run")
+            .arg("--config")
+            .arg(&config)
             .arg("--data-dir")
             .arg(tmp.path().join("data"))
             .env_remove("NOTIFY_SOCKET")

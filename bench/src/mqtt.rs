@@ -117,7 +117,10 @@ fn start_hearth(hearth: &Path) -> Broker {
     let config = dir.path().join("hearth.toml");
     std::fs::write(
         &config,
-        format!("[mqtt]\ntls_listen = [\"127.0.0.1:{port}\"]\nplain_listen = []\n[log]\nlevel = \"warn\"\n"),
+        format!(
+            "[mqtt]\ntls_listen = [\"127.0.0.1:{port}\"]\nplain_listen = []\n[log]\nlevel = \"warn\"\n\
+             [discovery]\nenabled = false\n"
+        ),
     )
     .unwrap();
     let child = Command::new(hearth)
@@ -169,7 +172,9 @@ fn start_mosquitto(hearth: &Path) -> Broker {
     let cfg = dir.path().join("pki.toml");
     std::fs::write(
         &cfg,
-        format!("[mqtt]\ntls_listen = [\"127.0.0.1:{port}\"]\nplain_listen = []\n"),
+        format!(
+            "[mqtt]\ntls_listen = [\"127.0.0.1:{port}\"]\nplain_listen = []\n[discovery]\nenabled = false\n"
+        ),
     )
     .unwrap();
     let mut h = Command::new(hearth)

@@ -50,6 +50,38 @@ pub struct RawConfig {
     pub mqtt: RawMqtt,
     pub tls: RawTls,
     pub bridge: RawBridge,
+    pub discovery: RawDiscovery,
+}
+
+/// `"private"`, `"loopback"`, or a list of interface names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawInterfaces {
+    Mode(String),
+    Names(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDiscovery {
+    pub enabled: bool,
+    pub interfaces: RawInterfaces,
+    pub service_types: Vec<String>,
+    pub max_pending: usize,
+    pub advertise: bool,
+}
+
+impl Default for RawDiscovery {
+    fn default() -> Self {
+        let d = crate::discovery::DiscoveryConfig::default();
+        RawDiscovery {
+            enabled: d.enabled,
+            interfaces: RawInterfaces::Mode("private".into()),
+            service_types: d.service_types,
+            max_pending: d.max_pending,
+            advertise: d.advertise,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -231,6 +263,7 @@ pub struct Config {
     pub tls_extra_names: Vec<String>,
     /// The egress bridge, when enabled.
     pub bridge: Option<BridgeConfig>,
+    pub discovery: crate::discovery::DiscoveryConfig,
     raw: RawConfig,
 }
 
@@ -332,8 +365,10 @@ impl Config {
             }
         }
         let bridge = validate_bridge(&raw.bridge)?;
+        let discovery = validate_discovery(&raw.discovery)?;
         Ok(Config {
             bridge,
+            discovery,
             tls_extra_names: raw.tls.extra_names.clone(),
             data_dir: raw.data_dir.clone(),
             log: LogConfig { level, format },
@@ -532,6 +567,64 @@ fn validate_mqtt(raw: &RawMqtt) -> Result<MqttConfig, ConfigError> {
         allow_plaintext_lan: raw.allow_plaintext_lan,
         advertised_host: raw.advertised_host.clone(),
         limits,
+    })
+}
+
+fn validate_discovery(raw: &RawDiscovery) -> Result<crate::discovery::DiscoveryConfig, ConfigError> {
+    use crate::discovery::Interfaces;
+    let interfaces = match &raw.interfaces {
+        RawInterfaces::Mode(m) if m == "private" => Interfaces::Private,
+        RawInterfaces::Mode(m) if m == "loopback" => Interfaces::Loopback,
+        RawInterfaces::Names(names)
+            if !names.is_empty()
+                && names.iter().all(|n| {
+                    !n.is_empty()
+                        && n.len() <= 15
+                        && n.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+                }) =>
+        {
+            Interfaces::Named(names.clone())
+        }
+        other => {
+            return Err(invalid(
+                "discovery.interfaces",
+                format!("{other:?} is not \"private\", \"loopback\" or a list of interface names"),
+                "use \"private\" (every interface with a private or link-local address) or names like [\"eth0\"]",
+            ));
+        }
+    };
+    for ty in &raw.service_types {
+        let valid = ty
+            .strip_prefix('_')
+            .and_then(|t| t.strip_suffix("._tcp").or_else(|| t.strip_suffix("._udp")))
+            .is_some_and(|name| {
+                (1..=15).contains(&name.len())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
+        if !valid {
+            return Err(invalid(
+                "discovery.service_types",
+                format!("'{ty}' is not a DNS-SD service type"),
+                "write service types like \"_hap._tcp\"",
+            ));
+        }
+    }
+    if !(1..=10_000).contains(&raw.max_pending) {
+        return Err(invalid(
+            "discovery.max_pending",
+            format!("{} is outside 1..=10000", raw.max_pending),
+            "choose how many pending devices to keep, from 1 to 10000",
+        ));
+    }
+    Ok(crate::discovery::DiscoveryConfig {
+        enabled: raw.enabled,
+        interfaces,
+        service_types: raw.service_types.clone(),
+        max_pending: raw.max_pending,
+        advertise: raw.advertise,
     })
 }
 

@@ -3,6 +3,323 @@
 //!
 //! Discovery can only propose. It never adopts, never issues a credential,
 //! and never changes an adopted device's identity because an advert said so.
+//! It listens only on interfaces with private or link-local addresses (or
+//! loopback, when configured), never on one with a public address, and it
+//! logs counts only.
 
 pub mod classify;
 pub mod pending;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mdns_sd::{IfKind, IfPredicate, ServiceDaemon, ServiceEvent, ServiceInfo};
+use tokio::sync::mpsc;
+
+use self::classify::{Advert, classify};
+use self::pending::Outcome;
+use crate::store::Store;
+use crate::supervisor::Supervisor;
+
+/// Adverts processed per second at most; the rest are dropped and counted.
+const MAX_ADVERTS_PER_SEC: f64 = 200.0;
+/// How long the same identity is not reprocessed unless its addresses change.
+const DEDUPE_WINDOW: Duration = Duration::from_secs(5);
+/// Identities remembered for deduplication.
+const DEDUPE_ENTRIES: usize = 4096;
+/// Adverts waiting to be processed.
+const QUEUE: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("mDNS: {0}")]
+    Mdns(#[from] mdns_sd::Error),
+}
+
+/// Which interfaces discovery uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Interfaces {
+    /// Every interface with a private or link-local address.
+    Private,
+    /// Loopback only: tests and `hearth demo`.
+    Loopback,
+    /// These interfaces by name, and only their private or link-local
+    /// addresses.
+    Named(Vec<String>),
+}
+
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    pub enabled: bool,
+    pub interfaces: Interfaces,
+    pub service_types: Vec<String>,
+    pub max_pending: usize,
+    /// Advertise hearth itself as `_hearth._tcp` and `_secure-mqtt._tcp`.
+    pub advertise: bool,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            enabled: true,
+            interfaces: Interfaces::Private,
+            service_types: classify::DEFAULT_SERVICE_TYPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            max_pending: 256,
+            advertise: true,
+        }
+    }
+}
+
+/// Private (RFC 1918, unique-local) or link-local: the addresses a home LAN
+/// uses. A public address never qualifies.
+pub fn is_home_address(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unique_local() || v6.is_unicast_link_local(),
+    }
+}
+
+/// Counters, for status. Counts only.
+#[derive(Debug, Default)]
+pub struct DiscoveryStats {
+    pub adverts: AtomicU64,
+    pub dropped_queue: AtomicU64,
+    pub dropped_rate: AtomicU64,
+    pub dropped_oversized: AtomicU64,
+    pub ignored: AtomicU64,
+    pub deduplicated: AtomicU64,
+    pub created: AtomicU64,
+    pub refreshed: AtomicU64,
+    pub flagged: AtomicU64,
+    pub pending_full: AtomicU64,
+}
+
+/// Starts the mDNS daemon, the browsers and the processing task under the
+/// supervisor. `mqtt_port` is advertised as `_secure-mqtt._tcp`.
+pub fn start(
+    config: &DiscoveryConfig,
+    supervisor: &Supervisor,
+    store: Arc<Mutex<Store>>,
+    mqtt_port: Option<u16>,
+) -> Result<Arc<DiscoveryStats>, DiscoveryError> {
+    let stats = Arc::new(DiscoveryStats::default());
+    let daemon = ServiceDaemon::new()?;
+    daemon.disable_interface(IfKind::All)?;
+    match &config.interfaces {
+        Interfaces::Loopback => {
+            daemon.enable_interface(vec![IfKind::LoopbackV4, IfKind::LoopbackV6])?;
+            daemon.set_multicast_loop_v4(true)?;
+        }
+        Interfaces::Private => {
+            daemon.enable_interface(IfKind::Predicate(IfPredicate::new(|i| is_home_address(&i.ip()))))?;
+        }
+        Interfaces::Named(names) => {
+            let names = names.clone();
+            daemon.enable_interface(IfKind::Predicate(IfPredicate::new(move |i| {
+                names.contains(&i.name) && is_home_address(&i.ip())
+            })))?;
+        }
+    }
+
+    let (tx, rx) = mpsc::channel::<Advert>(QUEUE);
+    for ty in &config.service_types {
+        let receiver = daemon.browse(&format!("{ty}.local."))?;
+        let (tx, stats) = (tx.clone(), stats.clone());
+        supervisor.spawn("mdns-browse", move |token| async move {
+            loop {
+                let event = tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    event = receiver.recv_async() => match event {
+                        Ok(event) => event,
+                        Err(_) => return Ok(()),
+                    },
+                };
+                if let ServiceEvent::ServiceResolved(service) = event {
+                    stats.adverts.fetch_add(1, Ordering::Relaxed);
+                    if tx.try_send(to_advert(&service)).is_err() {
+                        stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    if config.advertise {
+        advertise(&daemon, mqtt_port)?;
+    }
+    let max_pending = config.max_pending;
+    let processing_stats = stats.clone();
+    supervisor.spawn("discovery", move |token| async move {
+        process(rx, store, processing_stats, max_pending, token).await;
+        // The mDNS daemon stops with discovery.
+        let _ = daemon.shutdown();
+        Ok(())
+    });
+    Ok(stats)
+}
+
+/// hearth's own adverts. Their TXT records are empty: no version, name or
+/// model, so nothing on the LAN learns what the hub runs.
+fn advertise(daemon: &ServiceDaemon, mqtt_port: Option<u16>) -> Result<(), DiscoveryError> {
+    let host = format!(
+        "{}.local.",
+        crate::pki::hostname()
+            .map(|h| h.split('.').next().unwrap_or("hearth").to_owned())
+            .unwrap_or_else(|| "hearth".into())
+    );
+    let mut services = vec![("_hearth._tcp.local.", mqtt_port.unwrap_or(0))];
+    if let Some(port) = mqtt_port {
+        services.push(("_secure-mqtt._tcp.local.", port));
+    }
+    for (ty, port) in services {
+        if port == 0 {
+            continue;
+        }
+        let info = ServiceInfo::new(
+            ty,
+            "hearth",
+            &host,
+            "",
+            port,
+            None::<std::collections::HashMap<String, String>>,
+        )?
+        .enable_addr_auto();
+        daemon.register(info)?;
+    }
+    Ok(())
+}
+
+fn to_advert(s: &mdns_sd::ResolvedService) -> Advert {
+    let service_type = s
+        .ty_domain
+        .trim_end_matches('.')
+        .trim_end_matches(".local")
+        .to_owned();
+    let suffix = format!(".{}", s.ty_domain);
+    let instance = s.fullname.strip_suffix(&suffix).unwrap_or(&s.fullname).to_owned();
+    let mut addresses: Vec<IpAddr> = s.addresses.iter().map(|a| a.to_ip_addr()).collect();
+    addresses.sort();
+    Advert {
+        service_type,
+        instance,
+        port: s.port,
+        addresses,
+        txt: s
+            .txt_properties
+            .iter()
+            .map(|p| (p.key().to_owned(), p.val_str().to_owned()))
+            .collect(),
+    }
+}
+
+/// Bounds, classification, deduplication and a global rate, then the store.
+async fn process(
+    mut rx: mpsc::Receiver<Advert>,
+    store: Arc<Mutex<Store>>,
+    stats: Arc<DiscoveryStats>,
+    max_pending: usize,
+    token: tokio_util::sync::CancellationToken,
+) {
+    let mut seen: HashMap<String, (Instant, Vec<IpAddr>)> = HashMap::new();
+    let (mut tokens, mut last) = (MAX_ADVERTS_PER_SEC, Instant::now());
+    loop {
+        let advert = tokio::select! {
+            _ = token.cancelled() => return,
+            advert = rx.recv() => match advert {
+                Some(a) => a,
+                None => return,
+            },
+        };
+        let now = Instant::now();
+        tokens =
+            (tokens + now.duration_since(last).as_secs_f64() * MAX_ADVERTS_PER_SEC).min(MAX_ADVERTS_PER_SEC);
+        last = now;
+        if tokens < 1.0 {
+            stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        tokens -= 1.0;
+        if !advert.within_bounds() {
+            stats.dropped_oversized.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let Some(classified) = classify(&advert) else {
+            stats.ignored.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if let Some((at, addrs)) = seen.get(&classified.identity)
+            && now.duration_since(*at) < DEDUPE_WINDOW
+            && *addrs == advert.addresses
+        {
+            stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if seen.len() >= DEDUPE_ENTRIES {
+            seen.retain(|_, (at, _)| now.duration_since(*at) < DEDUPE_WINDOW);
+            if seen.len() >= DEDUPE_ENTRIES {
+                seen.clear();
+            }
+        }
+        seen.insert(classified.identity.clone(), (now, advert.addresses.clone()));
+        let store = store.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().expect("store lock");
+            pending::record_advert(&mut store, &advert, &classified, max_pending)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(Outcome::Created(id))) => {
+                stats.created.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(device = %id, "device discovered (pending)");
+            }
+            Ok(Ok(Outcome::Refreshed(_))) => {
+                stats.refreshed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Ok(Outcome::Flagged(id))) => {
+                stats.flagged.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(device = %id, "an advert claimed an adopted device from an unknown address; flagged");
+            }
+            Ok(Ok(Outcome::PendingFull)) => {
+                stats.pending_full.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Err(error)) => tracing::error!(%error, "discovery could not record an advert"),
+            Err(error) => tracing::error!(%error, "discovery task failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_home_addresses_qualify() {
+        for ok in [
+            "192.168.1.2",
+            "10.0.0.1",
+            "172.16.5.4",
+            "169.254.1.1",
+            "fe80::1",
+            "fd00::1",
+        ] {
+            assert!(is_home_address(&ok.parse().unwrap()), "{ok}");
+        }
+        for no in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2001:db8::1",
+            "2a00:1450::1",
+            "127.0.0.1",
+            "::1",
+        ] {
+            assert!(!is_home_address(&no.parse().unwrap()), "{no}");
+        }
+    }
+}

@@ -54,8 +54,11 @@ impl TestHome {
     /// collide on ports; `extra` is appended.
     pub fn config(&self, extra: &str) -> PathBuf {
         let path = self.path("hearth.toml");
-        let body =
-            format!("[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n{extra}");
+        // Discovery stays off: tests send no multicast outside network
+        // namespaces they create themselves.
+        let body = format!(
+            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n{extra}\n[discovery]\nenabled = false\n"
+        );
         std::fs::write(&path, body).expect("write config");
         path
     }
