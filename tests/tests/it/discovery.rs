@@ -1,0 +1,191 @@
+//! Discovery with real multicast, inside a network namespace the test
+//! creates: hearth and the simulated home both run there, on its loopback.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::{TestHome, hearth, run, text, tool};
+
+/// A network namespace of the test's own, with loopback up and multicast
+/// on. Deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "hearth-t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        for args in [
+            vec!["netns", "add", &name],
+            vec!["netns", "exec", &name, "ip", "link", "set", "lo", "up"],
+            vec![
+                "netns",
+                "exec",
+                &name,
+                "ip",
+                "link",
+                "set",
+                "lo",
+                "multicast",
+                "on",
+            ],
+        ] {
+            let out = run(tool("ip").args(&args), Duration::from_secs(10));
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {} (the tests run as root and need iproute2)",
+                text(&out.stderr)
+            );
+        }
+        Netns { name }
+    }
+
+    /// A command run inside the namespace.
+    fn exec(&self, program: &std::path::Path) -> Command {
+        let mut cmd = tool("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn devices(home: &TestHome) -> serde_json::Value {
+    let out = run(
+        hearth()
+            .args(["devices", "list", "--json", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(20),
+    );
+    if !out.status.success() {
+        return serde_json::Value::Array(vec![]);
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Array(vec![]))
+}
+
+/// Every vendor profile of the simulated home is discovered, classified and
+/// listed as pending, with no credential and no topics.
+#[test]
+fn the_simulated_home_is_discovered_as_pending() {
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let config = home.path("hearth.toml");
+    std::fs::write(
+        &config,
+        "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[discovery]\ninterfaces = \"loopback\"\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(home.path("daemon.log")).unwrap();
+    let _daemon = Killed(
+        ns.exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(home.data_dir())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !home.data_dir().join("admin.sock").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "hearth did not start: {}",
+            std::fs::read_to_string(home.path("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let started = Instant::now();
+    let _sim = Killed(
+        ns.exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
+            .args(["announce", "--seconds", "60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (mut first, mut all) = (None, None);
+    let mut list = serde_json::Value::Null;
+    while Instant::now() < started + Duration::from_secs(20) {
+        list = devices(&home);
+        let n = list.as_array().map(Vec::len).unwrap_or(0);
+        if n > 0 && first.is_none() {
+            first = Some(started.elapsed());
+        }
+        if n >= 8 {
+            all = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::read_to_string(home.path("daemon.log")).unwrap_or_default();
+    let all = all.unwrap_or_else(|| panic!("only {list} within 20 s; log: {log}"));
+    println!("advert to pending: first {first:?}, all 8 {all:?}");
+
+    let mut kinds: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["kind"].as_str().unwrap(),
+                d["profile"].as_str().unwrap()
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "bulb/esphome",
+            "bulb/homekit",
+            "camera/homekit",
+            "camera/rtsp",
+            "doorbell/homekit",
+            "light_strip/wled",
+            "plug/shelly",
+            "plug/tasmota",
+        ]
+    );
+    for d in list.as_array().unwrap() {
+        assert_eq!(d["status"], "pending");
+        assert_eq!(
+            d["topics"].as_array().unwrap().len(),
+            0,
+            "a pending device has no credential"
+        );
+    }
+    // Logs carry counts and ids, never what the adverts said.
+    for leak in [
+        "Sim Bulb",
+        "SimCam",
+        "sim-porch-light",
+        "5A:1B:2C",
+        "shellyplusplugs",
+    ] {
+        assert!(!log.contains(leak), "{leak} reached the log");
+    }
+}
