@@ -100,12 +100,15 @@ pub struct Status {
     pub ca_cert: PathBuf,
     pub devices: usize,
     pub broker: serde_json::Value,
+    /// Discovery's counters, when it runs.
+    pub discovery: Option<serde_json::Value>,
 }
 
 /// The daemon side: everything a request may touch.
 pub struct Admin {
     pub devices: Arc<Devices>,
     pub broker: Arc<Broker>,
+    pub discovery: Option<Arc<crate::discovery::DiscoveryStats>>,
 }
 
 impl Admin {
@@ -124,6 +127,7 @@ impl Admin {
             ca_cert: self.devices.endpoint().ca_cert.clone(),
             devices,
             broker: serde_json::to_value(stats).expect("stats serialise"),
+            discovery: self.discovery.as_ref().map(|d| d.snapshot()),
         })
     }
 }

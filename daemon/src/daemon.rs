@@ -222,17 +222,20 @@ pub async fn run(
     };
     let devices = Arc::new(Devices::new(store.clone(), broker.clone(), endpoint));
 
+    let mut discovery = None;
     if config.discovery.enabled {
         let port = broker.tls_addrs().first().map(|a| a.port());
         // Without multicast hearth still works: devices can be added by hand.
-        if let Err(error) = crate::discovery::start(&config.discovery, &supervisor, store.clone(), port) {
-            tracing::error!(%error, "mDNS discovery could not start; add devices by hand");
+        match crate::discovery::start(&config.discovery, &supervisor, store.clone(), port) {
+            Ok(stats) => discovery = Some(stats),
+            Err(error) => tracing::error!(%error, "mDNS discovery could not start; add devices by hand"),
         }
     }
 
     let admin = Arc::new(Admin {
         devices: devices.clone(),
         broker: broker.clone(),
+        discovery,
     });
     let admin_listener = bound.admin;
     supervisor.spawn("admin", move |token| async move {

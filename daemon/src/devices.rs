@@ -167,7 +167,9 @@ fn default_topic(profile: Profile, id: &DeviceId) -> String {
 /// The MQTT identity of an adopted device, or `None` if it has no usable
 /// profile or topic (then it cannot connect).
 pub fn identity_of(device: &Device, secret: TokenHash) -> Option<Identity> {
-    let profile = Profile::parse(&device.fields.profile)?;
+    // Devices found in ecosystems without an MQTT scheme of their own
+    // (HomeKit, WLED, ...) speak hearth's generic scheme once adopted.
+    let profile = Profile::parse(&device.fields.profile).unwrap_or(Profile::Generic);
     let topic = device
         .fields
         .topic

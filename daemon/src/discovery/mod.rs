@@ -100,6 +100,25 @@ pub struct DiscoveryStats {
     pub pending_full: AtomicU64,
 }
 
+impl DiscoveryStats {
+    /// The counters as JSON, for `hearth status`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "adverts": g(&self.adverts),
+            "dropped_queue": g(&self.dropped_queue),
+            "dropped_rate": g(&self.dropped_rate),
+            "dropped_oversized": g(&self.dropped_oversized),
+            "ignored": g(&self.ignored),
+            "deduplicated": g(&self.deduplicated),
+            "created": g(&self.created),
+            "refreshed": g(&self.refreshed),
+            "flagged": g(&self.flagged),
+            "pending_full": g(&self.pending_full),
+        })
+    }
+}
+
 /// Starts the mDNS daemon, the browsers and the processing task under the
 /// supervisor. `mqtt_port` is advertised as `_secure-mqtt._tcp`.
 pub fn start(
@@ -110,6 +129,10 @@ pub fn start(
 ) -> Result<Arc<DiscoveryStats>, DiscoveryError> {
     let stats = Arc::new(DiscoveryStats::default());
     let daemon = ServiceDaemon::new()?;
+    // Devices announce themselves when they join; waiting for the next query
+    // round (which backs off to minutes) would miss them. Floods are bounded
+    // below, by rate and deduplication.
+    daemon.accept_unsolicited(true)?;
     daemon.disable_interface(IfKind::All)?;
     match &config.interfaces {
         Interfaces::Loopback => {

@@ -1,12 +1,17 @@
 //! hearth's device simulator.
 //!
-//! `hearth-sim announce [--seconds N]` announces a simulated home over mDNS
-//! on loopback, with the TXT records each vendor really sends: a HomeKit
-//! bulb, camera and doorbell, a Shelly Gen2 plug, a Tasmota plug, an
-//! ESPHome light, a WLED strip and an RTSP camera. It prints one line per
-//! device announced, then keeps announcing until killed or the time is up.
-//! Run it where hearth's discovery listens on loopback (a network namespace
-//! of the test's own, or `hearth demo`).
+//! `hearth-sim announce [--address IP] [--seconds N]` announces a simulated
+//! home over mDNS, with the TXT records each vendor really sends: a HomeKit
+//! bulb, camera and doorbell, a Shelly Gen2 plug, a Tasmota plug, an ESPHome
+//! light, a WLED strip and an RTSP camera. It prints one line per device
+//! announced, then keeps announcing until killed or the time is up.
+//!
+//! `hearth-sim spoof [--address IP]` misbehaves: it announces the simulated
+//! bulb's HomeKit id under another name, from the given address.
+//!
+//! The address (default 127.0.0.1) picks the interface. Run it only where
+//! the test owns the network: a namespace of its own, or `hearth demo`'s
+//! loopback.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -100,32 +105,38 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(3600);
-    match args.get(1).map(String::as_str) {
-        Some("announce") => announce(seconds),
+    let address: std::net::IpAddr = args
+        .iter()
+        .position(|a| a == "--address")
+        .and_then(|i| args.get(i + 1))
+        .map(|a| a.parse().expect("--address takes an IP address"))
+        .unwrap_or_else(|| "127.0.0.1".parse().expect("an IP address"));
+    let home: Vec<Announcement> = match args.get(1).map(String::as_str) {
+        Some("announce") => HOME.to_vec(),
+        // The bulb's HomeKit id, under another name, from another address.
+        Some("spoof") => vec![("_hap._tcp", "Sim Bulb 2", 51830, HOME[0].3)],
         _ => {
-            eprintln!("usage: hearth-sim announce [--seconds N]");
+            eprintln!("usage: hearth-sim announce|spoof [--address IP] [--seconds N]");
             std::process::exit(64);
         }
-    }
+    };
+    announce(&home, address, seconds);
 }
 
-fn announce(seconds: u64) {
+fn announce(home: &[Announcement], address: std::net::IpAddr, seconds: u64) {
     let daemon = ServiceDaemon::new().expect("mDNS daemon");
     daemon.disable_interface(IfKind::All).expect("interfaces");
-    daemon.enable_interface(IfKind::LoopbackV4).expect("loopback");
-    daemon.set_multicast_loop_v4(true).expect("multicast loop");
-    for (i, (ty, instance, port, txt)) in HOME.iter().enumerate() {
+    if address.is_loopback() {
+        daemon.enable_interface(IfKind::LoopbackV4).expect("loopback");
+        daemon.set_multicast_loop_v4(true).expect("multicast loop");
+    } else {
+        daemon.enable_interface(IfKind::Addr(address)).expect("interface");
+    }
+    for (i, (ty, instance, port, txt)) in home.iter().enumerate() {
         let props: HashMap<String, String> = txt.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        let host = format!("sim-device-{i}.local.");
-        let info = ServiceInfo::new(
-            &format!("{ty}.local."),
-            instance,
-            &host,
-            "127.0.0.1",
-            *port,
-            props,
-        )
-        .expect("service info");
+        let host = format!("sim-{}-{i}.local.", address.to_string().replace(['.', ':'], "-"));
+        let info = ServiceInfo::new(&format!("{ty}.local."), instance, &host, address, *port, props)
+            .expect("service info");
         daemon.register(info).expect("register");
         println!("announced {ty}");
     }

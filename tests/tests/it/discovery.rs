@@ -82,12 +82,8 @@ fn devices(home: &TestHome) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Array(vec![]))
 }
 
-/// Every vendor profile of the simulated home is discovered, classified and
-/// listed as pending, with no credential and no topics.
-#[test]
-fn the_simulated_home_is_discovered_as_pending() {
-    let ns = Netns::new();
-    let home = TestHome::new();
+/// hearth running inside `ns`, discovering on its loopback.
+fn daemon_in(ns: &Netns, home: &TestHome) -> Killed {
     let config = home.path("hearth.toml");
     std::fs::write(
         &config,
@@ -95,7 +91,7 @@ fn the_simulated_home_is_discovered_as_pending() {
     )
     .unwrap();
     let log = std::fs::File::create(home.path("daemon.log")).unwrap();
-    let _daemon = Killed(
+    let daemon = Killed(
         ns.exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
             .arg("run")
             .arg("--config")
@@ -116,16 +112,47 @@ fn the_simulated_home_is_discovered_as_pending() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    daemon
+}
 
-    let started = Instant::now();
-    let _sim = Killed(
+/// `hearth-sim ARGS` inside `ns`.
+fn sim_in(ns: &Netns, args: &[&str]) -> Killed {
+    Killed(
         ns.exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
-            .args(["announce", "--seconds", "60"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+    )
+}
+
+/// Polls `devices list` until `done` holds, for up to 20 s.
+fn wait_for(home: &TestHome, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = devices(home);
+        if done(&list) {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not within 20 s: {list}; log: {}",
+            std::fs::read_to_string(home.path("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every vendor profile of the simulated home is discovered, classified and
+/// listed as pending, with no credential and no topics.
+#[test]
+fn the_simulated_home_is_discovered_as_pending() {
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let _daemon = daemon_in(&ns, &home);
+    let started = Instant::now();
+    let _sim = sim_in(&ns, &["announce", "--seconds", "60"]);
     let (mut first, mut all) = (None, None);
     let mut list = serde_json::Value::Null;
     while Instant::now() < started + Duration::from_secs(20) {
@@ -188,4 +215,66 @@ fn the_simulated_home_is_discovered_as_pending() {
     ] {
         assert!(!log.contains(leak), "{leak} reached the log");
     }
+}
+
+/// An advert claiming an adopted device's identity from another address is
+/// flagged for the owner, and followed in nothing.
+#[test]
+fn a_spoofed_advert_for_an_adopted_device_is_flagged_not_followed() {
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let _daemon = daemon_in(&ns, &home);
+    let sim = sim_in(&ns, &["announce", "--seconds", "60"]);
+    let list = wait_for(&home, "the simulated bulb", |l| {
+        l.as_array()
+            .is_some_and(|a| a.iter().any(|d| d["profile"] == "homekit" && d["kind"] == "bulb"))
+    });
+    let bulb = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["profile"] == "homekit" && d["kind"] == "bulb")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = run(
+        hearth()
+            .args(["devices", "adopt", &bulb, "--nickname", "Desk lamp", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(sim);
+
+    let _spoof = sim_in(&ns, &["spoof", "--address", "127.0.0.2", "--seconds", "60"]);
+    let list = wait_for(&home, "the flag", |l| {
+        l.as_array()
+            .is_some_and(|a| a.iter().any(|d| d["id"] == bulb.as_str() && d["flagged"] == true))
+    });
+    let d = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == bulb.as_str())
+        .unwrap();
+    assert_eq!(d["status"], "adopted");
+    assert_eq!(d["nickname"], "Desk lamp");
+    let status = run(
+        hearth()
+            .args(["status", "--json", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(10),
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(status["discovery"]["flagged"].as_u64().unwrap() >= 1, "{status}");
+    // The spoofer did not become a device of its own either.
+    assert_eq!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["profile"] == "homekit" && d["kind"] == "bulb")
+            .count(),
+        1
+    );
 }
