@@ -46,6 +46,28 @@ impl Netns {
         Netns { name }
     }
 
+    /// Two namespaces joined by a veth pair, `a` at `10.251.7.1/24` and `b`
+    /// at `10.251.7.2/24`: two hosts on a LAN that exists only inside the
+    /// test.
+    fn pair() -> (Netns, Netns) {
+        let (a, b) = (Netns::new(), Netns::new());
+        let (va, vb) = (format!("v{}a", &a.name[7..]), format!("v{}b", &b.name[7..]));
+        let (va, vb) = (&va[..va.len().min(15)], &vb[..vb.len().min(15)]);
+        for args in [
+            vec![
+                "link", "add", va, "netns", &a.name, "type", "veth", "peer", "name", vb, "netns", &b.name,
+            ],
+            vec!["-n", &a.name, "addr", "add", "10.251.7.1/24", "dev", va],
+            vec!["-n", &b.name, "addr", "add", "10.251.7.2/24", "dev", vb],
+            vec!["-n", &a.name, "link", "set", va, "up"],
+            vec!["-n", &b.name, "link", "set", vb, "up"],
+        ] {
+            let out = run(tool("ip").args(&args), Duration::from_secs(10));
+            assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+        }
+        (a, b)
+    }
+
     /// A command run inside the namespace.
     fn exec(&self, program: &std::path::Path) -> Command {
         let mut cmd = tool("ip");
@@ -84,10 +106,17 @@ fn devices(home: &TestHome) -> serde_json::Value {
 
 /// hearth running inside `ns`, discovering on its loopback.
 fn daemon_in(ns: &Netns, home: &TestHome) -> Killed {
+    daemon_with(ns, home, "loopback")
+}
+
+/// hearth running inside `ns`, with `discovery.interfaces = INTERFACES`.
+fn daemon_with(ns: &Netns, home: &TestHome, interfaces: &str) -> Killed {
     let config = home.path("hearth.toml");
     std::fs::write(
         &config,
-        "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[discovery]\ninterfaces = \"loopback\"\n",
+        format!(
+            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[discovery]\ninterfaces = \"{interfaces}\"\n"
+        ),
     )
     .unwrap();
     let log = std::fs::File::create(home.path("daemon.log")).unwrap();
@@ -277,4 +306,22 @@ fn a_spoofed_advert_for_an_adopted_device_is_flagged_not_followed() {
             .count(),
         1
     );
+}
+
+/// Two hosts: the simulated home in one namespace, hearth in another, joined
+/// by a veth pair. hearth listens on its private LAN address only (the
+/// default policy) and finds all eight devices across the link.
+#[test]
+fn discovery_across_two_hosts() {
+    let (lan_a, lan_b) = Netns::pair();
+    let home = TestHome::new();
+    let _daemon = daemon_with(&lan_b, &home, "private");
+    let _sim = sim_in(
+        &lan_a,
+        &["announce", "--address", "10.251.7.1", "--seconds", "60"],
+    );
+    let list = wait_for(&home, "all eight devices across the link", |l| {
+        l.as_array().is_some_and(|a| a.len() >= 8)
+    });
+    assert!(list.as_array().unwrap().iter().all(|d| d["status"] == "pending"));
 }
