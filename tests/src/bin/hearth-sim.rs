@@ -9,6 +9,9 @@
 //! `hearth-sim spoof [--address IP]` misbehaves: it announces the simulated
 //! bulb's HomeKit id under another name, from the given address.
 //!
+//! `hearth-sim browse TYPE [--address IP] [--seconds N]` prints what one
+//! instance of TYPE advertises: its port and TXT entries.
+//!
 //! The address (default 127.0.0.1) picks the interface. Run it only where
 //! the test owns the network: a namespace of its own, or `hearth demo`'s
 //! loopback.
@@ -111,6 +114,11 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|a| a.parse().expect("--address takes an IP address"))
         .unwrap_or_else(|| "127.0.0.1".parse().expect("an IP address"));
+    if args.get(1).map(String::as_str) == Some("browse") {
+        let ty = args.get(2).expect("usage: hearth-sim browse TYPE [--seconds N]");
+        browse(ty, address, seconds);
+        return;
+    }
     let home: Vec<Announcement> = match args.get(1).map(String::as_str) {
         Some("announce") => HOME.to_vec(),
         // The bulb's HomeKit id, under another name, from another address.
@@ -121,6 +129,33 @@ fn main() {
         }
     };
     announce(&home, address, seconds);
+}
+
+/// Prints `resolved <port> txt=<entries>` for each instance of `ty` heard
+/// within `seconds`, as an owner's tools would see hearth on the LAN.
+fn browse(ty: &str, address: std::net::IpAddr, seconds: u64) {
+    let daemon = ServiceDaemon::new().expect("mDNS daemon");
+    daemon.disable_interface(IfKind::All).expect("interfaces");
+    if address.is_loopback() {
+        daemon.enable_interface(IfKind::LoopbackV4).expect("loopback");
+        daemon.set_multicast_loop_v4(true).expect("multicast loop");
+    } else {
+        daemon.enable_interface(IfKind::Addr(address)).expect("interface");
+    }
+    let events = daemon.browse(&format!("{ty}.local.")).expect("browse");
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while let Ok(event) = events.recv_deadline(deadline) {
+        if let mdns_sd::ServiceEvent::ServiceResolved(s) = event {
+            let txt: Vec<String> = s
+                .txt_properties
+                .iter()
+                .map(|p| format!("{}={}", p.key(), p.val_str()))
+                .collect();
+            println!("resolved {} txt={} {}", s.port, txt.len(), txt.join(","));
+            break;
+        }
+    }
+    let _ = daemon.shutdown();
 }
 
 fn announce(home: &[Announcement], address: std::net::IpAddr, seconds: u64) {

@@ -234,6 +234,35 @@ fn the_simulated_home_is_discovered_as_pending() {
             "a pending device has no credential"
         );
     }
+    // hearth's own adverts carry no banner: empty TXT records.
+    let status = run(
+        hearth()
+            .args(["status", "--json", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(10),
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let tls_port = status["mqtt_tls"][0]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    for ty in ["_hearth._tcp", "_secure-mqtt._tcp"] {
+        let out = run(
+            ns.exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
+                .args(["browse", ty, "--seconds", "10"]),
+            Duration::from_secs(20),
+        );
+        let seen = text(&out.stdout);
+        assert_eq!(
+            seen.trim(),
+            format!("resolved {tls_port} txt=0"),
+            "{ty}: {seen} {}",
+            text(&out.stderr)
+        );
+    }
     // Logs carry counts and ids, never what the adverts said.
     for leak in [
         "Sim Bulb",
