@@ -7,7 +7,9 @@
 //!   sealed store, against the same schema and SQL with plaintext values.
 //! - `rss`: resident memory of an idle `hearth run` with an empty store.
 //! - `mqtt`: the broker against mosquitto (see `mqtt.rs`).
+//! - `discovery`: advert-to-pending time (see `discovery.rs`).
 
+mod discovery;
 mod mqtt;
 
 use std::net::IpAddr;
@@ -42,13 +44,15 @@ fn main() {
         "store" => store_bench(),
         "rss" => rss_bench(&hearth),
         "mqtt" => mqtt::run(&hearth, rounds),
+        "discovery" => discovery::run(&hearth, rounds),
         "all" => {
             store_bench();
             rss_bench(&hearth);
             mqtt::run(&hearth, rounds);
+            discovery::run(&hearth, rounds);
         }
         other => {
-            eprintln!("unknown benchmark {other}; use store, rss, mqtt or all");
+            eprintln!("unknown benchmark {other}; use store, rss, mqtt, discovery or all");
             std::process::exit(64);
         }
     }
