@@ -77,6 +77,7 @@ pub enum Request {
     DevicesRotate { id: String },
     DevicesAdopt(Adopt),
     DevicesRename(Rename),
+    DevicesSet { id: String, on: bool },
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -259,6 +260,17 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 .await
                 .map(|id| serde_json::json!({ "renamed": id })),
         ),
+        Request::DevicesSet { id, on } => {
+            let result = match parse_id(&id) {
+                Ok(id) => admin
+                    .devices
+                    .set_power(&id, on)
+                    .await
+                    .map(|()| serde_json::json!({ "sent": if on { "on" } else { "off" } })),
+                Err(e) => Err(e),
+            };
+            answer(result)
+        }
         Request::DevicesRotate { id } => {
             let result = match parse_id(&id) {
                 Ok(id) => admin.devices.rotate(&id).await,

@@ -389,6 +389,36 @@ impl Devices {
         .await
     }
 
+    /// Switches an adopted device on or off, in its own vendor's scheme,
+    /// through hearth's hub link.
+    pub async fn set_power(&self, id: &DeviceId, on: bool) -> Result<(), DeviceError> {
+        let key = id.clone();
+        let device = self
+            .with_store(move |store| {
+                store
+                    .device(&key)?
+                    .filter(|d| d.fields.status == DeviceStatus::Adopted)
+                    .ok_or_else(|| DeviceError::NotFound(format!("{key} (or it is not adopted)")))
+            })
+            .await?;
+        let topic_base = device
+            .fields
+            .topic
+            .clone()
+            .ok_or_else(|| DeviceError::Invalid("the device has no topic".into()))?;
+        let (topic, payload) = power_command(
+            Profile::parse(&device.fields.profile).unwrap_or(Profile::Generic),
+            &topic_base,
+            on,
+        );
+        self.broker
+            .publish(&topic, payload.into(), 1, false)
+            .await
+            .map_err(|e| DeviceError::Internal(e.to_string()))?;
+        tracing::info!(device = %id, "command sent");
+        Ok(())
+    }
+
     /// Forgets a device: its record and every credential it held go in one
     /// transaction, then its identity leaves the broker and its live session
     /// is cut. Returns whether it existed.
@@ -428,6 +458,24 @@ impl Devices {
         self.broker.kick(id.as_str()).await;
         tracing::info!(device = %id, "device credential rotated");
         Ok(self.provisioning(&device, password, topics))
+    }
+}
+
+/// The topic and payload that switch a device of `profile` on or off, in
+/// the vendor's own scheme.
+pub fn power_command(profile: Profile, base: &str, on: bool) -> (String, String) {
+    let state = if on { "ON" } else { "OFF" };
+    match profile {
+        Profile::Tasmota => (format!("cmnd/{base}/POWER"), state.to_owned()),
+        Profile::Shelly => (
+            format!("{base}/rpc"),
+            format!(r#"{{"id":1,"src":"hearth","method":"Switch.Set","params":{{"id":0,"on":{on}}}}}"#),
+        ),
+        Profile::Esphome => (
+            format!("{base}/light/main/command"),
+            format!(r#"{{"state":"{state}"}}"#),
+        ),
+        Profile::Generic => (format!("hearth/{base}/set"), format!(r#"{{"state":"{state}"}}"#)),
     }
 }
 

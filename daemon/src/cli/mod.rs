@@ -112,6 +112,16 @@ pub enum DevicesCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Switch an adopted device on or off (sent in its vendor's own scheme).
+    Set {
+        /// The device id.
+        id: String,
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Issue a new MQTT password; the old one is refused from now on.
     Rotate {
         /// The device id.
@@ -327,6 +337,20 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 print_json(&v)
             } else {
                 println!("renamed {id}")
+            }
+        }
+        DevicesCommand::Set { id, state, admin } => {
+            let v = admin_request(
+                &admin,
+                &Request::DevicesSet {
+                    id: id.clone(),
+                    on: state == "on",
+                },
+            )?;
+            if admin.json {
+                print_json(&v)
+            } else {
+                println!("sent {state} to {id}")
             }
         }
         DevicesCommand::Rotate { id, admin } => {

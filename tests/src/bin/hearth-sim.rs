@@ -9,6 +9,13 @@
 //! `hearth-sim spoof [--address IP]` misbehaves: it announces the simulated
 //! bulb's HomeKit id under another name, from the given address.
 //!
+//! `hearth-sim device --provisioning FILE [--host H]` is one device, given
+//! what `hearth devices adopt --json` printed: it connects over TLS with
+//! that credential, speaks its vendor's own topics (Tasmota `cmnd/stat/tele`
+//! with its LWT, Shelly Gen2 RPC, ESPHome light command/state/status, or
+//! hearth's generic scheme), obeys power commands, publishes its new state,
+//! and prints `connected`, `state ON|OFF`, `disconnected` and `refused`.
+//!
 //! `hearth-sim browse TYPE [--address IP] [--seconds N]` prints what one
 //! instance of TYPE advertises: its port and TXT entries.
 //!
@@ -114,6 +121,24 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|a| a.parse().expect("--address takes an IP address"))
         .unwrap_or_else(|| "127.0.0.1".parse().expect("an IP address"));
+    if args.get(1).map(String::as_str) == Some("device") {
+        let flag = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        };
+        let file = flag("--provisioning").expect("usage: hearth-sim device --provisioning FILE [--host H]");
+        let provisioning: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file).expect("read provisioning")).expect("json");
+        let host = flag("--host").unwrap_or_else(|| "127.0.0.1".into());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(device(provisioning, host, seconds));
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("browse") {
         let ty = args.get(2).expect("usage: hearth-sim browse TYPE [--seconds N]");
         browse(ty, address, seconds);
@@ -177,4 +202,171 @@ fn announce(home: &[Announcement], address: std::net::IpAddr, seconds: u64) {
     }
     std::thread::sleep(Duration::from_secs(seconds));
     let _ = daemon.shutdown();
+}
+
+/// The device side of each vendor's scheme: (subscribe, lwt topic, lwt
+/// offline, online payload).
+fn scheme(profile: &str, base: &str) -> (String, String, &'static str, &'static str) {
+    match profile {
+        "tasmota" => (
+            format!("cmnd/{base}/#"),
+            format!("tele/{base}/LWT"),
+            "Offline",
+            "Online",
+        ),
+        "shelly" => (format!("{base}/rpc"), format!("{base}/online"), "false", "true"),
+        "esphome" => (
+            format!("{base}/light/main/command"),
+            format!("{base}/status"),
+            "offline",
+            "online",
+        ),
+        _ => (
+            format!("hearth/{base}/set"),
+            format!("hearth/{base}/availability"),
+            "offline",
+            "online",
+        ),
+    }
+}
+
+/// Reads a power command in the vendor's format: `Some(on)`.
+fn command(profile: &str, payload: &[u8], current: bool) -> Option<bool> {
+    let text = std::str::from_utf8(payload).ok()?.trim();
+    match profile {
+        "tasmota" => match text.to_ascii_uppercase().as_str() {
+            "ON" | "1" => Some(true),
+            "OFF" | "0" => Some(false),
+            "TOGGLE" | "2" => Some(!current),
+            _ => None,
+        },
+        "shelly" => {
+            let v: serde_json::Value = serde_json::from_str(text).ok()?;
+            (v["method"] == "Switch.Set")
+                .then(|| v["params"]["on"].as_bool())
+                .flatten()
+        }
+        _ => {
+            let v: serde_json::Value = serde_json::from_str(text).ok()?;
+            match v["state"].as_str()? {
+                "ON" => Some(true),
+                "OFF" => Some(false),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// The state report in the vendor's format: (topic, payload).
+fn report(profile: &str, base: &str, on: bool) -> (String, String) {
+    let state = if on { "ON" } else { "OFF" };
+    match profile {
+        "tasmota" => (format!("stat/{base}/RESULT"), format!(r#"{{"POWER":"{state}"}}"#)),
+        "shelly" => (
+            format!("{base}/status/switch:0"),
+            format!(r#"{{"id":0,"output":{on}}}"#),
+        ),
+        "esphome" => (
+            format!("{base}/light/main/state"),
+            format!(r#"{{"state":"{state}"}}"#),
+        ),
+        _ => (
+            format!("hearth/{base}/state"),
+            format!(r#"{{"state":"{state}"}}"#),
+        ),
+    }
+}
+
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn device(p: serde_json::Value, host: String, seconds: u64) {
+    use rumqttc::{
+        AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+    };
+    use rustls::pki_types::pem::PemObject;
+
+    let profile = p["profile"].as_str().expect("profile").to_owned();
+    let first = p["topics"][0].as_str().expect("topics");
+    // The topic base: the level after the scheme's prefix, if it has one.
+    let levels: Vec<&str> = first.split('/').collect();
+    let base = match profile.as_str() {
+        "tasmota" => levels[1],
+        "shelly" | "esphome" => levels[0],
+        _ => levels[1],
+    }
+    .to_owned();
+    let m = &p["mqtt"];
+    let pem = std::fs::read(m["ca_cert"].as_str().expect("ca_cert")).expect("read CA");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("CA")).expect("CA");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let (subscribe, lwt, offline, online) = scheme(&profile, &base);
+    let mut opts = MqttOptions::new(
+        m["client_id"].as_str().unwrap(),
+        host,
+        m["port"].as_u64().unwrap() as u16,
+    );
+    opts.set_credentials(m["username"].as_str().unwrap(), m["password"].as_str().unwrap());
+    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(std::sync::Arc::new(tls))));
+    opts.set_last_will(LastWill::new(&lwt, offline, QoS::AtLeastOnce, true));
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let mut on = false;
+    let mut was_connected = false;
+    loop {
+        let event = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return,
+            event = events.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                was_connected = true;
+                client
+                    .subscribe(&subscribe, QoS::AtLeastOnce)
+                    .await
+                    .expect("subscribe");
+                client
+                    .publish(&lwt, QoS::AtLeastOnce, true, online)
+                    .await
+                    .expect("online");
+                say("connected");
+            }
+            Ok(Event::Incoming(Packet::Publish(msg))) => {
+                if let Some(new) = command(&profile, &msg.payload, on) {
+                    on = new;
+                    let (topic, payload) = report(&profile, &base, on);
+                    client
+                        .publish(topic, QoS::AtLeastOnce, false, payload)
+                        .await
+                        .expect("report");
+                    say(if on { "state ON" } else { "state OFF" });
+                }
+            }
+            Ok(_) => {}
+            Err(ConnectionError::ConnectionRefused(_)) => {
+                say("refused");
+                return;
+            }
+            Err(_) => {
+                if was_connected {
+                    say("disconnected");
+                    was_connected = false;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }

@@ -354,3 +354,83 @@ fn discovery_across_two_hosts() {
     });
     assert!(list.as_array().unwrap().iter().all(|d| d["status"] == "pending"));
 }
+
+/// End to end: a discovered ESPHome bulb is adopted, connects with its
+/// credential, obeys on/off sent through the broker in its own scheme, and
+/// is cut off at once when forgotten, its credential refused after.
+#[test]
+fn adopt_command_and_forget_a_simulated_bulb() {
+    use std::io::BufRead;
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let _daemon = daemon_in(&ns, &home);
+    let _sim = sim_in(&ns, &["announce", "--seconds", "60"]);
+    let list = wait_for(&home, "the ESPHome bulb", |l| {
+        l.as_array()
+            .is_some_and(|a| a.iter().any(|d| d["profile"] == "esphome"))
+    });
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["profile"] == "esphome")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cli = |args: &[&str]| {
+        let out = run(
+            hearth().args(args).arg("--data-dir").arg(home.data_dir()),
+            Duration::from_secs(20),
+        );
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        out.stdout
+    };
+    let provisioning = cli(&["devices", "adopt", &id, "--nickname", "Porch", "--json"]);
+    let file = home.path("porch.json");
+    std::fs::write(&file, &provisioning).unwrap();
+
+    let mut bulb = ns
+        .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
+        .arg("device")
+        .arg("--provisioning")
+        .arg(&file)
+        .args(["--seconds", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = bulb.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send((line, Instant::now()));
+        }
+    });
+    let _bulb = Killed(bulb);
+    let expect = |want: &str| -> Instant {
+        loop {
+            let (line, at) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no {want:?}"));
+            if line == want {
+                return at;
+            }
+        }
+    };
+    expect("connected");
+    cli(&["devices", "set", &id, "on"]);
+    expect("state ON");
+    cli(&["devices", "set", &id, "off"]);
+    expect("state OFF");
+
+    let asked = Instant::now();
+    cli(&["devices", "forget", &id]);
+    let cut = expect("disconnected");
+    assert!(
+        cut.duration_since(asked) < Duration::from_secs(1),
+        "cut after {:?}",
+        cut.duration_since(asked)
+    );
+    expect("refused");
+}
