@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod exit;
 pub mod pki;
 pub mod secret;
+pub mod sim;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

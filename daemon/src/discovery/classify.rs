@@ -203,7 +203,11 @@ pub fn classify(a: &Advert) -> Option<Classified> {
         }
         "_http._tcp" if lower.starts_with("tasmota") => {
             c.vendor = Some("Tasmota".into());
-            c.kind = DeviceKind::Plug;
+            c.kind = if lower.contains("bulb") {
+                DeviceKind::Bulb
+            } else {
+                DeviceKind::Plug
+            };
             c.profile = "tasmota";
             c.topic = topic_base(&lower.replace('-', "_"));
         }

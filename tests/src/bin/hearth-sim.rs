@@ -1,372 +1,72 @@
-//! hearth's device simulator.
+//! hearth's device simulator, for tests: a thin command line over
+//! `hearth::sim`.
 //!
-//! `hearth-sim announce [--address IP] [--seconds N]` announces a simulated
-//! home over mDNS, with the TXT records each vendor really sends: a HomeKit
-//! bulb, camera and doorbell, a Shelly Gen2 plug, a Tasmota plug, an ESPHome
-//! light, a WLED strip and an RTSP camera. It prints one line per device
-//! announced, then keeps announcing until killed or the time is up.
-//!
-//! `hearth-sim spoof [--address IP]` misbehaves: it announces the simulated
-//! bulb's HomeKit id under another name, from the given address.
-//!
-//! `hearth-sim device --provisioning FILE [--host H]` is one device, given
-//! what `hearth devices adopt --json` printed: it connects over TLS with
-//! that credential, speaks its vendor's own topics (Tasmota `cmnd/stat/tele`
-//! with its LWT, Shelly Gen2 RPC, ESPHome light command/state/status, or
-//! hearth's generic scheme), obeys power commands, publishes its new state,
-//! and prints `connected`, `state ON|OFF`, `disconnected` and `refused`.
-//!
-//! `hearth-sim browse TYPE [--address IP] [--seconds N]` prints what one
-//! instance of TYPE advertises: its port and TXT entries.
+//! - `hearth-sim announce [--address IP] [--seconds N]` announces the
+//!   simulated home over mDNS (4 bulbs of different vendors, 2 cameras, a
+//!   plug and a doorbell), with the TXT records each vendor really sends.
+//! - `hearth-sim spoof [--address IP]` misbehaves: it announces the
+//!   simulated bulb's HomeKit id under another name, from that address.
+//! - `hearth-sim device --provisioning FILE [--host H]` is one device, given
+//!   what `hearth devices adopt --json` printed: it speaks its vendor's MQTT
+//!   scheme and prints `connected`, `state ON|OFF`, `disconnected`, `refused`.
+//! - `hearth-sim browse TYPE` prints the port and TXT of one instance heard.
 //!
 //! The address (default 127.0.0.1) picks the interface. Run it only where
-//! the test owns the network: a namespace of its own, or `hearth demo`'s
-//! loopback.
+//! the test owns the network: a namespace of its own, or loopback.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
-
-/// (service type, instance, port, TXT)
-type Announcement = (
-    &'static str,
-    &'static str,
-    u16,
-    &'static [(&'static str, &'static str)],
-);
-
-/// The simulated home.
-const HOME: &[Announcement] = &[
-    (
-        "_hap._tcp",
-        "Sim Bulb",
-        51827,
-        &[
-            ("c#", "3"),
-            ("ci", "5"),
-            ("id", "5A:1B:2C:3D:4E:01"),
-            ("md", "SimBulb A19"),
-            ("fv", "1.2.0"),
-            ("sf", "1"),
-            ("s#", "1"),
-        ],
-    ),
-    (
-        "_hap._tcp",
-        "Sim Camera",
-        51828,
-        &[
-            ("c#", "2"),
-            ("ci", "17"),
-            ("id", "5A:1B:2C:3D:4E:02"),
-            ("md", "SimCam 2"),
-            ("sf", "1"),
-            ("s#", "1"),
-        ],
-    ),
-    (
-        "_hap._tcp",
-        "Sim Doorbell",
-        51829,
-        &[
-            ("c#", "2"),
-            ("ci", "18"),
-            ("id", "5A:1B:2C:3D:4E:03"),
-            ("md", "SimBell"),
-            ("sf", "1"),
-            ("s#", "1"),
-        ],
-    ),
-    (
-        "_shelly._tcp",
-        "shellyplusplugs-5a1b2c3d4e04",
-        80,
-        &[
-            ("gen", "2"),
-            ("app", "PlusPlugS"),
-            ("ver", "1.4.4"),
-            ("arch", "esp8266"),
-        ],
-    ),
-    ("_http._tcp", "tasmota-4E05-1234", 80, &[]),
-    (
-        "_esphomelib._tcp",
-        "sim-porch-light",
-        6053,
-        &[
-            ("mac", "5a1b2c3d4e06"),
-            ("version", "2024.6.1"),
-            ("platform", "ESP32"),
-            ("board", "esp32dev"),
-            ("project_name", "sim.smart_light"),
-            ("network", "wifi"),
-        ],
-    ),
-    ("_wled._tcp", "wled-sim-desk", 80, &[("mac", "5a1b2c3d4e07")]),
-    ("_rtsp._tcp", "Sim Garden Cam", 554, &[]),
-];
+use hearth::sim;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let seconds: u64 = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3600);
-    let address: std::net::IpAddr = args
-        .iter()
-        .position(|a| a == "--address")
-        .and_then(|i| args.get(i + 1))
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let seconds: u64 = flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(3600);
+    let address: std::net::IpAddr = flag("--address")
         .map(|a| a.parse().expect("--address takes an IP address"))
         .unwrap_or_else(|| "127.0.0.1".parse().expect("an IP address"));
-    if args.get(1).map(String::as_str) == Some("device") {
-        let flag = |name: &str| {
-            args.iter()
-                .position(|a| a == name)
-                .and_then(|i| args.get(i + 1))
-                .cloned()
-        };
-        let file = flag("--provisioning").expect("usage: hearth-sim device --provisioning FILE [--host H]");
-        let provisioning: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(file).expect("read provisioning")).expect("json");
-        let host = flag("--host").unwrap_or_else(|| "127.0.0.1".into());
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(device(provisioning, host, seconds));
-        return;
-    }
-    if args.get(1).map(String::as_str) == Some("browse") {
-        let ty = args.get(2).expect("usage: hearth-sim browse TYPE [--seconds N]");
-        browse(ty, address, seconds);
-        return;
-    }
-    let home: Vec<Announcement> = match args.get(1).map(String::as_str) {
-        Some("announce") => HOME.to_vec(),
-        // The bulb's HomeKit id, under another name, from another address.
-        Some("spoof") => vec![("_hap._tcp", "Sim Bulb 2", 51830, HOME[0].3)],
+    match args.get(1).map(String::as_str) {
+        Some("announce") | Some("spoof") => {
+            let home = if args[1] == "spoof" {
+                sim::spoof()
+            } else {
+                sim::HOME.to_vec()
+            };
+            let daemon = sim::announce(&home, address);
+            for (ty, ..) in &home {
+                sim::say(&format!("announced {ty}"));
+            }
+            std::thread::sleep(Duration::from_secs(seconds));
+            let _ = daemon.shutdown();
+        }
+        Some("device") => {
+            let file =
+                flag("--provisioning").expect("usage: hearth-sim device --provisioning FILE [--host H]");
+            let provisioning: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(file).expect("read provisioning"))
+                    .expect("json");
+            let host = flag("--host").unwrap_or_else(|| "127.0.0.1".into());
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async move {
+                    let stop = tokio::time::sleep(Duration::from_secs(seconds));
+                    sim::device(provisioning, host, stop, sim::say).await
+                });
+        }
+        Some("browse") => {
+            let ty = args.get(2).expect("usage: hearth-sim browse TYPE [--seconds N]");
+            sim::browse(ty, address, seconds);
+        }
         _ => {
-            eprintln!("usage: hearth-sim announce|spoof [--address IP] [--seconds N]");
+            eprintln!("usage: hearth-sim announce|spoof|device|browse ...");
             std::process::exit(64);
-        }
-    };
-    announce(&home, address, seconds);
-}
-
-/// Prints `resolved <port> txt=<entries>` for each instance of `ty` heard
-/// within `seconds`, as an owner's tools would see hearth on the LAN.
-fn browse(ty: &str, address: std::net::IpAddr, seconds: u64) {
-    let daemon = ServiceDaemon::new().expect("mDNS daemon");
-    daemon.disable_interface(IfKind::All).expect("interfaces");
-    if address.is_loopback() {
-        daemon.enable_interface(IfKind::LoopbackV4).expect("loopback");
-        daemon.set_multicast_loop_v4(true).expect("multicast loop");
-    } else {
-        daemon.enable_interface(IfKind::Addr(address)).expect("interface");
-    }
-    let events = daemon.browse(&format!("{ty}.local.")).expect("browse");
-    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
-    while let Ok(event) = events.recv_deadline(deadline) {
-        if let mdns_sd::ServiceEvent::ServiceResolved(s) = event {
-            let txt: Vec<String> = s
-                .txt_properties
-                .iter()
-                .map(|p| format!("{}={}", p.key(), p.val_str()))
-                .collect();
-            println!("resolved {} txt={} {}", s.port, txt.len(), txt.join(","));
-            break;
-        }
-    }
-    let _ = daemon.shutdown();
-}
-
-fn announce(home: &[Announcement], address: std::net::IpAddr, seconds: u64) {
-    let daemon = ServiceDaemon::new().expect("mDNS daemon");
-    daemon.disable_interface(IfKind::All).expect("interfaces");
-    if address.is_loopback() {
-        daemon.enable_interface(IfKind::LoopbackV4).expect("loopback");
-        daemon.set_multicast_loop_v4(true).expect("multicast loop");
-    } else {
-        daemon.enable_interface(IfKind::Addr(address)).expect("interface");
-    }
-    for (i, (ty, instance, port, txt)) in home.iter().enumerate() {
-        let props: HashMap<String, String> = txt.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        let host = format!("sim-{}-{i}.local.", address.to_string().replace(['.', ':'], "-"));
-        let info = ServiceInfo::new(&format!("{ty}.local."), instance, &host, address, *port, props)
-            .expect("service info");
-        daemon.register(info).expect("register");
-        println!("announced {ty}");
-    }
-    std::thread::sleep(Duration::from_secs(seconds));
-    let _ = daemon.shutdown();
-}
-
-/// The device side of each vendor's scheme: (subscribe, lwt topic, lwt
-/// offline, online payload).
-fn scheme(profile: &str, base: &str) -> (String, String, &'static str, &'static str) {
-    match profile {
-        "tasmota" => (
-            format!("cmnd/{base}/#"),
-            format!("tele/{base}/LWT"),
-            "Offline",
-            "Online",
-        ),
-        "shelly" => (format!("{base}/rpc"), format!("{base}/online"), "false", "true"),
-        "esphome" => (
-            format!("{base}/light/main/command"),
-            format!("{base}/status"),
-            "offline",
-            "online",
-        ),
-        _ => (
-            format!("hearth/{base}/set"),
-            format!("hearth/{base}/availability"),
-            "offline",
-            "online",
-        ),
-    }
-}
-
-/// Reads a power command in the vendor's format: `Some(on)`.
-fn command(profile: &str, payload: &[u8], current: bool) -> Option<bool> {
-    let text = std::str::from_utf8(payload).ok()?.trim();
-    match profile {
-        "tasmota" => match text.to_ascii_uppercase().as_str() {
-            "ON" | "1" => Some(true),
-            "OFF" | "0" => Some(false),
-            "TOGGLE" | "2" => Some(!current),
-            _ => None,
-        },
-        "shelly" => {
-            let v: serde_json::Value = serde_json::from_str(text).ok()?;
-            (v["method"] == "Switch.Set")
-                .then(|| v["params"]["on"].as_bool())
-                .flatten()
-        }
-        _ => {
-            let v: serde_json::Value = serde_json::from_str(text).ok()?;
-            match v["state"].as_str()? {
-                "ON" => Some(true),
-                "OFF" => Some(false),
-                _ => None,
-            }
-        }
-    }
-}
-
-/// The state report in the vendor's format: (topic, payload).
-fn report(profile: &str, base: &str, on: bool) -> (String, String) {
-    let state = if on { "ON" } else { "OFF" };
-    match profile {
-        "tasmota" => (format!("stat/{base}/RESULT"), format!(r#"{{"POWER":"{state}"}}"#)),
-        "shelly" => (
-            format!("{base}/status/switch:0"),
-            format!(r#"{{"id":0,"output":{on}}}"#),
-        ),
-        "esphome" => (
-            format!("{base}/light/main/state"),
-            format!(r#"{{"state":"{state}"}}"#),
-        ),
-        _ => (
-            format!("hearth/{base}/state"),
-            format!(r#"{{"state":"{state}"}}"#),
-        ),
-    }
-}
-
-fn say(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-async fn device(p: serde_json::Value, host: String, seconds: u64) {
-    use rumqttc::{
-        AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
-    };
-    use rustls::pki_types::pem::PemObject;
-
-    let profile = p["profile"].as_str().expect("profile").to_owned();
-    let first = p["topics"][0].as_str().expect("topics");
-    // The topic base: the level after the scheme's prefix, if it has one.
-    let levels: Vec<&str> = first.split('/').collect();
-    let base = match profile.as_str() {
-        "tasmota" => levels[1],
-        "shelly" | "esphome" => levels[0],
-        _ => levels[1],
-    }
-    .to_owned();
-    let m = &p["mqtt"];
-    let pem = std::fs::read(m["ca_cert"].as_str().expect("ca_cert")).expect("read CA");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.expect("CA")).expect("CA");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let (subscribe, lwt, offline, online) = scheme(&profile, &base);
-    let mut opts = MqttOptions::new(
-        m["client_id"].as_str().unwrap(),
-        host,
-        m["port"].as_u64().unwrap() as u16,
-    );
-    opts.set_credentials(m["username"].as_str().unwrap(), m["password"].as_str().unwrap());
-    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(std::sync::Arc::new(tls))));
-    opts.set_last_will(LastWill::new(&lwt, offline, QoS::AtLeastOnce, true));
-    let (client, mut events) = AsyncClient::new(opts, 64);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    let mut on = false;
-    let mut was_connected = false;
-    loop {
-        let event = tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return,
-            event = events.poll() => event,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                was_connected = true;
-                client
-                    .subscribe(&subscribe, QoS::AtLeastOnce)
-                    .await
-                    .expect("subscribe");
-                client
-                    .publish(&lwt, QoS::AtLeastOnce, true, online)
-                    .await
-                    .expect("online");
-                say("connected");
-            }
-            Ok(Event::Incoming(Packet::Publish(msg))) => {
-                if let Some(new) = command(&profile, &msg.payload, on) {
-                    on = new;
-                    let (topic, payload) = report(&profile, &base, on);
-                    client
-                        .publish(topic, QoS::AtLeastOnce, false, payload)
-                        .await
-                        .expect("report");
-                    say(if on { "state ON" } else { "state OFF" });
-                }
-            }
-            Ok(_) => {}
-            Err(ConnectionError::ConnectionRefused(_)) => {
-                say("refused");
-                return;
-            }
-            Err(_) => {
-                if was_connected {
-                    say("disconnected");
-                    was_connected = false;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
         }
     }
 }

@@ -218,12 +218,12 @@ fn the_simulated_home_is_discovered_as_pending() {
         [
             "bulb/esphome",
             "bulb/homekit",
+            "bulb/shelly",
+            "bulb/tasmota",
             "camera/homekit",
             "camera/rtsp",
             "doorbell/homekit",
-            "light_strip/wled",
             "plug/shelly",
-            "plug/tasmota",
         ]
     );
     for d in list.as_array().unwrap() {
