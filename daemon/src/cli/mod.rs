@@ -4,6 +4,8 @@
 //! This is one of the two places `anyhow` is allowed. It must not log or
 //! print a secret; errors it prints come from modules that already redact.
 
+mod demo;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,6 +54,14 @@ pub enum Command {
     Devices(DevicesCommand),
     /// Show a running hearth's listeners and counters.
     Status(AdminArgs),
+    /// Run hearth with a simulated home (4 bulbs, 2 cameras, a plug and a
+    /// doorbell) announced on loopback: it discovers and adopts them, and
+    /// they obey commands. Ctrl-C stops everything.
+    Demo {
+        /// The data directory; a new temporary one when omitted.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +216,11 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Devices(cmd) => devices(cmd),
         Command::Status(args) => status(&args),
+        Command::Demo { data_dir } => {
+            let config = demo::config()?;
+            telemetry::init(&config.log);
+            serve(config, demo::data_dir(data_dir)?, true)
+        }
     }
 }
 
@@ -489,6 +504,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     config.check_files()?;
     telemetry::init(&config.log);
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
+    serve(config, data_dir, false)
+}
+
+/// Runs the daemon on `data_dir` until a signal; with `demo`, also the
+/// simulated home (`demo::run`).
+fn serve(config: Config, data_dir: DataDir, demo: bool) -> anyhow::Result<()> {
     let store = daemon::open_or_init(&data_dir, config.key_file.as_deref())?;
     raise_nofile();
     let mqtt_tls = bind_all(&config.mqtt.tls_listen, "mqtt.tls_listen")?;
@@ -514,7 +535,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             mqtt_plain,
             admin,
         };
+        let dir = data_dir.path().to_path_buf();
         let mut daemon = tokio::spawn(daemon::run(config, data_dir, store, bound, token.clone()));
+        if demo {
+            let token = token.clone();
+            tokio::spawn(async move {
+                if let Err(error) = demo::run(dir, token.clone()).await {
+                    eprintln!("hearth demo: {error:#}");
+                    token.cancel();
+                }
+            });
+        }
         let signal = tokio::select! {
             s = stop_signal() => s.context("cannot install signal handlers")?,
             finished = &mut daemon => {

@@ -9,12 +9,12 @@ use crate::harness::{TestHome, hearth, run, text, tool};
 
 /// A network namespace of the test's own, with loopback up and multicast
 /// on. Deleted on drop.
-struct Netns {
+pub struct Netns {
     name: String,
 }
 
 impl Netns {
-    fn new() -> Netns {
+    pub fn new() -> Netns {
         static N: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "hearth-t{}-{}",
@@ -69,7 +69,7 @@ impl Netns {
     }
 
     /// A command run inside the namespace.
-    fn exec(&self, program: &std::path::Path) -> Command {
+    pub fn exec(&self, program: &std::path::Path) -> Command {
         let mut cmd = tool("ip");
         cmd.args(["netns", "exec", &self.name]).arg(program);
         cmd

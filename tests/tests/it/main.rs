@@ -5,6 +5,7 @@ mod bridge;
 mod broker;
 mod cli;
 mod crash;
+mod demo;
 mod discovery;
 mod harness;
 mod hub;

@@ -1,0 +1,151 @@
+//! `hearth demo`: the real daemon with a simulated home, so a newcomer sees
+//! hearth work on any machine.
+//!
+//! The simulated devices are announced on loopback only, never on a LAN;
+//! they are discovered over mDNS and adopted through the admin socket, as the
+//! owner would, and then connect over TLS with their own credentials.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Request};
+use crate::config::Config;
+use crate::devices::Adopt;
+use crate::sim;
+use crate::store::DataDir;
+
+/// Loopback listeners on free ports, discovery on loopback.
+pub fn config() -> anyhow::Result<Config> {
+    Ok(Config::from_toml(
+        "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n\
+         [discovery]\ninterfaces = \"loopback\"\n",
+        Path::new("hearth demo"),
+    )?)
+}
+
+/// The given directory, or a new one under the system's temporary directory.
+pub fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<DataDir> {
+    let path = match flag {
+        Some(p) => std::path::absolute(&p).with_context(|| format!("cannot resolve {}", p.display()))?,
+        None => {
+            let mut tag = [0u8; 4];
+            crate::store::crypto::fill_random(&mut tag)?;
+            std::env::temp_dir().join(format!("hearth-demo-{}", hex::encode(tag)))
+        }
+    };
+    Ok(DataDir::new(path))
+}
+
+/// The owner's names for the simulated home, by (profile, kind).
+fn name_for(profile: &str, kind: &str) -> (&'static str, &'static str) {
+    match (profile, kind) {
+        ("homekit", "bulb") => ("Living room lamp", "Living room"),
+        ("esphome", "bulb") => ("Porch light", "Outside"),
+        ("shelly", "bulb") => ("Bedroom bulb", "Bedroom"),
+        ("tasmota", "bulb") => ("Kitchen bulb", "Kitchen"),
+        ("homekit", "camera") => ("Hall camera", "Hall"),
+        ("rtsp", "camera") => ("Garden camera", "Garden"),
+        ("shelly", "plug") => ("Coffee machine", "Kitchen"),
+        ("homekit", "doorbell") => ("Front door", "Hall"),
+        _ => ("Device", "Home"),
+    }
+}
+
+async fn request(dir: &Path, req: Request) -> anyhow::Result<serde_json::Value> {
+    let dir = dir.to_path_buf();
+    Ok(tokio::task::spawn_blocking(move || admin::request(&dir, &req)).await??)
+}
+
+pub async fn run(dir: PathBuf, token: CancellationToken) -> anyhow::Result<()> {
+    // The daemon is up once its admin socket answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        match request(&dir, Request::Status).await {
+            Ok(status) => break status,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => return Err(e.context("hearth did not come up")),
+        }
+    };
+    let home = sim::HOME.to_vec();
+    let loopback: std::net::IpAddr = "127.0.0.1".parse()?;
+    let announcer = sim::announce(&home, loopback);
+    println!(
+        "hearth demo: announcing a simulated home of {} devices on loopback",
+        home.len()
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pending = loop {
+        let list = request(&dir, Request::DevicesList).await?;
+        let pending: Vec<serde_json::Value> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["status"] == "pending")
+            .cloned()
+            .collect();
+        if pending.len() >= home.len() {
+            break pending;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {} devices discovered",
+            pending.len(),
+            home.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "hearth demo: discovered {} devices over mDNS; adopting them as the owner would",
+        pending.len()
+    );
+
+    let mut adopted = Vec::new();
+    for d in pending {
+        let (profile, kind) = (
+            d["profile"].as_str().unwrap_or(""),
+            d["kind"].as_str().unwrap_or(""),
+        );
+        let (nickname, room) = name_for(profile, kind);
+        let adopt = Adopt {
+            id: d["id"].as_str().unwrap_or("").to_owned(),
+            nickname: nickname.into(),
+            room: Some(room.into()),
+        };
+        let provisioning = request(&dir, Request::DevicesAdopt(adopt)).await?;
+        println!(
+            "  {:<18} {:<9} {:<8} {}",
+            nickname,
+            kind,
+            profile,
+            d["id"].as_str().unwrap_or("")
+        );
+        adopted.push((nickname, provisioning));
+    }
+    // Each simulated device connects with the credential it was just given.
+    for (label, provisioning) in adopted {
+        let stop = token.clone().cancelled_owned();
+        tokio::spawn(sim::device(provisioning, "127.0.0.1".into(), stop, move |line| {
+            sim::say(&format!("  {label}: {line}"));
+        }));
+    }
+    let tls = status["mqtt_tls"][0].as_str().unwrap_or("?");
+    println!("hearth demo is running.");
+    println!("  data directory  {}", dir.display());
+    println!("  MQTT over TLS   {tls}  (CA: {})", dir.join("ca.pem").display());
+    println!(
+        "  try             hearth devices list --data-dir {}",
+        dir.display()
+    );
+    println!(
+        "                  hearth devices set <id> on --data-dir {}",
+        dir.display()
+    );
+    println!("  stop            Ctrl-C");
+    token.cancelled().await;
+    let _ = announcer.shutdown();
+    Ok(())
+}
