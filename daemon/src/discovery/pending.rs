@@ -181,6 +181,27 @@ mod tests {
         );
     }
 
+    /// Forgetting erases the device; if it keeps advertising it comes back
+    /// as a new pending device with no credential, never adopted again.
+    #[test]
+    fn a_forgotten_device_comes_back_only_as_pending() {
+        let (_t, mut s) = store();
+        let a = bulb("192.168.1.20");
+        let c = classify(&a).unwrap();
+        let Outcome::Created(id) = record_advert(&mut s, &a, &c, 10).unwrap() else { panic!() };
+        let mut f = s.device(&id).unwrap().unwrap().fields;
+        f.status = DeviceStatus::Adopted;
+        f.nickname = Some("Desk".into());
+        s.update_device(&id, &f).unwrap();
+        assert!(s.forget_device(&id).unwrap());
+        let Outcome::Created(again) = record_advert(&mut s, &a, &c, 10).unwrap() else { panic!() };
+        assert_ne!(again, id);
+        let d = s.device(&again).unwrap().unwrap();
+        assert_eq!(d.fields.status, DeviceStatus::Pending);
+        assert_eq!(d.fields.nickname, None);
+        assert!(s.find_credential("mqtt_password", &crate::secret::TokenHash::of("x")).unwrap().is_none());
+    }
+
     #[test]
     fn the_pending_list_is_bounded() {
         let (_t, mut s) = store();
