@@ -188,18 +188,26 @@ mod tests {
         let (_t, mut s) = store();
         let a = bulb("192.168.1.20");
         let c = classify(&a).unwrap();
-        let Outcome::Created(id) = record_advert(&mut s, &a, &c, 10).unwrap() else { panic!() };
+        let Outcome::Created(id) = record_advert(&mut s, &a, &c, 10).unwrap() else {
+            panic!()
+        };
         let mut f = s.device(&id).unwrap().unwrap().fields;
         f.status = DeviceStatus::Adopted;
         f.nickname = Some("Desk".into());
         s.update_device(&id, &f).unwrap();
         assert!(s.forget_device(&id).unwrap());
-        let Outcome::Created(again) = record_advert(&mut s, &a, &c, 10).unwrap() else { panic!() };
+        let Outcome::Created(again) = record_advert(&mut s, &a, &c, 10).unwrap() else {
+            panic!()
+        };
         assert_ne!(again, id);
         let d = s.device(&again).unwrap().unwrap();
         assert_eq!(d.fields.status, DeviceStatus::Pending);
         assert_eq!(d.fields.nickname, None);
-        assert!(s.find_credential("mqtt_password", &crate::secret::TokenHash::of("x")).unwrap().is_none());
+        assert!(
+            s.find_credential("mqtt_password", &crate::secret::TokenHash::of("x"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //!   what `hearth devices adopt --json` printed: it speaks its vendor's MQTT
 //!   scheme and prints `connected`, `state ON|OFF`, `disconnected`, `refused`.
 //! - `hearth-sim browse TYPE` prints the port and TXT of one instance heard.
+//! - `hearth-sim flood [--rate N] [--seconds S]` misbehaves: it sends N
+//!   unsolicited mDNS announcements a second on loopback, each a new HomeKit
+//!   bulb with its own name and MAC, and prints how many it sent.
 //!
 //! The address (default 127.0.0.1) picks the interface. Run it only where
 //! the test owns the network: a namespace of its own, or loopback.
@@ -60,6 +63,10 @@ fn main() {
                     sim::device(provisioning, host, stop, sim::say).await
                 });
         }
+        Some("flood") => {
+            let rate: u64 = flag("--rate").and_then(|s| s.parse().ok()).unwrap_or(10_000);
+            flood(rate, seconds);
+        }
         Some("browse") => {
             let ty = args.get(2).expect("usage: hearth-sim browse TYPE [--seconds N]");
             sim::browse(ty, address, seconds);
@@ -69,4 +76,77 @@ fn main() {
             std::process::exit(64);
         }
     }
+}
+
+fn name(out: &mut Vec<u8>, dotted: &str) {
+    for label in dotted.split('.').filter(|l| !l.is_empty()) {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+}
+
+fn record(out: &mut Vec<u8>, owner: &str, rtype: u16, class: u16, rdata: &[u8]) {
+    name(out, owner);
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&class.to_be_bytes());
+    out.extend_from_slice(&120u32.to_be_bytes());
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(rdata);
+}
+
+/// One unsolicited announcement of a HomeKit bulb numbered `n`: PTR, SRV,
+/// TXT and A records, as a device sends when it joins.
+fn announcement(n: u64) -> Vec<u8> {
+    let instance = format!("flood{n}._hap._tcp.local");
+    let host = format!("floodhost{n}.local");
+    let mut p = vec![0, 0, 0x84, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+    let mut rdata = Vec::new();
+    name(&mut rdata, &instance);
+    record(&mut p, "_hap._tcp.local", 12, 1, &rdata);
+    let mut srv = vec![0, 0, 0, 0, 0xca, 0x73];
+    name(&mut srv, &host);
+    record(&mut p, &instance, 33, 0x8001, &srv);
+    let mut txt = Vec::new();
+    let b = n.to_be_bytes();
+    for s in [
+        "ci=5".to_owned(),
+        format!(
+            "id=02:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",
+            b[3], b[4], b[5], b[6], b[7]
+        ),
+    ] {
+        txt.push(s.len() as u8);
+        txt.extend_from_slice(s.as_bytes());
+    }
+    record(&mut p, &instance, 16, 0x8001, &txt);
+    record(&mut p, &host, 1, 0x8001, &[127, 0, 0, 1]);
+    p
+}
+
+fn flood(rate: u64, seconds: u64) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+    socket.set_reuse_address(true).expect("reuse");
+    socket.set_reuse_port(true).expect("reuse");
+    socket
+        .bind(&std::net::SocketAddr::from(([0, 0, 0, 0], 5353)).into())
+        .expect("bind 5353");
+    socket
+        .set_multicast_if_v4(&std::net::Ipv4Addr::LOCALHOST)
+        .expect("multicast if");
+    socket.set_multicast_loop_v4(true).expect("multicast loop");
+    let to: socket2::SockAddr = std::net::SocketAddr::from(([224, 0, 0, 251], 5353)).into();
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        // Pace in slices of 10 ms.
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due {
+            let _ = socket.send_to(&announcement(sent), &to);
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sim::say(&format!("sent {sent}"));
 }

@@ -111,12 +111,15 @@ fn daemon_in(ns: &Netns, home: &TestHome) -> Killed {
 
 /// hearth running inside `ns`, with `discovery.interfaces = INTERFACES`.
 fn daemon_with(ns: &Netns, home: &TestHome, interfaces: &str) -> Killed {
+    daemon_config(ns, home, &format!("interfaces = \"{interfaces}\"\n"))
+}
+
+/// hearth running inside `ns`, with `discovery` settings `DISCOVERY`.
+fn daemon_config(ns: &Netns, home: &TestHome, discovery: &str) -> Killed {
     let config = home.path("hearth.toml");
     std::fs::write(
         &config,
-        format!(
-            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[discovery]\ninterfaces = \"{interfaces}\"\n"
-        ),
+        format!("[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[discovery]\n{discovery}"),
     )
     .unwrap();
     let log = std::fs::File::create(home.path("daemon.log")).unwrap();
@@ -433,4 +436,87 @@ fn adopt_command_and_forget_a_simulated_bulb() {
         cut.duration_since(asked)
     );
     expect("refused");
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// 10,000 adverts a second, each a new device: the daemon keeps answering,
+/// the pending list stays at its bound, and memory stays bounded.
+#[test]
+fn an_advert_flood_leaves_the_daemon_responsive_and_bounded() {
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let daemon = daemon_config(&ns, &home, "interfaces = \"loopback\"\nmax_pending = 50\n");
+    let pid = daemon.0.id();
+    let before = rss_mib(pid);
+    let mut flood = ns
+        .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
+        .args(["flood", "--rate", "10000", "--seconds", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(4) {
+        let asked = Instant::now();
+        let out = run(
+            hearth()
+                .args(["status", "--json", "--data-dir"])
+                .arg(home.data_dir()),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "status failed under the flood: {}",
+            text(&out.stderr)
+        );
+        slowest = slowest.max(asked.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = crate::harness::wait_output(
+        std::mem::replace(&mut flood, tool("true").spawn().unwrap()),
+        Duration::from_secs(20),
+    );
+    let sent = text(&out.stdout);
+    assert!(out.status.success(), "flood: {}", text(&out.stderr));
+    std::thread::sleep(Duration::from_secs(1));
+    let during = rss_mib(pid);
+    let out = run(
+        hearth()
+            .args(["status", "--json", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(10),
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &status["discovery"];
+    println!(
+        "flood: {} | status slowest {slowest:?} | rss {before:.1} -> {during:.1} MiB | {d}",
+        sent.trim()
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "status took {slowest:?} under the flood"
+    );
+    assert!(
+        d["adverts"].as_u64().unwrap() > 1000,
+        "the flood did not arrive: {d}"
+    );
+    assert_eq!(d["created"].as_u64().unwrap(), 50, "{d}");
+    let dropped = d["dropped_queue"].as_u64().unwrap()
+        + d["dropped_rate"].as_u64().unwrap()
+        + d["pending_full"].as_u64().unwrap();
+    assert!(dropped > 0, "{d}");
+    let list = devices(&home);
+    assert_eq!(list.as_array().unwrap().len(), 50);
+    assert!(during < 150.0, "RSS grew to {during:.1} MiB");
 }
