@@ -24,6 +24,29 @@ pub enum Outcome {
     PendingFull,
 }
 
+/// A pending device not heard from for this long may make room for a new
+/// one when the pending list is full. During a flood every entry is fresh,
+/// so nothing churns; after it, the junk ages out and real devices get in.
+pub const STALE_PENDING: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Makes room in a full pending list by forgetting the pending device seen
+/// least recently, if it is stale. Returns whether there is room now.
+fn evict_stale_pending(store: &mut Store, now: UnixTime) -> Result<bool, StoreError> {
+    let stale_before = now.0 - STALE_PENDING.as_millis() as i64;
+    let oldest = store
+        .devices()?
+        .into_iter()
+        .filter(|d| d.fields.status == DeviceStatus::Pending)
+        .min_by_key(|d| d.fields.last_seen.map(|t| t.0).unwrap_or(i64::MIN));
+    match oldest {
+        Some(d) if d.fields.last_seen.map(|t| t.0).unwrap_or(i64::MIN) < stale_before => {
+            store.forget_device(&d.id)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Adds addresses to a list, keeping every one seen (a first resolution may
 /// carry only some), bounded.
 fn merge(known: &mut Vec<IpAddr>, seen: &[IpAddr]) {
@@ -44,7 +67,7 @@ pub fn record_advert(
     let now = UnixTime::now();
     match store.device_by_identity(&c.identity)? {
         None => {
-            if store.pending_count()? >= max_pending {
+            if store.pending_count()? >= max_pending && !evict_stale_pending(store, now)? {
                 return Ok(Outcome::PendingFull);
             }
             let mut f = DeviceFields::new(c.kind, c.profile);
@@ -227,5 +250,19 @@ mod tests {
         let c = classify(&a).unwrap();
         assert_eq!(record_advert(&mut s, &a, &c, 3).unwrap(), Outcome::PendingFull);
         assert_eq!(s.pending_count().unwrap(), 3);
+
+        // Once one entry is stale, a new device takes its place.
+        let mut stale = s.devices().unwrap().remove(1);
+        stale.fields.last_seen = Some(UnixTime(UnixTime::now().0 - 2 * STALE_PENDING.as_millis() as i64));
+        s.update_device(&stale.id, &stale.fields).unwrap();
+        let Outcome::Created(new) = record_advert(&mut s, &a, &c, 3).unwrap() else {
+            panic!("no room made")
+        };
+        assert_eq!(s.pending_count().unwrap(), 3);
+        assert!(
+            s.device(&stale.id).unwrap().is_none(),
+            "the stale entry was not the one evicted"
+        );
+        assert!(s.device(&new).unwrap().is_some());
     }
 }
