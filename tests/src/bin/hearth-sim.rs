@@ -10,6 +10,11 @@
 //!   what `hearth devices adopt --json` printed: it speaks its vendor's MQTT
 //!   scheme and prints `connected`, `state ON|OFF`, `disconnected`, `refused`.
 //! - `hearth-sim browse TYPE` prints the port and TXT of one instance heard.
+//! - `hearth-sim idle --port P [--count N] [--seconds S]` opens N TCP
+//!   connections to the broker and sends nothing; it prints how many the
+//!   broker closed.
+//! - `hearth-sim garbage --port P [--count N]` sends N blobs of random bytes,
+//!   each on its own connection.
 //! - `hearth-sim flood [--rate N] [--seconds S]` misbehaves: it sends N
 //!   unsolicited mDNS announcements a second on loopback, each a new HomeKit
 //!   bulb with its own name and MAC, and prints how many it sent.
@@ -66,6 +71,12 @@ fn main() {
         Some("flood") => {
             let rate: u64 = flag("--rate").and_then(|s| s.parse().ok()).unwrap_or(10_000);
             flood(rate, seconds);
+        }
+        Some("idle") | Some("garbage") => {
+            let host = flag("--host").unwrap_or_else(|| "127.0.0.1".into());
+            let port: u16 = flag("--port").and_then(|p| p.parse().ok()).expect("--port");
+            let count: usize = flag("--count").and_then(|c| c.parse().ok()).unwrap_or(1);
+            misbehave(&args[1], &host, port, count, seconds);
         }
         Some("browse") => {
             let ty = args.get(2).expect("usage: hearth-sim browse TYPE [--seconds N]");
@@ -149,4 +160,44 @@ fn flood(rate: u64, seconds: u64) {
         std::thread::sleep(Duration::from_millis(10));
     }
     sim::say(&format!("sent {sent}"));
+}
+
+fn misbehave(what: &str, host: &str, port: u16, count: usize, seconds: u64) {
+    use std::io::{Read, Write};
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    let mut streams = Vec::new();
+    for i in 0..count {
+        let Ok(mut s) = std::net::TcpStream::connect((host, port)) else {
+            continue;
+        };
+        if what == "garbage" {
+            let blob: Vec<u8> = (0..64 + i * 31)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = s.write_all(&blob);
+        }
+        streams.push(s);
+    }
+    sim::say(&format!("opened {}", streams.len()));
+    if what == "idle" {
+        // Count the sockets the broker closes within the time given.
+        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+        let mut closed = 0;
+        for s in &mut streams {
+            let left = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .max(Duration::from_millis(1));
+            let _ = s.set_read_timeout(Some(left));
+            let mut buf = [0u8; 64];
+            if matches!(s.read(&mut buf), Ok(0) | Err(_)) && std::time::Instant::now() < deadline {
+                closed += 1;
+            }
+        }
+        sim::say(&format!("closed {closed}"));
+    }
 }

@@ -573,3 +573,39 @@ fn retained_messages_stay_in_memory() {
     let found = hearth_tests::find_canaries(&daemon.home.data_dir(), &[canary.to_owned()]);
     assert_eq!(found, vec![]);
 }
+
+/// The simulator's misbehaviours against a live broker: idle sockets are
+/// closed at the handshake deadline, garbage is dropped, and a normal client
+/// is not disturbed.
+#[test]
+fn simulator_misbehaviour_is_contained() {
+    let daemon = Daemon::start_with("handshake_timeout_secs = 1\n");
+    let normal = daemon.add("generic", "Normal");
+    let port = daemon.tls_port().to_string();
+    let sim = env!("CARGO_BIN_EXE_hearth-sim");
+    let idle = run(
+        std::process::Command::new(sim).args(["idle", "--port", &port, "--count", "20", "--seconds", "4"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        text(&idle.stdout).trim(),
+        "opened 20\nclosed 20",
+        "{}",
+        text(&idle.stderr)
+    );
+    let garbage = run(
+        std::process::Command::new(sim).args(["garbage", "--port", &port, "--count", "50"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(text(&garbage.stdout).trim(), "opened 50");
+    rt().block_on(async {
+        let mut c = mqtt::connect(mqtt::options(&daemon, &normal)).await;
+        c.client
+            .subscribe(format!("{}/#", normal.base()), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.round_trip(&format!("{}/x", normal.base()), b"fine", Duration::from_secs(2))
+            .await;
+    });
+}
