@@ -513,7 +513,7 @@ fn median(v: &[f64]) -> f64 {
 }
 
 pub fn run(hearth: &Path, rounds: usize) {
-    raise_nofile();
+    hearth::supervisor::raise_nofile();
     println!(
         "\n## mqtt: {rounds} rounds alternating hearth and mosquitto; {CLIENTS} TLS clients x 1 msg/s x {LATENCY_SECS} s, \
          QoS 1, {PAYLOAD}-byte payload; throughput {THROUGHPUT_MSGS} messages"
@@ -580,17 +580,4 @@ pub fn run(hearth: &Path, rounds: usize) {
     }
     let total_lost: u64 = h.iter().map(|r| r.lost + r.qos1_lost).sum();
     println!("hearth QoS 1 messages lost over all rounds: {total_lost}");
-}
-
-fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max.min(65_536).max(lim.rlim_cur);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }

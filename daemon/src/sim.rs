@@ -99,9 +99,8 @@ pub fn spoof() -> Vec<Announcement> {
     vec![("_hap._tcp", "Sim Bulb 2", 51830, HOME[0].3)]
 }
 
-/// Prints `resolved <port> txt=<entries>` for each instance of `ty` heard
-/// within `seconds`, as an owner's tools would see hearth on the LAN.
-pub fn browse(ty: &str, address: std::net::IpAddr, seconds: u64) {
+/// An mDNS daemon on the interface that holds `address` only.
+fn daemon_on(address: std::net::IpAddr) -> ServiceDaemon {
     let daemon = ServiceDaemon::new().expect("mDNS daemon");
     daemon.disable_interface(IfKind::All).expect("interfaces");
     if address.is_loopback() {
@@ -110,6 +109,13 @@ pub fn browse(ty: &str, address: std::net::IpAddr, seconds: u64) {
     } else {
         daemon.enable_interface(IfKind::Addr(address)).expect("interface");
     }
+    daemon
+}
+
+/// Prints `resolved <port> txt=<entries>` for each instance of `ty` heard
+/// within `seconds`, as an owner's tools would see hearth on the LAN.
+pub fn browse(ty: &str, address: std::net::IpAddr, seconds: u64) {
+    let daemon = daemon_on(address);
     let events = daemon.browse(&format!("{ty}.local.")).expect("browse");
     let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
     while let Ok(event) = events.recv_deadline(deadline) {
@@ -128,14 +134,7 @@ pub fn browse(ty: &str, address: std::net::IpAddr, seconds: u64) {
 
 /// Announces `home` from `address` until the returned daemon is shut down.
 pub fn announce(home: &[Announcement], address: std::net::IpAddr) -> ServiceDaemon {
-    let daemon = ServiceDaemon::new().expect("mDNS daemon");
-    daemon.disable_interface(IfKind::All).expect("interfaces");
-    if address.is_loopback() {
-        daemon.enable_interface(IfKind::LoopbackV4).expect("loopback");
-        daemon.set_multicast_loop_v4(true).expect("multicast loop");
-    } else {
-        daemon.enable_interface(IfKind::Addr(address)).expect("interface");
-    }
+    let daemon = daemon_on(address);
     for (i, (ty, instance, port, txt)) in home.iter().enumerate() {
         let props: HashMap<String, String> = txt.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         let host = format!("sim-{}-{i}.local.", address.to_string().replace(['.', ':'], "-"));

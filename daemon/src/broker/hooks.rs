@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use rmqtt::codec::v5::SubscribeAckReason;
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, Priority, ReturnType, Type};
-use rmqtt::types::{AuthResult, ClientId, Id, PublishAclResult, SubscribeAclResult};
+use rmqtt::types::{AuthResult, PublishAclResult, SubscribeAclResult};
 use tokio::sync::broadcast;
 
 use super::acl::{self, Action, Decision};
@@ -97,16 +97,7 @@ impl Decider {
 
     /// Whether a session with this client id is connected now.
     async fn online(&self, client_id: &str) -> bool {
-        let entry = self
-            .scx
-            .extends
-            .shared()
-            .await
-            .entry(Id::from(self.scx.node.id(), ClientId::from(client_id.to_owned())));
-        match entry.session() {
-            Some(session) => session.connected().await.unwrap_or(false),
-            None => false,
-        }
+        super::session_online(&self.scx, client_id).await
     }
 
     fn principal_of(&self, session: &rmqtt::session::Session) -> Option<Arc<super::auth::Identity>> {

@@ -323,16 +323,7 @@ impl Broker {
 
     /// Whether a session with this client id is connected now.
     pub async fn is_online(&self, client_id: &str) -> bool {
-        let entry = self
-            .scx
-            .extends
-            .shared()
-            .await
-            .entry(Id::from(self.scx.node.id(), ClientId::from(client_id.to_owned())));
-        match entry.session() {
-            Some(session) => session.connected().await.unwrap_or(false),
-            None => false,
-        }
+        session_online(&self.scx, client_id).await
     }
 
     /// Publishes as hearth itself. Only `$` topics and wildcards are refused.
@@ -456,6 +447,19 @@ fn bridge_toml(b: &BridgeConfig) -> String {
         );
     }
     out
+}
+
+/// Whether a session with this client id is connected now.
+async fn session_online(scx: &ServerContext, client_id: &str) -> bool {
+    let entry = scx
+        .extends
+        .shared()
+        .await
+        .entry(Id::from(scx.node.id(), ClientId::from(client_id.to_owned())));
+    match entry.session() {
+        Some(session) => session.connected().await.unwrap_or(false),
+        None => false,
+    }
 }
 
 fn internal_err(e: rmqtt::Error) -> BrokerError {

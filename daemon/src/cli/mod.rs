@@ -395,21 +395,6 @@ fn status(args: &AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises the soft limit on open files to the hard limit (at most 65,536):
-/// every MQTT-over-TLS connection holds two descriptors.
-fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max.min(65_536).max(lim.rlim_cur);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 /// Binds MQTT listeners, so an address in use is reported before anything
 /// starts.
 fn bind_all(addrs: &[std::net::SocketAddr], key: &str) -> anyhow::Result<Vec<std::net::TcpListener>> {
@@ -511,7 +496,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 /// simulated home (`demo::run`).
 fn serve(config: Config, data_dir: DataDir, demo: bool) -> anyhow::Result<()> {
     let store = daemon::open_or_init(&data_dir, config.key_file.as_deref())?;
-    raise_nofile();
+    crate::supervisor::raise_nofile();
     let mqtt_tls = bind_all(&config.mqtt.tls_listen, "mqtt.tls_listen")?;
     let mqtt_plain = bind_all(&config.mqtt.plain_listen, "mqtt.plain_listen")?;
 

@@ -256,33 +256,6 @@ impl DataKey {
         open_with(&self.seal, self.id, field_aad(loc, self.id).as_slice(), envelope)
     }
 
-    /// Like [`DataKey::open`], but decrypts in place in the given buffer and
-    /// returns it, saving a copy on the read path.
-    pub fn open_owned(&self, loc: FieldLoc<'_>, mut envelope: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
-        let found = envelope_key_id(&envelope)?;
-        if found != self.id {
-            return Err(CryptoError::WrongKeyId {
-                found,
-                expected: self.id,
-            });
-        }
-        let nonce: [u8; NONCE_LEN] = envelope[1 + KEY_ID_LEN..HEADER_LEN]
-            .try_into()
-            .expect("slice length is NONCE_LEN");
-        let len = self
-            .seal
-            .open_within(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(field_aad(loc, self.id).as_slice()),
-                &mut envelope,
-                HEADER_LEN..,
-            )
-            .map_err(|_| CryptoError::Unauthentic)?
-            .len();
-        envelope.truncate(len);
-        Ok(envelope)
-    }
-
     /// Like [`DataKey::open`], but decrypts into `scratch` (reused across
     /// calls, so a read of many rows allocates once) and returns the
     /// plaintext inside it.
@@ -481,7 +454,6 @@ mod tests {
         let b = key.seal(LOC, b"Betty's room").unwrap();
         assert_ne!(a, b, "a fresh nonce per seal");
         assert_eq!(key.open(LOC, &a).unwrap(), b"Betty's room");
-        assert_eq!(key.open_owned(LOC, a.clone()).unwrap(), b"Betty's room");
         let mut scratch = Vec::new();
         assert_eq!(key.open_into(LOC, &a, &mut scratch).unwrap(), b"Betty's room");
         assert_eq!(a.len(), HEADER_LEN + 12 + TAG_LEN);
@@ -516,7 +488,7 @@ mod tests {
             bad[i] ^= 0x01;
             assert_eq!(key.open(LOC, &bad), Err(CryptoError::Unauthentic), "byte {i}");
             assert_eq!(
-                key.open_owned(LOC, bad),
+                key.open_into(LOC, &bad, &mut Vec::new()),
                 Err(CryptoError::Unauthentic),
                 "byte {i}"
             );

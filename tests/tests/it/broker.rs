@@ -343,7 +343,7 @@ fn rotation_replaces_the_password() {
 /// its round trips under 2 s through every kind of abuse.
 #[test]
 fn abuse_does_not_disturb_a_normal_client() {
-    crate::harness::raise_nofile();
+    hearth::supervisor::raise_nofile();
     let daemon = Daemon::start_with("handshake_timeout_secs = 2\n");
     let normal = daemon.add("generic", "Normal");
     let big = daemon.add("generic", "Big");
@@ -457,7 +457,7 @@ fn abuse_does_not_disturb_a_normal_client() {
 /// under 2 s, and every one of the thousand is really connected.
 #[test]
 fn a_thousand_connections() {
-    crate::harness::raise_nofile();
+    hearth::supervisor::raise_nofile();
     let daemon = Daemon::start();
     let normal = daemon.add("generic", "Normal");
     // Provision 1,000 devices straight through the admin socket.

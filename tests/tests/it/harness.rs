@@ -336,17 +336,3 @@ pub fn mosquitto_args(daemon: &Daemon, device: &Device) -> Vec<String> {
         device.client_id().into(),
     ]
 }
-
-/// Raises this process's open-file limit, for tests that hold many sockets.
-pub fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max.min(65_536).max(lim.rlim_cur);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
