@@ -129,10 +129,9 @@ pub fn start(
 ) -> Result<Arc<DiscoveryStats>, DiscoveryError> {
     let stats = Arc::new(DiscoveryStats::default());
     let daemon = ServiceDaemon::new()?;
-    // Devices announce themselves when they join; waiting for the next query
-    // round (which backs off to minutes) would miss them. Floods are bounded
-    // below, by rate and deduplication.
-    daemon.accept_unsolicited(true)?;
+    // Unsolicited announcements of the browsed service types are processed
+    // anyway; accepting every unsolicited response would only let answers
+    // for other types in, so mdns-sd's default (off) stays.
     daemon.disable_interface(IfKind::All)?;
     match &config.interfaces {
         Interfaces::Loopback => {
