@@ -287,9 +287,10 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 print_json(&v);
             } else {
                 println!(
-                    "{:<32}  {:<8}  {:<11}  {:<8}  {:<7}  {:<20}  ROOM",
+                    "{:<32}  {:<8}  {:<11}  {:<10}  {:<7}  {:<20}  ROOM",
                     "ID", "STATUS", "KIND", "PROFILE", "ONLINE", "NICKNAME"
                 );
+                let mut flagged = 0;
                 for d in v.as_array().into_iter().flatten() {
                     let s = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
                     let online = if d["online"].as_bool() == Some(true) {
@@ -297,15 +298,29 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                     } else {
                         "no"
                     };
+                    // A spoofed advert claimed this device from an unknown address.
+                    let status = if d["flagged"].as_bool() == Some(true) {
+                        flagged += 1;
+                        format!("{}!", s("status"))
+                    } else {
+                        s("status")
+                    };
                     println!(
-                        "{:<32}  {:<8}  {:<11}  {:<8}  {:<7}  {:<20}  {}",
+                        "{:<32}  {:<8}  {:<11}  {:<10}  {:<7}  {:<20}  {}",
                         s("id"),
-                        s("status"),
+                        status,
                         s("kind"),
                         s("profile"),
                         online,
                         s("nickname"),
                         s("room")
+                    );
+                }
+                if flagged > 0 {
+                    println!(
+                        "! {flagged} device(s) flagged: an mDNS advert claimed them from an address they were \
+                         never seen at. hearth did not follow it; check the device, then forget and re-adopt it \
+                         if it really moved."
                     );
                 }
             }
