@@ -330,9 +330,18 @@ fn a_spoofed_advert_for_an_adopted_device_is_flagged_not_followed() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert!(status["discovery"]["flagged"].as_u64().unwrap() >= 1, "{status}");
     // The owner sees it in the text listing too.
-    let out = run(hearth().args(["devices", "list", "--data-dir"]).arg(home.data_dir()), Duration::from_secs(10));
+    let out = run(
+        hearth()
+            .args(["devices", "list", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(10),
+    );
     assert!(text(&out.stdout).contains("adopted!"), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).contains("1 device(s) flagged"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("1 device(s) flagged"),
+        "{}",
+        text(&out.stdout)
+    );
     // The spoofer did not become a device of its own either.
     assert_eq!(
         list.as_array()
