@@ -54,11 +54,7 @@ pub fn run(hearth: &Path, rounds: usize) {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !data.join("admin.sock").exists() {
-            assert!(Instant::now() < deadline, "hearth did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::mqtt::wait_for_file(&data.join("admin.sock"), "hearth did not start");
         std::thread::sleep(Duration::from_millis(500));
         let start = Instant::now();
         let mut announcer = Command::new("ip")

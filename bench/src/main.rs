@@ -315,26 +315,15 @@ fn rss_bench(hearth: &Path) {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_secs(2));
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS");
-        samples.push(kib);
+        samples.push(mqtt::rss_mib(child.id()));
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let _ = child.wait();
     }
-    samples.sort();
+    samples.sort_by(|a, b| a.total_cmp(b));
     println!(
         "idle RSS: {:.1} MiB (min {:.1}, max {:.1})",
-        mib(samples[samples.len() / 2]),
-        mib(samples[0]),
-        mib(samples[samples.len() - 1])
+        samples[samples.len() / 2],
+        samples[0],
+        samples[samples.len() - 1]
     );
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
 }

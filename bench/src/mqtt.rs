@@ -78,7 +78,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn rss_mib(pid: u32) -> f64 {
+pub fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -99,22 +99,23 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-fn admin(dir: &Path, request: serde_json::Value) -> serde_json::Value {
-    use std::io::{BufRead, BufReader, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(dir.join("admin.sock")).expect("admin socket");
-    s.write_all(format!("{request}\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(v["ok"], true, "{v}");
-    v["result"].clone()
+/// Provisions a generic device through hearth's admin socket.
+fn add_device(dir: &Path, nickname: String) -> serde_json::Value {
+    let request = hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
+        profile: hearth::broker::acl::Profile::Generic,
+        kind: hearth::store::DeviceKind::Other,
+        nickname,
+        room: None,
+        topic: None,
+    });
+    hearth::admin::request(dir, &request).expect("devices add")
 }
 
-fn start_hearth(hearth: &Path) -> Broker {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let port = free_port();
-    let config = dir.path().join("hearth.toml");
+/// `hearth run` with a fresh data directory under `dir` and its TLS listener
+/// on `port`, returned once its admin socket exists.
+fn spawn_hearth(hearth: &Path, dir: &Path, port: u16) -> (Child, PathBuf) {
+    let data = dir.join("data");
+    let config = dir.join("hearth.toml");
     std::fs::write(
         &config,
         format!(
@@ -134,18 +135,27 @@ fn start_hearth(hearth: &Path) -> Broker {
         .stderr(Stdio::null())
         .spawn()
         .expect("start hearth (build it with bench/run)");
+    wait_for_file(&data.join("admin.sock"), "hearth did not start");
+    (child, data)
+}
+
+/// Waits up to 30 s for `path` to appear.
+pub fn wait_for_file(path: &Path, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !data.join("admin.sock").exists() {
-        assert!(Instant::now() < deadline, "hearth did not start");
-        std::thread::sleep(Duration::from_millis(50));
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn start_hearth(hearth: &Path) -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (child, data) = spawn_hearth(hearth, dir.path(), port);
     std::thread::sleep(Duration::from_millis(200));
     let creds = (0..CLIENTS)
         .map(|i| {
-            let d = admin(
-                &data,
-                serde_json::json!({"op": "devices_add", "profile": "generic", "nickname": format!("bench {i}")}),
-            );
+            let d = add_device(&data, format!("bench {i}"));
             Credential {
                 user: d["mqtt"]["username"].as_str().unwrap().into(),
                 password: d["mqtt"]["password"].as_str().unwrap().into(),
@@ -167,33 +177,8 @@ fn start_hearth(hearth: &Path) -> Broker {
 fn start_mosquitto(hearth: &Path) -> Broker {
     let dir = tempfile::tempdir().unwrap();
     // Borrow a CA and server certificate from a fresh hearth install.
-    let data = dir.path().join("pki");
     let port = free_port();
-    let cfg = dir.path().join("pki.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[mqtt]\ntls_listen = [\"127.0.0.1:{port}\"]\nplain_listen = []\n[discovery]\nenabled = false\n"
-        ),
-    )
-    .unwrap();
-    let mut h = Command::new(hearth)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !data.join("admin.sock").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "hearth (for certificates) did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut h, data) = spawn_hearth(hearth, dir.path(), port);
     unsafe { libc::kill(h.id() as i32, libc::SIGTERM) };
     let _ = h.wait();
 

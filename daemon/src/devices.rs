@@ -245,8 +245,7 @@ impl Devices {
                     .into(),
             ));
         }
-        let password = random_token(128).map_err(|e| DeviceError::Internal(e.to_string()))?;
-        let hash = TokenHash::of(password.expose());
+        let (password, hash) = new_password()?;
         let id = DeviceId::generate().map_err(|e| DeviceError::Internal(e.to_string()))?;
         let topic = req
             .topic
@@ -271,12 +270,19 @@ impl Devices {
                     .0)
             })
             .await?;
-        let identity =
-            identity_of(&device, hash).ok_or_else(|| DeviceError::Internal("no identity".into()))?;
+        let provisioning = self.issue(&device, password, hash)?;
+        tracing::info!(device = %device.id, "device provisioned");
+        Ok(provisioning)
+    }
+
+    /// Puts the device's new credential into the broker's table and returns
+    /// what the owner enters into the device.
+    fn issue(&self, device: &Device, password: Secret, hash: TokenHash) -> Result<Provisioning, DeviceError> {
+        let identity = identity_of(device, hash)
+            .ok_or_else(|| DeviceError::Invalid("the device has no usable profile or topic".into()))?;
         let topics = topics_of(&identity);
         self.broker.credentials().insert(device.id.to_string(), identity);
-        tracing::info!(device = %device.id, "device provisioned");
-        Ok(self.provisioning(&device, password, topics))
+        Ok(self.provisioning(device, password, topics))
     }
 
     fn provisioning(&self, device: &Device, password: Secret, topics: Vec<String>) -> Provisioning {
@@ -326,8 +332,7 @@ impl Devices {
         if let Some(room) = &req.room {
             check_name("room", room)?;
         }
-        let password = random_token(128).map_err(|e| DeviceError::Internal(e.to_string()))?;
-        let hash = TokenHash::of(password.expose());
+        let (password, hash) = new_password()?;
         let device = self
             .with_store(move |store| {
                 let mut device = store
@@ -360,12 +365,9 @@ impl Devices {
                 Ok(device)
             })
             .await?;
-        let identity =
-            identity_of(&device, hash).ok_or_else(|| DeviceError::Internal("no identity".into()))?;
-        let topics = topics_of(&identity);
-        self.broker.credentials().insert(device.id.to_string(), identity);
+        let provisioning = self.issue(&device, password, hash)?;
         tracing::info!(device = %device.id, "device adopted");
-        Ok(self.provisioning(&device, password, topics))
+        Ok(provisioning)
     }
 
     /// Renames a device, or moves it to another room.
@@ -438,8 +440,7 @@ impl Devices {
     /// Issues a new password, refuses the old one from now on, and cuts the
     /// session that used it.
     pub async fn rotate(&self, id: &DeviceId) -> Result<Provisioning, DeviceError> {
-        let password = random_token(128).map_err(|e| DeviceError::Internal(e.to_string()))?;
-        let hash = TokenHash::of(password.expose());
+        let (password, hash) = new_password()?;
         let key = id.clone();
         let device = self
             .with_store(move |store| {
@@ -451,13 +452,10 @@ impl Devices {
                 Ok(device)
             })
             .await?;
-        let identity = identity_of(&device, hash)
-            .ok_or_else(|| DeviceError::Invalid("the device has no usable profile or topic".into()))?;
-        let topics = topics_of(&identity);
-        self.broker.credentials().insert(device.id.to_string(), identity);
+        let provisioning = self.issue(&device, password, hash)?;
         self.broker.kick(id.as_str()).await;
         tracing::info!(device = %id, "device credential rotated");
-        Ok(self.provisioning(&device, password, topics))
+        Ok(provisioning)
     }
 }
 
@@ -477,6 +475,13 @@ pub fn power_command(profile: Profile, base: &str, on: bool) -> (String, String)
         ),
         Profile::Generic => (format!("hearth/{base}/set"), format!(r#"{{"state":"{state}"}}"#)),
     }
+}
+
+/// A new device password (128 random bits) and the hash that is stored.
+fn new_password() -> Result<(Secret, TokenHash), DeviceError> {
+    let password = random_token(128).map_err(|e| DeviceError::Internal(e.to_string()))?;
+    let hash = TokenHash::of(password.expose());
+    Ok((password, hash))
 }
 
 pub fn parse_id(id: &str) -> Result<DeviceId, DeviceError> {

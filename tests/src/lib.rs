@@ -1,5 +1,5 @@
 //! Shared pieces of hearth's tests that do not need the built binaries:
-//! canary scanning of files, and file snapshots.
+//! canary scanning of files, file snapshots, and deterministic noise.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -70,4 +70,26 @@ pub fn find_in_bytes(bytes: &[u8], canaries: &[String]) -> Vec<String> {
         })
         .cloned()
         .collect()
+}
+
+/// A deterministic xorshift generator for test noise: garbage bytes and
+/// varying counts. Not for anything secret.
+pub struct Noise(u64);
+
+impl Noise {
+    pub fn new(seed: u64) -> Noise {
+        Noise(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `len` bytes of noise.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
 }

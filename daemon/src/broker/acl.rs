@@ -166,6 +166,11 @@ pub fn decide(principal: &Principal, action: Action, topic: &str) -> Decision {
     }
 }
 
+/// Whether `filter` is a well-formed subscription filter, outside `$`.
+pub fn valid_filter(filter: &str) -> bool {
+    decide(&Principal::Hub, Action::Subscribe, filter) == Decision::Allow
+}
+
 /// Splits and validates a topic (publish) or filter (subscribe).
 fn parse(action: Action, topic: &str) -> Option<Vec<&str>> {
     if topic.is_empty() || topic.len() > MAX_TOPIC_LEN || topic.contains('\0') {

@@ -195,12 +195,15 @@ pub struct NotArmed(&'static str);
 /// Registers the handlers for `types`, starts them, and proves they run: the
 /// start-up probe is registered on the same `Register`, so it only fires if
 /// that `Register` was started. `types` must hold every deciding hook.
+/// `guard_publish` adds the pre-ACL `MessagePublish` guard, which only the
+/// egress bridge needs: without it, a publish is decided once, not twice.
 pub async fn install(
     scx: &ServerContext,
     creds: Arc<Credentials>,
     stats: Arc<HookStats>,
     hub: broadcast::Sender<HubMessage>,
     types: &[Type],
+    guard_publish: bool,
     start: bool,
 ) -> Result<(), NotArmed> {
     let armed = Arc::new(AtomicBool::new(false));
@@ -220,9 +223,11 @@ pub async fn install(
     register
         .add_priority(Type::MessageDelivered, PRIORITY, decider())
         .await;
-    register
-        .add_priority(Type::MessagePublish, PRIORITY, decider())
-        .await;
+    if guard_publish {
+        register
+            .add_priority(Type::MessagePublish, PRIORITY, decider())
+            .await;
+    }
     register
         .add_priority(Type::BeforeStartup, PRIORITY, decider())
         .await;
@@ -269,6 +274,7 @@ mod tests {
             Arc::default(),
             hub,
             types,
+            false,
             start,
         )
         .await

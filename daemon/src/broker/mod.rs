@@ -222,6 +222,7 @@ impl Broker {
             hook_stats.clone(),
             hub.clone(),
             hooks::deciding_types(),
+            bridge.is_some(),
             true,
         )
         .await?;

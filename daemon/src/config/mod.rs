@@ -672,13 +672,7 @@ fn validate_bridge(raw: &RawBridge) -> Result<Option<BridgeConfig>, ConfigError>
         None => raw.password.clone(),
     };
     for topic in &raw.topics {
-        let valid = !topic.is_empty()
-            && !topic.starts_with('$')
-            && topic.split('/').enumerate().all(|(i, level)| {
-                let last = i == topic.split('/').count() - 1;
-                !(level.contains('#') && (level != "#" || !last)) && !(level.contains('+') && level != "+")
-            });
-        if !valid || topic == "#" {
+        if !crate::broker::acl::valid_filter(topic) || topic == "#" {
             return Err(invalid(
                 "bridge.topics",
                 format!("'{topic}' is not a topic filter the bridge may forward"),

@@ -164,21 +164,14 @@ fn flood(rate: u64, seconds: u64) {
 
 fn misbehave(what: &str, host: &str, port: u16, count: usize, seconds: u64) {
     use std::io::{Read, Write};
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    let mut noise = hearth_tests::Noise::new(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
     let mut streams = Vec::new();
     for i in 0..count {
         let Ok(mut s) = std::net::TcpStream::connect((host, port)) else {
             continue;
         };
         if what == "garbage" {
-            let blob: Vec<u8> = (0..64 + i * 31)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let blob = noise.bytes(64 + i * 31);
             let _ = s.write_all(&blob);
         }
         streams.push(s);

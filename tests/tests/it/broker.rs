@@ -395,18 +395,11 @@ fn abuse_does_not_disturb_a_normal_client() {
         check("after a duplicate id").await;
 
         // 100 blobs of garbage at both ports.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = hearth_tests::Noise::new(0x2545_f491_4f6c_dd1d);
         for i in 0..100 {
             let port = if i % 2 == 0 { tls } else { plain };
             let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            let blob: Vec<u8> = (0..(64 + i * 37))
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let blob = noise.bytes(64 + i * 37);
             let _ = s.write_all(&blob);
         }
         check("after 100 garbage blobs").await;
@@ -462,11 +455,7 @@ fn a_thousand_connections() {
     let normal = daemon.add("generic", "Normal");
     // Provision 1,000 devices straight through the admin socket.
     let devices: Vec<Device> = (0..1000)
-        .map(|i| {
-            let request =
-                serde_json::json!({"op": "devices_add", "profile": "generic", "nickname": format!("d{i}")});
-            Device(admin_request(&daemon, &request))
-        })
+        .map(|i| Device(add_generic(&daemon, format!("d{i}"))))
         .collect();
     let plain = daemon.plain_port();
     let held: Vec<TcpStream> = devices
@@ -494,15 +483,17 @@ fn a_thousand_connections() {
     drop(held);
 }
 
-fn admin_request(daemon: &Daemon, request: &serde_json::Value) -> serde_json::Value {
-    use std::io::{BufRead, BufReader};
-    let mut s = std::os::unix::net::UnixStream::connect(daemon.home.data_dir().join("admin.sock")).unwrap();
-    s.write_all(format!("{request}\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(v["ok"], true, "{v}");
-    v["result"].clone()
+/// Provisions a generic device straight through the admin socket (no CLI
+/// process), as the daemon's own client does.
+fn add_generic(daemon: &Daemon, nickname: String) -> serde_json::Value {
+    let request = hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
+        profile: hearth::broker::acl::Profile::Generic,
+        kind: hearth::store::DeviceKind::Other,
+        nickname,
+        room: None,
+        topic: None,
+    });
+    hearth::admin::request(&daemon.home.data_dir(), &request).expect("devices add")
 }
 
 /// Plain MQTT on a LAN address: refused without the opt-in, started with a

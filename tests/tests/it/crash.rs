@@ -16,7 +16,7 @@ fn sigkill_during_writes_loses_nothing_committed() {
     let home = TestHome::new();
     let mut devices: Vec<(String, String)> = Vec::new();
     let mut credentials: Vec<String> = Vec::new();
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut noise = hearth_tests::Noise::new(0x9e37_79b9_7f4a_7c15);
     for round in 0..50 {
         let mut child = store_writer()
             .arg(home.data_dir())
@@ -26,10 +26,7 @@ fn sigkill_during_writes_loses_nothing_committed() {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         // Let it commit a varying number of writes, then kill it mid-burst.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let target = 5 + (seed % 60) as usize;
+        let target = 5 + (noise.next_u64() % 60) as usize;
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut reported = Vec::new();
         while reported.len() < target {
