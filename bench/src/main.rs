@@ -8,6 +8,8 @@
 //! - `rss`: resident memory of an idle `hearth run` with an empty store.
 //! - `mqtt`: the broker against mosquitto (see `mqtt.rs`).
 //! - `discovery`: advert-to-pending time (see `discovery.rs`).
+//! - `flood`: memory under a sustained mDNS flood, against mdns-sd
+//!   (`--seconds N`, 60 by default).
 
 mod discovery;
 mod mqtt;
@@ -39,20 +41,29 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3usize)
         .max(1);
+    let seconds = args
+        .iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(60u64)
+        .clamp(1, 600);
     println!("machine: {}", machine());
     match what {
         "store" => store_bench(),
         "rss" => rss_bench(&hearth),
         "mqtt" => mqtt::run(&hearth, rounds),
         "discovery" => discovery::run(&hearth, rounds),
+        "flood" => discovery::flood(&hearth, seconds),
         "all" => {
             store_bench();
             rss_bench(&hearth);
             mqtt::run(&hearth, rounds);
             discovery::run(&hearth, rounds);
+            discovery::flood(&hearth, seconds);
         }
         other => {
-            eprintln!("unknown benchmark {other}; use store, rss, mqtt, discovery or all");
+            eprintln!("unknown benchmark {other}; use store, rss, mqtt, discovery, flood or all");
             std::process::exit(64);
         }
     }

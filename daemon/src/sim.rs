@@ -112,14 +112,21 @@ fn daemon_on(address: std::net::IpAddr) -> ServiceDaemon {
     daemon
 }
 
-/// Prints `resolved <port> txt=<entries>` for each instance of `ty` heard
-/// within `seconds`, as an owner's tools would see hearth on the LAN.
-pub fn browse(ty: &str, address: std::net::IpAddr, seconds: u64) {
+/// Prints `resolved <port> txt=<entries>` for the first instance of `ty`
+/// heard within `seconds`, as an owner's tools would see hearth on the LAN.
+/// With `all`, it keeps browsing for the whole time and prints how many
+/// instances resolved: the benchmarks' reference mDNS browser.
+pub fn browse(ty: &str, address: std::net::IpAddr, seconds: u64, all: bool) {
     let daemon = daemon_on(address);
     let events = daemon.browse(&format!("{ty}.local.")).expect("browse");
     let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let mut resolved = 0u64;
     while let Ok(event) = events.recv_deadline(deadline) {
         if let mdns_sd::ServiceEvent::ServiceResolved(s) = event {
+            resolved += 1;
+            if all {
+                continue;
+            }
             let txt: Vec<String> = s
                 .txt_properties
                 .iter()
@@ -128,6 +135,9 @@ pub fn browse(ty: &str, address: std::net::IpAddr, seconds: u64) {
             println!("resolved {} txt={} {}", s.port, txt.len(), txt.join(","));
             break;
         }
+    }
+    if all {
+        println!("resolved {resolved}");
     }
     let _ = daemon.shutdown();
 }

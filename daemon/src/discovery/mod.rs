@@ -8,7 +8,9 @@
 //! logs counts only.
 
 pub mod classify;
+pub mod mdns;
 pub mod pending;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mdns_sd::{IfKind, IfPredicate, ServiceDaemon, ServiceEvent, ServiceInfo};
 use tokio::sync::mpsc;
 
 use self::classify::{Advert, classify};
@@ -35,8 +36,8 @@ const QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
-    #[error("mDNS: {0}")]
-    Mdns(#[from] mdns_sd::Error),
+    #[error("cannot bind the mDNS socket (UDP port 5353): {0}")]
+    Bind(std::io::Error),
 }
 
 /// Which interfaces discovery uses.
@@ -88,6 +89,15 @@ pub fn is_home_address(ip: &IpAddr) -> bool {
 /// Counters, for status. Counts only.
 #[derive(Debug, Default)]
 pub struct DiscoveryStats {
+    /// mDNS packets parsed.
+    pub packets: AtomicU64,
+    /// Packets dropped unread by the packet rate.
+    pub dropped_packets: AtomicU64,
+    /// Packets refused by the parser.
+    pub malformed: AtomicU64,
+    /// Packets from outside every chosen interface's subnet.
+    pub foreign: AtomicU64,
+    /// Resolved instances handed to processing.
     pub adverts: AtomicU64,
     pub dropped_queue: AtomicU64,
     pub dropped_rate: AtomicU64,
@@ -105,6 +115,10 @@ impl DiscoveryStats {
     pub fn snapshot(&self) -> serde_json::Value {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         serde_json::json!({
+            "packets": g(&self.packets),
+            "dropped_packets": g(&self.dropped_packets),
+            "malformed": g(&self.malformed),
+            "foreign": g(&self.foreign),
             "adverts": g(&self.adverts),
             "dropped_queue": g(&self.dropped_queue),
             "dropped_rate": g(&self.dropped_rate),
@@ -119,8 +133,9 @@ impl DiscoveryStats {
     }
 }
 
-/// Starts the mDNS daemon, the browsers and the processing task under the
-/// supervisor. `mqtt_port` is advertised as `_secure-mqtt._tcp`.
+/// Binds the mDNS socket, then starts hearth's own querier and responder
+/// and the processing task under the supervisor. `mqtt_port` is advertised
+/// as `_secure-mqtt._tcp`.
 pub fn start(
     config: &DiscoveryConfig,
     supervisor: &Supervisor,
@@ -128,116 +143,47 @@ pub fn start(
     mqtt_port: Option<u16>,
 ) -> Result<Arc<DiscoveryStats>, DiscoveryError> {
     let stats = Arc::new(DiscoveryStats::default());
-    let daemon = ServiceDaemon::new()?;
-    // Unsolicited announcements of the browsed service types are processed
-    // anyway; accepting every unsolicited response would only let answers
-    // for other types in, so mdns-sd's default (off) stays.
-    daemon.disable_interface(IfKind::All)?;
-    match &config.interfaces {
-        Interfaces::Loopback => {
-            daemon.enable_interface(vec![IfKind::LoopbackV4, IfKind::LoopbackV6])?;
-            daemon.set_multicast_loop_v4(true)?;
-        }
-        Interfaces::Private => {
-            daemon.enable_interface(IfKind::Predicate(IfPredicate::new(|i| is_home_address(&i.ip()))))?;
-        }
-        Interfaces::Named(names) => {
-            let names = names.clone();
-            daemon.enable_interface(IfKind::Predicate(IfPredicate::new(move |i| {
-                names.contains(&i.name) && is_home_address(&i.ip())
-            })))?;
-        }
-    }
-
+    let socket = mdns::bind().map_err(DiscoveryError::Bind)?;
     let (tx, rx) = mpsc::channel::<Advert>(QUEUE);
-    for ty in &config.service_types {
-        let receiver = daemon.browse(&format!("{ty}.local."))?;
-        let (tx, stats) = (tx.clone(), stats.clone());
-        supervisor.spawn("mdns-browse", move |token| async move {
-            loop {
-                let event = tokio::select! {
-                    _ = token.cancelled() => return Ok(()),
-                    event = receiver.recv_async() => match event {
-                        Ok(event) => event,
-                        Err(_) => return Ok(()),
-                    },
-                };
-                if let ServiceEvent::ServiceResolved(service) = event {
-                    stats.adverts.fetch_add(1, Ordering::Relaxed);
-                    if tx.try_send(to_advert(&service)).is_err() {
-                        stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        });
-    }
-    drop(tx);
-
-    if config.advertise {
-        advertise(&daemon, mqtt_port)?;
-    }
+    let own = match (config.advertise, mqtt_port) {
+        (true, Some(port)) => Some(own_adverts(port)),
+        _ => None,
+    };
+    let engine = mdns::Engine::new(
+        socket,
+        config.interfaces.clone(),
+        &config.service_types,
+        own,
+        tx,
+        stats.clone(),
+    )
+    .map_err(DiscoveryError::Bind)?;
+    supervisor.spawn("mdns", move |token| async move {
+        engine.run(token).await;
+        Ok(())
+    });
     let max_pending = config.max_pending;
     let processing_stats = stats.clone();
     supervisor.spawn("discovery", move |token| async move {
         process(rx, store, processing_stats, max_pending, token).await;
-        // The mDNS daemon stops with discovery.
-        let _ = daemon.shutdown();
         Ok(())
     });
     Ok(stats)
 }
 
-/// hearth's own adverts. Their TXT records are empty: no version, name or
-/// model, so nothing on the LAN learns what the hub runs.
-fn advertise(daemon: &ServiceDaemon, mqtt_port: Option<u16>) -> Result<(), DiscoveryError> {
-    let host = format!(
-        "{}.local.",
-        crate::pki::hostname()
-            .map(|h| h.split('.').next().unwrap_or("hearth").to_owned())
-            .unwrap_or_else(|| "hearth".into())
-    );
-    let mut services = vec![("_hearth._tcp.local.", mqtt_port.unwrap_or(0))];
-    if let Some(port) = mqtt_port {
-        services.push(("_secure-mqtt._tcp.local.", port));
-    }
-    for (ty, port) in services {
-        if port == 0 {
-            continue;
-        }
-        let info = ServiceInfo::new(
-            ty,
-            "hearth",
-            &host,
-            "",
-            port,
-            None::<std::collections::HashMap<String, String>>,
-        )?
-        .enable_addr_auto();
-        daemon.register(info)?;
-    }
-    Ok(())
-}
-
-fn to_advert(s: &mdns_sd::ResolvedService) -> Advert {
-    let service_type = s
-        .ty_domain
-        .trim_end_matches('.')
-        .trim_end_matches(".local")
-        .to_owned();
-    let suffix = format!(".{}", s.ty_domain);
-    let instance = s.fullname.strip_suffix(&suffix).unwrap_or(&s.fullname).to_owned();
-    let mut addresses: Vec<IpAddr> = s.addresses.iter().map(|a| a.to_ip_addr()).collect();
-    addresses.sort();
-    Advert {
-        service_type,
-        instance,
-        port: s.port,
-        addresses,
-        txt: s
-            .txt_properties
-            .iter()
-            .map(|p| (p.key().to_owned(), p.val_str().to_owned()))
-            .collect(),
+/// hearth's own adverts: `_hearth._tcp` and `_secure-mqtt._tcp` on the MQTT
+/// TLS port, under the host name its certificate carries. Their TXT records
+/// are empty: no version, name or model, so nothing on the LAN learns what
+/// the hub runs.
+fn own_adverts(port: u16) -> mdns::Own {
+    let host = crate::pki::hostname()
+        .map(|h| h.split('.').next().unwrap_or("hearth").to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hearth".into());
+    mdns::Own {
+        host: wire::Name::dotted(&format!("{host}.local")),
+        instance: "hearth".into(),
+        services: vec![("_hearth._tcp".into(), port), ("_secure-mqtt._tcp".into(), port)],
     }
 }
 

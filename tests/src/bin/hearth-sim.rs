@@ -9,7 +9,8 @@
 //! - `hearth-sim device --provisioning FILE [--host H]` is one device, given
 //!   what `hearth devices adopt --json` printed: it speaks its vendor's MQTT
 //!   scheme and prints `connected`, `state ON|OFF`, `disconnected`, `refused`.
-//! - `hearth-sim browse TYPE` prints the port and TXT of one instance heard.
+//! - `hearth-sim browse TYPE [--all]` prints the port and TXT of one instance
+//!   heard; with `--all` it browses for the whole time and counts them.
 //! - `hearth-sim idle --port P [--count N] [--seconds S]` opens N TCP
 //!   connections to the broker and sends nothing; it prints how many the
 //!   broker closed.
@@ -18,6 +19,11 @@
 //! - `hearth-sim flood [--rate N] [--seconds S]` misbehaves: it sends N
 //!   unsolicited mDNS announcements a second on loopback, each a new HomeKit
 //!   bulb with its own name and MAC, and prints how many it sent.
+//! - `hearth-sim mdns-garbage [--count N]` sends N malformed mDNS packets on
+//!   loopback: random bytes, and announcements with bytes changed.
+//! - `hearth-sim query TYPE` asks as a legacy unicast querier (from a port
+//!   other than 5353) for TYPE's instances, and prints `answer <port>` for
+//!   each SRV record in a reply that echoes its query id.
 //!
 //! The address (default 127.0.0.1) picks the interface. Run it only where
 //! the test owns the network: a namespace of its own, or loopback.
@@ -80,10 +86,20 @@ fn main() {
         }
         Some("browse") => {
             let ty = args.get(2).expect("usage: hearth-sim browse TYPE [--seconds N]");
-            sim::browse(ty, address, seconds);
+            sim::browse(ty, address, seconds, args.iter().any(|a| a == "--all"));
+        }
+        Some("mdns-garbage") => {
+            let count: usize = flag("--count").and_then(|c| c.parse().ok()).unwrap_or(1000);
+            mdns_garbage(count);
+        }
+        Some("query") => {
+            let ty = args.get(2).expect("usage: hearth-sim query TYPE");
+            legacy_query(ty);
         }
         _ => {
-            eprintln!("usage: hearth-sim announce|spoof|device|browse ...");
+            eprintln!(
+                "usage: hearth-sim announce|spoof|device|browse|flood|idle|garbage|mdns-garbage|query ..."
+            );
             std::process::exit(64);
         }
     }
@@ -135,19 +151,79 @@ fn announcement(n: u64) -> Vec<u8> {
     p
 }
 
-fn flood(rate: u64, seconds: u64) {
+/// A socket that sends to the mDNS group on loopback, from `port`.
+fn mdns_sender(port: u16) -> socket2::Socket {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
     socket.set_reuse_address(true).expect("reuse");
     socket.set_reuse_port(true).expect("reuse");
     socket
-        .bind(&std::net::SocketAddr::from(([0, 0, 0, 0], 5353)).into())
-        .expect("bind 5353");
+        .bind(&std::net::SocketAddr::from(([0, 0, 0, 0], port)).into())
+        .expect("bind");
     socket
         .set_multicast_if_v4(&std::net::Ipv4Addr::LOCALHOST)
         .expect("multicast if");
     socket.set_multicast_loop_v4(true).expect("multicast loop");
-    let to: socket2::SockAddr = std::net::SocketAddr::from(([224, 0, 0, 251], 5353)).into();
+    socket
+}
+
+fn group() -> socket2::SockAddr {
+    std::net::SocketAddr::from(([224, 0, 0, 251], 5353)).into()
+}
+
+fn mdns_garbage(count: usize) {
+    let socket = mdns_sender(5353);
+    let mut noise = hearth_tests::Noise::new(0x005e_ed0f_6a7b_a6e5 ^ u64::from(std::process::id()));
+    for i in 0..count {
+        let packet = if i % 2 == 0 {
+            noise.bytes(1 + i % 600)
+        } else {
+            let mut p = announcement(i as u64);
+            for _ in 0..1 + i % 4 {
+                let at = (noise.next_u64() as usize) % p.len();
+                p[at] = noise.bytes(1)[0];
+            }
+            p
+        };
+        let _ = socket.send_to(&packet, &group());
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    sim::say(&format!("sent {count}"));
+}
+
+fn legacy_query(ty: &str) {
+    use hearth::discovery::wire;
+    let socket: std::net::UdpSocket = mdns_sender(0).into();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let name = wire::Name::dotted(&format!("{ty}.local"));
+    let mut packet = wire::query(&[(&name, wire::PTR)]);
+    packet[..2].copy_from_slice(&0x4242u16.to_be_bytes());
+    let _ = socket.send_to(&packet, std::net::SocketAddr::from(([224, 0, 0, 251], 5353)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 9000];
+    while std::time::Instant::now() < deadline {
+        let Ok(n) = socket.recv(&mut buf) else { continue };
+        let Ok(reply) = wire::parse(&buf[..n]) else {
+            continue;
+        };
+        if reply.id != 0x4242 || !reply.response {
+            continue;
+        }
+        for r in &reply.records {
+            if let wire::Data::Srv { port, .. } = r.data {
+                println!("answer {port}");
+            }
+        }
+    }
+}
+
+fn flood(rate: u64, seconds: u64) {
+    let socket = mdns_sender(5353);
+    let to = group();
     let start = std::time::Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < Duration::from_secs(seconds) {

@@ -531,5 +531,58 @@ fn an_advert_flood_leaves_the_daemon_responsive_and_bounded() {
     assert!(dropped > 0, "{d}");
     let list = devices(&home);
     assert_eq!(list.as_array().unwrap().len(), 50);
-    assert!(during < 150.0, "RSS grew to {during:.1} MiB");
+    // The packet rate is what keeps parsing work bounded.
+    assert!(d["dropped_packets"].as_u64().unwrap() > 0, "{d}");
+    // Fixed tables: a few MiB of growth at most (a general mDNS cache grew
+    // about 6 MiB in these 4 s and kept growing; docs/PERFORMANCE.md).
+    assert!(
+        during - before < 16.0,
+        "RSS grew from {before:.1} to {during:.1} MiB"
+    );
+}
+
+/// Malformed mDNS packets are counted and dropped, and the daemon still
+/// answers a legacy unicast query for its own advert afterwards.
+#[test]
+fn malformed_mdns_is_dropped_and_legacy_queries_are_answered() {
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let _daemon = daemon_in(&ns, &home);
+    let status = || {
+        let out = run(
+            hearth()
+                .args(["status", "--json", "--data-dir"])
+                .arg(home.data_dir()),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "status: {}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let out = run(
+        ns.exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
+            .args(["mdns-garbage", "--count", "2000"]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = status();
+    let d = &s["discovery"];
+    assert!(d["malformed"].as_u64().unwrap() > 500, "{d}");
+    let tls_port = s["mqtt_tls"][0]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = run(
+        ns.exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
+            .args(["query", "_hearth._tcp"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("answer {tls_port}"),
+        "{}",
+        text(&out.stderr)
+    );
 }

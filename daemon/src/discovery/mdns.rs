@@ -1,0 +1,748 @@
+//! hearth's own mDNS querier and responder (RFC 6762, RFC 6763), with
+//! bounded memory.
+//!
+//! A general-purpose mDNS library caches every record it is sent until the
+//! record's TTL, which the sender chooses; a flood of adverts with new names
+//! therefore grows its memory for as long as the flood lasts (measured with
+//! mdns-sd: about 1.4 MB/s under 10,000 adverts/s). hearth needs far less
+//! than a general cache, so it keeps only:
+//!
+//! - instances of the browsed service types, at most [`MAX_INSTANCES`];
+//! - addresses of hosts that a cached instance names, at most [`MAX_HOSTS`],
+//!   each with at most [`MAX_ADDRESSES`] addresses.
+//!
+//! A full table evicts its least recently seen entry. Packets are parsed at
+//! most [`MAX_PACKETS_PER_SEC`] a second, only from sources inside the subnet
+//! of a chosen interface, and the rest are dropped unread. Resolution
+//! queries are rate-limited too, so a flood cannot make hearth flood back.
+//!
+//! Receiving is IPv4; AAAA records that IPv4 packets carry are kept.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::classify::{Advert, MAX_ADDRESSES};
+use super::wire::{self, A, ANY, Data, Message, Name, PTR, Question, Record, SRV, TXT};
+use super::{DiscoveryStats, Interfaces, is_home_address};
+
+pub const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
+pub const PORT: u16 = 5353;
+/// Instances of browsed types held while they resolve.
+pub const MAX_INSTANCES: usize = 512;
+/// Hosts whose addresses are held.
+pub const MAX_HOSTS: usize = 512;
+/// Packets parsed per second at most; the rest are dropped unread.
+pub const MAX_PACKETS_PER_SEC: f64 = 2000.0;
+/// Resolution queries sent per second at most.
+const MAX_QUERIES_PER_SEC: f64 = 20.0;
+/// The same instance is asked about at most this often.
+const ASK_AGAIN: Duration = Duration::from_secs(1);
+/// Browse queries start one second apart and double up to this (RFC 6762 §5.2).
+const MAX_BROWSE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Interfaces are looked at again this often, to follow DHCP and hot-plug.
+const RESCAN: Duration = Duration::from_secs(30);
+/// Record TTLs for hearth's own adverts (RFC 6762 §10).
+const HOST_TTL: u32 = 120;
+const OTHER_TTL: u32 = 4500;
+
+/// An IPv4 interface discovery uses.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Iface {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Iface {
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.addr) & mask
+    }
+}
+
+/// The interfaces the policy allows, now. Never one with a public address.
+pub fn select(policy: &Interfaces) -> std::io::Result<Vec<Iface>> {
+    let mut out = Vec::new();
+    for i in if_addrs::get_if_addrs()? {
+        let if_addrs::IfAddr::V4(v4) = &i.addr else {
+            continue;
+        };
+        let ip = IpAddr::V4(v4.ip);
+        let allowed = match policy {
+            Interfaces::Loopback => v4.ip.is_loopback(),
+            Interfaces::Private => is_home_address(&ip),
+            Interfaces::Named(names) => names.contains(&i.name) && is_home_address(&ip),
+        };
+        let iface = Iface {
+            addr: v4.ip,
+            prefix: v4.prefixlen.min(32),
+        };
+        if allowed && !out.contains(&iface) {
+            out.push(iface);
+        }
+    }
+    Ok(out)
+}
+
+/// The bound, not yet joined, socket: binding early lets start-up report a
+/// failure before any task runs.
+pub fn bind() -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    // Other responders on the host (avahi, a simulator) share the port.
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    // Only the groups this socket joins, on the interfaces it joins them on.
+    socket.set_multicast_all_v4(false)?;
+    socket.set_multicast_loop_v4(true)?;
+    socket.set_multicast_ttl_v4(255)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT)).into())?;
+    Ok(socket.into())
+}
+
+/// What hearth advertises about itself.
+pub struct Own {
+    pub host: Name,
+    pub instance: String,
+    /// Service type (`_hearth._tcp`) and port.
+    pub services: Vec<(String, u16)>,
+}
+
+pub struct Engine {
+    socket: UdpSocket,
+    policy: Interfaces,
+    ifaces: Vec<Iface>,
+    types: Vec<(String, Name)>,
+    own: Option<Own>,
+    cache: Cache,
+    tx: mpsc::Sender<Advert>,
+    stats: Arc<DiscoveryStats>,
+    packets: Bucket,
+    queries: Bucket,
+}
+
+impl Engine {
+    pub fn new(
+        socket: std::net::UdpSocket,
+        policy: Interfaces,
+        service_types: &[String],
+        own: Option<Own>,
+        tx: mpsc::Sender<Advert>,
+        stats: Arc<DiscoveryStats>,
+    ) -> std::io::Result<Engine> {
+        Ok(Engine {
+            socket: UdpSocket::from_std(socket)?,
+            policy,
+            ifaces: Vec::new(),
+            types: service_types
+                .iter()
+                .map(|t| (t.clone(), Name::dotted(&format!("{t}.local"))))
+                .collect(),
+            own,
+            cache: Cache::default(),
+            tx,
+            stats,
+            packets: Bucket::new(MAX_PACKETS_PER_SEC),
+            queries: Bucket::new(MAX_QUERIES_PER_SEC),
+        })
+    }
+
+    pub async fn run(mut self, token: CancellationToken) {
+        let mut buf = vec![0u8; wire::MAX_PACKET + 1];
+        let mut browse_every = Duration::from_secs(1);
+        let mut next_browse = Instant::now();
+        let mut next_rescan = Instant::now();
+        // RFC 6762 §8.3: at least two announcements, one second apart.
+        let mut announcements = 0u8;
+        let mut next_announce = Instant::now();
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tokio::time::sleep_until(next_rescan) => {
+                    next_rescan = Instant::now() + RESCAN;
+                    if self.rescan() {
+                        // New interfaces: browse and announce afresh.
+                        browse_every = Duration::from_secs(1);
+                        next_browse = Instant::now();
+                        announcements = 0;
+                        next_announce = Instant::now();
+                    }
+                }
+                _ = tokio::time::sleep_until(next_browse) => {
+                    self.browse().await;
+                    next_browse = Instant::now() + browse_every;
+                    browse_every = (browse_every * 2).min(MAX_BROWSE_INTERVAL);
+                }
+                _ = tokio::time::sleep_until(next_announce), if announcements < 2 => {
+                    self.announce(OTHER_TTL, HOST_TTL).await;
+                    announcements += 1;
+                    next_announce = Instant::now() + Duration::from_secs(1);
+                }
+                received = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = received {
+                        self.receive(&buf[..n], from).await;
+                    }
+                }
+            }
+        }
+        // Goodbye (RFC 6762 §10.1): the same records with TTL 0.
+        self.announce(0, 0).await;
+    }
+
+    /// Joins the group on interfaces that appeared; leaves those that went.
+    fn rescan(&mut self) -> bool {
+        let now = match select(&self.policy) {
+            Ok(now) => now,
+            Err(error) => {
+                tracing::warn!(%error, "could not list network interfaces");
+                return false;
+            }
+        };
+        let mut changed = false;
+        for gone in self.ifaces.iter().filter(|i| !now.contains(i)) {
+            let _ = self.socket.leave_multicast_v4(GROUP, gone.addr);
+            changed = true;
+        }
+        for new in now.iter().filter(|i| !self.ifaces.contains(i)) {
+            match self.socket.join_multicast_v4(GROUP, new.addr) {
+                Ok(()) => changed = true,
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {}
+                Err(error) => tracing::warn!(%error, "could not join the mDNS group on an interface"),
+            }
+        }
+        if changed {
+            tracing::info!(interfaces = now.len(), "mDNS interfaces");
+        }
+        self.ifaces = now;
+        changed
+    }
+
+    async fn browse(&mut self) {
+        let questions: Vec<(&Name, u16)> = self.types.iter().map(|(_, n)| (n, PTR)).collect();
+        let packet = wire::query(&questions);
+        for i in 0..self.ifaces.len() {
+            self.send_multicast(i, &packet).await;
+        }
+    }
+
+    async fn announce(&mut self, ttl: u32, host_ttl: u32) {
+        let Some(own) = &self.own else { return };
+        for i in 0..self.ifaces.len() {
+            let mut records = Vec::new();
+            for (ty, port) in &own.services {
+                own.service_records(ty, *port, ttl, host_ttl, &mut records);
+            }
+            records.push(own.address(self.ifaces[i].addr, host_ttl));
+            let packet = wire::response(0, &[], &records, &[]);
+            self.send_multicast(i, &packet).await;
+        }
+    }
+
+    async fn send_multicast(&self, iface: usize, packet: &[u8]) {
+        let Some(i) = self.ifaces.get(iface) else { return };
+        if socket2::SockRef::from(&self.socket)
+            .set_multicast_if_v4(&i.addr)
+            .is_ok()
+        {
+            let _ = self.socket.send_to(packet, SocketAddrV4::new(GROUP, PORT)).await;
+        }
+    }
+
+    async fn receive(&mut self, bytes: &[u8], from: SocketAddr) {
+        let SocketAddr::V4(from) = from else { return };
+        // The source must be on the link of a chosen interface (RFC 6762 §11).
+        let Some(iface) = self.ifaces.iter().position(|i| i.contains(*from.ip())) else {
+            self.stats.foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if !self.packets.take() {
+            self.stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.stats.packets.fetch_add(1, Ordering::Relaxed);
+        let message = match wire::parse(bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if message.response {
+            let now = Instant::now();
+            let learned = self.cache.learn(&message, &self.types, now);
+            for key in learned {
+                self.settle(&key, iface, now).await;
+            }
+        } else {
+            self.answer(&message, from, iface).await;
+        }
+    }
+
+    /// Hands a resolved instance on, or asks for what it lacks.
+    async fn settle(&mut self, key: &str, iface: usize, now: Instant) {
+        match self.cache.advert(key, &self.types) {
+            Some(advert) => {
+                self.stats.adverts.fetch_add(1, Ordering::Relaxed);
+                if self.tx.try_send(advert).is_err() {
+                    self.stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            None => {
+                let Some(instance) = self.cache.instances.get_mut(key) else {
+                    return;
+                };
+                if instance
+                    .asked
+                    .is_some_and(|at| now.duration_since(at) < ASK_AGAIN)
+                    || !self.queries.take()
+                {
+                    return;
+                }
+                instance.asked = Some(now);
+                let full = Name::prefixed(&instance.label, &self.types[instance.ty].1);
+                let mut questions = Vec::new();
+                if instance.srv.is_none() {
+                    questions.push((&full, SRV));
+                }
+                if instance.txt.is_none() {
+                    questions.push((&full, TXT));
+                }
+                if let Some((_, target, _)) = &instance.srv {
+                    questions.push((target, A));
+                }
+                let packet = wire::query(&questions);
+                self.send_multicast(iface, &packet).await;
+            }
+        }
+    }
+
+    /// Answers questions about hearth's own names; ignores the rest.
+    async fn answer(&mut self, message: &Message, from: SocketAddrV4, iface: usize) {
+        let Some(own) = &self.own else { return };
+        let Some(addr) = self.ifaces.get(iface).map(|i| i.addr) else {
+            return;
+        };
+        let (mut answers, mut extra) = (Vec::new(), Vec::new());
+        let meta = Name::dotted("_services._dns-sd._udp.local");
+        for q in &message.questions {
+            let wants = |t: u16| q.qtype == t || q.qtype == ANY;
+            if q.name == meta && wants(PTR) {
+                for (ty, _) in &own.services {
+                    answers.push(ptr(&meta, Name::dotted(&format!("{ty}.local")), OTHER_TTL));
+                }
+            }
+            for (ty, port) in &own.services {
+                let type_name = Name::dotted(&format!("{ty}.local"));
+                let full = Name::prefixed(&own.instance, &type_name);
+                if q.name == type_name && wants(PTR) {
+                    answers.push(ptr(&type_name, full.clone(), OTHER_TTL));
+                    own.instance_records(&full, *port, OTHER_TTL, HOST_TTL, &mut extra);
+                    extra.push(own.address(addr, HOST_TTL));
+                } else if q.name == full && (wants(SRV) || wants(TXT)) {
+                    let mut records = Vec::new();
+                    own.instance_records(&full, *port, OTHER_TTL, HOST_TTL, &mut records);
+                    answers.extend(records.into_iter().filter(|r| wants(r.rtype)));
+                    extra.push(own.address(addr, HOST_TTL));
+                }
+            }
+            if q.name == own.host && wants(A) {
+                answers.push(own.address(addr, HOST_TTL));
+            }
+        }
+        if answers.is_empty() {
+            return;
+        }
+        if from.port() == PORT {
+            let packet = wire::response(0, &[], &answers, &extra);
+            self.send_multicast(iface, &packet).await;
+        } else {
+            // A legacy unicast querier (RFC 6762 §6.7): reply to it alone,
+            // with its id and questions, and short TTLs.
+            let questions: Vec<Question> = message
+                .questions
+                .iter()
+                .map(|q| Question {
+                    name: q.name.clone(),
+                    qtype: q.qtype,
+                })
+                .collect();
+            for r in answers.iter_mut().chain(extra.iter_mut()) {
+                r.ttl = r.ttl.min(10);
+                r.flush = false;
+            }
+            let packet = wire::response(message.id, &questions, &answers, &extra);
+            let _ = self.socket.send_to(&packet, from).await;
+        }
+    }
+}
+
+fn ptr(name: &Name, target: Name, ttl: u32) -> Record {
+    Record {
+        name: name.clone(),
+        rtype: PTR,
+        flush: false,
+        ttl,
+        data: Data::Ptr(target),
+    }
+}
+
+impl Own {
+    fn service_records(&self, ty: &str, port: u16, ttl: u32, host_ttl: u32, out: &mut Vec<Record>) {
+        let type_name = Name::dotted(&format!("{ty}.local"));
+        let full = Name::prefixed(&self.instance, &type_name);
+        out.push(ptr(&type_name, full.clone(), ttl));
+        self.instance_records(&full, port, ttl, host_ttl, out);
+    }
+
+    /// SRV and an empty TXT: no version, name or model.
+    fn instance_records(&self, full: &Name, port: u16, ttl: u32, host_ttl: u32, out: &mut Vec<Record>) {
+        out.push(Record {
+            name: full.clone(),
+            rtype: SRV,
+            flush: true,
+            ttl: host_ttl,
+            data: Data::Srv {
+                port,
+                target: self.host.clone(),
+            },
+        });
+        out.push(Record {
+            name: full.clone(),
+            rtype: TXT,
+            flush: true,
+            ttl,
+            data: Data::Txt(Vec::new()),
+        });
+    }
+
+    fn address(&self, addr: Ipv4Addr, ttl: u32) -> Record {
+        Record {
+            name: self.host.clone(),
+            rtype: A,
+            flush: true,
+            ttl,
+            data: Data::A(addr),
+        }
+    }
+}
+
+/// A token bucket holding one second's worth.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Bucket {
+        Bucket {
+            rate,
+            tokens: rate,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+struct Instance {
+    /// Index into the browsed types.
+    ty: usize,
+    label: String,
+    /// Port, target host, and the target's map key.
+    srv: Option<(u16, Name, String)>,
+    txt: Option<Vec<(String, String)>>,
+    seen: Instant,
+    asked: Option<Instant>,
+}
+
+struct Host {
+    addrs: Vec<IpAddr>,
+    seen: Instant,
+}
+
+/// The bounded cache. Both tables evict their least recently seen entry
+/// when full.
+#[derive(Default)]
+struct Cache {
+    instances: HashMap<String, Instance>,
+    hosts: HashMap<String, Host>,
+}
+
+impl Cache {
+    /// Takes what a response says about browsed instances and the hosts
+    /// they name. Returns the keys of the instances it touched.
+    fn learn(&mut self, message: &Message, types: &[(String, Name)], now: Instant) -> Vec<String> {
+        let mut touched = Vec::new();
+        for r in &message.records {
+            // A goodbye does not remove a pending device; it ages out.
+            if r.ttl == 0 {
+                continue;
+            }
+            let (instance, ty) = match &r.data {
+                Data::Ptr(target) => match types.iter().position(|(_, t)| r.name == *t) {
+                    Some(ty) => (target, ty),
+                    None => continue,
+                },
+                Data::Srv { .. } | Data::Txt(_) => {
+                    match types.iter().position(|(_, t)| r.name.child_of(t).is_some()) {
+                        Some(ty) => (&r.name, ty),
+                        None => continue,
+                    }
+                }
+                _ => continue,
+            };
+            let Some(label) = instance.child_of(&types[ty].1) else {
+                continue;
+            };
+            let key = instance.key();
+            let entry = self.instance(&key, ty, label, now);
+            match &r.data {
+                Data::Srv { port, target } => entry.srv = Some((*port, target.clone(), target.key())),
+                Data::Txt(strings) => entry.txt = Some(strings.iter().map(|s| key_value(s)).collect()),
+                _ => {}
+            }
+            if !touched.contains(&key) {
+                touched.push(key);
+            }
+        }
+        for r in &message.records {
+            let ip = match r.data {
+                Data::A(ip) if r.ttl > 0 => IpAddr::V4(ip),
+                Data::Aaaa(ip) if r.ttl > 0 => IpAddr::V6(ip),
+                _ => continue,
+            };
+            // Only hosts that a cached instance names: an address flood
+            // finds no room here.
+            let host = r.name.key();
+            let named_by: Vec<String> = self
+                .instances
+                .iter()
+                .filter(|(_, i)| i.srv.as_ref().is_some_and(|(_, _, h)| *h == host))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if named_by.is_empty() {
+                continue;
+            }
+            if !self.hosts.contains_key(&host) && self.hosts.len() >= MAX_HOSTS {
+                evict_oldest(&mut self.hosts, |h| h.seen);
+            }
+            let entry = self.hosts.entry(host).or_insert_with(|| Host {
+                addrs: Vec::new(),
+                seen: now,
+            });
+            entry.seen = now;
+            if !entry.addrs.contains(&ip) && entry.addrs.len() < MAX_ADDRESSES {
+                entry.addrs.push(ip);
+            }
+            for key in named_by {
+                if !touched.contains(&key) {
+                    touched.push(key);
+                }
+            }
+        }
+        touched
+    }
+
+    fn instance(&mut self, key: &str, ty: usize, label: &str, now: Instant) -> &mut Instance {
+        if !self.instances.contains_key(key) && self.instances.len() >= MAX_INSTANCES {
+            evict_oldest(&mut self.instances, |i| i.seen);
+        }
+        let entry = self.instances.entry(key.to_owned()).or_insert_with(|| Instance {
+            ty,
+            label: label.to_owned(),
+            srv: None,
+            txt: None,
+            seen: now,
+            asked: None,
+        });
+        entry.seen = now;
+        entry
+    }
+
+    /// The instance as an advert, once its port, TXT and an address are known.
+    fn advert(&self, key: &str, types: &[(String, Name)]) -> Option<Advert> {
+        let instance = self.instances.get(key)?;
+        let (port, _, host) = instance.srv.as_ref()?;
+        let txt = instance.txt.clone()?;
+        let mut addresses = self.hosts.get(host)?.addrs.clone();
+        addresses.sort();
+        Some(Advert {
+            service_type: types[instance.ty].0.clone(),
+            instance: instance.label.clone(),
+            port: *port,
+            addresses,
+            txt,
+        })
+    }
+}
+
+fn evict_oldest<V>(map: &mut HashMap<String, V>, seen: impl Fn(&V) -> Instant) {
+    if let Some(oldest) = map.iter().min_by_key(|(_, v)| seen(v)).map(|(k, _)| k.clone()) {
+        map.remove(&oldest);
+    }
+}
+
+/// `key=value`, or a bare `key` (RFC 6763 §6.4).
+fn key_value(s: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(s);
+    match text.split_once('=') {
+        Some((k, v)) => (k.to_owned(), v.to_owned()),
+        None => (text.into_owned(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::wire::AAAA;
+
+    fn types() -> Vec<(String, Name)> {
+        ["_hap._tcp", "_shelly._tcp"]
+            .iter()
+            .map(|t| ((*t).to_owned(), Name::dotted(&format!("{t}.local"))))
+            .collect()
+    }
+
+    fn record(name: Name, rtype: u16, data: Data) -> Record {
+        Record {
+            name,
+            rtype,
+            flush: false,
+            ttl: 120,
+            data,
+        }
+    }
+
+    fn message(records: Vec<Record>) -> Message {
+        Message {
+            id: 0,
+            response: true,
+            questions: Vec::new(),
+            records,
+        }
+    }
+
+    fn bulb(n: usize, addr: [u8; 4]) -> Message {
+        let ty = Name::dotted("_hap._tcp.local");
+        let full = Name::prefixed(&format!("Bulb {n}"), &ty);
+        let host = Name::dotted(&format!("bulb{n}.local"));
+        message(vec![
+            record(ty, PTR, Data::Ptr(full.clone())),
+            record(
+                full.clone(),
+                SRV,
+                Data::Srv {
+                    port: 80,
+                    target: host.clone(),
+                },
+            ),
+            record(full, TXT, Data::Txt(vec![b"ci=5".to_vec(), b"sf".to_vec()])),
+            record(host, A, Data::A(addr.into())),
+        ])
+    }
+
+    #[test]
+    fn a_full_announcement_resolves_at_once() {
+        let mut cache = Cache::default();
+        let touched = cache.learn(&bulb(1, [192, 168, 1, 5]), &types(), Instant::now());
+        assert_eq!(touched.len(), 1);
+        let advert = cache.advert(&touched[0], &types()).unwrap();
+        assert_eq!(advert.service_type, "_hap._tcp");
+        assert_eq!(advert.instance, "Bulb 1");
+        assert_eq!(advert.port, 80);
+        assert_eq!(advert.txt("ci"), Some("5"));
+        assert_eq!(advert.addresses, ["192.168.1.5".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn addresses_accumulate_across_packets() {
+        let mut cache = Cache::default();
+        cache.learn(&bulb(1, [192, 168, 1, 5]), &types(), Instant::now());
+        let host = Name::dotted("bulb1.local");
+        let more = message(vec![record(host, AAAA, Data::Aaaa("fe80::5".parse().unwrap()))]);
+        let touched = cache.learn(&more, &types(), Instant::now());
+        assert_eq!(touched.len(), 1, "the instance naming the host is touched");
+        let advert = cache.advert(&touched[0], &types()).unwrap();
+        assert_eq!(advert.addresses.len(), 2);
+    }
+
+    #[test]
+    fn unbrowsed_types_and_unnamed_hosts_take_no_room() {
+        let mut cache = Cache::default();
+        let other = Name::dotted("_printer._tcp.local");
+        let m = message(vec![
+            record(other.clone(), PTR, Data::Ptr(Name::prefixed("P", &other))),
+            record(Name::dotted("stranger.local"), A, Data::A([10, 0, 0, 1].into())),
+        ]);
+        assert!(cache.learn(&m, &types(), Instant::now()).is_empty());
+        assert!(cache.instances.is_empty() && cache.hosts.is_empty());
+        // A PTR whose target is not an instance of the type it is filed under.
+        let ty = Name::dotted("_hap._tcp.local");
+        let m = message(vec![record(
+            ty,
+            PTR,
+            Data::Ptr(Name::dotted("x._other._tcp.local")),
+        )]);
+        assert!(cache.learn(&m, &types(), Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_new_names_stays_within_the_bounds() {
+        let mut cache = Cache::default();
+        let start = Instant::now();
+        for n in 0..(MAX_INSTANCES * 4) {
+            let touched = cache.learn(
+                &bulb(n, [10, 0, (n >> 8) as u8, n as u8]),
+                &types(),
+                start + Duration::from_millis(n as u64),
+            );
+            assert!(cache.advert(&touched[0], &types()).is_some());
+        }
+        assert_eq!(cache.instances.len(), MAX_INSTANCES);
+        assert!(cache.hosts.len() <= MAX_HOSTS);
+        // The newest are kept.
+        let newest = Name::prefixed(
+            &format!("Bulb {}", MAX_INSTANCES * 4 - 1),
+            &Name::dotted("_hap._tcp.local"),
+        );
+        assert!(cache.instances.contains_key(&newest.key()));
+    }
+
+    #[test]
+    fn subnets_contain_what_they_should() {
+        let lan = Iface {
+            addr: Ipv4Addr::new(192, 168, 1, 10),
+            prefix: 24,
+        };
+        assert!(lan.contains(Ipv4Addr::new(192, 168, 1, 200)));
+        assert!(!lan.contains(Ipv4Addr::new(192, 168, 2, 1)));
+        let lo = Iface {
+            addr: Ipv4Addr::LOCALHOST,
+            prefix: 8,
+        };
+        assert!(lo.contains(Ipv4Addr::new(127, 0, 0, 2)));
+        let any = Iface {
+            addr: Ipv4Addr::new(10, 0, 0, 1),
+            prefix: 0,
+        };
+        assert!(any.contains(Ipv4Addr::new(8, 8, 8, 8)));
+    }
+}
