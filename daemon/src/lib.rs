@@ -17,3 +17,4 @@ pub mod sim;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod web;
