@@ -51,6 +51,36 @@ pub struct RawConfig {
     pub tls: RawTls,
     pub bridge: RawBridge,
     pub discovery: RawDiscovery,
+    pub web: RawWeb,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWeb {
+    pub enabled: bool,
+    pub listen: Vec<String>,
+    pub session_idle_mins: u64,
+    pub session_max_hours: u64,
+}
+
+impl Default for RawWeb {
+    fn default() -> Self {
+        RawWeb {
+            enabled: true,
+            listen: vec!["0.0.0.0:8443".into()],
+            session_idle_mins: 30,
+            session_max_hours: 12,
+        }
+    }
+}
+
+/// The dashboard, validated.
+#[derive(Clone, Debug)]
+pub struct WebConfig {
+    pub enabled: bool,
+    pub listen: Vec<SocketAddr>,
+    pub session_idle: Duration,
+    pub session_max: Duration,
 }
 
 /// `"private"`, `"loopback"`, or a list of interface names.
@@ -264,6 +294,7 @@ pub struct Config {
     /// The egress bridge, when enabled.
     pub bridge: Option<BridgeConfig>,
     pub discovery: crate::discovery::DiscoveryConfig,
+    pub web: WebConfig,
     raw: RawConfig,
 }
 
@@ -366,9 +397,11 @@ impl Config {
         }
         let bridge = validate_bridge(&raw.bridge)?;
         let discovery = validate_discovery(&raw.discovery)?;
+        let web = validate_web(&raw.web)?;
         Ok(Config {
             bridge,
             discovery,
+            web,
             tls_extra_names: raw.tls.extra_names.clone(),
             data_dir: raw.data_dir.clone(),
             log: LogConfig { level, format },
@@ -625,6 +658,37 @@ fn validate_discovery(raw: &RawDiscovery) -> Result<crate::discovery::DiscoveryC
         service_types: raw.service_types.clone(),
         max_pending: raw.max_pending,
         advertise: raw.advertise,
+    })
+}
+
+fn validate_web(raw: &RawWeb) -> Result<WebConfig, ConfigError> {
+    let listen = parse_addrs("web.listen", &raw.listen)?;
+    if raw.enabled && listen.is_empty() {
+        return Err(invalid(
+            "web.listen",
+            "is empty while the dashboard is enabled",
+            "give an address such as \"0.0.0.0:8443\", or set web.enabled = false",
+        ));
+    }
+    if !(5..=1440).contains(&raw.session_idle_mins) {
+        return Err(invalid(
+            "web.session_idle_mins",
+            format!("{} is outside 5..=1440", raw.session_idle_mins),
+            "choose how many idle minutes end a dashboard session, from 5 to 1440",
+        ));
+    }
+    if !(1..=720).contains(&raw.session_max_hours) {
+        return Err(invalid(
+            "web.session_max_hours",
+            format!("{} is outside 1..=720", raw.session_max_hours),
+            "choose how many hours a dashboard session lasts at most, from 1 to 720",
+        ));
+    }
+    Ok(WebConfig {
+        enabled: raw.enabled,
+        listen,
+        session_idle: Duration::from_secs(raw.session_idle_mins * 60),
+        session_max: Duration::from_secs(raw.session_max_hours * 3600),
     })
 }
 

@@ -277,6 +277,13 @@ pub struct DeviceFields {
     /// Set when an advert claimed this adopted device's identity from
     /// addresses it was never seen at: shown to the owner, never followed.
     pub flagged: bool,
+    /// What voice assistants call it, when exposed to them.
+    pub voice_name: Option<String>,
+    /// Exposed to Home Assistant (off until the owner turns it on).
+    pub expose_ha: bool,
+    /// Exposed to voice assistants through the relay (off until the owner
+    /// turns it on).
+    pub expose_voice: bool,
 }
 
 impl DeviceFields {
@@ -300,6 +307,9 @@ impl DeviceFields {
             topic: None,
             identity: None,
             flagged: false,
+            voice_name: None,
+            expose_ha: false,
+            expose_voice: false,
         }
     }
 }
@@ -358,6 +368,9 @@ enum Durability {
     /// `synchronous=FULL`: fsync on every commit. Credentials and keys.
     Full,
 }
+
+/// Audit events kept; older ones are pruned as new ones arrive.
+pub const AUDIT_KEPT: i64 = 10_000;
 
 /// An open store.
 pub struct Store {
@@ -733,10 +746,14 @@ impl Store {
     }
 
     pub fn owner_by_email(&self, email: &str) -> Result<Option<Owner>, StoreError> {
+        self.owner_where_index(&email_index(&self.key, email))
+    }
+
+    fn owner_where_index(&self, index: &[u8]) -> Result<Option<Owner>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, record, last_login FROM owners WHERE email_index = ?1")?;
-        let mut rows = stmt.query([email_index(&self.key, email).as_slice()])?;
+        let mut rows = stmt.query([index])?;
         let Some(row) = rows.next()? else { return Ok(None) };
         let id: String = row.get(0)?;
         let mut scratch = Vec::new();
@@ -761,6 +778,48 @@ impl Store {
             last_login: open_field(&self.key, row, 2, "owners", "last_login", &id)?,
             id: OwnerId(id),
         }))
+    }
+
+    /// How many owner accounts exist: none until first-run setup.
+    pub fn owner_count(&self) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM owners", [], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
+    /// The owner with this id.
+    pub fn owner(&self, id: &OwnerId) -> Result<Option<Owner>, StoreError> {
+        let email_index: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT email_index FROM owners WHERE id = ?1",
+                [id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(index) = email_index else { return Ok(None) };
+        self.owner_where_index(&index)
+    }
+
+    /// Replaces an owner's password hash (sealed, `synchronous=FULL`).
+    pub fn set_owner_password(&mut self, id: &OwnerId, password_hash: &Secret) -> Result<(), StoreError> {
+        let owner = self.owner(id)?.ok_or(StoreError::NotFound("owner"))?;
+        let key = &self.key;
+        let pk = id.as_str();
+        let record = value::RecordWriter::new()
+            .field(&owner.email)
+            .field(password_hash)
+            .field(&owner.created_at)
+            .finish();
+        let sealed = seal_bytes(key, "owners", "record", pk, &record)?;
+        write(&mut self.conn, Durability::Full, |tx| {
+            tx.execute(
+                "UPDATE owners SET record = ?2, key_id = ?3 WHERE id = ?1",
+                params![pk, sealed, key.id().to_hex()],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn record_login(&mut self, id: &OwnerId, at: UnixTime) -> Result<(), StoreError> {
@@ -902,6 +961,98 @@ impl Store {
         let mut scratch = zeroize::Zeroizing::new(Vec::new());
         let bytes = open_bytes(&self.key, row, 0, ("secrets", "value", name), &mut scratch)?;
         Ok(Some(zeroize::Zeroizing::new(bytes.to_vec())))
+    }
+
+    /// Every unexpired credential of `kind` that `principal` holds.
+    pub fn credentials_of(&self, principal: &str, kind: &str) -> Result<Vec<Credential>, StoreError> {
+        Ok(self
+            .credentials_of_kind(kind)?
+            .into_iter()
+            .map(|(c, _)| c)
+            .filter(|c| c.principal == principal)
+            .collect())
+    }
+
+    /// Deletes one credential; whether it existed.
+    pub fn delete_credential(&mut self, id: &CredentialId) -> Result<bool, StoreError> {
+        write(&mut self.conn, Durability::Full, |tx| {
+            Ok(tx.execute("DELETE FROM credentials WHERE id = ?1", [id.as_str()])? > 0)
+        })
+    }
+
+    /// Deletes every credential of `kind` that `principal` holds.
+    pub fn delete_credentials(&mut self, principal: &str, kind: &str) -> Result<usize, StoreError> {
+        write(&mut self.conn, Durability::Full, |tx| {
+            Ok(tx.execute(
+                "DELETE FROM credentials WHERE principal = ?1 AND kind = ?2",
+                params![principal, kind],
+            )?)
+        })
+    }
+
+    /// Deletes credentials past their expiry.
+    pub fn delete_expired_credentials(&mut self) -> Result<usize, StoreError> {
+        let now = UnixTime::now().0;
+        write(&mut self.conn, Durability::Normal, |tx| {
+            Ok(tx.execute(
+                "DELETE FROM credentials WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                [now],
+            )?)
+        })
+    }
+
+    // ---- audit ---------------------------------------------------------
+
+    /// Appends an event to the audit table, sealed; keeps the newest
+    /// [`AUDIT_KEPT`] events.
+    pub fn append_audit(&mut self, event: &str, detail: &str) -> Result<(), StoreError> {
+        let key = &self.key;
+        let at = UnixTime::now();
+        let record = value::RecordWriter::new()
+            .field(&event.to_owned())
+            .field(&detail.to_owned())
+            .finish();
+        write(&mut self.conn, Durability::Normal, |tx| {
+            let last: Option<String> = tx.query_row("SELECT max(id) FROM audit", [], |r| r.get(0))?;
+            let seq = last.and_then(|l| l.parse::<i64>().ok()).unwrap_or(0) + 1;
+            let pk = format!("{seq:020}");
+            let sealed = seal_bytes(key, "audit", "record", &pk, &record)?;
+            tx.execute(
+                "INSERT INTO audit (id, at, key_id, record) VALUES (?1, ?2, ?3, ?4)",
+                params![pk, at.0, key.id().to_hex(), sealed],
+            )?;
+            tx.execute(
+                "DELETE FROM audit WHERE id <= ?1",
+                [format!("{:020}", (seq - AUDIT_KEPT).max(0))],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The newest `limit` audit events, newest first: (time, event, detail).
+    pub fn audit(&self, limit: usize) -> Result<Vec<(UnixTime, String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, at, record FROM audit ORDER BY id DESC LIMIT ?1")?;
+        let mut rows = stmt.query([limit as i64])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let pk: String = row.get(0)?;
+            let mut scratch = Vec::new();
+            let record = open_bytes(&self.key, row, 2, ("audit", "record", &pk), &mut scratch)?;
+            let bad = || StoreError::SealedValue {
+                table: "audit",
+                column: "record",
+                id: pk.clone(),
+                source: CryptoError::Malformed("record does not decode"),
+            };
+            let mut r = value::RecordReader::new(record).ok_or_else(bad)?;
+            let (Some(event), Some(detail), Some(())) = (r.field(), r.field(), r.end()) else {
+                return Err(bad());
+            };
+            out.push((UnixTime(row.get(1)?), event, detail));
+        }
+        Ok(out)
     }
 
     /// Deletes every credential of `principal`; returns how many there were.

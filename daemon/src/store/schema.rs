@@ -62,6 +62,14 @@ CREATE TABLE secrets (
 ALTER TABLE devices ADD COLUMN ident_index BLOB /* blind index (HMAC-SHA256/16) of the identity a device advertised over mDNS (its MAC or service instance), to match later adverts; one-way */;
 CREATE INDEX devices_ident_index ON devices (ident_index);
 "#,
+    r#"
+CREATE TABLE audit (
+    id     TEXT PRIMARY KEY NOT NULL, -- sequence number, 20 zero-padded digits, so it sorts in order; not secret
+    at     INTEGER NOT NULL,          -- Unix time in seconds; not sealed
+    key_id TEXT NOT NULL,             -- data key the sealed column is under
+    record BLOB NOT NULL              -- sealed: the event's name and its detail (account, client address, device id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -73,6 +81,7 @@ pub const SEALED: &[(&str, &[&str])] = &[
     ("devices", &["record"]),
     ("owners", &["record", "last_login"]),
     ("credentials", &["created_at"]),
+    ("audit", &["record"]),
     ("secrets", &["value"]),
 ];
 

@@ -257,6 +257,9 @@ pub fn encode_device_record(f: &DeviceFields, created_at: UnixTime) -> Vec<u8> {
         .field(&f.topic)
         .field(&f.identity)
         .field(&Some(f.flagged))
+        .field(&f.voice_name)
+        .field(&Some(f.expose_ha))
+        .field(&Some(f.expose_voice))
         .finish()
 }
 
@@ -282,12 +285,18 @@ pub fn decode_device_record(bytes: &[u8], status: DeviceStatus) -> Option<(Devic
         topic: None,
         identity: None,
         flagged: false,
+        voice_name: None,
+        expose_ha: false,
+        expose_voice: false,
     };
     let created_at = r.field()?;
     let fields = DeviceFields {
         topic: r.trailing_field()?,
         identity: r.trailing_field()?,
         flagged: r.trailing_field::<bool>()?.unwrap_or(false),
+        voice_name: r.trailing_field()?,
+        expose_ha: r.trailing_field::<bool>()?.unwrap_or(false),
+        expose_voice: r.trailing_field::<bool>()?.unwrap_or(false),
         ..fields
     };
     r.end()?;
@@ -349,12 +358,16 @@ mod tests {
         older.identity = None;
         older.flagged = false;
         let old_bytes = encode_device_record(&older, UnixTime(42));
-        // topic (None: 5 bytes), identity (None: 5), flagged (Some(false): 6).
-        let before_trailing = &old_bytes[..old_bytes.len() - 16];
+        // topic (None: 5 bytes), identity (None: 5), flagged (Some(false): 6),
+        // voice_name (None: 5), expose_ha and expose_voice (Some(false): 6 each).
+        let before_trailing = &old_bytes[..old_bytes.len() - 33];
         assert_eq!(decode_device_record(before_trailing, f.status).unwrap().0, older);
         let mut flagged = f.clone();
         flagged.flagged = true;
         flagged.identity = Some("mac:aa:bb:cc:dd:ee:ff".into());
+        flagged.voice_name = Some("porch light".into());
+        flagged.expose_ha = true;
+        flagged.expose_voice = true;
         let bytes = encode_device_record(&flagged, UnixTime(1));
         assert_eq!(decode_device_record(&bytes, f.status).unwrap().0, flagged);
         let mut version = bytes;
