@@ -133,6 +133,26 @@ pub struct DeviceSummary {
     pub online: bool,
     /// An advert claimed this device's identity from an unknown address.
     pub flagged: bool,
+    pub model: Option<String>,
+    pub voice_name: Option<String>,
+    pub expose_ha: bool,
+    pub expose_voice: bool,
+}
+
+/// The owner's changes to an adopted device's settings; absent fields stay.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    #[serde(default)]
+    pub nickname: Option<String>,
+    #[serde(default)]
+    pub room: Option<String>,
+    #[serde(default)]
+    pub voice_name: Option<String>,
+    #[serde(default)]
+    pub expose_ha: Option<bool>,
+    #[serde(default)]
+    pub expose_voice: Option<bool>,
 }
 
 /// The device operations, over the shared store and the running broker.
@@ -140,6 +160,8 @@ pub struct Devices {
     store: Arc<Mutex<Store>>,
     broker: Arc<Broker>,
     endpoint: MqttEndpoint,
+    /// Bumped whenever the device list changes, for live views.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn check_name(what: &str, value: &str) -> Result<(), DeviceError> {
@@ -212,7 +234,22 @@ impl Devices {
             store,
             broker,
             endpoint,
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The sender that marks the device list changed (discovery uses it).
+    pub fn change_notifier(&self) -> tokio::sync::watch::Sender<u64> {
+        self.changes.clone()
+    }
+
+    /// Wakes whenever the device list changes.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn endpoint(&self) -> &MqttEndpoint {
@@ -318,6 +355,10 @@ impl Devices {
                 flagged: d.fields.flagged,
                 nickname: d.fields.nickname,
                 room: d.fields.room,
+                model: d.fields.model,
+                voice_name: d.fields.voice_name,
+                expose_ha: d.fields.expose_ha,
+                expose_voice: d.fields.expose_voice,
             });
         }
         Ok(out)
@@ -367,6 +408,7 @@ impl Devices {
             .await?;
         let provisioning = self.issue(&device, password, hash)?;
         tracing::info!(device = %device.id, "device adopted");
+        self.changed();
         Ok(provisioning)
     }
 
@@ -389,11 +431,82 @@ impl Devices {
             Ok(id)
         })
         .await
+        .inspect(|_| self.changed())
+    }
+
+    /// Changes an adopted device's names, room and exposure.
+    pub async fn update(&self, id: &DeviceId, req: Update) -> Result<(), DeviceError> {
+        for (what, value) in [
+            ("nickname", &req.nickname),
+            ("room", &req.room),
+            ("voice name", &req.voice_name),
+        ] {
+            if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+                check_name(what, v)?;
+            }
+        }
+        let key = id.clone();
+        self.with_store(move |store| {
+            let mut device = store
+                .device(&key)?
+                .filter(|d| d.fields.status == DeviceStatus::Adopted)
+                .ok_or_else(|| DeviceError::NotFound(format!("{key} (or it is not adopted)")))?;
+            let f = &mut device.fields;
+            if let Some(n) = req.nickname {
+                if n.is_empty() {
+                    return Err(DeviceError::Invalid("a device needs a nickname".into()));
+                }
+                f.nickname = Some(n);
+            }
+            if let Some(r) = req.room {
+                f.room = Some(r).filter(|r| !r.is_empty());
+            }
+            if let Some(v) = req.voice_name {
+                f.voice_name = Some(v).filter(|v| !v.is_empty());
+            }
+            if let Some(e) = req.expose_ha {
+                f.expose_ha = e;
+            }
+            if let Some(e) = req.expose_voice {
+                f.expose_voice = e;
+            }
+            store.update_device(&key, f)?;
+            Ok(())
+        })
+        .await?;
+        self.changed();
+        Ok(())
+    }
+
+    /// Drops a pending device the owner does not want. It may be proposed
+    /// again if it keeps advertising.
+    pub async fn ignore(&self, id: &DeviceId) -> Result<bool, DeviceError> {
+        let key = id.clone();
+        let existed = self
+            .with_store(move |store| match store.device(&key)? {
+                Some(d) if d.fields.status == DeviceStatus::Pending => Ok(store.forget_device(&key)?),
+                Some(_) => Err(DeviceError::Invalid(
+                    "only a pending device can be ignored".into(),
+                )),
+                None => Ok(false),
+            })
+            .await?;
+        self.changed();
+        Ok(existed)
     }
 
     /// Switches an adopted device on or off, in its own vendor's scheme,
     /// through hearth's hub link.
     pub async fn set_power(&self, id: &DeviceId, on: bool) -> Result<(), DeviceError> {
+        self.command(id, |profile, base| power_command(profile, base, on))
+            .await
+    }
+
+    async fn command(
+        &self,
+        id: &DeviceId,
+        make: impl FnOnce(Profile, &str) -> (String, String),
+    ) -> Result<(), DeviceError> {
         let key = id.clone();
         let device = self
             .with_store(move |store| {
@@ -408,10 +521,9 @@ impl Devices {
             .topic
             .clone()
             .ok_or_else(|| DeviceError::Invalid("the device has no topic".into()))?;
-        let (topic, payload) = power_command(
+        let (topic, payload) = make(
             Profile::parse(&device.fields.profile).unwrap_or(Profile::Generic),
             &topic_base,
-            on,
         );
         self.broker
             .publish(&topic, payload.into(), 1, false)
@@ -434,6 +546,7 @@ impl Devices {
         if existed {
             tracing::info!(device = %id, "device forgotten");
         }
+        self.changed();
         Ok(existed)
     }
 
