@@ -1,0 +1,47 @@
+// Privacy: what hearth stores, in what form, and what leaves the house.
+
+import { api } from './api.js';
+import { h } from './dom.js';
+
+export function renderPrivacy(ctx) {
+  const stored = h('div', { 'data-testid': 'privacy-stored' }, h('p', null, 'Loading…'));
+  const leaves = h('div', { 'data-testid': 'privacy-leaves' }, h('p', null, 'Loading…'));
+  ctx.main.append(
+    h('h1', null, 'Privacy'),
+    h('p', { class: 'lead' }, 'Everything hearth knows about your home stays on this hub. This page lists what it stores, in what form, and what ever leaves the house.'),
+    h('section', { class: 'panel', 'aria-labelledby': 'stored-heading' }, h('h2', { id: 'stored-heading' }, 'What is stored on this hub'), stored),
+    h('section', { class: 'panel', 'aria-labelledby': 'leaves-heading' }, h('h2', { id: 'leaves-heading' }, 'What leaves the house'), leaves),
+  );
+
+  (async () => {
+    try {
+      const p = await api('GET', '/api/privacy');
+      if (!ctx.scope.alive) return;
+      const rows = p?.stored ?? [];
+      stored.replaceChildren(
+        rows.length
+          ? h(
+              'div',
+              { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-labelledby': 'stored-heading' },
+              h(
+                'table',
+                null,
+                h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'What'), h('th', { scope: 'col' }, 'In what form'))),
+                h('tbody', null, rows.map((r) => h('tr', { 'data-testid': 'privacy-row' }, h('td', null, r.what), h('td', null, r.form)))),
+              ),
+            )
+          : h('p', null, 'Nothing yet.'),
+      );
+      const out = p?.leaves_home ?? [];
+      leaves.replaceChildren(
+        out.length
+          ? h('ul', null, out.map((item) => h('li', { 'data-testid': 'privacy-leaves-item' }, item)))
+          : h('p', { 'data-testid': 'privacy-nothing-leaves' }, h('strong', null, 'Nothing. '), 'hearth sends nothing out of your home: no telemetry, no cloud account, no vendor server.'),
+      );
+    } catch (e) {
+      stored.replaceChildren(h('p', { class: 'form-error' }, `Could not load: ${e.message}`));
+      leaves.replaceChildren();
+    }
+  })();
+  return 'Privacy';
+}

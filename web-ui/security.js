@@ -1,0 +1,283 @@
+// Security: two-factor enrolment, password change, sessions, and the
+// recent audit events.
+
+import { api } from './api.js';
+import { ago, busy, errorLine, field, h, timeEl } from './dom.js';
+import { PASSWORD_POLICY } from './auth.js';
+
+function section(id, title, testid, ...children) {
+  return h('section', { class: 'panel', 'aria-labelledby': id, 'data-testid': testid }, h('h2', { id }, title), children);
+}
+
+function humanEvent(name) {
+  const text = String(name ?? '').replace(/[_.]+/g, ' ').trim();
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+// --- two-factor --------------------------------------------------------------
+
+function twoFactor(ctx) {
+  const body = h('div');
+  const el = section('totp-heading', 'Two-factor authentication', 'totp-section', body);
+
+  const showEnabled = () => {
+    body.replaceChildren(
+      h(
+        'p',
+        { 'data-testid': 'totp-status', 'data-state': 'on' },
+        h('strong', null, 'On. '),
+        'Logging in needs your password and a code from your authenticator app, or one of your recovery codes.',
+      ),
+    );
+  };
+
+  const showOff = () => {
+    const start = h('button', { type: 'button', class: 'button primary', 'data-testid': 'totp-enroll' }, 'Set up two-factor authentication');
+    const error = errorLine('totp-error');
+    start.addEventListener('click', async () => {
+      start.disabled = true;
+      error.clear();
+      try {
+        const enrolment = await api('POST', '/api/totp/enroll');
+        showEnrol(enrolment);
+      } catch (e) {
+        start.disabled = false;
+        error.set(e.message);
+      }
+    });
+    body.replaceChildren(
+      h(
+        'p',
+        { 'data-testid': 'totp-status', 'data-state': 'off' },
+        h('strong', null, 'Off. '),
+        'Anyone who learns your password can open this dashboard. With two-factor authentication, logging in also needs a code from an app on your phone.',
+      ),
+      error.el,
+      h('div', { class: 'actions' }, start),
+    );
+  };
+
+  const showEnrol = (enrolment) => {
+    const secret = String(enrolment?.secret ?? '');
+    const grouped = secret.replace(/(.{4})/g, '$1 ').trim();
+    const error = errorLine('totp-error');
+    const code = field(
+      'Code from the app',
+      { name: 'code', inputmode: 'numeric', autocomplete: 'one-time-code', maxlength: 8, required: true, 'data-testid': 'totp-code' },
+      'The 6-digit code the app shows now.',
+    );
+    const form = h('form', { class: 'inline-form', novalidate: true }, code.wrap, error.el, h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'button primary', 'data-testid': 'totp-confirm' }, 'Turn on two-factor authentication')));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      error.clear();
+      const value = code.input.value.replace(/\s+/g, '');
+      if (!/^\d{6}$/.test(value)) {
+        error.set('Enter the 6 digits the app shows.');
+        code.input.focus();
+        return;
+      }
+      const done = busy(form);
+      try {
+        const result = await api('POST', '/api/totp/confirm', { code: value });
+        done();
+        ctx.setSessionFlags({ totp_enabled: true });
+        showRecovery(result?.recovery_codes ?? []);
+        ctx.status('Two-factor authentication is on. Save your recovery codes now.');
+      } catch (e) {
+        done();
+        error.set(e.status === 400 ? `${e.message} Check that the phone’s clock is right, then enter the code the app shows now.` : e.message);
+        code.input.focus();
+      }
+    });
+    body.replaceChildren(
+      h(
+        'ol',
+        { class: 'steps' },
+        h(
+          'li',
+          null,
+          h('p', null, 'Scan this QR code with an authenticator app on your phone.'),
+          h('img', {
+            class: 'qr',
+            src: `/api/totp/qr.svg?enrolment=${Date.now()}`,
+            alt: 'QR code that adds hearth to an authenticator app. If you cannot scan it, type the secret key shown in the next step.',
+            width: 200,
+            height: 200,
+            'data-testid': 'totp-qr',
+          }),
+        ),
+        h('li', null, h('p', null, 'Or type this secret key into the app:'), h('p', null, h('code', { class: 'secret', 'data-testid': 'totp-secret' }, grouped))),
+        h('li', null, h('p', null, 'Enter the code the app shows to finish.'), form),
+      ),
+    );
+    code.input.focus();
+  };
+
+  const showRecovery = (codes) => {
+    const heading = h('h3', { tabindex: -1 }, 'Your recovery codes');
+    const copy = async () => {
+      try {
+        await navigator.clipboard.writeText(codes.join('\n'));
+        ctx.status('Copied the recovery codes.');
+      } catch {
+        ctx.status('The browser did not allow copying; write the codes down instead.', 'error');
+      }
+    };
+    body.replaceChildren(
+      h('div', { class: 'recovery', 'data-testid': 'recovery-codes-panel' },
+        heading,
+        h('p', { class: 'once' }, h('strong', null, 'Shown once — save them now.'), ' Each code works once, in place of an authenticator code, if you lose your phone. Keep them somewhere safe, away from this computer.'),
+        h('ol', { class: 'codes', 'data-testid': 'recovery-codes' }, codes.map((c) => h('li', null, h('code', null, c)))),
+        h(
+          'div',
+          { class: 'actions' },
+          h('button', { type: 'button', class: 'button secondary', on: { click: copy } }, 'Copy the codes'),
+          h('button', { type: 'button', class: 'button primary', 'data-testid': 'recovery-done', on: { click: () => { showEnabled(); el.querySelector('h2').focus(); } } }, 'I have saved them'),
+        ),
+      ),
+    );
+    heading.focus();
+  };
+
+  if (ctx.session.totp_enabled) showEnabled();
+  else showOff();
+  el.querySelector('h2').tabIndex = -1;
+  return el;
+}
+
+// --- password ---------------------------------------------------------------
+
+function passwordForm(ctx) {
+  const error = errorLine('password-error');
+  const current = field('Current password', { type: 'password', name: 'current', autocomplete: 'current-password', required: true, 'data-testid': 'password-current' });
+  const next = field('New password', { type: 'password', name: 'new', autocomplete: 'new-password', minlength: 12, required: true, 'data-testid': 'password-new' }, PASSWORD_POLICY);
+  const again = field('New password again', { type: 'password', name: 'again', autocomplete: 'new-password', minlength: 12, required: true, 'data-testid': 'password-again' });
+  const form = h('form', { novalidate: true, 'data-testid': 'password-form' }, current.wrap, next.wrap, again.wrap, error.el, h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'button primary', 'data-testid': 'password-submit' }, 'Change password')));
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    error.clear();
+    if (!current.input.value || !next.input.value) {
+      error.set('Fill in your current and your new password.');
+      return;
+    }
+    if (next.input.value.length < 12) {
+      error.set('The new password needs at least 12 characters.');
+      next.input.focus();
+      return;
+    }
+    if (next.input.value !== again.input.value) {
+      error.set('The two new passwords differ. Type the same new password twice.');
+      again.input.focus();
+      return;
+    }
+    const done = busy(form);
+    try {
+      await api('POST', '/api/password', { current: current.input.value, new: next.input.value });
+      done();
+      form.reset();
+      ctx.status('Your password is changed.');
+    } catch (e) {
+      done();
+      if (e.status === 403) {
+        error.set('The current password is not right.');
+        current.input.focus();
+      } else error.set(e.message);
+    }
+  });
+  return section('password-heading', 'Password', 'password-section', form);
+}
+
+// --- sessions ----------------------------------------------------------------
+
+function sessions(ctx) {
+  const list = h('ul', { class: 'rows', 'data-testid': 'sessions' }, h('li', null, 'Loading…'));
+  const load = async () => {
+    try {
+      const all = await api('GET', '/api/sessions');
+      if (!ctx.scope.alive) return;
+      const sorted = [...(all ?? [])].sort((a, b) => (b.current - a.current) || b.last_seen_at - a.last_seen_at);
+      list.replaceChildren(
+        ...sorted.map((s) => {
+          const revoke = h(
+            'button',
+            { type: 'button', class: 'button secondary', 'data-testid': 'session-revoke' },
+            s.current ? 'Log out here' : 'Revoke',
+          );
+          revoke.addEventListener('click', async () => {
+            revoke.disabled = true;
+            try {
+              await api('DELETE', `/api/sessions/${encodeURIComponent(s.id)}`);
+              if (s.current) {
+                await ctx.logout();
+                return;
+              }
+              ctx.status('Revoked that session; it is logged out.');
+              load();
+            } catch (e) {
+              revoke.disabled = false;
+              ctx.status(e.message, 'error');
+            }
+          });
+          return h(
+            'li',
+            { class: ['row', s.current && 'current'], 'data-testid': 'session', 'data-current': s.current ? 'true' : 'false' },
+            h(
+              'div',
+              null,
+              s.current ? h('strong', { class: 'tag', 'data-testid': 'session-current' }, 'This session') : h('span', null, 'Other session'),
+              h('p', { class: 'hint' }, 'Started ', timeEl(s.created_at), '; last active ', ago(s.last_seen_at), '.'),
+            ),
+            revoke,
+          );
+        }),
+      );
+    } catch (e) {
+      list.replaceChildren(h('li', null, `Could not load the sessions: ${e.message}`));
+    }
+  };
+  load();
+  return section(
+    'sessions-heading',
+    'Sessions',
+    'sessions-section',
+    h('p', { class: 'hint' }, 'Every browser that is logged in. Revoke any you do not recognise.'),
+    list,
+  );
+}
+
+// --- audit -------------------------------------------------------------------
+
+function audit(ctx) {
+  const body = h('tbody');
+  const table = h(
+    'div',
+    { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-labelledby': 'audit-heading' },
+    h('table', { 'data-testid': 'audit' }, h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'When'), h('th', { scope: 'col' }, 'Event'), h('th', { scope: 'col' }, 'Detail'))), body),
+  );
+  const load = async () => {
+    try {
+      const events = await api('GET', '/api/audit');
+      if (!ctx.scope.alive) return;
+      if (!events?.length) {
+        body.replaceChildren(h('tr', null, h('td', { colspan: 3 }, 'Nothing recorded yet.')));
+        return;
+      }
+      body.replaceChildren(...events.map((e) => h('tr', { 'data-testid': 'audit-event', 'data-event': e.event }, h('td', null, timeEl(e.at)), h('td', null, humanEvent(e.event)), h('td', null, e.detail ?? ''))));
+    } catch (e) {
+      body.replaceChildren(h('tr', null, h('td', { colspan: 3 }, `Could not load the audit log: ${e.message}`)));
+    }
+  };
+  load();
+  return section(
+    'audit-heading',
+    'Recent activity',
+    'audit-section',
+    h('p', { class: 'hint' }, 'The newest security events from hearth’s tamper-evident audit log: log-ins, changes to accounts and devices.'),
+    table,
+  );
+}
+
+export function renderSecurity(ctx) {
+  ctx.main.append(h('h1', null, 'Security'), twoFactor(ctx), passwordForm(ctx), sessions(ctx), audit(ctx));
+  return 'Security';
+}
