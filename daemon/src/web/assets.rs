@@ -35,7 +35,13 @@ mod tests {
             .expect("web-ui/")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .filter(|name| name != "README.md")
-            .map(|name| if name == "index.html" { "/".to_owned() } else { format!("/{name}") })
+            .map(|name| {
+                if name == "index.html" {
+                    "/".to_owned()
+                } else {
+                    format!("/{name}")
+                }
+            })
             .collect();
         on_disk.sort();
         let mut shipped: Vec<String> = ASSETS.iter().map(|(path, ..)| (*path).to_owned()).collect();
@@ -45,7 +51,10 @@ mod tests {
             let text = std::str::from_utf8(bytes).expect("UTF-8");
             for line in text.lines() {
                 let line = line.trim_start();
-                if let Some(rest) = line.strip_prefix("import ").and_then(|r| r.split(" from '").nth(1)) {
+                if let Some(rest) = line
+                    .strip_prefix("import ")
+                    .and_then(|r| r.split(" from '").nth(1))
+                {
                     let module = rest.split('\'').next().expect("quoted");
                     let target = format!("/{}", module.trim_start_matches("./"));
                     assert!(
