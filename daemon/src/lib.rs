@@ -17,4 +17,5 @@ pub mod sim;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod vendor;
 pub mod web;
