@@ -14,6 +14,7 @@ pub mod exit;
 pub mod pki;
 pub mod secret;
 pub mod sim;
+pub mod state;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
