@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
 
+use crate::broker::acl::Profile;
+use crate::vendor;
+
 /// (service type, instance, port, TXT)
 pub type Announcement = (
     &'static str,
@@ -157,22 +160,22 @@ pub fn announce(home: &[Announcement], address: std::net::IpAddr) -> ServiceDaem
 
 /// The device side of each vendor's scheme: (subscribe, lwt topic, lwt
 /// offline, online payload).
-fn scheme(profile: &str, base: &str) -> (String, String, &'static str, &'static str) {
+fn scheme(profile: Profile, base: &str) -> (String, String, &'static str, &'static str) {
     match profile {
-        "tasmota" => (
+        Profile::Tasmota => (
             format!("cmnd/{base}/#"),
             format!("tele/{base}/LWT"),
             "Offline",
             "Online",
         ),
-        "shelly" => (format!("{base}/rpc"), format!("{base}/online"), "false", "true"),
-        "esphome" => (
+        Profile::Shelly => (format!("{base}/rpc"), format!("{base}/online"), "false", "true"),
+        Profile::Esphome => (
             format!("{base}/light/main/command"),
             format!("{base}/status"),
             "offline",
             "online",
         ),
-        _ => (
+        Profile::Generic => (
             format!("hearth/{base}/set"),
             format!("hearth/{base}/availability"),
             "offline",
@@ -181,51 +184,167 @@ fn scheme(profile: &str, base: &str) -> (String, String, &'static str, &'static 
     }
 }
 
-/// Reads a power command in the vendor's format: `Some(on)`.
-fn command(profile: &str, payload: &[u8], current: bool) -> Option<bool> {
-    let text = std::str::from_utf8(payload).ok()?.trim();
-    match profile {
-        "tasmota" => match text.to_ascii_uppercase().as_str() {
-            "ON" | "1" => Some(true),
-            "OFF" | "0" => Some(false),
-            "TOGGLE" | "2" => Some(!current),
-            _ => None,
-        },
-        "shelly" => {
-            let v: serde_json::Value = serde_json::from_str(text).ok()?;
-            (v["method"] == "Switch.Set")
-                .then(|| v["params"]["on"].as_bool())
-                .flatten()
+/// What a simulated device is doing. `brightness` (0 to 100) only matters
+/// for a light.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Light {
+    on: bool,
+    brightness: u8,
+}
+
+/// A command, as read from the vendor's format: what it sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Command {
+    power: Option<bool>,
+    brightness: Option<u8>,
+}
+
+impl Command {
+    fn some(self) -> Option<Command> {
+        (self.power.is_some() || self.brightness.is_some()).then_some(self)
+    }
+
+    /// The state after obeying: a brightness alone switches the light on,
+    /// or off at 0, as `vendor::brightness_command` promises.
+    fn obey(self, current: Light) -> Light {
+        let mut next = current;
+        if let Some(b) = self.brightness {
+            next.brightness = b;
+            next.on = b > 0;
         }
-        _ => {
-            let v: serde_json::Value = serde_json::from_str(text).ok()?;
-            match v["state"].as_str()? {
-                "ON" => Some(true),
-                "OFF" => Some(false),
-                _ => None,
-            }
+        if let Some(on) = self.power {
+            next.on = on;
         }
+        next
     }
 }
 
-/// The state report in the vendor's format: (topic, payload).
-fn report(profile: &str, base: &str, on: bool) -> (String, String) {
+/// Reads a command on `topic` in the vendor's format. A device that is not
+/// `dimmable` ignores brightness, as a plug would.
+fn command(profile: Profile, dimmable: bool, topic: &str, payload: &[u8], current: Light) -> Option<Command> {
+    let text = std::str::from_utf8(payload).ok()?.trim();
+    let level = |v: &serde_json::Value| v.as_u64().filter(|l| *l <= 100).map(|l| l as u8);
+    let mut c = Command::default();
+    match profile {
+        Profile::Tasmota => {
+            // Tasmota's command names are case-insensitive.
+            let name = topic.rsplit('/').next()?.to_ascii_uppercase();
+            match name.as_str() {
+                "POWER" => {
+                    c.power = match text.to_ascii_uppercase().as_str() {
+                        "ON" | "1" => Some(true),
+                        "OFF" | "0" => Some(false),
+                        "TOGGLE" | "2" => Some(!current.on),
+                        _ => None,
+                    }
+                }
+                "DIMMER" if dimmable => c.brightness = text.parse().ok().filter(|l| *l <= 100),
+                _ => {}
+            }
+        }
+        Profile::Shelly => {
+            let v: serde_json::Value = serde_json::from_str(text).ok()?;
+            let params = &v["params"];
+            match v["method"].as_str()? {
+                "Switch.Set" => c.power = params["on"].as_bool(),
+                "Light.Set" if dimmable => {
+                    c.power = params["on"].as_bool();
+                    c.brightness = level(&params["brightness"]);
+                }
+                _ => {}
+            }
+        }
+        Profile::Esphome | Profile::Generic => {
+            let v: serde_json::Value = serde_json::from_str(text).ok()?;
+            c.power = match v["state"].as_str() {
+                Some("ON") => Some(true),
+                Some("OFF") => Some(false),
+                _ => None,
+            };
+            if dimmable {
+                c.brightness = if profile == Profile::Esphome {
+                    v["brightness"]
+                        .as_u64()
+                        .and_then(|b| u8::try_from(b).ok())
+                        .map(vendor::from_255)
+                } else {
+                    level(&v["brightness"])
+                };
+            }
+        }
+    }
+    c.some()
+}
+
+/// The state report in the vendor's format: (topic, payload). `at_connect`
+/// picks Tasmota's telemetry topic, which it sends when it connects.
+fn report(profile: Profile, base: &str, light: Light, dimmable: bool, at_connect: bool) -> (String, String) {
+    let Light { on, brightness } = light;
     let state = if on { "ON" } else { "OFF" };
     match profile {
-        "tasmota" => (format!("stat/{base}/RESULT"), format!(r#"{{"POWER":"{state}"}}"#)),
-        "shelly" => (
+        Profile::Tasmota => {
+            let topic = if at_connect {
+                format!("tele/{base}/STATE")
+            } else {
+                format!("stat/{base}/RESULT")
+            };
+            let payload = if dimmable {
+                format!(r#"{{"POWER":"{state}","Dimmer":{brightness}}}"#)
+            } else {
+                format!(r#"{{"POWER":"{state}"}}"#)
+            };
+            (topic, payload)
+        }
+        Profile::Shelly if dimmable => (
+            format!("{base}/status/light:0"),
+            format!(r#"{{"id":0,"output":{on},"brightness":{brightness}}}"#),
+        ),
+        Profile::Shelly => (
             format!("{base}/status/switch:0"),
             format!(r#"{{"id":0,"output":{on}}}"#),
         ),
-        "esphome" => (
+        Profile::Esphome if dimmable => (
+            format!("{base}/light/main/state"),
+            format!(
+                r#"{{"state":"{state}","brightness":{},"color_mode":"brightness"}}"#,
+                vendor::to_255(brightness)
+            ),
+        ),
+        Profile::Esphome => (
             format!("{base}/light/main/state"),
             format!(r#"{{"state":"{state}"}}"#),
         ),
-        _ => (
+        Profile::Generic if dimmable => (
+            format!("hearth/{base}/state"),
+            format!(r#"{{"state":"{state}","brightness":{brightness}}}"#),
+        ),
+        Profile::Generic => (
             format!("hearth/{base}/state"),
             format!(r#"{{"state":"{state}"}}"#),
         ),
     }
+}
+
+/// Where a device of `profile` reports motion, and the payload that says
+/// it: the topics `vendor::parse_state` reads. Tasmota and Shelly have no
+/// motion topic of their own there.
+fn motion_event(profile: Profile, base: &str) -> Option<(String, &'static str)> {
+    match profile {
+        Profile::Generic => Some((format!("hearth/{base}/motion"), "ON")),
+        Profile::Esphome => Some((format!("{base}/binary_sensor/motion/state"), "ON")),
+        Profile::Tasmota | Profile::Shelly => None,
+    }
+}
+
+/// A random wait between `low` and `high` milliseconds, so simulated
+/// cameras do not all see motion at once.
+fn jitter(low: u64, high: u64) -> Duration {
+    let mut b = [0u8; 8];
+    let r = match crate::store::crypto::fill_random(&mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => (high - low) / 2,
+    };
+    Duration::from_millis(low + r % (high - low + 1))
 }
 
 /// Prints a line and flushes, for whoever watches the simulator.
@@ -237,7 +356,15 @@ pub fn say(line: &str) {
 }
 
 /// One simulated device, given what `devices adopt --json` printed. Runs
-/// until `stop` resolves, reporting through `report_line`.
+/// until `stop` resolves, reporting through `report_line`: `connected`,
+/// `state ON|OFF` after each power command (or a brightness that switched
+/// it), `brightness N` when a light's brightness changes, `motion` when a
+/// camera or doorbell sees some, `disconnected` and `refused`.
+///
+/// At each connection it publishes its online status (retained, with the
+/// offline status as its last will) and its state. Lights obey brightness
+/// commands; cameras and doorbells report motion a few seconds after
+/// connecting and then every 20 to 40 s.
 pub async fn device(
     p: serde_json::Value,
     host: String,
@@ -249,16 +376,15 @@ pub async fn device(
     };
     use rustls::pki_types::pem::PemObject;
 
-    let profile = p["profile"].as_str().expect("profile").to_owned();
-    let first = p["topics"][0].as_str().expect("topics");
-    // The topic base: the level after the scheme's prefix, if it has one.
-    let levels: Vec<&str> = first.split('/').collect();
-    let base = match profile.as_str() {
-        "tasmota" => levels[1],
-        "shelly" | "esphome" => levels[0],
-        _ => levels[1],
-    }
-    .to_owned();
+    let profile = Profile::parse(p["profile"].as_str().expect("profile")).unwrap_or(Profile::Generic);
+    let kind = p["kind"].as_str().unwrap_or("other");
+    let dimmable = matches!(kind, "bulb" | "light_strip");
+    let base = base_of(&p, profile);
+    let motion = if matches!(kind, "camera" | "doorbell") {
+        motion_event(profile, &base)
+    } else {
+        None
+    };
     let m = &p["mqtt"];
     let pem = std::fs::read(m["ca_cert"].as_str().expect("ca_cert")).expect("read CA");
     let mut roots = rustls::RootCertStore::empty();
@@ -272,7 +398,7 @@ pub async fn device(
     .expect("versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let (subscribe, lwt, offline, online) = scheme(&profile, &base);
+    let (subscribe, lwt, offline, online) = scheme(profile, &base);
     let mut opts = MqttOptions::new(
         m["client_id"].as_str().unwrap(),
         host,
@@ -282,50 +408,210 @@ pub async fn device(
     opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(std::sync::Arc::new(tls))));
     opts.set_last_will(LastWill::new(&lwt, offline, QoS::AtLeastOnce, true));
     let (client, mut events) = AsyncClient::new(opts, 64);
-    tokio::pin!(stop);
-    let mut on = false;
-    let mut was_connected = false;
-    loop {
-        let event = tokio::select! {
-            _ = &mut stop => return,
-            event = events.poll() => event,
+    // Set at each CONNACK, for the motion loop; the event loop is never
+    // cancelled but at `stop`, so a packet is never cut off half-written.
+    let connected = std::sync::atomic::AtomicBool::new(false);
+    let connects = tokio::sync::Notify::new();
+
+    let protocol = async {
+        let mut light = Light {
+            on: false,
+            brightness: 100,
         };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                was_connected = true;
-                client
-                    .subscribe(&subscribe, QoS::AtLeastOnce)
-                    .await
-                    .expect("subscribe");
-                client
-                    .publish(&lwt, QoS::AtLeastOnce, true, online)
-                    .await
-                    .expect("online");
-                report_line("connected");
-            }
-            Ok(Event::Incoming(Packet::Publish(msg))) => {
-                if let Some(new) = command(&profile, &msg.payload, on) {
-                    on = new;
-                    let (topic, payload) = report(&profile, &base, on);
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connected.store(true, std::sync::atomic::Ordering::SeqCst);
+                    connects.notify_one();
+                    client
+                        .subscribe(&subscribe, QoS::AtLeastOnce)
+                        .await
+                        .expect("subscribe");
+                    client
+                        .publish(&lwt, QoS::AtLeastOnce, true, online)
+                        .await
+                        .expect("online");
+                    let (topic, payload) = report(profile, &base, light, dimmable, true);
                     client
                         .publish(topic, QoS::AtLeastOnce, false, payload)
                         .await
                         .expect("report");
-                    report_line(if on { "state ON" } else { "state OFF" });
+                    report_line("connected");
+                }
+                Ok(Event::Incoming(Packet::Publish(msg))) => {
+                    let Some(c) = command(profile, dimmable, &msg.topic, &msg.payload, light) else {
+                        continue;
+                    };
+                    let next = c.obey(light);
+                    let (topic, payload) = report(profile, &base, next, dimmable, false);
+                    client
+                        .publish(topic, QoS::AtLeastOnce, false, payload)
+                        .await
+                        .expect("report");
+                    if c.power.is_some() || next.on != light.on {
+                        report_line(if next.on { "state ON" } else { "state OFF" });
+                    }
+                    if next.brightness != light.brightness {
+                        report_line(&format!("brightness {}", next.brightness));
+                    }
+                    light = next;
+                }
+                Ok(_) => {}
+                Err(ConnectionError::ConnectionRefused(_)) => {
+                    report_line("refused");
+                    return;
+                }
+                Err(_) => {
+                    if connected.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        report_line("disconnected");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
-            Ok(_) => {}
-            Err(ConnectionError::ConnectionRefused(_)) => {
-                report_line("refused");
-                return;
-            }
-            Err(_) => {
-                if was_connected {
-                    report_line("disconnected");
-                    was_connected = false;
+        }
+    };
+
+    let motion = async {
+        let Some((topic, payload)) = motion else {
+            return std::future::pending().await;
+        };
+        loop {
+            connects.notified().await;
+            // Once shortly after each connection, then now and then.
+            let mut wait = jitter(2_000, 5_000);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = connects.notified() => {
+                        wait = jitter(2_000, 5_000);
+                        continue;
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                if !connected.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                client
+                    .publish(&topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .expect("motion");
+                report_line("motion");
+                wait = jitter(20_000, 40_000);
             }
+        }
+    };
+
+    tokio::select! {
+        _ = stop => {}
+        _ = protocol => {}
+        _ = motion => {}
+    }
+}
+
+/// The topic base from the provisioning's first topic filter: the level
+/// after the scheme's prefix, if it has one.
+fn base_of(p: &serde_json::Value, profile: Profile) -> String {
+    let first = p["topics"][0].as_str().expect("topics");
+    let levels: Vec<&str> = first.split('/').collect();
+    match profile {
+        Profile::Shelly | Profile::Esphome => levels[0],
+        Profile::Tasmota | Profile::Generic => levels.get(1).copied().unwrap_or(levels[0]),
+    }
+    .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vendor::{brightness_command, parse_state};
+
+    const OFF: Light = Light {
+        on: false,
+        brightness: 100,
+    };
+
+    /// What hearth sends, the simulator obeys, and what the simulator
+    /// reports, hearth reads back: both sides of every vendor's scheme.
+    #[test]
+    fn brightness_and_power_round_trip_through_each_scheme() {
+        for profile in Profile::ALL {
+            let (topic, payload) = brightness_command(profile, "b1", 40);
+            let c = command(profile, true, &topic, payload.as_bytes(), OFF).expect("a command");
+            let lit = c.obey(OFF);
+            assert_eq!(
+                lit,
+                Light {
+                    on: true,
+                    brightness: 40
+                },
+                "{profile}"
+            );
+            for at_connect in [false, true] {
+                let (topic, payload) = report(profile, "b1", lit, true, at_connect);
+                let u = parse_state(profile, "b1", &topic, payload.as_bytes()).expect("a state");
+                assert_eq!(
+                    (u.power, u.brightness),
+                    (Some(true), Some(40)),
+                    "{profile} {topic}"
+                );
+            }
+
+            let (topic, payload) = brightness_command(profile, "b1", 0);
+            let dark = command(profile, true, &topic, payload.as_bytes(), lit)
+                .expect("a command")
+                .obey(lit);
+            assert!(!dark.on, "{profile}");
+
+            let (topic, payload) = crate::devices::power_command(profile, "b1", true);
+            let on = command(profile, true, &topic, payload.as_bytes(), dark)
+                .expect("a command")
+                .obey(dark);
+            assert!(on.on, "{profile}");
+            let (topic, payload) = report(profile, "b1", on, false, false);
+            let u = parse_state(profile, "b1", &topic, payload.as_bytes()).expect("a state");
+            assert_eq!(u.power, Some(true), "{profile}");
+
+            // A plug does not dim.
+            let (topic, payload) = brightness_command(profile, "b1", 40);
+            let plug = command(profile, false, &topic, payload.as_bytes(), OFF);
+            assert!(plug.is_none_or(|c| c.brightness.is_none()), "{profile}");
+        }
+    }
+
+    #[test]
+    fn motion_and_online_are_what_hearth_reads() {
+        for profile in Profile::ALL {
+            let (_, lwt, offline, online) = scheme(profile, "b1");
+            let u = parse_state(profile, "b1", &lwt, online.as_bytes()).expect("online");
+            assert_eq!(u.online, Some(true), "{profile}");
+            let u = parse_state(profile, "b1", &lwt, offline.as_bytes()).expect("offline");
+            assert_eq!(u.online, Some(false), "{profile}");
+            if let Some((topic, payload)) = motion_event(profile, "b1") {
+                let u = parse_state(profile, "b1", &topic, payload.as_bytes()).expect("motion");
+                assert!(u.motion, "{profile}");
+            }
+        }
+        // The simulated home's cameras and doorbell are adopted with the
+        // generic scheme, which has a motion topic.
+        assert!(motion_event(Profile::Generic, "b1").is_some());
+    }
+
+    #[test]
+    fn tasmota_commands_go_by_topic() {
+        let c = |topic: &str, payload: &str| command(Profile::Tasmota, true, topic, payload.as_bytes(), OFF);
+        assert_eq!(c("cmnd/b1/power", "toggle").unwrap().power, Some(true));
+        assert_eq!(c("cmnd/b1/Dimmer", "101"), None);
+        assert_eq!(c("cmnd/b1/Dimmer", "x"), None);
+        assert_eq!(c("cmnd/b1/Color", "ON"), None);
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..100 {
+            let d = jitter(20_000, 40_000);
+            assert!(
+                d >= Duration::from_secs(20) && d <= Duration::from_secs(40),
+                "{d:?}"
+            );
         }
     }
 }

@@ -8,7 +8,8 @@
 //!   simulated bulb's HomeKit id under another name, from that address.
 //! - `hearth-sim device --provisioning FILE [--host H]` is one device, given
 //!   what `hearth devices adopt --json` printed: it speaks its vendor's MQTT
-//!   scheme and prints `connected`, `state ON|OFF`, `disconnected`, `refused`.
+//!   scheme and prints `connected`, `state ON|OFF`, `brightness N` (lights),
+//!   `motion` (cameras and doorbells), `disconnected`, `refused`.
 //! - `hearth-sim browse TYPE [--all]` prints the port and TXT of one instance
 //!   heard; with `--all` it browses for the whole time and counts them.
 //! - `hearth-sim idle --port P [--count N] [--seconds S]` opens N TCP
