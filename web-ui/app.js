@@ -232,6 +232,8 @@ async function logout() {
   } catch {
     // Whatever the server says, this page forgets the session.
   }
+  // The next log-in starts at Home, not on the page this one ended on.
+  history.replaceState(null, '', '#/home');
   if (state.session) loggedOut('You are logged out.');
 }
 

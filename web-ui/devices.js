@@ -2,7 +2,7 @@
 // credential rotation, forgetting), and the once-only provisioning panel.
 
 import { api } from './api.js';
-import { busy, checkbox, confirmDialog, deviceName, errorLine, field, h, isCamera, kindLabel, uid } from './dom.js';
+import { append, busy, checkbox, confirmDialog, deviceName, errorLine, field, h, isCamera, kindLabel, uid } from './dom.js';
 import { deviceControls } from './home.js';
 
 const NAME_MAX = 64;
@@ -164,7 +164,8 @@ function pendingCard(ctx, device, onAdopted) {
   function update(d) {
     title.textContent = d.model ? `${kindLabel(d.kind)}: ${d.model}` : kindLabel(d.kind);
     const fact = (label, value) => [h('dt', null, label), h('dd', null, value)];
-    meta.replaceChildren(fact('Kind', kindLabel(d.kind)), fact('Profile', d.profile), d.model ? fact('Model', d.model) : null, fact('Id', h('code', null, d.id)));
+    meta.replaceChildren();
+    append(meta, [fact('Kind', kindLabel(d.kind)), fact('Profile', d.profile), d.model ? fact('Model', d.model) : null, fact('Id', h('code', null, d.id))]);
     el.classList.toggle('flagged', Boolean(d.flagged));
     flag.hidden = !d.flagged;
     flag.replaceChildren(

@@ -152,7 +152,9 @@ function passwordForm(ctx) {
   const current = field('Current password', { type: 'password', name: 'current', autocomplete: 'current-password', required: true, 'data-testid': 'password-current' });
   const next = field('New password', { type: 'password', name: 'new', autocomplete: 'new-password', minlength: 12, required: true, 'data-testid': 'password-new' }, PASSWORD_POLICY);
   const again = field('New password again', { type: 'password', name: 'again', autocomplete: 'new-password', minlength: 12, required: true, 'data-testid': 'password-again' });
-  const form = h('form', { novalidate: true, 'data-testid': 'password-form' }, current.wrap, next.wrap, again.wrap, error.el, h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'button primary', 'data-testid': 'password-submit' }, 'Change password')));
+  // For password managers: which account this password belongs to.
+  const who = h('input', { type: 'text', name: 'username', autocomplete: 'username', value: ctx.session.username, readOnly: true, hidden: true });
+  const form = h('form', { novalidate: true, 'data-testid': 'password-form' }, who, current.wrap, next.wrap, again.wrap, error.el, h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'button primary', 'data-testid': 'password-submit' }, 'Change password')));
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     error.clear();
@@ -174,7 +176,7 @@ function passwordForm(ctx) {
     try {
       await api('POST', '/api/password', { current: current.input.value, new: next.input.value });
       done();
-      form.reset();
+      for (const f of [current, next, again]) f.input.value = '';
       ctx.status('Your password is changed.');
     } catch (e) {
       done();

@@ -1,0 +1,613 @@
+#!/usr/bin/env node
+// hearth's browser tests: the dashboard in headless Debian Chromium, driven
+// by playwright-core, against `hearth demo --leave-pending` and a simulated
+// device (`hearth-sim device`). One command, after the binaries are built:
+//
+//     cargo build -p hearth -p hearth-tests && node tests/e2e/run.mjs
+//
+// Trust: Chromium is not told to ignore certificate errors. This script
+// reads hearth's CA from the data directory (as an owner would install it),
+// verifies the dashboard's certificate against that CA and the address with
+// node:tls, and then lets Chromium accept exactly that certificate's public
+// key (--ignore-certificate-errors-spki-list with its SHA-256 SPKI hash).
+// Any other certificate, from any other key, is still refused.
+//
+// Environment: HEARTH_BIN_DIR (default target/debug), HEARTH_CHROMIUM
+// (default /usr/bin/chromium), E2E_VERBOSE=1 to echo the children's output.
+
+import { chromium } from 'playwright-core';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
+import fs from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+import { Proc } from './proc.mjs';
+import { base32Decode, selfCheck, timeStep, totpAt } from './totp.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..', '..');
+const BIN = path.resolve(process.env.HEARTH_BIN_DIR ?? path.join(ROOT, 'target', 'debug'));
+const HEARTH = path.join(BIN, 'hearth');
+const SIM = path.join(BIN, 'hearth-sim');
+const CHROMIUM = process.env.HEARTH_CHROMIUM ?? '/usr/bin/chromium';
+const ARTIFACTS = path.join(HERE, 'artifacts');
+const VERBOSE = process.env.E2E_VERBOSE === '1';
+
+const DESKTOP = { width: 1280, height: 800 };
+const MOBILE = { width: 390, height: 844 };
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+// Bounds on every wait.
+const START_TIMEOUT = 90_000; // a debug build of the demo, cold
+const STEP_TIMEOUT = 180_000;
+const UI_TIMEOUT = 15_000;
+const DEVICE_TIMEOUT = 30_000;
+
+const run = promisify(execFile);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const tid = (name) => `[data-testid="${name}"]`;
+
+class Failure extends Error {}
+
+function assert(condition, message) {
+  if (!condition) throw new Failure(message);
+}
+
+/** Polls `fn` until it returns a truthy value; fails after `timeout` ms. */
+async function until(what, fn, { timeout = UI_TIMEOUT, interval = 200 } = {}) {
+  const deadline = Date.now() + timeout;
+  let last = null;
+  for (;;) {
+    try {
+      const value = await fn();
+      if (value) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Failure(`timed out after ${timeout} ms waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
+    }
+    await sleep(interval);
+  }
+}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Failure(`${what}: took longer than ${ms} ms`)), ms);
+    }),
+  ]);
+}
+
+// --- steps and the summary line ------------------------------------------
+
+const results = { passed: 0, failed: 0, skipped: 0 };
+let stopped = false;
+let stepNumber = 0;
+let onFailure = null;
+
+async function step(name, fn, { timeout = STEP_TIMEOUT } = {}) {
+  stepNumber += 1;
+  if (stopped) {
+    results.skipped += 1;
+    console.log(`skip ${stepNumber} - ${name} (an earlier step failed)`);
+    return;
+  }
+  const started = Date.now();
+  try {
+    await withTimeout(Promise.resolve().then(fn), timeout, name);
+    results.passed += 1;
+    console.log(`ok ${stepNumber} - ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  } catch (error) {
+    results.failed += 1;
+    stopped = true;
+    console.log(`not ok ${stepNumber} - ${name}`);
+    console.log(String(error instanceof Failure ? error.message : error.stack ?? error).replace(/^/gm, '    '));
+    await onFailure?.(name);
+  }
+}
+
+// --- hearth helpers --------------------------------------------------------
+
+async function devicesList(dataDir) {
+  const { stdout } = await run(HEARTH, ['devices', 'list', '--json', '--data-dir', dataDir], { timeout: 15_000 });
+  return JSON.parse(stdout);
+}
+
+/** Connects with node:tls, verifying the chain against `ca` and the address. */
+function verifiedPeerCertificate(url, ca) {
+  const { hostname, port } = new URL(url);
+  return withTimeout(
+    new Promise((resolve, reject) => {
+      const socket = tls.connect({ host: hostname, port: Number(port), ca, rejectUnauthorized: true }, () => {
+        const cert = socket.getPeerX509Certificate();
+        const protocol = socket.getProtocol();
+        socket.end();
+        resolve({ cert, protocol });
+      });
+      socket.on('error', reject);
+    }),
+    10_000,
+    `TLS handshake with ${url}`,
+  );
+}
+
+function httpsGet(url, ca) {
+  return withTimeout(
+    new Promise((resolve, reject) => {
+      const request = https.get(url, { ca, rejectUnauthorized: true }, (response) => {
+        const chunks = [];
+        response.on('data', (c) => chunks.push(c));
+        response.on('end', () => resolve({ status: response.statusCode, headers: response.headers, body: Buffer.concat(chunks) }));
+      });
+      request.on('error', reject);
+    }),
+    10_000,
+    `GET ${url}`,
+  );
+}
+
+/** Every regular file under `dir`, recursively (sockets and links skipped). */
+function filesUnder(dir) {
+  const out = [];
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...filesUnder(full));
+    else if (entry.isFile()) out.push(full);
+  }
+  return out;
+}
+
+// --- page helpers -------------------------------------------------------------
+
+/** Fails if a visible form control has no label, or a button no name. */
+async function checkLabels(page, where) {
+  const problems = await page.evaluate(() => {
+    const visible = (el) => el.getClientRects().length > 0;
+    const out = [];
+    for (const el of document.querySelectorAll('input, select, textarea')) {
+      if (el.type === 'hidden' || !visible(el)) continue;
+      if (!el.labels?.length && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby')) out.push(`unlabelled: ${el.outerHTML.slice(0, 120)}`);
+    }
+    for (const el of document.querySelectorAll('button, a[href]')) {
+      if (!visible(el)) continue;
+      if (!el.textContent.trim() && !el.getAttribute('aria-label') && !el.querySelector('img[alt]:not([alt=""])')) out.push(`no accessible name: ${el.outerHTML.slice(0, 120)}`);
+    }
+    return out;
+  });
+  assert(problems.length === 0, `${where}: ${problems.join('; ')}`);
+}
+
+/**
+ * Screenshots at 1280×800 and 390×844 into artifacts/, checking on the way
+ * that nothing is wider than a phone's screen and every control is labelled.
+ */
+async function shoot(page, name, { dark = false } = {}) {
+  const before = page.viewportSize();
+  if (dark) await page.emulateMedia({ colorScheme: 'dark' });
+  try {
+    for (const [label, size] of [
+      ['desktop', DESKTOP],
+      ['mobile', MOBILE],
+    ]) {
+      await page.setViewportSize(size);
+      await sleep(250); // let the toggles' transitions finish
+      if (label === 'mobile') {
+        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+        assert(overflow <= 1, `${name}: the page is ${overflow} px wider than a 390 px screen`);
+      }
+      await page.screenshot({ path: path.join(ARTIFACTS, `${name}${dark ? '-dark' : ''}-${label}.png`), fullPage: true });
+    }
+    await checkLabels(page, name);
+  } finally {
+    if (dark) await page.emulateMedia({ colorScheme: 'light' });
+    if (before) await page.setViewportSize(before);
+  }
+}
+
+async function textOf(page, selector) {
+  return ((await page.locator(selector).first().textContent({ timeout: UI_TIMEOUT })) ?? '').trim();
+}
+
+async function goto(page, route, heading) {
+  await page.evaluate((hash) => {
+    location.hash = hash;
+  }, route);
+  await page.locator('main h1').filter({ hasText: heading }).waitFor({ timeout: UI_TIMEOUT });
+}
+
+/** Clicks submit and returns the response of POST /api/login or /api/setup. */
+async function submitFor(page, button, apiPath) {
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => new URL(r.url()).pathname === apiPath && r.request().method() === 'POST', { timeout: UI_TIMEOUT }),
+    page.locator(button).click({ timeout: UI_TIMEOUT }),
+  ]);
+  return response;
+}
+
+// --- the test -------------------------------------------------------------------
+
+async function main() {
+  const nodeMajor = Number(process.versions.node.split('.')[0]);
+  if (nodeMajor < 20) {
+    console.error(`e2e: Node.js ${process.versions.node} is too old; playwright-core needs 20 or later`);
+    console.log('e2e: 0 passed, 1 failed');
+    process.exit(1);
+  }
+  for (const [file, hint] of [
+    [HEARTH, 'cargo build -p hearth'],
+    [SIM, 'cargo build -p hearth-tests'],
+    [CHROMIUM, 'apt-get install chromium (scripts/test-all does)'],
+  ]) {
+    if (!fs.existsSync(file)) {
+      console.error(`e2e: ${file} is missing; ${hint}`);
+      console.log('e2e: 0 passed, 1 failed');
+      process.exit(1);
+    }
+  }
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  for (const old of fs.readdirSync(ARTIFACTS)) {
+    if (/\.(png|log|html)$/.test(old)) fs.rmSync(path.join(ARTIFACTS, old));
+  }
+
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-e2e-'));
+  const dataDir = path.join(tmp, 'data');
+  const username = 'owner';
+  const password = `hearth e2e ${randomBytes(6).toString('hex')} lantern`;
+  const canary = `Canary-Lamp-${randomBytes(6).toString('hex')}`;
+
+  let demo = null;
+  let sim = null;
+  let context = null;
+  let page = null;
+  let dashboard = null;
+  let origin = null;
+  let caPem = null;
+  let setupCode = null;
+  let totpKey = null;
+  let lastTotpStep = -1;
+  let bulbId = null;
+  const browserProblems = [];
+
+  onFailure = async (name) => {
+    if (!page) return;
+    const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 40);
+    try {
+      await page.screenshot({ path: path.join(ARTIFACTS, `failure-${slug}.png`), fullPage: true, timeout: 5000 });
+      fs.writeFileSync(path.join(ARTIFACTS, `failure-${slug}.html`), await page.content());
+      console.log(`    page at failure: ${page.url()} (screenshot and HTML in ${path.relative(ROOT, ARTIFACTS)}/)`);
+    } catch {
+      // The page may be gone.
+    }
+  };
+
+  /** Waits out the 30 s step of the last accepted code: hearth refuses replays. */
+  async function freshTotp() {
+    for (;;) {
+      const now = Date.now() / 1000;
+      const s = timeStep(now);
+      const left = (s + 1) * 30 - now;
+      if (s > lastTotpStep && left > 2) return { code: totpAt(totpKey, s), step: s };
+      await sleep(Math.ceil(left * 1000) + 200);
+    }
+  }
+
+  try {
+    await step('the TOTP helper matches RFC 6238 and RFC 4226', () => selfCheck());
+
+    await step('hearth demo serves the dashboard over HTTPS, under its own CA and a strict CSP', async () => {
+      demo = new Proc('demo', HEARTH, ['demo', '--leave-pending', '--data-dir', dataDir], {
+        logFile: path.join(ARTIFACTS, 'demo.log'),
+        env: { ...process.env, NO_COLOR: '1' },
+        echo: VERBOSE,
+      });
+      const [, url] = await demo.waitFor(/^\s*dashboard\s+(https:\/\/\S+)/, { timeout: START_TIMEOUT, what: 'its dashboard line' });
+      dashboard = url.endsWith('/') ? url : `${url}/`;
+      origin = new URL(dashboard).origin;
+      const [, printed] = await demo.waitFor(/^\s*setup code\s+(\S+)/, { timeout: 10_000, what: 'its setup code' });
+      setupCode = printed;
+      const codeFile = path.join(dataDir, 'setup-code');
+      if (fs.existsSync(codeFile)) {
+        assert(fs.readFileSync(codeFile, 'utf8').trim() === setupCode, 'the printed setup code differs from <data-dir>/setup-code');
+        assert((fs.statSync(codeFile).mode & 0o077) === 0, '<data-dir>/setup-code is readable by group or others');
+      }
+
+      caPem = fs.readFileSync(path.join(dataDir, 'ca.pem'), 'utf8');
+      const ca = new X509Certificate(caPem);
+      const { cert, protocol } = await verifiedPeerCertificate(dashboard, caPem);
+      assert(cert.verify(ca.publicKey), 'the dashboard certificate is not signed by the CA in the data directory');
+      assert(['TLSv1.2', 'TLSv1.3'].includes(protocol), `negotiated ${protocol}`);
+      const spki = createHash('sha256').update(cert.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+
+      const served = await httpsGet(new URL('/ca.pem', origin).href, caPem);
+      assert(served.status === 200, `GET /ca.pem answered ${served.status}`);
+      assert(new X509Certificate(served.body).fingerprint256 === ca.fingerprint256, '/ca.pem is not the CA in the data directory');
+      const index = await httpsGet(dashboard, caPem);
+      assert(index.status === 200, `GET / answered ${index.status}`);
+      const csp = String(index.headers['content-security-policy'] ?? '');
+      for (const directive of ["default-src 'self'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"]) {
+        assert(csp.includes(directive), `GET / lacks "${directive}" in its Content-Security-Policy (got: ${csp || 'none'})`);
+      }
+
+      const profile = path.join(tmp, 'chromium-profile');
+      context = await chromium.launchPersistentContext(profile, {
+        executablePath: CHROMIUM,
+        headless: true,
+        args: [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${spki}`],
+        viewport: DESKTOP,
+        colorScheme: 'light',
+        locale: 'en-GB',
+        acceptDownloads: false,
+      });
+      page = context.pages()[0] ?? (await context.newPage());
+      page.setDefaultTimeout(UI_TIMEOUT);
+      page.on('console', (message) => {
+        const text = message.text();
+        if (/Content Security Policy|Refused to|Uncaught/i.test(text)) browserProblems.push(`console: ${text}`);
+      });
+      page.on('pageerror', (error) => browserProblems.push(`script error: ${error.message}`));
+      page.on('request', (request) => {
+        const url = request.url();
+        if (!url.startsWith('data:') && !url.startsWith('blob:') && new URL(url).origin !== origin) browserProblems.push(`off-origin request: ${url}`);
+      });
+      const response = await page.goto(dashboard, { timeout: UI_TIMEOUT });
+      const security = await response.securityDetails();
+      assert(security, 'Chromium reports no TLS details for the dashboard');
+      assert(ca.subject.includes(security.issuer), `Chromium saw a certificate issued by "${security.issuer}", not by hearth's CA (${ca.subject})`);
+    });
+
+    await step('first-run setup refuses a wrong one-time code, then creates the owner', async () => {
+      await page.locator(tid('setup-form')).waitFor();
+      await shoot(page, 'setup');
+      const wrong = setupCode.replace(/[A-Za-z0-9]/g, (c) => (c === 'A' ? 'B' : c === '7' ? '8' : /\d/.test(c) ? '7' : 'A'));
+      assert(wrong !== setupCode, 'could not make a wrong code');
+      await page.fill(tid('setup-code'), wrong);
+      await page.fill(tid('setup-username'), username);
+      await page.fill(tid('setup-password'), password);
+      await page.fill(tid('setup-confirm'), password);
+      const refused = await submitFor(page, tid('setup-submit'), '/api/setup');
+      assert(refused.status() === 403, `a wrong setup code got HTTP ${refused.status()}, not 403`);
+      await until('the setup error message', async () => (await textOf(page, tid('setup-error'))).length > 0);
+      assert(await page.locator(tid('setup-form')).isVisible(), 'the setup form went away after a wrong code');
+
+      await page.fill(tid('setup-code'), setupCode);
+      const accepted = await submitFor(page, tid('setup-submit'), '/api/setup');
+      assert(accepted.status() === 200, `the right setup code got HTTP ${accepted.status()}: ${await accepted.text()}`);
+      await page.locator('main h1', { hasText: 'Home' }).waitFor();
+      assert((await textOf(page, tid('who'))) === username, 'the top bar does not show the owner');
+      assert(!fs.existsSync(path.join(dataDir, 'setup-code')), '<data-dir>/setup-code is still there after setup');
+    });
+
+    await step('two-factor enrolment with a code computed from the page, then 10 recovery codes', async () => {
+      await page.click(tid('nav-security'));
+      await page.locator('main h1', { hasText: 'Security' }).waitFor();
+      await page.click(tid('totp-enroll'));
+      const secretText = await textOf(page, tid('totp-secret'));
+      totpKey = base32Decode(secretText);
+      assert(totpKey.length >= 10, `the secret is only ${totpKey.length} bytes`);
+      await until('the QR code image to load', () => page.locator(tid('totp-qr')).evaluate((img) => img.complete && img.naturalWidth > 0));
+      assert(((await page.getAttribute(tid('totp-qr'), 'alt')) ?? '').length > 10, 'the QR code has no useful alt text');
+      await shoot(page, 'security-enrol');
+      const { code, step: used } = await freshTotp();
+      await page.fill(tid('totp-code'), code);
+      await page.click(tid('totp-confirm'));
+      await page.locator(tid('recovery-codes')).waitFor();
+      lastTotpStep = used;
+      const codes = await page.locator(`${tid('recovery-codes')} li`).allTextContents();
+      assert(codes.length === 10, `${codes.length} recovery codes shown, not 10`);
+      assert(new Set(codes).size === 10, 'the recovery codes repeat');
+      await shoot(page, 'recovery-codes');
+      await page.click(tid('recovery-done'));
+      await page.locator(`${tid('totp-status')}[data-state="on"]`).waitFor();
+    });
+
+    await step('log out; a wrong password is refused without saying why; throttling is shown and lifts', async () => {
+      await page.click(tid('logout'));
+      await page.locator(tid('login-form')).waitFor();
+      await shoot(page, 'login');
+      let throttled = false;
+      for (let attempt = 1; attempt <= 8 && !throttled; attempt++) {
+        await page.fill(tid('login-username'), username);
+        await page.fill(tid('login-password'), `not the password ${attempt}`);
+        const response = await submitFor(page, tid('login-submit'), '/api/login');
+        if (response.status() === 429) {
+          throttled = true;
+          await until('the throttling message', async () => /too many attempts/i.test(await textOf(page, tid('login-error'))));
+          assert(await page.locator(tid('login-wait')).isVisible(), 'no countdown is shown while throttled');
+          assert(await page.locator(tid('login-submit')).isDisabled(), 'the log-in button stays enabled while throttled');
+          await shoot(page, 'login-throttled');
+          await until('the log-in button to be enabled again', () => page.locator(tid('login-submit')).isEnabled(), { timeout: 70_000 });
+        } else {
+          assert(response.status() === 401, `a wrong password got HTTP ${response.status()}`);
+          await until('the refusal message', async () => /not right/.test(await textOf(page, tid('login-error'))));
+          assert(await page.locator(tid('login-code')).isHidden(), 'a wrong password revealed the code field');
+        }
+      }
+      assert(throttled, 'eight wrong passwords in a row were never throttled');
+    });
+
+    await step('log in with username, password and a freshly computed TOTP code', async () => {
+      await page.fill(tid('login-username'), username);
+      await page.fill(tid('login-password'), password);
+      // Throttling may still apply for a moment after the wrong passwords.
+      for (let attempt = 0; ; attempt++) {
+        assert(attempt < 6, 'logging in never got past throttling');
+        const visibleCode = await page.locator(tid('login-code')).isVisible();
+        let used = null;
+        if (visibleCode) {
+          const fresh = await freshTotp();
+          used = fresh.step;
+          await page.fill(tid('login-code'), fresh.code);
+        }
+        const response = await submitFor(page, tid('login-submit'), '/api/login');
+        if (response.status() === 200) {
+          if (used !== null) lastTotpStep = used;
+          break;
+        }
+        if (response.status() === 429) {
+          await until('the log-in button to be enabled again', () => page.locator(tid('login-submit')).isEnabled(), { timeout: 70_000 });
+          continue;
+        }
+        const body = await response.json().catch(() => ({}));
+        assert(response.status() === 401 && body.totp_required, `logging in got HTTP ${response.status()} ${JSON.stringify(body)}`);
+        if (used !== null) lastTotpStep = Math.max(lastTotpStep, used);
+        await page.locator(tid('login-code')).waitFor();
+        if (!visibleCode) await shoot(page, 'login-totp');
+      }
+      await page.locator('main h1', { hasText: 'Home' }).waitFor();
+      assert(await page.locator(tid('totp-nag')).count() === 0, 'Home still asks to turn on two-factor authentication');
+    });
+
+    await step('adopt the simulated Tasmota bulb from Discovered; the simulator connects with the provisioning shown once', async () => {
+      const pending = await until(
+        'a pending Tasmota bulb in `hearth devices list`',
+        async () => (await devicesList(dataDir)).find((d) => d.status === 'pending' && d.kind === 'bulb' && d.profile === 'tasmota'),
+        { timeout: DEVICE_TIMEOUT, interval: 500 },
+      );
+      bulbId = pending.id;
+      await page.click(tid('nav-discovered'));
+      await page.locator('main h1', { hasText: 'Discovered' }).waitFor();
+      const card = page.locator(`${tid('pending-device')}[data-device-id="${bulbId}"]`);
+      await card.waitFor({ timeout: DEVICE_TIMEOUT });
+      assert((await card.getAttribute('data-kind')) === 'bulb', 'the card does not say bulb');
+      await shoot(page, 'discovered');
+      await card.locator(tid('adopt-open')).click();
+      await card.locator(tid('adopt-nickname')).fill('Desk lamp');
+      await card.locator(tid('adopt-room')).fill('Study');
+      await card.locator(tid('adopt-submit')).click();
+      const pre = page.locator(tid('provisioning-json'));
+      await pre.waitFor();
+      const json = (await pre.textContent()) ?? '';
+      const provisioning = JSON.parse(json);
+      assert(provisioning.id === bulbId, 'the provisioning is for another device');
+      assert(provisioning.mqtt?.password && provisioning.mqtt?.username && provisioning.mqtt?.port, 'the provisioning lacks MQTT credentials');
+      assert(Array.isArray(provisioning.topics) && provisioning.topics.length > 0, 'the provisioning has no topics');
+      assert(String(provisioning.ca_pem).includes('-----BEGIN CERTIFICATE-----'), 'the provisioning has no CA PEM');
+      assert(/shown once/i.test(await textOf(page, tid('provisioning-once'))), 'no "shown once" note');
+      assert((await page.getAttribute(tid('ca-download'), 'href')) === '/ca.pem', 'no download link to /ca.pem');
+      await shoot(page, 'provisioning');
+
+      const file = path.join(tmp, 'provisioning.json');
+      fs.writeFileSync(file, json, { mode: 0o600 });
+      sim = new Proc('sim', SIM, ['device', '--provisioning', file], { logFile: path.join(ARTIFACTS, 'sim.log'), echo: VERBOSE });
+      await sim.waitFor(/^connected$/, { timeout: DEVICE_TIMEOUT, what: '"connected"' });
+      await page.click(tid('provisioning-done'));
+      await page.locator(tid('provisioning')).waitFor({ state: 'detached' });
+    });
+
+    await step('power and brightness set on Home reach the device, and its live state comes back', async () => {
+      await page.click(tid('nav-home'));
+      const card = page.locator(`${tid('device-card')}[data-device-id="${bulbId}"]`);
+      await card.waitFor();
+      await until('the bulb to show as Online', async () => (await card.locator(tid('device-online')).textContent()) === 'Online', { timeout: DEVICE_TIMEOUT });
+      const toggle = card.locator(tid('power-toggle'));
+
+      let from = sim.mark();
+      await toggle.click();
+      await sim.waitFor(/^state ON$/, { from, what: '"state ON"' });
+      await until('the toggle to show on (aria-pressed=true)', async () => (await toggle.getAttribute('aria-pressed')) === 'true');
+      await shoot(page, 'home');
+      await shoot(page, 'home', { dark: true });
+
+      from = sim.mark();
+      await toggle.click();
+      await sim.waitFor(/^state OFF$/, { from, what: '"state OFF"' });
+      await until('the toggle to show off (aria-pressed=false)', async () => (await toggle.getAttribute('aria-pressed')) === 'false');
+
+      from = sim.mark();
+      await card.locator(tid('brightness')).fill('40');
+      await sim.waitFor(/^brightness 40$/, { from, what: '"brightness 40"' });
+      await until('the slider to read 40%', async () => (await card.locator(tid('brightness-value')).textContent()) === '40%');
+    });
+
+    await step('a new nickname is stored sealed: it is in no file under the data directory (UTF-8 or UTF-16LE)', async () => {
+      await page.locator(`${tid('device-card')}[data-device-id="${bulbId}"] ${tid('device-link')}`).click();
+      await page.locator(tid('device-title')).waitFor();
+      await shoot(page, 'device');
+      await page.fill(tid('device-nickname'), canary);
+      await page.click(tid('device-save'));
+      await until('the page title to show the new nickname', async () => (await textOf(page, tid('device-title'))) === canary);
+      await until('`hearth devices list` to show the new nickname', async () => (await devicesList(dataDir)).some((d) => d.id === bulbId && d.nickname === canary), { timeout: 10_000 });
+      const needles = [Buffer.from(canary, 'utf8'), Buffer.from(canary, 'utf16le')];
+      const files = filesUnder(dataDir);
+      assert(files.some((f) => path.basename(f) === 'hearth.db'), `no hearth.db under ${dataDir}`);
+      let sawSqlite = false;
+      const found = [];
+      for (const file of files) {
+        const bytes = fs.readFileSync(file);
+        if (bytes.includes(Buffer.from('SQLite format 3\0'))) sawSqlite = true;
+        needles.forEach((needle, i) => {
+          if (bytes.includes(needle)) found.push(`${path.relative(dataDir, file)} (${i ? 'UTF-16LE' : 'UTF-8'})`);
+        });
+      }
+      // The scan can see plaintext: the database's own header is found.
+      assert(sawSqlite, 'the scan did not even find the SQLite header; it reads nothing');
+      assert(found.length === 0, `the nickname is readable in: ${found.join(', ')}`);
+      const logged = demo.lines.filter((l) => l.includes(canary));
+      assert(logged.length === 0, `hearth's output carries the nickname: ${logged[0]}`);
+      console.log(`    scanned ${files.length} files: ${files.map((f) => path.relative(dataDir, f)).join(', ')}`);
+    });
+
+    await step('forgetting the device, after a dialog that says what it revokes, removes it and cuts its session', async () => {
+      await page.click(tid('forget'));
+      const dialog = page.locator(tid('forget-dialog'));
+      await dialog.waitFor();
+      const said = (await dialog.textContent()) ?? '';
+      for (const word of ['credential', 'MQTT session', 'Home Assistant', 'voice', 'sealed data']) {
+        assert(said.includes(word), `the forget dialog does not mention "${word}"`);
+      }
+      await shoot(page, 'forget-dialog');
+      const from = sim.mark();
+      await page.click(tid('forget-dialog-confirm'));
+      await page.locator('main h1', { hasText: 'Home' }).waitFor();
+      await until('the device to disappear from Home', async () => (await page.locator(`[data-device-id="${bulbId}"]`).count()) === 0);
+      await sim.waitFor(/^(disconnected|refused)$/, { from, timeout: DEVICE_TIMEOUT, what: '"disconnected" or "refused"' });
+      await until('`hearth devices list` to drop the device', async () => !(await devicesList(dataDir)).some((d) => d.id === bulbId), { timeout: 10_000 });
+    });
+
+    await step('Security and Privacy pages render (sessions, audit, what is stored and what leaves)', async () => {
+      await page.click(tid('nav-security'));
+      await page.locator(`${tid('session')}[data-current="true"]`).waitFor();
+      await until('audit events', async () => (await page.locator(tid('audit-event')).count()) > 0);
+      await shoot(page, 'security');
+      await shoot(page, 'security', { dark: true });
+      await page.click(tid('nav-privacy'));
+      await until('the privacy page to load', async () => (await page.locator(`${tid('privacy-row')}, ${tid('privacy-stored')} p`).count()) > 0 && !/Loading/.test(await textOf(page, tid('privacy-stored'))));
+      await shoot(page, 'privacy');
+      await shoot(page, 'privacy', { dark: true });
+    });
+
+    await step('no CSP violation, script error or off-origin request happened in the browser', () => {
+      assert(browserProblems.length === 0, browserProblems.join('\n'));
+    });
+  } finally {
+    await context?.close().catch(() => {});
+    await sim?.stop();
+    await demo?.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  console.log(`screenshots and logs: ${path.relative(process.cwd(), ARTIFACTS) || '.'}/`);
+  console.log(`e2e: ${results.passed} passed, ${results.failed} failed${results.skipped ? `, ${results.skipped} skipped` : ''}`);
+  process.exitCode = results.failed ? 1 : 0;
+}
+
+main().catch((error) => {
+  console.error(`e2e: ${error.stack ?? error}`);
+  console.log(`e2e: ${results.passed} passed, ${results.failed + 1} failed`);
+  process.exit(1);
+});
