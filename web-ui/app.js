@@ -199,7 +199,11 @@ function updatePendingCount() {
 
 // --- session -------------------------------------------------------------
 
-async function loggedIn(session) {
+/**
+ * Starts a logged-in page. After a log-in, focus moves to the new page's
+ * heading; on a page load (`quiet`) it stays at the top of the document.
+ */
+async function loggedIn(session, { quiet = false } = {}) {
   state.session = session;
   state.setupNeeded = false;
   setCsrf(session.csrf);
@@ -207,8 +211,8 @@ async function loggedIn(session) {
   startEvents();
   await refreshDevices();
   const route = currentRoute();
-  if (!route || !ROUTES[route.name]) navigate('#/home');
-  else render();
+  if (!route || !ROUTES[route.name]) history.replaceState(null, '', '#/home');
+  render({ focus: !quiet });
 }
 
 function loggedOut(message) {
@@ -342,7 +346,7 @@ async function boot() {
     if (!state.setupNeeded && s?.logged_in) {
       try {
         const session = await api('GET', '/api/session');
-        await loggedIn(session);
+        await loggedIn(session, { quiet: true });
         return;
       } catch (error) {
         if (error.status !== 401) throw error;
