@@ -1,7 +1,7 @@
 // Home: the adopted devices by room, then kind, with live state.
 
 import { api } from './api.js';
-import { ago, deviceName, dims, h, isCamera, isLight, keepFocus, kindLabel, timeEl, uid } from './dom.js';
+import { ago, append, deviceName, dims, h, isCamera, isLight, keepFocus, kindLabel, timeEl, uid } from './dom.js';
 
 const KIND_ORDER = ['bulb', 'light_strip', 'plug', 'camera', 'doorbell', 'other'];
 // How long a command may wait for the device to report its new state
@@ -151,7 +151,7 @@ export function renderHome(ctx) {
       );
   const pendingNote = h('p', { class: 'notice', 'data-testid': 'pending-note', hidden: true });
   const list = h('div', { class: 'rooms', 'data-testid': 'home-devices' });
-  ctx.main.append(h('h1', null, 'Home'), nag, pendingNote, list);
+  append(ctx.main, [h('h1', null, 'Home'), nag, pendingNote, list]);
 
   const controls = new Map();
 

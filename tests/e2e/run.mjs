@@ -175,11 +175,18 @@ function filesUnder(dir) {
 
 // --- page helpers -------------------------------------------------------------
 
-/** Fails if a visible form control has no label, or a button no name. */
+/**
+ * Fails if a visible form control has no label, a button or link no name,
+ * or the page shows a value that leaked from a script ("null",
+ * "undefined", "[object …]", "NaN").
+ */
 async function checkLabels(page, where) {
   const problems = await page.evaluate(() => {
     const visible = (el) => el.getClientRects().length > 0;
     const out = [];
+    const text = document.body.innerText;
+    const leaked = text.match(/(^|\s)(null|undefined|NaN)(\s|$)|\[object \w+\]/m);
+    if (leaked) out.push(`script value shown as text: "${leaked[0].trim()}"`);
     for (const el of document.querySelectorAll('input, select, textarea')) {
       if (el.type === 'hidden' || !visible(el)) continue;
       if (!el.labels?.length && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby')) out.push(`unlabelled: ${el.outerHTML.slice(0, 120)}`);
@@ -600,6 +607,13 @@ async function main() {
       await page.locator('main h1', { hasText: 'Security' }).waitFor();
       await page.locator(`${tid('session')}[data-current="true"]`).waitFor();
       await until('audit events', async () => (await page.locator(tid('audit-event')).count()) > 0);
+      // Times are unix seconds: every one shown must be within a day of now.
+      const times = await page.locator(`${tid('sessions')} time, ${tid('audit')} time`).evaluateAll((els) => els.map((e) => e.getAttribute('datetime')));
+      assert(times.length > 0, 'no times shown for sessions and audit events');
+      for (const t of times) {
+        const off = Math.abs(Date.parse(t) - Date.now());
+        assert(off < 86_400_000, `a session or audit time is ${t}, not near now: the API should give unix seconds`);
+      }
       await shoot(page, 'security');
       await shoot(page, 'security', { dark: true });
       await page.click(tid('nav-privacy'));
