@@ -547,6 +547,8 @@ async function main() {
     await step('a new nickname is stored sealed: it is in no file under the data directory (UTF-8 or UTF-16LE)', async () => {
       await page.locator(`${tid('device-card')}[data-device-id="${bulbId}"] ${tid('device-link')}`).click();
       await page.locator(tid('device-title')).waitFor();
+      assert(!(await page.isChecked(tid('device-expose-ha'))), 'a new device is exposed to Home Assistant by default');
+      assert(!(await page.isChecked(tid('device-expose-voice'))), 'a new device is exposed to voice assistants by default');
       await shoot(page, 'device');
       await page.fill(tid('device-nickname'), canary);
       await page.click(tid('device-save'));
@@ -570,6 +572,28 @@ async function main() {
       const logged = demo.lines.filter((l) => l.includes(canary));
       assert(logged.length === 0, `hearth's output carries the nickname: ${logged[0]}`);
       console.log(`    scanned ${files.length} files: ${files.map((f) => path.relative(dataDir, f)).join(', ')}`);
+    });
+
+    await step('rotating the credential cuts the old one off and shows a new one once, which connects', async () => {
+      const oldPassword = JSON.parse(fs.readFileSync(path.join(tmp, 'provisioning.json'), 'utf8')).mqtt.password;
+      await page.click(tid('rotate'));
+      await page.locator(tid('rotate-dialog')).waitFor();
+      const from = sim.mark();
+      await page.click(tid('rotate-dialog-confirm'));
+      const pre = page.locator(tid('provisioning-json'));
+      await pre.waitFor();
+      const json = (await pre.textContent()) ?? '';
+      const provisioning = JSON.parse(json);
+      assert(provisioning.id === bulbId, 'the new provisioning is for another device');
+      assert(provisioning.mqtt?.password && provisioning.mqtt.password !== oldPassword, 'rotation did not change the password');
+      await sim.waitFor(/^(disconnected|refused)$/, { from, timeout: DEVICE_TIMEOUT, what: '"disconnected" or "refused" after rotation' });
+      await sim.stop();
+      const file = path.join(tmp, 'provisioning.json');
+      fs.writeFileSync(file, json, { mode: 0o600 });
+      sim = new Proc('sim', SIM, ['device', '--provisioning', file], { logFile: path.join(ARTIFACTS, 'sim-rotated.log'), echo: VERBOSE });
+      await sim.waitFor(/^connected$/, { timeout: DEVICE_TIMEOUT, what: '"connected" with the rotated credential' });
+      await page.click(tid('provisioning-done'));
+      await page.locator(tid('provisioning')).waitFor({ state: 'detached' });
     });
 
     await step('forgetting the device, after a dialog that says what it revokes, removes it and cuts its session', async () => {
