@@ -64,7 +64,7 @@ export function provisioningPanel(ctx, p, name, onDone) {
     h('pre', { class: 'code', 'data-testid': 'provisioning-ca', tabindex: 0, 'aria-label': 'CA certificate (PEM)' }, p?.ca_pem ?? ''),
     h('p', null, h('a', { href: '/ca.pem', download: 'hearth-ca.pem', 'data-testid': 'ca-download' }, 'Download the CA certificate (ca.pem)')),
     h('h3', null, 'Everything as JSON'),
-    h('p', { class: 'hint' }, 'The same JSON that hearth devices adopt --json prints.'),
+    h('p', { class: 'hint' }, 'What hearth devices adopt --json prints, plus the CA certificate’s text (ca_pem).'),
     jsonPre,
     h(
       'div',
