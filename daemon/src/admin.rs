@@ -103,6 +103,9 @@ pub struct Status {
     pub broker: serde_json::Value,
     /// Discovery's counters, when it runs.
     pub discovery: Option<serde_json::Value>,
+    /// The dashboard's addresses, when it runs.
+    #[serde(default)]
+    pub web: Vec<String>,
 }
 
 /// The daemon side: everything a request may touch.
@@ -110,6 +113,7 @@ pub struct Admin {
     pub devices: Arc<Devices>,
     pub broker: Arc<Broker>,
     pub discovery: Option<Arc<crate::discovery::DiscoveryStats>>,
+    pub web: Vec<std::net::SocketAddr>,
 }
 
 impl Admin {
@@ -119,6 +123,7 @@ impl Admin {
         Ok(Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             mqtt_tls: self.broker.tls_addrs().iter().map(ToString::to_string).collect(),
+            web: self.web.iter().map(ToString::to_string).collect(),
             mqtt_plain: self
                 .broker
                 .plain_addrs()

@@ -22,6 +22,8 @@ use crate::supervisor::{self, Supervisor, SupervisorError};
 
 /// How often the server certificate is checked for renewal.
 const RENEWAL_CHECK: Duration = Duration::from_secs(12 * 3600);
+/// How often the dashboard's live view checks which devices hold a broker session.
+const LIVE_SESSION_SWEEP: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -60,6 +62,8 @@ pub struct Bound {
     pub mqtt_plain: Vec<std::net::TcpListener>,
     /// The admin socket.
     pub admin: tokio::net::UnixListener,
+    /// The dashboard (HTTPS).
+    pub web: Vec<std::net::TcpListener>,
 }
 
 /// What `init` did.
@@ -138,7 +142,7 @@ pub fn open_or_init(data_dir: &DataDir, key_file: Option<&Path>) -> Result<Store
 /// extra names and any specific address the TLS listeners are bound to.
 fn certificate_names(config: &Config) -> Vec<String> {
     let mut extra = config.tls_extra_names.clone();
-    for addr in &config.mqtt.tls_listen {
+    for addr in config.mqtt.tls_listen.iter().chain(&config.web.listen) {
         if !addr.ip().is_unspecified() {
             extra.push(addr.ip().to_string());
         }
@@ -226,16 +230,81 @@ pub async fn run(
     if config.discovery.enabled {
         let port = broker.tls_addrs().first().map(|a| a.port());
         // Without multicast hearth still works: devices can be added by hand.
-        match crate::discovery::start(&config.discovery, &supervisor, store.clone(), port) {
+        match crate::discovery::start(
+            &config.discovery,
+            &supervisor,
+            store.clone(),
+            port,
+            devices.change_notifier(),
+        ) {
             Ok(stats) => discovery = Some(stats),
             Err(error) => tracing::error!(%error, "mDNS discovery could not start; add devices by hand"),
         }
+    }
+
+    let mut web = None;
+    if config.web.enabled {
+        // Hashing the decoy password takes a while: off the async workers.
+        let (auth, code) = {
+            let (store, dir) = (store.clone(), data_dir.path().to_path_buf());
+            let (idle, max) = (config.web.session_idle, config.web.session_max);
+            blocking(move || {
+                let internal = |e: crate::web::auth::AuthError| DaemonError::Internal(e.to_string());
+                let auth = crate::web::auth::Auth::new(store, dir, idle, max).map_err(internal)?;
+                let code = auth.prepare_setup().map_err(internal)?;
+                Ok((auth, code))
+            })
+            .await?
+        };
+        if code.is_some() {
+            // The code itself stays out of the log: it is in a 0600 file
+            // only the service's user (or root) can read.
+            let file = data_dir.path().join(crate::web::auth::SETUP_CODE_FILE);
+            tracing::warn!(
+                file = %file.display(),
+                "first run: open the dashboard and enter the one-time setup code from this file"
+            );
+        }
+        let live = Arc::new(crate::state::LiveState::new());
+        {
+            let (live, devices) = (live.clone(), devices.clone());
+            supervisor.spawn("live-devices", move |token| async move {
+                crate::state::follow_devices(live, devices, token).await;
+                Ok(())
+            });
+        }
+        {
+            let (live, hub) = (live.clone(), broker.subscribe_hub());
+            supervisor.spawn("live-state", move |token| async move {
+                crate::state::run(live, hub, token).await;
+                Ok(())
+            });
+        }
+        {
+            let (live, broker) = (live.clone(), broker.clone());
+            supervisor.spawn("live-online", move |token| async move {
+                crate::state::watch_sessions(live, broker, LIVE_SESSION_SWEEP, token).await;
+                Ok(())
+            });
+        }
+        let app = Arc::new(crate::web::api::App {
+            auth,
+            devices: devices.clone(),
+            live: Some(live),
+            ca_cert: files.ca_cert.clone(),
+            session_max: config.web.session_max,
+        });
+        web = Some(
+            crate::web::start(bound.web, &files, app, &supervisor)
+                .map_err(|e| DaemonError::Internal(e.to_string()))?,
+        );
     }
 
     let admin = Arc::new(Admin {
         devices: devices.clone(),
         broker: broker.clone(),
         discovery,
+        web: web.as_ref().map(|w| w.addrs().to_vec()).unwrap_or_default(),
     });
     let admin_listener = bound.admin;
     supervisor.spawn("admin", move |token| async move {
@@ -258,6 +327,10 @@ pub async fn run(
                 .await?;
                 if renewed {
                     broker.reload_tls(&TlsFiles::in_dir(&dir))?;
+                    if let Some(web) = &web {
+                        web.reload_tls(&TlsFiles::in_dir(&dir))
+                            .map_err(|e| DaemonError::Internal(e.to_string()))?;
+                    }
                 }
             }
         });

@@ -502,6 +502,32 @@ impl Devices {
             .await
     }
 
+    /// How each adopted device's reports are read: its vendor scheme and
+    /// topic base, as its ACL has them.
+    pub async fn schemes(&self) -> Result<Vec<(DeviceId, Profile, String)>, DeviceError> {
+        let devices = self.with_store(|store| Ok(store.devices()?)).await?;
+        Ok(devices
+            .into_iter()
+            .filter(|d| d.fields.status == DeviceStatus::Adopted)
+            .filter_map(|d| {
+                let profile = Profile::parse(&d.fields.profile).unwrap_or(Profile::Generic);
+                let base = d.fields.topic.clone()?;
+                Some((d.id, profile, base))
+            })
+            .collect())
+    }
+
+    /// Sets an adopted light's brightness (0 to 100), in its vendor's scheme.
+    pub async fn set_brightness(&self, id: &DeviceId, level: u8) -> Result<(), DeviceError> {
+        if level > 100 {
+            return Err(DeviceError::Invalid("brightness is 0 to 100".into()));
+        }
+        self.command(id, |profile, base| {
+            crate::vendor::brightness_command(profile, base, level)
+        })
+        .await
+    }
+
     async fn command(
         &self,
         id: &DeviceId,

@@ -92,6 +92,16 @@ impl LiveState {
         }
     }
 
+    /// Tracks exactly these devices: new ones start with no state, the
+    /// others keep theirs, and devices no longer listed are dropped.
+    pub fn sync(&self, schemes: Vec<(DeviceId, Profile, String)>) {
+        let keep: std::collections::HashSet<DeviceId> = schemes.iter().map(|(id, _, _)| id.clone()).collect();
+        self.lock().retain(|id, _| keep.contains(id));
+        for (id, profile, base) in schemes {
+            self.track(id, profile, &base);
+        }
+    }
+
     /// Stops tracking a device and drops its state. Returns whether it was
     /// tracked.
     pub fn forget(&self, id: &DeviceId) -> bool {
@@ -205,6 +215,27 @@ pub async fn run(live: Arc<LiveState>, mut hub: broadcast::Receiver<HubMessage>,
                 tracing::debug!(missed, "live state fell behind the hub");
             }
             Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Keeps the tracked set equal to the adopted devices: at start, and each
+/// time the device list changes (adoption, forgetting), until `token` is
+/// cancelled.
+pub async fn follow_devices(
+    live: Arc<LiveState>,
+    devices: Arc<crate::devices::Devices>,
+    token: CancellationToken,
+) {
+    let mut changes = devices.subscribe_changes();
+    loop {
+        match devices.schemes().await {
+            Ok(schemes) => live.sync(schemes),
+            Err(error) => tracing::error!(%error, "live state could not list the adopted devices"),
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
         }
     }
 }

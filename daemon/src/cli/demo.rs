@@ -21,7 +21,7 @@ use crate::store::DataDir;
 pub fn config() -> anyhow::Result<Config> {
     Ok(Config::from_toml(
         "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n\
-         [discovery]\ninterfaces = \"loopback\"\n",
+         [discovery]\ninterfaces = \"loopback\"\n[web]\nlisten = [\"127.0.0.1:0\"]\n",
         Path::new("hearth demo"),
     )?)
 }
@@ -59,7 +59,7 @@ async fn request(dir: &Path, req: Request) -> anyhow::Result<serde_json::Value> 
     Ok(tokio::task::spawn_blocking(move || admin::request(&dir, &req)).await??)
 }
 
-pub async fn run(dir: PathBuf, token: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) -> anyhow::Result<()> {
     // The daemon is up once its admin socket answers.
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -98,13 +98,19 @@ pub async fn run(dir: PathBuf, token: CancellationToken) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    println!(
-        "hearth demo: discovered {} devices over mDNS; adopting them as the owner would",
-        pending.len()
-    );
-
     let mut adopted = Vec::new();
-    for d in pending {
+    if leave_pending {
+        println!(
+            "hearth demo: discovered {} devices over mDNS; they wait for you to adopt them in the dashboard",
+            pending.len()
+        );
+    } else {
+        println!(
+            "hearth demo: discovered {} devices over mDNS; adopting them as the owner would",
+            pending.len()
+        );
+    }
+    for d in pending.into_iter().filter(|_| !leave_pending) {
         let (profile, kind) = (
             d["profile"].as_str().unwrap_or(""),
             d["kind"].as_str().unwrap_or(""),
@@ -136,6 +142,13 @@ pub async fn run(dir: PathBuf, token: CancellationToken) -> anyhow::Result<()> {
     println!("hearth demo is running.");
     println!("  data directory  {}", dir.display());
     println!("  MQTT over TLS   {tls}  (CA: {})", dir.join("ca.pem").display());
+    if let Some(web) = status["web"][0].as_str() {
+        println!("  dashboard       https://{web}/");
+        let code = std::fs::read_to_string(dir.join(crate::web::auth::SETUP_CODE_FILE)).unwrap_or_default();
+        if !code.trim().is_empty() {
+            println!("  setup code      {}", code.trim());
+        }
+    }
     println!(
         "  try             hearth devices list --data-dir {}",
         dir.display()

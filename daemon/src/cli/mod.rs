@@ -61,6 +61,10 @@ pub enum Command {
         /// The data directory; a new temporary one when omitted.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Discover the simulated home but adopt nothing: adopt devices in
+        /// the dashboard instead.
+        #[arg(long)]
+        leave_pending: bool,
     },
 }
 
@@ -216,10 +220,13 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Devices(cmd) => devices(cmd),
         Command::Status(args) => status(&args),
-        Command::Demo { data_dir } => {
+        Command::Demo {
+            data_dir,
+            leave_pending,
+        } => {
             let config = demo::config()?;
             telemetry::init(&config.log);
-            serve(config, demo::data_dir(data_dir)?, true)
+            serve(config, demo::data_dir(data_dir)?, Some(leave_pending))
         }
     }
 }
@@ -504,16 +511,21 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     config.check_files()?;
     telemetry::init(&config.log);
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
-    serve(config, data_dir, false)
+    serve(config, data_dir, None)
 }
 
 /// Runs the daemon on `data_dir` until a signal; with `demo`, also the
 /// simulated home (`demo::run`).
-fn serve(config: Config, data_dir: DataDir, demo: bool) -> anyhow::Result<()> {
+fn serve(config: Config, data_dir: DataDir, demo: Option<bool>) -> anyhow::Result<()> {
     let store = daemon::open_or_init(&data_dir, config.key_file.as_deref())?;
     crate::supervisor::raise_nofile();
     let mqtt_tls = bind_all(&config.mqtt.tls_listen, "mqtt.tls_listen")?;
     let mqtt_plain = bind_all(&config.mqtt.plain_listen, "mqtt.plain_listen")?;
+    let web = if config.web.enabled {
+        bind_all(&config.web.listen, "web.listen")?
+    } else {
+        Vec::new()
+    };
 
     let runtime = if config.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -534,13 +546,14 @@ fn serve(config: Config, data_dir: DataDir, demo: bool) -> anyhow::Result<()> {
             mqtt_tls,
             mqtt_plain,
             admin,
+            web,
         };
         let dir = data_dir.path().to_path_buf();
         let mut daemon = tokio::spawn(daemon::run(config, data_dir, store, bound, token.clone()));
-        if demo {
+        if let Some(leave_pending) = demo {
             let token = token.clone();
             tokio::spawn(async move {
-                if let Err(error) = demo::run(dir, token.clone()).await {
+                if let Err(error) = demo::run(dir, token.clone(), leave_pending).await {
                     eprintln!("hearth demo: {error:#}");
                     token.cancel();
                 }

@@ -138,7 +138,7 @@ impl Engine {
         tx: mpsc::Sender<Advert>,
         stats: Arc<DiscoveryStats>,
     ) -> std::io::Result<Engine> {
-        Ok(Engine {
+        let mut engine = Engine {
             socket: UdpSocket::from_std(socket)?,
             policy,
             ifaces: Vec::new(),
@@ -152,7 +152,11 @@ impl Engine {
             stats,
             packets: Bucket::new(MAX_PACKETS_PER_SEC),
             queries: Bucket::new(MAX_QUERIES_PER_SEC),
-        })
+        };
+        // Join now, so that once the daemon answers on its admin socket it
+        // hears the group.
+        engine.rescan();
+        Ok(engine)
     }
 
     pub async fn run(mut self, token: CancellationToken) {

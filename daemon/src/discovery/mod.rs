@@ -141,6 +141,7 @@ pub fn start(
     supervisor: &Supervisor,
     store: Arc<Mutex<Store>>,
     mqtt_port: Option<u16>,
+    changes: tokio::sync::watch::Sender<u64>,
 ) -> Result<Arc<DiscoveryStats>, DiscoveryError> {
     let stats = Arc::new(DiscoveryStats::default());
     let socket = mdns::bind().map_err(DiscoveryError::Bind)?;
@@ -165,7 +166,7 @@ pub fn start(
     let max_pending = config.max_pending;
     let processing_stats = stats.clone();
     supervisor.spawn("discovery", move |token| async move {
-        process(rx, store, processing_stats, max_pending, token).await;
+        process(rx, store, processing_stats, max_pending, changes, token).await;
         Ok(())
     });
     Ok(stats)
@@ -193,6 +194,7 @@ async fn process(
     store: Arc<Mutex<Store>>,
     stats: Arc<DiscoveryStats>,
     max_pending: usize,
+    changes: tokio::sync::watch::Sender<u64>,
     token: tokio_util::sync::CancellationToken,
 ) {
     let mut seen: HashMap<String, (Instant, Vec<IpAddr>)> = HashMap::new();
@@ -245,6 +247,7 @@ async fn process(
         match outcome {
             Ok(Ok(Outcome::Created(id))) => {
                 stats.created.fetch_add(1, Ordering::Relaxed);
+                changes.send_modify(|n| *n = n.wrapping_add(1));
                 tracing::info!(device = %id, "device discovered (pending)");
             }
             Ok(Ok(Outcome::Refreshed(_))) => {
@@ -252,6 +255,7 @@ async fn process(
             }
             Ok(Ok(Outcome::Flagged(id))) => {
                 stats.flagged.fetch_add(1, Ordering::Relaxed);
+                changes.send_modify(|n| *n = n.wrapping_add(1));
                 tracing::warn!(device = %id, "an advert claimed an adopted device from an unknown address; flagged");
             }
             Ok(Ok(Outcome::PendingFull)) => {

@@ -522,7 +522,7 @@ fn plaintext_lan_listener_needs_the_opt_in() {
 
     let daemon = Daemon::start_raw(
         "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"0.0.0.0:0\"]\nallow_plaintext_lan = true\n\
-         [discovery]\nenabled = false\n",
+         [discovery]\nenabled = false\n[web]\nlisten = [\"127.0.0.1:0\"]\n",
     );
     assert!(
         daemon.status["mqtt_plain"][0]

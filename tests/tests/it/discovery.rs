@@ -119,7 +119,10 @@ fn daemon_config(ns: &Netns, home: &TestHome, discovery: &str) -> Killed {
     let config = home.path("hearth.toml");
     std::fs::write(
         &config,
-        format!("[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[discovery]\n{discovery}"),
+        format!(
+            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[web]\nlisten = [\"127.0.0.1:0\"]\n\
+             [discovery]\n{discovery}"
+        ),
     )
     .unwrap();
     let log = std::fs::File::create(home.path("daemon.log")).unwrap();
@@ -135,8 +138,16 @@ fn daemon_config(ns: &Netns, home: &TestHome, discovery: &str) -> Killed {
             .spawn()
             .unwrap(),
     );
+    // Ready once the admin socket answers: discovery has joined the group
+    // by then.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !home.data_dir().join("admin.sock").exists() {
+    while !run(
+        hearth().args(["status", "--data-dir"]).arg(home.data_dir()),
+        Duration::from_secs(10),
+    )
+    .status
+    .success()
+    {
         assert!(
             Instant::now() < deadline,
             "hearth did not start: {}",

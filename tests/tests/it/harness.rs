@@ -56,8 +56,15 @@ impl TestHome {
         let path = self.path("hearth.toml");
         // Discovery stays off: tests send no multicast outside network
         // namespaces they create themselves.
+        // The dashboard listens on a free loopback port, unless `extra`
+        // configures it.
+        let web = if extra.contains("[web]") {
+            ""
+        } else {
+            "[web]\nlisten = [\"127.0.0.1:0\"]\n"
+        };
         let body = format!(
-            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n{extra}\n[discovery]\nenabled = false\n"
+            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n{extra}\n[discovery]\nenabled = false\n{web}"
         );
         std::fs::write(&path, body).expect("write config");
         path

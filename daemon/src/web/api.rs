@@ -1,0 +1,791 @@
+//! The dashboard's routes: the JSON API under `/api/`, the CA certificate,
+//! and the embedded pages. Every response carries the security headers;
+//! every state-changing request needs a session and its CSRF token (setup
+//! and login, which have no session yet, need a same-origin `Origin`).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::assets::ASSETS;
+use super::auth::{Auth, AuthError, COOKIE, NewSession, Session};
+use crate::devices::{DeviceError, Devices, Update, parse_id};
+use crate::store::CredentialId;
+
+/// Largest request body: every API body is a small JSON object.
+pub const MAX_BODY: usize = 16 * 1024;
+/// A request must be answered within this (SSE streams only need their
+/// headers out within it).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; font-src 'self'; object-src 'none'; frame-ancestors 'none'; \
+                   base-uri 'none'; form-action 'self'";
+
+/// What the handlers share.
+pub struct App {
+    pub auth: Auth,
+    pub devices: Arc<Devices>,
+    pub live: Option<Arc<crate::state::LiveState>>,
+    pub ca_cert: PathBuf,
+    pub session_max: Duration,
+}
+
+/// The client's address, put on each request by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/api/state", get(state))
+        .route("/api/setup", post(setup))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/session", get(session))
+        .route("/api/password", post(change_password))
+        .route("/api/totp/enroll", post(enroll))
+        .route("/api/totp/qr.svg", get(qr))
+        .route("/api/totp/confirm", post(confirm))
+        .route("/api/sessions", get(sessions))
+        .route("/api/sessions/{id}", axum::routing::delete(revoke))
+        .route("/api/audit", get(audit))
+        .route("/api/privacy", get(privacy))
+        .route("/api/devices", get(devices))
+        .route("/api/devices/{id}", axum::routing::patch(update).delete(forget))
+        .route("/api/devices/{id}/adopt", post(adopt))
+        .route("/api/devices/{id}/ignore", post(ignore))
+        .route("/api/devices/{id}/command", post(command))
+        .route("/api/devices/{id}/rotate", post(rotate))
+        .route("/api/events", get(events))
+        .route("/api/openapi.json", get(openapi))
+        .route("/ca.pem", get(ca))
+        .fallback(asset)
+        .layer(axum::middleware::map_response(security_headers))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+async fn security_headers(uri: Uri, mut response: Response) -> Response {
+    let h = response.headers_mut();
+    let set = |h: &mut HeaderMap, name: HeaderName, value: &'static str| {
+        h.insert(name, HeaderValue::from_static(value));
+    };
+    set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
+    set(h, header::CONTENT_SECURITY_POLICY, CSP);
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(
+        h,
+        HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    set(
+        h,
+        HeaderName::from_static("cross-origin-resource-policy"),
+        "same-origin",
+    );
+    set(
+        h,
+        HeaderName::from_static("permissions-policy"),
+        "camera=(), microphone=(), geolocation=()",
+    );
+    if uri.path().starts_with("/api/") {
+        set(h, header::CACHE_CONTROL, "no-store");
+    }
+    h.remove(header::SERVER);
+    response
+}
+
+/// An API error: a status and a sentence for the owner.
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(self.body)).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        let status = match &e {
+            AuthError::Unauthenticated | AuthError::BadCredentials => StatusCode::UNAUTHORIZED,
+            AuthError::TotpRequired => {
+                return ApiError {
+                    status: StatusCode::UNAUTHORIZED,
+                    body: json!({ "error": e.to_string(), "totp_required": true }),
+                    retry_after: None,
+                };
+            }
+            AuthError::Throttled(wait) => {
+                let secs = wait.as_secs().max(1);
+                return ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    body: json!({ "error": e.to_string(), "retry_after_secs": secs }),
+                    retry_after: Some(secs),
+                };
+            }
+            AuthError::BadSetupCode | AuthError::WrongPassword => StatusCode::FORBIDDEN,
+            AuthError::AlreadySetUp => StatusCode::CONFLICT,
+            AuthError::Policy(_) | AuthError::BadCode | AuthError::NoEnrolment => StatusCode::BAD_REQUEST,
+            AuthError::Store(_) | AuthError::Internal(_) => {
+                tracing::error!(error = %e, "dashboard request failed");
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the log");
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<DeviceError> for ApiError {
+    fn from(e: DeviceError) -> ApiError {
+        let status = match &e {
+            DeviceError::NotFound(_) => StatusCode::NOT_FOUND,
+            DeviceError::Invalid(_) => StatusCode::BAD_REQUEST,
+            DeviceError::TopicTaken => StatusCode::CONFLICT,
+            _ => {
+                tracing::error!(error = %e, "dashboard device request failed");
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the log");
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+fn rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    ApiError::new(e.status(), e.body_text())
+}
+
+/// A JSON body whose rejection is an `ApiError`.
+struct Body<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let Json(v) = Json::<T>::from_request(req, state).await.map_err(rejection)?;
+        Ok(Body(v))
+    }
+}
+
+fn peer(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<Peer>()
+        .map(|p| p.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// Refuses a cross-site request: a browser always sends `Origin` with a
+/// state-changing fetch, and it must name this host over HTTPS.
+fn same_origin(parts: &Parts) -> Result<(), ApiError> {
+    let Some(origin) = parts.headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if origin.to_str().ok() == Some(&format!("https://{host}")) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross-origin request refused",
+        ))
+    }
+}
+
+/// The client, for setup and login: its address, after the origin check.
+struct Client(IpAddr);
+
+impl FromRequestParts<Arc<App>> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<App>) -> Result<Self, ApiError> {
+        same_origin(parts)?;
+        Ok(Client(peer(parts)))
+    }
+}
+
+/// A logged-in request. For any method but GET and HEAD it also needs the
+/// session's CSRF token in `X-CSRF-Token` and a same-origin `Origin`.
+struct Authed(Session);
+
+impl FromRequestParts<Arc<App>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let token = cookie(&parts.headers).ok_or(AuthError::Unauthenticated)?;
+        let session = app.auth.session(&token)?;
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            same_origin(parts)?;
+            let given = parts
+                .headers
+                .get("x-csrf-token")
+                .map(|v| v.as_bytes())
+                .unwrap_or(b"");
+            if !bool::from(given.ct_eq(session.csrf.as_bytes())) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "missing or wrong CSRF token; reload the page",
+                ));
+            }
+        }
+        Ok(Authed(session))
+    }
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn session_json(s: &Session) -> Value {
+    json!({ "username": s.username, "csrf": s.csrf, "totp_enabled": s.totp_enabled })
+}
+
+fn with_cookie(app: &App, new: NewSession) -> Response {
+    let value = format!(
+        "{COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        new.token.expose(),
+        app.session_max.as_secs()
+    );
+    let mut r = Json(session_json(&new.session)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// Runs slow or blocking auth work (argon2id) off the async threads.
+async fn blocking<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&Auth) -> Result<T, AuthError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&app.auth))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+        .map_err(ApiError::from)
+}
+
+#[utoipa::path(get, path = "/api/state", responses((status = 200, description = "Whether setup is needed and whether this client is logged in")))]
+async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let setup_needed = app.auth.setup_needed()?;
+    let logged_in = cookie(&headers).is_some_and(|t| app.auth.session(&t).is_ok());
+    Ok(Json(
+        json!({ "setup_needed": setup_needed, "logged_in": logged_in }),
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SetupBody {
+    code: String,
+    username: String,
+    password: String,
+}
+
+#[utoipa::path(post, path = "/api/setup", request_body = SetupBody, responses((status = 200, description = "Owner created; session cookie set"), (status = 403, description = "Wrong setup code"), (status = 409, description = "Already set up")))]
+async fn setup(
+    State(app): State<Arc<App>>,
+    Client(from): Client,
+    Body(b): Body<SetupBody>,
+) -> Result<Response, ApiError> {
+    let new = blocking(&app, move |auth| {
+        auth.setup(&b.code, &b.username, &b.password, from)
+    })
+    .await?;
+    Ok(with_cookie(&app, new))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/login", request_body = LoginBody, responses((status = 200, description = "Logged in; session cookie set"), (status = 401, description = "Wrong credentials, or a two-factor code is needed"), (status = 429, description = "Throttled")))]
+async fn login(
+    State(app): State<Arc<App>>,
+    Client(from): Client,
+    Body(b): Body<LoginBody>,
+) -> Result<Response, ApiError> {
+    let new = blocking(&app, move |auth| {
+        auth.login(&b.username, &b.password, b.code.as_deref(), from)
+    })
+    .await?;
+    Ok(with_cookie(&app, new))
+}
+
+#[utoipa::path(post, path = "/api/logout", responses((status = 204, description = "Logged out")))]
+async fn logout(State(app): State<Arc<App>>, Authed(s): Authed) -> Result<Response, ApiError> {
+    app.auth.logout(&s)?;
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("__Host-hearth=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(r)
+}
+
+#[utoipa::path(get, path = "/api/session", responses((status = 200, description = "The current session"), (status = 401, description = "Not logged in")))]
+async fn session(Authed(s): Authed) -> Json<Value> {
+    Json(session_json(&s))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    current: String,
+    new: String,
+}
+
+#[utoipa::path(post, path = "/api/password", request_body = PasswordBody, responses((status = 204, description = "Changed; other sessions ended"), (status = 403, description = "Current password wrong")))]
+async fn change_password(
+    State(app): State<Arc<App>>,
+    Authed(s): Authed,
+    Body(b): Body<PasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    blocking(&app, move |auth| auth.change_password(&s, &b.current, &b.new)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/totp/enroll", responses((status = 200, description = "A new TOTP secret, pending confirmation")))]
+async fn enroll(State(app): State<Arc<App>>, Authed(s): Authed) -> Result<Json<Value>, ApiError> {
+    let (secret, uri) = app.auth.enroll(&s)?;
+    Ok(Json(json!({ "secret": secret, "uri": uri })))
+}
+
+#[utoipa::path(get, path = "/api/totp/qr.svg", responses((status = 200, description = "The pending enrolment's QR code", content_type = "image/svg+xml")))]
+async fn qr(State(app): State<Arc<App>>, Authed(s): Authed) -> Result<Response, ApiError> {
+    let svg = app.auth.enrollment_qr(&s)?;
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CodeBody {
+    code: String,
+}
+
+#[utoipa::path(post, path = "/api/totp/confirm", request_body = CodeBody, responses((status = 200, description = "Enrolled; ten recovery codes, shown once"), (status = 400, description = "Wrong code")))]
+async fn confirm(
+    State(app): State<Arc<App>>,
+    Authed(s): Authed,
+    Body(b): Body<CodeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let codes = blocking(&app, move |auth| auth.confirm(&s, &b.code)).await?;
+    let codes: Vec<&str> = codes.iter().map(|c| c.expose()).collect();
+    Ok(Json(json!({ "recovery_codes": codes })))
+}
+
+#[utoipa::path(get, path = "/api/sessions", responses((status = 200, description = "The owner's live sessions")))]
+async fn sessions(State(app): State<Arc<App>>, Authed(s): Authed) -> Result<Json<Value>, ApiError> {
+    let list = app.auth.sessions(&s)?;
+    Ok(Json(Value::Array(
+        list.into_iter()
+            .map(|(id, created, last)| {
+                json!({
+                    "id": id.as_str(),
+                    "created_at": crate::web::auth::unix_secs(created),
+                    "last_seen_at": last,
+                    "current": id == s.id,
+                })
+            })
+            .collect(),
+    )))
+}
+
+#[utoipa::path(delete, path = "/api/sessions/{id}", responses((status = 204, description = "Revoked"), (status = 404, description = "No such session")))]
+async fn revoke(
+    State(app): State<Arc<App>>,
+    Authed(s): Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id =
+        CredentialId::parse(&id).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such session"))?;
+    if app.auth.revoke(&s, &id)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, "no such session"))
+    }
+}
+
+#[utoipa::path(get, path = "/api/audit", responses((status = 200, description = "Recent audit events, newest first")))]
+async fn audit(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    let events = app
+        .devices_store(|store| store.audit(100))
+        .map_err(AuthError::from)?;
+    Ok(Json(Value::Array(
+        events
+            .into_iter()
+            .map(|(at, event, detail)| json!({ "at": crate::web::auth::unix_secs(at), "event": event, "detail": detail }))
+            .collect(),
+    )))
+}
+
+#[utoipa::path(get, path = "/api/privacy", responses((status = 200, description = "What hearth stores, in what form, and what leaves the house")))]
+async fn privacy(_session: Authed) -> Json<Value> {
+    Json(json!({
+        "stored": [
+            { "what": "Device names, rooms, voice names, kinds, models, firmware, MAC and IP addresses, advertised TXT records", "form": "sealed with ChaCha20-Poly1305 under a key kept outside the database" },
+            { "what": "Device MQTT passwords", "form": "only a SHA-256 hash of a 128-bit random secret; the password is shown once" },
+            { "what": "Your password", "form": "argon2id hash, then sealed" },
+            { "what": "Your two-factor secret", "form": "sealed; recovery codes only as hashes" },
+            { "what": "Dashboard sessions", "form": "only a SHA-256 hash of each 128-bit session token" },
+            { "what": "Audit events (logins, failures, enrolments, revocations)", "form": "sealed; the newest 10,000 are kept" },
+            { "what": "Logs", "form": "counts and opaque ids only: never names, addresses or tokens" }
+        ],
+        "leaves_home": [
+            "Nothing by default: hearth needs no cloud account and makes no outbound connection.",
+            "hearth answers mDNS on the LAN with its service types and port only: no version, name or model.",
+            "An MQTT bridge, if you configure one, sends only the topics you list, over TLS."
+        ]
+    }))
+}
+
+impl App {
+    fn devices_store<T>(
+        &self,
+        f: impl FnOnce(&mut crate::store::Store) -> Result<T, crate::store::StoreError>,
+    ) -> Result<T, crate::store::StoreError> {
+        self.auth.with_store(f)
+    }
+
+    async fn device_list(&self) -> Result<Vec<Value>, ApiError> {
+        let list = self.devices.list().await?;
+        Ok(list
+            .into_iter()
+            .map(|d| {
+                let live = self.live.as_ref().and_then(|l| l.get(&d.id));
+                let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    let online = live.as_ref().map(|l| l.online).unwrap_or(false) || d.online;
+                    o.insert("online".into(), json!(online));
+                    o.insert("power".into(), json!(live.as_ref().and_then(|l| l.power)));
+                    o.insert(
+                        "brightness".into(),
+                        json!(live.as_ref().and_then(|l| l.brightness)),
+                    );
+                    o.insert(
+                        "last_motion_at".into(),
+                        json!(live.as_ref().and_then(|l| l.last_motion_at)),
+                    );
+                }
+                v
+            })
+            .collect())
+    }
+}
+
+#[utoipa::path(get, path = "/api/devices", responses((status = 200, description = "Adopted and pending devices, with live state")))]
+async fn devices(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    Ok(Json(Value::Array(app.device_list().await?)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AdoptBody {
+    nickname: String,
+    #[serde(default)]
+    room: Option<String>,
+}
+
+async fn provisioning_json(app: &App, p: crate::devices::Provisioning) -> Result<Json<Value>, ApiError> {
+    let mut v = serde_json::to_value(&p)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
+    let pem = tokio::fs::read_to_string(&app.ca_cert).await.unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("ca_pem".into(), json!(pem));
+    }
+    Ok(Json(v))
+}
+
+#[utoipa::path(post, path = "/api/devices/{id}/adopt", request_body = AdoptBody, responses((status = 200, description = "Adopted; the provisioning details, shown once")))]
+async fn adopt(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    Path(id): Path<String>,
+    Body(b): Body<AdoptBody>,
+) -> Result<Json<Value>, ApiError> {
+    let p = app
+        .devices
+        .adopt(crate::devices::Adopt {
+            id: id.clone(),
+            nickname: b.nickname,
+            room: b.room.filter(|r| !r.is_empty()),
+        })
+        .await?;
+    app.auth.audit("device_adopted", &format!("device {id}"));
+    provisioning_json(&app, p).await
+}
+
+#[utoipa::path(post, path = "/api/devices/{id}/ignore", responses((status = 204, description = "The pending device is dropped")))]
+async fn ignore(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    if app.devices.ignore(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, "no such device"))
+    }
+}
+
+#[utoipa::path(patch, path = "/api/devices/{id}", responses((status = 200, description = "The device, updated")))]
+async fn update(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    Path(id): Path<String>,
+    Body(b): Body<Update>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    app.devices.update(&id, b).await?;
+    let list = app.device_list().await?;
+    list.into_iter()
+        .find(|d| d["id"] == id.as_str())
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such device"))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    #[serde(default)]
+    power: Option<bool>,
+    #[serde(default)]
+    brightness: Option<u8>,
+}
+
+#[utoipa::path(post, path = "/api/devices/{id}/command", request_body = CommandBody, responses((status = 202, description = "Sent to the device")))]
+async fn command(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    Path(id): Path<String>,
+    Body(b): Body<CommandBody>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    if b.power.is_none() && b.brightness.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "give power, brightness or both",
+        ));
+    }
+    if let Some(level) = b.brightness {
+        app.devices.set_brightness(&id, level).await?;
+    }
+    if let Some(on) = b.power {
+        app.devices.set_power(&id, on).await?;
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[utoipa::path(post, path = "/api/devices/{id}/rotate", responses((status = 200, description = "A new credential, shown once; the old one is refused")))]
+async fn rotate(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let parsed = parse_id(&id)?;
+    let p = app.devices.rotate(&parsed).await?;
+    app.auth
+        .audit("device_credential_rotated", &format!("device {id}"));
+    provisioning_json(&app, p).await
+}
+
+#[utoipa::path(delete, path = "/api/devices/{id}", responses((status = 204, description = "Forgotten: credential revoked, session cut, sealed data erased")))]
+async fn forget(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let parsed = parse_id(&id)?;
+    if !app.devices.forget(&parsed).await? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such device"));
+    }
+    if let Some(live) = &app.live {
+        live.forget(&parsed);
+    }
+    app.auth.audit("device_forgotten", &format!("device {id}"));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/events", responses((status = 200, description = "Server-Sent Events: `device` (live state) and `devices` (the list changed)", content_type = "text/event-stream")))]
+async fn events(
+    State(app): State<Arc<App>>,
+    Authed(s): Authed,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut changes = app.devices.subscribe_changes();
+    let mut live = app.live.as_ref().map(|l| l.subscribe());
+    let app2 = app.clone();
+    let stream = async_stream(move |tx| async move {
+        loop {
+            // The stream ends when its session does.
+            if app2.auth.session_alive(&s.id).is_err() {
+                return;
+            }
+            let event = tokio::select! {
+                changed = changes.changed() => match changed {
+                    Ok(()) => Event::default().event("devices").data("{}"),
+                    Err(_) => return,
+                },
+                update = async {
+                    match live.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match update {
+                    Ok((id, state)) => {
+                        let mut v = serde_json::to_value(&state).unwrap_or(Value::Null);
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("id".into(), json!(id.as_str()));
+                        }
+                        Event::default().event("device").data(v.to_string())
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        Event::default().event("devices").data("{}")
+                    }
+                    Err(_) => return,
+                },
+                _ = tokio::time::sleep(Duration::from_secs(60)) => continue,
+            };
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// A stream fed by a task, ended when the task returns or the client goes.
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "hearth dashboard API",
+        description = "The JSON API behind hearth's LAN dashboard. Every state-changing request needs the session cookie and the X-CSRF-Token header."
+    ),
+    paths(
+        state,
+        setup,
+        login,
+        logout,
+        session,
+        change_password,
+        enroll,
+        qr,
+        confirm,
+        sessions,
+        revoke,
+        audit,
+        privacy,
+        devices,
+        adopt,
+        ignore,
+        update,
+        command,
+        rotate,
+        forget,
+        events
+    )
+)]
+struct ApiDoc;
+
+async fn openapi() -> Response {
+    use utoipa::OpenApi;
+    let mut doc = ApiDoc::openapi();
+    // No version banner, here either.
+    doc.info.version = "1".into();
+    Json(doc).into_response()
+}
+
+async fn ca(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let pem = tokio::fs::read(&app.ca_cert)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no CA certificate yet"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"hearth-ca.pem\"",
+            ),
+        ],
+        pem,
+    )
+        .into_response())
+}
+
+async fn asset(uri: Uri) -> Response {
+    let path = match uri.path() {
+        "/index.html" => "/",
+        p => p,
+    };
+    match ASSETS.iter().find(|(p, ..)| *p == path) {
+        Some((_, content_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}

@@ -1,0 +1,579 @@
+//! Owner accounts and dashboard sessions: first-run setup with a one-time
+//! code, argon2id passwords, TOTP with single-use recovery codes, hashed
+//! session tokens with idle and absolute timeouts, and login throttling.
+//!
+//! Nothing here logs a name, an address or a token. Events go to the sealed
+//! audit table instead.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::secret::{self, Secret, TokenHash, random_token};
+use crate::store::{CredentialId, OwnerId, Store, StoreError, UnixTime};
+
+use super::password;
+use super::throttle::Throttle;
+use super::totp::{self, TotpSecret};
+
+/// The session credential's kind in the store.
+pub const SESSION: &str = "web_session";
+/// A recovery code's kind in the store.
+pub const RECOVERY: &str = "totp_recovery";
+/// The session cookie. `__Host-` binds it to this origin, over HTTPS, path /.
+pub const COOKIE: &str = "__Host-hearth";
+/// The file holding the one-time setup code until it is used.
+pub const SETUP_CODE_FILE: &str = "setup-code";
+/// Keys the login throttle keeps at most.
+const THROTTLE_KEYS: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("not logged in")]
+    Unauthenticated,
+    #[error("invalid username or password")]
+    BadCredentials,
+    #[error("a two-factor code is needed, or the one given is wrong")]
+    TotpRequired,
+    #[error("too many attempts; try again in {} s", .0.as_secs().max(1))]
+    Throttled(Duration),
+    #[error("the setup code is wrong")]
+    BadSetupCode,
+    #[error("hearth is already set up")]
+    AlreadySetUp,
+    #[error("{0}")]
+    Policy(String),
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("the code is wrong")]
+    BadCode,
+    #[error("start enrolment first")]
+    NoEnrolment,
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A logged-in request's session.
+#[derive(Clone)]
+pub struct Session {
+    pub id: CredentialId,
+    pub owner: OwnerId,
+    pub username: String,
+    /// Sent with every state-changing request; derived from the token.
+    pub csrf: String,
+    pub totp_enabled: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new session: its token goes into the cookie, once.
+pub struct NewSession {
+    pub token: Secret,
+    pub session: Session,
+}
+
+pub struct Auth {
+    store: Arc<Mutex<Store>>,
+    data_dir: PathBuf,
+    idle: Duration,
+    max: Duration,
+    /// Last use of each session since start; a session unseen since start
+    /// counts from start.
+    last_seen: Mutex<HashMap<CredentialId, Instant>>,
+    started: Instant,
+    throttle: Mutex<Throttle>,
+    setup_code: Mutex<Option<TokenHash>>,
+    /// TOTP secrets offered for enrolment, by session, until confirmed.
+    enrolling: Mutex<HashMap<CredentialId, TotpSecret>>,
+    /// A hash to verify against when the account does not exist, so both
+    /// paths cost the same.
+    decoy: String,
+}
+
+impl Auth {
+    pub fn new(
+        store: Arc<Mutex<Store>>,
+        data_dir: PathBuf,
+        idle: Duration,
+        max: Duration,
+    ) -> Result<Auth, AuthError> {
+        let decoy = secret::hash_password(random_token(128).map_err(internal)?.expose()).map_err(internal)?;
+        Ok(Auth {
+            store,
+            data_dir,
+            idle,
+            max,
+            last_seen: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            throttle: Mutex::new(Throttle::new(THROTTLE_KEYS)),
+            setup_code: Mutex::new(None),
+            enrolling: Mutex::new(HashMap::new()),
+            decoy,
+        })
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().expect("store lock")
+    }
+
+    pub fn setup_needed(&self) -> Result<bool, AuthError> {
+        Ok(self.store().owner_count()? == 0)
+    }
+
+    /// With no owner yet: makes the one-time setup code, writes it to a
+    /// 0600 file in the data directory, and returns it for the log.
+    pub fn prepare_setup(&self) -> Result<Option<Secret>, AuthError> {
+        if !self.setup_needed()? {
+            let _ = std::fs::remove_file(self.data_dir.join(SETUP_CODE_FILE));
+            return Ok(None);
+        }
+        let code = setup_code()?;
+        let path = self.data_dir.join(SETUP_CODE_FILE);
+        write_private(&path, format!("{}\n", code.expose()).as_bytes())
+            .map_err(|e| AuthError::Internal(format!("cannot write {}: {e}", path.display())))?;
+        *self.setup_code.lock().expect("setup lock") = Some(TokenHash::of(&normalize_code(code.expose())));
+        Ok(Some(code))
+    }
+
+    /// First-run setup: the code, then the owner account, then a session.
+    pub fn setup(
+        &self,
+        code: &str,
+        username: &str,
+        new_password: &str,
+        from: IpAddr,
+    ) -> Result<NewSession, AuthError> {
+        let key = format!("addr:{from}");
+        self.throttled(&key)?;
+        if !self.setup_needed()? {
+            return Err(AuthError::AlreadySetUp);
+        }
+        let good = self
+            .setup_code
+            .lock()
+            .expect("setup lock")
+            .as_ref()
+            .is_some_and(|h| h.matches(&normalize_code(code)));
+        if !good {
+            self.fail(&key);
+            self.audit("setup_refused", &format!("wrong setup code from {from}"));
+            return Err(AuthError::BadSetupCode);
+        }
+        let username = username.trim();
+        if username.is_empty() || username.len() > 64 || username.chars().any(char::is_control) {
+            return Err(AuthError::Policy("a username is 1 to 64 characters".into()));
+        }
+        password::check(new_password, username).map_err(|e| AuthError::Policy(e.to_string()))?;
+        let hash = Secret::new(secret::hash_password(new_password).map_err(internal)?);
+        let owner = self.store().create_owner(&username.to_lowercase(), &hash)?;
+        *self.setup_code.lock().expect("setup lock") = None;
+        let _ = std::fs::remove_file(self.data_dir.join(SETUP_CODE_FILE));
+        self.audit("owner_created", &format!("account {username} from {from}"));
+        self.open_session(&owner.id, username, false, from)
+    }
+
+    /// Password, then (when enrolled) a TOTP or recovery code.
+    pub fn login(
+        &self,
+        username: &str,
+        given_password: &str,
+        code: Option<&str>,
+        from: IpAddr,
+    ) -> Result<NewSession, AuthError> {
+        let username = username.trim().to_lowercase();
+        let keys = [
+            format!("addr:{from}"),
+            format!("user:{}", hex::encode(&TokenHash::of(&username).as_bytes()[..8])),
+        ];
+        for key in &keys {
+            self.throttled(key)?;
+        }
+        let owner = self.store().owner_by_email(&username)?;
+        let phc = owner
+            .as_ref()
+            .map(|o| o.password_hash.expose().to_owned())
+            .unwrap_or_else(|| self.decoy.clone());
+        let password_ok = secret::verify_password(given_password, &phc).unwrap_or(false);
+        let Some(owner) = owner.filter(|_| password_ok) else {
+            keys.iter().for_each(|k| self.fail(k));
+            self.audit("login_failed", &format!("from {from}"));
+            return Err(AuthError::BadCredentials);
+        };
+        let totp = self.totp_of(&owner.id)?;
+        let two_factor = totp.is_some();
+        if let Some((secret, last)) = totp {
+            let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
+                return Err(AuthError::TotpRequired);
+            };
+            let now = unix_now();
+            if let Some(step) = totp::verify(&secret, code, now, last) {
+                self.store_totp(&owner.id, &secret, Some(step))?;
+            } else if self.use_recovery(&owner.id, code)? {
+                self.audit("recovery_code_used", &format!("from {from}"));
+            } else {
+                keys.iter().for_each(|k| self.fail(k));
+                self.audit("login_failed", &format!("wrong two-factor code from {from}"));
+                return Err(AuthError::TotpRequired);
+            }
+        }
+        keys.iter().for_each(|k| self.succeed(k));
+        self.store().record_login(&owner.id, UnixTime::now())?;
+        self.audit("login", &format!("from {from}"));
+        self.open_session(&owner.id, &owner.email, two_factor, from)
+    }
+
+    fn open_session(
+        &self,
+        owner: &OwnerId,
+        username: &str,
+        totp_enabled: bool,
+        from: IpAddr,
+    ) -> Result<NewSession, AuthError> {
+        let token = random_token(128).map_err(internal)?;
+        let expires = UnixTime(UnixTime::now().0 + self.max.as_millis() as i64);
+        let cred = self.store().put_credential(
+            &principal(owner),
+            SESSION,
+            &TokenHash::of(token.expose()),
+            Some(expires),
+        )?;
+        self.last_seen
+            .lock()
+            .expect("sessions lock")
+            .insert(cred.id.clone(), Instant::now());
+        let _ = from;
+        Ok(NewSession {
+            session: Session {
+                csrf: csrf_of(token.expose()),
+                id: cred.id,
+                owner: owner.clone(),
+                username: username.to_owned(),
+                totp_enabled,
+            },
+            token,
+        })
+    }
+
+    /// The session a cookie's token names, if it is live; refreshes its
+    /// idle clock.
+    pub fn session(&self, token: &str) -> Result<Session, AuthError> {
+        if token.len() > 128 {
+            return Err(AuthError::Unauthenticated);
+        }
+        let cred = self
+            .store()
+            .find_credential(SESSION, &TokenHash::of(token))?
+            .ok_or(AuthError::Unauthenticated)?;
+        let now = Instant::now();
+        {
+            let mut seen = self.last_seen.lock().expect("sessions lock");
+            let last = seen.get(&cred.id).copied().unwrap_or(self.started);
+            if now.duration_since(last) > self.idle {
+                seen.remove(&cred.id);
+                drop(seen);
+                self.store().delete_credential(&cred.id)?;
+                return Err(AuthError::Unauthenticated);
+            }
+            seen.insert(cred.id.clone(), now);
+        }
+        let owner_id = cred
+            .principal
+            .strip_prefix("owner:")
+            .and_then(OwnerId::parse)
+            .ok_or(AuthError::Unauthenticated)?;
+        let owner = self.store().owner(&owner_id)?.ok_or(AuthError::Unauthenticated)?;
+        Ok(Session {
+            csrf: csrf_of(token),
+            id: cred.id,
+            totp_enabled: self.totp_of(&owner.id)?.is_some(),
+            username: owner.email,
+            owner: owner.id,
+        })
+    }
+
+    pub fn logout(&self, session: &Session) -> Result<(), AuthError> {
+        self.revoke(session, &session.id)?;
+        Ok(())
+    }
+
+    /// The owner's live sessions: (id, created, expires).
+    pub fn sessions(&self, session: &Session) -> Result<Vec<(CredentialId, UnixTime, u64)>, AuthError> {
+        let creds = self.store().credentials_of(&principal(&session.owner), SESSION)?;
+        let seen = self.last_seen.lock().expect("sessions lock");
+        let (now_i, now_u) = (Instant::now(), unix_now());
+        Ok(creds
+            .into_iter()
+            .map(|c| {
+                let last = seen.get(&c.id).copied().unwrap_or(self.started);
+                let last_unix = now_u.saturating_sub(now_i.duration_since(last).as_secs());
+                (c.id, c.created_at, last_unix)
+            })
+            .collect())
+    }
+
+    /// Revokes one of the owner's sessions.
+    pub fn revoke(&self, session: &Session, id: &CredentialId) -> Result<bool, AuthError> {
+        let owns = self
+            .store()
+            .credentials_of(&principal(&session.owner), SESSION)?
+            .iter()
+            .any(|c| c.id == *id);
+        if !owns {
+            return Ok(false);
+        }
+        self.store().delete_credential(id)?;
+        self.last_seen.lock().expect("sessions lock").remove(id);
+        self.audit(
+            if *id == session.id {
+                "logout"
+            } else {
+                "session_revoked"
+            },
+            &format!("session {}", id.as_str()),
+        );
+        Ok(true)
+    }
+
+    pub fn change_password(&self, session: &Session, current: &str, new: &str) -> Result<(), AuthError> {
+        let owner = self
+            .store()
+            .owner(&session.owner)?
+            .ok_or(AuthError::Unauthenticated)?;
+        let key = format!(
+            "user:{}",
+            hex::encode(&TokenHash::of(&owner.email).as_bytes()[..8])
+        );
+        self.throttled(&key)?;
+        if !secret::verify_password(current, owner.password_hash.expose()).unwrap_or(false) {
+            self.fail(&key);
+            self.audit("password_change_refused", "wrong current password");
+            return Err(AuthError::WrongPassword);
+        }
+        password::check(new, &owner.email).map_err(|e| AuthError::Policy(e.to_string()))?;
+        let hash = Secret::new(secret::hash_password(new).map_err(internal)?);
+        self.store().set_owner_password(&owner.id, &hash)?;
+        // Every other session ends with the old password.
+        for c in self.store().credentials_of(&principal(&owner.id), SESSION)? {
+            if c.id != session.id {
+                self.store().delete_credential(&c.id)?;
+                self.last_seen.lock().expect("sessions lock").remove(&c.id);
+            }
+        }
+        self.audit("password_changed", "other sessions ended");
+        Ok(())
+    }
+
+    /// Starts TOTP enrolment: a new secret, kept until confirmed.
+    pub fn enroll(&self, session: &Session) -> Result<(String, String), AuthError> {
+        let secret = TotpSecret::generate();
+        let uri = totp::otpauth_uri(&secret, &session.username, "hearth");
+        let text = secret.to_base32();
+        self.enrolling
+            .lock()
+            .expect("enrol lock")
+            .insert(session.id.clone(), secret);
+        Ok((text, uri))
+    }
+
+    /// The QR code of the pending enrolment, as SVG.
+    pub fn enrollment_qr(&self, session: &Session) -> Result<String, AuthError> {
+        let enrolling = self.enrolling.lock().expect("enrol lock");
+        let secret = enrolling.get(&session.id).ok_or(AuthError::NoEnrolment)?;
+        Ok(totp::qr_svg(&totp::otpauth_uri(
+            secret,
+            &session.username,
+            "hearth",
+        )))
+    }
+
+    /// Confirms enrolment with a code; returns ten recovery codes, once.
+    pub fn confirm(&self, session: &Session, code: &str) -> Result<Vec<Secret>, AuthError> {
+        let secret = self
+            .enrolling
+            .lock()
+            .expect("enrol lock")
+            .get(&session.id)
+            .map(|s| TotpSecret::from_bytes(s.as_bytes()))
+            .ok_or(AuthError::NoEnrolment)?;
+        let step = totp::verify(&secret, code.trim(), unix_now(), None).ok_or(AuthError::BadCode)?;
+        self.store_totp(&session.owner, &secret, Some(step))?;
+        self.enrolling.lock().expect("enrol lock").remove(&session.id);
+        let codes = totp::recovery_codes();
+        let owner = principal(&session.owner);
+        let mut store = self.store();
+        store.delete_credentials(&owner, RECOVERY)?;
+        for c in &codes {
+            store.put_credential(
+                &owner,
+                RECOVERY,
+                &TokenHash::of(&totp::normalize_recovery(c.expose())),
+                None,
+            )?;
+        }
+        drop(store);
+        self.audit("totp_enrolled", "ten recovery codes issued");
+        Ok(codes)
+    }
+
+    fn use_recovery(&self, owner: &OwnerId, code: &str) -> Result<bool, AuthError> {
+        let hash = TokenHash::of(&totp::normalize_recovery(code));
+        let mut store = self.store();
+        match store.find_credential(RECOVERY, &hash)? {
+            Some(c) if c.principal == principal(owner) => Ok(store.delete_credential(&c.id)?),
+            _ => Ok(false),
+        }
+    }
+
+    /// The owner's TOTP secret and the last step used, if enrolled.
+    fn totp_of(&self, owner: &OwnerId) -> Result<Option<(TotpSecret, Option<u64>)>, AuthError> {
+        let Some(bytes) = self.store().secret(&totp_name(owner))? else {
+            return Ok(None);
+        };
+        if bytes.len() != 28 {
+            return Err(AuthError::Internal("stored TOTP secret is malformed".into()));
+        }
+        let last = u64::from_be_bytes(bytes[20..28].try_into().expect("8 bytes"));
+        Ok(Some((
+            TotpSecret::from_bytes(&bytes[..20]),
+            (last != u64::MAX).then_some(last),
+        )))
+    }
+
+    fn store_totp(&self, owner: &OwnerId, secret: &TotpSecret, last: Option<u64>) -> Result<(), AuthError> {
+        let mut bytes = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
+        bytes.extend_from_slice(&last.unwrap_or(u64::MAX).to_be_bytes());
+        self.store().put_secret(&totp_name(owner), &bytes)?;
+        Ok(())
+    }
+
+    fn throttled(&self, key: &str) -> Result<(), AuthError> {
+        self.throttle
+            .lock()
+            .expect("throttle lock")
+            .check(key, Instant::now())
+            .map_err(AuthError::Throttled)
+    }
+
+    fn fail(&self, key: &str) {
+        self.throttle
+            .lock()
+            .expect("throttle lock")
+            .failure(key, Instant::now());
+    }
+
+    fn succeed(&self, key: &str) {
+        self.throttle.lock().expect("throttle lock").success(key);
+    }
+
+    /// Appends to the sealed audit table; a failure is logged, not fatal.
+    pub fn audit(&self, event: &str, detail: &str) {
+        if let Err(error) = self.store().append_audit(event, detail) {
+            tracing::error!(%error, event, "could not write the audit log");
+        }
+    }
+
+    /// Runs `f` on the store.
+    pub fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        f(&mut self.store())
+    }
+
+    /// Whether a session is still live (not revoked, logged out or idle).
+    pub fn session_alive(&self, id: &CredentialId) -> Result<(), AuthError> {
+        let seen = self.last_seen.lock().expect("sessions lock");
+        match seen.get(id) {
+            Some(last) if last.elapsed() <= self.idle => Ok(()),
+            _ => Err(AuthError::Unauthenticated),
+        }
+    }
+
+    /// Drops sessions past their absolute expiry from the store.
+    pub fn sweep(&self) {
+        let _ = self.store().delete_expired_credentials();
+    }
+}
+
+fn principal(owner: &OwnerId) -> String {
+    format!("owner:{}", owner.as_str())
+}
+
+fn totp_name(owner: &OwnerId) -> String {
+    format!("totp:{}", owner.as_str())
+}
+
+/// The CSRF token of a session: only someone holding the (HttpOnly) session
+/// token can compute it.
+pub fn csrf_of(token: &str) -> String {
+    hex::encode(&TokenHash::of(&format!("hearth-csrf:{token}")).as_bytes()[..16])
+}
+
+fn internal(e: impl std::fmt::Display) -> AuthError {
+    AuthError::Internal(e.to_string())
+}
+
+/// Unix seconds. (The store's `UnixTime` counts milliseconds.)
+pub fn unix_now() -> u64 {
+    unix_secs(UnixTime::now())
+}
+
+/// A store time in unix seconds, as the API and TOTP count.
+pub fn unix_secs(t: UnixTime) -> u64 {
+    (t.0 / 1000).max(0) as u64
+}
+
+/// Twelve characters from an unambiguous alphabet (about 60 bits), shown
+/// as `XXXX-XXXX-XXXX`.
+fn setup_code() -> Result<Secret, AuthError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    let mut out = String::with_capacity(14);
+    let mut taken = 0;
+    while taken < 12 {
+        let mut bytes = [0u8; 16];
+        crate::store::crypto::fill_random(&mut bytes).map_err(internal)?;
+        // Bytes of 248 and over are skipped, so every letter is equally
+        // likely (248 = 8 × 31).
+        for b in bytes.iter().filter(|b| usize::from(**b) < 248) {
+            if taken == 12 {
+                break;
+            }
+            if taken > 0 && taken % 4 == 0 {
+                out.push('-');
+            }
+            out.push(ALPHABET[usize::from(*b) % ALPHABET.len()] as char);
+            taken += 1;
+        }
+    }
+    Ok(Secret::new(out))
+}
+
+fn normalize_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
