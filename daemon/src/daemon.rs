@@ -256,13 +256,15 @@ pub async fn run(
             })
             .await?
         };
-        if code.is_some() {
-            // The code itself stays out of the log: it is in a 0600 file
-            // only the service's user (or root) can read.
+        if let Some(code) = code {
+            // The one secret hearth logs, as the first-run design asks: it
+            // works once, only until the owner account exists, and is also
+            // in a 0600 file in the data directory.
             let file = data_dir.path().join(crate::web::auth::SETUP_CODE_FILE);
             tracing::warn!(
+                setup_code = code.expose(),
                 file = %file.display(),
-                "first run: open the dashboard and enter the one-time setup code from this file"
+                "first run: open the dashboard and enter this one-time setup code"
             );
         }
         let live = Arc::new(crate::state::LiveState::new());
