@@ -12,7 +12,7 @@
 // key (--ignore-certificate-errors-spki-list with its SHA-256 SPKI hash).
 // Any other certificate, from any other key, is still refused.
 //
-// Environment: HEARTH_BIN_DIR (default target/debug), HEARTH_CHROMIUM
+// Environment: HEARTH_BIN_DIR (default $CARGO_TARGET_DIR/debug, or target/debug), HEARTH_CHROMIUM
 // (default /usr/bin/chromium), E2E_VERBOSE=1 to echo the children's output.
 
 import { chromium } from 'playwright-core';
@@ -31,7 +31,9 @@ import { base32Decode, selfCheck, timeStep, totpAt } from './totp.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
-const BIN = path.resolve(process.env.HEARTH_BIN_DIR ?? path.join(ROOT, 'target', 'debug'));
+const BIN = path.resolve(
+  process.env.HEARTH_BIN_DIR ?? path.join(process.env.CARGO_TARGET_DIR ?? path.join(ROOT, 'target'), 'debug'),
+);
 const HEARTH = path.join(BIN, 'hearth');
 const SIM = path.join(BIN, 'hearth-sim');
 const CHROMIUM = process.env.HEARTH_CHROMIUM ?? '/usr/bin/chromium';
