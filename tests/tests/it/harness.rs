@@ -238,6 +238,11 @@ impl Daemon {
         self.port("mqtt_plain")
     }
 
+    /// The dashboard's HTTPS port.
+    pub fn web_port(&self) -> u16 {
+        self.port("web")
+    }
+
     pub fn ca_cert(&self) -> PathBuf {
         self.home.data_dir().join("ca.pem")
     }
@@ -319,7 +324,7 @@ pub fn tool(name: &str) -> Command {
         .unwrap_or(false);
     assert!(
         found,
-        "{name} is not installed: run scripts/test-all, which installs mosquitto-clients"
+        "{name} is not installed: run scripts/test-all, which installs the Debian packages the tests use"
     );
     let mut cmd = Command::new(name);
     cmd.stdin(Stdio::null());

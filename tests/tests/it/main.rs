@@ -12,3 +12,4 @@ mod hub;
 mod lifecycle;
 mod mqtt;
 mod store;
+mod tls_scan;
