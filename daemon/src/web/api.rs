@@ -789,3 +789,7 @@ async fn asset(uri: Uri) -> Response {
         None => ApiError::new(StatusCode::NOT_FOUND, "not found").into_response(),
     }
 }
+
+#[cfg(test)]
+#[path = "api_tests.rs"]
+mod tests;

@@ -155,13 +155,13 @@ impl Auth {
     ) -> Result<NewSession, AuthError> {
         let key = format!("addr:{from}");
         self.throttled(&key)?;
+        // Held to the end, so two visitors with the right code cannot both
+        // pass the owner check before either has created the account.
+        let mut setup_code = self.setup_code.lock().expect("setup lock");
         if !self.setup_needed()? {
             return Err(AuthError::AlreadySetUp);
         }
-        let good = self
-            .setup_code
-            .lock()
-            .expect("setup lock")
+        let good = setup_code
             .as_ref()
             .is_some_and(|h| h.matches(&normalize_code(code)));
         if !good {
@@ -176,7 +176,8 @@ impl Auth {
         password::check(new_password, username).map_err(|e| AuthError::Policy(e.to_string()))?;
         let hash = Secret::new(secret::hash_password(new_password).map_err(internal)?);
         let owner = self.store().create_owner(&username.to_lowercase(), &hash)?;
-        *self.setup_code.lock().expect("setup lock") = None;
+        *setup_code = None;
+        drop(setup_code);
         let _ = std::fs::remove_file(self.data_dir.join(SETUP_CODE_FILE));
         self.audit("owner_created", &format!("account {username} from {from}"));
         self.open_session(&owner.id, username, false, from)
@@ -363,7 +364,10 @@ impl Auth {
         let hash = Secret::new(secret::hash_password(new).map_err(internal)?);
         self.store().set_owner_password(&owner.id, &hash)?;
         // Every other session ends with the old password.
-        for c in self.store().credentials_of(&principal(&owner.id), SESSION)? {
+        // Collected first: the store's lock must be free again before the
+        // loop deletes through it.
+        let sessions = self.store().credentials_of(&principal(&owner.id), SESSION)?;
+        for c in sessions {
             if c.id != session.id {
                 self.store().delete_credential(&c.id)?;
                 self.last_seen.lock().expect("sessions lock").remove(&c.id);
