@@ -519,6 +519,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 fn serve(config: Config, data_dir: DataDir, demo: Option<bool>) -> anyhow::Result<()> {
     let store = daemon::open_or_init(&data_dir, config.key_file.as_deref())?;
     crate::supervisor::raise_nofile();
+    crate::supervisor::return_large_blocks();
     let mqtt_tls = bind_all(&config.mqtt.tls_listen, "mqtt.tls_listen")?;
     let mqtt_plain = bind_all(&config.mqtt.plain_listen, "mqtt.plain_listen")?;
     let web = if config.web.enabled {

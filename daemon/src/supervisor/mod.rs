@@ -133,6 +133,21 @@ pub fn raise_nofile() {
     }
 }
 
+/// Makes glibc serve every allocation of 1 MiB or more with its own mmap,
+/// so that it goes back to the system when freed. By default glibc raises
+/// that threshold to the largest block freed so far, so after the first
+/// argon2id hash every later one (19 MiB each) comes from the heap of the
+/// blocking thread that runs it and stays resident there: setup, one login
+/// and 8 concurrent logins took an idle daemon from 14 to 262 MiB.
+pub fn return_large_blocks() {
+    // SAFETY: mallopt only changes a malloc tuning parameter; it is called
+    // before the runtime starts any thread.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// The signal that asked hearth to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopSignal {
