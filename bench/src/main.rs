@@ -10,9 +10,11 @@
 //! - `discovery`: advert-to-pending time (see `discovery.rs`).
 //! - `flood`: memory under a sustained mDNS flood, against mdns-sd
 //!   (`--seconds N`, 60 by default).
+//! - `web`: the dashboard's HTTPS server against nginx (see `web.rs`).
 
 mod discovery;
 mod mqtt;
+mod web;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -55,15 +57,17 @@ fn main() {
         "mqtt" => mqtt::run(&hearth, rounds),
         "discovery" => discovery::run(&hearth, rounds),
         "flood" => discovery::flood(&hearth, seconds),
+        "web" => web::run(&hearth, rounds),
         "all" => {
             store_bench();
             rss_bench(&hearth);
             mqtt::run(&hearth, rounds);
             discovery::run(&hearth, rounds);
             discovery::flood(&hearth, seconds);
+            web::run(&hearth, rounds);
         }
         other => {
-            eprintln!("unknown benchmark {other}; use store, rss, mqtt, discovery, flood or all");
+            eprintln!("unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web or all");
             std::process::exit(64);
         }
     }
@@ -305,7 +309,8 @@ fn rss_bench(hearth: &Path) {
         let config = tmp.path().join("hearth.toml");
         std::fs::write(
             &config,
-            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n[discovery]\nenabled = false\n",
+            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n[discovery]\nenabled = false\n\
+             [web]\nlisten = [\"127.0.0.1:0\"]\n",
         )
         .unwrap();
         let mut child = std::process::Command::new(hearth)

@@ -70,7 +70,7 @@ struct Round {
     cpu_percent: f64,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -90,7 +90,7 @@ pub fn rss_mib(pid: u32) -> f64 {
 }
 
 /// CPU seconds (user + system) the process has used.
-fn cpu_secs(pid: u32) -> f64 {
+pub fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -120,7 +120,7 @@ fn spawn_hearth(hearth: &Path, dir: &Path, port: u16) -> (Child, PathBuf) {
         &config,
         format!(
             "[mqtt]\ntls_listen = [\"127.0.0.1:{port}\"]\nplain_listen = []\n[log]\nlevel = \"warn\"\n\
-             [discovery]\nenabled = false\n"
+             [discovery]\nenabled = false\n[web]\nlisten = [\"127.0.0.1:0\"]\n"
         ),
     )
     .unwrap();
