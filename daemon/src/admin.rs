@@ -78,6 +78,23 @@ pub enum Request {
     DevicesAdopt(Adopt),
     DevicesRename(Rename),
     DevicesSet { id: String, on: bool },
+    DevicesExpose(Expose),
+    HomeassistantStatus,
+    HomeassistantEnable,
+    HomeassistantRotate,
+    HomeassistantDisable,
+    HomeassistantSet(crate::homeassistant::SettingsChange),
+}
+
+/// Which integrations may see a device.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expose {
+    pub id: String,
+    #[serde(default)]
+    pub homeassistant: Option<bool>,
+    #[serde(default)]
+    pub voice: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -111,6 +128,7 @@ pub struct Status {
 /// The daemon side: everything a request may touch.
 pub struct Admin {
     pub devices: Arc<Devices>,
+    pub homeassistant: Arc<crate::homeassistant::HomeAssistant>,
     pub broker: Arc<Broker>,
     pub discovery: Option<Arc<crate::discovery::DiscoveryStats>>,
     pub web: Vec<std::net::SocketAddr>,
@@ -283,6 +301,35 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             };
             answer(result)
         }
+        Request::DevicesExpose(req) => {
+            let result = match parse_id(&req.id) {
+                Ok(id) => {
+                    let update = crate::devices::Update {
+                        expose_ha: req.homeassistant,
+                        expose_voice: req.voice,
+                        ..Default::default()
+                    };
+                    admin
+                        .devices
+                        .update(&id, update)
+                        .await
+                        .map(|()| serde_json::json!({ "updated": id }))
+                }
+                Err(e) => Err(e),
+            };
+            answer(result)
+        }
+        Request::HomeassistantStatus => answer(admin.homeassistant.status().await),
+        Request::HomeassistantEnable => answer(admin.homeassistant.enable().await),
+        Request::HomeassistantRotate => answer(admin.homeassistant.rotate().await),
+        Request::HomeassistantDisable => answer(
+            admin
+                .homeassistant
+                .disable()
+                .await
+                .map(|was| serde_json::json!({ "disabled": true, "was_enabled": was })),
+        ),
+        Request::HomeassistantSet(change) => answer(admin.homeassistant.set(change).await),
     }
 }
 

@@ -242,6 +242,56 @@ pub async fn run(
         }
     }
 
+    // Live state feeds the dashboard and the canonical topics that Home
+    // Assistant reads.
+    let live = Arc::new(crate::state::LiveState::new());
+    {
+        let (live, devices) = (live.clone(), devices.clone());
+        supervisor.spawn("live-devices", move |token| async move {
+            crate::state::follow_devices(live, devices, token).await;
+            Ok(())
+        });
+    }
+    {
+        let (live, hub) = (live.clone(), broker.subscribe_hub());
+        supervisor.spawn("live-state", move |token| async move {
+            crate::state::run(live, hub, token).await;
+            Ok(())
+        });
+    }
+    {
+        let (live, broker) = (live.clone(), broker.clone());
+        supervisor.spawn("live-online", move |token| async move {
+            crate::state::watch_sessions(live, broker, LIVE_SESSION_SWEEP, token).await;
+            Ok(())
+        });
+    }
+    {
+        let (devices, live, broker) = (devices.clone(), live.clone(), broker.clone());
+        supervisor.spawn("canonical", move |token| async move {
+            crate::canonical::run(devices, live, broker, token).await;
+            Ok(())
+        });
+    }
+
+    let homeassistant = {
+        let (store, devices, broker) = (store.clone(), devices.clone(), broker.clone());
+        Arc::new(
+            blocking(move || {
+                crate::homeassistant::HomeAssistant::load(store, devices, broker)
+                    .map_err(|e| DaemonError::Internal(e.to_string()))
+            })
+            .await?,
+        )
+    };
+    {
+        let (ha, live) = (homeassistant.clone(), live.clone());
+        supervisor.spawn("homeassistant", move |token| async move {
+            crate::homeassistant::run(ha, live, token).await;
+            Ok(())
+        });
+    }
+
     let mut web = None;
     if config.web.enabled {
         // Hashing the decoy password takes a while: off the async workers.
@@ -267,32 +317,10 @@ pub async fn run(
                 "first run: open the dashboard and enter this one-time setup code"
             );
         }
-        let live = Arc::new(crate::state::LiveState::new());
-        {
-            let (live, devices) = (live.clone(), devices.clone());
-            supervisor.spawn("live-devices", move |token| async move {
-                crate::state::follow_devices(live, devices, token).await;
-                Ok(())
-            });
-        }
-        {
-            let (live, hub) = (live.clone(), broker.subscribe_hub());
-            supervisor.spawn("live-state", move |token| async move {
-                crate::state::run(live, hub, token).await;
-                Ok(())
-            });
-        }
-        {
-            let (live, broker) = (live.clone(), broker.clone());
-            supervisor.spawn("live-online", move |token| async move {
-                crate::state::watch_sessions(live, broker, LIVE_SESSION_SWEEP, token).await;
-                Ok(())
-            });
-        }
         let app = Arc::new(crate::web::api::App {
             auth,
             devices: devices.clone(),
-            live: Some(live),
+            live: Some(live.clone()),
             ca_cert: files.ca_cert.clone(),
             session_max: config.web.session_max,
         });
@@ -304,6 +332,7 @@ pub async fn run(
 
     let admin = Arc::new(Admin {
         devices: devices.clone(),
+        homeassistant: homeassistant.clone(),
         broker: broker.clone(),
         discovery,
         web: web.as_ref().map(|w| w.addrs().to_vec()).unwrap_or_default(),

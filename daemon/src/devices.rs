@@ -85,7 +85,7 @@ pub struct Rename {
 /// A password shown once, at provisioning: it serialises as itself (for the
 /// owner's eyes only), but `Debug` redacts it.
 #[derive(Clone)]
-pub struct ShownOnce(Secret);
+pub struct ShownOnce(pub(crate) Secret);
 
 impl Serialize for ShownOnce {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -199,10 +199,10 @@ pub fn identity_of(device: &Device, secret: TokenHash) -> Option<Identity> {
         .filter(|t| acl::valid_base(t) || *t == device.id.as_str())?;
     Some(Identity {
         owner: Owner::Device(device.id.clone()),
-        principal: Principal::Device {
+        principal: Principal::Confined {
             rules: acl::device_rules(profile, topic),
         },
-        client_id: device.id.to_string(),
+        client_id: Some(device.id.to_string()),
         secret,
     })
 }
@@ -517,6 +517,32 @@ impl Devices {
             .collect())
     }
 
+    /// How each adopted device is reached, for the canonical topics.
+    pub async fn canonical_schemes(&self) -> Result<Vec<(DeviceId, crate::canonical::Scheme)>, DeviceError> {
+        let devices = self.adopted().await?;
+        Ok(devices
+            .into_iter()
+            .filter_map(|d| {
+                let scheme = crate::canonical::Scheme {
+                    kind: d.fields.kind,
+                    profile: Profile::parse(&d.fields.profile).unwrap_or(Profile::Generic),
+                    base: d.fields.topic.clone()?,
+                };
+                Some((d.id, scheme))
+            })
+            .collect())
+    }
+
+    /// Every adopted device, with its names: for integrations the owner
+    /// turned on, never for a log.
+    pub async fn adopted(&self) -> Result<Vec<Device>, DeviceError> {
+        let devices = self.with_store(|store| Ok(store.devices()?)).await?;
+        Ok(devices
+            .into_iter()
+            .filter(|d| d.fields.status == DeviceStatus::Adopted)
+            .collect())
+    }
+
     /// Sets an adopted light's brightness (0 to 100), in its vendor's scheme.
     pub async fn set_brightness(&self, id: &DeviceId, level: u8) -> Result<(), DeviceError> {
         if level > 100 {
@@ -629,7 +655,7 @@ pub fn parse_id(id: &str) -> Result<DeviceId, DeviceError> {
 
 fn topics_of(identity: &Identity) -> Vec<String> {
     match &identity.principal {
-        Principal::Device { rules } => rules.iter().map(acl::Rule::filter).collect(),
+        Principal::Confined { rules } => rules.iter().map(acl::Rule::filter).collect(),
         Principal::Hub => vec!["#".into()],
     }
 }

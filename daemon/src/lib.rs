@@ -5,12 +5,14 @@
 
 pub mod admin;
 pub mod broker;
+pub mod canonical;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod devices;
 pub mod discovery;
 pub mod exit;
+pub mod homeassistant;
 pub mod pki;
 pub mod secret;
 pub mod sim;

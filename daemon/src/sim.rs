@@ -184,12 +184,13 @@ fn scheme(profile: Profile, base: &str) -> (String, String, &'static str, &'stat
     }
 }
 
-/// What a simulated device is doing. `brightness` (0 to 100) only matters
-/// for a light.
+/// What a simulated device is doing. `brightness` (0 to 100) and
+/// `color_temp` (mireds) only matter for a light.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Light {
     on: bool,
     brightness: u8,
+    color_temp: u16,
 }
 
 /// A command, as read from the vendor's format: what it sets.
@@ -197,11 +198,12 @@ struct Light {
 struct Command {
     power: Option<bool>,
     brightness: Option<u8>,
+    color_temp: Option<u16>,
 }
 
 impl Command {
     fn some(self) -> Option<Command> {
-        (self.power.is_some() || self.brightness.is_some()).then_some(self)
+        (self.power.is_some() || self.brightness.is_some() || self.color_temp.is_some()).then_some(self)
     }
 
     /// The state after obeying: a brightness alone switches the light on,
@@ -214,6 +216,9 @@ impl Command {
         }
         if let Some(on) = self.power {
             next.on = on;
+        }
+        if let Some(m) = self.color_temp {
+            next.color_temp = m;
         }
         next
     }
@@ -239,6 +244,7 @@ fn command(profile: Profile, dimmable: bool, topic: &str, payload: &[u8], curren
                     }
                 }
                 "DIMMER" if dimmable => c.brightness = text.parse().ok().filter(|l| *l <= 100),
+                "CT" if dimmable => c.color_temp = text.parse().ok().filter(|m| vendor::MIREDS.contains(m)),
                 _ => {}
             }
         }
@@ -261,15 +267,16 @@ fn command(profile: Profile, dimmable: bool, topic: &str, payload: &[u8], curren
                 Some("OFF") => Some(false),
                 _ => None,
             };
+            // Both on ESPHome's scale: brightness 0..255, mireds.
             if dimmable {
-                c.brightness = if profile == Profile::Esphome {
-                    v["brightness"]
-                        .as_u64()
-                        .and_then(|b| u8::try_from(b).ok())
-                        .map(vendor::from_255)
-                } else {
-                    level(&v["brightness"])
-                };
+                c.brightness = v["brightness"]
+                    .as_u64()
+                    .and_then(|b| u8::try_from(b).ok())
+                    .map(vendor::from_255);
+                c.color_temp = v["color_temp"]
+                    .as_u64()
+                    .and_then(|m| u16::try_from(m).ok())
+                    .filter(|m| vendor::MIREDS.contains(m));
             }
         }
     }
@@ -279,7 +286,11 @@ fn command(profile: Profile, dimmable: bool, topic: &str, payload: &[u8], curren
 /// The state report in the vendor's format: (topic, payload). `at_connect`
 /// picks Tasmota's telemetry topic, which it sends when it connects.
 fn report(profile: Profile, base: &str, light: Light, dimmable: bool, at_connect: bool) -> (String, String) {
-    let Light { on, brightness } = light;
+    let Light {
+        on,
+        brightness,
+        color_temp,
+    } = light;
     let state = if on { "ON" } else { "OFF" };
     match profile {
         Profile::Tasmota => {
@@ -289,7 +300,7 @@ fn report(profile: Profile, base: &str, light: Light, dimmable: bool, at_connect
                 format!("stat/{base}/RESULT")
             };
             let payload = if dimmable {
-                format!(r#"{{"POWER":"{state}","Dimmer":{brightness}}}"#)
+                format!(r#"{{"POWER":"{state}","Dimmer":{brightness},"CT":{color_temp}}}"#)
             } else {
                 format!(r#"{{"POWER":"{state}"}}"#)
             };
@@ -306,7 +317,7 @@ fn report(profile: Profile, base: &str, light: Light, dimmable: bool, at_connect
         Profile::Esphome if dimmable => (
             format!("{base}/light/main/state"),
             format!(
-                r#"{{"state":"{state}","brightness":{},"color_mode":"brightness"}}"#,
+                r#"{{"state":"{state}","brightness":{},"color_temp":{color_temp},"color_mode":"color_temp"}}"#,
                 vendor::to_255(brightness)
             ),
         ),
@@ -316,7 +327,10 @@ fn report(profile: Profile, base: &str, light: Light, dimmable: bool, at_connect
         ),
         Profile::Generic if dimmable => (
             format!("hearth/{base}/state"),
-            format!(r#"{{"state":"{state}","brightness":{brightness}}}"#),
+            format!(
+                r#"{{"state":"{state}","brightness":{},"color_temp":{color_temp}}}"#,
+                vendor::to_255(brightness)
+            ),
         ),
         Profile::Generic => (
             format!("hearth/{base}/state"),
@@ -325,13 +339,21 @@ fn report(profile: Profile, base: &str, light: Light, dimmable: bool, at_connect
     }
 }
 
-/// Where a device of `profile` reports motion, and the payload that says
-/// it: the topics `vendor::parse_state` reads. Tasmota and Shelly have no
-/// motion topic of their own there.
-fn motion_event(profile: Profile, base: &str) -> Option<(String, &'static str)> {
+/// How long a simulated motion sensor reports motion before it clears.
+const MOTION_LASTS: Duration = Duration::from_secs(3);
+
+/// Where a device of `profile` reports motion: the topic, the payload that
+/// says motion is seen, and the one that says it has passed (the topics
+/// `vendor::parse_state` reads). Tasmota and Shelly have no motion topic of
+/// their own there.
+fn motion_event(profile: Profile, base: &str) -> Option<(String, &'static str, &'static str)> {
     match profile {
-        Profile::Generic => Some((format!("hearth/{base}/motion"), "ON")),
-        Profile::Esphome => Some((format!("{base}/binary_sensor/motion/state"), "ON")),
+        Profile::Generic => Some((
+            format!("hearth/{base}/state"),
+            r#"{"online":true,"motion":true}"#,
+            r#"{"online":true,"motion":false}"#,
+        )),
+        Profile::Esphome => Some((format!("{base}/binary_sensor/motion/state"), "ON", "OFF")),
         Profile::Tasmota | Profile::Shelly => None,
     }
 }
@@ -417,6 +439,7 @@ pub async fn device(
         let mut light = Light {
             on: false,
             brightness: 100,
+            color_temp: 370,
         };
         loop {
             match events.poll().await {
@@ -454,6 +477,9 @@ pub async fn device(
                     if next.brightness != light.brightness {
                         report_line(&format!("brightness {}", next.brightness));
                     }
+                    if next.color_temp != light.color_temp {
+                        report_line(&format!("color_temp {}", next.color_temp));
+                    }
                     light = next;
                 }
                 Ok(_) => {}
@@ -472,7 +498,7 @@ pub async fn device(
     };
 
     let motion = async {
-        let Some((topic, payload)) = motion else {
+        let Some((topic, seen, passed)) = motion else {
             return std::future::pending().await;
         };
         loop {
@@ -491,10 +517,18 @@ pub async fn device(
                     break;
                 }
                 client
-                    .publish(&topic, QoS::AtLeastOnce, false, payload)
+                    .publish(&topic, QoS::AtLeastOnce, false, seen)
                     .await
                     .expect("motion");
                 report_line("motion");
+                // A motion sensor says when the motion has passed, too.
+                tokio::time::sleep(MOTION_LASTS).await;
+                if connected.load(std::sync::atomic::Ordering::SeqCst) {
+                    client
+                        .publish(&topic, QoS::AtLeastOnce, false, passed)
+                        .await
+                        .expect("motion passed");
+                }
                 wait = jitter(20_000, 40_000);
             }
         }
@@ -527,6 +561,7 @@ mod tests {
     const OFF: Light = Light {
         on: false,
         brightness: 100,
+        color_temp: 370,
     };
 
     /// What hearth sends, the simulator obeys, and what the simulator
@@ -541,7 +576,8 @@ mod tests {
                 lit,
                 Light {
                     on: true,
-                    brightness: 40
+                    brightness: 40,
+                    color_temp: 370,
                 },
                 "{profile}"
             );
@@ -578,6 +614,23 @@ mod tests {
     }
 
     #[test]
+    fn colour_temperature_round_trips_where_the_scheme_has_it() {
+        for profile in Profile::ALL {
+            let Some((topic, payload)) = crate::vendor::color_temp_command(profile, "b1", 250) else {
+                assert_eq!(profile, Profile::Shelly);
+                continue;
+            };
+            let warm = command(profile, true, &topic, payload.as_bytes(), OFF)
+                .expect("a command")
+                .obey(OFF);
+            assert_eq!(warm.color_temp, 250, "{profile}");
+            let (topic, payload) = report(profile, "b1", warm, true, false);
+            let u = parse_state(profile, "b1", &topic, payload.as_bytes()).expect("a state");
+            assert_eq!(u.color_temp, Some(250), "{profile} {topic}");
+        }
+    }
+
+    #[test]
     fn motion_and_online_are_what_hearth_reads() {
         for profile in Profile::ALL {
             let (_, lwt, offline, online) = scheme(profile, "b1");
@@ -585,9 +638,11 @@ mod tests {
             assert_eq!(u.online, Some(true), "{profile}");
             let u = parse_state(profile, "b1", &lwt, offline.as_bytes()).expect("offline");
             assert_eq!(u.online, Some(false), "{profile}");
-            if let Some((topic, payload)) = motion_event(profile, "b1") {
-                let u = parse_state(profile, "b1", &topic, payload.as_bytes()).expect("motion");
+            if let Some((topic, seen, passed)) = motion_event(profile, "b1") {
+                let u = parse_state(profile, "b1", &topic, seen.as_bytes()).expect("motion");
                 assert!(u.motion, "{profile}");
+                let passed = parse_state(profile, "b1", &topic, passed.as_bytes());
+                assert!(passed.is_none_or(|u| !u.motion), "{profile}");
             }
         }
         // The simulated home's cameras and doorbell are adopted with the

@@ -29,6 +29,8 @@ pub struct DeviceState {
     pub power: Option<bool>,
     /// 0 to 100.
     pub brightness: Option<u8>,
+    /// Mireds; known once the light has reported one.
+    pub color_temp: Option<u16>,
     /// Unix seconds.
     pub last_motion_at: Option<u64>,
 }
@@ -168,13 +170,19 @@ impl LiveState {
             if let Some(b) = update.brightness {
                 s.brightness = Some(b.min(100));
             }
+            if let Some(m) = update.color_temp {
+                s.color_temp = Some(m);
+            }
             if update.motion {
                 s.last_motion_at = Some(now);
             }
             // A device that reports anything but its going away is online,
             // whether or not its own online message was heard.
             if update.online.is_none()
-                && (update.power.is_some() || update.brightness.is_some() || update.motion)
+                && (update.power.is_some()
+                    || update.brightness.is_some()
+                    || update.color_temp.is_some()
+                    || update.motion)
             {
                 s.online = true;
             }
@@ -191,7 +199,7 @@ impl LiveState {
     }
 }
 
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -34,7 +34,8 @@ pub fn from_255(value: u8) -> u8 {
 ///   `brightness`.
 /// - ESPHome: `<base>/light/main/command`, `{"state":"ON","brightness":B}`
 ///   with B on 0..255 (`"OFF"` for level 0).
-/// - Generic: `hearth/<base>/set`, `{"brightness":level}`.
+/// - Generic (hearth's canonical scheme): `hearth/<base>/set`,
+///   `{"state":"ON","brightness":B}` with B on 0..255 (`"OFF"` for level 0).
 pub fn brightness_command(profile: Profile, base: &str, level: u8) -> (String, String) {
     let level = level.min(100);
     let on = level > 0;
@@ -56,8 +57,39 @@ pub fn brightness_command(profile: Profile, base: &str, level: u8) -> (String, S
         ),
         Profile::Generic => (
             format!("hearth/{base}/set"),
-            format!(r#"{{"brightness":{level}}}"#),
+            format!(
+                r#"{{"state":"{}","brightness":{}}}"#,
+                if on { "ON" } else { "OFF" },
+                to_255(level)
+            ),
         ),
+    }
+}
+
+/// The warmest and coolest colour temperatures hearth sends, in mireds
+/// (6,500 K to 2,000 K): Tasmota's `CT` range, and Home Assistant's default.
+pub const MIREDS: std::ops::RangeInclusive<u16> = 153..=500;
+
+/// The topic and payload that set a light's colour temperature, in mireds
+/// (clamped to [`MIREDS`]), or `None` when the scheme has no such command.
+///
+/// - Tasmota: `cmnd/<base>/CT`, payload `<mireds>`.
+/// - ESPHome: `<base>/light/main/command`, `{"state":"ON","color_temp":M}`.
+/// - Generic: `hearth/<base>/set`, `{"state":"ON","color_temp":M}`.
+/// - Shelly Gen2's light and switch components have none.
+pub fn color_temp_command(profile: Profile, base: &str, mireds: u16) -> Option<(String, String)> {
+    let m = mireds.clamp(*MIREDS.start(), *MIREDS.end());
+    match profile {
+        Profile::Tasmota => Some((format!("cmnd/{base}/CT"), m.to_string())),
+        Profile::Esphome => Some((
+            format!("{base}/light/main/command"),
+            format!(r#"{{"state":"ON","color_temp":{m}}}"#),
+        )),
+        Profile::Generic => Some((
+            format!("hearth/{base}/set"),
+            format!(r#"{{"state":"ON","color_temp":{m}}}"#),
+        )),
+        Profile::Shelly => None,
     }
 }
 
@@ -68,12 +100,18 @@ pub struct StateUpdate {
     pub online: Option<bool>,
     pub power: Option<bool>,
     pub brightness: Option<u8>,
+    /// Mireds.
+    pub color_temp: Option<u16>,
     pub motion: bool,
 }
 
 impl StateUpdate {
     fn is_empty(&self) -> bool {
-        self.online.is_none() && self.power.is_none() && self.brightness.is_none() && !self.motion
+        self.online.is_none()
+            && self.power.is_none()
+            && self.brightness.is_none()
+            && self.color_temp.is_none()
+            && !self.motion
     }
 
     /// `None` when the report said nothing hearth keeps.
@@ -88,19 +126,21 @@ impl StateUpdate {
 /// hearth keeps.
 ///
 /// - Tasmota: `stat/<base>/RESULT` and `tele/<base>/STATE` (JSON with
-///   `POWER` and `Dimmer`), `stat/<base>/POWER` (`ON`/`OFF`),
+///   `POWER`, `Dimmer` and `CT`), `stat/<base>/POWER` (`ON`/`OFF`),
 ///   `tele/<base>/LWT` (`Online`/`Offline`).
 /// - Shelly Gen2: `<base>/status/switch:0` and `<base>/status/light:0`
 ///   (`output`, `brightness`), `<base>/online` (`true`/`false`),
 ///   `<base>/events/rpc` (`NotifyStatus`/`NotifyFullStatus` carrying
 ///   `switch:0` or `light:0`).
-/// - ESPHome: `<base>/light/main/state` (`state`, `brightness` 0..255),
+/// - ESPHome: `<base>/light/main/state` (`state`, `brightness` 0..255,
+///   `color_temp` in mireds),
 ///   `<base>/status` (`online`/`offline`), `<base>/binary_sensor/motion/state`
 ///   (`ON` is motion).
-/// - Generic: `hearth/<base>/state` (`state`, `brightness`),
+/// - Generic, hearth's canonical scheme: `hearth/<base>/state` (`state`,
+///   `brightness` 0..255, `color_temp` in mireds, `motion`),
 ///   `hearth/<base>/availability` or `hearth/<base>/status`
-///   (`online`/`offline`), `hearth/<base>/motion` (`ON`, `true`, `1` or
-///   `{"motion":true}` is motion).
+///   (`online`/`offline`), and the older `hearth/<base>/motion` (`ON`,
+///   `true`, `1` or `{"motion":true}` is motion).
 pub fn parse_state(profile: Profile, base: &str, topic: &str, payload: &[u8]) -> Option<StateUpdate> {
     if payload.len() > MAX_STATE_PAYLOAD || base.is_empty() {
         return None;
@@ -175,6 +215,17 @@ fn tasmota(base: &str, topic: &str, text: &str) -> Option<StateUpdate> {
 fn tasmota_json(u: &mut StateUpdate, v: &Value) {
     u.power = v.get("POWER").and_then(Value::as_str).and_then(on_off);
     u.brightness = v.get("Dimmer").and_then(level);
+    u.color_temp = v.get("CT").and_then(mireds);
+}
+
+/// A colour temperature in mireds, within what any bulb reports.
+fn mireds(v: &Value) -> Option<u16> {
+    v.as_u64().filter(|m| (100..=1000).contains(m)).map(|m| m as u16)
+}
+
+/// A 0..=255 brightness from a JSON number, as a level 0..=100.
+fn level_255(v: &Value) -> Option<u8> {
+    v.as_u64().and_then(|b| u8::try_from(b).ok()).map(from_255)
 }
 
 fn shelly(rest: &str, text: &str) -> Option<StateUpdate> {
@@ -224,11 +275,8 @@ fn esphome(rest: &str, text: &str) -> Option<StateUpdate> {
         "light/main/state" => {
             let v = json(text)?;
             u.power = v.get("state").and_then(Value::as_str).and_then(on_off);
-            u.brightness = v
-                .get("brightness")
-                .and_then(Value::as_u64)
-                .and_then(|b| u8::try_from(b).ok())
-                .map(from_255);
+            u.brightness = v.get("brightness").and_then(level_255);
+            u.color_temp = v.get("color_temp").and_then(mireds);
         }
         "binary_sensor/motion/state" => u.motion = on_off(text)?,
         _ => return None,
@@ -243,7 +291,12 @@ fn generic(rest: &str, text: &str) -> Option<StateUpdate> {
         "state" => {
             let v = json(text)?;
             u.power = v.get("state").and_then(Value::as_str).and_then(on_off);
-            u.brightness = v.get("brightness").and_then(level);
+            u.brightness = v.get("brightness").and_then(level_255);
+            u.color_temp = v.get("color_temp").and_then(mireds);
+            u.motion = v.get("motion").and_then(Value::as_bool).unwrap_or(false);
+            if let Some(online) = v.get("online").and_then(Value::as_bool) {
+                u.online = Some(online);
+            }
         }
         "motion" => {
             u.motion = match text {
@@ -273,6 +326,7 @@ mod tests {
             online,
             power,
             brightness,
+            color_temp: None,
             motion,
         }
     }
@@ -289,6 +343,7 @@ mod tests {
         online: None,
         power: None,
         brightness: None,
+        color_temp: None,
         motion: true,
     };
 
@@ -338,8 +393,30 @@ mod tests {
                 "b1/light/main/command",
                 r#"{"state":"OFF","brightness":0}"#,
             ),
-            (Profile::Generic, 100, "hearth/b1/set", r#"{"brightness":100}"#),
-            (Profile::Generic, 250, "hearth/b1/set", r#"{"brightness":100}"#),
+            (
+                Profile::Generic,
+                100,
+                "hearth/b1/set",
+                r#"{"state":"ON","brightness":255}"#,
+            ),
+            (
+                Profile::Generic,
+                250,
+                "hearth/b1/set",
+                r#"{"state":"ON","brightness":255}"#,
+            ),
+            (
+                Profile::Generic,
+                40,
+                "hearth/b1/set",
+                r#"{"state":"ON","brightness":102}"#,
+            ),
+            (
+                Profile::Generic,
+                0,
+                "hearth/b1/set",
+                r#"{"state":"OFF","brightness":0}"#,
+            ),
         ];
         for (profile, level, topic, payload) in cases {
             let got = brightness_command(profile, "b1", level);
@@ -377,7 +454,7 @@ mod tests {
             }
         };
         for profile in Profile::ALL {
-            let device = Principal::Device {
+            let device = Principal::Confined {
                 rules: device_rules(profile, "b1"),
             };
             let (topic, _) = brightness_command(profile, "b1", 50);
@@ -528,8 +605,30 @@ mod tests {
             &[
                 (
                     "hearth/a1/state",
-                    r#"{"state":"ON","brightness":40}"#,
+                    r#"{"state":"ON","brightness":102}"#,
                     Some(update(None, Some(true), Some(40), false)),
+                ),
+                (
+                    "hearth/a1/state",
+                    r#"{"state":"ON","brightness":255,"color_temp":370}"#,
+                    Some(StateUpdate {
+                        color_temp: Some(370),
+                        ..update(None, Some(true), Some(100), false)
+                    }),
+                ),
+                ("hearth/a1/state", r#"{"brightness":256}"#, None),
+                (
+                    "hearth/a1/state",
+                    r#"{"online":true,"motion":true}"#,
+                    Some(StateUpdate {
+                        online: Some(true),
+                        ..MOTION
+                    }),
+                ),
+                (
+                    "hearth/a1/state",
+                    r#"{"online":true,"motion":false}"#,
+                    Some(online(true)),
                 ),
                 ("hearth/a1/state", r#"{"state":"OFF"}"#, Some(power(false))),
                 ("hearth/a1/status", "online", Some(online(true))),

@@ -66,13 +66,16 @@ impl fmt::Display for Profile {
     }
 }
 
-/// One allowed subtree, `<prefix>/#`, and what may be done there.
+/// One allowed subtree, `<prefix>/#`, or one exact topic, and what may be
+/// done there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     /// Literal levels, no wildcards, e.g. `["stat", "plug1"]`.
     pub prefix: Vec<String>,
     pub publish: bool,
     pub subscribe: bool,
+    /// Only the topic `prefix` itself, not the subtree below it.
+    pub exact: bool,
 }
 
 impl Rule {
@@ -81,12 +84,43 @@ impl Rule {
             prefix: prefix.iter().map(|s| (*s).to_owned()).collect(),
             publish,
             subscribe,
+            exact: false,
+        }
+    }
+
+    /// The subtree `prefix/#` (and `prefix` itself).
+    pub fn subtree(prefix: &str, publish: bool, subscribe: bool) -> Rule {
+        Rule {
+            exact: false,
+            ..Rule::topic(prefix, publish, subscribe)
+        }
+    }
+
+    /// One topic, nothing below it.
+    pub fn topic(topic: &str, publish: bool, subscribe: bool) -> Rule {
+        Rule {
+            prefix: topic.split('/').map(str::to_owned).collect(),
+            publish,
+            subscribe,
+            exact: true,
         }
     }
 
     /// The rule as an MQTT filter, for showing the owner.
     pub fn filter(&self) -> String {
-        format!("{}/#", self.prefix.join("/"))
+        if self.exact {
+            self.prefix.join("/")
+        } else {
+            format!("{}/#", self.prefix.join("/"))
+        }
+    }
+
+    fn covers(&self, levels: &[&str]) -> bool {
+        if self.exact {
+            self.prefix.len() == levels.len() && within(&self.prefix, levels)
+        } else {
+            within(&self.prefix, levels)
+        }
     }
 }
 
@@ -135,8 +169,8 @@ pub fn valid_base(base: &str) -> bool {
 /// Who is asking.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
-    /// A device, confined to its rules.
-    Device { rules: Vec<Rule> },
+    /// A device or an integration, confined to its rules.
+    Confined { rules: Vec<Rule> },
     /// hearth's own in-process client: every device topic, nothing under `$`.
     Hub,
 }
@@ -153,13 +187,13 @@ pub fn decide(principal: &Principal, action: Action, topic: &str) -> Decision {
     }
     match principal {
         Principal::Hub => Decision::Allow,
-        Principal::Device { rules } => {
+        Principal::Confined { rules } => {
             let allowed = rules.iter().any(|rule| {
                 let permitted = match action {
                     Action::Publish => rule.publish,
                     Action::Subscribe => rule.subscribe,
                 };
-                permitted && within(&rule.prefix, &levels)
+                permitted && rule.covers(&levels)
             });
             if allowed { Decision::Allow } else { Decision::Deny }
         }
@@ -210,7 +244,7 @@ mod tests {
     use Decision::{Allow, Deny};
 
     fn device(profile: Profile, base: &str) -> Principal {
-        Principal::Device {
+        Principal::Confined {
             rules: device_rules(profile, base),
         }
     }
@@ -221,6 +255,47 @@ mod tests {
             let got = decide(principal, *action, topic);
             assert_eq!(got, *want, "{action:?} {topic:?}");
         }
+    }
+
+    #[test]
+    fn exact_rules_cover_one_topic_only() {
+        let p = Principal::Confined {
+            rules: vec![
+                Rule::subtree("homeassistant", true, true),
+                Rule::topic("hearth/a1/state", false, true),
+                Rule::topic("hearth/a1/set", true, false),
+            ],
+        };
+        check(
+            &p,
+            &[
+                (S, "homeassistant/#", Allow),
+                (P, "homeassistant/device/a1/config", Allow),
+                (S, "hearth/a1/state", Allow),
+                (P, "hearth/a1/set", Allow),
+                // Not the other way round, and nothing below or beside.
+                (P, "hearth/a1/state", Deny),
+                (S, "hearth/a1/set", Deny),
+                (S, "hearth/a1/state/#", Deny),
+                (S, "hearth/a1/state/x", Deny),
+                (P, "hearth/a1/set/x", Deny),
+                (S, "hearth/a1/+", Deny),
+                (S, "hearth/a1/#", Deny),
+                (S, "hearth/+/state", Deny),
+                (S, "hearth/a1", Deny),
+                (S, "#", Deny),
+                (S, "+/#", Deny),
+                (S, "$SYS/#", Deny),
+            ],
+        );
+        assert_eq!(
+            Rule::topic("hearth/a1/state", false, true).filter(),
+            "hearth/a1/state"
+        );
+        assert_eq!(
+            Rule::subtree("homeassistant", true, true).filter(),
+            "homeassistant/#"
+        );
     }
 
     #[test]
@@ -348,7 +423,7 @@ mod tests {
 
     #[test]
     fn a_device_with_no_rules_may_do_nothing() {
-        let d = Principal::Device { rules: vec![] };
+        let d = Principal::Confined { rules: vec![] };
         check(&d, &[(P, "hearth/x", Deny), (S, "hearth/x", Deny)]);
     }
 

@@ -18,6 +18,8 @@ use crate::store::DeviceId;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Owner {
     Device(DeviceId),
+    /// Home Assistant's MQTT integration.
+    HomeAssistant,
     /// hearth's own client; never connects over the network today, kept so
     /// revocation and ACLs treat it like any other principal.
     Hub,
@@ -28,8 +30,11 @@ pub enum Owner {
 pub struct Identity {
     pub owner: Owner,
     pub principal: Principal,
-    /// The one client id it may connect with.
-    pub client_id: String,
+    /// The one client id it may connect with, or `None` for any: Home
+    /// Assistant picks a random one. A session under any client id stays
+    /// bound to the credential it connected with (see
+    /// [`Credentials::session_matches`]).
+    pub client_id: Option<String>,
     pub secret: TokenHash,
 }
 
@@ -46,10 +51,18 @@ pub enum Refusal {
     DuplicateClientId,
 }
 
+/// How many sessions of identities without a fixed client id are
+/// remembered; the oldest binding is dropped beyond it (its session then has
+/// no rights, and its client reconnects).
+const MAX_FREE_SESSIONS: usize = 16;
+
 /// The table of identities, by username.
 #[derive(Default)]
 pub struct Credentials {
     by_username: RwLock<HashMap<String, Arc<Identity>>>,
+    /// For identities without a fixed client id: which credential each
+    /// connected client id proved, oldest first.
+    free_sessions: Mutex<Vec<(String, TokenHash)>>,
 }
 
 impl Credentials {
@@ -111,7 +124,7 @@ impl Credentials {
             (Some(id), true) => id,
             _ => return Err(Refusal::BadCredentials),
         };
-        if identity.client_id != client_id {
+        if identity.client_id.as_deref().is_some_and(|c| c != client_id) {
             return Err(Refusal::WrongClientId);
         }
         if let Some(topic) = will_topic
@@ -120,6 +133,47 @@ impl Credentials {
             return Err(Refusal::WillOutsideTopics);
         }
         Ok(identity)
+    }
+
+    /// Records that `client_id` connected with `identity`, when the identity
+    /// takes any client id.
+    pub fn bind_session(&self, client_id: &str, identity: &Identity) {
+        if identity.client_id.is_some() {
+            return;
+        }
+        let mut free = self.free_sessions.lock().expect("sessions lock");
+        free.retain(|(c, _)| c != client_id);
+        if free.len() >= MAX_FREE_SESSIONS {
+            free.remove(0);
+        }
+        free.push((client_id.to_owned(), identity.secret));
+    }
+
+    /// Whether a session with `client_id` still holds `identity`'s rights:
+    /// its fixed client id, or, for any client id, the same credential it
+    /// connected with (a rotated credential's old sessions have none).
+    pub fn session_matches(&self, client_id: &str, identity: &Identity) -> bool {
+        match &identity.client_id {
+            Some(c) => c == client_id,
+            None => self
+                .free_sessions
+                .lock()
+                .expect("sessions lock")
+                .iter()
+                .any(|(c, secret)| c == client_id && *secret == identity.secret),
+        }
+    }
+
+    /// The client ids connected under identities without a fixed one whose
+    /// credential is `secret`, to cut when it is revoked.
+    pub fn sessions_of(&self, secret: &TokenHash) -> Vec<String> {
+        self.free_sessions
+            .lock()
+            .expect("sessions lock")
+            .iter()
+            .filter(|(_, s)| s == secret)
+            .map(|(c, _)| c.clone())
+            .collect()
     }
 }
 
@@ -198,10 +252,10 @@ mod tests {
             id.to_string(),
             Identity {
                 owner: Owner::Device(id.clone()),
-                principal: Principal::Device {
+                principal: Principal::Confined {
                     rules: device_rules(Profile::Generic, id.as_str()),
                 },
-                client_id: id.to_string(),
+                client_id: Some(id.to_string()),
                 secret: TokenHash::of(&password),
             },
         );

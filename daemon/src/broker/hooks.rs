@@ -67,14 +67,14 @@ impl Decider {
         } else {
             self.creds
                 .check_connect(username, password, client_id, will_topic.as_deref())
-                .map(|_| ())
         };
         let refusal = match refusal {
-            Ok(()) if self.online(client_id).await => Err(Refusal::DuplicateClientId),
+            Ok(_) if self.online(client_id).await => Err(Refusal::DuplicateClientId),
             other => other,
         };
         match refusal {
-            Ok(()) => {
+            Ok(identity) => {
+                self.creds.bind_session(client_id, &identity);
                 self.stats.connects_allowed.fetch_add(1, Ordering::Relaxed);
                 // Never a superuser: superusers skip the ACL hooks.
                 AuthResult::Allow(false, None)
@@ -104,7 +104,9 @@ impl Decider {
         let username = session.id.username.as_ref()?;
         let identity = self.creds.get(username.as_ref())?;
         // A session whose credential was replaced or revoked has no rights.
-        (identity.client_id.as_str() == session.id.client_id.as_ref() as &str).then_some(identity)
+        self.creds
+            .session_matches(session.id.client_id.as_ref(), &identity)
+            .then_some(identity)
     }
 }
 

@@ -322,6 +322,62 @@ impl Broker {
         entry.kick(true, true, true).await.is_ok()
     }
 
+    /// The client ids connected now under `username`'s identity.
+    pub async fn sessions_of(&self, username: &str) -> Vec<String> {
+        let Some(identity) = self.creds.get(username) else {
+            return Vec::new();
+        };
+        let candidates = match &identity.client_id {
+            Some(c) => vec![c.clone()],
+            None => self.creds.sessions_of(&identity.secret),
+        };
+        let mut online = Vec::new();
+        for c in candidates {
+            if self.is_online(&c).await {
+                online.push(c);
+            }
+        }
+        online
+    }
+
+    /// Drops every subscription of `username`'s live sessions that its
+    /// identity's rules no longer allow, so narrowing an identity's rules
+    /// also narrows what it already subscribed to. Returns how many were
+    /// dropped.
+    pub async fn enforce_subscriptions(&self, username: &str) -> usize {
+        let Some(identity) = self.creds.get(username) else {
+            return 0;
+        };
+        let mut dropped = 0;
+        for client_id in self.sessions_of(username).await {
+            let shared = self.scx.extends.shared().await;
+            // The router keys subscriptions by the session's whole id
+            // (address, username, ...), not the client id alone.
+            let Some(session) = shared
+                .entry(Id::from(self.scx.node.id(), ClientId::from(client_id)))
+                .session()
+            else {
+                continue;
+            };
+            let entry = shared.entry(session.id.clone());
+            for sub in entry.subscriptions().await.unwrap_or_default() {
+                let filter: &str = sub.topic.as_ref();
+                if acl::decide(&identity.principal, acl::Action::Subscribe, filter) == acl::Decision::Allow {
+                    continue;
+                }
+                match rmqtt::types::Unsubscribe::from(&sub.topic, false, false) {
+                    Ok(unsub) => {
+                        if entry.unsubscribe(&unsub).await.unwrap_or(false) {
+                            dropped += 1;
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "a subscription could not be dropped"),
+                }
+            }
+        }
+        dropped
+    }
+
     /// Whether a session with this client id is connected now.
     pub async fn is_online(&self, client_id: &str) -> bool {
         session_online(&self.scx, client_id).await

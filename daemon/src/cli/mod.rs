@@ -52,6 +52,9 @@ pub enum Command {
     /// Manage devices on a running hearth (through its admin socket).
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// Connect integrations to a running hearth (through its admin socket).
+    #[command(subcommand)]
+    Integrations(IntegrationsCommand),
     /// Show a running hearth's listeners and counters.
     Status(AdminArgs),
     /// Run hearth with a simulated home (4 bulbs, 2 cameras, a plug and a
@@ -65,6 +68,38 @@ pub enum Command {
         /// the dashboard instead.
         #[arg(long)]
         leave_pending: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IntegrationsCommand {
+    /// Home Assistant, over hearth's own broker with MQTT discovery.
+    #[command(subcommand)]
+    Homeassistant(HomeAssistantCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HomeAssistantCommand {
+    /// Create the `homeassistant` MQTT credential and print what to enter
+    /// into Home Assistant's MQTT integration. The password is shown once.
+    Enable(AdminArgs),
+    /// Issue a new password; the old one is refused and its session cut.
+    Rotate(AdminArgs),
+    /// Revoke the credential and remove every device from Home Assistant.
+    Disable(AdminArgs),
+    /// Show whether it is on and connected, and its settings.
+    Status(AdminArgs),
+    /// Change what Home Assistant is told.
+    Set {
+        /// Send model, vendor and firmware with each device (off by default).
+        #[arg(long, value_parser = ["on", "off"])]
+        share_device_details: Option<String>,
+        /// `device` (Home Assistant 2024.11 and later) or `component` (one
+        /// config per entity, for older versions).
+        #[arg(long, value_parser = ["device", "component"])]
+        discovery: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
@@ -133,6 +168,19 @@ pub enum DevicesCommand {
         /// on or off.
         #[arg(value_parser = ["on", "off"])]
         state: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Choose which integrations see a device (each is off by default).
+    Expose {
+        /// The device id.
+        id: String,
+        /// Show it to Home Assistant.
+        #[arg(long, value_parser = ["on", "off"])]
+        homeassistant: Option<String>,
+        /// Let voice assistants reach it.
+        #[arg(long, value_parser = ["on", "off"])]
+        voice: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -219,6 +267,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Devices(cmd) => devices(cmd),
+        Command::Integrations(IntegrationsCommand::Homeassistant(cmd)) => homeassistant(cmd),
         Command::Status(args) => status(&args),
         Command::Demo {
             data_dir,
@@ -390,6 +439,27 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 println!("sent {state} to {id}")
             }
         }
+        DevicesCommand::Expose {
+            id,
+            homeassistant,
+            voice,
+            admin,
+        } => {
+            let on = |v: Option<String>| v.map(|v| v == "on");
+            let v = admin_request(
+                &admin,
+                &Request::DevicesExpose(crate::admin::Expose {
+                    id: id.clone(),
+                    homeassistant: on(homeassistant),
+                    voice: on(voice),
+                }),
+            )?;
+            if admin.json {
+                print_json(&v)
+            } else {
+                println!("updated {id}")
+            }
+        }
         DevicesCommand::Rotate { id, admin } => {
             let v = admin_request(&admin, &Request::DevicesRotate { id })?;
             if admin.json {
@@ -398,6 +468,58 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 print_provisioning(&v)
             }
         }
+    }
+    Ok(())
+}
+
+fn homeassistant(cmd: HomeAssistantCommand) -> anyhow::Result<()> {
+    let (admin, request) = match cmd {
+        HomeAssistantCommand::Enable(a) => (a, Request::HomeassistantEnable),
+        HomeAssistantCommand::Rotate(a) => (a, Request::HomeassistantRotate),
+        HomeAssistantCommand::Disable(a) => (a, Request::HomeassistantDisable),
+        HomeAssistantCommand::Status(a) => (a, Request::HomeassistantStatus),
+        HomeAssistantCommand::Set {
+            share_device_details,
+            discovery,
+            admin,
+        } => {
+            let discovery = discovery.map(|d| match d.as_str() {
+                "component" => crate::homeassistant::DiscoveryMode::Component,
+                _ => crate::homeassistant::DiscoveryMode::Device,
+            });
+            let change = crate::homeassistant::SettingsChange {
+                share_device_details: share_device_details.map(|v| v == "on"),
+                discovery,
+            };
+            (admin, Request::HomeassistantSet(change))
+        }
+    };
+    let v = admin_request(&admin, &request)?;
+    if admin.json {
+        print_json(&v);
+        return Ok(());
+    }
+    if let Some(m) = v.get("mqtt") {
+        let s = |k: &str| {
+            m[k].as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| m[k].to_string())
+        };
+        println!("In Home Assistant: Settings > Devices & services > Add integration > MQTT.");
+        println!("  broker     {}", s("host"));
+        println!("  port       {}", s("port"));
+        println!("  username   {}", s("username"));
+        println!(
+            "  password   {}   (shown once; hearth keeps only a hash)",
+            s("password")
+        );
+        println!("  TLS        on, with the CA certificate {}", s("ca_cert"));
+        println!(
+            "  discovery  on, prefix {}",
+            v["discovery_prefix"].as_str().unwrap_or("?")
+        );
+    } else {
+        print_json(&v);
     }
     Ok(())
 }

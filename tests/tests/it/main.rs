@@ -8,6 +8,7 @@ mod crash;
 mod demo;
 mod discovery;
 mod harness;
+mod homeassistant;
 mod hub;
 mod lifecycle;
 mod mqtt;

@@ -1,0 +1,627 @@
+//! Home Assistant over hearth's broker: a real MQTT client (rumqttc) plays
+//! Home Assistant with the `homeassistant` credential the CLI issues, while
+//! simulated devices speak their vendors' schemes.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, SubscribeReasonCode, Transport};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::harness::{Daemon, Device, text};
+use crate::mqtt;
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn add(daemon: &Daemon, profile: &str, kind: &str, nickname: &str) -> Device {
+    Device(daemon.cli_json(&[
+        "devices",
+        "add",
+        "--profile",
+        profile,
+        "--kind",
+        kind,
+        "--nickname",
+        nickname,
+        "--room",
+        "Hall",
+    ]))
+}
+
+fn expose(daemon: &Daemon, d: &Device, on: bool) {
+    let v = daemon.cli_json(&[
+        "devices",
+        "expose",
+        d.id(),
+        "--homeassistant",
+        if on { "on" } else { "off" },
+    ]);
+    assert_eq!(v["updated"], d.id());
+}
+
+/// What Home Assistant's side hears.
+enum Heard {
+    Message(String, Vec<u8>, bool),
+    SubAck(Vec<SubscribeReasonCode>),
+    Closed,
+}
+
+/// Home Assistant: connected with the issued credential, a random client id
+/// and its will on `homeassistant/status`.
+struct Ha {
+    client: AsyncClient,
+    heard: mpsc::UnboundedReceiver<Heard>,
+    /// Retained or live messages by topic, newest last.
+    seen: HashMap<String, Vec<Vec<u8>>>,
+    /// Whether the newest message on each topic came as retained.
+    retained: HashMap<String, bool>,
+}
+
+fn ha_options(daemon: &Daemon, conn: &Value, client_id: &str) -> MqttOptions {
+    let m = &conn["mqtt"];
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", daemon.tls_port());
+    opts.set_credentials(m["username"].as_str().unwrap(), m["password"].as_str().unwrap());
+    opts.set_transport(Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+        mqtt::client_tls(daemon),
+    )));
+    opts.set_last_will(LastWill::new(
+        "homeassistant/status",
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts
+}
+
+impl Ha {
+    async fn connect(daemon: &Daemon, conn: &Value, client_id: &str) -> Ha {
+        let (client, mut events) = AsyncClient::new(ha_options(daemon, conn, client_id), 256);
+        let code = mqtt::connack(&mut events).await.expect("connect");
+        assert_eq!(
+            code,
+            rumqttc::ConnectReturnCode::Success,
+            "Home Assistant's CONNACK"
+        );
+        let (tx, heard) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let h = match events.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        Heard::Message(p.topic.clone(), p.payload.to_vec(), p.retain)
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(a))) => Heard::SubAck(a.return_codes),
+                    Ok(_) => continue,
+                    Err(_) => {
+                        let _ = tx.send(Heard::Closed);
+                        return;
+                    }
+                };
+                if tx.send(h).is_err() {
+                    return;
+                }
+            }
+        });
+        Ha {
+            client,
+            heard,
+            seen: HashMap::new(),
+            retained: HashMap::new(),
+        }
+    }
+
+    async fn next(&mut self, deadline: Instant) -> Option<Heard> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let h = tokio::time::timeout(left, self.heard.recv()).await.ok()??;
+        if let Heard::Message(t, p, retain) = &h {
+            self.seen.entry(t.clone()).or_default().push(p.clone());
+            self.retained.insert(t.clone(), *retain);
+        }
+        Some(h)
+    }
+
+    /// Subscribes and returns the broker's answer.
+    async fn subscribe(&mut self, filter: &str) -> SubscribeReasonCode {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            match self.next(deadline).await {
+                Some(Heard::SubAck(codes)) => return codes[0],
+                Some(Heard::Closed) => panic!("closed while subscribing to {filter}"),
+                Some(_) => {}
+                None => panic!("no SUBACK for {filter}"),
+            }
+        }
+    }
+
+    /// Waits for a message on `topic` that `want` accepts; returns it.
+    async fn until(&mut self, what: &str, topic: &str, want: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        if let Some(p) = self.seen.get(topic).and_then(|v| v.last())
+            && want(p)
+        {
+            return p.clone();
+        }
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            match self.next(deadline).await {
+                Some(Heard::Message(t, p, _)) if t == topic && want(&p) => return p,
+                Some(Heard::Closed) => panic!("closed while waiting for {what}"),
+                Some(_) => {}
+                None => panic!(
+                    "no {what} on {topic} within {LIMIT:?}; last there: {:?}",
+                    self.seen
+                        .get(topic)
+                        .and_then(|v| v.last())
+                        .map(|p| String::from_utf8_lossy(p).into_owned())
+                ),
+            }
+        }
+    }
+
+    /// Waits for the session to end.
+    async fn closed(&mut self) {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            match self.next(deadline).await {
+                Some(Heard::Closed) => return,
+                Some(_) => {}
+                None => panic!("the session was not cut"),
+            }
+        }
+    }
+}
+
+fn json(p: &[u8]) -> Value {
+    serde_json::from_slice(p).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(p)))
+}
+
+/// A canonical topic of a device: `hearth/<32 hex>/<leaf>`.
+fn canonical(topic: &Value, id: &str, leaf: &str) {
+    let t = topic.as_str().unwrap_or_else(|| panic!("{leaf} topic missing"));
+    assert_eq!(t, format!("hearth/{id}/{leaf}"));
+}
+
+/// Checks a device-based discovery config against Home Assistant's
+/// documented schema: `dev` with identifiers and a name, `o` with a name,
+/// `cmps` whose every entry has a known platform `p` and a `unique_id`,
+/// and topics in the canonical pattern.
+fn check_device_config(v: &Value, id: &str, nickname: &str) -> Vec<String> {
+    let dev = &v["dev"];
+    assert!(dev["ids"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
+    assert_eq!(dev["name"], nickname);
+    for detail in ["mf", "mdl", "sw", "hw", "sn", "cns", "connections"] {
+        assert!(
+            dev.get(detail).is_none(),
+            "{detail} sent without the owner's consent: {v}"
+        );
+    }
+    assert_eq!(v["o"]["name"], "hearth");
+    assert!(v["o"]["sw"].is_string());
+    canonical(&v["availability_topic"], id, "availability");
+    canonical(&v["state_topic"], id, "state");
+    let cmps = v["cmps"].as_object().expect("cmps");
+    assert!(!cmps.is_empty());
+    let mut platforms = Vec::new();
+    for (object, c) in cmps {
+        let p = c["p"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{object} has no platform"));
+        assert!(["light", "switch", "binary_sensor", "camera"].contains(&p), "{p}");
+        assert!(
+            c["unique_id"].as_str().is_some_and(|u| u.contains(id)),
+            "{object}: {c}"
+        );
+        if let Some(t) = c.get("command_topic") {
+            canonical(t, id, "set");
+        }
+        platforms.push(p.to_owned());
+    }
+    platforms
+}
+
+/// A simulated device, run from its provisioning, reporting what it obeys.
+fn start_device(
+    rt: &tokio::runtime::Runtime,
+    d: &Device,
+) -> (mpsc::UnboundedReceiver<String>, tokio::sync::oneshot::Sender<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+    let p = d.0.clone();
+    rt.spawn(async move {
+        let stop = async {
+            let _ = stop.await;
+        };
+        hearth::sim::device(p, "127.0.0.1".into(), stop, move |line| {
+            let _ = tx.send(line.to_owned());
+        })
+        .await;
+    });
+    (rx, stop_tx)
+}
+
+async fn said(lines: &mut mpsc::UnboundedReceiver<String>, want: &str) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, lines.recv()).await {
+            Ok(Some(l)) if l == want => return,
+            Ok(Some(_)) => {}
+            _ => panic!("the device never said {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn home_assistant_discovers_controls_and_loses_exposed_devices() {
+    let daemon = Daemon::start();
+    let lamp = add(&daemon, "tasmota", "bulb", "Hall lamp");
+    let camera = add(&daemon, "generic", "camera", "Porch camera");
+    let plug = add(&daemon, "shelly", "plug", "Kettle");
+    let hidden = add(&daemon, "esphome", "bulb", "Bedroom light");
+    let fan = add(&daemon, "shelly", "plug", "Fan");
+    for d in [&lamp, &camera, &plug, &fan] {
+        expose(&daemon, d, true);
+    }
+    let status = daemon.cli_json(&["integrations", "homeassistant", "status"]);
+    assert_eq!(status["enabled"], false);
+    assert_eq!(status["exposed"], 4);
+
+    let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let m = &conn["mqtt"];
+    assert_eq!(m["username"], "homeassistant");
+    assert_eq!(m["port"], daemon.tls_port());
+    assert!(m["password"].as_str().is_some_and(|p| p.len() == 32), "{conn}");
+    assert!(std::path::Path::new(m["ca_cert"].as_str().unwrap()).exists());
+    assert_eq!(conn["discovery_prefix"], "homeassistant");
+    // Enabling twice does not hand out a second password.
+    let again = daemon.cli(&["integrations", "homeassistant", "enable", "--json"]);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("rotate"), "{}", text(&again.stderr));
+    // The password is not in the daemon's log.
+    assert!(!daemon.log().contains(m["password"].as_str().unwrap()));
+
+    let rt = rt();
+    let (mut lamp_says, lamp_stop) = start_device(&rt, &lamp);
+    let mut camera_device = None;
+    rt.block_on(async {
+        said(&mut lamp_says, "connected").await;
+        let mut ha = Ha::connect(&daemon, &conn, "ha-3fP9qLk2").await;
+        assert_eq!(
+            ha.subscribe("homeassistant/#").await,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        );
+        ha.client
+            .publish("homeassistant/status", QoS::AtLeastOnce, true, "online")
+            .await
+            .unwrap();
+
+        // One retained config per exposed device, in HA's schema.
+        let config_of = |d: &Device| format!("homeassistant/device/{}/config", d.id());
+        let lamp_cfg = json(
+            &ha.until("the lamp's config", &config_of(&lamp), |p| !p.is_empty())
+                .await,
+        );
+        assert_eq!(check_device_config(&lamp_cfg, lamp.id(), "Hall lamp"), ["light"]);
+        let light = &lamp_cfg["cmps"]["light"];
+        assert_eq!(light["schema"], "json");
+        assert_eq!(light["brightness"], true);
+        let cam_cfg = json(
+            &ha.until("the camera's config", &config_of(&camera), |p| !p.is_empty())
+                .await,
+        );
+        assert_eq!(
+            check_device_config(&cam_cfg, camera.id(), "Porch camera"),
+            ["binary_sensor"]
+        );
+        assert_eq!(cam_cfg["cmps"]["motion"]["device_class"], "motion");
+        let plug_cfg = json(
+            &ha.until("the plug's config", &config_of(&plug), |p| !p.is_empty())
+                .await,
+        );
+        assert_eq!(check_device_config(&plug_cfg, plug.id(), "Kettle"), ["switch"]);
+        assert!(
+            !ha.seen.contains_key(&config_of(&hidden)),
+            "an unexposed device was announced"
+        );
+
+        // As Home Assistant would: subscribe to what the configs name.
+        for d in [&lamp, &camera, &plug] {
+            for leaf in ["state", "availability"] {
+                let t = format!("hearth/{}/{leaf}", d.id());
+                assert_eq!(
+                    ha.subscribe(&t).await,
+                    SubscribeReasonCode::Success(QoS::AtLeastOnce),
+                    "{t}"
+                );
+            }
+        }
+        // The camera starts now, so its first motion comes after Home
+        // Assistant subscribed.
+        camera_device = Some(start_device(&rt, &camera));
+        let lamp_state = format!("hearth/{}/state", lamp.id());
+        let lamp_avail = format!("hearth/{}/availability", lamp.id());
+        ha.until("the lamp online", &lamp_avail, |p| p == b"online").await;
+        ha.until(
+            "the plug offline",
+            &format!("hearth/{}/availability", plug.id()),
+            |p| p == b"offline",
+        )
+        .await;
+        ha.until("the lamp's state", &lamp_state, |p| json(p)["state"] == "OFF")
+            .await;
+
+        // A command on the canonical topic reaches the Tasmota bulb in its
+        // own scheme, and its report comes back canonical.
+        ha.client
+            .publish(
+                lamp_cfg["cmps"]["light"]["command_topic"].as_str().unwrap(),
+                QoS::AtLeastOnce,
+                false,
+                r#"{"state":"ON","brightness":128}"#,
+            )
+            .await
+            .unwrap();
+        said(&mut lamp_says, "brightness 50").await;
+        ha.until("the lamp on at 128", &lamp_state, |p| {
+            let v = json(p);
+            v["state"] == "ON" && v["brightness"] == 128
+        })
+        .await;
+        ha.client
+            .publish(
+                format!("hearth/{}/set", lamp.id()),
+                QoS::AtLeastOnce,
+                false,
+                r#"{"color_temp":300}"#,
+            )
+            .await
+            .unwrap();
+        said(&mut lamp_says, "color_temp 300").await;
+        ha.until("the lamp at 300 mireds", &lamp_state, |p| {
+            json(p)["color_temp"] == 300
+        })
+        .await;
+        // Having learnt it, the light offers colour temperature.
+        ha.until(
+            "the lamp's config with colour temperature",
+            &config_of(&lamp),
+            |p| !p.is_empty() && json(p)["cmps"]["light"]["supported_color_modes"][0] == "color_temp",
+        )
+        .await;
+
+        // The camera's motion reaches its state.
+        let cam_state = format!("hearth/{}/state", camera.id());
+        ha.until("motion", &cam_state, |p| json(p)["motion"] == true)
+            .await;
+
+        // Confinement: never `#`, never a vendor's raw topics.
+        let denied = SubscribeReasonCode::Failure;
+        assert_eq!(ha.subscribe("#").await, denied);
+        assert_eq!(ha.subscribe(&format!("stat/{}/#", lamp.base())).await, denied);
+        assert_eq!(ha.subscribe(&format!("hearth/{}/set", lamp.id())).await, denied);
+        assert_eq!(
+            ha.subscribe(&format!("hearth/{}/state", hidden.id())).await,
+            denied
+        );
+        assert_eq!(ha.subscribe("hearth/+/state").await, denied);
+        let before = daemon.stats()["denied_publish"].as_u64().unwrap();
+        ha.client
+            .publish(
+                format!("cmnd/{}/POWER", lamp.base()),
+                QoS::AtLeastOnce,
+                false,
+                "OFF",
+            )
+            .await
+            .unwrap();
+        ha.client
+            .publish(
+                format!("hearth/{}/set", hidden.id()),
+                QoS::AtLeastOnce,
+                false,
+                r#"{"state":"ON"}"#,
+            )
+            .await
+            .unwrap();
+        let deadline = Instant::now() + LIMIT;
+        while daemon.stats()["denied_publish"].as_u64().unwrap() < before + 2 {
+            assert!(Instant::now() < deadline, "the raw publishes were not denied");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // The lamp goes away: Home Assistant sees it unavailable.
+        let _ = lamp_stop.send(());
+        ha.until("the lamp offline", &lamp_avail, |p| p == b"offline")
+            .await;
+
+        // Un-exposing the camera clears its config, and its topics close.
+        expose(&daemon, &camera, false);
+        ha.until(
+            "the camera's config cleared",
+            &config_of(&camera),
+            <[u8]>::is_empty,
+        )
+        .await;
+        assert_eq!(ha.subscribe(&cam_state).await, denied);
+
+        // Un-exposing also ends what Home Assistant subscribed to already:
+        // the fan (played here by a client with its credential) reports,
+        // Home Assistant hears it; once un-exposed, no more.
+        let fan_state = format!("hearth/{}/state", fan.id());
+        assert_eq!(
+            ha.subscribe(&fan_state).await,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        );
+        let fan_device = mqtt::connect(mqtt::options(&daemon, &fan)).await;
+        let report = |on: bool| format!(r#"{{"id":0,"output":{on}}}"#);
+        let fan_topic = format!("{}/status/switch:0", fan.base());
+        fan_device
+            .client
+            .publish(&fan_topic, QoS::AtLeastOnce, false, report(true))
+            .await
+            .unwrap();
+        ha.until("the fan on", &fan_state, |p| json(p)["state"] == "ON")
+            .await;
+        expose(&daemon, &fan, false);
+        ha.until("the fan's config cleared", &config_of(&fan), <[u8]>::is_empty)
+            .await;
+        fan_device
+            .client
+            .publish(&fan_topic, QoS::AtLeastOnce, false, report(false))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while ha.next(deadline).await.is_some() {}
+        let last = ha.seen[&fan_state].last().unwrap().clone();
+        assert_eq!(
+            json(&last)["state"],
+            "ON",
+            "an un-exposed device's state still reached Home Assistant"
+        );
+
+        // Home Assistant restarts: every config comes again.
+        let plug_count = ha.seen[&config_of(&plug)].len();
+        ha.client
+            .publish("homeassistant/status", QoS::AtLeastOnce, true, "online")
+            .await
+            .unwrap();
+        let deadline = Instant::now() + LIMIT;
+        while ha.seen[&config_of(&plug)].len() == plug_count {
+            assert!(ha.next(deadline).await.is_some(), "configs were not re-published");
+        }
+
+        // Forgetting the lamp clears its config and canonical topics.
+        let v = daemon.cli_json(&["devices", "forget", lamp.id()]);
+        assert_eq!(v["forgotten"], lamp.id());
+        ha.until("the lamp's config cleared", &config_of(&lamp), <[u8]>::is_empty)
+            .await;
+
+        // A late subscriber finds no ghost of either.
+        let mut late = Ha::connect(&daemon, &conn, "ha-late").await;
+        late.subscribe("homeassistant/#").await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while late.next(deadline).await.is_some() {}
+        assert!(late.seen.contains_key(&config_of(&plug)));
+        assert_eq!(
+            late.retained.get(&config_of(&plug)),
+            Some(&true),
+            "configs are retained"
+        );
+        for gone in [config_of(&lamp), config_of(&camera)] {
+            assert!(
+                late.seen.get(&gone).is_none_or(|v| v.iter().all(Vec::is_empty)),
+                "{gone}"
+            );
+        }
+        drop(late);
+
+        // Rotation: the old password is refused and its session cut.
+        let rotated = daemon.cli_json(&["integrations", "homeassistant", "rotate"]);
+        assert_ne!(rotated["mqtt"]["password"], conn["mqtt"]["password"]);
+        ha.closed().await;
+        let (_, mut events) = AsyncClient::new(ha_options(&daemon, &conn, "ha-old"), 8);
+        assert_ne!(
+            mqtt::connack(&mut events).await,
+            Ok(rumqttc::ConnectReturnCode::Success)
+        );
+        let mut ha = Ha::connect(&daemon, &rotated, "ha-new").await;
+        ha.subscribe("homeassistant/#").await;
+        ha.until("the plug's config", &config_of(&plug), |p| !p.is_empty())
+            .await;
+
+        // Turning it off removes every device from Home Assistant.
+        let off = daemon.cli_json(&["integrations", "homeassistant", "disable"]);
+        assert_eq!(off["was_enabled"], true);
+        ha.closed().await;
+        let (_, mut events) = AsyncClient::new(ha_options(&daemon, &rotated, "ha-after"), 8);
+        assert_ne!(
+            mqtt::connack(&mut events).await,
+            Ok(rumqttc::ConnectReturnCode::Success)
+        );
+    });
+    drop(camera_device);
+    let log = daemon.log();
+    for secret in ["Hall lamp", "Porch camera", "Kettle"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
+
+#[test]
+fn per_component_discovery_for_older_home_assistant() {
+    let daemon = Daemon::start();
+    let lamp = add(&daemon, "esphome", "bulb", "Desk lamp");
+    let plug = add(&daemon, "tasmota", "plug", "Heater");
+    for d in [&lamp, &plug] {
+        expose(&daemon, d, true);
+    }
+    let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let rt = rt();
+    let (mut lamp_says, _stop) = start_device(&rt, &lamp);
+    rt.block_on(async {
+        said(&mut lamp_says, "connected").await;
+        let mut ha = Ha::connect(&daemon, &conn, "ha-2023").await;
+        ha.subscribe("homeassistant/#").await;
+        let device_topic = format!("homeassistant/device/{}/config", lamp.id());
+        ha.until("the device config", &device_topic, |p| !p.is_empty())
+            .await;
+
+        let v = daemon.cli_json(&["integrations", "homeassistant", "set", "--discovery", "component"]);
+        assert_eq!(v["discovery"], "component");
+        // The device-based config goes, one config per entity comes.
+        ha.until("the device config cleared", &device_topic, <[u8]>::is_empty)
+            .await;
+        let light_topic = format!("homeassistant/light/{}/light/config", lamp.id());
+        let light = json(
+            &ha.until("the light's config", &light_topic, |p| !p.is_empty())
+                .await,
+        );
+        assert_eq!(light["device"]["name"], "Desk lamp");
+        assert_eq!(light["origin"]["name"], "hearth");
+        assert_eq!(light["schema"], "json");
+        assert!(light.get("p").is_none());
+        canonical(&light["command_topic"], lamp.id(), "set");
+        canonical(&light["state_topic"], lamp.id(), "state");
+        canonical(&light["availability_topic"], lamp.id(), "availability");
+        let switch_topic = format!("homeassistant/switch/{}/switch/config", plug.id());
+        let switch = json(
+            &ha.until("the switch's config", &switch_topic, |p| !p.is_empty())
+                .await,
+        );
+        assert_eq!(switch["payload_on"], r#"{"state":"ON"}"#);
+
+        // It works the same through this layout: ESPHome obeys.
+        let state = format!("hearth/{}/state", lamp.id());
+        ha.subscribe(&state).await;
+        ha.client
+            .publish(
+                format!("hearth/{}/set", lamp.id()),
+                QoS::AtLeastOnce,
+                false,
+                r#"{"state":"ON","brightness":255}"#,
+            )
+            .await
+            .unwrap();
+        said(&mut lamp_says, "state ON").await;
+        ha.until("the lamp on", &state, |p| json(p)["brightness"] == 255)
+            .await;
+
+        // Sharing device details is the owner's choice.
+        let v = daemon.cli_json(&[
+            "integrations",
+            "homeassistant",
+            "set",
+            "--share-device-details",
+            "on",
+        ]);
+        assert_eq!(v["share_device_details"], true);
+    });
+}
