@@ -3,7 +3,10 @@
 //!
 //! - `hearth/<id>/state`: JSON, retained. Lights and plugs:
 //!   `{"state":"ON","brightness":0-255,"color_temp":mireds}` (what is known);
-//!   cameras and doorbells: `{"online":true,"motion":false}`.
+//!   cameras: `{"online":true,"motion":false}`, doorbells also
+//!   `"pressed":false`.
+//! - `hearth/<id>/snapshot`: a camera's latest image, as it sent it (only
+//!   generic cameras send one, on this very topic).
 //! - `hearth/<id>/set`: commands, in the same JSON as a light's state.
 //! - `hearth/<id>/availability`: `online` or `offline`, retained, from the
 //!   device's own reports and last will, or its broker session ending.
@@ -32,9 +35,9 @@ use crate::vendor;
 
 /// The largest command payload read.
 pub const MAX_COMMAND: usize = 1024;
-/// How long a camera's canonical state says `"motion":true` after it last
-/// reported motion.
-pub const MOTION_HOLD: Duration = Duration::from_secs(10);
+/// How long a camera's canonical state says `"motion":true` (or a
+/// doorbell's `"pressed":true`) after it last reported one.
+pub const EVENT_HOLD: Duration = Duration::from_secs(10);
 
 pub fn state_topic(id: &DeviceId) -> String {
     format!("hearth/{id}/state")
@@ -46,6 +49,10 @@ pub fn set_topic(id: &DeviceId) -> String {
 
 pub fn availability_topic(id: &DeviceId) -> String {
     format!("hearth/{id}/availability")
+}
+
+pub fn snapshot_topic(id: &DeviceId) -> String {
+    format!("hearth/{id}/snapshot")
 }
 
 /// Whether a device of `kind` is a sensor (motion, presses) rather than
@@ -96,13 +103,16 @@ pub fn parse_command(payload: &[u8]) -> Option<Command> {
     (c != Command::default()).then_some(c)
 }
 
-/// The canonical state of a device of `kind`, as JSON. `motion` is whether
-/// motion was seen within [`MOTION_HOLD`].
-pub fn state_json(kind: DeviceKind, s: &DeviceState, motion: bool) -> String {
+/// The canonical state of a device of `kind`, as JSON. `events` says
+/// whether motion was seen, and the doorbell pressed, within [`EVENT_HOLD`].
+pub fn state_json(kind: DeviceKind, s: &DeviceState, events: Events) -> String {
     let mut out = Map::new();
     if is_sensor(kind) {
         out.insert("online".into(), json!(s.online));
-        out.insert("motion".into(), json!(motion));
+        out.insert("motion".into(), json!(events.motion));
+        if kind == DeviceKind::Doorbell {
+            out.insert("pressed".into(), json!(events.pressed));
+        }
     } else {
         if let Some(on) = s.power {
             out.insert("state".into(), json!(if on { "ON" } else { "OFF" }));
@@ -117,6 +127,51 @@ pub fn state_json(kind: DeviceKind, s: &DeviceState, motion: bool) -> String {
         }
     }
     Value::Object(out).to_string()
+}
+
+/// The events a sensor's canonical state holds for a while.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Events {
+    pub motion: bool,
+    pub pressed: bool,
+}
+
+/// An event held in the canonical state for [`EVENT_HOLD`] after it
+/// happened.
+#[derive(Default)]
+struct Hold {
+    /// The event's time as live state had it, last we looked.
+    seen_at: Option<u64>,
+    until: Option<Instant>,
+}
+
+impl Hold {
+    /// Notes the event's latest time; one within the hold starts it.
+    fn follow(&mut self, at: Option<u64>) {
+        if at == self.seen_at {
+            return;
+        }
+        self.seen_at = at;
+        if let Some(at) = at {
+            let age = Duration::from_secs(crate::state::unix_now().saturating_sub(at));
+            if age < EVENT_HOLD {
+                self.until = Some(Instant::now() + (EVENT_HOLD - age));
+            }
+        }
+    }
+
+    fn on(&self) -> bool {
+        self.until.is_some()
+    }
+
+    /// Ends the hold if it is over; whether it did.
+    fn expire(&mut self, now: Instant) -> bool {
+        let over = self.until.is_some_and(|at| at <= now);
+        if over {
+            self.until = None;
+        }
+        over
+    }
 }
 
 /// How one adopted device is reached.
@@ -170,8 +225,14 @@ struct Published {
     scheme: Option<Scheme>,
     state: Option<String>,
     online: Option<bool>,
-    last_motion_at: Option<u64>,
-    motion_until: Option<Instant>,
+    motion: Hold,
+    press: Hold,
+}
+
+impl Published {
+    fn next_expiry(&self) -> Option<Instant> {
+        [self.motion.until, self.press.until].into_iter().flatten().min()
+    }
 }
 
 /// Keeps the canonical topics of every adopted device up to date, and
@@ -184,7 +245,7 @@ pub async fn run(devices: Arc<Devices>, live: Arc<LiveState>, broker: Arc<Broker
     let mut known: HashMap<DeviceId, Published> = HashMap::new();
     sync_devices(&devices, &live, &broker, &mut known).await;
     loop {
-        let next_clear = known.values().filter_map(|p| p.motion_until).min();
+        let next_clear = known.values().filter_map(Published::next_expiry).min();
         let clear = async {
             match next_clear {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -219,8 +280,8 @@ pub async fn run(devices: Arc<Devices>, live: Arc<LiveState>, broker: Arc<Broker
                 let now = Instant::now();
                 let snapshot = live.snapshot();
                 for (id, p) in known.iter_mut() {
-                    if p.motion_until.is_some_and(|at| at <= now) {
-                        p.motion_until = None;
+                    // Both run: `|` does not short-circuit.
+                    if p.motion.expire(now) | p.press.expire(now) {
                         if let Some(state) = snapshot.get(id) {
                             publish(&broker, id, p, state).await;
                         }
@@ -288,20 +349,16 @@ async fn publish(broker: &Broker, id: &DeviceId, p: &mut Published, s: &DeviceSt
         let payload = if s.online { "online" } else { "offline" };
         send(broker, &availability_topic(id), payload.to_owned()).await;
     }
-    if s.last_motion_at != p.last_motion_at {
-        p.last_motion_at = s.last_motion_at;
-        // Motion seen within the hold is shown until the hold ends.
-        if let Some(at) = s.last_motion_at {
-            let age = Duration::from_secs(crate::state::unix_now().saturating_sub(at));
-            if age < MOTION_HOLD {
-                p.motion_until = Some(Instant::now() + (MOTION_HOLD - age));
-            }
-        }
-    }
+    p.motion.follow(s.last_motion_at);
+    p.press.follow(s.last_press_at);
     if scheme.native(id) {
         return;
     }
-    let state = state_json(scheme.kind, s, p.motion_until.is_some());
+    let events = Events {
+        motion: p.motion.on(),
+        pressed: p.press.on(),
+    };
+    let state = state_json(scheme.kind, s, events);
     if p.state.as_deref() != Some(state.as_str()) {
         send(broker, &state_topic(id), state.clone()).await;
         p.state = Some(state);
@@ -398,18 +455,27 @@ mod tests {
             power: Some(true),
             brightness: Some(40),
             color_temp: Some(370),
-            last_motion_at: None,
+            ..DeviceState::default()
+        };
+        let none = Events::default();
+        let motion = Events {
+            motion: true,
+            pressed: false,
         };
         assert_eq!(
-            state_json(DeviceKind::Bulb, &s, false),
+            state_json(DeviceKind::Bulb, &s, none),
             r#"{"brightness":102,"color_temp":370,"state":"ON"}"#
         );
-        assert_eq!(state_json(DeviceKind::Plug, &s, false), r#"{"state":"ON"}"#);
+        assert_eq!(state_json(DeviceKind::Plug, &s, none), r#"{"state":"ON"}"#);
         assert_eq!(
-            state_json(DeviceKind::Camera, &s, true),
+            state_json(DeviceKind::Camera, &s, motion),
             r#"{"motion":true,"online":true}"#
         );
-        assert_eq!(state_json(DeviceKind::Bulb, &DeviceState::default(), false), "{}");
+        assert_eq!(
+            state_json(DeviceKind::Doorbell, &s, motion),
+            r#"{"motion":true,"online":true,"pressed":false}"#
+        );
+        assert_eq!(state_json(DeviceKind::Bulb, &DeviceState::default(), none), "{}");
     }
 
     #[test]

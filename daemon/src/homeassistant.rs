@@ -13,7 +13,7 @@
 //! and the owner's own); model, vendor and firmware only when the owner
 //! turns on "share device details". Nothing here logs a name.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::acl::{Principal, Rule};
 use crate::broker::{Broker, Identity, Owner};
-use crate::canonical::{self, availability_topic, set_topic, state_topic};
+use crate::canonical::{self, availability_topic, set_topic, snapshot_topic, state_topic};
 use crate::devices::{DeviceError, Devices, MQTT_PASSWORD, MqttEndpoint, ShownOnce};
 use crate::secret::{TokenHash, random_token};
 use crate::state::LiveState;
@@ -338,7 +338,9 @@ pub fn rules_for(exposed: &[Device]) -> Vec<Rule> {
     for d in exposed {
         rules.push(Rule::topic(&state_topic(&d.id), false, true));
         rules.push(Rule::topic(&availability_topic(&d.id), false, true));
-        if !canonical::is_sensor(d.fields.kind) {
+        if canonical::is_sensor(d.fields.kind) {
+            rules.push(Rule::topic(&snapshot_topic(&d.id), false, true));
+        } else {
             rules.push(Rule::topic(&set_topic(&d.id), true, false));
         }
     }
@@ -350,6 +352,17 @@ pub fn rules_for(exposed: &[Device]) -> Vec<Rule> {
 pub struct Learnt {
     /// It has reported a colour temperature.
     pub color_temp: bool,
+    /// It has sent a snapshot.
+    pub snapshots: bool,
+}
+
+impl Learnt {
+    fn of(s: Option<&crate::state::DeviceState>) -> Learnt {
+        Learnt {
+            color_temp: s.is_some_and(|s| s.color_temp.is_some()),
+            snapshots: s.is_some_and(|s| s.snapshots),
+        }
+    }
 }
 
 /// One entity of a device: its object id and its config (with `p`, the
@@ -364,6 +377,7 @@ fn components(d: &Device, learnt: Learnt) -> Vec<(&'static str, Map<String, Valu
             c.insert("p".into(), json!("light"));
             c.insert("unique_id".into(), unique("light"));
             c.insert("name".into(), Value::Null);
+            c.insert("state_topic".into(), json!(state_topic(id)));
             c.insert("schema".into(), json!("json"));
             c.insert("command_topic".into(), json!(set_topic(id)));
             c.insert("brightness".into(), json!(true));
@@ -380,6 +394,7 @@ fn components(d: &Device, learnt: Learnt) -> Vec<(&'static str, Map<String, Valu
             c.insert("p".into(), json!("switch"));
             c.insert("unique_id".into(), unique("switch"));
             c.insert("name".into(), Value::Null);
+            c.insert("state_topic".into(), json!(state_topic(id)));
             c.insert("command_topic".into(), json!(set_topic(id)));
             c.insert("payload_on".into(), json!(r#"{"state":"ON"}"#));
             c.insert("payload_off".into(), json!(r#"{"state":"OFF"}"#));
@@ -393,11 +408,32 @@ fn components(d: &Device, learnt: Learnt) -> Vec<(&'static str, Map<String, Valu
             c.insert("unique_id".into(), unique("motion"));
             c.insert("name".into(), json!("Motion"));
             c.insert("device_class".into(), json!("motion"));
+            c.insert("state_topic".into(), json!(state_topic(id)));
             c.insert(
                 "value_template".into(),
                 json!("{{ 'ON' if value_json.motion else 'OFF' }}"),
             );
             out.push(("motion", c));
+            if d.fields.kind == DeviceKind::Doorbell {
+                let mut press = Map::new();
+                press.insert("p".into(), json!("binary_sensor"));
+                press.insert("unique_id".into(), unique("press"));
+                press.insert("name".into(), json!("Press"));
+                press.insert("state_topic".into(), json!(state_topic(id)));
+                press.insert(
+                    "value_template".into(),
+                    json!("{{ 'ON' if value_json.pressed else 'OFF' }}"),
+                );
+                out.push(("press", press));
+            }
+            if learnt.snapshots {
+                let mut cam = Map::new();
+                cam.insert("p".into(), json!("camera"));
+                cam.insert("unique_id".into(), unique("camera"));
+                cam.insert("name".into(), Value::Null);
+                cam.insert("topic".into(), json!(snapshot_topic(id)));
+                out.push(("camera", cam));
+            }
         }
         DeviceKind::Other => {}
     }
@@ -440,9 +476,10 @@ pub fn configs(exposed: &[(Device, Learnt)], settings: &Settings) -> BTreeMap<St
             continue;
         }
         let id = &d.id;
+        // Shared by every component; the state topic is each component's
+        // own, as a camera has none.
         let shared = [
             ("availability_topic", json!(availability_topic(id))),
-            ("state_topic", json!(state_topic(id))),
             ("qos", json!(1)),
         ];
         match settings.discovery {
@@ -492,7 +529,7 @@ pub async fn run(ha: Arc<HomeAssistant>, live: Arc<LiveState>, token: Cancellati
     let mut mine = ha.changes.subscribe();
     let mut states = live.subscribe();
     let mut published: BTreeMap<String, String> = BTreeMap::new();
-    let mut learnt_ct: HashSet<crate::store::DeviceId> = HashSet::new();
+    let mut learnt: HashMap<crate::store::DeviceId, Learnt> = HashMap::new();
     let mut republish_at: Option<Instant> = None;
     sync(&ha, &live, &mut published, false).await;
     loop {
@@ -517,10 +554,12 @@ pub async fn run(ha: Arc<HomeAssistant>, live: Arc<LiveState>, token: Cancellati
                 sync(&ha, &live, &mut published, false).await;
             }
             state = states.recv() => match state {
-                // A light that first reports a colour temperature gets it
-                // in Home Assistant.
+                // A light that first reports a colour temperature, or a
+                // camera that first sends a snapshot, gets it in Home
+                // Assistant.
                 Ok((id, s)) => {
-                    if s.color_temp.is_some() && learnt_ct.insert(id) {
+                    let now = Learnt::of(Some(&s));
+                    if learnt.insert(id, now) != Some(now) && now != Learnt::default() {
                         sync(&ha, &live, &mut published, false).await;
                     }
                 }
@@ -577,12 +616,7 @@ async fn sync(ha: &HomeAssistant, live: &LiveState, published: &mut BTreeMap<Str
     let snapshot = live.snapshot();
     let with_learnt: Vec<(Device, Learnt)> = exposed
         .iter()
-        .map(|d| {
-            let learnt = Learnt {
-                color_temp: snapshot.get(&d.id).is_some_and(|s| s.color_temp.is_some()),
-            };
-            (d.clone(), learnt)
-        })
+        .map(|d| (d.clone(), Learnt::of(snapshot.get(&d.id))))
         .collect();
     let desired = configs(&with_learnt, &ha.settings());
     let rules = rules_for(&exposed);
@@ -661,8 +695,8 @@ mod tests {
         }
         assert_eq!(v["o"]["name"], "hearth");
         assert_eq!(v["availability_topic"], format!("hearth/{}/availability", d.id));
-        assert_eq!(v["state_topic"], format!("hearth/{}/state", d.id));
         let light = &v["cmps"]["light"];
+        assert_eq!(light["state_topic"], format!("hearth/{}/state", d.id));
         assert_eq!(light["p"], "light");
         assert_eq!(light["schema"], "json");
         assert_eq!(light["command_topic"], format!("hearth/{}/set", d.id));
@@ -673,7 +707,10 @@ mod tests {
             share_device_details: true,
             ..Settings::default()
         };
-        let learnt = Learnt { color_temp: true };
+        let learnt = Learnt {
+            color_temp: true,
+            ..Learnt::default()
+        };
         let v = parse(&configs(&[(d.clone(), learnt)], &shared)[&topic]);
         assert_eq!(v["dev"]["mdl"], "SimBulb A19");
         assert_eq!(v["dev"]["sw"], "1.2.0");
@@ -711,6 +748,37 @@ mod tests {
     }
 
     #[test]
+    fn a_doorbell_has_motion_and_press_and_a_camera_with_snapshots_an_image() {
+        let bell = device(DeviceKind::Doorbell, "homekit");
+        let cam = device(DeviceKind::Camera, "generic");
+        let snaps = Learnt {
+            snapshots: true,
+            ..Learnt::default()
+        };
+        let out = configs(
+            &[(bell.clone(), Learnt::default()), (cam.clone(), snaps)],
+            &Settings::default(),
+        );
+        let b = parse(&out[&format!("homeassistant/device/{}/config", bell.id)]);
+        let cmps = b["cmps"].as_object().unwrap();
+        assert_eq!(cmps.keys().collect::<Vec<_>>(), vec!["motion", "press"]);
+        assert_eq!(cmps["press"]["p"], "binary_sensor");
+        assert!(
+            cmps["press"]["value_template"]
+                .as_str()
+                .unwrap()
+                .contains("pressed")
+        );
+        let c = parse(&out[&format!("homeassistant/device/{}/config", cam.id)]);
+        assert_eq!(c["cmps"]["camera"]["p"], "camera");
+        assert_eq!(
+            c["cmps"]["camera"]["topic"],
+            format!("hearth/{}/snapshot", cam.id)
+        );
+        assert!(c["cmps"]["camera"].get("state_topic").is_none());
+    }
+
+    #[test]
     fn rules_reach_only_exposed_canonical_topics() {
         let bulb = device(DeviceKind::Bulb, "tasmota");
         let cam = device(DeviceKind::Camera, "homekit");
@@ -733,6 +801,8 @@ mod tests {
             ),
             (Action::Publish, format!("hearth/{b}/set"), Decision::Allow),
             (Action::Subscribe, format!("hearth/{c}/state"), Decision::Allow),
+            (Action::Subscribe, format!("hearth/{c}/snapshot"), Decision::Allow),
+            (Action::Subscribe, format!("hearth/{b}/snapshot"), Decision::Deny),
             // A camera takes no commands.
             (Action::Publish, format!("hearth/{c}/set"), Decision::Deny),
             (Action::Publish, format!("hearth/{b}/state"), Decision::Deny),

@@ -358,6 +358,75 @@ fn motion_event(profile: Profile, base: &str) -> Option<(String, &'static str, &
     }
 }
 
+/// Where a doorbell of `profile` reports a press, and the payloads for
+/// pressed and released.
+fn press_event(profile: Profile, base: &str) -> Option<(String, &'static str, &'static str)> {
+    match profile {
+        Profile::Generic => Some((
+            format!("hearth/{base}/state"),
+            r#"{"online":true,"pressed":true}"#,
+            r#"{"online":true,"pressed":false}"#,
+        )),
+        Profile::Esphome => Some((format!("{base}/binary_sensor/button/state"), "ON", "OFF")),
+        Profile::Tasmota | Profile::Shelly => None,
+    }
+}
+
+/// A small grey PNG (16 × 12, 8-bit greyscale, stored without
+/// compression): what a simulated camera sends as its snapshot.
+pub fn snapshot_png() -> Vec<u8> {
+    const W: usize = 16;
+    const H: usize = 12;
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    // Each row: filter byte 0, then a gentle gradient.
+    let mut raw = Vec::with_capacity(H * (W + 1));
+    for y in 0..H {
+        raw.push(0);
+        raw.extend((0..W).map(|x| (96 + 8 * x + 4 * y) as u8));
+    }
+    // zlib: header, one stored deflate block, Adler-32.
+    let mut z = vec![0x78, 0x01, 0x01];
+    z.extend_from_slice(&(raw.len() as u16).to_le_bytes());
+    z.extend_from_slice(&(!(raw.len() as u16)).to_le_bytes());
+    z.extend_from_slice(&raw);
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in &raw {
+        a = (a + u32::from(byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&(W as u32).to_be_bytes());
+    ihdr.extend_from_slice(&(H as u32).to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(&mut png, b"IDAT", &z);
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
 /// A random wait between `low` and `high` milliseconds, so simulated
 /// cameras do not all see motion at once.
 fn jitter(low: u64, high: u64) -> Duration {
@@ -402,7 +471,8 @@ pub async fn device(
     let kind = p["kind"].as_str().unwrap_or("other");
     let dimmable = matches!(kind, "bulb" | "light_strip");
     let base = base_of(&p, profile);
-    let motion = if matches!(kind, "camera" | "doorbell") {
+    let camera = matches!(kind, "camera" | "doorbell");
+    let motion = if camera {
         motion_event(profile, &base)
     } else {
         None
@@ -459,6 +529,18 @@ pub async fn device(
                         .publish(topic, QoS::AtLeastOnce, false, payload)
                         .await
                         .expect("report");
+                    // A generic camera keeps its latest snapshot retained.
+                    if camera && profile == Profile::Generic {
+                        client
+                            .publish(
+                                format!("hearth/{base}/snapshot"),
+                                QoS::AtLeastOnce,
+                                true,
+                                snapshot_png(),
+                            )
+                            .await
+                            .expect("snapshot");
+                    }
                     report_line("connected");
                 }
                 Ok(Event::Incoming(Packet::Publish(msg))) => {
@@ -521,13 +603,28 @@ pub async fn device(
                     .await
                     .expect("motion");
                 report_line("motion");
-                // A motion sensor says when the motion has passed, too.
+                // Someone came to the door, and rings.
+                let press = press_event(profile, &base).filter(|_| kind == "doorbell");
+                if let Some((topic, pressed, _)) = &press {
+                    client
+                        .publish(topic, QoS::AtLeastOnce, false, *pressed)
+                        .await
+                        .expect("press");
+                    report_line("press");
+                }
+                // A sensor says when the event has passed, too.
                 tokio::time::sleep(MOTION_LASTS).await;
                 if connected.load(std::sync::atomic::Ordering::SeqCst) {
                     client
                         .publish(&topic, QoS::AtLeastOnce, false, passed)
                         .await
                         .expect("motion passed");
+                    if let Some((topic, _, released)) = &press {
+                        client
+                            .publish(topic, QoS::AtLeastOnce, false, *released)
+                            .await
+                            .expect("press passed");
+                    }
                 }
                 wait = jitter(20_000, 40_000);
             }
@@ -657,6 +754,26 @@ mod tests {
         assert_eq!(c("cmnd/b1/Dimmer", "101"), None);
         assert_eq!(c("cmnd/b1/Dimmer", "x"), None);
         assert_eq!(c("cmnd/b1/Color", "ON"), None);
+    }
+
+    #[test]
+    fn the_snapshot_is_a_png_with_good_checksums() {
+        let png = snapshot_png();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        // Walk the chunks: each length fits, and the last is IEND.
+        let mut at = 8;
+        let mut kinds = Vec::new();
+        while at < png.len() {
+            let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+            kinds.push(String::from_utf8(png[at + 4..at + 8].to_vec()).unwrap());
+            at += 12 + len;
+        }
+        assert_eq!(at, png.len());
+        assert_eq!(kinds, ["IHDR", "IDAT", "IEND"]);
+        // The IEND chunk's CRC is the well-known constant.
+        assert_eq!(&png[png.len() - 4..], &[0xae, 0x42, 0x60, 0x82]);
+        let u = parse_state(Profile::Generic, "b1", "hearth/b1/snapshot", &png).unwrap();
+        assert!(u.snapshot);
     }
 
     #[test]

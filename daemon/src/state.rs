@@ -33,6 +33,10 @@ pub struct DeviceState {
     pub color_temp: Option<u16>,
     /// Unix seconds.
     pub last_motion_at: Option<u64>,
+    /// Unix seconds: a doorbell's last press.
+    pub last_press_at: Option<u64>,
+    /// Whether the camera has sent a snapshot since hearth started.
+    pub snapshots: bool,
 }
 
 /// A tracked device: how to read its reports, and what they said.
@@ -176,13 +180,21 @@ impl LiveState {
             if update.motion {
                 s.last_motion_at = Some(now);
             }
+            if update.press {
+                s.last_press_at = Some(now);
+            }
+            if update.snapshot {
+                s.snapshots = true;
+            }
             // A device that reports anything but its going away is online,
             // whether or not its own online message was heard.
             if update.online.is_none()
                 && (update.power.is_some()
                     || update.brightness.is_some()
                     || update.color_temp.is_some()
-                    || update.motion)
+                    || update.motion
+                    || update.press
+                    || update.snapshot)
             {
                 s.online = true;
             }

@@ -103,6 +103,10 @@ pub struct StateUpdate {
     /// Mireds.
     pub color_temp: Option<u16>,
     pub motion: bool,
+    /// A doorbell's button was pressed.
+    pub press: bool,
+    /// A camera sent a snapshot (on its `snapshot` topic).
+    pub snapshot: bool,
 }
 
 impl StateUpdate {
@@ -112,6 +116,8 @@ impl StateUpdate {
             && self.brightness.is_none()
             && self.color_temp.is_none()
             && !self.motion
+            && !self.press
+            && !self.snapshot
     }
 
     /// `None` when the report said nothing hearth keeps.
@@ -135,14 +141,25 @@ impl StateUpdate {
 /// - ESPHome: `<base>/light/main/state` (`state`, `brightness` 0..255,
 ///   `color_temp` in mireds),
 ///   `<base>/status` (`online`/`offline`), `<base>/binary_sensor/motion/state`
-///   (`ON` is motion).
+///   (`ON` is motion), `<base>/binary_sensor/button/state` (`ON` is a press).
 /// - Generic, hearth's canonical scheme: `hearth/<base>/state` (`state`,
-///   `brightness` 0..255, `color_temp` in mireds, `motion`),
+///   `brightness` 0..255, `color_temp` in mireds, `motion`, `pressed`),
+///   `hearth/<base>/snapshot` (a camera's image, any size the broker takes),
 ///   `hearth/<base>/availability` or `hearth/<base>/status`
 ///   (`online`/`offline`), and the older `hearth/<base>/motion` (`ON`,
 ///   `true`, `1` or `{"motion":true}` is motion).
 pub fn parse_state(profile: Profile, base: &str, topic: &str, payload: &[u8]) -> Option<StateUpdate> {
-    if payload.len() > MAX_STATE_PAYLOAD || base.is_empty() {
+    if base.is_empty() {
+        return None;
+    }
+    // An image is not read, only noticed: the one report that may be big.
+    if profile == Profile::Generic && below(topic, &["hearth", base]) == Some("snapshot") {
+        return (!payload.is_empty()).then_some(StateUpdate {
+            snapshot: true,
+            ..StateUpdate::default()
+        });
+    }
+    if payload.len() > MAX_STATE_PAYLOAD {
         return None;
     }
     let text = std::str::from_utf8(payload).ok()?.trim();
@@ -279,6 +296,7 @@ fn esphome(rest: &str, text: &str) -> Option<StateUpdate> {
             u.color_temp = v.get("color_temp").and_then(mireds);
         }
         "binary_sensor/motion/state" => u.motion = on_off(text)?,
+        "binary_sensor/button/state" => u.press = on_off(text)?,
         _ => return None,
     }
     u.some()
@@ -294,6 +312,7 @@ fn generic(rest: &str, text: &str) -> Option<StateUpdate> {
             u.brightness = v.get("brightness").and_then(level_255);
             u.color_temp = v.get("color_temp").and_then(mireds);
             u.motion = v.get("motion").and_then(Value::as_bool).unwrap_or(false);
+            u.press = v.get("pressed").and_then(Value::as_bool).unwrap_or(false);
             if let Some(online) = v.get("online").and_then(Value::as_bool) {
                 u.online = Some(online);
             }
@@ -328,6 +347,8 @@ mod tests {
             brightness,
             color_temp: None,
             motion,
+            press: false,
+            snapshot: false,
         }
     }
 
@@ -345,6 +366,8 @@ mod tests {
         brightness: None,
         color_temp: None,
         motion: true,
+        press: false,
+        snapshot: false,
     };
 
     #[track_caller]
@@ -591,6 +614,14 @@ mod tests {
                 ("porch/status", "offline", Some(online(false))),
                 ("porch/binary_sensor/motion/state", "ON", Some(MOTION)),
                 ("porch/binary_sensor/motion/state", "OFF", None),
+                (
+                    "porch/binary_sensor/button/state",
+                    "ON",
+                    Some(StateUpdate {
+                        press: true,
+                        ..StateUpdate::default()
+                    }),
+                ),
                 ("porch/binary_sensor/door/state", "ON", None),
                 ("porch/light/main/command", r#"{"state":"ON"}"#, None),
             ],
@@ -633,6 +664,23 @@ mod tests {
                 ("hearth/a1/state", r#"{"state":"OFF"}"#, Some(power(false))),
                 ("hearth/a1/status", "online", Some(online(true))),
                 ("hearth/a1/availability", "offline", Some(online(false))),
+                (
+                    "hearth/a1/state",
+                    r#"{"pressed":true}"#,
+                    Some(StateUpdate {
+                        press: true,
+                        ..StateUpdate::default()
+                    }),
+                ),
+                (
+                    "hearth/a1/snapshot",
+                    "\u{89}PNG",
+                    Some(StateUpdate {
+                        snapshot: true,
+                        ..StateUpdate::default()
+                    }),
+                ),
+                ("hearth/a1/snapshot", "", None),
                 ("hearth/a1/motion", "ON", Some(MOTION)),
                 ("hearth/a1/motion", "true", Some(MOTION)),
                 ("hearth/a1/motion", r#"{"motion":true}"#, Some(MOTION)),

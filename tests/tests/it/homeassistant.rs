@@ -207,7 +207,6 @@ fn check_device_config(v: &Value, id: &str, nickname: &str) -> Vec<String> {
     assert_eq!(v["o"]["name"], "hearth");
     assert!(v["o"]["sw"].is_string());
     canonical(&v["availability_topic"], id, "availability");
-    canonical(&v["state_topic"], id, "state");
     let cmps = v["cmps"].as_object().expect("cmps");
     assert!(!cmps.is_empty());
     let mut platforms = Vec::new();
@@ -222,6 +221,10 @@ fn check_device_config(v: &Value, id: &str, nickname: &str) -> Vec<String> {
         );
         if let Some(t) = c.get("command_topic") {
             canonical(t, id, "set");
+        }
+        match p {
+            "camera" => canonical(&c["topic"], id, "snapshot"),
+            _ => canonical(&c["state_topic"], id, "state"),
         }
         platforms.push(p.to_owned());
     }
@@ -268,12 +271,13 @@ fn home_assistant_discovers_controls_and_loses_exposed_devices() {
     let plug = add(&daemon, "shelly", "plug", "Kettle");
     let hidden = add(&daemon, "esphome", "bulb", "Bedroom light");
     let fan = add(&daemon, "shelly", "plug", "Fan");
-    for d in [&lamp, &camera, &plug, &fan] {
+    let bell = add(&daemon, "esphome", "doorbell", "Front door");
+    for d in [&lamp, &camera, &plug, &fan, &bell] {
         expose(&daemon, d, true);
     }
     let status = daemon.cli_json(&["integrations", "homeassistant", "status"]);
     assert_eq!(status["enabled"], false);
-    assert_eq!(status["exposed"], 4);
+    assert_eq!(status["exposed"], 5);
 
     let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
     let m = &conn["mqtt"];
@@ -347,6 +351,12 @@ fn home_assistant_discovers_controls_and_loses_exposed_devices() {
         // The camera starts now, so its first motion comes after Home
         // Assistant subscribed.
         camera_device = Some(start_device(&rt, &camera));
+        let bell_state = format!("hearth/{}/state", bell.id());
+        assert_eq!(
+            ha.subscribe(&bell_state).await,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        );
+        let bell_device = start_device(&rt, &bell);
         let lamp_state = format!("hearth/{}/state", lamp.id());
         let lamp_avail = format!("hearth/{}/availability", lamp.id());
         ha.until("the lamp online", &lamp_avail, |p| p == b"online").await;
@@ -402,6 +412,44 @@ fn home_assistant_discovers_controls_and_loses_exposed_devices() {
         let cam_state = format!("hearth/{}/state", camera.id());
         ha.until("motion", &cam_state, |p| json(p)["motion"] == true)
             .await;
+        // It sends snapshots, so it becomes a camera in Home Assistant too,
+        // and its image is there to read.
+        let cam_cfg = json(
+            &ha.until("the camera's config with an image", &config_of(&camera), |p| {
+                !p.is_empty() && json(p)["cmps"].get("camera").is_some()
+            })
+            .await,
+        );
+        let mut platforms = check_device_config(&cam_cfg, camera.id(), "Porch camera");
+        platforms.sort();
+        assert_eq!(platforms, ["binary_sensor", "camera"]);
+        let image = cam_cfg["cmps"]["camera"]["topic"].as_str().unwrap().to_owned();
+        assert_eq!(
+            ha.subscribe(&image).await,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        );
+        let png = ha.until("the snapshot", &image, |p| !p.is_empty()).await;
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+        // The ESPHome doorbell's button, translated: a press, then none.
+        let bell_cfg = json(
+            &ha.until("the doorbell's config", &config_of(&bell), |p| !p.is_empty())
+                .await,
+        );
+        let mut platforms = check_device_config(&bell_cfg, bell.id(), "Front door");
+        platforms.sort();
+        assert_eq!(platforms, ["binary_sensor", "binary_sensor"]);
+        assert!(
+            bell_cfg["cmps"]["press"]["value_template"]
+                .as_str()
+                .unwrap()
+                .contains("pressed")
+        );
+        ha.until("the doorbell pressed", &bell_state, |p| {
+            json(p)["pressed"] == true
+        })
+        .await;
+        drop(bell_device);
 
         // Confinement: never `#`, never a vendor's raw topics.
         let denied = SubscribeReasonCode::Failure;
