@@ -54,6 +54,10 @@ fn name_for(profile: &str, kind: &str) -> (&'static str, &'static str) {
     }
 }
 
+fn adopt_id(provisioning: &serde_json::Value) -> String {
+    provisioning["id"].as_str().unwrap_or("").to_owned()
+}
+
 async fn request(dir: &Path, req: Request) -> anyhow::Result<serde_json::Value> {
     let dir = dir.to_path_buf();
     Ok(tokio::task::spawn_blocking(move || admin::request(&dir, &req)).await??)
@@ -129,8 +133,27 @@ pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) ->
             profile,
             d["id"].as_str().unwrap_or("")
         );
+        // The demo shows every device to Home Assistant; a real owner
+        // chooses device by device.
+        let expose = admin::Expose {
+            id: adopt_id(&provisioning),
+            homeassistant: Some(true),
+            voice: None,
+        };
+        request(&dir, Request::DevicesExpose(expose)).await?;
         adopted.push((nickname, provisioning));
     }
+    // The Home Assistant connection, when devices were adopted: its
+    // password is shown here once, as the dashboard would show it.
+    let homeassistant = if adopted.is_empty() {
+        None
+    } else {
+        match request(&dir, Request::HomeassistantEnable).await {
+            Ok(c) => Some(Ok(c)),
+            // A demo run again on the same directory is connected already.
+            Err(e) => Some(Err(e)),
+        }
+    };
     // Each simulated device connects with the credential it was just given.
     for (label, provisioning) in adopted {
         let stop = token.clone().cancelled_owned();
@@ -148,6 +171,24 @@ pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) ->
         if !code.trim().is_empty() {
             println!("  setup code      {}", code.trim());
         }
+    }
+    match homeassistant {
+        Some(Ok(c)) => {
+            let m = &c["mqtt"];
+            println!(
+                "  Home Assistant  MQTT integration: broker {} port {}, TLS with the CA above,",
+                m["host"].as_str().unwrap_or("?"),
+                m["port"]
+            );
+            println!(
+                "                  username {}, password {} (shown once), discovery prefix {}",
+                m["username"].as_str().unwrap_or("?"),
+                m["password"].as_str().unwrap_or("?"),
+                c["discovery_prefix"].as_str().unwrap_or("?")
+            );
+        }
+        Some(Err(e)) => println!("  Home Assistant  {e:#}"),
+        None => {}
     }
     println!(
         "  try             hearth devices list --data-dir {}",

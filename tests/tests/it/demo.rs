@@ -42,6 +42,7 @@ fn demo_discovers_adopts_and_obeys() {
         panic!("no {want:?} in {seen:#?}");
     };
     expect("hearth demo is running.");
+    expect("Home Assistant  MQTT integration");
     expect("Porch light: connected");
 
     let out = run(
@@ -59,6 +60,20 @@ fn demo_discovers_adopts_and_obeys() {
     assert_eq!(
         (count("bulb"), count("camera"), count("plug"), count("doorbell")),
         (4, 2, 1, 1)
+    );
+    // The demo shows its home to Home Assistant.
+    assert!(list.iter().all(|d| d["expose_ha"] == true));
+    let out = run(
+        hearth()
+            .args(["integrations", "homeassistant", "status", "--json", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ha: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (ha["enabled"].as_bool(), ha["exposed"].as_u64()),
+        (Some(true), Some(8))
     );
 
     let porch = list.iter().find(|d| d["nickname"] == "Porch light").unwrap()["id"]
