@@ -2,7 +2,8 @@
 //! its vendor speaks, for Home Assistant (and the voice relay) to use.
 //!
 //! - `hearth/<id>/state`: JSON, retained. Lights and plugs:
-//!   `{"state":"ON","brightness":0-255,"color_temp":mireds}` (what is known);
+//!   `{"state":"ON","brightness":0-255,"color_temp":mireds}` (what is known,
+//!   with `color_mode` for Home Assistant's JSON light);
 //!   cameras: `{"online":true,"motion":false}`, doorbells also
 //!   `"pressed":false`.
 //! - `hearth/<id>/snapshot`: a camera's latest image, as it sent it (only
@@ -123,6 +124,15 @@ pub fn state_json(kind: DeviceKind, s: &DeviceState, events: Events) -> String {
             }
             if let Some(m) = s.color_temp {
                 out.insert("color_temp".into(), json!(m));
+            }
+            // Home Assistant's JSON light reads the mode it is in.
+            if s.brightness.is_some() || s.color_temp.is_some() {
+                let mode = if s.color_temp.is_some() {
+                    "color_temp"
+                } else {
+                    "brightness"
+                };
+                out.insert("color_mode".into(), json!(mode));
             }
         }
     }
@@ -281,10 +291,10 @@ pub async fn run(devices: Arc<Devices>, live: Arc<LiveState>, broker: Arc<Broker
                 let snapshot = live.snapshot();
                 for (id, p) in known.iter_mut() {
                     // Both run: `|` does not short-circuit.
-                    if p.motion.expire(now) | p.press.expire(now) {
-                        if let Some(state) = snapshot.get(id) {
-                            publish(&broker, id, p, state).await;
-                        }
+                    if p.motion.expire(now) | p.press.expire(now)
+                        && let Some(state) = snapshot.get(id)
+                    {
+                        publish(&broker, id, p, state).await;
                     }
                 }
             }
@@ -464,7 +474,7 @@ mod tests {
         };
         assert_eq!(
             state_json(DeviceKind::Bulb, &s, none),
-            r#"{"brightness":102,"color_temp":370,"state":"ON"}"#
+            r#"{"brightness":102,"color_mode":"color_temp","color_temp":370,"state":"ON"}"#
         );
         assert_eq!(state_json(DeviceKind::Plug, &s, none), r#"{"state":"ON"}"#);
         assert_eq!(

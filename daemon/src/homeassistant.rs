@@ -388,6 +388,9 @@ fn components(d: &Device, learnt: Learnt) -> Vec<(&'static str, Map<String, Valu
                 "brightness"
             };
             c.insert("supported_color_modes".into(), json!([mode]));
+            // The state says which mode it is in (Home Assistant before
+            // 2024.3 requires the flag with the list; later ones ignore it).
+            c.insert("color_mode".into(), json!(true));
             out.push(("light", c));
         }
         DeviceKind::Plug => {

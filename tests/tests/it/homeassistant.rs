@@ -673,3 +673,103 @@ fn per_component_discovery_for_older_home_assistant() {
         assert_eq!(v["share_device_details"], true);
     });
 }
+
+/// The Python with Home Assistant installed (scripts/test-all makes it).
+fn ha_python() -> std::path::PathBuf {
+    std::env::var_os("HEARTH_HA_PYTHON")
+        .map(Into::into)
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/ha/.venv/bin/python").into())
+}
+
+/// Every config, in both layouts, for every kind of device, passes Home
+/// Assistant's own discovery code (tests/ha/validate.py).
+#[test]
+fn configs_pass_home_assistants_own_schemas() {
+    let python = ha_python();
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test-all installs Home Assistant there",
+        python.display()
+    );
+    let daemon = Daemon::start();
+    let devices = [
+        add(&daemon, "tasmota", "bulb", "Lamp"),
+        add(&daemon, "esphome", "light_strip", "Strip"),
+        add(&daemon, "shelly", "plug", "Kettle"),
+        add(&daemon, "generic", "camera", "Garden"),
+        add(&daemon, "esphome", "doorbell", "Door"),
+    ];
+    for d in &devices {
+        expose(&daemon, d, true);
+    }
+    daemon.cli_json(&[
+        "integrations",
+        "homeassistant",
+        "set",
+        "--share-device-details",
+        "on",
+    ]);
+    let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let rt = rt();
+    // The lamp reports a colour temperature and the camera a snapshot, so
+    // their richer configs are checked too.
+    let (mut lamp_says, _lamp) = start_device(&rt, &devices[0]);
+    let (mut camera_says, _camera) = start_device(&rt, &devices[3]);
+    let lines = rt.block_on(async {
+        said(&mut lamp_says, "connected").await;
+        said(&mut camera_says, "connected").await;
+        let mut ha = Ha::connect(&daemon, &conn, "ha-schema").await;
+        ha.subscribe("homeassistant/#").await;
+        let lamp = format!("homeassistant/device/{}/config", devices[0].id());
+        let camera = format!("homeassistant/device/{}/config", devices[3].id());
+        ha.until("the lamp with colour temperature", &lamp, |p| {
+            !p.is_empty() && json(p)["cmps"]["light"]["supported_color_modes"][0] == "color_temp"
+        })
+        .await;
+        ha.until("the camera with an image", &camera, |p| {
+            !p.is_empty() && json(p)["cmps"].get("camera").is_some()
+        })
+        .await;
+        daemon.cli_json(&["integrations", "homeassistant", "set", "--discovery", "component"]);
+        let image = format!("homeassistant/camera/{}/camera/config", devices[3].id());
+        ha.until("the per-entity camera", &image, |p| !p.is_empty()).await;
+        let press = format!("homeassistant/binary_sensor/{}/press/config", devices[4].id());
+        ha.until("the per-entity press sensor", &press, |p| !p.is_empty())
+            .await;
+        // The rest of this burst of configs.
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while ha.next(deadline).await.is_some() {}
+        let mut lines = String::new();
+        for (topic, payloads) in &ha.seen {
+            for p in payloads {
+                let payload = String::from_utf8(p.clone()).unwrap();
+                lines += &serde_json::json!({ "topic": topic, "payload": payload }).to_string();
+                lines.push('\n');
+            }
+        }
+        lines
+    });
+    let file = daemon.home.path("configs.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let out = crate::harness::run(
+        std::process::Command::new(&python)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/ha/validate.py"))
+            .arg(&file),
+        Duration::from_secs(120),
+    );
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}{}", text(&out.stderr));
+    // Device-based: 2 light, switch, motion + camera, motion + press, plus
+    // the lamp's earlier config; per entity: the same 7 entities.
+    let valid: usize = report
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(valid >= 14, "{report}");
+    assert!(
+        report.contains("(camera)") && report.contains("homeassistant/camera/"),
+        "{report}"
+    );
+}
