@@ -9,6 +9,7 @@ import { renderHome } from './home.js';
 import { renderDevice, renderDiscovered } from './devices.js';
 import { renderSecurity } from './security.js';
 import { renderPrivacy } from './privacy.js';
+import { renderIntegrations } from './integrations.js';
 
 const ROUTES = {
   home: renderHome,
@@ -16,6 +17,7 @@ const ROUTES = {
   device: renderDevice,
   security: renderSecurity,
   privacy: renderPrivacy,
+  integrations: renderIntegrations,
 };
 
 const state = {

@@ -6,10 +6,12 @@ import { h } from './dom.js';
 export function renderPrivacy(ctx) {
   const stored = h('div', { 'data-testid': 'privacy-stored' }, h('p', null, 'Loading…'));
   const leaves = h('div', { 'data-testid': 'privacy-leaves' }, h('p', null, 'Loading…'));
+  const shared = h('div', { 'data-testid': 'privacy-shared' }, h('p', null, 'Loading…'));
   ctx.main.append(
     h('h1', null, 'Privacy'),
     h('p', { class: 'lead' }, 'Everything hearth knows about your home stays on this hub. This page lists what it stores, in what form, and what ever leaves the house.'),
     h('section', { class: 'panel', 'aria-labelledby': 'stored-heading' }, h('h2', { id: 'stored-heading' }, 'What is stored on this hub'), stored),
+    h('section', { class: 'panel', 'aria-labelledby': 'shared-heading' }, h('h2', { id: 'shared-heading' }, 'What integrations are told'), shared),
     h('section', { class: 'panel', 'aria-labelledby': 'leaves-heading' }, h('h2', { id: 'leaves-heading' }, 'What leaves the house'), leaves),
   );
 
@@ -32,6 +34,12 @@ export function renderPrivacy(ctx) {
             )
           : h('p', null, 'Nothing yet.'),
       );
+      const told = p?.shared ?? [];
+      shared.replaceChildren(
+        told.length
+          ? h('ul', null, told.map((t) => h('li', { 'data-testid': 'privacy-shared-item', 'data-enabled': String(Boolean(t.enabled)), 'data-share-details': String(Boolean(t.share_device_details)) }, h('strong', null, `${t.with}: `), t.what, ' ', h('a', { href: '#/integrations' }, 'Change'))))
+          : h('p', null, 'No integration is set up.'),
+      );
       const out = p?.leaves_home ?? [];
       leaves.replaceChildren(
         out.length
@@ -41,6 +49,7 @@ export function renderPrivacy(ctx) {
     } catch (e) {
       stored.replaceChildren(h('p', { class: 'form-error' }, `Could not load: ${e.message}`));
       leaves.replaceChildren();
+      shared.replaceChildren();
     }
   })();
   return 'Privacy';

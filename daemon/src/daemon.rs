@@ -323,6 +323,7 @@ pub async fn run(
             live: Some(live.clone()),
             ca_cert: files.ca_cert.clone(),
             session_max: config.web.session_max,
+            homeassistant: Some(homeassistant.clone()),
         });
         web = Some(
             crate::web::start(bound.web, &files, app, &supervisor)

@@ -648,6 +648,58 @@ async function main() {
       await shoot(page, 'privacy', { dark: true });
     });
 
+    await step('Integrations: the Home Assistant password is shown once, rotated and revoked behind dialogs; sharing details shows on Privacy', async () => {
+      await goto(page, '#/integrations', 'Integrations');
+      await page.locator(`${tid('ha-status')}[data-state="off"]`).waitFor({ timeout: UI_TIMEOUT });
+      assert(/0 devices exposed/.test(await textOf(page, tid('ha-exposed'))), 'a device is exposed to Home Assistant by default');
+      assert(!(await page.locator(tid('ha-share-details')).isChecked()), 'device details are shared by default');
+      await page.click(tid('ha-enable'));
+      await page.locator(tid('ha-connection')).waitFor({ timeout: UI_TIMEOUT });
+      const username = await textOf(page, tid('ha-username'));
+      const password = await textOf(page, tid('ha-password'));
+      const port = await textOf(page, tid('ha-port'));
+      assert(username === 'homeassistant', `username ${username}`);
+      assert(/^[0-9a-f]{32}$/.test(password), `password ${password}`);
+      assert(/^\d+$/.test(port) && Number(port) > 0, `port ${port}`);
+      assert((await textOf(page, tid('ha-prefix'))) === 'homeassistant', 'discovery prefix');
+      assert((await page.locator(tid('ha-ca')).getAttribute('href')) === '/ca.pem', 'CA link');
+      await shoot(page, 'integrations');
+      await shoot(page, 'integrations', { dark: true });
+      await page.click(tid('ha-connection-done'));
+      await page.locator(`${tid('ha-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
+      await until('the password to be gone from the page', async () => (await page.locator(tid('ha-connection')).count()) === 0);
+      assert(!(await page.content()).includes(password), 'the password is still on the page');
+
+      // Rotating asks first, and says what it does.
+      await page.click(tid('ha-rotate'));
+      await page.locator(tid('ha-rotate-dialog')).waitFor({ timeout: UI_TIMEOUT });
+      assert(/disconnected until/i.test(await textOf(page, tid('ha-rotate-dialog'))), 'the rotate dialog does not say what happens');
+      await page.click(tid('ha-rotate-dialog-cancel'));
+      await until('the dialog to close', async () => (await page.locator(tid('ha-rotate-dialog')).count()) === 0);
+      assert((await page.locator(tid('ha-connection')).count()) === 0, 'cancel rotated anyway');
+      await page.click(tid('ha-rotate'));
+      await page.click(tid('ha-rotate-dialog-confirm'));
+      await page.locator(tid('ha-connection')).waitFor({ timeout: UI_TIMEOUT });
+      const rotated = await textOf(page, tid('ha-password'));
+      assert(/^[0-9a-f]{32}$/.test(rotated) && rotated !== password, 'rotation gave no new password');
+      await page.click(tid('ha-connection-done'));
+
+      // Sharing details is a choice that the Privacy page reflects.
+      await page.check(tid('ha-share-details'));
+      await until('the setting to be saved', async () => /Saved/.test(await textOf(page, tid('status'))));
+      await goto(page, '#/privacy', 'Privacy');
+      await page.locator(`${tid('privacy-shared-item')}[data-enabled="true"][data-share-details="true"]`).waitFor({ timeout: UI_TIMEOUT });
+      assert(/firmware too/.test(await textOf(page, tid('privacy-shared-item'))), 'Privacy does not say details are shared');
+
+      // Disconnecting says that every device leaves Home Assistant.
+      await goto(page, '#/integrations', 'Integrations');
+      await page.click(tid('ha-disable'));
+      await page.locator(tid('ha-disable-dialog')).waitFor({ timeout: UI_TIMEOUT });
+      assert(/disappears from Home Assistant/.test(await textOf(page, tid('ha-disable-dialog'))), 'the disconnect dialog does not say what happens');
+      await page.click(tid('ha-disable-dialog-confirm'));
+      await page.locator(`${tid('ha-status')}[data-state="off"]`).waitFor({ timeout: UI_TIMEOUT });
+    });
+
     await step('no CSP violation, script error or off-origin request happened in the browser', () => {
       assert(browserProblems.length === 0, browserProblems.join('\n'));
     });

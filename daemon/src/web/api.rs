@@ -44,6 +44,8 @@ pub struct App {
     pub live: Option<Arc<crate::state::LiveState>>,
     pub ca_cert: PathBuf,
     pub session_max: Duration,
+    /// The Home Assistant integration, when the daemon runs one.
+    pub homeassistant: Option<Arc<crate::homeassistant::HomeAssistant>>,
 }
 
 /// The client's address, put on each request by the server.
@@ -72,6 +74,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/devices/{id}/command", post(command))
         .route("/api/devices/{id}/rotate", post(rotate))
         .route("/api/events", get(events))
+        .route(
+            "/api/integrations/homeassistant",
+            get(ha_status).patch(ha_settings),
+        )
+        .route("/api/integrations/homeassistant/enable", post(ha_enable))
+        .route("/api/integrations/homeassistant/rotate", post(ha_rotate))
+        .route("/api/integrations/homeassistant/disable", post(ha_disable))
         .route("/api/openapi.json", get(openapi))
         .route("/ca.pem", get(ca))
         .fallback(asset)
@@ -470,8 +479,34 @@ async fn audit(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Val
 }
 
 #[utoipa::path(get, path = "/api/privacy", responses((status = 200, description = "What hearth stores, in what form, and what leaves the house")))]
-async fn privacy(_session: Authed) -> Json<Value> {
-    Json(json!({
+async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    let shared = match &app.homeassistant {
+        Some(ha) => {
+            let st = ha.status().await?;
+            let details = if st.settings.share_device_details {
+                "model, vendor and firmware too (\"share device details\" is on)"
+            } else {
+                "not model, vendor or firmware (\"share device details\" is off)"
+            };
+            json!([{
+                "with": "Home Assistant",
+                "enabled": st.enabled,
+                "share_device_details": st.settings.share_device_details,
+                "devices": st.exposed,
+                "what": if st.enabled {
+                    format!(
+                        "On, over hearth's own broker on your LAN: for the {} device(s) you exposed, their nickname, room, kind and live state; {details}.",
+                        st.exposed
+                    )
+                } else {
+                    "Off: Home Assistant is told nothing.".to_owned()
+                },
+            }])
+        }
+        None => json!([]),
+    };
+    Ok(Json(json!({
+        "shared": shared,
         "stored": [
             { "what": "Device names, rooms, voice names, kinds, models, firmware, MAC and IP addresses, advertised TXT records", "form": "sealed with ChaCha20-Poly1305 under a key kept outside the database" },
             { "what": "Device MQTT passwords", "form": "only a SHA-256 hash of a 128-bit random secret; the password is shown once" },
@@ -484,9 +519,61 @@ async fn privacy(_session: Authed) -> Json<Value> {
         "leaves_home": [
             "Nothing by default: hearth needs no cloud account and makes no outbound connection.",
             "hearth answers mDNS on the LAN with its service types and port only: no version, name or model.",
-            "An MQTT bridge, if you configure one, sends only the topics you list, over TLS."
+            "An MQTT bridge, if you configure one, sends only the topics you list, over TLS.",
+            "Home Assistant runs in your home: what it is told stays on your LAN unless Home Assistant itself sends it on."
         ]
-    }))
+    })))
+}
+
+fn homeassistant(app: &App) -> Result<&Arc<crate::homeassistant::HomeAssistant>, ApiError> {
+    app.homeassistant.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this hearth runs no Home Assistant integration",
+        )
+    })
+}
+
+#[utoipa::path(get, path = "/api/integrations/homeassistant", responses((status = 200, description = "Whether the Home Assistant connection is on and connected, how many devices it sees, and its settings")))]
+async fn ha_status(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    let st = homeassistant(&app)?.status().await?;
+    let mut v = serde_json::to_value(&st)
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("ca_cert_url".into(), json!("/ca.pem"));
+    }
+    Ok(Json(v))
+}
+
+#[utoipa::path(post, path = "/api/integrations/homeassistant/enable", responses((status = 200, description = "What to enter into Home Assistant's MQTT integration; the password is shown once"), (status = 400, description = "Already on: rotate instead")))]
+async fn ha_enable(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    let c = homeassistant(&app)?.enable().await?;
+    Ok(Json(serde_json::to_value(&c).map_err(|_| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })?))
+}
+
+#[utoipa::path(post, path = "/api/integrations/homeassistant/rotate", responses((status = 200, description = "A new password, shown once; the old one is refused and its session cut")))]
+async fn ha_rotate(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    let c = homeassistant(&app)?.rotate().await?;
+    Ok(Json(serde_json::to_value(&c).map_err(|_| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })?))
+}
+
+#[utoipa::path(post, path = "/api/integrations/homeassistant/disable", responses((status = 200, description = "Off: the credential revoked, the session cut, every device removed from Home Assistant")))]
+async fn ha_disable(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    let was = homeassistant(&app)?.disable().await?;
+    Ok(Json(json!({ "was_enabled": was })))
+}
+
+#[utoipa::path(patch, path = "/api/integrations/homeassistant", responses((status = 200, description = "The settings, changed")))]
+async fn ha_settings(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    Body(b): Body<crate::homeassistant::SettingsChange>,
+) -> Result<Json<crate::homeassistant::Settings>, ApiError> {
+    Ok(Json(homeassistant(&app)?.set(b).await?))
 }
 
 impl App {
@@ -742,7 +829,12 @@ where
         command,
         rotate,
         forget,
-        events
+        events,
+        ha_status,
+        ha_enable,
+        ha_rotate,
+        ha_disable,
+        ha_settings
     )
 )]
 struct ApiDoc;

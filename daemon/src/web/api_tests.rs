@@ -152,7 +152,16 @@ impl Fixture {
             port: 8883,
             ca_cert: files.ca_cert.clone(),
         };
-        let devices = Arc::new(Devices::new(store.clone(), Arc::new(broker), endpoint));
+        let broker = Arc::new(broker);
+        let devices = Arc::new(Devices::new(store.clone(), broker.clone(), endpoint));
+        let homeassistant = {
+            let (store, devices) = (store.clone(), devices.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::homeassistant::HomeAssistant::load(store, devices, broker).unwrap()
+            })
+            .await
+            .unwrap()
+        };
         let (auth, code) = {
             let (store, dir) = (store.clone(), data_dir.clone());
             tokio::task::spawn_blocking(move || {
@@ -169,6 +178,7 @@ impl Fixture {
             live: None,
             ca_cert: files.ca_cert,
             session_max: max,
+            homeassistant: Some(Arc::new(homeassistant)),
         });
         Fixture {
             router: router(app),
@@ -375,6 +385,7 @@ fn body_for(method: &Method, path: &str) -> Option<Value> {
         ("POST", "confirm") => json!({ "code": "123456" }),
         ("POST", "adopt") => json!({ "nickname": "Hall lamp" }),
         ("POST", "command") => json!({ "power": true }),
+        ("PATCH", "homeassistant") => json!({ "share_device_details": true }),
         ("PATCH", _) => json!({ "nickname": "Renamed", "expose_ha": true }),
         _ => return None,
     };
@@ -908,9 +919,9 @@ async fn every_state_changing_route_needs_a_session() {
 
     let ops = f.operations().await;
     let guarded: Vec<_> = ops.iter().filter(|(m, p)| !public(m, p)).collect();
-    assert!(guarded.len() >= 18, "only {} guarded operations", guarded.len());
+    assert!(guarded.len() >= 23, "only {} guarded operations", guarded.len());
     assert!(
-        guarded.iter().filter(|(m, _)| *m != Method::GET).count() >= 11,
+        guarded.iter().filter(|(m, _)| *m != Method::GET).count() >= 15,
         "state-changing routes missing from the document"
     );
     for (method, path) in guarded {
@@ -967,7 +978,7 @@ async fn every_state_changing_route_needs_the_csrf_token_and_same_origin() {
         .filter(|(m, p)| *m != Method::GET && !public(m, p))
         .collect();
     assert!(
-        changing.len() >= 11,
+        changing.len() >= 15,
         "only {} state-changing operations",
         changing.len()
     );
@@ -1302,6 +1313,113 @@ async fn every_response_carries_the_security_headers() {
     }
 }
 
+// ---- Home Assistant ------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_connection_is_shown_once_rotated_and_turned_off() {
+    let f = Fixture::new().await;
+    let owner = f.owner().await;
+    let base = "/api/integrations/homeassistant";
+    let st = f.get(base, Some(&owner)).await.json();
+    assert_eq!(
+        (st["enabled"].as_bool(), st["exposed"].as_u64()),
+        (Some(false), Some(0))
+    );
+    assert_eq!(st["settings"]["share_device_details"], false);
+    assert_eq!(st["ca_cert_url"], "/ca.pem");
+    assert!(st.get("password").is_none());
+
+    let r = f
+        .call(Method::POST, &format!("{base}/enable"), None, Some(&owner))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    let first = r.json();
+    assert_eq!(first["mqtt"]["username"], "homeassistant");
+    assert_eq!(first["discovery_prefix"], "homeassistant");
+    let password = first["mqtt"]["password"].as_str().unwrap().to_owned();
+    assert!(password.len() == 32 && password.bytes().all(|b| b.is_ascii_hexdigit()));
+    // Never again: not in the status, and a second enable hands out none.
+    let st = f.get(base, Some(&owner)).await;
+    assert!(!String::from_utf8_lossy(&st.body).contains(&password));
+    assert_eq!(st.json()["enabled"], true);
+    let again = f
+        .call(Method::POST, &format!("{base}/enable"), None, Some(&owner))
+        .await;
+    assert_json_error(&again, StatusCode::BAD_REQUEST, "rotate");
+    assert!(again.json().get("mqtt").is_none());
+
+    let rotated = f
+        .call(Method::POST, &format!("{base}/rotate"), None, Some(&owner))
+        .await
+        .json();
+    assert_ne!(rotated["mqtt"]["password"], password.as_str());
+
+    let off = f
+        .call(Method::POST, &format!("{base}/disable"), None, Some(&owner))
+        .await
+        .json();
+    assert_eq!(off["was_enabled"], true);
+    assert_eq!(f.get(base, Some(&owner)).await.json()["enabled"], false);
+    let rotate_off = f
+        .call(Method::POST, &format!("{base}/rotate"), None, Some(&owner))
+        .await;
+    assert_json_error(&rotate_off, StatusCode::NOT_FOUND, "turn it on first");
+    let events = f.audit_events();
+    for e in [
+        "homeassistant_enabled",
+        "homeassistant_rotated",
+        "homeassistant_disabled",
+    ] {
+        assert!(events.iter().any(|x| x == e), "{e} not audited: {events:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_settings_change_and_show_on_the_privacy_page() {
+    let f = Fixture::new().await;
+    let owner = f.owner().await;
+    let base = "/api/integrations/homeassistant";
+    let privacy = f.get("/api/privacy", Some(&owner)).await.json();
+    assert_eq!(privacy["shared"][0]["with"], "Home Assistant");
+    assert_eq!(privacy["shared"][0]["enabled"], false);
+
+    let r = f
+        .call(
+            Method::PATCH,
+            base,
+            Some(&json!({ "share_device_details": true, "discovery": "component" })),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json(),
+        json!({ "share_device_details": true, "discovery": "component" })
+    );
+    assert!(f.audit_events().iter().any(|e| e == "homeassistant_settings"));
+    for bad in [
+        json!({ "share_everything": true }),
+        json!({ "discovery": "yaml" }),
+        json!({ "share_device_details": "yes" }),
+    ] {
+        let r = f.call(Method::PATCH, base, Some(&bad), Some(&owner)).await;
+        assert!(r.status.is_client_error(), "{bad}: {}", r.status);
+    }
+    let st = f.get(base, Some(&owner)).await.json();
+    assert_eq!(st["settings"]["discovery"], "component");
+
+    f.call(Method::POST, &format!("{base}/enable"), None, Some(&owner))
+        .await;
+    let privacy = f.get("/api/privacy", Some(&owner)).await.json();
+    let line = &privacy["shared"][0];
+    assert_eq!(
+        (line["enabled"].as_bool(), line["share_device_details"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert!(line["what"].as_str().unwrap().contains("firmware too"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_lists_the_routes() {
     let f = Fixture::new().await;
@@ -1344,6 +1462,11 @@ async fn openapi_document_lists_the_routes() {
         ("POST", "/api/devices/{id}/command"),
         ("POST", "/api/devices/{id}/rotate"),
         ("GET", "/api/events"),
+        ("GET", "/api/integrations/homeassistant"),
+        ("PATCH", "/api/integrations/homeassistant"),
+        ("POST", "/api/integrations/homeassistant/enable"),
+        ("POST", "/api/integrations/homeassistant/rotate"),
+        ("POST", "/api/integrations/homeassistant/disable"),
     ];
     for (m, p) in want {
         assert!(

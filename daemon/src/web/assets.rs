@@ -19,6 +19,11 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
     ("/devices.js", JS, include_bytes!("../../../web-ui/devices.js")),
     ("/security.js", JS, include_bytes!("../../../web-ui/security.js")),
     ("/privacy.js", JS, include_bytes!("../../../web-ui/privacy.js")),
+    (
+        "/integrations.js",
+        JS,
+        include_bytes!("../../../web-ui/integrations.js"),
+    ),
 ];
 
 #[cfg(test)]
