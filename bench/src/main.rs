@@ -11,8 +11,11 @@
 //! - `flood`: memory under a sustained mDNS flood, against mdns-sd
 //!   (`--seconds N`, 60 by default).
 //! - `web`: the dashboard's HTTPS server against nginx (see `web.rs`).
+//! - `ha`: Home Assistant's command path through the canonical topics,
+//!   against Tasmota's own topics on mosquitto (see `ha.rs`).
 
 mod discovery;
+mod ha;
 mod mqtt;
 mod web;
 
@@ -58,6 +61,7 @@ fn main() {
         "discovery" => discovery::run(&hearth, rounds),
         "flood" => discovery::flood(&hearth, seconds),
         "web" => web::run(&hearth, rounds),
+        "ha" => ha::run(&hearth, rounds),
         "all" => {
             store_bench();
             rss_bench(&hearth);
@@ -65,9 +69,10 @@ fn main() {
             discovery::run(&hearth, rounds);
             discovery::flood(&hearth, seconds);
             web::run(&hearth, rounds);
+            ha::run(&hearth, rounds);
         }
         other => {
-            eprintln!("unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web or all");
+            eprintln!("unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web, ha or all");
             std::process::exit(64);
         }
     }

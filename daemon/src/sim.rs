@@ -456,6 +456,9 @@ pub fn say(line: &str) {
 /// offline status as its last will) and its state. Lights obey brightness
 /// commands; cameras and doorbells report motion a few seconds after
 /// connecting and then every 20 to 40 s.
+///
+/// Like most device firmware it leaves Nagle's algorithm on, unless `p`
+/// carries `"tcp_nodelay": true` (the benchmarks measure both).
 pub async fn device(
     p: serde_json::Value,
     host: String,
@@ -500,6 +503,11 @@ pub async fn device(
     opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(std::sync::Arc::new(tls))));
     opts.set_last_will(LastWill::new(&lwt, offline, QoS::AtLeastOnce, true));
     let (client, mut events) = AsyncClient::new(opts, 64);
+    if p["tcp_nodelay"].as_bool() == Some(true) {
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        events.set_network_options(net);
+    }
     // Set at each CONNACK, for the motion loop; the event loop is never
     // cancelled but at `stop`, so a packet is never cut off half-written.
     let connected = std::sync::atomic::AtomicBool::new(false);
