@@ -8,6 +8,7 @@
 
 pub mod crypto;
 pub mod files;
+pub mod relay;
 pub mod schema;
 pub mod value;
 
@@ -186,6 +187,14 @@ id_type!(
 id_type!(
     /// A stored credential's opaque id.
     CredentialId
+);
+id_type!(
+    /// A voice relay OAuth client's id: its `client_id`.
+    RelayClientId
+);
+id_type!(
+    /// A voice relay account link's opaque id.
+    LinkId
 );
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -1007,25 +1016,8 @@ impl Store {
     /// [`AUDIT_KEPT`] events.
     pub fn append_audit(&mut self, event: &str, detail: &str) -> Result<(), StoreError> {
         let key = &self.key;
-        let at = UnixTime::now();
-        let record = value::RecordWriter::new()
-            .field(&event.to_owned())
-            .field(&detail.to_owned())
-            .finish();
         write(&mut self.conn, Durability::Normal, |tx| {
-            let last: Option<String> = tx.query_row("SELECT max(id) FROM audit", [], |r| r.get(0))?;
-            let seq = last.and_then(|l| l.parse::<i64>().ok()).unwrap_or(0) + 1;
-            let pk = format!("{seq:020}");
-            let sealed = seal_bytes(key, "audit", "record", &pk, &record)?;
-            tx.execute(
-                "INSERT INTO audit (id, at, key_id, record) VALUES (?1, ?2, ?3, ?4)",
-                params![pk, at.0, key.id().to_hex(), sealed],
-            )?;
-            tx.execute(
-                "DELETE FROM audit WHERE id <= ?1",
-                [format!("{:020}", (seq - AUDIT_KEPT).max(0))],
-            )?;
-            Ok(())
+            append_audit_in(tx, key, event, detail)
         })
     }
 
@@ -1061,6 +1053,28 @@ impl Store {
             Ok(tx.execute("DELETE FROM credentials WHERE principal = ?1", [principal])?)
         })
     }
+}
+
+/// Appends an audit event inside a transaction.
+fn append_audit_in(tx: &Transaction<'_>, key: &DataKey, event: &str, detail: &str) -> Result<(), StoreError> {
+    let at = UnixTime::now();
+    let record = value::RecordWriter::new()
+        .field(&event.to_owned())
+        .field(&detail.to_owned())
+        .finish();
+    let last: Option<String> = tx.query_row("SELECT max(id) FROM audit", [], |r| r.get(0))?;
+    let seq = last.and_then(|l| l.parse::<i64>().ok()).unwrap_or(0) + 1;
+    let pk = format!("{seq:020}");
+    let sealed = seal_bytes(key, "audit", "record", &pk, &record)?;
+    tx.execute(
+        "INSERT INTO audit (id, at, key_id, record) VALUES (?1, ?2, ?3, ?4)",
+        params![pk, at.0, key.id().to_hex(), sealed],
+    )?;
+    tx.execute(
+        "DELETE FROM audit WHERE id <= ?1",
+        [format!("{:020}", (seq - AUDIT_KEPT).max(0))],
+    )?;
+    Ok(())
 }
 
 /// Runs `f` in one transaction, committed with the given durability.
@@ -1241,6 +1255,15 @@ fn update_device_in(
     };
     let mut stmt = tx.prepare_cached(schema::UPDATE_DEVICE)?;
     stmt.execute(rusqlite::params_from_iter(seal_device(key, &device)?.iter()))?;
+    // A device withdrawn from voice assistants leaves every account link
+    // in the same transaction; cameras and doorbells are never in one.
+    let voice = fields.status == DeviceStatus::Adopted
+        && fields.expose_voice
+        && !matches!(fields.kind, DeviceKind::Camera | DeviceKind::Doorbell);
+    if !voice {
+        tx.prepare_cached("DELETE FROM relay_link_devices WHERE device_id = ?1")?
+            .execute([id.as_str()])?;
+    }
     Ok(())
 }
 

@@ -70,6 +70,42 @@ CREATE TABLE audit (
     record BLOB NOT NULL              -- sealed: the event's name and its detail (account, client address, device id)
 ) WITHOUT ROWID;
 "#,
+    // 5: the voice relay's OAuth clients, account links and tokens.
+    r#"
+CREATE TABLE relay_clients (
+    id          TEXT PRIMARY KEY NOT NULL, -- the OAuth client_id: random 128-bit id, hex; the assistant sends it; not secret
+    secret_hash BLOB NOT NULL UNIQUE,      -- SHA-256 of the client secret (256 random bits); the secret is never stored
+    key_id      TEXT NOT NULL,             -- data key the sealed column is under
+    record      BLOB NOT NULL              -- sealed: the owner's label, the assistant, the redirect-URI allow-list, creation time
+) WITHOUT ROWID;
+
+CREATE TABLE relay_links (
+    id        TEXT PRIMARY KEY NOT NULL,   -- random 128-bit id, hex; Google's agentUserId; opaque; not sealed
+    client_id TEXT NOT NULL REFERENCES relay_clients (id) ON DELETE CASCADE, -- the client it was granted to
+    calls     INTEGER NOT NULL DEFAULT 0,  -- how many relay calls it made; a count; not sealed
+    key_id    TEXT NOT NULL,               -- data key the sealed column is under
+    record    BLOB NOT NULL                -- sealed: the actions it may take, creation time
+) WITHOUT ROWID;
+CREATE INDEX relay_links_client ON relay_links (client_id);
+
+CREATE TABLE relay_link_devices (
+    link_id   TEXT NOT NULL REFERENCES relay_links (id) ON DELETE CASCADE, -- the link
+    device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,     -- a device it may see; opaque ids only
+    PRIMARY KEY (link_id, device_id)
+) WITHOUT ROWID;
+CREATE INDEX relay_link_devices_device ON relay_link_devices (device_id);
+
+CREATE TABLE relay_tokens (
+    hash        BLOB PRIMARY KEY NOT NULL, -- SHA-256 of the token (256 random bits); the token is never stored
+    link_id     TEXT NOT NULL REFERENCES relay_links (id) ON DELETE CASCADE, -- the link it acts for
+    kind        TEXT NOT NULL CHECK (kind IN ('access', 'refresh')), -- what it is
+    expires_at  INTEGER NOT NULL,          -- Unix time in ms after which it is refused; not sealed
+    issued_with BLOB,                      -- access tokens: the hash of the refresh token issued beside it; one-way
+    rotated_at  INTEGER,                   -- refresh tokens: when it was exchanged (Unix ms), NULL while current
+    successor   BLOB                       -- refresh tokens: the hash of the refresh token that replaced it; one-way
+) WITHOUT ROWID;
+CREATE INDEX relay_tokens_link ON relay_tokens (link_id);
+"#,
 ];
 
 /// The schema version this build writes.
@@ -83,6 +119,8 @@ pub const SEALED: &[(&str, &[&str])] = &[
     ("credentials", &["created_at"]),
     ("audit", &["record"]),
     ("secrets", &["value"]),
+    ("relay_clients", &["record"]),
+    ("relay_links", &["record"]),
 ];
 
 pub const INSERT_DEVICE: &str = "INSERT INTO devices (id, status, mac_index, key_id, record, ident_index) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
