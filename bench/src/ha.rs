@@ -106,6 +106,7 @@ fn start_hearth(hearth: &Path, bulbs: usize) -> Setup {
                 id: id.clone(),
                 homeassistant: Some(true),
                 voice: None,
+                voice_name: None,
             }),
         );
         topics.push((format!("hearth/{id}/set"), format!("hearth/{id}/state")));

@@ -84,6 +84,9 @@ pub enum Request {
     HomeassistantRotate,
     HomeassistantDisable,
     HomeassistantSet(crate::homeassistant::SettingsChange),
+    RelayStatus,
+    RelayEnable,
+    RelayDisable,
 }
 
 /// Which integrations may see a device.
@@ -95,6 +98,9 @@ pub struct Expose {
     pub homeassistant: Option<bool>,
     #[serde(default)]
     pub voice: Option<bool>,
+    /// What voice assistants call it.
+    #[serde(default)]
+    pub voice_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -129,6 +135,8 @@ pub struct Status {
 pub struct Admin {
     pub devices: Arc<Devices>,
     pub homeassistant: Arc<crate::homeassistant::HomeAssistant>,
+    /// The voice relay; `None` when the dashboard is off.
+    pub relay: Option<Arc<crate::relay::Relay>>,
     pub broker: Arc<Broker>,
     pub discovery: Option<Arc<crate::discovery::DiscoveryStats>>,
     pub web: Vec<std::net::SocketAddr>,
@@ -307,6 +315,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                     let update = crate::devices::Update {
                         expose_ha: req.homeassistant,
                         expose_voice: req.voice,
+                        voice_name: req.voice_name,
                         ..Default::default()
                     };
                     admin
@@ -330,6 +339,33 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 .map(|was| serde_json::json!({ "disabled": true, "was_enabled": was })),
         ),
         Request::HomeassistantSet(change) => answer(admin.homeassistant.set(change).await),
+        r @ (Request::RelayStatus | Request::RelayEnable | Request::RelayDisable) => {
+            let Some(relay) = admin.relay.clone() else {
+                return answer::<()>(Err(DeviceError::Invalid(
+                    "the voice relay needs the dashboard: set web.enabled = true".into(),
+                )));
+            };
+            let on = match r {
+                Request::RelayEnable => Some(true),
+                Request::RelayDisable => Some(false),
+                _ => None,
+            };
+            let result = tokio::task::spawn_blocking(move || {
+                if let Some(on) = on {
+                    relay
+                        .set_enabled(on, "from the admin socket")
+                        .map_err(|e| DeviceError::Invalid(e.to_string()))?;
+                }
+                let enabled = relay.enabled_setting().map_err(DeviceError::Store)?;
+                Ok(serde_json::json!({
+                    "enabled": enabled,
+                    "listening": relay.listening().map(|a| a.to_string()),
+                }))
+            })
+            .await
+            .unwrap_or_else(|e| Err(DeviceError::Internal(e.to_string())));
+            answer(result)
+        }
     }
 }
 

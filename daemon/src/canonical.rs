@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::acl::Profile;
-use crate::broker::{Broker, HubMessage, Owner};
+use crate::broker::{Broker, BrokerError, HubMessage, Owner};
 use crate::devices::Devices;
 use crate::state::{DeviceState, LiveState};
 use crate::store::{DeviceId, DeviceKind};
@@ -227,6 +227,42 @@ pub fn vendor_commands(scheme: &Scheme, c: Command) -> Vec<(String, String)> {
         out.push(cmd);
     }
     out
+}
+
+/// A command as a canonical set topic carries it.
+pub fn command_json(c: Command) -> String {
+    let mut out = Map::new();
+    if let Some(p) = c.power {
+        out.insert("state".into(), (if p { "ON" } else { "OFF" }).into());
+    }
+    if let Some(b) = c.brightness {
+        out.insert("brightness".into(), b.into());
+    }
+    if let Some(m) = c.color_temp {
+        out.insert("color_temp".into(), m.into());
+    }
+    Value::Object(out).to_string()
+}
+
+/// Gives a device a canonical command from inside hearth (the voice relay):
+/// published on its `hearth/<id>/set`, and, for a device that does not speak
+/// the canonical scheme, carried out in its vendor's scheme exactly as a
+/// command from Home Assistant is.
+pub async fn dispatch(
+    broker: &Broker,
+    id: &DeviceId,
+    scheme: &Scheme,
+    c: Command,
+) -> Result<(), BrokerError> {
+    broker
+        .publish(&set_topic(id), command_json(c).into(), 1, false)
+        .await?;
+    if !scheme.native(id) {
+        for (topic, payload) in vendor_commands(scheme, c) {
+            broker.publish(&topic, payload.into(), 1, false).await?;
+        }
+    }
+    Ok(())
 }
 
 /// What was last published for a device.

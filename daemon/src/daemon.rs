@@ -293,6 +293,7 @@ pub async fn run(
     }
 
     let mut web = None;
+    let mut relay = None;
     if config.web.enabled {
         // Hashing the decoy password takes a while: off the async workers.
         let (auth, code) = {
@@ -317,6 +318,35 @@ pub async fn run(
                 "first run: open the dashboard and enter this one-time setup code"
             );
         }
+        let auth = Arc::new(auth);
+        let r = Arc::new(crate::relay::Relay::new(
+            store.clone(),
+            live.clone(),
+            broker.clone(),
+            auth.clone(),
+            config.relay.clone(),
+            supervisor.clone(),
+        ));
+        // An enabled relay that cannot listen is logged, not fatal: local
+        // control of the home does not depend on it.
+        if let Err(error) = r.resume() {
+            tracing::error!(%error, "the voice relay is enabled but could not start");
+        }
+        {
+            let r = r.clone();
+            supervisor.spawn("relay-sweep", move |token| async move {
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                            let r = r.clone();
+                            let _ = tokio::task::spawn_blocking(move || r.sweep()).await;
+                        }
+                    }
+                }
+            });
+        }
+        relay = Some(r.clone());
         let app = Arc::new(crate::web::api::App {
             auth,
             devices: devices.clone(),
@@ -324,6 +354,7 @@ pub async fn run(
             ca_cert: files.ca_cert.clone(),
             session_max: config.web.session_max,
             homeassistant: Some(homeassistant.clone()),
+            relay: Some(r),
         });
         web = Some(
             crate::web::start(bound.web, &files, app, &supervisor)
@@ -334,6 +365,7 @@ pub async fn run(
     let admin = Arc::new(Admin {
         devices: devices.clone(),
         homeassistant: homeassistant.clone(),
+        relay,
         broker: broker.clone(),
         discovery,
         web: web.as_ref().map(|w| w.addrs().to_vec()).unwrap_or_default(),

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod exit;
 pub mod homeassistant;
 pub mod pki;
+pub mod relay;
 pub mod secret;
 pub mod sim;
 pub mod state;

@@ -21,7 +21,8 @@ use crate::store::DataDir;
 pub fn config() -> anyhow::Result<Config> {
     Ok(Config::from_toml(
         "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n\
-         [discovery]\ninterfaces = \"loopback\"\n[web]\nlisten = [\"127.0.0.1:0\"]\n",
+         [discovery]\ninterfaces = \"loopback\"\n[web]\nlisten = [\"127.0.0.1:0\"]\n\
+         [relay]\nlisten = \"127.0.0.1:0\"\n",
         Path::new("hearth demo"),
     )?)
 }
@@ -133,12 +134,15 @@ pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) ->
             profile,
             d["id"].as_str().unwrap_or("")
         );
-        // The demo shows every device to Home Assistant; a real owner
+        // The demo shows every device to Home Assistant, and its lights
+        // and plugs to voice assistants under a voice name; a real owner
         // chooses device by device.
+        let voice = !matches!(kind, "camera" | "doorbell");
         let expose = admin::Expose {
             id: adopt_id(&provisioning),
             homeassistant: Some(true),
-            voice: None,
+            voice: Some(voice),
+            voice_name: voice.then(|| format!("{room} {kind}").replace('_', " ")),
         };
         request(&dir, Request::DevicesExpose(expose)).await?;
         adopted.push((nickname, provisioning));
@@ -154,6 +158,8 @@ pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) ->
             Err(e) => Some(Err(e)),
         }
     };
+    // The voice relay on loopback, as it would sit behind a tunnel.
+    let relay = request(&dir, Request::RelayEnable).await;
     // Each simulated device connects with the credential it was just given.
     for (label, provisioning) in adopted {
         let stop = token.clone().cancelled_owned();
@@ -189,6 +195,16 @@ pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) ->
         }
         Some(Err(e)) => println!("  Home Assistant  {e:#}"),
         None => {}
+    }
+    match relay {
+        Ok(r) => {
+            if let Some(addr) = r["listening"].as_str() {
+                println!(
+                    "  voice relay     http://{addr}/ (loopback only; register an assistant on the dashboard's Voice page)"
+                );
+            }
+        }
+        Err(e) => println!("  voice relay     {e:#}"),
     }
     println!(
         "  try             hearth devices list --data-dir {}",

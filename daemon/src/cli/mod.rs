@@ -181,6 +181,10 @@ pub enum DevicesCommand {
         /// Let voice assistants reach it.
         #[arg(long, value_parser = ["on", "off"])]
         voice: Option<String>,
+        /// What voice assistants call it, such as "desk lamp" (never its
+        /// nickname); an empty name clears it.
+        #[arg(long, value_name = "NAME")]
+        voice_name: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -443,6 +447,7 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
             id,
             homeassistant,
             voice,
+            voice_name,
             admin,
         } => {
             let on = |v: Option<String>| v.map(|v| v == "on");
@@ -452,6 +457,7 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                     id: id.clone(),
                     homeassistant: on(homeassistant),
                     voice: on(voice),
+                    voice_name,
                 }),
             )?;
             if admin.json {

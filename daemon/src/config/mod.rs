@@ -52,6 +52,46 @@ pub struct RawConfig {
     pub bridge: RawBridge,
     pub discovery: RawDiscovery,
     pub web: RawWeb,
+    pub relay: RawRelay,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRelay {
+    pub listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    pub token_rate_per_sec: u32,
+    pub token_burst: u32,
+    pub address_rate_per_sec: u32,
+    pub address_burst: u32,
+}
+
+impl Default for RawRelay {
+    fn default() -> Self {
+        RawRelay {
+            listen: "127.0.0.1:8444".into(),
+            tls_cert: None,
+            tls_key: None,
+            token_rate_per_sec: 5,
+            token_burst: 20,
+            address_rate_per_sec: 20,
+            address_burst: 60,
+        }
+    }
+}
+
+/// The voice relay's listener, validated. Whether it runs is the owner's
+/// choice on the dashboard, kept in the store.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    pub listen: SocketAddr,
+    /// Certificate chain and key files, when the relay serves TLS itself.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub token_rate: (u32, u32),
+    pub address_rate: (u32, u32),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -295,6 +335,7 @@ pub struct Config {
     pub bridge: Option<BridgeConfig>,
     pub discovery: crate::discovery::DiscoveryConfig,
     pub web: WebConfig,
+    pub relay: RelayConfig,
     raw: RawConfig,
 }
 
@@ -398,10 +439,12 @@ impl Config {
         let bridge = validate_bridge(&raw.bridge)?;
         let discovery = validate_discovery(&raw.discovery)?;
         let web = validate_web(&raw.web)?;
+        let relay = validate_relay(&raw.relay)?;
         Ok(Config {
             bridge,
             discovery,
             web,
+            relay,
             tls_extra_names: raw.tls.extra_names.clone(),
             data_dir: raw.data_dir.clone(),
             log: LogConfig { level, format },
@@ -416,6 +459,17 @@ impl Config {
     /// Checks what the configuration names on disk. `init` skips this,
     /// since it creates the key file.
     pub fn check_files(&self) -> Result<(), ConfigError> {
+        if let Some((cert, key)) = &self.relay.tls {
+            for (name, file) in [("relay.tls_cert", cert), ("relay.tls_key", key)] {
+                if !file.is_file() {
+                    return Err(invalid(
+                        name,
+                        format!("{} does not exist or is not a file", file.display()),
+                        "give the PEM files of the relay's certificate chain and key",
+                    ));
+                }
+            }
+        }
         if let Some(file) = &self.raw.bridge.ca_file
             && self.bridge.is_some()
             && !file.is_file()
@@ -689,6 +743,60 @@ fn validate_web(raw: &RawWeb) -> Result<WebConfig, ConfigError> {
         listen,
         session_idle: Duration::from_secs(raw.session_idle_mins * 60),
         session_max: Duration::from_secs(raw.session_max_hours * 3600),
+    })
+}
+
+fn validate_relay(raw: &RawRelay) -> Result<RelayConfig, ConfigError> {
+    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+        invalid(
+            "relay.listen",
+            format!("'{}' is not an address and port", raw.listen),
+            "write it as \"127.0.0.1:8444\"",
+        )
+    })?;
+    let tls = match (&raw.tls_cert, &raw.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "relay.tls_cert",
+                "only one of relay.tls_cert and relay.tls_key is set",
+                "set both (a certificate chain and its key), or neither to serve plain HTTP on loopback",
+            ));
+        }
+    };
+    if tls.is_none() && !listen.ip().is_loopback() {
+        return Err(invalid(
+            "relay.listen",
+            format!("{listen} is not loopback, and the relay would speak plain HTTP there"),
+            "keep relay.listen on 127.0.0.1 behind your tunnel or reverse proxy, or set relay.tls_cert and relay.tls_key",
+        ));
+    }
+    for (key, rate, burst) in [
+        (
+            "relay.token_rate_per_sec",
+            raw.token_rate_per_sec,
+            raw.token_burst,
+        ),
+        (
+            "relay.address_rate_per_sec",
+            raw.address_rate_per_sec,
+            raw.address_burst,
+        ),
+    ] {
+        if !(1..=1000).contains(&rate) || !(1..=10_000).contains(&burst) || burst < rate {
+            return Err(invalid(
+                key,
+                format!("rate {rate}/s with burst {burst} is out of range"),
+                "choose a rate of 1 to 1000 per second and a burst from the rate to 10000",
+            ));
+        }
+    }
+    Ok(RelayConfig {
+        listen,
+        tls,
+        token_rate: (raw.token_rate_per_sec, raw.token_burst),
+        address_rate: (raw.address_rate_per_sec, raw.address_burst),
     })
 }
 

@@ -39,13 +39,15 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 
 /// What the handlers share.
 pub struct App {
-    pub auth: Auth,
+    pub auth: Arc<Auth>,
     pub devices: Arc<Devices>,
     pub live: Option<Arc<crate::state::LiveState>>,
     pub ca_cert: PathBuf,
     pub session_max: Duration,
     /// The Home Assistant integration, when the daemon runs one.
     pub homeassistant: Option<Arc<crate::homeassistant::HomeAssistant>>,
+    /// The voice relay, when the daemon runs one.
+    pub relay: Option<Arc<crate::relay::Relay>>,
 }
 
 /// The client's address, put on each request by the server.
@@ -81,6 +83,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/integrations/homeassistant/enable", post(ha_enable))
         .route("/api/integrations/homeassistant/rotate", post(ha_rotate))
         .route("/api/integrations/homeassistant/disable", post(ha_disable))
+        .route("/api/relay", get(relay_status))
+        .route("/api/relay/enable", post(relay_enable))
+        .route("/api/relay/disable", post(relay_disable))
+        .route("/api/relay/clients", post(relay_register))
+        .route("/api/relay/clients/{id}", axum::routing::delete(relay_unregister))
+        .route("/api/relay/links/{id}", axum::routing::delete(relay_revoke))
         .route("/api/openapi.json", get(openapi))
         .route("/ca.pem", get(ca))
         .fallback(asset)
@@ -191,6 +199,27 @@ impl From<DeviceError> for ApiError {
             }
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<crate::relay::RelayError> for ApiError {
+    fn from(e: crate::relay::RelayError) -> ApiError {
+        use crate::relay::RelayError as E;
+        match &e {
+            E::Refused(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            E::Listen { .. } | E::Tls(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            E::Store(_) | E::Internal(_) => {
+                tracing::error!(error = %e, "dashboard relay request failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the log")
+            }
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        tracing::error!(error = %e, "dashboard store request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the log")
     }
 }
 
@@ -576,6 +605,154 @@ async fn ha_settings(
     Ok(Json(homeassistant(&app)?.set(b).await?))
 }
 
+fn relay(app: &App) -> Result<&Arc<crate::relay::Relay>, ApiError> {
+    app.relay
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "this hearth runs no voice relay"))
+}
+
+/// The relay's state, clients and links, for the Voice page.
+async fn relay_view(app: &App) -> Result<Value, ApiError> {
+    let relay = relay(app)?.clone();
+    let r = relay.clone();
+    let (enabled, clients, links, offered, voice_names) = tokio::task::spawn_blocking(move || {
+        let enabled = r.enabled_setting()?;
+        let (clients, links) = r.with_store_sync(|s| Ok((s.relay_clients()?, s.relay_links()?)))?;
+        let offered = r.offerable()?;
+        let names: std::collections::HashMap<_, _> = offered
+            .iter()
+            .map(|d| (d.id.clone(), d.voice_name.clone()))
+            .collect();
+        Ok::<_, crate::store::StoreError>((enabled, clients, links, offered.len(), names))
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    let client_name = |id: &crate::store::RelayClientId| {
+        clients
+            .iter()
+            .find(|c| &c.id == id)
+            .map(|c| c.fields.name.clone())
+            .unwrap_or_default()
+    };
+    let config = relay.config();
+    Ok(json!({
+        "enabled": enabled,
+        "listening": relay.listening().map(|a| a.to_string()),
+        "listen": config.listen.to_string(),
+        "tls": config.tls.is_some(),
+        "offerable_devices": offered,
+        "redirect_templates": {
+            "alexa": crate::relay::ALEXA_REDIRECTS,
+            "google": crate::relay::GOOGLE_REDIRECTS,
+        },
+        "clients": clients.iter().map(|c| json!({
+            "id": c.id,
+            "name": c.fields.name,
+            "assistant": c.fields.assistant,
+            "redirect_uris": c.fields.redirect_uris,
+            "created_at": c.fields.created_at / 1000,
+        })).collect::<Vec<_>>(),
+        "links": links.iter().map(|l| json!({
+            "id": l.id,
+            "client_id": l.client_id,
+            "client_name": client_name(&l.client_id),
+            "devices": l.devices.iter().map(|d| json!({
+                "id": d,
+                "voice_name": voice_names.get(d),
+            })).collect::<Vec<_>>(),
+            "actions": l.fields.actions,
+            "calls": l.calls,
+            "created_at": l.fields.created_at / 1000,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/relay", responses((status = 200, description = "Whether the voice relay is on and where it listens, its registered clients and its account links with their call counts")))]
+async fn relay_status(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    Ok(Json(relay_view(&app).await?))
+}
+
+#[utoipa::path(post, path = "/api/relay/enable", responses((status = 200, description = "On: the relay listens"), (status = 400, description = "Two-factor authentication is off"), (status = 409, description = "The relay's address is taken or its TLS files do not load")))]
+async fn relay_enable(State(app): State<Arc<App>>, Authed(session): Authed) -> Result<Json<Value>, ApiError> {
+    let r = relay(&app)?.clone();
+    if !session.totp_enabled {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "turn on two-factor authentication first: linking an assistant needs it",
+        ));
+    }
+    tokio::task::spawn_blocking(move || r.set_enabled(true, "by the owner"))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    Ok(Json(relay_view(&app).await?))
+}
+
+#[utoipa::path(post, path = "/api/relay/disable", responses((status = 200, description = "Off: nothing listens; links and tokens are kept")))]
+async fn relay_disable(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    let r = relay(&app)?.clone();
+    tokio::task::spawn_blocking(move || r.set_enabled(false, "by the owner"))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    Ok(Json(relay_view(&app).await?))
+}
+
+#[utoipa::path(post, path = "/api/relay/clients", request_body = crate::relay::NewClient, responses((status = 200, description = "The client id and its secret, shown once"), (status = 400, description = "A bad name, assistant or redirect URI")))]
+async fn relay_register(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    Body(b): Body<crate::relay::NewClient>,
+) -> Result<Json<Value>, ApiError> {
+    let r = relay(&app)?.clone();
+    let (client, secret) = tokio::task::spawn_blocking(move || r.register_client(b))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    Ok(Json(json!({
+        "client_id": client.id,
+        "client_secret": secret.expose(),
+        "authorize_path": "/oauth/authorize",
+        "token_path": "/oauth/token",
+    })))
+}
+
+#[utoipa::path(delete, path = "/api/relay/clients/{id}", params(("id" = String, Path, description = "The client id")), responses((status = 200, description = "Deleted, with every link and token it had"), (status = 404, description = "No such client")))]
+async fn relay_unregister(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let r = relay(&app)?.clone();
+    let id = crate::store::RelayClientId::parse(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such client"))?;
+    let gone = r
+        .with_store(move |s| {
+            let gone = s.delete_relay_client(&id)?;
+            if gone {
+                s.append_audit("relay_client_deleted", &format!("client {id}"))?;
+            }
+            Ok(gone)
+        })
+        .await?;
+    if !gone {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such client"));
+    }
+    Ok(Json(json!({ "deleted": true })))
+}
+
+#[utoipa::path(delete, path = "/api/relay/links/{id}", params(("id" = String, Path, description = "The link id")), responses((status = 200, description = "Revoked: its tokens stop working at once"), (status = 404, description = "No such link")))]
+async fn relay_revoke(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let r = relay(&app)?.clone();
+    let id = crate::store::LinkId::parse(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such link"))?;
+    if !r.revoke(&id, "revoked by the owner").await? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such link"));
+    }
+    Ok(Json(json!({ "revoked": true })))
+}
+
 impl App {
     fn devices_store<T>(
         &self,
@@ -834,7 +1011,13 @@ where
         ha_enable,
         ha_rotate,
         ha_disable,
-        ha_settings
+        ha_settings,
+        relay_status,
+        relay_enable,
+        relay_disable,
+        relay_register,
+        relay_unregister,
+        relay_revoke
     )
 )]
 struct ApiDoc;

@@ -153,6 +153,7 @@ impl Fixture {
             ca_cert: files.ca_cert.clone(),
         };
         let broker = Arc::new(broker);
+        let broker_handle = broker.clone();
         let devices = Arc::new(Devices::new(store.clone(), broker.clone(), endpoint));
         let homeassistant = {
             let (store, devices) = (store.clone(), devices.clone());
@@ -172,6 +173,17 @@ impl Fixture {
             .await
             .unwrap()
         };
+        let auth = Arc::new(auth);
+        let mut relay_config = crate::config::Config::default().relay;
+        relay_config.listen = "127.0.0.1:0".parse().unwrap();
+        let relay = Arc::new(crate::relay::Relay::new(
+            store.clone(),
+            Arc::new(crate::state::LiveState::new()),
+            broker_handle,
+            auth.clone(),
+            relay_config,
+            crate::supervisor::Supervisor::new(tokio_util::sync::CancellationToken::new()),
+        ));
         let app = Arc::new(App {
             auth,
             devices,
@@ -179,6 +191,7 @@ impl Fixture {
             ca_cert: files.ca_cert,
             session_max: max,
             homeassistant: Some(Arc::new(homeassistant)),
+            relay: Some(relay),
         });
         Fixture {
             router: router(app),
@@ -1467,6 +1480,12 @@ async fn openapi_document_lists_the_routes() {
         ("POST", "/api/integrations/homeassistant/enable"),
         ("POST", "/api/integrations/homeassistant/rotate"),
         ("POST", "/api/integrations/homeassistant/disable"),
+        ("GET", "/api/relay"),
+        ("POST", "/api/relay/enable"),
+        ("POST", "/api/relay/disable"),
+        ("POST", "/api/relay/clients"),
+        ("DELETE", "/api/relay/clients/{id}"),
+        ("DELETE", "/api/relay/links/{id}"),
     ];
     for (m, p) in want {
         assert!(

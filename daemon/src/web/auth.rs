@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::secret::{self, Secret, TokenHash, random_token};
-use crate::store::{CredentialId, OwnerId, Store, StoreError, UnixTime};
+use crate::store::{CredentialId, Owner, OwnerId, Store, StoreError, UnixTime};
 
 use super::password;
 use super::throttle::Throttle;
@@ -191,6 +191,41 @@ impl Auth {
         code: Option<&str>,
         from: IpAddr,
     ) -> Result<NewSession, AuthError> {
+        let (owner, two_factor) = self.check_owner(username, given_password, code, from)?;
+        self.store().record_login(&owner.id, UnixTime::now())?;
+        self.audit("login", &format!("from {from}"));
+        self.open_session(&owner.id, &owner.email, two_factor, from)
+    }
+
+    /// The owner's password and a TOTP code, for the voice relay's consent
+    /// page: under the same throttle as a login, and only for an owner who
+    /// turned on two-factor authentication. Opens no session.
+    pub fn verify_with_totp(
+        &self,
+        username: &str,
+        given_password: &str,
+        code: &str,
+        from: IpAddr,
+    ) -> Result<OwnerId, AuthError> {
+        let (owner, two_factor) = self.check_owner(username, given_password, Some(code), from)?;
+        if !two_factor {
+            return Err(AuthError::Policy(
+                "turn on two-factor authentication in the dashboard first".into(),
+            ));
+        }
+        self.audit("relay_login", &format!("from {from}"));
+        Ok(owner.id)
+    }
+
+    /// The owner these credentials prove, and whether they include a second
+    /// factor; throttled per address and per account.
+    fn check_owner(
+        &self,
+        username: &str,
+        given_password: &str,
+        code: Option<&str>,
+        from: IpAddr,
+    ) -> Result<(Owner, bool), AuthError> {
         let username = username.trim().to_lowercase();
         let keys = [
             format!("addr:{from}"),
@@ -228,9 +263,7 @@ impl Auth {
             }
         }
         keys.iter().for_each(|k| self.succeed(k));
-        self.store().record_login(&owner.id, UnixTime::now())?;
-        self.audit("login", &format!("from {from}"));
-        self.open_session(&owner.id, &owner.email, two_factor, from)
+        Ok((owner, two_factor))
     }
 
     fn open_session(
