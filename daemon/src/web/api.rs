@@ -534,6 +534,46 @@ async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<V
         }
         None => json!([]),
     };
+    let mut shared = shared;
+    if app.relay.is_some() {
+        let v = relay_view(&app).await?;
+        let links: Vec<Value> = v["links"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| {
+                json!({
+                    "id": l["id"],
+                    "client_name": l["client_name"],
+                    "devices": l["devices"].as_array().map(Vec::len).unwrap_or(0),
+                    "calls": l["calls"],
+                })
+            })
+            .collect();
+        let enabled = v["enabled"].as_bool().unwrap_or(false);
+        let what = if links.is_empty() {
+            "No assistant is linked: voice assistants are told nothing.".to_owned()
+        } else {
+            format!(
+                "{} link(s), through the relay{}: each sees only the devices you chose, by their voice names, with on/off, brightness and colour temperature. Never a nickname, room, model, firmware, address or camera.",
+                links.len(),
+                if enabled {
+                    ""
+                } else {
+                    " (off now: nothing listens)"
+                }
+            )
+        };
+        if let Some(a) = shared.as_array_mut() {
+            a.push(json!({
+                "with": "Voice assistants",
+                "enabled": enabled,
+                "links": links,
+                "what": what,
+            }));
+        }
+    }
     Ok(Json(json!({
         "shared": shared,
         "stored": [
@@ -542,6 +582,7 @@ async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<V
             { "what": "Your password", "form": "argon2id hash, then sealed" },
             { "what": "Your two-factor secret", "form": "sealed; recovery codes only as hashes" },
             { "what": "Dashboard sessions", "form": "only a SHA-256 hash of each 128-bit session token" },
+            { "what": "Voice relay clients and links (labels, redirect URIs, granted devices and actions)", "form": "sealed; client secrets and every access and refresh token only as SHA-256 hashes" },
             { "what": "Audit events (logins, failures, enrolments, revocations)", "form": "sealed; the newest 10,000 are kept" },
             { "what": "Logs", "form": "counts and opaque ids only: never names, addresses or tokens" }
         ],
@@ -549,7 +590,8 @@ async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<V
             "Nothing by default: hearth needs no cloud account and makes no outbound connection.",
             "hearth answers mDNS on the LAN with its service types and port only: no version, name or model.",
             "An MQTT bridge, if you configure one, sends only the topics you list, over TLS.",
-            "Home Assistant runs in your home: what it is told stays on your LAN unless Home Assistant itself sends it on."
+            "Home Assistant runs in your home: what it is told stays on your LAN unless Home Assistant itself sends it on.",
+            "Voice assistants you link get only what their requests ask of the relay: voice names and on/off, brightness and colour temperature, for the devices you chose. hearth never calls them."
         ]
     })))
 }
