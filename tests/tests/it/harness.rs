@@ -177,6 +177,12 @@ impl Daemon {
         Daemon::spawn(home, config)
     }
 
+    /// Starts on an existing home with `extra` appended to the config.
+    pub fn start_in_with(home: TestHome, extra: &str) -> Daemon {
+        let config = home.config(extra);
+        Daemon::spawn(home, config)
+    }
+
     /// Starts with exactly this config file.
     pub fn start_raw(config_body: &str) -> Daemon {
         let home = TestHome::new();
@@ -280,6 +286,17 @@ impl Daemon {
         signal(&child, libc::SIGTERM);
         let status = wait_status(&mut child, Duration::from_secs(20));
         (status, self.log())
+    }
+}
+
+impl Daemon {
+    /// Stops the daemon and keeps its home, to be changed and started again.
+    pub fn stop_keeping_home(mut self) -> TestHome {
+        let mut child = self.child.take().expect("running");
+        signal(&child, libc::SIGTERM);
+        let status = wait_status(&mut child, Duration::from_secs(20));
+        assert!(status.success(), "hearth stopped with {status}: {}", self.log());
+        std::mem::replace(&mut self.home, TestHome::new())
     }
 }
 

@@ -1,0 +1,1048 @@
+//! The voice relay, end to end on a real daemon: the owner sets up the
+//! dashboard with two-factor, enables the relay and registers a client over
+//! HTTPS; the test then plays the assistant over plain HTTP on loopback
+//! (as the owner's tunnel would), while simulated devices obey.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::harness::{Daemon, Device};
+use crate::http::{Reply, Target, form, query_param};
+
+const LIMIT: Duration = Duration::from_secs(15);
+const REDIRECT: &str = "https://assistant.invalid/link/cb";
+const PASSWORD: &str = "a long relay test passphrase";
+const OWNER: &str = "owner@home.invalid";
+
+/// Secrets the relay must never show: per device, what it must not leak.
+const LEAKS: [&str; 9] = [
+    "Betty's lamp",
+    "Betty's room",
+    "CamPro X9",
+    "9.9.9-leaky",
+    "192.168.77.12",
+    "BettyNet",
+    "aa:bb:cc:00:11:22",
+    "Front door camera",
+    "tasmota",
+];
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+struct Home {
+    daemon: Daemon,
+    web: Target,
+    relay: Target,
+    cookie: String,
+    csrf: String,
+    totp: hearth::web::totp::TotpSecret,
+    recovery: Vec<String>,
+    lamp: Device,
+    hall: Device,
+    spare: Device,
+    camera: Device,
+    client_id: String,
+    client_secret: String,
+    /// Every relay answer, for the leak check.
+    seen: Vec<String>,
+}
+
+fn add(daemon: &Daemon, profile: &str, kind: &str, nickname: &str, room: &str) -> Device {
+    Device(daemon.cli_json(&[
+        "devices",
+        "add",
+        "--profile",
+        profile,
+        "--kind",
+        kind,
+        "--nickname",
+        nickname,
+        "--room",
+        room,
+    ]))
+}
+
+impl Home {
+    fn new() -> Home {
+        const RELAY: &str = "[relay]\nlisten = \"127.0.0.1:0\"\n";
+        let daemon = Daemon::start_with(RELAY);
+        let mut lamp = add(&daemon, "tasmota", "bulb", "Betty's lamp", "Betty's room");
+        let mut hall = add(&daemon, "generic", "bulb", "Hall light", "Hall");
+        let mut spare = add(&daemon, "generic", "bulb", "Spare lamp", "Attic");
+        let mut camera = add(&daemon, "generic", "camera", "Front door camera", "Porch");
+        for (d, name) in [
+            (&lamp, "reading lamp"),
+            (&hall, "hall light"),
+            (&spare, "spare lamp"),
+            (&camera, "door camera"),
+        ] {
+            daemon.cli_json(&["devices", "expose", d.id(), "--voice", "on", "--voice-name", name]);
+        }
+        // What discovery would have learnt about the lamp, written into the
+        // store while the daemon is stopped: the relay must never show it.
+        let home = daemon.stop_keeping_home();
+        {
+            let dir = hearth::store::DataDir::new(home.data_dir());
+            let mut store = hearth::daemon::open_or_init(&dir, None).unwrap();
+            let id = hearth::store::DeviceId::parse(lamp.id()).unwrap();
+            let mut f = store.device(&id).unwrap().unwrap().fields;
+            f.model = Some("CamPro X9".into());
+            f.firmware = Some("9.9.9-leaky".into());
+            f.addresses = vec!["192.168.77.12".parse().unwrap()];
+            f.ssid = Some("BettyNet".into());
+            f.mac = Some("aa:bb:cc:00:11:22".into());
+            store.update_device(&id, &f).unwrap();
+        }
+        let daemon = Daemon::start_in_with(home, RELAY);
+        let port = daemon.tls_port();
+        for d in [&mut lamp, &mut hall, &mut spare, &mut camera] {
+            d.0["mqtt"]["port"] = port.into();
+        }
+        let web = Target::tls(daemon.web_port(), &daemon.ca_cert());
+
+        // The owner: setup code, password, two-factor.
+        let code = std::fs::read_to_string(daemon.home.data_dir().join("setup-code")).unwrap();
+        let origin = format!("https://{}", web.host());
+        let r = web.send(
+            "POST",
+            "/api/setup",
+            &[("Origin", &origin), ("Content-Type", "application/json")],
+            json!({ "code": code.trim(), "username": OWNER, "password": PASSWORD })
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let cookie = r
+            .header("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .unwrap()
+            .to_owned();
+        let csrf = r.json()["csrf"].as_str().unwrap().to_owned();
+        let mut home = Home {
+            daemon,
+            relay: Target::plain(0),
+            web,
+            cookie,
+            csrf,
+            totp: hearth::web::totp::TotpSecret::from_bytes(&[0; 20]),
+            recovery: Vec::new(),
+            lamp,
+            hall,
+            spare,
+            camera,
+            client_id: String::new(),
+            client_secret: String::new(),
+            seen: Vec::new(),
+        };
+        // Before two-factor, the relay cannot be enabled.
+        let r = home.api("POST", "/api/relay/enable", None);
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("two-factor"));
+        let secret = home.api("POST", "/api/totp/enroll", None).json()["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        home.totp = hearth::web::totp::TotpSecret::from_base32(&secret).unwrap();
+        let code = home.totp_code(0);
+        let r = home.api("POST", "/api/totp/confirm", Some(json!({ "code": code })));
+        assert_eq!(r.status, 200, "{}", r.text());
+        home.recovery = r.json()["recovery_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+
+        // A disabled relay does not listen.
+        let r = home.api("GET", "/api/relay", None).json();
+        assert_eq!(r["enabled"], false);
+        assert!(r["listening"].is_null());
+
+        let r = home.api("POST", "/api/relay/enable", None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let listening = r.json()["listening"].as_str().unwrap().to_owned();
+        let port: u16 = listening.rsplit(':').next().unwrap().parse().unwrap();
+        home.relay = Target::plain(port);
+
+        let r = home.api(
+            "POST",
+            "/api/relay/clients",
+            Some(json!({ "name": "Test assistant", "assistant": "other", "redirect_uris": [REDIRECT] })),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        home.client_id = r.json()["client_id"].as_str().unwrap().to_owned();
+        home.client_secret = r.json()["client_secret"].as_str().unwrap().to_owned();
+        home
+    }
+
+    fn totp_code(&self, steps_ahead: u64) -> String {
+        let step = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 30;
+        format!(
+            "{:06}",
+            hearth::web::totp::code_at(&self.totp, step + steps_ahead)
+        )
+    }
+
+    /// A dashboard API call as the logged-in owner.
+    fn api(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let origin = format!("https://{}", self.web.host());
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.web.send(
+            method,
+            path,
+            &[
+                ("Origin", &origin),
+                ("Cookie", &self.cookie),
+                ("X-CSRF-Token", &self.csrf),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    /// A relay call; its answer is kept for the leak check.
+    fn call(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let r = self.relay.send(method, path, headers, body);
+        let mut all = r.text();
+        for (k, v) in &r.headers {
+            all.push_str(&format!("\n{k}: {v}"));
+        }
+        self.seen.push(all);
+        r
+    }
+
+    fn authorize_query(&self, redirect: &str, state: &str, challenge: Option<&str>) -> String {
+        let mut q = vec![
+            ("response_type", "code"),
+            ("client_id", self.client_id.as_str()),
+            ("redirect_uri", redirect),
+            ("state", state),
+        ];
+        if let Some(c) = challenge {
+            q.push(("code_challenge", c));
+            q.push(("code_challenge_method", "S256"));
+        }
+        format!("/oauth/authorize?{}", String::from_utf8(form(&q)).unwrap())
+    }
+
+    /// The whole consent: the login page, the login (with `second` as the
+    /// two-factor code), the consent page, and the choice. Returns the
+    /// redirect's Location.
+    fn consent(
+        &mut self,
+        second: &str,
+        devices: &[&str],
+        actions: &[&str],
+        challenge: Option<&str>,
+    ) -> String {
+        let query = self.authorize_query(REDIRECT, "st-123", challenge);
+        let page = self.call("GET", &query, &[], b"");
+        assert_eq!(page.status, 200, "{}", page.text());
+        assert!(page.text().contains("relay-login"));
+        let q = query.split_once('?').unwrap().1.to_owned();
+        let mut pairs: Vec<(String, String)> = q
+            .split('&')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_owned(), query_param(&format!("?{k}={v}"), k).unwrap())
+            })
+            .collect();
+        pairs.push(("step".into(), "login".into()));
+        pairs.push(("username".into(), OWNER.into()));
+        pairs.push(("password".into(), PASSWORD.into()));
+        pairs.push(("code".into(), second.into()));
+        let body: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let page = self.call(
+            "POST",
+            "/oauth/authorize",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &form(&body),
+        );
+        assert_eq!(page.status, 200, "{}", page.text());
+        let html = page.text();
+        // Offered: the lights, by voice name (the spare lamp until it is
+        // forgotten); never the camera.
+        let spare_known = self
+            .daemon
+            .cli_json(&["devices", "list"])
+            .to_string()
+            .contains(self.spare.id());
+        for (name, offered) in [
+            ("reading lamp", true),
+            ("hall light", true),
+            ("spare lamp", spare_known),
+        ] {
+            assert_eq!(html.contains(name), offered, "{name} offered: {html}");
+        }
+        assert!(!html.contains(self.camera.id()), "a camera was offered");
+        assert!(!html.contains("door camera"));
+        let ticket = html
+            .split("name=\"ticket\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_owned();
+        let mut body = vec![
+            ("step", "consent"),
+            ("ticket", ticket.as_str()),
+            ("decision", "allow"),
+        ];
+        for d in devices {
+            body.push(("device", d));
+        }
+        for a in actions {
+            body.push(("action", a));
+        }
+        let r = self.call(
+            "POST",
+            "/oauth/authorize",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &form(&body),
+        );
+        assert_eq!(r.status, 302, "{}", r.text());
+        r.header("location").unwrap().to_owned()
+    }
+
+    fn basic(&self) -> String {
+        let raw = format!("{}:{}", self.client_id, self.client_secret);
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    }
+
+    fn token(&mut self, pairs: &[(&str, &str)]) -> Reply {
+        let auth = self.basic();
+        self.call(
+            "POST",
+            "/oauth/token",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Authorization", &auth),
+            ],
+            &form(pairs),
+        )
+    }
+
+    fn alexa(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        token: &str,
+        endpoint: Option<&str>,
+        payload: Value,
+    ) -> Value {
+        let mut d = json!({
+            "directive": {
+                "header": { "namespace": namespace, "name": name, "payloadVersion": "3", "messageId": "m-1", "correlationToken": "corr-1" },
+                "payload": payload,
+            }
+        });
+        match endpoint {
+            Some(id) => {
+                d["directive"]["endpoint"] = json!({ "scope": { "type": "BearerToken", "token": token }, "endpointId": id, "cookie": {} })
+            }
+            None => d["directive"]["payload"]["scope"] = json!({ "type": "BearerToken", "token": token }),
+        }
+        let r = self.call(
+            "POST",
+            "/alexa",
+            &[("Content-Type", "application/json")],
+            d.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    fn google(&mut self, token: &str, input: Value) -> Reply {
+        let auth = format!("Bearer {token}");
+        let body = json!({ "requestId": "req-1", "inputs": [input] });
+        self.call(
+            "POST",
+            "/google",
+            &[("Content-Type", "application/json"), ("Authorization", &auth)],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    fn leak_check(&self) {
+        for answer in &self.seen {
+            for secret in LEAKS {
+                assert!(
+                    !answer.to_lowercase().contains(&secret.to_lowercase()),
+                    "a relay answer carries {secret:?}: {answer}"
+                );
+            }
+            assert!(
+                !answer.contains(OWNER),
+                "a relay answer carries the owner's e-mail"
+            );
+        }
+    }
+}
+
+fn pkce() -> (String, String) {
+    let verifier = "relay-test-verifier-0123456789-abcdefghijklmnopqrstuvwxyz".to_owned();
+    let digest = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
+    (
+        verifier,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest),
+    )
+}
+
+fn start_device(
+    rt: &tokio::runtime::Runtime,
+    d: &Device,
+) -> (mpsc::UnboundedReceiver<String>, tokio::sync::oneshot::Sender<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+    let p = d.0.clone();
+    rt.spawn(async move {
+        let stop = async {
+            let _ = stop.await;
+        };
+        hearth::sim::device(p, "127.0.0.1".into(), stop, move |line| {
+            let _ = tx.send(line.to_owned());
+        })
+        .await;
+    });
+    (rx, stop_tx)
+}
+
+fn said(rt: &tokio::runtime::Runtime, lines: &mut mpsc::UnboundedReceiver<String>, want: &str) {
+    rt.block_on(async {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, lines.recv()).await {
+                Ok(Some(l)) if l == want => return,
+                Ok(Some(_)) => {}
+                _ => panic!("the device never said {want:?}"),
+            }
+        }
+    })
+}
+
+fn endpoint_ids(discover: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = discover["event"]["payload"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["endpointId"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn property<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v["context"]["properties"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .map(|p| &p["value"])
+}
+
+#[test]
+fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
+    let rt = rt();
+    let mut home = Home::new();
+    let (mut lamp_said, _l) = start_device(&rt, &home.lamp);
+    let (mut hall_said, _h) = start_device(&rt, &home.hall);
+    said(&rt, &mut lamp_said, "connected");
+    said(&rt, &mut hall_said, "connected");
+
+    // Link with PKCE and TOTP, choosing the lamp and the hall light, and
+    // trying to slip the camera in.
+    let (verifier, challenge) = pkce();
+    let code_now = home.totp_code(1);
+    let (lamp_id, hall_id, cam_id) = (
+        home.lamp.id().to_owned(),
+        home.hall.id().to_owned(),
+        home.camera.id().to_owned(),
+    );
+    let location = home.consent(
+        &code_now,
+        &[&lamp_id, &hall_id, &cam_id],
+        &["power", "brightness"],
+        Some(&challenge),
+    );
+    assert!(location.starts_with(REDIRECT), "{location}");
+    assert_eq!(query_param(&location, "state").as_deref(), Some("st-123"));
+    let code = query_param(&location, "code").unwrap();
+    let started = Instant::now();
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &verifier),
+    ]);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "token response took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let t = r.json();
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["expires_in"], 3600);
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+    assert!(access.len() >= 43 && refresh.len() >= 43);
+
+    // Alexa discovery: exactly the chosen devices, under voice names.
+    let d = home.alexa("Alexa.Discovery", "Discover", &access, None, json!({}));
+    let mut want = vec![lamp_id.clone(), hall_id.clone()];
+    want.sort();
+    assert_eq!(endpoint_ids(&d), want, "{d}");
+    let endpoints = d["event"]["payload"]["endpoints"].as_array().unwrap();
+    let names: HashMap<&str, &str> = endpoints
+        .iter()
+        .map(|e| {
+            (
+                e["endpointId"].as_str().unwrap(),
+                e["friendlyName"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(names[lamp_id.as_str()], "reading lamp");
+    assert_eq!(names[hall_id.as_str()], "hall light");
+    for e in endpoints {
+        assert_eq!(e["manufacturerName"], "hearth");
+        let caps: Vec<&str> = e["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["interface"].as_str().unwrap())
+            .collect();
+        assert!(caps.contains(&"Alexa.PowerController"));
+        assert!(caps.contains(&"Alexa.BrightnessController"));
+        assert!(caps.contains(&"Alexa.EndpointHealth"));
+        assert!(
+            !caps.contains(&"Alexa.ColorTemperatureController"),
+            "colour temperature was not granted"
+        );
+    }
+
+    // TurnOn reaches the Tasmota lamp in its own scheme; the answer says ON.
+    let r = home.alexa(
+        "Alexa.PowerController",
+        "TurnOn",
+        &access,
+        Some(&lamp_id),
+        json!({}),
+    );
+    assert_eq!(r["event"]["header"]["name"], "Response", "{r}");
+    assert_eq!(r["event"]["header"]["correlationToken"], "corr-1");
+    said(&rt, &mut lamp_said, "state ON");
+    assert_eq!(property(&r, "powerState"), Some(&json!("ON")), "{r}");
+    // ReportState and QUERY reflect it.
+    let r = home.alexa("Alexa", "ReportState", &access, Some(&lamp_id), json!({}));
+    assert_eq!(r["event"]["header"]["name"], "StateReport");
+    assert_eq!(property(&r, "powerState"), Some(&json!("ON")));
+    assert_eq!(property(&r, "connectivity"), Some(&json!({ "value": "OK" })));
+    // Brightness: set, then adjusted.
+    let r = home.alexa(
+        "Alexa.BrightnessController",
+        "SetBrightness",
+        &access,
+        Some(&hall_id),
+        json!({ "brightness": 40 }),
+    );
+    assert_eq!(property(&r, "brightness"), Some(&json!(40)), "{r}");
+    said(&rt, &mut hall_said, "brightness 40");
+    let r = home.alexa(
+        "Alexa.BrightnessController",
+        "AdjustBrightness",
+        &access,
+        Some(&hall_id),
+        json!({ "brightnessDelta": -15 }),
+    );
+    assert_eq!(property(&r, "brightness"), Some(&json!(25)), "{r}");
+    let r = home.alexa(
+        "Alexa.BrightnessController",
+        "SetBrightness",
+        &access,
+        Some(&hall_id),
+        json!({ "brightness": 140 }),
+    );
+    assert_eq!(r["event"]["payload"]["type"], "VALUE_OUT_OF_RANGE", "{r}");
+    // Colour temperature was not granted.
+    let r = home.alexa(
+        "Alexa.ColorTemperatureController",
+        "SetColorTemperature",
+        &access,
+        Some(&lamp_id),
+        json!({ "colorTemperatureInKelvin": 3000 }),
+    );
+    assert_eq!(r["event"]["header"]["name"], "ErrorResponse", "{r}");
+    // AcceptGrant is acknowledged.
+    let mut g = json!({ "grant": { "type": "OAuth2.AuthorizationCode", "code": "x" } });
+    g["grantee"] = json!({ "type": "BearerToken", "token": access });
+    let r = home.call(
+        "POST",
+        "/alexa",
+        &[],
+        json!({ "directive": { "header": { "namespace": "Alexa.Authorization", "name": "AcceptGrant", "payloadVersion": "3", "messageId": "m" }, "payload": g } })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.json()["event"]["header"]["name"], "AcceptGrant.Response");
+
+    // Google: SYNC with an opaque agentUserId, QUERY, EXECUTE.
+    let r = home.google(&access, json!({ "intent": "action.devices.SYNC" }));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sync = r.json();
+    let agent = sync["payload"]["agentUserId"].as_str().unwrap().to_owned();
+    assert_eq!(agent.len(), 32);
+    assert!(!agent.contains('@'));
+    let mut ids: Vec<&str> = sync["payload"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, want.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = home.google(
+        &access,
+        json!({ "intent": "action.devices.QUERY", "payload": { "devices": [{ "id": lamp_id }, { "id": cam_id }] } }),
+    );
+    let q = r.json();
+    assert_eq!(q["payload"]["devices"][&lamp_id]["on"], true, "{q}");
+    assert_eq!(q["payload"]["devices"][&lamp_id]["status"], "SUCCESS");
+    assert_eq!(q["payload"]["devices"][&cam_id]["errorCode"], "deviceNotFound");
+    let r = home.google(
+        &access,
+        json!({ "intent": "action.devices.EXECUTE", "payload": { "commands": [{
+            "devices": [{ "id": lamp_id }, { "id": cam_id }],
+            "execution": [{ "command": "action.devices.commands.OnOff", "params": { "on": false } }]
+        }] } }),
+    );
+    let e = r.json();
+    let results = e["payload"]["commands"].as_array().unwrap();
+    let of = |id: &str| results.iter().find(|c| c["ids"][0] == id).unwrap().clone();
+    assert_eq!(of(&lamp_id)["status"], "SUCCESS", "{e}");
+    assert_eq!(of(&lamp_id)["states"]["on"], false);
+    assert_eq!(of(&cam_id)["errorCode"], "deviceNotFound");
+    said(&rt, &mut lamp_said, "state OFF");
+
+    // Un-exposing the hall light takes it out of the link at once.
+    home.daemon
+        .cli_json(&["devices", "expose", &hall_id, "--voice", "off"]);
+    let d = home.alexa("Alexa.Discovery", "Discover", &access, None, json!({}));
+    assert_eq!(endpoint_ids(&d), vec![lamp_id.clone()]);
+    let r = home.alexa(
+        "Alexa.PowerController",
+        "TurnOn",
+        &access,
+        Some(&hall_id),
+        json!({}),
+    );
+    assert_eq!(r["event"]["payload"]["type"], "NO_SUCH_ENDPOINT");
+    // Re-exposing does not bring it back: the owner chose again for that.
+    home.daemon
+        .cli_json(&["devices", "expose", &hall_id, "--voice", "on"]);
+    let d = home.alexa("Alexa.Discovery", "Discover", &access, None, json!({}));
+    assert_eq!(endpoint_ids(&d), vec![lamp_id.clone()]);
+
+    // The lamp goes offline: ENDPOINT_UNREACHABLE and deviceOffline.
+    drop(_l);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let r = home.alexa("Alexa", "ReportState", &access, Some(&lamp_id), json!({}));
+        if r["event"]["payload"]["type"] == "ENDPOINT_UNREACHABLE" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lamp never showed as unreachable: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = home.google(
+        &access,
+        json!({ "intent": "action.devices.EXECUTE", "payload": { "commands": [{
+            "devices": [{ "id": lamp_id }],
+            "execution": [{ "command": "action.devices.commands.OnOff", "params": { "on": true } }]
+        }] } }),
+    );
+    assert_eq!(r.json()["payload"]["commands"][0]["errorCode"], "deviceOffline");
+
+    // Every call is counted against the link and audited without secrets.
+    let v = home.api("GET", "/api/relay", None).json();
+    let link = &v["links"][0];
+    assert!(link["calls"].as_u64().unwrap() >= 15, "{v}");
+    let link_id = link["id"].as_str().unwrap().to_owned();
+    assert_eq!(link_id, agent, "agentUserId is the link's opaque id");
+    let privacy = home.api("GET", "/api/privacy", None).json();
+    assert!(privacy.to_string().contains(&link_id));
+    let audit = home.api("GET", "/api/audit", None).text();
+    assert!(audit.contains("relay_call"));
+    assert!(!audit.contains(&access) && !audit.contains(&refresh));
+
+    // Refresh rotates; the retried old token within the grace window still
+    // works once; reusing it after the new one was used revokes the link.
+    let r = home.token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t2 = r.json();
+    let (access2, refresh2) = (
+        t2["access_token"].as_str().unwrap().to_owned(),
+        t2["refresh_token"].as_str().unwrap().to_owned(),
+    );
+    assert_ne!(refresh2, refresh);
+    let r = home.token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]);
+    assert_eq!(r.status, 200, "a retry inside the grace window: {}", r.text());
+    let t3 = r.json();
+    let refresh3 = t3["refresh_token"].as_str().unwrap().to_owned();
+    let access3 = t3["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        home.google(&access2, json!({ "intent": "action.devices.SYNC" }))
+            .status,
+        401,
+        "the lost pair is void"
+    );
+    assert_eq!(
+        home.google(&access3, json!({ "intent": "action.devices.SYNC" }))
+            .status,
+        200
+    );
+    let r = home.token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh3)]);
+    assert_eq!(r.status, 200);
+    let access4 = r.json()["access_token"].as_str().unwrap().to_owned();
+    let r = home.token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    for token in [&access, &access3, &access4] {
+        assert_eq!(
+            home.google(token, json!({ "intent": "action.devices.SYNC" }))
+                .status,
+            401
+        );
+    }
+    let v = home.api("GET", "/api/relay", None).json();
+    assert!(
+        v["links"].as_array().unwrap().is_empty(),
+        "reuse revoked the link: {v}"
+    );
+    let audit = home.api("GET", "/api/audit", None).text();
+    assert!(audit.contains("a refresh token was used again"));
+
+    home.leak_check();
+}
+
+#[test]
+fn the_relay_refuses_what_it_must() {
+    let rt = rt();
+    let mut home = Home::new();
+    let (mut lamp_said, _l) = start_device(&rt, &home.lamp);
+    said(&rt, &mut lamp_said, "connected");
+    let (verifier, challenge) = pkce();
+    let (lamp_id, spare_id, cam_id) = (
+        home.lamp.id().to_owned(),
+        home.spare.id().to_owned(),
+        home.camera.id().to_owned(),
+    );
+
+    // Only five routes; anything else is a bare 404.
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/admin"),
+        ("GET", "/api/devices"),
+        ("GET", "/oauth/token"),
+        ("PUT", "/alexa"),
+        ("GET", "/google"),
+        ("DELETE", "/health"),
+        ("GET", "/ca.pem"),
+    ] {
+        let r = home.call(method, path, &[], b"");
+        assert_eq!(r.status, 404, "{method} {path}");
+        assert!(r.body.is_empty(), "{method} {path} has a body");
+        assert!(r.header("server").is_none());
+    }
+    let r = home.call("GET", "/health", &[], b"");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+
+    // The authorize page: unknown client and wrong redirect URI are shown,
+    // never redirected to.
+    let q = home.authorize_query("https://evil.invalid/cb", "s", Some(&challenge));
+    let r = home.call("GET", &q, &[], b"");
+    assert_eq!(r.status, 400);
+    assert!(r.header("location").is_none());
+    let q = home
+        .authorize_query(REDIRECT, "s", Some(&challenge))
+        .replace(&home.client_id.clone(), &"0".repeat(32));
+    let r = home.call("GET", &q, &[], b"");
+    assert_eq!(r.status, 400);
+    // plain PKCE is refused, back at the redirect URI.
+    let q = home.authorize_query(REDIRECT, "s", None) + "&code_challenge=abc&code_challenge_method=plain";
+    let r = home.call("GET", &q, &[], b"");
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        query_param(r.header("location").unwrap(), "error").as_deref(),
+        Some("invalid_request")
+    );
+    // A wrong password or code is refused on the page.
+    let mut body = home
+        .authorize_query(REDIRECT, "s", None)
+        .split_once('?')
+        .unwrap()
+        .1
+        .to_owned();
+    body.push_str("&step=login&username=owner%40home.invalid&password=wrong-password-here&code=000000");
+    let r = home.call("POST", "/oauth/authorize", &[], body.as_bytes());
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("wrong"));
+
+    // A code for the spare lamp (a recovery code as the second factor).
+    let second = home.recovery[0].clone();
+    let location = home.consent(&second, &[&spare_id], &["power"], Some(&challenge));
+    let code = query_param(&location, "code").unwrap();
+    // Wrong redirect URI, then a PKCE mismatch: each refused, and a failed
+    // exchange burns the code.
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", "https://assistant.invalid/other"),
+        ("code_verifier", &verifier),
+    ]);
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("invalid_grant"))
+    );
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &verifier),
+    ]);
+    assert_eq!(r.status, 400, "a code that failed once is burnt");
+    let second = home.recovery[1].clone();
+    let location = home.consent(&second, &[&spare_id], &["power"], Some(&challenge));
+    let code = query_param(&location, "code").unwrap();
+    let wrong_verifier = "x".repeat(50);
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &wrong_verifier),
+    ]);
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("invalid_grant"))
+    );
+    // A wrong client secret.
+    let second = home.recovery[2].clone();
+    let location = home.consent(&second, &[&lamp_id, &spare_id], &["power"], Some(&challenge));
+    let code = query_param(&location, "code").unwrap();
+    let secret = std::mem::replace(&mut home.client_secret, "0".repeat(64));
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &verifier),
+    ]);
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("invalid_client"))
+    );
+    home.client_secret = secret;
+    // The right exchange, then a reuse of the code: refused, and the link
+    // it made is revoked.
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &verifier),
+    ]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        home.google(&access, json!({ "intent": "action.devices.SYNC" }))
+            .status,
+        200
+    );
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &verifier),
+    ]);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        home.google(&access, json!({ "intent": "action.devices.SYNC" }))
+            .status,
+        401,
+        "code reuse revoked the link"
+    );
+
+    // A fresh link for the directive checks.
+    let second = home.recovery[3].clone();
+    let location = home.consent(
+        &second,
+        &[&lamp_id, &spare_id],
+        &["power", "brightness"],
+        Some(&challenge),
+    );
+    let code = query_param(&location, "code").unwrap();
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &verifier),
+    ]);
+    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+
+    // A table of refusals, each with the shape it must have.
+    let bad_token = "f".repeat(64);
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "a bad token",
+            json!(["Alexa.PowerController", "TurnOn", bad_token, lamp_id]),
+            "INVALID_AUTHORIZATION_CREDENTIAL",
+        ),
+        (
+            "a camera id",
+            json!(["Alexa.PowerController", "TurnOn", access, cam_id]),
+            "NO_SUCH_ENDPOINT",
+        ),
+        (
+            "an unknown id",
+            json!(["Alexa.PowerController", "TurnOn", access, "0".repeat(32)]),
+            "NO_SUCH_ENDPOINT",
+        ),
+        (
+            "an unknown directive",
+            json!(["Alexa.LockController", "Lock", access, lamp_id]),
+            "INVALID_DIRECTIVE",
+        ),
+    ];
+    for (what, c, want) in cases {
+        let r = home.alexa(
+            c[0].as_str().unwrap(),
+            c[1].as_str().unwrap(),
+            c[2].as_str().unwrap(),
+            c[3].as_str(),
+            json!({}),
+        );
+        assert_eq!(r["event"]["header"]["name"], "ErrorResponse", "{what}: {r}");
+        assert_eq!(r["event"]["payload"]["type"], want, "{what}: {r}");
+    }
+    assert_eq!(
+        home.google(&bad_token, json!({ "intent": "action.devices.SYNC" }))
+            .status,
+        401
+    );
+    let r = home.call("POST", "/google", &[("Authorization", "Bearer")], b"{}");
+    assert_eq!(r.status, 401);
+    // Malformed and oversized bodies.
+    let r = home.call("POST", "/alexa", &[], b"{not json");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["event"]["payload"]["type"], "INVALID_DIRECTIVE");
+    let big = vec![b'x'; 64 * 1024];
+    for path in ["/alexa", "/google", "/oauth/token", "/oauth/authorize"] {
+        let auth = format!("Bearer {access}");
+        let r = home.call("POST", path, &[("Authorization", &auth)], &big);
+        assert_eq!(r.status, 413, "{path}");
+    }
+
+    // A forgotten device: gone from the link in the same write.
+    home.daemon.cli_json(&["devices", "forget", &spare_id]);
+    let r = home.alexa(
+        "Alexa.PowerController",
+        "TurnOn",
+        &access,
+        Some(&spare_id),
+        json!({}),
+    );
+    assert_eq!(r["event"]["payload"]["type"], "NO_SUCH_ENDPOINT");
+    let r = home
+        .google(&access, json!({ "intent": "action.devices.SYNC" }))
+        .json();
+    assert!(!r.to_string().contains(&spare_id), "{r}");
+
+    // A link revoked on the dashboard stops at once; DISCONNECT revokes too.
+    let v = home.api("GET", "/api/relay", None).json();
+    let link = v["links"][0]["id"].as_str().unwrap().to_owned();
+    let r = home.api("DELETE", &format!("/api/relay/links/{link}"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = home.alexa("Alexa.Discovery", "Discover", &access, None, json!({}));
+    assert_eq!(r["event"]["payload"]["type"], "INVALID_AUTHORIZATION_CREDENTIAL");
+
+    // The per-token rate limit answers 429 without touching the device.
+    let second = home.recovery[4].clone();
+    let location = home.consent(&second, &[&lamp_id], &["power"], Some(&challenge));
+    let code = query_param(&location, "code").unwrap();
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &verifier),
+    ]);
+    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+    let statuses: Vec<u16> = (0..40)
+        .map(|_| {
+            home.google(&access, json!({ "intent": "action.devices.SYNC" }))
+                .status
+        })
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    let r = home.google(&access, json!({ "intent": "action.devices.DISCONNECT" }));
+    // Rate-limited or not, DISCONNECT is eventually honoured.
+    if r.status == 429 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(
+            home.google(&access, json!({ "intent": "action.devices.DISCONNECT" }))
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        home.google(&access, json!({ "intent": "action.devices.SYNC" }))
+            .status,
+        401
+    );
+
+    // Disabled: nothing listens.
+    let r = home.api("POST", "/api/relay/disable", None);
+    assert_eq!(r.status, 200);
+    let deadline = Instant::now() + LIMIT;
+    while home.relay.try_send("GET", "/health", &[], b"").is_ok() {
+        assert!(Instant::now() < deadline, "the relay still listens");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    home.leak_check();
+}
+
+#[test]
+fn an_authorization_code_dies_after_sixty_seconds() {
+    let mut home = Home::new();
+    let (verifier, challenge) = pkce();
+    let spare = home.spare.id().to_owned();
+    let second = home.recovery[0].clone();
+    let location = home.consent(&second, &[&spare], &["power"], Some(&challenge));
+    let code = query_param(&location, "code").unwrap();
+    std::thread::sleep(Duration::from_secs(61));
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &verifier),
+    ]);
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("invalid_grant"))
+    );
+}
