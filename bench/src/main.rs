@@ -13,10 +13,13 @@
 //! - `web`: the dashboard's HTTPS server against nginx (see `web.rs`).
 //! - `ha`: Home Assistant's command path through the canonical topics,
 //!   against Tasmota's own topics on mosquitto (see `ha.rs`).
+//! - `relay`: a voice directive to the bulb, against Home Assistant's
+//!   publish on the same daemon (see `relay.rs`).
 
 mod discovery;
 mod ha;
 mod mqtt;
+mod relay;
 mod web;
 
 use std::net::IpAddr;
@@ -62,6 +65,7 @@ fn main() {
         "flood" => discovery::flood(&hearth, seconds),
         "web" => web::run(&hearth, rounds),
         "ha" => ha::run(&hearth, rounds),
+        "relay" => relay::run(&hearth, rounds),
         "all" => {
             store_bench();
             rss_bench(&hearth);
@@ -70,9 +74,12 @@ fn main() {
             discovery::flood(&hearth, seconds);
             web::run(&hearth, rounds);
             ha::run(&hearth, rounds);
+            relay::run(&hearth, rounds);
         }
         other => {
-            eprintln!("unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web, ha or all");
+            eprintln!(
+                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web, ha, relay or all"
+            );
             std::process::exit(64);
         }
     }
