@@ -987,6 +987,28 @@ mod tests {
             "[mqtt]\nallow_plaintext_lan = \"yes\"",
             Err(("allow_plaintext_lan", "invalid type")),
         );
+        check(
+            "[relay]\nlisten = \"0.0.0.0:8444\"",
+            Err(("relay.listen", "not loopback")),
+        );
+        check(
+            "[relay]\nlisten = \"0.0.0.0:8444\"\ntls_cert = \"/c.pem\"",
+            Err(("relay.tls_cert", "only one")),
+        );
+        check(
+            "[relay]\nlisten = \"0.0.0.0:8444\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"",
+            Ok(()),
+        );
+        check("[relay]\nlisten = \"[::1]:8444\"", Ok(()));
+        check(
+            "[relay]\nlisten = \"relay\"",
+            Err(("relay.listen", "not an address")),
+        );
+        check(
+            "[relay]\ntoken_rate_per_sec = 0",
+            Err(("relay.token_rate_per_sec", "out of range")),
+        );
+        check("[relay]\nopen = true", Err(("open", "unknown field")));
     }
 
     #[test]
