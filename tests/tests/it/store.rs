@@ -332,9 +332,14 @@ fn flipped_bytes_in_a_page_are_refused() {
     let (home, _) = home_with_a_device();
     let db = home.data_dir().join("hearth.db");
     let mut bytes = std::fs::read(&db).unwrap();
-    let page = u16::from_be_bytes([bytes[16], bytes[17]]) as usize;
-    // Page 1 holds the schema: damage its cell area.
-    for b in &mut bytes[page - 200..page - 150] {
+    // Damage the schema where it is stored: the devices table's own
+    // definition (on page 1, or on a page of its own once the schema
+    // outgrows page 1).
+    let at = bytes
+        .windows(20)
+        .position(|w| w == b"CREATE TABLE devices")
+        .expect("the schema in the file");
+    for b in &mut bytes[at..at + 50] {
         *b ^= 0x5a;
     }
     std::fs::write(&db, &bytes).unwrap();
