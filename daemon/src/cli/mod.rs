@@ -55,6 +55,10 @@ pub enum Command {
     /// Connect integrations to a running hearth (through its admin socket).
     #[command(subcommand)]
     Integrations(IntegrationsCommand),
+    /// Turn the voice relay's listener on or off on a running hearth
+    /// (linking an assistant still needs the owner's password and TOTP).
+    #[command(subcommand)]
+    Relay(RelayCommand),
     /// Show a running hearth's listeners and counters.
     Status(AdminArgs),
     /// Run hearth with a simulated home (4 bulbs, 2 cameras, a plug and a
@@ -76,6 +80,16 @@ pub enum IntegrationsCommand {
     /// Home Assistant, over hearth's own broker with MQTT discovery.
     #[command(subcommand)]
     Homeassistant(HomeAssistantCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RelayCommand {
+    /// Start listening on `relay.listen`, now and after restarts.
+    Enable(AdminArgs),
+    /// Stop listening; links and their tokens are kept.
+    Disable(AdminArgs),
+    /// Show whether it is on and where it listens.
+    Status(AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -272,6 +286,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Devices(cmd) => devices(cmd),
         Command::Integrations(IntegrationsCommand::Homeassistant(cmd)) => homeassistant(cmd),
+        Command::Relay(cmd) => relay(cmd),
         Command::Status(args) => status(&args),
         Command::Demo {
             data_dir,
@@ -473,6 +488,25 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
             } else {
                 print_provisioning(&v)
             }
+        }
+    }
+    Ok(())
+}
+
+fn relay(cmd: RelayCommand) -> anyhow::Result<()> {
+    let (admin, request) = match cmd {
+        RelayCommand::Enable(a) => (a, Request::RelayEnable),
+        RelayCommand::Disable(a) => (a, Request::RelayDisable),
+        RelayCommand::Status(a) => (a, Request::RelayStatus),
+    };
+    let v = admin_request(&admin, &request)?;
+    if admin.json {
+        print_json(&v);
+    } else {
+        match v["listening"].as_str() {
+            Some(addr) => println!("voice relay on, listening on {addr}"),
+            None if v["enabled"] == true => println!("voice relay enabled, but not listening: see the log"),
+            None => println!("voice relay off: nothing listens"),
         }
     }
     Ok(())

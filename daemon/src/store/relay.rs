@@ -563,6 +563,35 @@ mod tests {
     }
 
     #[test]
+    fn expired_tokens_are_refused_and_swept() {
+        let (_dir, mut s) = store();
+        let c = client(&mut s);
+        let past = UnixTime(UnixTime::now().0 - 1);
+        let t = IssuedTokens {
+            access_expires: past,
+            refresh_expires: past,
+            ..tokens(1)
+        };
+        let fields = RelayLinkFields {
+            actions: vec!["power".into()],
+            created_at: 0,
+        };
+        s.insert_relay_link(&c, &fields, &[], &t).unwrap();
+        assert_eq!(
+            s.relay_access(&t.access).unwrap(),
+            None,
+            "an expired access token"
+        );
+        assert_eq!(
+            s.refresh_relay_tokens(&c, &t.refresh, 60_000, &tokens(2))
+                .unwrap(),
+            Refreshed::Unknown,
+            "an expired refresh token"
+        );
+        assert_eq!(s.delete_expired_relay_tokens().unwrap(), 2);
+    }
+
+    #[test]
     fn records_are_sealed_and_tokens_are_hashes_on_disk() {
         let (dir, mut s) = store();
         let d = light(&mut s, true);

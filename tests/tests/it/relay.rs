@@ -1046,3 +1046,54 @@ fn an_authorization_code_dies_after_sixty_seconds() {
         (400, json!("invalid_grant"))
     );
 }
+
+#[test]
+fn the_cli_turns_the_listener_on_and_off_and_a_restart_keeps_it() {
+    const RELAY: &str = "[relay]\nlisten = \"127.0.0.1:0\"\n";
+    let daemon = Daemon::start_with(RELAY);
+    let v = daemon.cli_json(&["relay", "status"]);
+    assert_eq!(
+        (v["enabled"].clone(), v["listening"].clone()),
+        (json!(false), Value::Null)
+    );
+    let v = daemon.cli_json(&["relay", "enable"]);
+    assert_eq!(v["enabled"], true);
+    let port: u16 = v["listening"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r = Target::plain(port).send("GET", "/health", &[], b"");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+
+    // Enabled survives a restart (on a new free port here).
+    let home = daemon.stop_keeping_home();
+    let daemon = Daemon::start_in_with(home, RELAY);
+    let v = daemon.cli_json(&["relay", "status"]);
+    assert_eq!(v["enabled"], true);
+    let port: u16 = v["listening"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(Target::plain(port).send("GET", "/health", &[], b"").status, 200);
+
+    let v = daemon.cli_json(&["relay", "disable"]);
+    assert_eq!(
+        (v["enabled"].clone(), v["listening"].clone()),
+        (json!(false), Value::Null)
+    );
+    let deadline = Instant::now() + LIMIT;
+    while Target::plain(port).try_send("GET", "/health", &[], b"").is_ok() {
+        assert!(Instant::now() < deadline, "the relay still listens");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = daemon.cli(&["relay", "status"]);
+    assert!(crate::harness::text(&out.stdout).contains("off"));
+}
