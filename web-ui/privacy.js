@@ -37,7 +37,17 @@ export function renderPrivacy(ctx) {
       const told = p?.shared ?? [];
       shared.replaceChildren(
         told.length
-          ? h('ul', null, told.map((t) => h('li', { 'data-testid': 'privacy-shared-item', 'data-enabled': String(Boolean(t.enabled)), 'data-share-details': String(Boolean(t.share_device_details)) }, h('strong', null, `${t.with}: `), t.what, ' ', h('a', { href: '#/integrations' }, 'Change'))))
+          ? h('ul', null, told.map((t) => h(
+              'li',
+              { 'data-testid': 'privacy-shared-item', 'data-enabled': String(Boolean(t.enabled)), 'data-share-details': String(Boolean(t.share_device_details)) },
+              h('strong', null, `${t.with}: `),
+              t.what,
+              ' ',
+              h('a', { href: '#/integrations' }, 'Change'),
+              t.links?.length
+                ? h('ul', null, t.links.map((l) => h('li', { 'data-testid': 'privacy-voice-link' }, `${l.client_name}: ${l.devices} device${l.devices === 1 ? '' : 's'}, ${l.calls} call${l.calls === 1 ? '' : 's'} so far.`)))
+                : null,
+            )))
           : h('p', null, 'No integration is set up.'),
       );
       const out = p?.leaves_home ?? [];

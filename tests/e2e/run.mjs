@@ -598,6 +598,125 @@ async function main() {
       await page.locator(tid('provisioning')).waitFor({ state: 'detached' });
     });
 
+    await step('Voice: an assistant linked with password, TOTP and PKCE sees only the bulb, by its voice name; revoking stops it at once', async () => {
+      const REDIRECT = 'https://assistant.invalid/cb';
+      // The bulb gets a voice name and is exposed to voice assistants.
+      await page.fill(tid('device-voice-name'), 'porch light');
+      await page.check(tid('device-expose-voice'));
+      await page.click(tid('device-save'));
+      await until('the bulb to be exposed to voice', async () => {
+        const d = (await devicesList(dataDir)).find((x) => x.id === bulbId);
+        return d?.expose_voice === true && d?.voice_name === 'porch light';
+      });
+
+      // Enable the relay and register an assistant; its secret is shown once.
+      await goto(page, '#/integrations', 'Integrations');
+      // hearth demo turns the relay on at start, on loopback; turn it off
+      // and on again as an owner would.
+      await page.locator(`${tid('relay-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
+      await page.click(tid('relay-disable'));
+      await page.locator(`${tid('relay-status')}[data-state="off"]`).waitFor({ timeout: UI_TIMEOUT });
+      await page.click(tid('relay-enable'));
+      await page.locator(`${tid('relay-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
+      const listening = (await textOf(page, tid('relay-status'))).match(/Listening on (127\.0\.0\.1:\d+)/)?.[1];
+      assert(listening, 'the Voice section does not say where the relay listens');
+      const relay = `http://${listening}`;
+      await page.fill(tid('relay-client-name'), 'Test assistant');
+      await page.selectOption(tid('relay-client-assistant'), 'other');
+      await page.fill(tid('relay-client-uris'), REDIRECT);
+      await page.click(tid('relay-client-register'));
+      await page.locator(tid('relay-client-secret-panel')).waitFor({ timeout: UI_TIMEOUT });
+      const clientId = await textOf(page, tid('relay-client-id'));
+      const clientSecret = await textOf(page, tid('relay-client-secret'));
+      assert(/^[0-9a-f]{32}$/.test(clientId) && /^[0-9a-f]{64}$/.test(clientSecret), 'the client id or secret is malformed');
+      await shoot(page, 'voice');
+      await page.click(tid('relay-secret-done'));
+      await until('the secret to be gone from the page', async () => !(await page.content()).includes(clientSecret));
+
+      // The assistant's side: the consent pages in a tab of their own.
+      const verifier = randomBytes(32).toString('base64url');
+      const challenge = createHash('sha256').update(verifier).digest('base64url');
+      const state = randomBytes(8).toString('hex');
+      const query = new URLSearchParams({ response_type: 'code', client_id: clientId, redirect_uri: REDIRECT, state, code_challenge: challenge, code_challenge_method: 'S256' });
+      const tab = await context.newPage();
+      let redirected = null;
+      // Nothing leaves the machine: the redirect is recorded and aborted.
+      await tab.route('https://assistant.invalid/**', (route) => {
+        redirected = route.request().url();
+        return route.abort();
+      });
+      try {
+        await tab.goto(`${relay}/oauth/authorize?${query}`, { timeout: UI_TIMEOUT });
+        await tab.fill(tid('relay-username'), username);
+        await tab.fill(tid('relay-password'), password);
+        const fresh = await freshTotp();
+        await tab.fill(tid('relay-code'), fresh.code);
+        await tab.click(tid('relay-login'));
+        await tab.locator(tid('relay-allow')).waitFor({ timeout: UI_TIMEOUT });
+        lastTotpStep = fresh.step;
+        const offered = (await tab.locator('label').filter({ has: tab.locator(tid('relay-device')) }).allTextContents()).map((t) => t.trim());
+        assert(offered.length === 1 && offered[0] === 'porch light', `the consent page offers ${JSON.stringify(offered)}`);
+        const consentHtml = await tab.content();
+        assert(!consentHtml.includes(canary), 'the consent page shows the nickname');
+        await tab.screenshot({ path: path.join(ARTIFACTS, 'relay-consent.png'), fullPage: true });
+        await tab.check(`${tid('relay-device')}[value="${bulbId}"]`);
+        await tab.click(tid('relay-allow')).catch(() => {});
+        await until('the redirect to the assistant', async () => redirected !== null);
+      } finally {
+        await tab.close();
+      }
+      const back = new URL(redirected);
+      assert(back.origin + back.pathname === REDIRECT, `redirected to ${back.origin}${back.pathname}`);
+      assert(back.searchParams.get('state') === state, 'the state did not come back');
+      const code = back.searchParams.get('code');
+      assert(code, 'no code in the redirect');
+
+      const basic = `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString('base64')}`;
+      const token = await fetch(`${relay}/oauth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic },
+        body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT, code_verifier: verifier }),
+      });
+      assert(token.status === 200, `the token endpoint answered ${token.status}`);
+      const { access_token: access } = await token.json();
+      const sync = async () =>
+        fetch(`${relay}/google`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${access}` },
+          body: JSON.stringify({ requestId: 'e2e', inputs: [{ intent: 'action.devices.SYNC' }] }),
+        });
+      const synced = await sync();
+      const text = await synced.text();
+      assert(synced.status === 200, `SYNC answered ${synced.status}`);
+      const devices = JSON.parse(text).payload?.devices ?? [];
+      assert(devices.length === 1 && devices[0].id === bulbId && devices[0].name?.name === 'porch light', `SYNC gave ${text}`);
+      for (const secret of [canary, 'Tasmota', 'tasmota', username]) assert(!text.includes(secret), `SYNC carries "${secret}"`);
+
+      // The dashboard lists the link, Privacy counts its calls, and
+      // revoking it stops the token at once.
+      await goto(page, '#/privacy', 'Privacy');
+      await page.locator(tid('privacy-voice-link')).filter({ hasText: 'Test assistant' }).waitFor({ timeout: UI_TIMEOUT });
+      await goto(page, '#/integrations', 'Integrations');
+      const link = page.locator(tid('relay-link')).filter({ hasText: 'porch light' });
+      await link.waitFor({ timeout: UI_TIMEOUT });
+      await link.locator(tid('relay-link-revoke')).click();
+      await page.locator(tid('relay-link-revoke-dialog')).waitFor({ timeout: UI_TIMEOUT });
+      assert(/stop working at once/.test(await textOf(page, tid('relay-link-revoke-dialog'))), 'the revoke dialog does not say what happens');
+      await page.click(tid('relay-link-revoke-dialog-confirm'));
+      await page.locator(tid('relay-no-links')).waitFor({ timeout: UI_TIMEOUT });
+      assert((await sync()).status === 401, 'a revoked link still answers');
+
+      // Disabled: nothing listens.
+      await page.click(tid('relay-disable'));
+      await page.locator(`${tid('relay-status')}[data-state="off"]`).waitFor({ timeout: UI_TIMEOUT });
+      const refused = await fetch(`${relay}/health`).then(
+        () => false,
+        () => true,
+      );
+      assert(refused, 'the disabled relay still answers');
+      await goto(page, `#/device/${bulbId}`, canary);
+    });
+
     await step('forgetting the device, after a dialog that says what it revokes, removes it and cuts its session', async () => {
       await page.click(tid('forget'));
       const dialog = page.locator(tid('forget-dialog'));

@@ -566,7 +566,9 @@ async fn guard(
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            // No form-action: Chromium applies it to the redirect that
+            // follows the consent form, and that goes to the assistant.
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     if relay.config.tls.is_some() {

@@ -320,7 +320,7 @@ fn login_page(
     let body = format!(
         "<p>{client} asks to link with this home. Sign in as the owner to choose what it may reach.</p>{error}\
          <form method=\"post\" action=\"/oauth/authorize\">{hiddens}{step}\
-         <p><label>E-mail <input name=\"username\" type=\"email\" autocomplete=\"username\" required data-testid=\"relay-username\"></label></p>\
+         <p><label>Username <input name=\"username\" type=\"text\" autocomplete=\"username\" autocapitalize=\"none\" required data-testid=\"relay-username\"></label></p>\
          <p><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required data-testid=\"relay-password\"></label></p>\
          <p><label>Two-factor code <input name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required data-testid=\"relay-code\"></label></p>\
          <p><button type=\"submit\" data-testid=\"relay-login\">Sign in</button></p></form>",
@@ -457,7 +457,7 @@ async fn login(relay: &Arc<Relay>, pairs: &[(String, String)], peer: Peer) -> Re
                 StatusCode::UNAUTHORIZED,
                 pairs,
                 &req,
-                Some("The e-mail, password or two-factor code is wrong."),
+                Some("The username, password or two-factor code is wrong."),
             );
         }
         Err(_) => return bare(StatusCode::INTERNAL_SERVER_ERROR, None),

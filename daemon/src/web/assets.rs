@@ -24,6 +24,7 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
         JS,
         include_bytes!("../../../web-ui/integrations.js"),
     ),
+    ("/voice.js", JS, include_bytes!("../../../web-ui/voice.js")),
 ];
 
 #[cfg(test)]
