@@ -84,6 +84,10 @@ pub enum Refreshed {
     Reused(LinkId),
 }
 
+/// How long an exchanged refresh token is remembered, to catch its reuse;
+/// after that it is swept, and presenting it is merely unknown.
+const ROTATED_KEPT_MS: i64 = 30 * 24 * 3600 * 1000;
+
 const ACCESS: &str = "access";
 const REFRESH: &str = "refresh";
 
@@ -326,8 +330,14 @@ impl Store {
                 )?;
             } else {
                 tx.execute(
-                    "UPDATE relay_tokens SET rotated_at = ?2, successor = ?3 WHERE hash = ?1",
-                    params![old.as_bytes().as_slice(), now, new.refresh.as_bytes().as_slice()],
+                    "UPDATE relay_tokens SET rotated_at = ?2, successor = ?3, expires_at = min(expires_at, ?4) \
+                     WHERE hash = ?1",
+                    params![
+                        old.as_bytes().as_slice(),
+                        now,
+                        new.refresh.as_bytes().as_slice(),
+                        now + ROTATED_KEPT_MS
+                    ],
                 )?;
             }
             insert_tokens(tx, &link, new)?;
@@ -520,6 +530,16 @@ mod tests {
                 .unwrap(),
             Refreshed::Issued(l.clone())
         );
+        // The exchanged token is kept 30 days at most, for reuse detection.
+        let kept: i64 = s
+            .conn
+            .query_row(
+                "SELECT expires_at FROM relay_tokens WHERE hash = ?1",
+                [tokens(1).refresh.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(kept <= UnixTime::now().0 + ROTATED_KEPT_MS);
         // A retry with 1 inside the grace window replaces pair 2 with pair 3.
         assert_eq!(
             s.refresh_relay_tokens(&c, &tokens(1).refresh, 60_000, &tokens(3))
