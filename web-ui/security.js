@@ -256,6 +256,26 @@ function audit(ctx) {
     { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-labelledby': 'audit-heading' },
     h('table', { 'data-testid': 'audit' }, h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'When'), h('th', { scope: 'col' }, 'Event'), h('th', { scope: 'col' }, 'Detail'))), body),
   );
+  const chain = h('p', { 'data-testid': 'audit-chain', 'data-state': 'checking' }, 'Checking the log’s hash chain…');
+  const check = async () => {
+    try {
+      const v = await api('GET', '/api/audit/verify');
+      if (!ctx.scope.alive) return;
+      if (v.verified) {
+        chain.dataset.state = 'verified';
+        chain.replaceChildren(h('strong', null, 'Verified. '), `Every one of the ${v.entries} chained entries is intact and in order.`);
+      } else {
+        chain.dataset.state = 'broken';
+        chain.className = 'form-error';
+        chain.setAttribute('role', 'alert');
+        chain.replaceChildren(h('strong', null, 'Broken. '), `Entry ${v.problem?.entry}: ${v.problem?.why}. Someone with access to the hub’s files changed the log.`);
+      }
+    } catch (e) {
+      chain.dataset.state = 'unknown';
+      chain.textContent = `Could not check the log: ${e.message}`;
+    }
+  };
+  check();
   const load = async () => {
     try {
       const events = await api('GET', '/api/audit');
@@ -275,6 +295,7 @@ function audit(ctx) {
     'Recent activity',
     'audit-section',
     h('p', { class: 'hint' }, 'The newest security events from hearth’s tamper-evident audit log: log-ins, changes to accounts and devices.'),
+    chain,
     table,
   );
 }

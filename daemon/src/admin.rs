@@ -87,6 +87,7 @@ pub enum Request {
     RelayStatus,
     RelayEnable,
     RelayDisable,
+    AuditVerify,
 }
 
 /// Which integrations may see a device.
@@ -339,6 +340,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 .map(|was| serde_json::json!({ "disabled": true, "was_enabled": was })),
         ),
         Request::HomeassistantSet(change) => answer(admin.homeassistant.set(change).await),
+        Request::AuditVerify => answer(admin.devices.with_store(|store| Ok(store.verify_audit()?)).await),
         r @ (Request::RelayStatus | Request::RelayEnable | Request::RelayDisable) => {
             let Some(relay) = admin.relay.clone() else {
                 return answer::<()>(Err(DeviceError::Invalid(

@@ -173,6 +173,18 @@ pub async fn run(
         tracing::warn!(setting, "protection lowered by configuration");
     }
 
+    // A broken audit chain is reported, never fatal: the home keeps working.
+    match store.verify_audit() {
+        Ok(v) => match v.problem {
+            Some(p) => tracing::error!(
+                entry = p.entry,
+                why = %p.why,
+                "the audit log's hash chain is broken; see the dashboard's Security page or run hearth audit verify"
+            ),
+            None => tracing::info!(entries = v.entries, "audit log verified"),
+        },
+        Err(error) => tracing::error!(%error, "the audit log could not be verified"),
+    }
     let store = Arc::new(Mutex::new(store));
     let files = TlsFiles::in_dir(data_dir.path());
     let names = certificate_names(&config);

@@ -256,7 +256,7 @@ impl Devices {
         &self.endpoint
     }
 
-    async fn with_store<T: Send + 'static>(
+    pub async fn with_store<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, DeviceError> + Send + 'static,
     ) -> Result<T, DeviceError> {

@@ -752,6 +752,7 @@ async function main() {
       await page.locator('main h1', { hasText: 'Security' }).waitFor();
       await page.locator(`${tid('session')}[data-current="true"]`).waitFor();
       await until('audit events', async () => (await page.locator(tid('audit-event')).count()) > 0);
+      await page.locator(`${tid('audit-chain')}[data-state="verified"]`).waitFor({ timeout: UI_TIMEOUT });
       // Times are unix seconds: every one shown must be within a day of now.
       const times = await page.locator(`${tid('sessions')} time, ${tid('audit')} time`).evaluateAll((els) => els.map((e) => e.getAttribute('datetime')));
       assert(times.length > 0, 'no times shown for sessions and audit events');

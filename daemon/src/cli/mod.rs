@@ -59,6 +59,9 @@ pub enum Command {
     /// (linking an assistant still needs the owner's password and TOTP).
     #[command(subcommand)]
     Relay(RelayCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Show a running hearth's listeners and counters.
     Status(AdminArgs),
     /// Run hearth with a simulated home (4 bulbs, 2 cameras, a plug and a
@@ -80,6 +83,15 @@ pub enum IntegrationsCommand {
     /// Home Assistant, over hearth's own broker with MQTT discovery.
     #[command(subcommand)]
     Homeassistant(HomeAssistantCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain of the audit log, through the running
+    /// daemon or, when none runs, from the store itself. Names the first
+    /// entry that was altered, removed or reordered, and exits 65 if one
+    /// was.
+    Verify(AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,6 +299,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Devices(cmd) => devices(cmd),
         Command::Integrations(IntegrationsCommand::Homeassistant(cmd)) => homeassistant(cmd),
         Command::Relay(cmd) => relay(cmd),
+        Command::Audit(AuditCommand::Verify(args)) => audit_verify(&args),
         Command::Status(args) => status(&args),
         Command::Demo {
             data_dir,
@@ -489,6 +502,51 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 print_provisioning(&v)
             }
         }
+    }
+    Ok(())
+}
+
+fn audit_verify(args: &AdminArgs) -> anyhow::Result<()> {
+    let data_dir = resolve_data_dir(args.data_dir.as_deref(), &Config::default())?;
+    let v = match crate::admin::request(data_dir.path(), &Request::AuditVerify) {
+        Ok(v) => v,
+        Err(crate::admin::AdminError::NotRunning { .. }) => {
+            if data_dir.state()? != crate::store::DirState::Store {
+                return Err(StoreError::NotAStore {
+                    path: data_dir.path().to_path_buf(),
+                }
+                .into());
+            }
+            data_dir.check_permissions()?;
+            let key_path = crate::store::files::resolve_key_path(None, &data_dir);
+            let master = crate::store::files::load_master_key(&key_path)?;
+            let store = crate::store::Store::open(&data_dir.db_path(), &master, &key_path)?;
+            serde_json::to_value(store.verify_audit()?)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        print_json(&v);
+    } else if v["problem"].is_null() {
+        println!(
+            "audit log verified: {} chained entries{}",
+            v["entries"],
+            match v["before_chain"].as_u64() {
+                Some(n) if n > 0 => format!(", {n} older entries from before the chain began"),
+                _ => String::new(),
+            }
+        );
+    }
+    if let Some(p) = v["problem"].as_object() {
+        return Err(StoreError::Corrupt {
+            path: data_dir.db_path(),
+            detail: format!(
+                "the audit log's chain breaks at entry {}: {}",
+                p.get("entry").cloned().unwrap_or_default(),
+                p.get("why").and_then(|w| w.as_str()).unwrap_or("")
+            ),
+        }
+        .into());
     }
     Ok(())
 }

@@ -106,6 +106,10 @@ CREATE TABLE relay_tokens (
 ) WITHOUT ROWID;
 CREATE INDEX relay_tokens_link ON relay_tokens (link_id);
 "#,
+    // 6: the audit log becomes a keyed hash chain.
+    r#"
+ALTER TABLE audit ADD COLUMN mac BLOB /* HMAC-SHA256 under the sealed audit chain key of (sequence number, time, the record's plaintext, the previous entry's mac); NULL only for entries written before the chain began; one-way */;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -68,6 +68,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}", axum::routing::delete(revoke))
         .route("/api/audit", get(audit))
+        .route("/api/audit/verify", get(audit_verify))
         .route("/api/privacy", get(privacy))
         .route("/api/devices", get(devices))
         .route("/api/devices/{id}", axum::routing::patch(update).delete(forget))
@@ -505,6 +506,21 @@ async fn audit(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Val
             .map(|(at, event, detail)| json!({ "at": crate::web::auth::unix_secs(at), "event": event, "detail": detail }))
             .collect(),
     )))
+}
+
+#[utoipa::path(get, path = "/api/audit/verify", responses((status = 200, description = "Whether the audit log's hash chain is whole: the entries checked and, if it breaks, the first bad entry and why")))]
+async fn audit_verify(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    let auth = app.auth.clone();
+    let verdict = tokio::task::spawn_blocking(move || auth.with_store(|s| s.verify_audit()))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+        .map_err(AuthError::from)?;
+    Ok(Json(json!({
+        "verified": verdict.verified(),
+        "entries": verdict.entries,
+        "before_chain": verdict.before_chain,
+        "problem": verdict.problem,
+    })))
 }
 
 #[utoipa::path(get, path = "/api/privacy", responses((status = 200, description = "What hearth stores, in what form, and what leaves the house")))]
@@ -1040,6 +1056,7 @@ where
         sessions,
         revoke,
         audit,
+        audit_verify,
         privacy,
         devices,
         adopt,

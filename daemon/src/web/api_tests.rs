@@ -1466,6 +1466,7 @@ async fn openapi_document_lists_the_routes() {
         ("GET", "/api/sessions"),
         ("DELETE", "/api/sessions/{id}"),
         ("GET", "/api/audit"),
+        ("GET", "/api/audit/verify"),
         ("GET", "/api/privacy"),
         ("GET", "/api/devices"),
         ("PATCH", "/api/devices/{id}"),

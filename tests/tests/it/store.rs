@@ -424,3 +424,77 @@ fn systemd_credential_supplies_the_key() {
     // Without the credential the store does not open.
     refuses_unchanged(&home, 77, "does not exist");
 }
+
+/// The audit log is a keyed hash chain: an entry edited in the raw file is
+/// named by `hearth audit verify`, offline and through the running daemon,
+/// and the daemon still starts, so the home keeps working.
+#[test]
+fn an_altered_audit_entry_is_named_and_the_home_keeps_working() {
+    let daemon = crate::harness::Daemon::start_with("[relay]\nlisten = \"127.0.0.1:0\"\n");
+    for op in ["enable", "disable", "enable", "disable"] {
+        daemon.cli_json(&["relay", op]);
+    }
+    let ok = daemon.cli_json(&["audit", "verify"]);
+    assert!(ok["problem"].is_null(), "{ok}");
+    assert!(ok["entries"].as_u64().unwrap() >= 4, "{ok}");
+    let home = daemon.stop_keeping_home();
+
+    let db = home.data_dir().join("hearth.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let changed = conn
+            .execute(
+                "UPDATE audit SET at = at + 1000 WHERE id = (SELECT id FROM audit ORDER BY id LIMIT 1 OFFSET 2)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
+    let out = run(
+        hearth()
+            .args(["audit", "verify", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(said.contains("entry 3") && said.contains("altered"), "{said}");
+
+    // Deleting an entry is named too.
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "UPDATE audit SET at = at - 1000 WHERE id = (SELECT id FROM audit ORDER BY id LIMIT 1 OFFSET 2)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "DELETE FROM audit WHERE id = (SELECT id FROM audit ORDER BY id LIMIT 1 OFFSET 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let out = run(
+        hearth()
+            .args(["audit", "verify", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        text(&out.stderr).contains("entry 2: it is missing"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The daemon starts anyway, logs it, and says so when asked.
+    let daemon = crate::harness::Daemon::start_in_with(home, "[relay]\nlisten = \"127.0.0.1:0\"\n");
+    assert!(
+        daemon.log().contains("audit log's hash chain is broken"),
+        "{}",
+        daemon.log()
+    );
+    let out = daemon.cli(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(text(&out.stderr).contains("entry 2"));
+}
