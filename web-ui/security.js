@@ -1,8 +1,8 @@
-// Security: two-factor enrolment, password change, sessions, and the
-// recent audit events.
+// Security: two-factor enrolment, password change, sessions, "log everyone
+// out", and the recent audit events with the chain check.
 
 import { api } from './api.js';
-import { ago, busy, errorLine, field, h, timeEl } from './dom.js';
+import { ago, busy, checkbox, confirmDialog, errorLine, field, h, timeEl } from './dom.js';
 import { PASSWORD_POLICY } from './auth.js';
 
 function section(id, title, testid, ...children) {
@@ -247,6 +247,68 @@ function sessions(ctx) {
   );
 }
 
+// --- lockdown ----------------------------------------------------------------
+
+function lockdown(ctx) {
+  const result = h('div', { 'data-testid': 'lockdown-result' });
+  const rotate = checkbox(
+    'Also rotate every device’s credential',
+    { 'data-testid': 'lockdown-rotate' },
+    'Each device is disconnected until you enter its new password, shown once below.',
+  );
+  const error = errorLine('lockdown-error');
+  const button = h('button', { type: 'button', class: 'button danger', 'data-testid': 'lockdown' }, 'Log everyone out');
+  button.addEventListener('click', async () => {
+    const ok = await confirmDialog({
+      title: 'Log everyone out?',
+      body: [
+        h('p', null, 'Every other dashboard session ends, every voice assistant link is revoked, and Home Assistant’s password stops working (rotate it on Integrations to reconnect).'),
+        h('p', null, rotate.input.checked ? 'Every device’s credential is rotated too.' : 'Devices stay connected, and your home keeps working.'),
+      ],
+      confirm: 'Log everyone out',
+      danger: true,
+      testid: 'lockdown-dialog',
+    });
+    if (!ok) return;
+    error.clear();
+    button.disabled = true;
+    try {
+      const r = await api('POST', '/api/lockdown', { rotate_devices: rotate.input.checked });
+      ctx.status('Everyone else is logged out.');
+      const rotated = r.devices_rotated ?? [];
+      result.replaceChildren(
+        h(
+          'p',
+          { 'data-testid': 'lockdown-summary' },
+          `${r.sessions_ended} other session${r.sessions_ended === 1 ? '' : 's'} ended, ${r.relay_links_revoked} voice link${r.relay_links_revoked === 1 ? '' : 's'} revoked, Home Assistant’s password ${r.homeassistant_password_revoked ? 'revoked' : 'was not in use'}.`,
+        ),
+        rotated.length
+          ? h(
+              'div',
+              { class: 'provisioning' },
+              h('p', { class: 'once' }, h('strong', null, 'New device credentials, shown once.'), ' Enter each into its device.'),
+              h('pre', { 'data-testid': 'lockdown-provisioning' }, JSON.stringify(rotated, null, 2)),
+            )
+          : null,
+      );
+    } catch (e) {
+      error.set(e.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return section(
+    'lockdown-heading',
+    'Log everyone out',
+    'lockdown-section',
+    h('p', { class: 'hint' }, 'For the day something goes wrong: one action ends every other session and revokes every integration’s access, while your devices keep working.'),
+    rotate.wrap,
+    error.el,
+    h('div', { class: 'actions' }, button),
+    result,
+  );
+}
+
 // --- audit -------------------------------------------------------------------
 
 function audit(ctx) {
@@ -301,6 +363,6 @@ function audit(ctx) {
 }
 
 export function renderSecurity(ctx) {
-  ctx.main.append(h('h1', null, 'Security'), twoFactor(ctx), passwordForm(ctx), sessions(ctx), audit(ctx));
+  ctx.main.append(h('h1', null, 'Security'), twoFactor(ctx), passwordForm(ctx), sessions(ctx), lockdown(ctx), audit(ctx));
   return 'Security';
 }

@@ -73,11 +73,18 @@ pub enum Request {
     Status,
     DevicesAdd(AddDevice),
     DevicesList,
-    DevicesForget { id: String },
-    DevicesRotate { id: String },
+    DevicesForget {
+        id: String,
+    },
+    DevicesRotate {
+        id: String,
+    },
     DevicesAdopt(Adopt),
     DevicesRename(Rename),
-    DevicesSet { id: String, on: bool },
+    DevicesSet {
+        id: String,
+        on: bool,
+    },
     DevicesExpose(Expose),
     HomeassistantStatus,
     HomeassistantEnable,
@@ -88,6 +95,10 @@ pub enum Request {
     RelayEnable,
     RelayDisable,
     AuditVerify,
+    Lockdown {
+        #[serde(default)]
+        rotate_devices: bool,
+    },
 }
 
 /// Which integrations may see a device.
@@ -138,6 +149,8 @@ pub struct Admin {
     pub homeassistant: Arc<crate::homeassistant::HomeAssistant>,
     /// The voice relay; `None` when the dashboard is off.
     pub relay: Option<Arc<crate::relay::Relay>>,
+    /// The dashboard's accounts; `None` when the dashboard is off.
+    pub auth: Option<Arc<crate::web::auth::Auth>>,
     pub broker: Arc<Broker>,
     pub discovery: Option<Arc<crate::discovery::DiscoveryStats>>,
     pub web: Vec<std::net::SocketAddr>,
@@ -340,6 +353,17 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 .map(|was| serde_json::json!({ "disabled": true, "was_enabled": was })),
         ),
         Request::HomeassistantSet(change) => answer(admin.homeassistant.set(change).await),
+        Request::Lockdown { rotate_devices } => answer(
+            crate::lockdown::lockdown(
+                admin.auth.as_ref(),
+                None,
+                &admin.homeassistant,
+                &admin.devices,
+                rotate_devices,
+                "from the admin socket",
+            )
+            .await,
+        ),
         Request::AuditVerify => answer(admin.devices.with_store(|store| Ok(store.verify_audit()?)).await),
         r @ (Request::RelayStatus | Request::RelayEnable | Request::RelayDisable) => {
             let Some(relay) = admin.relay.clone() else {

@@ -306,6 +306,7 @@ pub async fn run(
 
     let mut web = None;
     let mut relay = None;
+    let mut accounts = None;
     if config.web.enabled {
         // Hashing the decoy password takes a while: off the async workers.
         let (auth, code) = {
@@ -331,6 +332,7 @@ pub async fn run(
             );
         }
         let auth = Arc::new(auth);
+        accounts = Some(auth.clone());
         let r = Arc::new(crate::relay::Relay::new(
             store.clone(),
             live.clone(),
@@ -378,6 +380,7 @@ pub async fn run(
         devices: devices.clone(),
         homeassistant: homeassistant.clone(),
         relay,
+        auth: accounts,
         broker: broker.clone(),
         discovery,
         web: web.as_ref().map(|w| w.addrs().to_vec()).unwrap_or_default(),

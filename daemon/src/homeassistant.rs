@@ -223,6 +223,17 @@ impl HomeAssistant {
         self.issue("homeassistant_rotated").await
     }
 
+    /// Lockdown: replaces the password with one nobody is shown, so the old
+    /// one is refused and its session cut; the owner rotates to reconnect.
+    /// Whether the connection was on.
+    pub async fn lock(&self) -> Result<bool, DeviceError> {
+        if !self.enabled() {
+            return Ok(false);
+        }
+        self.issue("homeassistant_locked_down").await?;
+        Ok(true)
+    }
+
     async fn issue(&self, event: &'static str) -> Result<Connection, DeviceError> {
         let password = random_token(128).map_err(|e| DeviceError::Internal(e.to_string()))?;
         let hash = TokenHash::of(password.expose());

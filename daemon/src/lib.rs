@@ -13,6 +13,7 @@ pub mod devices;
 pub mod discovery;
 pub mod exit;
 pub mod homeassistant;
+pub mod lockdown;
 pub mod pki;
 pub mod relay;
 pub mod secret;

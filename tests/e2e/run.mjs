@@ -753,6 +753,19 @@ async function main() {
       await page.locator(`${tid('session')}[data-current="true"]`).waitFor();
       await until('audit events', async () => (await page.locator(tid('audit-event')).count()) > 0);
       await page.locator(`${tid('audit-chain')}[data-state="verified"]`).waitFor({ timeout: UI_TIMEOUT });
+      // Log everyone out: this session stays, and says what was revoked.
+      await page.click(tid('lockdown'));
+      await page.locator(tid('lockdown-dialog')).waitFor({ timeout: UI_TIMEOUT });
+      assert(/Devices stay connected/.test(await textOf(page, tid('lockdown-dialog'))), 'the lockdown dialog does not say devices stay connected');
+      await page.click(tid('lockdown-dialog-confirm'));
+      await page.locator(tid('lockdown-summary')).waitFor({ timeout: UI_TIMEOUT });
+      assert(/0 other sessions ended/.test(await textOf(page, tid('lockdown-summary'))), await textOf(page, tid('lockdown-summary')));
+      await until('audit events after the lockdown', async () => {
+        await page.reload();
+        await page.locator('main h1', { hasText: 'Security' }).waitFor();
+        return (await page.locator(`${tid('audit-event')}[data-event="lockdown"]`).count()) > 0;
+      }, { timeout: 10_000 });
+      await page.locator(`${tid('audit-chain')}[data-state="verified"]`).waitFor({ timeout: UI_TIMEOUT });
       // Times are unix seconds: every one shown must be within a day of now.
       const times = await page.locator(`${tid('sessions')} time, ${tid('audit')} time`).evaluateAll((els) => els.map((e) => e.getAttribute('datetime')));
       assert(times.length > 0, 'no times shown for sessions and audit events');

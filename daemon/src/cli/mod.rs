@@ -62,6 +62,17 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Log everyone out: end every dashboard session, revoke every voice
+    /// relay link and Home Assistant's password. Devices stay connected,
+    /// and local control keeps working.
+    Lockdown {
+        /// Also rotate every device's credential; the new provisioning is
+        /// printed once, for re-entry into each device.
+        #[arg(long)]
+        rotate_devices: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Show a running hearth's listeners and counters.
     Status(AdminArgs),
     /// Run hearth with a simulated home (4 bulbs, 2 cameras, a plug and a
@@ -300,6 +311,30 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Integrations(IntegrationsCommand::Homeassistant(cmd)) => homeassistant(cmd),
         Command::Relay(cmd) => relay(cmd),
         Command::Audit(AuditCommand::Verify(args)) => audit_verify(&args),
+        Command::Lockdown {
+            rotate_devices,
+            admin,
+        } => {
+            let v = admin_request(&admin, &Request::Lockdown { rotate_devices })?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                println!(
+                    "lockdown: {} dashboard session(s) ended, {} relay link(s) revoked, Home Assistant password {}",
+                    v["sessions_ended"],
+                    v["relay_links_revoked"],
+                    if v["homeassistant_password_revoked"] == true {
+                        "revoked (rotate it to reconnect)"
+                    } else {
+                        "not in use"
+                    }
+                );
+                for p in v["devices_rotated"].as_array().into_iter().flatten() {
+                    print_provisioning(p);
+                }
+            }
+            Ok(())
+        }
         Command::Status(args) => status(&args),
         Command::Demo {
             data_dir,

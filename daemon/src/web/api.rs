@@ -69,6 +69,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/sessions/{id}", axum::routing::delete(revoke))
         .route("/api/audit", get(audit))
         .route("/api/audit/verify", get(audit_verify))
+        .route("/api/lockdown", post(lockdown))
         .route("/api/privacy", get(privacy))
         .route("/api/devices", get(devices))
         .route("/api/devices/{id}", axum::routing::patch(update).delete(forget))
@@ -521,6 +522,34 @@ async fn audit_verify(State(app): State<Arc<App>>, _session: Authed) -> Result<J
         "before_chain": verdict.before_chain,
         "problem": verdict.problem,
     })))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LockdownBody {
+    #[serde(default)]
+    rotate_devices: bool,
+}
+
+#[utoipa::path(post, path = "/api/lockdown", request_body = LockdownBody, responses((status = 200, description = "Every other dashboard session ended, every relay link and Home Assistant's password revoked, and with rotate_devices every device credential rotated (the new provisioning shown once)")))]
+async fn lockdown(
+    State(app): State<Arc<App>>,
+    Authed(session): Authed,
+    Body(b): Body<LockdownBody>,
+) -> Result<Json<Value>, ApiError> {
+    let ha = homeassistant(&app)?.clone();
+    let report = crate::lockdown::lockdown(
+        Some(&app.auth),
+        Some(session.id.clone()),
+        &ha,
+        &app.devices,
+        b.rotate_devices,
+        "by the owner on the dashboard",
+    )
+    .await?;
+    Ok(Json(serde_json::to_value(report).map_err(|_| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })?))
 }
 
 #[utoipa::path(get, path = "/api/privacy", responses((status = 200, description = "What hearth stores, in what form, and what leaves the house")))]
@@ -986,6 +1015,7 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut changes = app.devices.subscribe_changes();
     let mut live = app.live.as_ref().map(|l| l.subscribe());
+    let mut revoked = app.auth.revocations();
     let app2 = app.clone();
     let stream = async_stream(move |tx| async move {
         loop {
@@ -994,6 +1024,11 @@ async fn events(
                 return;
             }
             let event = tokio::select! {
+                r = revoked.changed() => match r {
+                    // Sessions were revoked: check this one again.
+                    Ok(()) => continue,
+                    Err(_) => return,
+                },
                 changed = changes.changed() => match changed {
                     Ok(()) => Event::default().event("devices").data("{}"),
                     Err(_) => return,
@@ -1057,6 +1092,7 @@ where
         revoke,
         audit,
         audit_verify,
+        lockdown,
         privacy,
         devices,
         adopt,

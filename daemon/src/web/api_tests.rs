@@ -1467,6 +1467,7 @@ async fn openapi_document_lists_the_routes() {
         ("DELETE", "/api/sessions/{id}"),
         ("GET", "/api/audit"),
         ("GET", "/api/audit/verify"),
+        ("POST", "/api/lockdown"),
         ("GET", "/api/privacy"),
         ("GET", "/api/devices"),
         ("PATCH", "/api/devices/{id}"),

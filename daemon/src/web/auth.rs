@@ -98,6 +98,9 @@ pub struct Auth {
     /// A hash to verify against when the account does not exist, so both
     /// paths cost the same.
     decoy: String,
+    /// Bumped whenever sessions are revoked, so open event streams re-check
+    /// theirs at once.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 impl Auth {
@@ -114,6 +117,7 @@ impl Auth {
             idle,
             max,
             last_seen: Mutex::new(HashMap::new()),
+            revocations: tokio::sync::watch::Sender::new(0),
             started: Instant::now(),
             throttle: Mutex::new(Throttle::new(THROTTLE_KEYS)),
             setup_code: Mutex::new(None),
@@ -367,6 +371,7 @@ impl Auth {
         }
         self.store().delete_credential(id)?;
         self.last_seen.lock().expect("sessions lock").remove(id);
+        self.revocations.send_modify(|n| *n += 1);
         self.audit(
             if *id == session.id {
                 "logout"
@@ -525,6 +530,30 @@ impl Auth {
         f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         f(&mut self.store())
+    }
+
+    /// Changes whenever sessions are revoked.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    /// Revokes every dashboard session but `except` (the caller's, from
+    /// the dashboard; none from the CLI); returns how many ended. Open
+    /// event streams of the revoked sessions end at once.
+    pub fn revoke_all(&self, except: Option<&CredentialId>) -> Result<usize, AuthError> {
+        let all = self.store().credentials_of_kind(SESSION)?;
+        let mut ended = 0;
+        for (cred, _) in all {
+            if Some(&cred.id) == except {
+                continue;
+            }
+            if self.store().delete_credential(&cred.id)? {
+                ended += 1;
+            }
+            self.last_seen.lock().expect("sessions lock").remove(&cred.id);
+        }
+        self.revocations.send_modify(|n| *n += 1);
+        Ok(ended)
     }
 
     /// Whether a session is still live (not revoked, logged out or idle).

@@ -1097,3 +1097,143 @@ fn the_cli_turns_the_listener_on_and_off_and_a_restart_keeps_it() {
     let out = daemon.cli(&["relay", "status"]);
     assert!(crate::harness::text(&out.stdout).contains("off"));
 }
+
+/// Whether MQTT credentials are accepted, over TLS.
+fn mqtt_accepts(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    ca: &std::path::Path,
+    user: &str,
+    password: &str,
+) -> bool {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, TlsConfiguration, Transport};
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut opts = MqttOptions::new(format!("probe-{}", std::process::id()), "127.0.0.1", port);
+    opts.set_credentials(user, password);
+    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(std::sync::Arc::new(tls))));
+    let (_client, mut events) = AsyncClient::new(opts, 8);
+    rt.block_on(async {
+        tokio::time::timeout(LIMIT, async {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    })
+}
+
+#[test]
+fn lockdown_revokes_sessions_links_and_home_assistant_while_local_control_keeps_working() {
+    let rt = rt();
+    let mut home = Home::new();
+    let (mut lamp_said, _l) = start_device(&rt, &home.lamp);
+    said(&rt, &mut lamp_said, "connected");
+    let (verifier, challenge) = pkce();
+    let lamp_id = home.lamp.id().to_owned();
+    let second = home.recovery[0].clone();
+    let location = home.consent(&second, &[&lamp_id], &["power"], Some(&challenge));
+    let code = query_param(&location, "code").unwrap();
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &verifier),
+    ]);
+    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        home.google(&access, json!({ "intent": "action.devices.SYNC" }))
+            .status,
+        200
+    );
+    let ha = home.daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let (ha_user, ha_password) = (
+        ha["mqtt"]["username"].as_str().unwrap().to_owned(),
+        ha["mqtt"]["password"].as_str().unwrap().to_owned(),
+    );
+    let (port, ca) = (home.daemon.tls_port(), home.daemon.ca_cert());
+    assert!(mqtt_accepts(&rt, port, &ca, &ha_user, &ha_password));
+    assert_eq!(home.api("GET", "/api/session", None).status, 200);
+
+    // From the CLI: everything, the owner's sessions included.
+    let report = home.daemon.cli_json(&["lockdown"]);
+    assert_eq!(report["sessions_ended"], 1, "{report}");
+    assert_eq!(report["relay_links_revoked"], 1);
+    assert_eq!(report["homeassistant_password_revoked"], true);
+    assert_eq!(home.api("GET", "/api/session", None).status, 401);
+    assert_eq!(
+        home.google(&access, json!({ "intent": "action.devices.SYNC" }))
+            .status,
+        401
+    );
+    assert!(
+        !mqtt_accepts(&rt, port, &ca, &ha_user, &ha_password),
+        "the old Home Assistant password still works"
+    );
+    // Local control keeps working: the lamp obeys.
+    home.daemon.cli_json(&["devices", "set", &lamp_id, "on"]);
+    said(&rt, &mut lamp_said, "state ON");
+
+    // From the dashboard, keeping the caller's session, rotating devices.
+    let origin = format!("https://{}", home.web.host());
+    let r = home.web.send(
+        "POST",
+        "/api/login",
+        &[("Origin", &origin), ("Content-Type", "application/json")],
+        json!({ "username": OWNER, "password": PASSWORD, "code": home.recovery[1] })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    home.cookie = r
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    home.csrf = r.json()["csrf"].as_str().unwrap().to_owned();
+    let r = home.api("POST", "/api/lockdown", Some(json!({ "rotate_devices": true })));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = r.json();
+    assert_eq!(
+        report["sessions_ended"], 0,
+        "the caller's session is kept: {report}"
+    );
+    let rotated = report["devices_rotated"].as_array().unwrap();
+    assert_eq!(rotated.len(), 4, "{report}");
+    assert!(
+        rotated
+            .iter()
+            .any(|p| p["id"] == lamp_id.as_str() && p["mqtt"]["password"] != home.lamp.0["mqtt"]["password"])
+    );
+    assert_eq!(home.api("GET", "/api/session", None).status, 200);
+    // The lamp's old credential is cut off.
+    rt.block_on(async {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, lamp_said.recv()).await {
+                Ok(Some(l)) if l == "disconnected" || l == "refused" => return,
+                Ok(Some(_)) => {}
+                _ => panic!("the lamp kept its session after rotation"),
+            }
+        }
+    });
+    let audit = home.api("GET", "/api/audit", None).text();
+    assert!(audit.contains("lockdown"));
+}
