@@ -3,7 +3,7 @@
 // import this module, so there are no import cycles.
 
 import { api, setCsrf, setUnauthorizedHandler } from './api.js';
-import { h } from './dom.js';
+import { h, timeEl } from './dom.js';
 import { renderLogin, renderSetup } from './auth.js';
 import { renderHome } from './home.js';
 import { renderDevice, renderDiscovered } from './devices.js';
@@ -301,6 +301,48 @@ function updateChrome(routeName) {
   }
 }
 
+/**
+ * Changes that lowered protection (the relay enabled, a device exposed, a
+ * plaintext listener configured...), shown on every page until the owner
+ * acknowledges each one.
+ */
+function standingWarnings(pageCtx) {
+  const box = h('div', { 'data-testid': 'warnings' });
+  (async () => {
+    try {
+      const list = await api('GET', '/api/warnings');
+      if (!pageCtx.scope.alive || !list?.length) return;
+      const items = list.map((w) => {
+        const ack = h('button', { type: 'button', class: 'button secondary', 'data-testid': 'warning-ack' }, 'Acknowledge');
+        const li = h('li', { 'data-testid': 'warning' }, timeEl(w.at), ' ', w.what, ' ', ack);
+        ack.addEventListener('click', async () => {
+          ack.disabled = true;
+          try {
+            await api('POST', `/api/warnings/${encodeURIComponent(w.id)}/acknowledge`);
+            li.remove();
+            if (!box.querySelector('li')) box.replaceChildren();
+          } catch {
+            ack.disabled = false;
+          }
+        });
+        return li;
+      });
+      box.replaceChildren(
+        h(
+          'section',
+          { class: 'panel warnings', 'aria-labelledby': 'warnings-heading' },
+          h('h2', { id: 'warnings-heading' }, 'Protection was lowered'),
+          h('p', null, 'Each of these made your home reachable in a new way. Check that each was yours, then acknowledge it.'),
+          h('ul', { class: 'rows' }, items),
+        ),
+      );
+    } catch {
+      // The page works without the list.
+    }
+  })();
+  return box;
+}
+
 function render({ focus = true } = {}) {
   scope?.dispose();
   scope = newScope();
@@ -320,6 +362,7 @@ function render({ focus = true } = {}) {
     }
     routeName = route.name === 'device' ? 'home' : route.name;
     title = page(pageCtx, route.arg);
+    main.prepend(standingWarnings(pageCtx));
   }
   updateChrome(routeName);
   document.title = `${title} · hearth`;

@@ -173,6 +173,15 @@ pub async fn run(
         tracing::warn!(setting, "protection lowered by configuration");
     }
 
+    let mut store = store;
+    match crate::protection::check_config(&mut store, &config.warnings()) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            settings = n,
+            "a configuration change lowered protection; the dashboard shows it until acknowledged"
+        ),
+        Err(error) => tracing::error!(%error, "could not record protection-lowering settings"),
+    }
     // A broken audit chain is reported, never fatal: the home keeps working.
     match store.verify_audit() {
         Ok(v) => match v.problem {

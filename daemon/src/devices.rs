@@ -464,6 +464,13 @@ impl Devices {
             if let Some(v) = req.voice_name {
                 f.voice_name = Some(v).filter(|v| !v.is_empty());
             }
+            if req.expose_voice == Some(true) && crate::canonical::is_sensor(f.kind) {
+                return Err(DeviceError::Invalid(
+                    "cameras and doorbells are never exposed to voice assistants".into(),
+                ));
+            }
+            let newly_ha = req.expose_ha == Some(true) && !f.expose_ha;
+            let newly_voice = req.expose_voice == Some(true) && !f.expose_voice;
             if let Some(e) = req.expose_ha {
                 f.expose_ha = e;
             }
@@ -471,6 +478,11 @@ impl Devices {
                 f.expose_voice = e;
             }
             store.update_device(&key, f)?;
+            for (newly, to) in [(newly_ha, "Home Assistant"), (newly_voice, "voice assistants")] {
+                if newly {
+                    crate::protection::raise(store, &format!("device {key} was exposed to {to}"))?;
+                }
+            }
             Ok(())
         })
         .await?;

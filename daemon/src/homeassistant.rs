@@ -209,7 +209,15 @@ impl HomeAssistant {
                 "Home Assistant is already connected; rotate its password to see a new one".into(),
             ));
         }
-        self.issue("homeassistant_enabled").await
+        let c = self.issue("homeassistant_enabled").await?;
+        self.with_store(|store| {
+            Ok(crate::protection::raise(
+                store,
+                "Home Assistant was connected: it sees the devices exposed to it",
+            )?)
+        })
+        .await?;
+        Ok(c)
     }
 
     /// A new password; the old one is refused from now on and its sessions
@@ -288,6 +296,7 @@ impl HomeAssistant {
     /// Changes the settings; the configs are re-published to match.
     pub async fn set(&self, change: SettingsChange) -> Result<Settings, DeviceError> {
         let mut next = self.settings();
+        let shares_now = change.share_device_details == Some(true) && !next.share_device_details;
         if let Some(s) = change.share_device_details {
             next.share_device_details = s;
         }
@@ -306,6 +315,12 @@ impl HomeAssistant {
         self.with_store(move |store| {
             store.put_secret(SETTINGS, &bytes)?;
             store.append_audit("homeassistant_settings", &detail)?;
+            if shares_now {
+                crate::protection::raise(
+                    store,
+                    "Home Assistant is now told each exposed device's model, vendor and firmware",
+                )?;
+            }
             Ok(())
         })
         .await?;

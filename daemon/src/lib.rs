@@ -15,6 +15,7 @@ pub mod exit;
 pub mod homeassistant;
 pub mod lockdown;
 pub mod pki;
+pub mod protection;
 pub mod relay;
 pub mod secret;
 pub mod sim;

@@ -714,6 +714,25 @@ async function main() {
         () => true,
       );
       assert(refused, 'the disabled relay still answers');
+
+      // The settings watcher: enabling the relay and exposing the bulb
+      // stand as warnings on every page until acknowledged.
+      await page.reload();
+      await page.locator('main h1', { hasText: 'Integrations' }).waitFor();
+      await page.locator(tid('warning')).first().waitFor({ timeout: UI_TIMEOUT });
+      const warned = (await page.locator(tid('warning')).allTextContents()).join(' | ');
+      assert(/voice relay was enabled/.test(warned), `no warning for the relay: ${warned}`);
+      assert(new RegExp(`device ${bulbId} was exposed to voice assistants`).test(warned), `no warning for the exposure: ${warned}`);
+      await shoot(page, 'warnings');
+      while ((await page.locator(tid('warning-ack')).count()) > 0) {
+        const before = await page.locator(tid('warning-ack')).count();
+        await page.locator(tid('warning-ack')).first().click();
+        await until('the warning to go', async () => (await page.locator(tid('warning-ack')).count()) < before);
+      }
+      await page.reload();
+      await page.locator('main h1', { hasText: 'Integrations' }).waitFor();
+      await sleep(500);
+      assert((await page.locator(tid('warning')).count()) === 0, 'acknowledged warnings came back');
       await goto(page, `#/device/${bulbId}`, canary);
     });
 

@@ -228,6 +228,7 @@ impl Relay {
     /// Turns the relay on or off, remembers it, and audits it. Turning it
     /// on needs an owner with two-factor authentication.
     pub fn set_enabled(self: &Arc<Self>, on: bool, by: &str) -> Result<Option<SocketAddr>, RelayError> {
+        let was_on = self.enabled_setting()?;
         if on {
             self.start()?;
         } else if let Some((stop, _)) = self.running.lock().expect("relay lock").take() {
@@ -237,6 +238,12 @@ impl Relay {
         let mut store = self.store();
         store.put_secret(SETTINGS, &bytes)?;
         store.append_audit(if on { "relay_enabled" } else { "relay_disabled" }, by)?;
+        if on && !was_on {
+            crate::protection::raise(
+                &mut store,
+                "the voice relay was enabled: assistants you link can reach the devices you grant them",
+            )?;
+        }
         drop(store);
         Ok(self.listening())
     }

@@ -70,6 +70,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/audit", get(audit))
         .route("/api/audit/verify", get(audit_verify))
         .route("/api/lockdown", post(lockdown))
+        .route("/api/warnings", get(warnings))
+        .route("/api/warnings/{id}/acknowledge", post(acknowledge_warning))
         .route("/api/privacy", get(privacy))
         .route("/api/devices", get(devices))
         .route("/api/devices/{id}", axum::routing::patch(update).delete(forget))
@@ -522,6 +524,32 @@ async fn audit_verify(State(app): State<Arc<App>>, _session: Authed) -> Result<J
         "before_chain": verdict.before_chain,
         "problem": verdict.problem,
     })))
+}
+
+#[utoipa::path(get, path = "/api/warnings", responses((status = 200, description = "Standing warnings: changes that lowered protection, until the owner acknowledges them")))]
+async fn warnings(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    let list = app
+        .devices_store(|store| crate::protection::standing(store))
+        .map_err(AuthError::from)?;
+    Ok(Json(json!(list)))
+}
+
+#[utoipa::path(post, path = "/api/warnings/{id}/acknowledge", params(("id" = String, Path, description = "The warning's id")), responses((status = 200, description = "Acknowledged (audited)"), (status = 404, description = "No such standing warning")))]
+async fn acknowledge_warning(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if id.len() > 32 {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such warning"));
+    }
+    let done = app
+        .devices_store(|store| crate::protection::acknowledge(store, &id))
+        .map_err(AuthError::from)?;
+    if !done {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such warning"));
+    }
+    Ok(Json(json!({ "acknowledged": true })))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -1093,6 +1121,8 @@ where
         audit,
         audit_verify,
         lockdown,
+        warnings,
+        acknowledge_warning,
         privacy,
         devices,
         adopt,

@@ -1468,6 +1468,8 @@ async fn openapi_document_lists_the_routes() {
         ("GET", "/api/audit"),
         ("GET", "/api/audit/verify"),
         ("POST", "/api/lockdown"),
+        ("GET", "/api/warnings"),
+        ("POST", "/api/warnings/{id}/acknowledge"),
         ("GET", "/api/privacy"),
         ("GET", "/api/devices"),
         ("PATCH", "/api/devices/{id}"),

@@ -183,6 +183,13 @@ impl Daemon {
         Daemon::spawn(home, config)
     }
 
+    /// Starts on an existing home with exactly this config.
+    pub fn start_in_raw(home: TestHome, config_body: &str) -> Daemon {
+        let config = home.path("hearth.toml");
+        std::fs::write(&config, config_body).expect("write config");
+        Daemon::spawn(home, config)
+    }
+
     /// Starts with exactly this config file.
     pub fn start_raw(config_body: &str) -> Daemon {
         let home = TestHome::new();

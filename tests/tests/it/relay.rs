@@ -84,10 +84,26 @@ impl Home {
             (&lamp, "reading lamp"),
             (&hall, "hall light"),
             (&spare, "spare lamp"),
-            (&camera, "door camera"),
         ] {
             daemon.cli_json(&["devices", "expose", d.id(), "--voice", "on", "--voice-name", name]);
         }
+        // A camera is never exposed to voice assistants.
+        let out = daemon.cli(&[
+            "devices",
+            "expose",
+            camera.id(),
+            "--voice",
+            "on",
+            "--voice-name",
+            "door camera",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{}",
+            crate::harness::text(&out.stderr)
+        );
+        assert!(crate::harness::text(&out.stderr).contains("never exposed to voice"));
         // What discovery would have learnt about the lamp, written into the
         // store while the daemon is stopped: the relay must never show it.
         let home = daemon.stop_keeping_home();

@@ -498,3 +498,32 @@ fn an_altered_audit_entry_is_named_and_the_home_keeps_working() {
     assert_eq!(out.status.code(), Some(65));
     assert!(text(&out.stderr).contains("entry 2"));
 }
+
+const PLAIN_LAN: &str = "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"0.0.0.0:0\"]\n\
+                         allow_plaintext_lan = true\n[discovery]\nenabled = false\n[web]\nlisten = [\"127.0.0.1:0\"]\n";
+
+/// The settings watcher: a plaintext LAN listener configured between two
+/// starts is audited and stands as a warning until acknowledged.
+#[test]
+fn a_plaintext_listener_turned_on_stands_as_a_warning() {
+    let daemon = crate::harness::Daemon::start();
+    let home = daemon.stop_keeping_home();
+    let standing = |home: &TestHome| {
+        let store = open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
+        hearth::protection::standing(&store).unwrap()
+    };
+    assert!(standing(&home).is_empty());
+    let daemon = crate::harness::Daemon::start_in_raw(home, PLAIN_LAN);
+    assert!(daemon.log().contains("lowered protection"), "{}", daemon.log());
+    let home = daemon.stop_keeping_home();
+    let w = standing(&home);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].what.contains("allow_plaintext_lan"));
+    // The same setting at the next start is not raised again.
+    let daemon = crate::harness::Daemon::start_in_raw(home, PLAIN_LAN);
+    let home = daemon.stop_keeping_home();
+    assert_eq!(standing(&home).len(), 1);
+    let mut store = open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
+    assert!(hearth::protection::acknowledge(&mut store, &w[0].id).unwrap());
+    assert!(hearth::protection::standing(&store).unwrap().is_empty());
+}
