@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod devices;
 pub mod discovery;
+pub mod erase;
 pub mod exit;
 pub mod homeassistant;
 pub mod lockdown;

@@ -62,6 +62,18 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Erase everything hearth holds, for good: the keys first (so nothing
+    /// left on the disk can be read), then every file in the data
+    /// directory. hearth must be stopped. Afterwards `hearth run` starts as
+    /// a fresh install.
+    Erase {
+        #[command(flatten)]
+        args: RunArgs,
+        /// Confirm; without it, hearth asks on a terminal and refuses
+        /// otherwise.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Log everyone out: end every dashboard session, revoke every voice
     /// relay link and Home Assistant's password. Devices stay connected,
     /// and local control keeps working.
@@ -282,8 +294,16 @@ pub fn main() -> std::process::ExitCode {
 /// The sysexits code for an error, from the first typed error in its chain.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
-        if cause.downcast_ref::<ConfigError>().is_some() {
+        if cause.downcast_ref::<ConfigError>().is_some() || cause.downcast_ref::<UsageError>().is_some() {
             return ExitCode::Usage;
+        }
+        if let Some(e) = cause.downcast_ref::<crate::erase::EraseError>() {
+            return match e {
+                crate::erase::EraseError::Nothing(_) => ExitCode::DataErr,
+                crate::erase::EraseError::Running(_) => ExitCode::TempFail,
+                crate::erase::EraseError::Store(s) => s.exit_code(),
+                crate::erase::EraseError::Io { .. } => ExitCode::IoErr,
+            };
         }
         if let Some(e) = cause.downcast_ref::<StoreError>() {
             return e.exit_code();
@@ -311,6 +331,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Integrations(IntegrationsCommand::Homeassistant(cmd)) => homeassistant(cmd),
         Command::Relay(cmd) => relay(cmd),
         Command::Audit(AuditCommand::Verify(args)) => audit_verify(&args),
+        Command::Erase { args, yes } => erase(&args, yes),
         Command::Lockdown {
             rotate_devices,
             admin,
@@ -540,6 +561,53 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+fn erase(args: &RunArgs, yes: bool) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
+    if !yes {
+        use std::io::{BufRead, IsTerminal};
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(UsageError(format!(
+                "hearth erase destroys everything in {}; pass --yes to confirm",
+                data_dir.path().display()
+            )));
+        }
+        eprint!(
+            "This destroys hearth's keys and every file in {}: devices, credentials, owner account, audit log.\nType erase to confirm: ",
+            data_dir.path().display()
+        );
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        if line.trim() != "erase" {
+            anyhow::bail!(UsageError("not confirmed; nothing was erased".to_owned()));
+        }
+    }
+    let erased = crate::erase::erase(&data_dir, config.key_file.as_deref())?;
+    println!(
+        "erased: {} data key(s) destroyed, master key {}, {} file(s) removed from {}",
+        erased.data_keys_destroyed,
+        match (&erased.master_key_removed, &erased.master_key_elsewhere) {
+            (Some(p), _) => format!("overwritten and removed ({})", p.display()),
+            (None, Some(p)) => format!(
+                "at {} is a systemd credential: remove it from the unit (it opens nothing now)",
+                p.display()
+            ),
+            _ => "not found".to_owned(),
+        },
+        erased.files_removed,
+        data_dir.path().display()
+    );
+    Ok(())
+}
+
+/// A refused command line: exit 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 fn audit_verify(args: &AdminArgs) -> anyhow::Result<()> {
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &Config::default())?;

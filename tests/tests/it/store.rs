@@ -527,3 +527,86 @@ fn a_plaintext_listener_turned_on_stands_as_a_warning() {
     assert!(hearth::protection::acknowledge(&mut store, &w[0].id).unwrap());
     assert!(hearth::protection::standing(&store).unwrap().is_empty());
 }
+
+/// `hearth erase`: the keys go first, then every file; nothing readable is
+/// left, and the next start is a fresh install.
+#[test]
+fn erase_leaves_no_canary_and_no_key_and_the_next_start_is_fresh() {
+    let daemon = crate::harness::Daemon::start();
+    let canary = format!("Canary-Erase-{}", std::process::id());
+    daemon.cli_json(&[
+        "devices",
+        "add",
+        "--profile",
+        "generic",
+        "--kind",
+        "bulb",
+        "--nickname",
+        &canary,
+    ]);
+    // Refused while hearth runs.
+    let out = daemon.cli(&["erase", "--yes"]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    let home = daemon.stop_keeping_home();
+    let key = std::fs::read_to_string(home.data_dir().join("master.key")).unwrap();
+    let wrapped: Vec<u8> = rusqlite::Connection::open(home.data_dir().join("hearth.db"))
+        .unwrap()
+        .query_row("SELECT wrapped FROM data_keys", [], |r| r.get(0))
+        .unwrap();
+
+    // Without --yes and without a terminal: refused, nothing touched.
+    let before = snapshot(home.tmp.path());
+    let out = run(
+        hearth()
+            .args(["erase", "--data-dir"])
+            .arg(home.data_dir())
+            .stdin(std::process::Stdio::null()),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert_eq!(snapshot(home.tmp.path()), before);
+
+    let out = run(
+        hearth()
+            .args(["erase", "--yes", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 data key(s) destroyed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read_dir(home.data_dir()).unwrap().count(),
+        0,
+        "the data directory is empty"
+    );
+    let everything = hearth_tests::files_under(home.tmp.path());
+    for file in &everything {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(
+            find_in_bytes(&bytes, &[canary.clone(), key.trim().to_owned()]).is_empty(),
+            "{} holds a canary or the key",
+            file.display()
+        );
+        assert!(
+            !bytes.windows(wrapped.len()).any(|w| w == wrapped.as_slice()),
+            "{} holds the wrapped data key",
+            file.display()
+        );
+    }
+    // Again: nothing to erase.
+    let out = run(
+        hearth()
+            .args(["erase", "--yes", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(65));
+    // The next start is a fresh install.
+    let daemon = crate::harness::Daemon::start_in(home);
+    assert!(daemon.log().contains("first run"), "{}", daemon.log());
+    assert_eq!(daemon.cli_json(&["devices", "list"]).as_array().unwrap().len(), 0);
+}
