@@ -15,6 +15,8 @@
 //!   against Tasmota's own topics on mosquitto (see `ha.rs`).
 //! - `relay`: a voice directive to the bulb, against Home Assistant's
 //!   publish on the same daemon (see `relay.rs`).
+//! - `lockdown`: "log everyone out" against the same revocations by hand
+//!   (see `web.rs`).
 
 mod discovery;
 mod ha;
@@ -66,6 +68,7 @@ fn main() {
         "web" => web::run(&hearth, rounds),
         "ha" => ha::run(&hearth, rounds),
         "relay" => relay::run(&hearth, rounds),
+        "lockdown" => web::lockdown(&hearth, rounds),
         "all" => {
             store_bench();
             rss_bench(&hearth);
@@ -75,10 +78,11 @@ fn main() {
             web::run(&hearth, rounds);
             ha::run(&hearth, rounds);
             relay::run(&hearth, rounds);
+            web::lockdown(&hearth, rounds);
         }
         other => {
             eprintln!(
-                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web, ha, relay or all"
+                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web, ha, relay, lockdown or all"
             );
             std::process::exit(64);
         }

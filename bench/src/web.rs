@@ -1081,3 +1081,209 @@ pub fn run(hearth: &Path, rounds: usize) {
         n.errors
     );
 }
+
+// --- lockdown ----------------------------------------------------------------
+
+/// Dashboard sessions, each with an open event stream, in a lockdown round.
+const LOCKDOWN_SESSIONS: usize = 20;
+
+/// Opens an event stream for `session`; the returned receiver fires when
+/// the stream ends.
+async fn stream_until_closed(t: &Target, session: &Session) -> tokio::sync::oneshot::Receiver<Instant> {
+    let (mut s, _) = connect(t).await.expect("connect");
+    s.ready().await.expect("ready");
+    let res = tokio::time::timeout(
+        DEADLINE,
+        s.send_request(request(t, Method::GET, "/api/events", Some(session), None)),
+    )
+    .await
+    .expect("event stream in time")
+    .expect("event stream");
+    assert_eq!(res.status(), StatusCode::OK);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _keep = s;
+        let mut body = res.into_body();
+        while let Some(Ok(_)) = body.frame().await {}
+        let _ = tx.send(Instant::now());
+    });
+    rx
+}
+
+/// Home Assistant's MQTT client; the receiver fires when its session is cut.
+fn ha_client(data: &Path, ca: &Path) -> tokio::sync::oneshot::Receiver<Instant> {
+    let c = hearth::admin::request(data, &hearth::admin::Request::HomeassistantEnable).expect("enable HA");
+    let port = c["mqtt"]["port"].as_u64().unwrap() as u16;
+    let mut opts = rumqttc::MqttOptions::new("ha-lockdown", "127.0.0.1", port);
+    opts.set_credentials(
+        c["mqtt"]["username"].as_str().unwrap(),
+        c["mqtt"]["password"].as_str().unwrap(),
+    );
+    let mut tls = (*client_tls(ca)).clone();
+    tls.alpn_protocols.clear();
+    opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+        Arc::new(tls),
+    )));
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 8);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _client = client;
+        let mut connected = false;
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => connected = true,
+                Ok(_) => {}
+                Err(_) if connected => {
+                    let _ = tx.send(Instant::now());
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    });
+    rx
+}
+
+/// One lockdown measurement: the revoking call (or calls), and when the
+/// last event stream and Home Assistant's session were cut, from the start.
+struct Cut {
+    call: Duration,
+    streams: Duration,
+    mqtt: Duration,
+}
+
+async fn lockdown_round(hearth: &Path, by_hand: bool) -> Cut {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_process, data) = spawn_hearth(hearth, dir.path(), Some(port));
+    wait_for_port(port, "hearth's dashboard");
+    wait_for_file(&data.join(hearth::web::auth::SETUP_CODE_FILE), "no setup code");
+    let t = Target {
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        tls: client_tls(&data.join("ca.pem")),
+        pids: vec![],
+    };
+    let (owner, _) = setup_owner(&t, &data).await;
+    let mut closed = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..LOCKDOWN_SESSIONS {
+        let (s, _) = login(&t).await;
+        closed.push(stream_until_closed(&t, &s).await);
+        sessions.push(s);
+    }
+    let ha_cut = ha_client(&data, &data.join("ca.pem"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let t0 = Instant::now();
+    if by_hand {
+        // The owner does it by hand on the dashboard: every other session
+        // revoked one by one, then Home Assistant disconnected.
+        let (mut c, _) = connect(&t).await.expect("connect");
+        let (_, _, body) = send(
+            &mut c,
+            request(&t, Method::GET, "/api/sessions", Some(&owner), None),
+        )
+        .await
+        .expect("sessions");
+        let list: Value = serde_json::from_slice(&body).unwrap();
+        for s in list.as_array().unwrap().iter().filter(|s| s["current"] != true) {
+            let path = format!("/api/sessions/{}", s["id"].as_str().unwrap());
+            let (status, _, _) = send(&mut c, request(&t, Method::DELETE, &path, Some(&owner), None))
+                .await
+                .expect("revoke");
+            assert!(status.is_success(), "revoking a session: {status}");
+        }
+        let (status, _, _) = send(
+            &mut c,
+            request(
+                &t,
+                Method::POST,
+                "/api/integrations/homeassistant/disable",
+                Some(&owner),
+                None,
+            ),
+        )
+        .await
+        .expect("disable");
+        assert_eq!(status, StatusCode::OK);
+    } else {
+        let (mut c, _) = connect(&t).await.expect("connect");
+        let (status, _, body) = send(
+            &mut c,
+            request(&t, Method::POST, "/api/lockdown", Some(&owner), Some(json!({}))),
+        )
+        .await
+        .expect("lockdown");
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+    let call = t0.elapsed();
+    let mut streams = Duration::ZERO;
+    for rx in closed {
+        let at = tokio::time::timeout(DEADLINE, rx)
+            .await
+            .expect("an event stream of a revoked session stayed open")
+            .expect("stream task");
+        streams = streams.max(at - t0);
+    }
+    let mqtt = tokio::time::timeout(DEADLINE, ha_cut)
+        .await
+        .expect("Home Assistant's session stayed open")
+        .expect("HA task")
+        - t0;
+    // And each old session is refused now.
+    let (mut c, _) = connect(&t).await.expect("connect");
+    for s in &sessions {
+        let (status, _, _) = send(&mut c, request(&t, Method::GET, "/api/session", Some(s), None))
+            .await
+            .expect("session");
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "an old session still works");
+    }
+    Cut { call, streams, mqtt }
+}
+
+/// `bench/run lockdown`: one lockdown against the same revocations done by
+/// hand through the dashboard's API, with 20 sessions, each with an open
+/// event stream, and Home Assistant connected.
+pub fn lockdown(hearth: &Path, rounds: usize) {
+    println!(
+        "\n## lockdown: {rounds} rounds; {LOCKDOWN_SESSIONS} dashboard sessions with open event streams and Home Assistant connected; \
+         POST /api/lockdown against revoking each session and disconnecting Home Assistant by hand"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (mut one, mut hand) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        for by_hand in [false, true] {
+            let c = rt.block_on(lockdown_round(hearth, by_hand));
+            println!(
+                "round {} {:<8}: call {:>7.1} ms  last stream cut {:>7.1} ms  Home Assistant cut {:>7.1} ms",
+                r + 1,
+                if by_hand { "by hand" } else { "lockdown" },
+                ms(c.call),
+                ms(c.streams),
+                ms(c.mqtt)
+            );
+            if by_hand { hand.push(c) } else { one.push(c) }
+        }
+    }
+    let median = |v: &[Cut], f: fn(&Cut) -> Duration| {
+        let mut x: Vec<f64> = v.iter().map(|c| ms(f(c))).collect();
+        x.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        x[x.len() / 2]
+    };
+    println!("\nmedians over {rounds} rounds          lockdown   by hand   ratio");
+    type Row = (&'static str, fn(&Cut) -> Duration);
+    let rows: [Row; 3] = [
+        ("revoking call(s) ms", |c| c.call),
+        ("last event stream cut ms", |c| c.streams),
+        ("Home Assistant session cut ms", |c| c.mqtt),
+    ];
+    for (name, f) in rows {
+        let (a, b) = (median(&one, f), median(&hand, f));
+        println!("{name:<32} {a:>9.1} {b:>9.1} {:>6.2}x", a / b);
+    }
+}
