@@ -7,10 +7,12 @@ export function renderPrivacy(ctx) {
   const stored = h('div', { 'data-testid': 'privacy-stored' }, h('p', null, 'Loading…'));
   const leaves = h('div', { 'data-testid': 'privacy-leaves' }, h('p', null, 'Loading…'));
   const shared = h('div', { 'data-testid': 'privacy-shared' }, h('p', null, 'Loading…'));
+  const counts = h('div', { 'data-testid': 'privacy-counts' }, h('p', null, 'Loading…'));
   ctx.main.append(
     h('h1', null, 'Privacy'),
     h('p', { class: 'lead' }, 'Everything hearth knows about your home stays on this hub. This page lists what it stores, in what form, and what ever leaves the house.'),
     h('section', { class: 'panel', 'aria-labelledby': 'stored-heading' }, h('h2', { id: 'stored-heading' }, 'What is stored on this hub'), stored),
+    h('section', { class: 'panel', 'aria-labelledby': 'held-heading' }, h('h2', { id: 'held-heading' }, 'What it holds now'), counts),
     h('section', { class: 'panel', 'aria-labelledby': 'shared-heading' }, h('h2', { id: 'shared-heading' }, 'What integrations are told'), shared),
     h('section', { class: 'panel', 'aria-labelledby': 'leaves-heading' }, h('h2', { id: 'leaves-heading' }, 'What leaves the house'), leaves),
   );
@@ -33,6 +35,21 @@ export function renderPrivacy(ctx) {
               ),
             )
           : h('p', null, 'Nothing yet.'),
+      );
+      const held = p?.held ?? [];
+      counts.replaceChildren(
+        h(
+          'div',
+          { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-labelledby': 'held-heading' },
+          h(
+            'table',
+            null,
+            h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'What'), h('th', { scope: 'col' }, 'How many'), h('th', { scope: 'col' }, 'Where'), h('th', { scope: 'col' }, 'In what form'))),
+            h('tbody', null, held.map((r) => h('tr', { 'data-testid': 'privacy-held' }, h('td', null, r.what), h('td', null, String(r.count)), h('td', null, r.where), h('td', null, r.form)))),
+          ),
+        ),
+        h('h3', null, 'How long it is kept'),
+        h('ul', null, (p?.retention ?? []).map((r) => h('li', { 'data-testid': 'privacy-retention' }, r))),
       );
       const told = p?.shared ?? [];
       shared.replaceChildren(
@@ -60,6 +77,7 @@ export function renderPrivacy(ctx) {
       stored.replaceChildren(h('p', { class: 'form-error' }, `Could not load: ${e.message}`));
       leaves.replaceChildren();
       shared.replaceChildren();
+      counts.replaceChildren();
     }
   })();
   return 'Privacy';

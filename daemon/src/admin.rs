@@ -95,6 +95,7 @@ pub enum Request {
     RelayEnable,
     RelayDisable,
     AuditVerify,
+    PrivacyReport,
     Lockdown {
         #[serde(default)]
         rotate_devices: bool,
@@ -151,6 +152,8 @@ pub struct Admin {
     pub relay: Option<Arc<crate::relay::Relay>>,
     /// The dashboard's accounts; `None` when the dashboard is off.
     pub auth: Option<Arc<crate::web::auth::Auth>>,
+    /// Dashboard session limits (idle minutes, hours), for the report.
+    pub session_limits: (u64, u64),
     pub broker: Arc<Broker>,
     pub discovery: Option<Arc<crate::discovery::DiscoveryStats>>,
     pub web: Vec<std::net::SocketAddr>,
@@ -364,6 +367,23 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             )
             .await,
         ),
+        Request::PrivacyReport => {
+            let listeners = serde_json::json!([
+                { "what": "MQTT over TLS, for devices", "addresses": admin.broker.tls_addrs().iter().map(ToString::to_string).collect::<Vec<_>>() },
+                { "what": "plain MQTT, for local tools", "addresses": admin.broker.plain_addrs().iter().map(ToString::to_string).collect::<Vec<_>>() },
+                { "what": "the dashboard, HTTPS", "addresses": admin.web.iter().map(ToString::to_string).collect::<Vec<_>>() },
+                { "what": "the voice relay", "addresses": admin.relay.as_ref().and_then(|r| r.listening()).map(|a| vec![a.to_string()]).unwrap_or_default() },
+                { "what": "mDNS (discovery and hearth's own adverts)", "addresses": if admin.discovery.is_some() { vec!["UDP 5353 on the chosen interfaces".to_owned()] } else { vec![] } },
+                { "what": "the admin socket, owner only", "addresses": ["admin.sock in the data directory (0600)"] },
+            ]);
+            let (idle, max) = admin.session_limits;
+            answer(
+                admin
+                    .devices
+                    .with_store(move |store| Ok(crate::privacy::report(store, idle, max, Some(listeners))?))
+                    .await,
+            )
+        }
         Request::AuditVerify => answer(admin.devices.with_store(|store| Ok(store.verify_audit()?)).await),
         r @ (Request::RelayStatus | Request::RelayEnable | Request::RelayDisable) => {
             let Some(relay) = admin.relay.clone() else {

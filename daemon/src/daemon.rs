@@ -390,6 +390,10 @@ pub async fn run(
         homeassistant: homeassistant.clone(),
         relay,
         auth: accounts,
+        session_limits: (
+            config.web.session_idle.as_secs() / 60,
+            config.web.session_max.as_secs() / 3600,
+        ),
         broker: broker.clone(),
         discovery,
         web: web.as_ref().map(|w| w.addrs().to_vec()).unwrap_or_default(),

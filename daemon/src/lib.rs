@@ -16,6 +16,7 @@ pub mod exit;
 pub mod homeassistant;
 pub mod lockdown;
 pub mod pki;
+pub mod privacy;
 pub mod protection;
 pub mod relay;
 pub mod secret;

@@ -796,6 +796,8 @@ async function main() {
       await shoot(page, 'security', { dark: true });
       await page.click(tid('nav-privacy'));
       await until('the privacy page to load', async () => (await page.locator(`${tid('privacy-row')}, ${tid('privacy-stored')} p`).count()) > 0 && !/Loading/.test(await textOf(page, tid('privacy-stored'))));
+      await until('the counts of what is held', async () => (await page.locator(tid('privacy-held')).count()) > 5);
+      assert((await page.locator(tid('privacy-retention')).count()) >= 5, 'no retention list on Privacy');
       await shoot(page, 'privacy');
       await shoot(page, 'privacy', { dark: true });
     });

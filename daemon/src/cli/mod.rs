@@ -62,6 +62,9 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// What hearth holds about your home.
+    #[command(subcommand)]
+    Privacy(PrivacyCommand),
     /// Erase everything hearth holds, for good: the keys first (so nothing
     /// left on the disk can be read), then every file in the data
     /// directory. hearth must be stopped. Afterwards `hearth run` starts as
@@ -106,6 +109,14 @@ pub enum IntegrationsCommand {
     /// Home Assistant, over hearth's own broker with MQTT discovery.
     #[command(subcommand)]
     Homeassistant(HomeAssistantCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Every category of data held, with its count, where it is and in what
+    /// form; how long each is kept; what leaves the house; and which
+    /// listeners are open.
+    Report(AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -332,6 +343,60 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Relay(cmd) => relay(cmd),
         Command::Audit(AuditCommand::Verify(args)) => audit_verify(&args),
         Command::Erase { args, yes } => erase(&args, yes),
+        Command::Privacy(PrivacyCommand::Report(admin)) => {
+            let v = admin_request(&admin, &Request::PrivacyReport)?;
+            if admin.json {
+                print_json(&v);
+                return Ok(());
+            }
+            println!("What hearth holds:");
+            for h in v["held"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:>5}  {}\n         where: {}\n         form:  {}",
+                    h["count"],
+                    h["what"].as_str().unwrap_or(""),
+                    h["where"].as_str().unwrap_or(""),
+                    h["form"].as_str().unwrap_or("")
+                );
+            }
+            println!("How long:");
+            for r in v["retention"].as_array().into_iter().flatten() {
+                println!("  - {}", r.as_str().unwrap_or(""));
+            }
+            println!("What leaves the house:");
+            println!("  - {}", v["leaves_home"]["by_default"].as_str().unwrap_or(""));
+            for l in v["leaves_home"]["voice_links"].as_array().into_iter().flatten() {
+                println!(
+                    "  - voice link {}: {} device(s), {} call(s) so far",
+                    l["id"].as_str().unwrap_or(""),
+                    l["devices"],
+                    l["calls"]
+                );
+            }
+            println!(
+                "  - {}",
+                v["leaves_home"]["home_assistant"].as_str().unwrap_or("")
+            );
+            println!("Open listeners:");
+            for l in v["listeners"].as_array().into_iter().flatten() {
+                let addrs: Vec<&str> = l["addresses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str())
+                    .collect();
+                println!(
+                    "  - {}: {}",
+                    l["what"].as_str().unwrap_or(""),
+                    if addrs.is_empty() {
+                        "off".to_owned()
+                    } else {
+                        addrs.join(", ")
+                    }
+                );
+            }
+            Ok(())
+        }
         Command::Lockdown {
             rotate_devices,
             admin,

@@ -379,6 +379,22 @@ enum Durability {
     Full,
 }
 
+/// Row counts by kind, for the privacy report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub adopted: u64,
+    pub pending: u64,
+    pub mqtt_passwords: u64,
+    pub owners: u64,
+    pub sessions: u64,
+    pub recovery_codes: u64,
+    pub relay_clients: u64,
+    pub relay_links: u64,
+    pub relay_tokens: u64,
+    pub audit: u64,
+    pub secrets: u64,
+}
+
 /// Audit events kept; older ones are pruned as new ones arrive.
 pub const AUDIT_KEPT: i64 = 10_000;
 
@@ -1057,6 +1073,33 @@ impl Store {
             out.push((UnixTime(row.get(1)?), event, detail));
         }
         Ok(out)
+    }
+
+    /// How many rows of each kind the store holds, for the privacy report.
+    pub fn inventory(&self) -> Result<Inventory, StoreError> {
+        let c = |sql: &str| -> Result<u64, StoreError> {
+            Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        let cred = |kind: &str| -> Result<u64, StoreError> {
+            Ok(self
+                .conn
+                .query_row("SELECT COUNT(*) FROM credentials WHERE kind = ?1", [kind], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64)
+        };
+        Ok(Inventory {
+            adopted: c("SELECT COUNT(*) FROM devices WHERE status = 'adopted'")?,
+            pending: c("SELECT COUNT(*) FROM devices WHERE status = 'pending'")?,
+            mqtt_passwords: cred("mqtt_password")?,
+            owners: c("SELECT COUNT(*) FROM owners")?,
+            sessions: cred("web_session")?,
+            recovery_codes: cred("totp_recovery")?,
+            relay_clients: c("SELECT COUNT(*) FROM relay_clients")?,
+            relay_links: c("SELECT COUNT(*) FROM relay_links")?,
+            relay_tokens: c("SELECT COUNT(*) FROM relay_tokens")?,
+            audit: c("SELECT COUNT(*) FROM audit")?,
+            secrets: c("SELECT COUNT(*) FROM secrets")?,
+        })
     }
 
     /// Deletes every credential of `principal`; returns how many there were.

@@ -647,7 +647,13 @@ async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<V
             }));
         }
     }
+    let (idle, max) = (app.session_idle_mins(), app.session_max.as_secs() / 3600);
+    let report = app
+        .devices_store(|store| crate::privacy::report(store, idle, max, None))
+        .map_err(AuthError::from)?;
     Ok(Json(json!({
+        "held": report["held"],
+        "retention": report["retention"],
         "shared": shared,
         "stored": [
             { "what": "Device names, rooms, voice names, kinds, models, firmware, MAC and IP addresses, advertised TXT records", "form": "sealed with ChaCha20-Poly1305 under a key kept outside the database" },
@@ -869,6 +875,10 @@ async fn relay_revoke(
 }
 
 impl App {
+    fn session_idle_mins(&self) -> u64 {
+        self.auth.idle().as_secs() / 60
+    }
+
     fn devices_store<T>(
         &self,
         f: impl FnOnce(&mut crate::store::Store) -> Result<T, crate::store::StoreError>,

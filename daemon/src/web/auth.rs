@@ -532,6 +532,11 @@ impl Auth {
         f(&mut self.store())
     }
 
+    /// How long an idle session lives.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
     /// Changes whenever sessions are revoked.
     pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
         self.revocations.subscribe()

@@ -1253,3 +1253,47 @@ fn lockdown_revokes_sessions_links_and_home_assistant_while_local_control_keeps_
     let audit = home.api("GET", "/api/audit", None).text();
     assert!(audit.contains("lockdown"));
 }
+
+#[test]
+fn the_privacy_report_counts_what_is_held_and_lists_the_open_listeners() {
+    let daemon = Daemon::start_with("[relay]\nlisten = \"127.0.0.1:0\"\n");
+    add(&daemon, "generic", "bulb", "Lamp A", "Hall");
+    add(&daemon, "tasmota", "plug", "Plug B", "Hall");
+    let r = daemon.cli_json(&["privacy", "report"]);
+    let count = |what: &str| {
+        r["held"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["what"].as_str().unwrap().starts_with(what))
+            .unwrap_or_else(|| panic!("no {what} in {r}"))["count"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(count("Adopted devices"), 2);
+    assert_eq!(count("Device MQTT passwords"), 2);
+    assert_eq!(count("Owner accounts"), 0);
+    assert!(!r.to_string().contains("Lamp A"), "the report names no device");
+    let listener = |r: &Value, what: &str| {
+        r["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["what"].as_str().unwrap().contains(what))
+            .unwrap()["addresses"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(listener(&r, "voice relay"), 0, "the relay is off");
+    assert_eq!(listener(&r, "MQTT over TLS"), 1);
+    assert!(r["retention"].as_array().unwrap().len() >= 5);
+    daemon.cli_json(&["relay", "enable"]);
+    let r = daemon.cli_json(&["privacy", "report"]);
+    assert_eq!(listener(&r, "voice relay"), 1);
+    let text = crate::harness::text(&daemon.cli(&["privacy", "report"]).stdout);
+    assert!(
+        text.contains("What hearth holds") && text.contains("Open listeners"),
+        "{text}"
+    );
+}
