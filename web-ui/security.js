@@ -311,12 +311,43 @@ function lockdown(ctx) {
 
 // --- audit -------------------------------------------------------------------
 
+// The event types hearth writes, for the filter.
+const AUDIT_TYPES = [
+  'login', 'login_failed', 'logout', 'recovery_code_used', 'owner_created', 'setup_refused',
+  'password_changed', 'password_change_refused', 'password_change_required', 'totp_enrolled', 'totp_reset',
+  'session_revoked', 'device_added', 'device_adopted', 'device_renamed', 'device_exposure_changed',
+  'device_credential_rotated', 'device_forgotten', 'device_ignored', 'homeassistant_enabled',
+  'homeassistant_rotated', 'homeassistant_disabled', 'homeassistant_locked_down', 'homeassistant_settings',
+  'relay_enabled', 'relay_disabled', 'relay_client_registered', 'relay_client_deleted', 'relay_login',
+  'relay_consent_given', 'relay_consent_denied', 'relay_link_created', 'relay_link_revoked', 'relay_calls',
+  'protection_lowered', 'warning_acknowledged', 'lockdown', 'keys_rotated', 'keys_rewrapped',
+  'backup_created', 'restored',
+];
+
+// "session 3f2a…" for a long opaque id; the whole id is in the cell's title.
+function shortActor(actor) {
+  if (!actor) return '—';
+  const m = /^(session|link|principal) ([0-9a-f]{16,})$/.exec(actor);
+  return m ? `${m[1]} ${m[2].slice(0, 8)}…` : actor;
+}
+
+function toUnix(value) {
+  if (!value) return null;
+  const t = Date.parse(value);
+  return Number.isNaN(t) ? null : Math.floor(t / 1000);
+}
+
 function audit(ctx) {
   const body = h('tbody');
   const table = h(
     'div',
     { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-labelledby': 'audit-heading' },
-    h('table', { 'data-testid': 'audit' }, h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'When'), h('th', { scope: 'col' }, 'Event'), h('th', { scope: 'col' }, 'Detail'))), body),
+    h(
+      'table',
+      { 'data-testid': 'audit' },
+      h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'When'), h('th', { scope: 'col' }, 'Event'), h('th', { scope: 'col' }, 'By'), h('th', { scope: 'col' }, 'Outcome'), h('th', { scope: 'col' }, 'Detail'))),
+      body,
+    ),
   );
   const chain = h('p', { 'data-testid': 'audit-chain', 'data-state': 'checking' }, 'Checking the log’s hash chain…');
   const check = async () => {
@@ -338,26 +369,80 @@ function audit(ctx) {
     }
   };
   check();
+
+  const typeId = 'audit-filter-event';
+  const type = h('select', { id: typeId, 'data-testid': 'audit-filter-event' }, h('option', { value: '' }, 'Every type'), AUDIT_TYPES.map((t) => h('option', { value: t }, humanEvent(t))));
+  const outcomeId = 'audit-filter-outcome';
+  const outcome = h(
+    'select',
+    { id: outcomeId, 'data-testid': 'audit-filter-outcome' },
+    h('option', { value: '' }, 'Any outcome'),
+    h('option', { value: 'ok' }, 'Done'),
+    h('option', { value: 'refused' }, 'Refused'),
+    h('option', { value: 'failed' }, 'Failed'),
+  );
+  const since = field('From', { type: 'datetime-local', 'data-testid': 'audit-filter-since' });
+  const until = field('Until', { type: 'datetime-local', 'data-testid': 'audit-filter-until' });
+  const count = h('p', { class: 'hint', 'data-testid': 'audit-count', 'aria-live': 'polite' });
+  const query = () => {
+    const q = new URLSearchParams();
+    if (type.value) q.set('event', type.value);
+    if (outcome.value) q.set('outcome', outcome.value);
+    const s = toUnix(since.input.value);
+    const u = toUnix(until.input.value);
+    if (s !== null) q.set('since', String(s));
+    if (u !== null) q.set('until', String(u + 59));
+    return q.toString();
+  };
   const load = async () => {
     try {
-      const events = await api('GET', '/api/audit');
+      const q = query();
+      const events = await api('GET', q ? `/api/audit?${q}` : '/api/audit');
       if (!ctx.scope.alive) return;
+      count.textContent = q ? `${events.length} matching event(s), newest first.` : `The newest ${events.length} event(s).`;
       if (!events?.length) {
-        body.replaceChildren(h('tr', null, h('td', { colspan: 3 }, 'Nothing recorded yet.')));
+        body.replaceChildren(h('tr', null, h('td', { colspan: 5 }, q ? 'No event matches.' : 'Nothing recorded yet.')));
         return;
       }
-      body.replaceChildren(...events.map((e) => h('tr', { 'data-testid': 'audit-event', 'data-event': e.event }, h('td', null, timeEl(e.at)), h('td', null, humanEvent(e.event)), h('td', null, e.detail ?? ''))));
+      body.replaceChildren(
+        ...events.map((e) =>
+          h(
+            'tr',
+            { 'data-testid': 'audit-event', 'data-event': e.event, 'data-outcome': e.outcome },
+            h('td', null, timeEl(e.at)),
+            h('td', null, humanEvent(e.event)),
+            h('td', { title: e.actor || null }, shortActor(e.actor)),
+            h('td', { class: 'nowrap' }, e.outcome === 'ok' ? 'Done' : e.outcome === 'refused' ? 'Refused' : e.outcome === 'failed' ? 'Failed' : '—'),
+            h('td', null, e.detail ?? ''),
+          ),
+        ),
+      );
     } catch (e) {
-      body.replaceChildren(h('tr', null, h('td', { colspan: 3 }, `Could not load the audit log: ${e.message}`)));
+      body.replaceChildren(h('tr', null, h('td', { colspan: 5 }, `Could not load the audit log: ${e.message}`)));
     }
   };
   load();
+  const form = h(
+    'form',
+    { class: 'filters', 'data-testid': 'audit-filter', 'aria-label': 'Filter the audit log' },
+    h('div', { class: 'field' }, h('label', { for: typeId }, 'Type'), type),
+    h('div', { class: 'field' }, h('label', { for: outcomeId }, 'Outcome'), outcome),
+    since.wrap,
+    until.wrap,
+    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'button primary', 'data-testid': 'audit-filter-apply' }, 'Show'), h('a', { href: '/api/audit/export', download: 'hearth-audit.json', class: 'button secondary', 'data-testid': 'audit-export' }, 'Export as JSON')),
+  );
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    load();
+  });
   return section(
     'audit-heading',
-    'Recent activity',
+    'Activity',
     'audit-section',
-    h('p', { class: 'hint' }, 'The newest security events from hearth’s tamper-evident audit log: log-ins, changes to accounts and devices.'),
+    h('p', { class: 'hint' }, 'Security events from hearth’s tamper-evident audit log: log-ins, changes to accounts, devices and integrations, voice assistant calls (counted per minute), lockdowns. The export holds every kept event, oldest first.'),
     chain,
+    form,
+    count,
     table,
   );
 }

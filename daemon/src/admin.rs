@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::Broker;
 use crate::devices::{AddDevice, Adopt, DeviceError, Devices, Rename, parse_id};
 use crate::exit::ExitCode;
-use crate::store::StoreError;
+use crate::store::{Actor, StoreError};
 
 /// The socket's file name in the data directory.
 pub const SOCKET: &str = "admin.sock";
@@ -285,11 +285,11 @@ fn answer<T: Serialize>(result: Result<T, DeviceError>) -> Response {
 async fn dispatch(request: Request, admin: &Admin) -> Response {
     match request {
         Request::Status => answer(admin.status().await),
-        Request::DevicesAdd(req) => answer(admin.devices.add(req).await),
+        Request::DevicesAdd(req) => answer(admin.devices.add(req, Actor::Cli).await),
         Request::DevicesList => answer(admin.devices.list().await),
         Request::DevicesForget { id } => {
             let result = match parse_id(&id) {
-                Ok(id) => admin.devices.forget(&id).await.and_then(|existed| {
+                Ok(id) => admin.devices.forget(&id, Actor::Cli).await.and_then(|existed| {
                     if existed {
                         Ok(serde_json::json!({ "forgotten": id }))
                     } else {
@@ -300,11 +300,11 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             };
             answer(result)
         }
-        Request::DevicesAdopt(req) => answer(admin.devices.adopt(req).await),
+        Request::DevicesAdopt(req) => answer(admin.devices.adopt(req, Actor::Cli).await),
         Request::DevicesRename(req) => answer(
             admin
                 .devices
-                .rename(req)
+                .rename(req, Actor::Cli)
                 .await
                 .map(|id| serde_json::json!({ "renamed": id })),
         ),
@@ -321,7 +321,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
         }
         Request::DevicesRotate { id } => {
             let result = match parse_id(&id) {
-                Ok(id) => admin.devices.rotate(&id).await,
+                Ok(id) => admin.devices.rotate(&id, Actor::Cli).await,
                 Err(e) => Err(e),
             };
             answer(result)
@@ -337,7 +337,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                     };
                     admin
                         .devices
-                        .update(&id, update)
+                        .update(&id, update, Actor::Cli)
                         .await
                         .map(|()| serde_json::json!({ "updated": id }))
                 }
@@ -346,16 +346,16 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             answer(result)
         }
         Request::HomeassistantStatus => answer(admin.homeassistant.status().await),
-        Request::HomeassistantEnable => answer(admin.homeassistant.enable().await),
-        Request::HomeassistantRotate => answer(admin.homeassistant.rotate().await),
+        Request::HomeassistantEnable => answer(admin.homeassistant.enable(Actor::Cli).await),
+        Request::HomeassistantRotate => answer(admin.homeassistant.rotate(Actor::Cli).await),
         Request::HomeassistantDisable => answer(
             admin
                 .homeassistant
-                .disable()
+                .disable(Actor::Cli)
                 .await
                 .map(|was| serde_json::json!({ "disabled": true, "was_enabled": was })),
         ),
-        Request::HomeassistantSet(change) => answer(admin.homeassistant.set(change).await),
+        Request::HomeassistantSet(change) => answer(admin.homeassistant.set(change, Actor::Cli).await),
         Request::Lockdown { rotate_devices } => answer(
             crate::lockdown::lockdown(
                 admin.auth.as_ref(),
@@ -363,7 +363,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 &admin.homeassistant,
                 &admin.devices,
                 rotate_devices,
-                "from the admin socket",
+                Actor::Cli,
             )
             .await,
         ),
@@ -399,7 +399,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             let result = tokio::task::spawn_blocking(move || {
                 if let Some(on) = on {
                     relay
-                        .set_enabled(on, "from the admin socket")
+                        .set_enabled(on, Actor::Cli)
                         .map_err(|e| DeviceError::Invalid(e.to_string()))?;
                 }
                 let enabled = relay.enabled_setting().map_err(DeviceError::Store)?;

@@ -352,6 +352,7 @@ pub async fn run(
         ));
         // An enabled relay that cannot listen is logged, not fatal: local
         // control of the home does not depend on it.
+        r.flush_calls(crate::store::UnixTime::now());
         if let Err(error) = r.resume() {
             tracing::error!(%error, "the voice relay is enabled but could not start");
         }
@@ -388,7 +389,7 @@ pub async fn run(
     let admin = Arc::new(Admin {
         devices: devices.clone(),
         homeassistant: homeassistant.clone(),
-        relay,
+        relay: relay.clone(),
         auth: accounts,
         session_limits: (
             config.web.session_idle.as_secs() / 60,
@@ -436,6 +437,11 @@ pub async fn run(
     supervisor::notify::stopping();
     broker.shutdown().await;
     supervisor.shutdown(config.shutdown_grace).await?;
+    if let Some(r) = relay.take() {
+        // This minute's relay calls too; a crash leaves them in their
+        // tally until the next start's first sweep.
+        r.flush_calls(crate::store::UnixTime(i64::MAX));
+    }
     let _ = std::fs::remove_file(data_dir.path().join(admin::SOCKET));
     drop(devices);
     tracing::info!("stopped");

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::broker::acl::{self, Principal, Profile};
 use crate::broker::{Broker, Credentials, Identity, Owner};
 use crate::secret::{Secret, TokenHash, random_token};
-use crate::store::{Device, DeviceFields, DeviceId, DeviceKind, DeviceStatus, Store, StoreError};
+use crate::store::{
+    Actor, AuditEvent, Device, DeviceFields, DeviceId, DeviceKind, DeviceStatus, Store, StoreError,
+};
 
 /// The credential kind of a device's MQTT password.
 pub const MQTT_PASSWORD: &str = "mqtt_password";
@@ -268,7 +270,7 @@ impl Devices {
 
     /// Provisions a device by hand: a record, a credential and ACL rules
     /// from its profile. The password is in the result and nowhere else.
-    pub async fn add(&self, req: AddDevice) -> Result<Provisioning, DeviceError> {
+    pub async fn add(&self, req: AddDevice, by: Actor) -> Result<Provisioning, DeviceError> {
         check_name("nickname", &req.nickname)?;
         if let Some(room) = &req.room {
             check_name("room", room)?;
@@ -302,9 +304,15 @@ impl Devices {
                 fields.nickname = Some(req.nickname);
                 fields.room = req.room;
                 fields.topic = Some(topic);
-                Ok(store
+                let device = store
                     .insert_device_with_credential(id, &fields, MQTT_PASSWORD, &hash)?
-                    .0)
+                    .0;
+                store.append_audit(&AuditEvent::ok(
+                    "device_added",
+                    by,
+                    format!("device {}: credential issued", device.id),
+                ))?;
+                Ok(device)
             })
             .await?;
         let provisioning = self.issue(&device, password, hash)?;
@@ -367,7 +375,7 @@ impl Devices {
     /// Adopts a pending device: the owner names it, and it gets a credential
     /// and the topic rules of its vendor profile. Nothing an advert says can
     /// do this.
-    pub async fn adopt(&self, req: Adopt) -> Result<Provisioning, DeviceError> {
+    pub async fn adopt(&self, req: Adopt, by: Actor) -> Result<Provisioning, DeviceError> {
         let id = parse_id(&req.id)?;
         check_name("nickname", &req.nickname)?;
         if let Some(room) = &req.room {
@@ -403,6 +411,11 @@ impl Devices {
                 f.flagged = false;
                 store.update_device(&id, f)?;
                 store.replace_credential(&format!("device:{id}"), MQTT_PASSWORD, &hash)?;
+                store.append_audit(&AuditEvent::ok(
+                    "device_adopted",
+                    by,
+                    format!("device {id}: credential issued"),
+                ))?;
                 Ok(device)
             })
             .await?;
@@ -413,7 +426,7 @@ impl Devices {
     }
 
     /// Renames a device, or moves it to another room.
-    pub async fn rename(&self, req: Rename) -> Result<DeviceId, DeviceError> {
+    pub async fn rename(&self, req: Rename, by: Actor) -> Result<DeviceId, DeviceError> {
         let id = parse_id(&req.id)?;
         check_name("nickname", &req.nickname)?;
         if let Some(room) = &req.room {
@@ -428,6 +441,7 @@ impl Devices {
                 device.fields.room = req.room;
             }
             store.update_device(&id, &device.fields)?;
+            store.append_audit(&AuditEvent::ok("device_renamed", by, format!("device {id}")))?;
             Ok(id)
         })
         .await
@@ -435,7 +449,7 @@ impl Devices {
     }
 
     /// Changes an adopted device's names, room and exposure.
-    pub async fn update(&self, id: &DeviceId, req: Update) -> Result<(), DeviceError> {
+    pub async fn update(&self, id: &DeviceId, req: Update, by: Actor) -> Result<(), DeviceError> {
         for (what, value) in [
             ("nickname", &req.nickname),
             ("room", &req.room),
@@ -446,6 +460,8 @@ impl Devices {
             }
         }
         let key = id.clone();
+        let renamed = req.nickname.is_some() || req.room.is_some();
+        let voice_named = req.voice_name.is_some();
         self.with_store(move |store| {
             let mut device = store
                 .device(&key)?
@@ -471,6 +487,23 @@ impl Devices {
             }
             let newly_ha = req.expose_ha == Some(true) && !f.expose_ha;
             let newly_voice = req.expose_voice == Some(true) && !f.expose_voice;
+            let mut changed = Vec::new();
+            if renamed {
+                changed.push("renamed".to_owned());
+            }
+            if voice_named {
+                changed.push("voice name set".to_owned());
+            }
+            for (to, was, now) in [
+                ("Home Assistant", f.expose_ha, req.expose_ha),
+                ("voice assistants", f.expose_voice, req.expose_voice),
+            ] {
+                match now {
+                    Some(true) if !was => changed.push(format!("exposed to {to}")),
+                    Some(false) if was => changed.push(format!("no longer exposed to {to}")),
+                    _ => {}
+                }
+            }
             if let Some(e) = req.expose_ha {
                 f.expose_ha = e;
             }
@@ -478,6 +511,18 @@ impl Devices {
                 f.expose_voice = e;
             }
             store.update_device(&key, f)?;
+            if !changed.is_empty() {
+                let kind = if changed.iter().any(|c| c.contains("exposed")) {
+                    "device_exposure_changed"
+                } else {
+                    "device_renamed"
+                };
+                store.append_audit(&AuditEvent::ok(
+                    kind,
+                    by,
+                    format!("device {key}: {}", changed.join(", ")),
+                ))?;
+            }
             for (newly, to) in [(newly_ha, "Home Assistant"), (newly_voice, "voice assistants")] {
                 if newly {
                     crate::protection::raise(store, &format!("device {key} was exposed to {to}"))?;
@@ -492,11 +537,14 @@ impl Devices {
 
     /// Drops a pending device the owner does not want. It may be proposed
     /// again if it keeps advertising.
-    pub async fn ignore(&self, id: &DeviceId) -> Result<bool, DeviceError> {
+    pub async fn ignore(&self, id: &DeviceId, by: Actor) -> Result<bool, DeviceError> {
         let key = id.clone();
         let existed = self
             .with_store(move |store| match store.device(&key)? {
-                Some(d) if d.fields.status == DeviceStatus::Pending => Ok(store.forget_device(&key)?),
+                Some(d) if d.fields.status == DeviceStatus::Pending => {
+                    store.append_audit(&AuditEvent::ok("device_ignored", by, format!("device {key}")))?;
+                    Ok(store.forget_device(&key)?)
+                }
                 Some(_) => Err(DeviceError::Invalid(
                     "only a pending device can be ignored".into(),
                 )),
@@ -600,10 +648,20 @@ impl Devices {
     /// Forgets a device: its record and every credential it held go in one
     /// transaction, then its identity leaves the broker and its live session
     /// is cut. Returns whether it existed.
-    pub async fn forget(&self, id: &DeviceId) -> Result<bool, DeviceError> {
+    pub async fn forget(&self, id: &DeviceId, by: Actor) -> Result<bool, DeviceError> {
         let key = id.clone();
         let existed = self
-            .with_store(move |store| Ok(store.forget_device(&key)?))
+            .with_store(move |store| {
+                let existed = store.forget_device(&key)?;
+                if existed {
+                    store.append_audit(&AuditEvent::ok(
+                        "device_forgotten",
+                        by,
+                        format!("device {key}: credential revoked, record erased"),
+                    ))?;
+                }
+                Ok(existed)
+            })
             .await?;
         self.broker.credentials().remove(id.as_str());
         self.broker.kick(id.as_str()).await;
@@ -616,7 +674,7 @@ impl Devices {
 
     /// Issues a new password, refuses the old one from now on, and cuts the
     /// session that used it.
-    pub async fn rotate(&self, id: &DeviceId) -> Result<Provisioning, DeviceError> {
+    pub async fn rotate(&self, id: &DeviceId, by: Actor) -> Result<Provisioning, DeviceError> {
         let (password, hash) = new_password()?;
         let key = id.clone();
         let device = self
@@ -626,6 +684,11 @@ impl Devices {
                     .filter(|d| d.fields.status == DeviceStatus::Adopted)
                     .ok_or_else(|| DeviceError::NotFound(key.to_string()))?;
                 store.replace_credential(&format!("device:{key}"), MQTT_PASSWORD, &hash)?;
+                store.append_audit(&AuditEvent::ok(
+                    "device_credential_rotated",
+                    by,
+                    format!("device {key}"),
+                ))?;
                 Ok(device)
             })
             .await?;

@@ -30,7 +30,7 @@ use crate::canonical::{self, availability_topic, set_topic, snapshot_topic, stat
 use crate::devices::{DeviceError, Devices, MQTT_PASSWORD, MqttEndpoint, ShownOnce};
 use crate::secret::{TokenHash, random_token};
 use crate::state::LiveState;
-use crate::store::{Device, DeviceKind, Store};
+use crate::store::{Actor, AuditEvent, Device, DeviceKind, Store};
 
 /// The MQTT username Home Assistant connects with.
 pub const USERNAME: &str = "homeassistant";
@@ -203,13 +203,13 @@ impl HomeAssistant {
 
     /// Turns the integration on: a new `homeassistant` credential, shown
     /// once. Refused when it is on already (rotate instead).
-    pub async fn enable(&self) -> Result<Connection, DeviceError> {
+    pub async fn enable(&self, by: Actor) -> Result<Connection, DeviceError> {
         if self.enabled() {
             return Err(DeviceError::Invalid(
                 "Home Assistant is already connected; rotate its password to see a new one".into(),
             ));
         }
-        let c = self.issue("homeassistant_enabled").await?;
+        let c = self.issue("homeassistant_enabled", by).await?;
         self.with_store(|store| {
             Ok(crate::protection::raise(
                 store,
@@ -222,32 +222,36 @@ impl HomeAssistant {
 
     /// A new password; the old one is refused from now on and its sessions
     /// are cut.
-    pub async fn rotate(&self) -> Result<Connection, DeviceError> {
+    pub async fn rotate(&self, by: Actor) -> Result<Connection, DeviceError> {
         if !self.enabled() {
             return Err(DeviceError::NotFound(
                 "the Home Assistant connection (turn it on first)".into(),
             ));
         }
-        self.issue("homeassistant_rotated").await
+        self.issue("homeassistant_rotated", by).await
     }
 
     /// Lockdown: replaces the password with one nobody is shown, so the old
     /// one is refused and its session cut; the owner rotates to reconnect.
     /// Whether the connection was on.
-    pub async fn lock(&self) -> Result<bool, DeviceError> {
+    pub async fn lock(&self, by: Actor) -> Result<bool, DeviceError> {
         if !self.enabled() {
             return Ok(false);
         }
-        self.issue("homeassistant_locked_down").await?;
+        self.issue("homeassistant_locked_down", by).await?;
         Ok(true)
     }
 
-    async fn issue(&self, event: &'static str) -> Result<Connection, DeviceError> {
+    async fn issue(&self, event: &'static str, by: Actor) -> Result<Connection, DeviceError> {
         let password = random_token(128).map_err(|e| DeviceError::Internal(e.to_string()))?;
         let hash = TokenHash::of(password.expose());
         self.with_store(move |store| {
             store.replace_credential(PRINCIPAL, MQTT_PASSWORD, &hash)?;
-            store.append_audit(event, "MQTT principal homeassistant")?;
+            store.append_audit(&AuditEvent::ok(
+                event,
+                by,
+                "MQTT principal homeassistant: new password",
+            ))?;
             Ok(())
         })
         .await?;
@@ -274,11 +278,15 @@ impl HomeAssistant {
 
     /// Turns the integration off: the credential is revoked, its sessions
     /// cut, and every discovery config cleared. Returns whether it was on.
-    pub async fn disable(&self) -> Result<bool, DeviceError> {
+    pub async fn disable(&self, by: Actor) -> Result<bool, DeviceError> {
         let was = self.enabled();
         self.with_store(|store| {
             store.delete_credentials(PRINCIPAL, MQTT_PASSWORD)?;
-            store.append_audit("homeassistant_disabled", "MQTT principal homeassistant")?;
+            store.append_audit(&AuditEvent::ok(
+                "homeassistant_disabled",
+                by,
+                "MQTT principal homeassistant: password revoked",
+            ))?;
             Ok(())
         })
         .await?;
@@ -294,7 +302,7 @@ impl HomeAssistant {
     }
 
     /// Changes the settings; the configs are re-published to match.
-    pub async fn set(&self, change: SettingsChange) -> Result<Settings, DeviceError> {
+    pub async fn set(&self, change: SettingsChange, by: Actor) -> Result<Settings, DeviceError> {
         let mut next = self.settings();
         let shares_now = change.share_device_details == Some(true) && !next.share_device_details;
         if let Some(s) = change.share_device_details {
@@ -314,7 +322,7 @@ impl HomeAssistant {
         );
         self.with_store(move |store| {
             store.put_secret(SETTINGS, &bytes)?;
-            store.append_audit("homeassistant_settings", &detail)?;
+            store.append_audit(&AuditEvent::ok("homeassistant_settings", by, detail))?;
             if shares_now {
                 crate::protection::raise(
                     store,

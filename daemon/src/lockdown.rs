@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::devices::{DeviceError, Devices, Provisioning};
 use crate::homeassistant::HomeAssistant;
-use crate::store::CredentialId;
+use crate::store::{Actor, AuditEvent, CredentialId};
 use crate::web::auth::Auth;
 
 /// What a lockdown did.
@@ -32,7 +32,7 @@ pub async fn lockdown(
     homeassistant: &HomeAssistant,
     devices: &Devices,
     rotate_devices: bool,
-    by: &'static str,
+    by: Actor,
 ) -> Result<Report, DeviceError> {
     let sessions_ended = match auth {
         Some(auth) => {
@@ -45,15 +45,15 @@ pub async fn lockdown(
         None => 0,
     };
     let relay_links_revoked = devices.with_store(|s| Ok(s.delete_relay_links()?)).await?;
-    let homeassistant_password_revoked = homeassistant.lock().await?;
+    let homeassistant_password_revoked = homeassistant.lock(by.clone()).await?;
     let mut devices_rotated = Vec::new();
     if rotate_devices {
         for d in devices.adopted().await? {
-            devices_rotated.push(devices.rotate(&d.id).await?);
+            devices_rotated.push(devices.rotate(&d.id, by.clone()).await?);
         }
     }
     let detail = format!(
-        "{by}: {sessions_ended} session(s) ended, {relay_links_revoked} relay link(s) revoked, Home Assistant password {}, {} device credential(s) rotated",
+        "{sessions_ended} session(s) ended, {relay_links_revoked} relay link(s) revoked, Home Assistant password {}, {} device credential(s) rotated",
         if homeassistant_password_revoked {
             "revoked"
         } else {
@@ -62,7 +62,7 @@ pub async fn lockdown(
         devices_rotated.len()
     );
     devices
-        .with_store(move |s| Ok(s.append_audit("lockdown", &detail)?))
+        .with_store(move |s| Ok(s.append_audit(&AuditEvent::ok("lockdown", by, detail))?))
         .await?;
     tracing::warn!(
         sessions_ended,

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError, UnixTime};
+use crate::store::{Actor, AuditEvent, Store, StoreError, UnixTime};
 
 const RECORD: &str = "protection_warnings";
 /// Warnings kept at most.
@@ -66,7 +66,7 @@ pub fn raise(store: &mut Store, what: &str) -> Result<(), StoreError> {
     let mut r = load(store)?;
     push(&mut r, what.to_owned())?;
     save(store, &r)?;
-    store.append_audit("protection_lowered", what)
+    store.append_audit(&AuditEvent::ok("protection_lowered", Actor::Hearth, what))
 }
 
 /// Compares the configuration's protection-lowering settings with those of
@@ -84,7 +84,11 @@ pub fn check_config(store: &mut Store, now: &[&str]) -> Result<usize, StoreError
     r.config = now.iter().map(|w| (*w).to_owned()).collect();
     save(store, &r)?;
     for w in &new {
-        store.append_audit("protection_lowered", &format!("configuration: {w}"))?;
+        store.append_audit(&AuditEvent::ok(
+            "protection_lowered",
+            Actor::Hearth,
+            format!("configuration: {w}"),
+        ))?;
     }
     Ok(new.len())
 }
@@ -99,7 +103,7 @@ pub fn standing(store: &Store) -> Result<Vec<Warning>, StoreError> {
 }
 
 /// Acknowledges one warning; whether it was standing.
-pub fn acknowledge(store: &mut Store, id: &str) -> Result<bool, StoreError> {
+pub fn acknowledge(store: &mut Store, id: &str, by: Actor) -> Result<bool, StoreError> {
     let mut r = load(store)?;
     let Some(w) = r.warnings.iter_mut().find(|w| w.id == id && !w.acknowledged) else {
         return Ok(false);
@@ -107,7 +111,7 @@ pub fn acknowledge(store: &mut Store, id: &str) -> Result<bool, StoreError> {
     w.acknowledged = true;
     let what = w.what.clone();
     save(store, &r)?;
-    store.append_audit("warning_acknowledged", &what)?;
+    store.append_audit(&AuditEvent::ok("warning_acknowledged", by, what))?;
     Ok(true)
 }
 
@@ -141,10 +145,10 @@ mod tests {
             s.audit(5)
                 .unwrap()
                 .iter()
-                .any(|(_, e, _)| e == "protection_lowered")
+                .any(|e| e.event == "protection_lowered" && e.actor == "hearth")
         );
-        assert!(acknowledge(&mut s, &w[0].id).unwrap());
-        assert!(!acknowledge(&mut s, &w[0].id).unwrap(), "once");
+        assert!(acknowledge(&mut s, &w[0].id, Actor::Cli).unwrap());
+        assert!(!acknowledge(&mut s, &w[0].id, Actor::Cli).unwrap(), "once");
         assert!(standing(&s).unwrap().is_empty());
         // Turned off and on again: raised again.
         check_config(&mut s, &[]).unwrap();

@@ -361,7 +361,7 @@ async function main() {
         viewport: DESKTOP,
         colorScheme: 'light',
         locale: 'en-GB',
-        acceptDownloads: false,
+        acceptDownloads: true,
       });
       page = context.pages()[0] ?? (await context.newPage());
       page.setDefaultTimeout(UI_TIMEOUT);
@@ -785,6 +785,29 @@ async function main() {
         return (await page.locator(`${tid('audit-event')}[data-event="lockdown"]`).count()) > 0;
       }, { timeout: 10_000 });
       await page.locator(`${tid('audit-chain')}[data-state="verified"]`).waitFor({ timeout: UI_TIMEOUT });
+      // Filter by type: only lockdowns, each with who did it and how it ended.
+      await page.selectOption(tid('audit-filter-event'), 'lockdown');
+      await page.click(tid('audit-filter-apply'));
+      await until('only lockdown events', async () => {
+        const kinds = await page.locator(tid('audit-event')).evaluateAll((els) => els.map((e) => e.dataset.event));
+        return kinds.length > 0 && kinds.every((k) => k === 'lockdown');
+      });
+      const row = await textOf(page, `${tid('audit-event')}[data-event="lockdown"]`);
+      assert(/session /.test(row) && /Done/.test(row), `a lockdown row does not name its session and outcome: ${row}`);
+      // A time window in the future matches nothing.
+      await page.selectOption(tid('audit-filter-event'), '');
+      await page.fill(tid('audit-filter-since'), '2099-01-01T00:00');
+      await page.click(tid('audit-filter-apply'));
+      await until('an empty window', async () => /No event matches/.test(await textOf(page, tid('audit'))));
+      await page.fill(tid('audit-filter-since'), '');
+      await page.click(tid('audit-filter-apply'));
+      await until('every event again', async () => (await page.locator(`${tid('audit-event')}[data-event="login"]`).count()) > 0);
+      // Export: a JSON file of every kept event, oldest first.
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click(tid('audit-export'))]);
+      const exported = JSON.parse(await fs.promises.readFile(await download.path(), 'utf8'));
+      assert(Array.isArray(exported) && exported.length > 2, 'the export is not a list of events');
+      assert(exported[0].seq < exported[exported.length - 1].seq, 'the export is not oldest first');
+      assert(exported.some((e) => e.event === 'lockdown' && e.actor.startsWith('session ') && e.outcome === 'ok'), 'the export lacks the lockdown with its actor');
       // Times are unix seconds: every one shown must be within a day of now.
       const times = await page.locator(`${tid('sessions')} time, ${tid('audit')} time`).evaluateAll((els) => els.map((e) => e.getAttribute('datetime')));
       assert(times.length > 0, 'no times shown for sessions and audit events');

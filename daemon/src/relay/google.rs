@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use super::{KELVIN_RANGE, Outcome, Relay, VoiceDevice, bearer, body_of, kelvin, mireds};
 use crate::canonical::Command;
 use crate::state::DeviceState;
-use crate::store::DeviceKind;
 use crate::store::relay::RelayLink;
+use crate::store::{Actor, DeviceKind};
 
 /// Devices one QUERY or EXECUTE may name.
 const MAX_IDS: usize = 100;
@@ -137,7 +137,13 @@ pub async fn handle(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: B
         );
     };
     if intent == "action.devices.DISCONNECT" {
-        let _ = relay.revoke(&link.id, "the assistant disconnected").await;
+        let _ = relay
+            .revoke(
+                &link.id,
+                "the assistant disconnected",
+                Actor::Link(link.id.to_string()),
+            )
+            .await;
         return reply(StatusCode::OK, json!({}));
     }
     let devices = {

@@ -40,7 +40,9 @@ use crate::config::RelayConfig;
 use crate::secret::TokenHash;
 use crate::state::{DeviceState, LiveState};
 use crate::store::relay::RelayLink;
-use crate::store::{Device, DeviceId, DeviceKind, DeviceStatus, LinkId, Store, StoreError};
+use crate::store::{
+    Actor, AuditEvent, Device, DeviceId, DeviceKind, DeviceStatus, LinkId, Store, StoreError, UnixTime,
+};
 use crate::supervisor::Supervisor;
 use crate::web::auth::Auth;
 
@@ -227,7 +229,7 @@ impl Relay {
 
     /// Turns the relay on or off, remembers it, and audits it. Turning it
     /// on needs an owner with two-factor authentication.
-    pub fn set_enabled(self: &Arc<Self>, on: bool, by: &str) -> Result<Option<SocketAddr>, RelayError> {
+    pub fn set_enabled(self: &Arc<Self>, on: bool, by: Actor) -> Result<Option<SocketAddr>, RelayError> {
         let was_on = self.enabled_setting()?;
         if on {
             self.start()?;
@@ -237,7 +239,11 @@ impl Relay {
         let bytes = serde_json::to_vec(&Settings { enabled: on }).expect("serialise");
         let mut store = self.store();
         store.put_secret(SETTINGS, &bytes)?;
-        store.append_audit(if on { "relay_enabled" } else { "relay_disabled" }, by)?;
+        store.append_audit(&AuditEvent::ok(
+            if on { "relay_enabled" } else { "relay_disabled" },
+            by,
+            "",
+        ))?;
         if on && !was_on {
             crate::protection::raise(
                 &mut store,
@@ -426,21 +432,28 @@ impl Relay {
     /// the action and its result only.
     pub async fn audit(self: &Arc<Self>, link: &LinkId, what: String) {
         let link = link.clone();
-        let result = self
-            .with_store(move |s| s.record_relay_call(&link, "relay_call", &format!("link {link}: {what}")))
-            .await;
+        let result = self.with_store(move |s| s.record_relay_call(&link, &what)).await;
         if let Err(error) = result {
             tracing::error!(%error, "could not audit a relay call");
         }
     }
 
     /// Revokes a link and every token it holds, and audits why.
-    pub async fn revoke(self: &Arc<Self>, link: &LinkId, why: &'static str) -> Result<bool, StoreError> {
+    pub async fn revoke(
+        self: &Arc<Self>,
+        link: &LinkId,
+        why: &'static str,
+        by: Actor,
+    ) -> Result<bool, StoreError> {
         let link = link.clone();
         self.with_store(move |s| {
             let gone = s.delete_relay_link(&link)?;
             if gone {
-                s.append_audit("relay_link_revoked", &format!("link {link}: {why}"))?;
+                s.append_audit(&AuditEvent::ok(
+                    "relay_link_revoked",
+                    by,
+                    format!("link {link}: {why}"),
+                ))?;
             }
             Ok(gone)
         })
@@ -450,8 +463,17 @@ impl Relay {
     /// Deletes expired tokens and authorizations.
     pub fn sweep(&self) {
         self.oauth.sweep(Instant::now());
+        self.flush_calls(UnixTime::now());
         if let Err(error) = self.store().delete_expired_relay_tokens() {
             tracing::warn!(%error, "could not delete expired relay tokens");
+        }
+    }
+
+    /// Audits the relay calls of every minute before `before`: each
+    /// minute's calls of one link become one `relay_calls` entry.
+    pub fn flush_calls(&self, before: UnixTime) {
+        if let Err(error) = self.store().flush_relay_tallies(before) {
+            tracing::warn!(%error, "could not audit the relay calls");
         }
     }
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::{ACTIONS, Peer, Relay, RelayError, VoiceDevice, bare, body_of};
 use crate::secret::{Secret, TokenHash, random_token};
 use crate::store::relay::{IssuedTokens, Refreshed, RelayClient, RelayClientFields, RelayLinkFields};
-use crate::store::{DeviceId, LinkId, OwnerId, RelayClientId, UnixTime};
+use crate::store::{Actor, AuditEvent, DeviceId, LinkId, OwnerId, RelayClientId, UnixTime};
 
 /// An authorization code lives this long.
 pub const CODE_LIFETIME: Duration = Duration::from_secs(60);
@@ -107,7 +107,7 @@ pub struct NewClient {
 
 impl Relay {
     /// Registers a client; the secret is returned once and stored hashed.
-    pub fn register_client(&self, new: NewClient) -> Result<(RelayClient, Secret), RelayError> {
+    pub fn register_client(&self, new: NewClient, by: Actor) -> Result<(RelayClient, Secret), RelayError> {
         let name = new.name.trim();
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
             return Err(RelayError::Refused(
@@ -138,7 +138,11 @@ impl Relay {
         };
         let mut store = self.store();
         let id = store.insert_relay_client(&fields, &TokenHash::of(secret.expose()))?;
-        store.append_audit("relay_client_registered", &format!("client {id}"))?;
+        store.append_audit(&AuditEvent::ok(
+            "relay_client_registered",
+            by,
+            format!("client {id}"),
+        ))?;
         Ok((RelayClient { id, fields }, secret))
     }
 }
@@ -534,9 +538,11 @@ async fn consent(relay: &Arc<Relay>, pairs: &[(String, String)]) -> Response<Bod
         redirect_to(&with_query(&req.redirect_uri, &q))
     };
     if param(pairs, "decision") != Some("allow") {
-        relay
-            .auth
-            .audit("relay_consent_denied", &format!("client {}", req.client));
+        relay.auth.audit(AuditEvent::refused(
+            "relay_consent_denied",
+            Actor::Visitor,
+            format!("client {}", req.client),
+        ));
         return deny(&req);
     }
     let offered = {
@@ -593,9 +599,11 @@ async fn consent(relay: &Arc<Relay>, pairs: &[(String, String)]) -> Response<Bod
             },
         );
     }
-    relay
-        .auth
-        .audit("relay_consent_given", &format!("client {}", req.client));
+    relay.auth.audit(AuditEvent::ok(
+        "relay_consent_given",
+        Actor::Visitor,
+        format!("client {}", req.client),
+    ));
     let mut q = vec![("code", code.expose())];
     if let Some(s) = &req.state {
         q.push(("state", s.as_str()));
@@ -777,7 +785,9 @@ async fn exchange_code(
         Found::Reused(link) => {
             // RFC 6749 4.1.2: a code used twice revokes what it granted.
             if let Some(link) = link {
-                let _ = relay.revoke(&link, "authorization code reused").await;
+                let _ = relay
+                    .revoke(&link, "authorization code reused", Actor::Visitor)
+                    .await;
             }
             token_error(StatusCode::BAD_REQUEST, "invalid_grant", false)
         }
@@ -794,10 +804,11 @@ async fn exchange_code(
             let made = relay
                 .with_store(move |s| {
                     let link = s.insert_relay_link(&client_id, &fields, &devices, &issued)?;
-                    s.append_audit(
+                    s.append_audit(&AuditEvent::ok(
                         "relay_link_created",
-                        &format!("link {link} for client {client_id}, {n} device(s)"),
-                    )?;
+                        Actor::Link(link.to_string()),
+                        format!("link {link} for client {client_id}, {n} device(s)"),
+                    ))?;
                     Ok(link)
                 })
                 .await;
@@ -828,10 +839,11 @@ async fn refresh(relay: &Arc<Relay>, client: &RelayClient, pairs: &[(String, Str
         .with_store(move |s| {
             let r = s.refresh_relay_tokens(&client_id, &presented, grace, &issued)?;
             if let Refreshed::Reused(link) = &r {
-                s.append_audit(
+                s.append_audit(&AuditEvent::refused(
                     "relay_link_revoked",
-                    &format!("link {link}: a refresh token was used again"),
-                )?;
+                    Actor::Link(link.to_string()),
+                    format!("link {link}: a refresh token was used again"),
+                ))?;
             }
             Ok(r)
         })

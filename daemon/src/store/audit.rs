@@ -50,6 +50,129 @@ pub struct Problem {
     pub why: String,
 }
 
+/// Who did what an audit entry records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// The owner, in the dashboard session with this public id.
+    Session(String),
+    /// The owner, at the admin socket (the `hearth` command, as root or
+    /// hearth's own user).
+    Cli,
+    /// Someone not signed in: a login, the setup page, a consent page.
+    Visitor,
+    /// An MQTT principal: a device's id, or `homeassistant`.
+    Principal(String),
+    /// A voice assistant, through the relay link with this id.
+    Link(String),
+    /// hearth itself: the settings watcher, start-up, a sweep.
+    Hearth,
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::Session(id) => write!(f, "session {id}"),
+            Actor::Cli => f.write_str("cli"),
+            Actor::Visitor => f.write_str("visitor"),
+            Actor::Principal(p) => write!(f, "principal {p}"),
+            Actor::Link(l) => write!(f, "link {l}"),
+            Actor::Hearth => f.write_str("hearth"),
+        }
+    }
+}
+
+/// How the action an audit entry records ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was done.
+    Ok,
+    /// It was refused: a wrong password, code or token, or not allowed.
+    Refused,
+    /// It was tried and failed.
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// One audit entry to append: the event type, who, how it ended, and a
+/// detail of opaque ids (never a token, and never shown outside the
+/// dashboard and the admin socket).
+#[derive(Clone, Debug)]
+pub struct Event<'a> {
+    pub kind: &'a str,
+    pub actor: Actor,
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
+impl<'a> Event<'a> {
+    /// An action `actor` did.
+    pub fn ok(kind: &'a str, actor: Actor, detail: impl Into<String>) -> Event<'a> {
+        Event {
+            kind,
+            actor,
+            outcome: Outcome::Ok,
+            detail: detail.into(),
+        }
+    }
+
+    /// An action `actor` was refused.
+    pub fn refused(kind: &'a str, actor: Actor, detail: impl Into<String>) -> Event<'a> {
+        Event {
+            outcome: Outcome::Refused,
+            ..Event::ok(kind, actor, detail)
+        }
+    }
+
+    /// An action `actor` tried, which failed.
+    pub fn failed(kind: &'a str, actor: Actor, detail: impl Into<String>) -> Event<'a> {
+        Event {
+            outcome: Outcome::Failed,
+            ..Event::ok(kind, actor, detail)
+        }
+    }
+}
+
+/// One audit entry as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its place in the chain.
+    pub seq: i64,
+    pub at: UnixTime,
+    pub event: String,
+    /// Empty for entries written before hearth recorded actors.
+    pub actor: String,
+    /// `ok`, `refused` or `failed`; empty for entries written before
+    /// hearth recorded outcomes.
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// Decodes a record: event and detail, then (since the actor was added)
+/// actor and outcome.
+pub(super) fn decode(record: &[u8]) -> Option<(String, String, String, String)> {
+    let mut r = value::RecordReader::new(record)?;
+    let event: String = r.field()?;
+    let detail: String = r.field()?;
+    let actor: Option<String> = r.trailing_field()?;
+    let outcome: Option<String> = r.trailing_field()?;
+    r.end()?;
+    Some((
+        event,
+        detail,
+        actor.unwrap_or_default(),
+        outcome.unwrap_or_default(),
+    ))
+}
+
 impl Verdict {
     pub fn verified(&self) -> bool {
         self.problem.is_none()
@@ -105,16 +228,13 @@ fn pk(seq: i64) -> String {
 }
 
 /// Appends one event, chained, and prunes the oldest beyond [`AUDIT_KEPT`].
-pub(super) fn append(
-    tx: &Transaction<'_>,
-    key: &DataKey,
-    event: &str,
-    detail: &str,
-) -> Result<(), StoreError> {
+pub(super) fn append(tx: &Transaction<'_>, key: &DataKey, e: &Event<'_>) -> Result<(), StoreError> {
     let at = UnixTime::now().0;
     let record = value::RecordWriter::new()
-        .field(&event.to_owned())
-        .field(&detail.to_owned())
+        .field(&e.kind.to_owned())
+        .field(&e.detail)
+        .field(&Some(e.actor.to_string()))
+        .field(&Some(e.outcome.as_str().to_owned()))
         .finish();
     let last: Option<String> = tx.query_row("SELECT max(id) FROM audit", [], |r| r.get(0))?;
     let seq = last.and_then(|l| l.parse::<i64>().ok()).unwrap_or(0) + 1;
@@ -257,7 +377,12 @@ mod tests {
     fn with_events(n: usize) -> (tempfile::TempDir, Store) {
         let (dir, mut s) = store();
         for i in 0..n {
-            s.append_audit("login", &format!("from 192.0.2.{i}")).unwrap();
+            s.append_audit(&Event::refused(
+                "login_failed",
+                Actor::Visitor,
+                format!("from 192.0.2.{i}"),
+            ))
+            .unwrap();
         }
         (dir, s)
     }
@@ -357,7 +482,7 @@ mod tests {
     fn write_many(conn: &mut rusqlite::Connection, key: &DataKey, n: usize) {
         let tx = conn.transaction().unwrap();
         for i in 0..n {
-            append(&tx, key, "relay_call", &format!("{i}")).unwrap();
+            append(&tx, key, &Event::ok("relay_calls", Actor::Hearth, format!("{i}"))).unwrap();
         }
         tx.commit().unwrap();
     }

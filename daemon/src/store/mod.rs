@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+pub use self::audit::{Actor, Entry as AuditEntry, Event as AuditEvent, Outcome};
 pub use self::crypto::{CryptoError, KeyId, MasterKey};
 use self::crypto::{DataKey, DataKeyMaterial, FieldLoc};
 pub use self::files::{DataDir, DirState};
@@ -1035,15 +1036,15 @@ impl Store {
 
     /// Appends an event to the audit table, sealed; keeps the newest
     /// [`AUDIT_KEPT`] events.
-    pub fn append_audit(&mut self, event: &str, detail: &str) -> Result<(), StoreError> {
+    pub fn append_audit(&mut self, e: &AuditEvent<'_>) -> Result<(), StoreError> {
         let key = &self.key;
         write(&mut self.conn, Durability::Normal, |tx| {
-            append_audit_in(tx, key, event, detail)
+            append_audit_in(tx, key, e)
         })
     }
 
-    /// The newest `limit` audit events, newest first: (time, event, detail).
-    pub fn audit(&self, limit: usize) -> Result<Vec<(UnixTime, String, String)>, StoreError> {
+    /// The newest `limit` audit entries, newest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, at, record FROM audit ORDER BY id DESC LIMIT ?1")?;
@@ -1051,26 +1052,32 @@ impl Store {
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let pk: String = row.get(0)?;
+            let seq = pk.parse::<i64>().unwrap_or(-1);
             let mut scratch = Vec::new();
             // An altered entry is shown as such, not hidden and not fatal:
             // `verify_audit` says where the chain broke.
             let decoded = open_bytes(&self.key, row, 2, ("audit", "record", &pk), &mut scratch)
                 .ok()
-                .and_then(value::RecordReader::new)
-                .and_then(|mut r| match (r.field(), r.field(), r.end()) {
-                    (Some(event), Some(detail), Some(())) => Some((event, detail)),
-                    _ => None,
-                });
-            let (event, detail) = decoded.unwrap_or_else(|| {
+                .and_then(audit::decode);
+            let (event, detail, actor, outcome) = decoded.unwrap_or_else(|| {
                 (
                     "altered".to_owned(),
                     format!(
                         "entry {} does not open: it was altered",
                         pk.trim_start_matches('0')
                     ),
+                    String::new(),
+                    String::new(),
                 )
             });
-            out.push((UnixTime(row.get(1)?), event, detail));
+            out.push(AuditEntry {
+                seq,
+                at: UnixTime(row.get(1)?),
+                event,
+                actor,
+                outcome,
+                detail,
+            });
         }
         Ok(out)
     }
@@ -1112,8 +1119,8 @@ impl Store {
 
 /// Appends an audit event inside a transaction, chained to the one before
 /// it (see `audit`).
-fn append_audit_in(tx: &Transaction<'_>, key: &DataKey, event: &str, detail: &str) -> Result<(), StoreError> {
-    audit::append(tx, key, event, detail)
+fn append_audit_in(tx: &Transaction<'_>, key: &DataKey, e: &AuditEvent<'_>) -> Result<(), StoreError> {
+    audit::append(tx, key, e)
 }
 
 /// Runs `f` in one transaction, committed with the given durability.

@@ -10,9 +10,25 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{
-    DataKey, DeviceId, Durability, LinkId, RelayClientId, Store, StoreError, UnixTime, append_audit_in,
-    open_bytes, seal_bytes, write,
+    Actor, AuditEvent, DataKey, DeviceId, Durability, LinkId, RelayClientId, Store, StoreError, UnixTime,
+    append_audit_in, open_bytes, seal_bytes, write,
 };
+
+/// Calls of one link in one minute: "action: result" to how many.
+type Tally = std::collections::BTreeMap<String, u64>;
+
+fn tally_in(tx: &Transaction<'_>, key: &DataKey, id: &str) -> Result<Tally, StoreError> {
+    let mut stmt = tx.prepare_cached("SELECT record FROM relay_tallies WHERE id = ?1")?;
+    let mut rows = stmt.query([id])?;
+    let Some(row) = rows.next()? else {
+        return Ok(Tally::new());
+    };
+    let mut scratch = Vec::new();
+    let bytes = open_bytes(key, row, 0, ("relay_tallies", "record", id), &mut scratch)?;
+    // A tally that opens but does not parse was written by no hearth; it
+    // starts again rather than stopping the relay.
+    Ok(serde_json::from_slice(bytes).unwrap_or_default())
+}
 use crate::secret::TokenHash;
 
 /// What the owner registered for one assistant.
@@ -345,16 +361,64 @@ impl Store {
         })
     }
 
-    /// Counts a relay call against its link and audits it, in one
-    /// transaction.
-    pub fn record_relay_call(&mut self, link: &LinkId, event: &str, detail: &str) -> Result<(), StoreError> {
+    /// Counts a relay call against its link and in the link's tally for
+    /// this minute, in one transaction. `what` is the action and its result,
+    /// opaque ids only. Finished minutes go to the audit log as one entry
+    /// per link ([`Store::flush_relay_tallies`]).
+    pub fn record_relay_call(&mut self, link: &LinkId, what: &str) -> Result<(), StoreError> {
         let key = &self.key;
+        let minute = UnixTime::now().0.div_euclid(60_000);
         write(&mut self.conn, Durability::Normal, |tx| {
             tx.execute(
                 "UPDATE relay_links SET calls = calls + 1 WHERE id = ?1",
                 [link.as_str()],
             )?;
-            append_audit_in(tx, key, event, detail)
+            let id = format!("{link}/{minute}");
+            let mut tally = tally_in(tx, key, &id)?;
+            *tally.entry(what.to_owned()).or_insert(0) += 1;
+            let bytes = serde_json::to_vec(&tally).expect("a tally serialises");
+            let sealed = seal_bytes(key, "relay_tallies", "record", &id, &bytes)?;
+            tx.prepare_cached(
+                "INSERT INTO relay_tallies (id, minute, key_id, record) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, record = excluded.record",
+            )?
+            .execute(params![id, minute, key.id().to_hex(), sealed])?;
+            Ok(())
+        })
+    }
+
+    /// Writes every tally of a minute before `before` (Unix ms) to the
+    /// audit log, one `relay_calls` entry per link and minute, and deletes
+    /// it, in one transaction. Returns the entries written.
+    pub fn flush_relay_tallies(&mut self, before: UnixTime) -> Result<usize, StoreError> {
+        let key = &self.key;
+        let minute = before.0.div_euclid(60_000);
+        write(&mut self.conn, Durability::Normal, |tx| {
+            let ids: Vec<String> = tx
+                .prepare("SELECT id FROM relay_tallies WHERE minute < ?1 ORDER BY minute, id")?
+                .query_map([minute], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in &ids {
+                let tally = tally_in(tx, key, id)?;
+                let (link, m) = id.split_once('/').unwrap_or((id.as_str(), "0"));
+                let start = m.parse::<i64>().unwrap_or(0) * 60;
+                let total: u64 = tally.values().sum();
+                let each: Vec<String> = tally.iter().map(|(what, n)| format!("{n}× {what}")).collect();
+                append_audit_in(
+                    tx,
+                    key,
+                    &AuditEvent::ok(
+                        "relay_calls",
+                        Actor::Link(link.to_owned()),
+                        format!(
+                            "link {link}: {total} call(s) in the minute from {start}: {}",
+                            each.join("; ")
+                        ),
+                    ),
+                )?;
+                tx.execute("DELETE FROM relay_tallies WHERE id = ?1", [id])?;
+            }
+            Ok(ids.len())
         })
     }
 
@@ -501,9 +565,40 @@ mod tests {
         s.forget_device(&b).unwrap();
         assert!(s.relay_link(&l).unwrap().unwrap().devices.is_empty());
 
-        s.record_relay_call(&l, "relay.call", "test").unwrap();
-        assert_eq!(s.relay_link(&l).unwrap().unwrap().calls, 1);
-        assert_eq!(s.audit(1).unwrap()[0].1, "relay.call");
+        // Calls are counted at once, and audited once per link and minute.
+        let audited = |s: &Store| {
+            s.audit(100)
+                .unwrap()
+                .iter()
+                .filter(|e| e.event == "relay_calls")
+                .count()
+        };
+        let before = UnixTime::now();
+        s.record_relay_call(&l, "TurnOn: ok").unwrap();
+        s.record_relay_call(&l, "TurnOn: ok").unwrap();
+        s.record_relay_call(&l, "TurnOff: deviceOffline").unwrap();
+        assert_eq!(s.relay_link(&l).unwrap().unwrap().calls, 3);
+        assert_eq!(
+            s.flush_relay_tallies(before).unwrap(),
+            0,
+            "their minute is not over"
+        );
+        assert_eq!(audited(&s), 0);
+        let sealed: Vec<u8> = s
+            .conn
+            .query_row("SELECT record FROM relay_tallies", [], |r| r.get(0))
+            .unwrap();
+        assert!(!sealed.windows(6).any(|w| w == b"TurnOn"), "the tally is sealed");
+        let later = UnixTime(UnixTime::now().0 + 61_000);
+        assert_eq!(s.flush_relay_tallies(later).unwrap(), 1);
+        assert_eq!(s.flush_relay_tallies(later).unwrap(), 0, "once");
+        let e = s.audit(1).unwrap().remove(0);
+        assert_eq!((e.event.as_str(), e.outcome.as_str()), ("relay_calls", "ok"));
+        assert_eq!(e.actor, format!("link {l}"));
+        assert!(e.detail.contains("3 call(s)"), "{}", e.detail);
+        assert!(e.detail.contains("2× TurnOn: ok"), "{}", e.detail);
+        assert!(e.detail.contains("1× TurnOff: deviceOffline"), "{}", e.detail);
+        assert!(s.verify_audit().unwrap().verified());
 
         // Deleting the client takes its links and tokens.
         assert!(s.delete_relay_client(&c).unwrap());

@@ -110,6 +110,15 @@ CREATE INDEX relay_tokens_link ON relay_tokens (link_id);
     r#"
 ALTER TABLE audit ADD COLUMN mac BLOB /* HMAC-SHA256 under the sealed audit chain key of (sequence number, time, the record's plaintext, the previous entry's mac); NULL only for entries written before the chain began; one-way */;
 "#,
+    // 7: relay calls are audited once per link and minute.
+    r#"
+CREATE TABLE relay_tallies (
+    id      TEXT PRIMARY KEY NOT NULL, -- "<link id>/<minute>": the link and the minute the calls fell in; opaque; not sealed
+    minute  INTEGER NOT NULL,          -- Unix time in minutes; which minutes are over and go to the audit log; not sealed
+    key_id  TEXT NOT NULL,             -- data key the sealed column is under
+    record  BLOB NOT NULL              -- sealed: how many calls of each action and result, until the minute is audited and the row deleted
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -125,6 +134,7 @@ pub const SEALED: &[(&str, &[&str])] = &[
     ("secrets", &["value"]),
     ("relay_clients", &["record"]),
     ("relay_links", &["record"]),
+    ("relay_tallies", &["record"]),
 ];
 
 pub const INSERT_DEVICE: &str = "INSERT INTO devices (id, status, mac_index, key_id, record, ident_index) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";

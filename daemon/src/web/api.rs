@@ -23,9 +23,9 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::assets::ASSETS;
-use super::auth::{Auth, AuthError, COOKIE, NewSession, Session};
+use super::auth::{Auth, AuthError, COOKIE, NewSession, Session, actor};
 use crate::devices::{DeviceError, Devices, Update, parse_id};
-use crate::store::CredentialId;
+use crate::store::{AuditEvent, CredentialId};
 
 /// Largest request body: every API body is a small JSON object.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -69,6 +69,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/sessions/{id}", axum::routing::delete(revoke))
         .route("/api/audit", get(audit))
         .route("/api/audit/verify", get(audit_verify))
+        .route("/api/audit/export", get(audit_export))
         .route("/api/lockdown", post(lockdown))
         .route("/api/warnings", get(warnings))
         .route("/api/warnings/{id}/acknowledge", post(acknowledge_warning))
@@ -498,17 +499,82 @@ async fn revoke(
     }
 }
 
-#[utoipa::path(get, path = "/api/audit", responses((status = 200, description = "Recent audit events, newest first")))]
-async fn audit(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+/// Which audit events to show.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Only this event type, such as `login_failed`.
+    event: Option<String>,
+    /// Only this outcome: `ok`, `refused` or `failed`.
+    outcome: Option<String>,
+    /// Only events at or after this Unix time (seconds).
+    since: Option<u64>,
+    /// Only events at or before this Unix time (seconds).
+    until: Option<u64>,
+    /// At most this many, newest first (1 to 10,000; 100 by default).
+    limit: Option<usize>,
+}
+
+fn audit_events(app: &App, q: &AuditQuery) -> Result<Vec<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, crate::store::AUDIT_KEPT as usize);
+    let filtered = q.event.is_some() || q.outcome.is_some() || q.since.is_some() || q.until.is_some();
+    let read = if filtered {
+        crate::store::AUDIT_KEPT as usize
+    } else {
+        limit
+    };
     let events = app
-        .devices_store(|store| store.audit(100))
+        .devices_store(|store| store.audit(read))
         .map_err(AuthError::from)?;
-    Ok(Json(Value::Array(
-        events
-            .into_iter()
-            .map(|(at, event, detail)| json!({ "at": crate::web::auth::unix_secs(at), "event": event, "detail": detail }))
-            .collect(),
-    )))
+    Ok(events
+        .into_iter()
+        .filter(|e| {
+            let at = crate::web::auth::unix_secs(e.at);
+            q.event.as_ref().is_none_or(|v| *v == e.event)
+                && q.outcome.as_ref().is_none_or(|v| *v == e.outcome)
+                && q.since.is_none_or(|s| at >= s)
+                && q.until.is_none_or(|u| at <= u)
+        })
+        .take(limit)
+        .map(|e| {
+            json!({
+                "seq": e.seq,
+                "at": crate::web::auth::unix_secs(e.at),
+                "event": e.event,
+                "actor": e.actor,
+                "outcome": e.outcome,
+                "detail": e.detail,
+            })
+        })
+        .collect())
+}
+
+#[utoipa::path(get, path = "/api/audit", params(AuditQuery), responses((status = 200, description = "Audit events, newest first, filtered by type and time"), (status = 400, description = "An unknown or malformed filter")))]
+async fn audit(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+    q: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok(Json(Value::Array(audit_events(&app, &q)?)))
+}
+
+#[utoipa::path(get, path = "/api/audit/export", responses((status = 200, description = "Every audit event kept, oldest first, as a JSON file to download", content_type = "application/json")))]
+async fn audit_export(State(app): State<Arc<App>>, _session: Authed) -> Result<Response, ApiError> {
+    let mut all = audit_events(
+        &app,
+        &AuditQuery {
+            limit: Some(crate::store::AUDIT_KEPT as usize),
+            ..AuditQuery::default()
+        },
+    )?;
+    all.reverse();
+    let mut r = Json(Value::Array(all)).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"hearth-audit.json\""),
+    );
+    Ok(r)
 }
 
 #[utoipa::path(get, path = "/api/audit/verify", responses((status = 200, description = "Whether the audit log's hash chain is whole: the entries checked and, if it breaks, the first bad entry and why")))]
@@ -537,14 +603,14 @@ async fn warnings(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<
 #[utoipa::path(post, path = "/api/warnings/{id}/acknowledge", params(("id" = String, Path, description = "The warning's id")), responses((status = 200, description = "Acknowledged (audited)"), (status = 404, description = "No such standing warning")))]
 async fn acknowledge_warning(
     State(app): State<Arc<App>>,
-    _session: Authed,
+    Authed(session): Authed,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     if id.len() > 32 {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such warning"));
     }
     let done = app
-        .devices_store(|store| crate::protection::acknowledge(store, &id))
+        .devices_store(|store| crate::protection::acknowledge(store, &id, actor(&session)))
         .map_err(AuthError::from)?;
     if !done {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such warning"));
@@ -572,7 +638,7 @@ async fn lockdown(
         &ha,
         &app.devices,
         b.rotate_devices,
-        "by the owner on the dashboard",
+        actor(&session),
     )
     .await?;
     Ok(Json(serde_json::to_value(report).map_err(|_| {
@@ -696,34 +762,34 @@ async fn ha_status(State(app): State<Arc<App>>, _session: Authed) -> Result<Json
 }
 
 #[utoipa::path(post, path = "/api/integrations/homeassistant/enable", responses((status = 200, description = "What to enter into Home Assistant's MQTT integration; the password is shown once"), (status = 400, description = "Already on: rotate instead")))]
-async fn ha_enable(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
-    let c = homeassistant(&app)?.enable().await?;
+async fn ha_enable(State(app): State<Arc<App>>, Authed(session): Authed) -> Result<Json<Value>, ApiError> {
+    let c = homeassistant(&app)?.enable(actor(&session)).await?;
     Ok(Json(serde_json::to_value(&c).map_err(|_| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     })?))
 }
 
 #[utoipa::path(post, path = "/api/integrations/homeassistant/rotate", responses((status = 200, description = "A new password, shown once; the old one is refused and its session cut")))]
-async fn ha_rotate(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
-    let c = homeassistant(&app)?.rotate().await?;
+async fn ha_rotate(State(app): State<Arc<App>>, Authed(session): Authed) -> Result<Json<Value>, ApiError> {
+    let c = homeassistant(&app)?.rotate(actor(&session)).await?;
     Ok(Json(serde_json::to_value(&c).map_err(|_| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     })?))
 }
 
 #[utoipa::path(post, path = "/api/integrations/homeassistant/disable", responses((status = 200, description = "Off: the credential revoked, the session cut, every device removed from Home Assistant")))]
-async fn ha_disable(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
-    let was = homeassistant(&app)?.disable().await?;
+async fn ha_disable(State(app): State<Arc<App>>, Authed(session): Authed) -> Result<Json<Value>, ApiError> {
+    let was = homeassistant(&app)?.disable(actor(&session)).await?;
     Ok(Json(json!({ "was_enabled": was })))
 }
 
 #[utoipa::path(patch, path = "/api/integrations/homeassistant", responses((status = 200, description = "The settings, changed")))]
 async fn ha_settings(
     State(app): State<Arc<App>>,
-    _session: Authed,
+    Authed(session): Authed,
     Body(b): Body<crate::homeassistant::SettingsChange>,
 ) -> Result<Json<crate::homeassistant::Settings>, ApiError> {
-    Ok(Json(homeassistant(&app)?.set(b).await?))
+    Ok(Json(homeassistant(&app)?.set(b, actor(&session)).await?))
 }
 
 fn relay(app: &App) -> Result<&Arc<crate::relay::Relay>, ApiError> {
@@ -802,16 +868,19 @@ async fn relay_enable(State(app): State<Arc<App>>, Authed(session): Authed) -> R
             "turn on two-factor authentication first: linking an assistant needs it",
         ));
     }
-    tokio::task::spawn_blocking(move || r.set_enabled(true, "by the owner"))
+    tokio::task::spawn_blocking(move || r.set_enabled(true, actor(&session)))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
     Ok(Json(relay_view(&app).await?))
 }
 
 #[utoipa::path(post, path = "/api/relay/disable", responses((status = 200, description = "Off: nothing listens; links and tokens are kept")))]
-async fn relay_disable(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+async fn relay_disable(
+    State(app): State<Arc<App>>,
+    Authed(session): Authed,
+) -> Result<Json<Value>, ApiError> {
     let r = relay(&app)?.clone();
-    tokio::task::spawn_blocking(move || r.set_enabled(false, "by the owner"))
+    tokio::task::spawn_blocking(move || r.set_enabled(false, actor(&session)))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
     Ok(Json(relay_view(&app).await?))
@@ -820,11 +889,11 @@ async fn relay_disable(State(app): State<Arc<App>>, _session: Authed) -> Result<
 #[utoipa::path(post, path = "/api/relay/clients", request_body = crate::relay::NewClient, responses((status = 200, description = "The client id and its secret, shown once"), (status = 400, description = "A bad name, assistant or redirect URI")))]
 async fn relay_register(
     State(app): State<Arc<App>>,
-    _session: Authed,
+    Authed(session): Authed,
     Body(b): Body<crate::relay::NewClient>,
 ) -> Result<Json<Value>, ApiError> {
     let r = relay(&app)?.clone();
-    let (client, secret) = tokio::task::spawn_blocking(move || r.register_client(b))
+    let (client, secret) = tokio::task::spawn_blocking(move || r.register_client(b, actor(&session)))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
     Ok(Json(json!({
@@ -838,17 +907,22 @@ async fn relay_register(
 #[utoipa::path(delete, path = "/api/relay/clients/{id}", params(("id" = String, Path, description = "The client id")), responses((status = 200, description = "Deleted, with every link and token it had"), (status = 404, description = "No such client")))]
 async fn relay_unregister(
     State(app): State<Arc<App>>,
-    _session: Authed,
+    Authed(session): Authed,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let r = relay(&app)?.clone();
+    let by = actor(&session);
     let id = crate::store::RelayClientId::parse(&id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such client"))?;
     let gone = r
         .with_store(move |s| {
             let gone = s.delete_relay_client(&id)?;
             if gone {
-                s.append_audit("relay_client_deleted", &format!("client {id}"))?;
+                s.append_audit(&AuditEvent::ok(
+                    "relay_client_deleted",
+                    by,
+                    format!("client {id}"),
+                ))?;
             }
             Ok(gone)
         })
@@ -862,13 +936,13 @@ async fn relay_unregister(
 #[utoipa::path(delete, path = "/api/relay/links/{id}", params(("id" = String, Path, description = "The link id")), responses((status = 200, description = "Revoked: its tokens stop working at once"), (status = 404, description = "No such link")))]
 async fn relay_revoke(
     State(app): State<Arc<App>>,
-    _session: Authed,
+    Authed(session): Authed,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let r = relay(&app)?.clone();
     let id = crate::store::LinkId::parse(&id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such link"))?;
-    if !r.revoke(&id, "revoked by the owner").await? {
+    if !r.revoke(&id, "revoked by the owner", actor(&session)).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such link"));
     }
     Ok(Json(json!({ "revoked": true })))
@@ -938,30 +1012,32 @@ async fn provisioning_json(app: &App, p: crate::devices::Provisioning) -> Result
 #[utoipa::path(post, path = "/api/devices/{id}/adopt", request_body = AdoptBody, responses((status = 200, description = "Adopted; the provisioning details, shown once")))]
 async fn adopt(
     State(app): State<Arc<App>>,
-    _session: Authed,
+    Authed(session): Authed,
     Path(id): Path<String>,
     Body(b): Body<AdoptBody>,
 ) -> Result<Json<Value>, ApiError> {
     let p = app
         .devices
-        .adopt(crate::devices::Adopt {
-            id: id.clone(),
-            nickname: b.nickname,
-            room: b.room.filter(|r| !r.is_empty()),
-        })
+        .adopt(
+            crate::devices::Adopt {
+                id: id.clone(),
+                nickname: b.nickname,
+                room: b.room.filter(|r| !r.is_empty()),
+            },
+            actor(&session),
+        )
         .await?;
-    app.auth.audit("device_adopted", &format!("device {id}"));
     provisioning_json(&app, p).await
 }
 
 #[utoipa::path(post, path = "/api/devices/{id}/ignore", responses((status = 204, description = "The pending device is dropped")))]
 async fn ignore(
     State(app): State<Arc<App>>,
-    _session: Authed,
+    Authed(session): Authed,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    if app.devices.ignore(&id).await? {
+    if app.devices.ignore(&id, actor(&session)).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(StatusCode::NOT_FOUND, "no such device"))
@@ -971,12 +1047,12 @@ async fn ignore(
 #[utoipa::path(patch, path = "/api/devices/{id}", responses((status = 200, description = "The device, updated")))]
 async fn update(
     State(app): State<Arc<App>>,
-    _session: Authed,
+    Authed(session): Authed,
     Path(id): Path<String>,
     Body(b): Body<Update>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    app.devices.update(&id, b).await?;
+    app.devices.update(&id, b, actor(&session)).await?;
     let list = app.device_list().await?;
     list.into_iter()
         .find(|d| d["id"] == id.as_str())
@@ -1019,30 +1095,27 @@ async fn command(
 #[utoipa::path(post, path = "/api/devices/{id}/rotate", responses((status = 200, description = "A new credential, shown once; the old one is refused")))]
 async fn rotate(
     State(app): State<Arc<App>>,
-    _session: Authed,
+    Authed(session): Authed,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let parsed = parse_id(&id)?;
-    let p = app.devices.rotate(&parsed).await?;
-    app.auth
-        .audit("device_credential_rotated", &format!("device {id}"));
+    let p = app.devices.rotate(&parsed, actor(&session)).await?;
     provisioning_json(&app, p).await
 }
 
 #[utoipa::path(delete, path = "/api/devices/{id}", responses((status = 204, description = "Forgotten: credential revoked, session cut, sealed data erased")))]
 async fn forget(
     State(app): State<Arc<App>>,
-    _session: Authed,
+    Authed(session): Authed,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let parsed = parse_id(&id)?;
-    if !app.devices.forget(&parsed).await? {
+    if !app.devices.forget(&parsed, actor(&session)).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such device"));
     }
     if let Some(live) = &app.live {
         live.forget(&parsed);
     }
-    app.auth.audit("device_forgotten", &format!("device {id}"));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1130,6 +1203,7 @@ where
         revoke,
         audit,
         audit_verify,
+        audit_export,
         lockdown,
         warnings,
         acknowledge_warning,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::secret::{self, Secret, TokenHash, random_token};
-use crate::store::{CredentialId, Owner, OwnerId, Store, StoreError, UnixTime};
+use crate::store::{Actor, AuditEvent, CredentialId, Owner, OwnerId, Store, StoreError, UnixTime};
 
 use super::password;
 use super::throttle::Throttle;
@@ -55,6 +55,11 @@ pub enum AuthError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The audit log's actor for a dashboard session.
+pub fn actor(session: &Session) -> Actor {
+    Actor::Session(session.id.as_str().to_owned())
 }
 
 /// A logged-in request's session.
@@ -170,7 +175,11 @@ impl Auth {
             .is_some_and(|h| h.matches(&normalize_code(code)));
         if !good {
             self.fail(&key);
-            self.audit("setup_refused", &format!("wrong setup code from {from}"));
+            self.audit(AuditEvent::refused(
+                "setup_refused",
+                Actor::Visitor,
+                format!("wrong setup code from {from}"),
+            ));
             return Err(AuthError::BadSetupCode);
         }
         let username = username.trim();
@@ -183,8 +192,13 @@ impl Auth {
         *setup_code = None;
         drop(setup_code);
         let _ = std::fs::remove_file(self.data_dir.join(SETUP_CODE_FILE));
-        self.audit("owner_created", &format!("account {username} from {from}"));
-        self.open_session(&owner.id, username, false, from)
+        let new = self.open_session(&owner.id, username, false, from)?;
+        self.audit(AuditEvent::ok(
+            "owner_created",
+            Actor::Session(new.session.id.as_str().to_owned()),
+            format!("account {username} from {from}"),
+        ));
+        Ok(new)
     }
 
     /// Password, then (when enrolled) a TOTP or recovery code.
@@ -197,8 +211,13 @@ impl Auth {
     ) -> Result<NewSession, AuthError> {
         let (owner, two_factor) = self.check_owner(username, given_password, code, from)?;
         self.store().record_login(&owner.id, UnixTime::now())?;
-        self.audit("login", &format!("from {from}"));
-        self.open_session(&owner.id, &owner.email, two_factor, from)
+        let new = self.open_session(&owner.id, &owner.email, two_factor, from)?;
+        self.audit(AuditEvent::ok(
+            "login",
+            Actor::Session(new.session.id.as_str().to_owned()),
+            format!("session created, from {from}"),
+        ));
+        Ok(new)
     }
 
     /// The owner's password and a TOTP code, for the voice relay's consent
@@ -217,7 +236,11 @@ impl Auth {
                 "turn on two-factor authentication in the dashboard first".into(),
             ));
         }
-        self.audit("relay_login", &format!("from {from}"));
+        self.audit(AuditEvent::ok(
+            "relay_login",
+            Actor::Visitor,
+            format!("consent page, from {from}"),
+        ));
         Ok(owner.id)
     }
 
@@ -246,7 +269,11 @@ impl Auth {
         let password_ok = secret::verify_password(given_password, &phc).unwrap_or(false);
         let Some(owner) = owner.filter(|_| password_ok) else {
             keys.iter().for_each(|k| self.fail(k));
-            self.audit("login_failed", &format!("from {from}"));
+            self.audit(AuditEvent::refused(
+                "login_failed",
+                Actor::Visitor,
+                format!("wrong username or password, from {from}"),
+            ));
             return Err(AuthError::BadCredentials);
         };
         let totp = self.totp_of(&owner.id)?;
@@ -259,10 +286,18 @@ impl Auth {
             if let Some(step) = totp::verify(&secret, code, now, last) {
                 self.store_totp(&owner.id, &secret, Some(step))?;
             } else if self.use_recovery(&owner.id, code)? {
-                self.audit("recovery_code_used", &format!("from {from}"));
+                self.audit(AuditEvent::ok(
+                    "recovery_code_used",
+                    Actor::Visitor,
+                    format!("from {from}"),
+                ));
             } else {
                 keys.iter().for_each(|k| self.fail(k));
-                self.audit("login_failed", &format!("wrong two-factor code from {from}"));
+                self.audit(AuditEvent::refused(
+                    "login_failed",
+                    Actor::Visitor,
+                    format!("wrong two-factor code, from {from}"),
+                ));
                 return Err(AuthError::TotpRequired);
             }
         }
@@ -372,14 +407,15 @@ impl Auth {
         self.store().delete_credential(id)?;
         self.last_seen.lock().expect("sessions lock").remove(id);
         self.revocations.send_modify(|n| *n += 1);
-        self.audit(
+        self.audit(AuditEvent::ok(
             if *id == session.id {
                 "logout"
             } else {
                 "session_revoked"
             },
-            &format!("session {}", id.as_str()),
-        );
+            actor(session),
+            format!("session {}", id.as_str()),
+        ));
         Ok(true)
     }
 
@@ -395,7 +431,11 @@ impl Auth {
         self.throttled(&key)?;
         if !secret::verify_password(current, owner.password_hash.expose()).unwrap_or(false) {
             self.fail(&key);
-            self.audit("password_change_refused", "wrong current password");
+            self.audit(AuditEvent::refused(
+                "password_change_refused",
+                actor(session),
+                "wrong current password",
+            ));
             return Err(AuthError::WrongPassword);
         }
         password::check(new, &owner.email).map_err(|e| AuthError::Policy(e.to_string()))?;
@@ -411,7 +451,11 @@ impl Auth {
                 self.last_seen.lock().expect("sessions lock").remove(&c.id);
             }
         }
-        self.audit("password_changed", "other sessions ended");
+        self.audit(AuditEvent::ok(
+            "password_changed",
+            actor(session),
+            "other sessions ended",
+        ));
         Ok(())
     }
 
@@ -463,7 +507,11 @@ impl Auth {
             )?;
         }
         drop(store);
-        self.audit("totp_enrolled", "ten recovery codes issued");
+        self.audit(AuditEvent::ok(
+            "totp_enrolled",
+            actor(session),
+            "ten recovery codes issued",
+        ));
         Ok(codes)
     }
 
@@ -518,9 +566,9 @@ impl Auth {
     }
 
     /// Appends to the sealed audit table; a failure is logged, not fatal.
-    pub fn audit(&self, event: &str, detail: &str) {
-        if let Err(error) = self.store().append_audit(event, detail) {
-            tracing::error!(%error, event, "could not write the audit log");
+    pub fn audit(&self, e: AuditEvent<'_>) {
+        if let Err(error) = self.store().append_audit(&e) {
+            tracing::error!(%error, event = e.kind, "could not write the audit log");
         }
     }
 

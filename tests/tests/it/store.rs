@@ -524,7 +524,7 @@ fn a_plaintext_listener_turned_on_stands_as_a_warning() {
     let home = daemon.stop_keeping_home();
     assert_eq!(standing(&home).len(), 1);
     let mut store = open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
-    assert!(hearth::protection::acknowledge(&mut store, &w[0].id).unwrap());
+    assert!(hearth::protection::acknowledge(&mut store, &w[0].id, hearth::store::Actor::Cli).unwrap());
     assert!(hearth::protection::standing(&store).unwrap().is_empty());
 }
 
