@@ -309,6 +309,67 @@ function lockdown(ctx) {
   );
 }
 
+// --- keys --------------------------------------------------------------------
+
+function keys(ctx) {
+  const error = errorLine();
+  const bar = h('progress', { max: 1, value: 0, 'data-testid': 'keys-progress', 'aria-labelledby': 'keys-heading' });
+  const status = h('p', { 'data-testid': 'keys-status', 'aria-live': 'polite' });
+  const button = h('button', { type: 'button', class: 'button secondary', 'data-testid': 'keys-rotate' }, 'Rotate the data key');
+  const show = (p) => {
+    bar.max = Math.max(1, p.total);
+    bar.value = p.done;
+    if (p.finished) {
+      status.dataset.state = 'idle';
+      status.textContent = `Every one of the ${p.total} stored records is sealed under one data key.`;
+      button.disabled = false;
+    } else {
+      status.dataset.state = 'rotating';
+      status.textContent = `Re-sealing: ${p.done} of ${p.total} records under the new key. The home keeps working meanwhile.`;
+      button.disabled = true;
+    }
+  };
+  const poll = async () => {
+    try {
+      const p = await api('GET', '/api/keys');
+      if (!ctx.scope.alive) return;
+      show(p);
+      if (!p.finished) setTimeout(poll, 300);
+    } catch (e) {
+      error.set(e.message);
+    }
+  };
+  button.addEventListener('click', async () => {
+    const ok = await confirmDialog({
+      title: 'Rotate the data key?',
+      body: [h('p', null, 'A new key seals everything from now on, every stored record is re-sealed under it, then the old key is destroyed. Nothing stops working, and a restart part-way resumes it.')],
+      confirm: 'Rotate',
+      testid: 'keys-dialog',
+    });
+    if (!ok) return;
+    error.clear();
+    button.disabled = true;
+    try {
+      show(await api('POST', '/api/keys/rotate'));
+      poll();
+    } catch (e) {
+      error.set(e.message);
+      button.disabled = false;
+    }
+  });
+  poll();
+  return section(
+    'keys-heading',
+    'Encryption key',
+    'keys-section',
+    h('p', { class: 'hint' }, 'Everything hearth stores about your home is sealed with a data key, itself sealed by the master key on this hub. Rotate it if you think a copy of the hub’s files got out.'),
+    bar,
+    status,
+    error.el,
+    h('div', { class: 'actions' }, button),
+  );
+}
+
 // --- audit -------------------------------------------------------------------
 
 // The event types hearth writes, for the filter.
@@ -448,6 +509,6 @@ function audit(ctx) {
 }
 
 export function renderSecurity(ctx) {
-  ctx.main.append(h('h1', null, 'Security'), twoFactor(ctx), passwordForm(ctx), sessions(ctx), lockdown(ctx), audit(ctx));
+  ctx.main.append(h('h1', null, 'Security'), twoFactor(ctx), passwordForm(ctx), sessions(ctx), lockdown(ctx), keys(ctx), audit(ctx));
   return 'Security';
 }

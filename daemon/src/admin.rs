@@ -96,6 +96,10 @@ pub enum Request {
     RelayDisable,
     AuditVerify,
     PrivacyReport,
+    /// Start rotating the data key, or join the rotation under way.
+    KeysRotate,
+    /// How far the rotation is.
+    KeysStatus,
     Lockdown {
         #[serde(default)]
         rotate_devices: bool,
@@ -150,6 +154,7 @@ pub struct Admin {
     pub homeassistant: Arc<crate::homeassistant::HomeAssistant>,
     /// The voice relay; `None` when the dashboard is off.
     pub relay: Option<Arc<crate::relay::Relay>>,
+    pub keys: Arc<crate::keys::Rotator>,
     /// The dashboard's accounts; `None` when the dashboard is off.
     pub auth: Option<Arc<crate::web::auth::Auth>>,
     /// Dashboard session limits (idle minutes, hours), for the report.
@@ -385,6 +390,8 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             )
         }
         Request::AuditVerify => answer(admin.devices.with_store(|store| Ok(store.verify_audit()?)).await),
+        Request::KeysRotate => answer(admin.keys.rotate(Actor::Cli).await),
+        Request::KeysStatus => answer(admin.keys.progress().await),
         r @ (Request::RelayStatus | Request::RelayEnable | Request::RelayDisable) => {
             let Some(relay) = admin.relay.clone() else {
                 return answer::<()>(Err(DeviceError::Invalid(

@@ -246,6 +246,10 @@ pub async fn run(
         ca_cert: files.ca_cert.clone(),
     };
     let devices = Arc::new(Devices::new(store.clone(), broker.clone(), endpoint));
+    let keys = crate::keys::Rotator::new(store.clone());
+    keys.resume()
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))?;
 
     let mut discovery = None;
     if config.discovery.enabled {
@@ -379,6 +383,7 @@ pub async fn run(
             session_max: config.web.session_max,
             homeassistant: Some(homeassistant.clone()),
             relay: Some(r),
+            keys: keys.clone(),
         });
         web = Some(
             crate::web::start(bound.web, &files, app, &supervisor)
@@ -390,6 +395,7 @@ pub async fn run(
         devices: devices.clone(),
         homeassistant: homeassistant.clone(),
         relay: relay.clone(),
+        keys: keys.clone(),
         auth: accounts,
         session_limits: (
             config.web.session_idle.as_secs() / 60,

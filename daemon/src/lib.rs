@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod erase;
 pub mod exit;
 pub mod homeassistant;
+pub mod keys;
 pub mod lockdown;
 pub mod pki;
 pub mod privacy;

@@ -785,6 +785,16 @@ async function main() {
         return (await page.locator(`${tid('audit-event')}[data-event="lockdown"]`).count()) > 0;
       }, { timeout: 10_000 });
       await page.locator(`${tid('audit-chain')}[data-state="verified"]`).waitFor({ timeout: UI_TIMEOUT });
+      // Rotate the data key: the progress ends with one key, and the audit
+      // log records it.
+      await page.locator(`${tid('keys-status')}[data-state="idle"]`).waitFor({ timeout: UI_TIMEOUT });
+      await page.click(tid('keys-rotate'));
+      await page.locator(tid('keys-dialog')).waitFor({ timeout: UI_TIMEOUT });
+      await page.click(tid('keys-dialog-confirm'));
+      const rotations = () => page.evaluate(async () => (await fetch('/api/audit?event=keys_rotated')).json());
+      await until('the rotation to finish', async () => (await rotations()).length === 1 && (await page.locator(`${tid('keys-status')}[data-state="idle"]`).count()) > 0, { timeout: 30_000 });
+      await until('the page to show it', async () => /sealed under one data key/.test(await textOf(page, tid('keys-status'))) && !(await page.locator(tid('keys-rotate')).isDisabled()));
+      assert((await rotations())[0].actor.startsWith('session '), 'the rotation is not audited with its session');
       // Filter by type: only lockdowns, each with who did it and how it ended.
       await page.selectOption(tid('audit-filter-event'), 'lockdown');
       await page.click(tid('audit-filter-apply'));

@@ -65,6 +65,9 @@ pub enum Command {
     /// What hearth holds about your home.
     #[command(subcommand)]
     Privacy(PrivacyCommand),
+    /// The keys that protect the store.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Erase everything hearth holds, for good: the keys first (so nothing
     /// left on the disk can be read), then every file in the data
     /// directory. hearth must be stopped. Afterwards `hearth run` starts as
@@ -126,6 +129,24 @@ pub enum AuditCommand {
     /// entry that was altered, removed or reordered, and exits 65 if one
     /// was.
     Verify(AdminArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Rotate the data key: a new key seals every new value at once, every
+    /// stored value is re-sealed under it in the background (with a
+    /// progress bar), then the old key is destroyed. Through the running
+    /// daemon, or on the store itself when hearth is stopped. Crash-safe:
+    /// run it again, or start hearth, and it resumes.
+    Rotate {
+        #[command(flatten)]
+        args: RunArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show how far a rotation is.
+    Status(AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -343,6 +364,18 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Relay(cmd) => relay(cmd),
         Command::Audit(AuditCommand::Verify(args)) => audit_verify(&args),
         Command::Erase { args, yes } => erase(&args, yes),
+        Command::Keys(KeysCommand::Rotate { args, json }) => keys_rotate(&args, json),
+        Command::Keys(KeysCommand::Status(admin)) => {
+            let v = admin_request(&admin, &Request::KeysStatus)?;
+            if admin.json {
+                print_json(&v);
+            } else if v["finished"] == true {
+                println!("no rotation under way: every value is under the one data key");
+            } else {
+                println!("rotating: {} of {} rows re-sealed", v["done"], v["total"]);
+            }
+            Ok(())
+        }
         Command::Privacy(PrivacyCommand::Report(admin)) => {
             let v = admin_request(&admin, &Request::PrivacyReport)?;
             if admin.json {
@@ -623,6 +656,96 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 print_provisioning(&v)
             }
         }
+    }
+    Ok(())
+}
+
+/// A progress bar on standard error: redrawn in place on a terminal, a
+/// line per quarter otherwise.
+struct Bar {
+    what: &'static str,
+    tty: bool,
+    last: Option<u64>,
+}
+
+impl Bar {
+    fn new(what: &'static str) -> Bar {
+        use std::io::IsTerminal;
+        Bar {
+            what,
+            tty: std::io::stderr().is_terminal(),
+            last: None,
+        }
+    }
+
+    fn show(&mut self, done: u64, total: u64) {
+        let pct = (done * 100).checked_div(total).unwrap_or(100).min(100);
+        if self.tty {
+            let filled = (pct / 4) as usize;
+            eprint!(
+                "\r{} [{}{}] {pct:>3}% ({done}/{total})",
+                self.what,
+                "#".repeat(filled),
+                " ".repeat(25 - filled)
+            );
+            if pct == 100 {
+                eprintln!();
+            }
+        } else if self.last.is_none_or(|l| pct / 25 > l / 25) {
+            eprintln!("{}: {pct}% ({done}/{total})", self.what);
+        }
+        self.last = Some(pct);
+    }
+}
+
+/// Opens the store of a stopped hearth, with the configured key.
+fn open_offline(data_dir: &DataDir, config: &Config) -> anyhow::Result<crate::store::Store> {
+    if data_dir.state()? != crate::store::DirState::Store {
+        return Err(StoreError::NotAStore {
+            path: data_dir.path().to_path_buf(),
+        }
+        .into());
+    }
+    data_dir.check_permissions()?;
+    Ok(crate::daemon::open_or_init(data_dir, config.key_file.as_deref())?)
+}
+
+fn keys_rotate(args: &RunArgs, json: bool) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
+    let mut bar = Bar::new("re-sealing");
+    let last = match crate::admin::request(data_dir.path(), &Request::KeysRotate) {
+        Ok(mut v) => loop {
+            bar.show(v["done"].as_u64().unwrap_or(0), v["total"].as_u64().unwrap_or(0));
+            if v["finished"] == true {
+                break v;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            v = crate::admin::request(data_dir.path(), &Request::KeysStatus)?;
+        },
+        Err(crate::admin::AdminError::NotRunning { .. }) => {
+            let mut store = open_offline(&data_dir, &config)?;
+            store.begin_rotation()?;
+            loop {
+                let p = store.rotate_batch(crate::keys::BATCH, &crate::store::Actor::Cli)?;
+                bar.show(p.done, p.total);
+                if p.finished {
+                    break serde_json::to_value(p)?;
+                }
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        print_json(&last);
+    } else {
+        println!(
+            "data key rotated: {} rows re-sealed under the new key; the old key is destroyed",
+            last["total"]
+        );
     }
     Ok(())
 }

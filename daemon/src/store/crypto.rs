@@ -105,8 +105,9 @@ pub struct FieldLoc<'a> {
 }
 
 /// The root key. It only wraps data keys; nothing is sealed with it directly.
+#[derive(Clone)]
 pub struct MasterKey {
-    wrap: LessSafeKey,
+    wrap: Zeroizing<[u8; KEY_LEN]>,
     check: [u8; 32],
 }
 
@@ -153,10 +154,7 @@ impl MasterKey {
     fn from_bytes(bytes: &[u8; KEY_LEN]) -> MasterKey {
         let wrap = derive(bytes, INFO_WRAP);
         let check = derive(bytes, INFO_CHECK);
-        MasterKey {
-            wrap: aead_key(&wrap),
-            check: *check,
-        }
+        MasterKey { wrap, check: *check }
     }
 
     /// A value stored beside the wrapped keys. It lets `open` say "wrong
@@ -173,7 +171,7 @@ impl MasterKey {
     /// Wraps a data key for storage in the database.
     pub fn wrap(&self, data_key: &DataKeyMaterial) -> Result<Vec<u8>, CryptoError> {
         seal_with(
-            &self.wrap,
+            &aead_key(&self.wrap),
             data_key.id,
             &wrap_aad(data_key.id),
             data_key.bytes.as_ref(),
@@ -183,14 +181,20 @@ impl MasterKey {
     /// Unwraps a data key. Fails with `Unauthentic` if this is not the master
     /// key that wrapped it, or if the wrapped bytes were altered.
     pub fn unwrap(&self, id: KeyId, wrapped: &[u8]) -> Result<DataKey, CryptoError> {
-        let plain = Zeroizing::new(open_with(&self.wrap, id, &wrap_aad(id), wrapped)?);
+        Ok(DataKey::from_material(&self.unwrap_material(id, wrapped)?))
+    }
+
+    /// Unwraps a data key's bytes, to wrap them again under another master
+    /// key.
+    pub fn unwrap_material(&self, id: KeyId, wrapped: &[u8]) -> Result<DataKeyMaterial, CryptoError> {
+        let plain = Zeroizing::new(open_with(&aead_key(&self.wrap), id, &wrap_aad(id), wrapped)?);
         let bytes: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(
             plain
                 .as_slice()
                 .try_into()
                 .map_err(|_| CryptoError::Malformed("wrapped data key has the wrong length"))?,
         );
-        Ok(DataKey::from_material(&DataKeyMaterial { id, bytes }))
+        Ok(DataKeyMaterial { id, bytes })
     }
 }
 
@@ -211,11 +215,14 @@ impl DataKeyMaterial {
     }
 }
 
-/// The key every field is sealed with, and the blind-index key.
+/// The key every field is sealed with, and the blind-index key. While a
+/// rotation runs it also holds the key being retired, which opens the
+/// values not yet re-sealed; new values are always sealed with this one.
 pub struct DataKey {
     id: KeyId,
     seal: LessSafeKey,
     index: hmac::Key,
+    previous: Option<Box<DataKey>>,
 }
 
 impl fmt::Debug for DataKey {
@@ -232,11 +239,53 @@ impl DataKey {
             id: material.id,
             seal: aead_key(&seal),
             index: hmac::Key::new(hmac::HMAC_SHA256, index.as_ref()),
+            previous: None,
         }
     }
 
     pub fn id(&self) -> KeyId {
         self.id
+    }
+
+    /// This key, still able to open values sealed with `previous`.
+    pub fn succeeding(mut self, previous: DataKey) -> DataKey {
+        self.previous = Some(Box::new(DataKey {
+            previous: None,
+            ..previous
+        }));
+        self
+    }
+
+    /// Keeps `previous` to open the values not yet re-sealed.
+    pub fn set_previous(&mut self, previous: DataKey) {
+        self.previous = Some(Box::new(DataKey {
+            previous: None,
+            ..previous
+        }));
+    }
+
+    /// The key being retired, while a rotation runs.
+    pub fn previous(&self) -> Option<&DataKey> {
+        self.previous.as_deref()
+    }
+
+    /// Forgets the retired key: the rotation is over.
+    pub fn retire_previous(&mut self) {
+        self.previous = None;
+    }
+
+    /// The key a value sealed under `found` opens with.
+    fn for_id(&self, found: KeyId) -> Result<&DataKey, CryptoError> {
+        if found == self.id {
+            return Ok(self);
+        }
+        match &self.previous {
+            Some(p) if p.id == found => Ok(p),
+            _ => Err(CryptoError::WrongKeyId {
+                found,
+                expected: self.id,
+            }),
+        }
     }
 
     /// Seals `plaintext` for the given location with a fresh random nonce.
@@ -246,14 +295,8 @@ impl DataKey {
 
     /// Opens a value sealed by `seal` for the same location.
     pub fn open(&self, loc: FieldLoc<'_>, envelope: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let found = envelope_key_id(envelope)?;
-        if found != self.id {
-            return Err(CryptoError::WrongKeyId {
-                found,
-                expected: self.id,
-            });
-        }
-        open_with(&self.seal, self.id, field_aad(loc, self.id).as_slice(), envelope)
+        let key = self.for_id(envelope_key_id(envelope)?)?;
+        open_with(&key.seal, key.id, field_aad(loc, key.id).as_slice(), envelope)
     }
 
     /// Like [`DataKey::open`], but decrypts into `scratch` (reused across
@@ -265,23 +308,17 @@ impl DataKey {
         envelope: &[u8],
         scratch: &'s mut Vec<u8>,
     ) -> Result<&'s [u8], CryptoError> {
-        let found = envelope_key_id(envelope)?;
-        if found != self.id {
-            return Err(CryptoError::WrongKeyId {
-                found,
-                expected: self.id,
-            });
-        }
+        let key = self.for_id(envelope_key_id(envelope)?)?;
         let nonce: [u8; NONCE_LEN] = envelope[1 + KEY_ID_LEN..HEADER_LEN]
             .try_into()
             .expect("slice length is NONCE_LEN");
         scratch.clear();
         scratch.extend_from_slice(&envelope[HEADER_LEN..]);
-        let plain = self
+        let plain = key
             .seal
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(field_aad(loc, self.id).as_slice()),
+                Aad::from(field_aad(loc, key.id).as_slice()),
                 scratch,
             )
             .map_err(|_| CryptoError::Unauthentic)?;

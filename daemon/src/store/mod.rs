@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod crypto;
 pub mod files;
+pub mod keys;
 pub mod relay;
 pub mod schema;
 pub mod value;
@@ -403,6 +404,8 @@ pub const AUDIT_KEPT: i64 = 10_000;
 pub struct Store {
     conn: Connection,
     key: DataKey,
+    /// Wraps a new data key when one is rotated in.
+    master: MasterKey,
     db_path: PathBuf,
 }
 
@@ -460,6 +463,7 @@ impl Store {
         Ok(Store {
             conn,
             key: DataKey::from_material(&material),
+            master: master.clone(),
             db_path: db_path.to_path_buf(),
         })
     }
@@ -541,9 +545,30 @@ impl Store {
         let key = master
             .unwrap(active, &wrapped)
             .map_err(|e| corrupt(format!("the wrapped data key does not open ({e})")))?;
+        // A rotation that was under way: the new key seals, the old one
+        // still opens what is not re-sealed yet.
+        let next: Option<(String, Vec<u8>)> = conn
+            .query_row(
+                "SELECT id, wrapped FROM data_keys WHERE state = 'next'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(map_sql)?;
+        let key = match next {
+            None => key,
+            Some((id, wrapped)) => {
+                let id = KeyId::from_hex(&id).map_err(|_| corrupt("the next key id is malformed".into()))?;
+                master
+                    .unwrap(id, &wrapped)
+                    .map_err(|e| corrupt(format!("the wrapped next data key does not open ({e})")))?
+                    .succeeding(key)
+            }
+        };
 
         let store = Store {
             conn,
+            master: master.clone(),
             key,
             db_path: db_path.to_path_buf(),
         };
@@ -575,7 +600,9 @@ impl Store {
             while let Some(row) = rows.next()? {
                 let id: String = row.get(0)?;
                 let key_id: String = row.get(1)?;
-                if key_id != self.key.id().to_hex() {
+                let known = key_id == self.key.id().to_hex()
+                    || self.key.previous().is_some_and(|p| key_id == p.id().to_hex());
+                if !known {
                     return Err(StoreError::Corrupt {
                         path: self.db_path.clone(),
                         detail: format!("row {id} of {table} names unknown data key {key_id}"),
@@ -700,12 +727,12 @@ impl Store {
     /// Finds a device by MAC through the blind index; the MAC is normalised
     /// to lower case first.
     pub fn device_by_mac(&self, mac: &str) -> Result<Option<Device>, StoreError> {
-        let index = self
-            .key
-            .blind_index("devices.mac", mac.to_ascii_lowercase().as_bytes());
-        let sql = format!("{} WHERE mac_index = ?1", schema::SELECT_DEVICES);
+        let mac = mac.to_ascii_lowercase();
+        let index = |k: &DataKey| k.blind_index("devices.mac", mac.as_bytes());
+        let (now, before) = indexes(&self.key, index);
+        let sql = format!("{} WHERE mac_index IN (?1, ?2)", schema::SELECT_DEVICES);
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query([index.as_slice()])?;
+        let mut rows = stmt.query([now.as_slice(), before.as_slice()])?;
         match rows.next()? {
             Some(row) => Ok(Some(open_device(&self.key, row, &mut Vec::new())?)),
             None => Ok(None),
@@ -714,10 +741,10 @@ impl Store {
 
     /// The device that advertised `identity`, through the blind index.
     pub fn device_by_identity(&self, identity: &str) -> Result<Option<Device>, StoreError> {
-        let index = identity_index(&self.key, identity);
-        let sql = format!("{} WHERE ident_index = ?1", schema::SELECT_DEVICES);
+        let (now, before) = indexes(&self.key, |k| identity_index(k, identity));
+        let sql = format!("{} WHERE ident_index IN (?1, ?2)", schema::SELECT_DEVICES);
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query([index.as_slice()])?;
+        let mut rows = stmt.query([now.as_slice(), before.as_slice()])?;
         match rows.next()? {
             Some(row) => Ok(Some(open_device(&self.key, row, &mut Vec::new())?)),
             None => Ok(None),
@@ -777,14 +804,15 @@ impl Store {
     }
 
     pub fn owner_by_email(&self, email: &str) -> Result<Option<Owner>, StoreError> {
-        self.owner_where_index(&email_index(&self.key, email))
+        let (now, before) = indexes(&self.key, |k| email_index(k, email));
+        self.owner_where_index(&now, &before)
     }
 
-    fn owner_where_index(&self, index: &[u8]) -> Result<Option<Owner>, StoreError> {
+    fn owner_where_index(&self, index: &[u8], or: &[u8]) -> Result<Option<Owner>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, record, last_login FROM owners WHERE email_index = ?1")?;
-        let mut rows = stmt.query([index])?;
+            .prepare_cached("SELECT id, record, last_login FROM owners WHERE email_index IN (?1, ?2)")?;
+        let mut rows = stmt.query([index, or])?;
         let Some(row) = rows.next()? else { return Ok(None) };
         let id: String = row.get(0)?;
         let mut scratch = Vec::new();
@@ -830,7 +858,7 @@ impl Store {
             )
             .optional()?;
         let Some(index) = email_index else { return Ok(None) };
-        self.owner_where_index(&index)
+        self.owner_where_index(&index, &index)
     }
 
     /// Replaces an owner's password hash (sealed, `synchronous=FULL`).
@@ -1265,6 +1293,16 @@ fn open_field<T: Field>(
         id: pk.to_owned(),
         source: CryptoError::Malformed("sealed value does not decode"),
     })
+}
+
+/// A blind index under the data key and, while a rotation runs, under the
+/// key being retired (else the same one again), for `IN (?1, ?2)` look-ups.
+fn indexes(
+    key: &DataKey,
+    f: impl Fn(&DataKey) -> [u8; crypto::BLIND_INDEX_LEN],
+) -> ([u8; crypto::BLIND_INDEX_LEN], [u8; crypto::BLIND_INDEX_LEN]) {
+    let now = f(key);
+    (now, key.previous().map_or(now, f))
 }
 
 fn identity_index(key: &DataKey, identity: &str) -> [u8; crypto::BLIND_INDEX_LEN] {

@@ -119,6 +119,18 @@ CREATE TABLE relay_tallies (
     record  BLOB NOT NULL              -- sealed: how many calls of each action and result, until the minute is audited and the row deleted
 ) WITHOUT ROWID;
 "#,
+    // 8: a data key can be 'next': rotated in, sealing new values, while
+    // the values under the active one are re-sealed.
+    r#"
+CREATE TABLE data_keys_8 (
+    id      TEXT PRIMARY KEY NOT NULL, -- data key id, 16 hex digits; not secret
+    wrapped BLOB NOT NULL,             -- the data key, sealed under the master key's wrap subkey
+    state   TEXT NOT NULL CHECK (state IN ('active', 'next')) -- 'active' is named in meta; 'next' is being rotated in
+) WITHOUT ROWID;
+INSERT INTO data_keys_8 (id, wrapped, state) SELECT id, wrapped, state FROM data_keys WHERE state = 'active';
+DROP TABLE data_keys;
+ALTER TABLE data_keys_8 RENAME TO data_keys;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -48,6 +48,8 @@ pub struct App {
     pub homeassistant: Option<Arc<crate::homeassistant::HomeAssistant>>,
     /// The voice relay, when the daemon runs one.
     pub relay: Option<Arc<crate::relay::Relay>>,
+    /// Data key rotation.
+    pub keys: Arc<crate::keys::Rotator>,
 }
 
 /// The client's address, put on each request by the server.
@@ -71,6 +73,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/audit/verify", get(audit_verify))
         .route("/api/audit/export", get(audit_export))
         .route("/api/lockdown", post(lockdown))
+        .route("/api/keys", get(keys_status))
+        .route("/api/keys/rotate", post(keys_rotate))
         .route("/api/warnings", get(warnings))
         .route("/api/warnings/{id}/acknowledge", post(acknowledge_warning))
         .route("/api/privacy", get(privacy))
@@ -616,6 +620,26 @@ async fn acknowledge_warning(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such warning"));
     }
     Ok(Json(json!({ "acknowledged": true })))
+}
+
+#[utoipa::path(get, path = "/api/keys", responses((status = 200, description = "The data key rotation's progress: rows re-sealed, of all, and whether the old key is destroyed")))]
+async fn keys_status(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
+    let p = app.keys.progress().await?;
+    Ok(Json(
+        json!({ "done": p.done, "total": p.total, "finished": p.finished }),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/keys/rotate", responses((status = 202, description = "Rotation started (or already under way): a new data key seals new values at once; the others are re-sealed in the background, then the old key is destroyed")))]
+async fn keys_rotate(
+    State(app): State<Arc<App>>,
+    Authed(session): Authed,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let p = app.keys.rotate(actor(&session)).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "done": p.done, "total": p.total, "finished": p.finished })),
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -1205,6 +1229,8 @@ where
         audit_verify,
         audit_export,
         lockdown,
+        keys_status,
+        keys_rotate,
         warnings,
         acknowledge_warning,
         privacy,

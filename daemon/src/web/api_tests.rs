@@ -192,6 +192,7 @@ impl Fixture {
             session_max: max,
             homeassistant: Some(Arc::new(homeassistant)),
             relay: Some(relay),
+            keys: crate::keys::Rotator::new(store.clone()),
         });
         Fixture {
             router: router(app),
@@ -1568,6 +1569,8 @@ async fn openapi_document_lists_the_routes() {
         ("GET", "/api/audit/verify"),
         ("GET", "/api/audit/export"),
         ("POST", "/api/lockdown"),
+        ("GET", "/api/keys"),
+        ("POST", "/api/keys/rotate"),
         ("GET", "/api/warnings"),
         ("POST", "/api/warnings/{id}/acknowledge"),
         ("GET", "/api/privacy"),

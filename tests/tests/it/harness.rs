@@ -307,6 +307,17 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Kills the daemon with SIGKILL, as a crash or power cut would, and
+    /// keeps its home.
+    pub fn kill_keeping_home(mut self) -> TestHome {
+        let mut child = self.child.take().expect("running");
+        signal(&child, libc::SIGKILL);
+        let _ = wait_status(&mut child, Duration::from_secs(20));
+        std::mem::replace(&mut self.home, TestHome::new())
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -11,6 +11,7 @@ mod harness;
 mod homeassistant;
 mod http;
 mod hub;
+mod keys;
 mod lifecycle;
 mod mqtt;
 mod relay;

@@ -1,0 +1,217 @@
+//! Data key rotation from the outside: the real binary, killed with
+//! SIGKILL at random points, and every value opened afterwards.
+
+use std::time::{Duration, Instant};
+
+use hearth::daemon::open_or_init;
+use hearth::secret::{Secret, TokenHash};
+use hearth::store::{Actor, AuditEvent, DataDir, DeviceFields, DeviceKind, Store};
+use hearth_tests::find_in_bytes;
+
+use crate::harness::{Daemon, TestHome, hearth, text};
+
+const DEVICES: usize = 1500;
+const AUDIT: usize = 1500;
+
+fn open(home: &TestHome) -> Store {
+    open_or_init(&DataDir::new(home.data_dir()), None).expect("every sealed value opens")
+}
+
+/// A home big enough that a rotation takes many batches.
+fn fill(home: &TestHome) {
+    let mut s = open(home);
+    for i in 0..DEVICES {
+        let mut f = DeviceFields::new(DeviceKind::Bulb, "tasmota");
+        f.nickname = Some(format!("lamp {i}"));
+        f.mac = Some(format!("aa:bb:cc:00:{:02x}:{:02x}", i / 256, i % 256));
+        s.insert_device(&f).unwrap();
+    }
+    s.create_owner(
+        "owner@example.org",
+        &Secret::new(hearth::secret::hash_password("a long enough password").unwrap()),
+    )
+    .unwrap();
+    s.put_credential("owner:x", "session", &TokenHash::of("token"), None)
+        .unwrap();
+    for i in 0..AUDIT {
+        s.append_audit(&AuditEvent::ok(
+            "login",
+            Actor::Visitor,
+            format!("from 192.0.2.{}", i % 250),
+        ))
+        .unwrap();
+    }
+}
+
+/// Every value opens (the store checks each sealed value as it opens) and
+/// reads back as written; look-ups by blind index find their rows.
+fn check(home: &TestHome) -> bool {
+    let s = open(home);
+    let devices = s.devices().unwrap();
+    assert_eq!(devices.len(), DEVICES);
+    let mut names: Vec<String> = devices
+        .iter()
+        .map(|d| d.fields.nickname.clone().unwrap())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = (0..DEVICES).map(|i| format!("lamp {i}")).collect();
+    want.sort();
+    assert_eq!(names, want);
+    for i in [0, DEVICES / 2, DEVICES - 1] {
+        let mac = format!("AA:BB:CC:00:{:02x}:{:02x}", i / 256, i % 256);
+        let d = s.device_by_mac(&mac).unwrap().expect("found by its MAC");
+        assert_eq!(d.fields.nickname.unwrap(), format!("lamp {i}"));
+    }
+    assert!(s.owner_by_email("owner@example.org").unwrap().is_some());
+    assert!(s.verify_audit().unwrap().verified());
+    assert!(s.audit(10_000).unwrap().len() >= AUDIT);
+    s.rotating()
+}
+
+/// A small xorshift, seeded from the clock: the kill points differ on every
+/// run, and the seed is printed so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+#[test]
+fn rotation_survives_sigkill_at_random_points_fifty_times() {
+    let home = TestHome::new();
+    fill(&home);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill points seeded with {seed}");
+    let mut rng = Rng(seed);
+
+    // How long one whole rotation takes here, to spread the kills over it.
+    let t = Instant::now();
+    let out = hearth()
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(home.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let whole = t.elapsed().as_millis().max(50) as u64;
+    assert!(
+        text(&out.stderr).contains("100%"),
+        "a progress bar: {}",
+        text(&out.stderr)
+    );
+    assert!(!check(&home));
+
+    let mut cut_short = 0;
+    let mut finished = 0;
+    for round in 0..50 {
+        let mut child = hearth()
+            .args(["keys", "rotate", "--data-dir"])
+            .arg(home.data_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.next(whole * 5 / 4)));
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGKILL);
+        }
+        let status = child.wait().unwrap();
+        if status.success() {
+            finished += 1;
+        }
+        let rotating = check(&home);
+        if rotating {
+            cut_short += 1;
+        }
+        eprintln!(
+            "round {round}: exit {status:?}, rotation {}",
+            if rotating { "cut short" } else { "whole" }
+        );
+    }
+    // The kills landed both inside rotations and between them.
+    assert!(
+        cut_short >= 5,
+        "only {cut_short} of 50 kills cut a rotation short"
+    );
+    assert!(cut_short < 50 || finished > 0);
+
+    // Resumed to the end: one data key left, under which every row is.
+    let out = hearth()
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(home.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!check(&home));
+    let db = std::fs::read(DataDir::new(home.data_dir()).db_path()).unwrap();
+    let conn = rusqlite::Connection::open(DataDir::new(home.data_dir()).db_path()).unwrap();
+    let keys: i64 = conn
+        .query_row("SELECT count(*) FROM data_keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(keys, 1);
+    assert!(find_in_bytes(&db, &["lamp 1".to_owned()]).is_empty());
+}
+
+#[test]
+fn a_running_hearth_rotates_in_the_background_and_resumes_after_sigkill() {
+    let home = TestHome::new();
+    fill(&home);
+    let daemon = Daemon::start_in_with(home, "");
+    let out = daemon.cli(&["keys", "rotate", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["finished"], true);
+    assert!(text(&out.stderr).contains("100%"));
+    let out = daemon.cli(&["keys", "status"]);
+    assert!(text(&out.stdout).contains("no rotation under way"));
+
+    // Started, then the daemon killed mid-way: the next start resumes.
+    let mut cli = hearth()
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(daemon.home.data_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(cli.stderr.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains("re-sealing"), "{first}");
+    let home = daemon.kill_keeping_home();
+    let _ = cli.kill();
+    let _ = cli.wait();
+    assert!(check(&home), "the kill landed mid-rotation");
+    let daemon = Daemon::start_in_with(home, "");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = daemon.cli(&["keys", "status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["finished"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rotation never finished: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let home = daemon.stop_keeping_home();
+    assert!(!check(&home));
+    let s = open(&home);
+    let rotated = s
+        .audit(100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "keys_rotated")
+        .collect::<Vec<_>>();
+    assert_eq!(rotated.len(), 2, "{rotated:?}");
+    assert!(rotated.iter().any(|e| e.actor == "cli"));
+}
