@@ -91,3 +91,25 @@ export async function api(method, path, body) {
   }
   return data;
 }
+
+/** POSTs JSON and returns the answer as a Blob (a file to download). */
+export async function download(path, body) {
+  const headers = { Accept: 'application/octet-stream', 'Content-Type': 'application/json' };
+  if (csrf) headers['X-CSRF-Token'] = csrf;
+  let response;
+  try {
+    response = await fetch(path, { method: 'POST', headers, body: JSON.stringify(body), credentials: 'same-origin', cache: 'no-store', redirect: 'error' });
+  } catch {
+    throw new ApiError(0, null);
+  }
+  if (!response.ok) {
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    throw new ApiError(response.status, data, response.headers.get('Retry-After'));
+  }
+  return response.blob();
+}

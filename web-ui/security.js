@@ -1,7 +1,7 @@
 // Security: two-factor enrolment, password change, sessions, "log everyone
 // out", and the recent audit events with the chain check.
 
-import { api } from './api.js';
+import { api, download } from './api.js';
 import { ago, busy, checkbox, confirmDialog, errorLine, field, h, timeEl } from './dom.js';
 import { PASSWORD_POLICY } from './auth.js';
 
@@ -370,6 +370,49 @@ function keys(ctx) {
   );
 }
 
+// --- backup ------------------------------------------------------------------
+
+function backup(ctx) {
+  const error = errorLine();
+  const pass = field('Backup passphrase', { type: 'password', autocomplete: 'new-password', minlength: 12, required: true, 'data-testid': 'backup-passphrase' }, 'At least 12 characters. Without it the file cannot be opened, by anyone: keep it somewhere other than the hub.');
+  const again = field('The passphrase again', { type: 'password', autocomplete: 'new-password', required: true, 'data-testid': 'backup-passphrase-again' });
+  const password = field('Your password', { type: 'password', autocomplete: 'current-password', required: true, 'data-testid': 'backup-password' });
+  const code = field('Two-factor code', { inputmode: 'numeric', autocomplete: 'one-time-code', 'data-testid': 'backup-code' }, 'From your authenticator app, when two-factor authentication is on.');
+  const done = h('p', { 'data-testid': 'backup-done', 'aria-live': 'polite' });
+  const button = h('button', { type: 'submit', class: 'button primary', 'data-testid': 'backup-download' }, 'Download a backup');
+  const form = h('form', { class: 'inline-form', novalidate: true }, pass.wrap, again.wrap, password.wrap, code.wrap, error.el, h('div', { class: 'actions' }, button), done);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    error.clear();
+    done.textContent = '';
+    if (pass.input.value.trim().length < 12) return error.set('The passphrase needs at least 12 characters.');
+    if (pass.input.value !== again.input.value) return error.set('The two passphrases differ.');
+    button.disabled = true;
+    try {
+      const blob = await download('/api/backup', { passphrase: pass.input.value, password: password.input.value, code: code.input.value.trim() || null });
+      const url = URL.createObjectURL(blob);
+      const a = h('a', { href: url, download: 'hearth.hearthbackup', hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+      for (const f of [pass, again, password, code]) f.input.value = '';
+      done.textContent = `Backup downloaded (${blob.size} bytes). Restore it with: hearth backup restore FILE`;
+    } catch (e) {
+      error.set(e.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return section(
+    'backup-heading',
+    'Backup',
+    'backup-section',
+    h('p', { class: 'hint' }, 'One encrypted file with everything hearth holds and the key to open it, sealed under a passphrase you choose (argon2id and ChaCha20-Poly1305).'),
+    form,
+  );
+}
+
 // --- audit -------------------------------------------------------------------
 
 // The event types hearth writes, for the filter.
@@ -509,6 +552,6 @@ function audit(ctx) {
 }
 
 export function renderSecurity(ctx) {
-  ctx.main.append(h('h1', null, 'Security'), twoFactor(ctx), passwordForm(ctx), sessions(ctx), lockdown(ctx), keys(ctx), audit(ctx));
+  ctx.main.append(h('h1', null, 'Security'), twoFactor(ctx), passwordForm(ctx), sessions(ctx), lockdown(ctx), keys(ctx), backup(ctx), audit(ctx));
   return 'Security';
 }

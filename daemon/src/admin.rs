@@ -100,6 +100,10 @@ pub enum Request {
     KeysRotate,
     /// How far the rotation is.
     KeysStatus,
+    /// `hearth backup create` wrote a backup: audit it.
+    BackupCreated {
+        detail: String,
+    },
     Lockdown {
         #[serde(default)]
         rotate_devices: bool,
@@ -392,6 +396,19 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
         Request::AuditVerify => answer(admin.devices.with_store(|store| Ok(store.verify_audit()?)).await),
         Request::KeysRotate => answer(admin.keys.rotate(Actor::Cli).await),
         Request::KeysStatus => answer(admin.keys.progress().await),
+        Request::BackupCreated { detail } => answer(
+            admin
+                .devices
+                .with_store(move |s| {
+                    s.append_audit(&crate::store::AuditEvent::ok(
+                        "backup_created",
+                        Actor::Cli,
+                        detail,
+                    ))?;
+                    Ok(serde_json::json!({ "audited": true }))
+                })
+                .await,
+        ),
         r @ (Request::RelayStatus | Request::RelayEnable | Request::RelayDisable) => {
             let Some(relay) = admin.relay.clone() else {
                 return answer::<()>(Err(DeviceError::Invalid(

@@ -384,6 +384,7 @@ pub async fn run(
             homeassistant: Some(homeassistant.clone()),
             relay: Some(r),
             keys: keys.clone(),
+            key_path: Some(files::resolve_key_path(config.key_file.as_deref(), &data_dir)),
         });
         web = Some(
             crate::web::start(bound.web, &files, app, &supervisor)

@@ -12,7 +12,11 @@
 //!    itself stays, empty and private, so `hearth run` starts as a fresh
 //!    install.
 //!
-//! hearth keeps no backups yet, so there are none to remove.
+//! 4. Every backup `hearth backup create` wrote (listed in the data
+//!    directory, and still starting with the backup header) is overwritten
+//!    and removed. A backup copied elsewhere, or downloaded from the
+//!    dashboard, is out of hearth's reach: it stays sealed under its
+//!    passphrase.
 
 use std::fs;
 use std::io::Write;
@@ -32,6 +36,8 @@ pub struct Erased {
     pub master_key_elsewhere: Option<PathBuf>,
     /// Files removed from the data directory.
     pub files_removed: usize,
+    /// Backups hearth wrote, overwritten and removed.
+    pub backups_removed: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +109,13 @@ pub fn erase(data_dir: &DataDir, key_file: Option<&Path>) -> Result<Erased, Eras
         (None, None)
     };
 
+    // 4 (before the list goes with the rest). The backups hearth wrote.
+    let mut backups_removed = Vec::new();
+    for path in crate::backup::known(data_dir) {
+        overwrite_and_remove(&path)?;
+        backups_removed.push(path);
+    }
+
     // 3. Everything else in the data directory.
     let mut files_removed = 0;
     for entry in fs::read_dir(dir).map_err(io(dir))? {
@@ -124,7 +137,24 @@ pub fn erase(data_dir: &DataDir, key_file: Option<&Path>) -> Result<Erased, Eras
         master_key_removed,
         master_key_elsewhere,
         files_removed,
+        backups_removed,
     })
+}
+
+fn overwrite_and_remove(path: &Path) -> Result<(), EraseError> {
+    let len = fs::metadata(path).map_err(io(path))?.len() as usize;
+    let mut noise = vec![0u8; len.clamp(64, 1 << 20)];
+    crate::store::crypto::fill_random(&mut noise).map_err(|e| EraseError::Store(e.into()))?;
+    let mut f = fs::OpenOptions::new().write(true).open(path).map_err(io(path))?;
+    let mut left = len.max(64);
+    while left > 0 {
+        let n = left.min(noise.len());
+        f.write_all(&noise[..n]).map_err(io(path))?;
+        left -= n;
+    }
+    f.sync_all().map_err(io(path))?;
+    drop(f);
+    fs::remove_file(path).map_err(io(path))
 }
 
 fn count_files(dir: &Path) -> usize {

@@ -4,6 +4,7 @@
 //! [`cli::main`]. See ARCHITECTURE.md for the map and the invariants.
 
 pub mod admin;
+pub mod backup;
 pub mod broker;
 pub mod canonical;
 pub mod cli;

@@ -795,6 +795,28 @@ async function main() {
       await until('the rotation to finish', async () => (await rotations()).length === 1 && (await page.locator(`${tid('keys-status')}[data-state="idle"]`).count()) > 0, { timeout: 30_000 });
       await until('the page to show it', async () => /sealed under one data key/.test(await textOf(page, tid('keys-status'))) && !(await page.locator(tid('keys-rotate')).isDisabled()));
       assert((await rotations())[0].actor.startsWith('session '), 'the rotation is not audited with its session');
+      // A backup, downloaded with password and a fresh code, opens with
+      // hearth's own restore and nothing else.
+      const backupPass = `backup ${randomBytes(6).toString('hex')} passphrase`;
+      await page.fill(tid('backup-passphrase'), backupPass);
+      await page.fill(tid('backup-passphrase-again'), backupPass);
+      await page.fill(tid('backup-password'), password);
+      const fresh = await freshTotp();
+      await page.fill(tid('backup-code'), fresh.code);
+      const [backupFile] = await Promise.all([page.waitForEvent('download'), page.click(tid('backup-download'))]);
+      lastTotpStep = fresh.step;
+      await page.locator(tid('backup-done')).filter({ hasText: 'Backup downloaded' }).waitFor({ timeout: UI_TIMEOUT });
+      const sealed = await fs.promises.readFile(await backupFile.path());
+      assert(sealed.subarray(0, 8).toString() === 'HEARTHBK', 'the download is not a hearth backup');
+      assert(!sealed.includes('SQLite format') && !sealed.includes(password), 'the backup shows plaintext');
+      const restoreDir = path.join(tmp, 'restored');
+      const passFile = path.join(tmp, 'backup-pass');
+      fs.writeFileSync(passFile, `${backupPass}\n`, { mode: 0o600 });
+      const backupPath = path.join(tmp, 'dashboard.hearthbackup');
+      fs.writeFileSync(backupPath, sealed);
+      await run(HEARTH, ['backup', 'restore', backupPath, '--passphrase-file', passFile, '--data-dir', restoreDir], { timeout: 60_000 });
+      const { stdout: verified } = await run(HEARTH, ['audit', 'verify', '--json', '--data-dir', restoreDir], { timeout: 30_000 });
+      assert(JSON.parse(verified).problem === null, `the restored store's audit log does not verify: ${verified}`);
       // Filter by type: only lockdowns, each with who did it and how it ended.
       await page.selectOption(tid('audit-filter-event'), 'lockdown');
       await page.click(tid('audit-filter-apply'));

@@ -4,6 +4,7 @@
 //! This is one of the two places `anyhow` is allowed. It must not log or
 //! print a secret; errors it prints come from modules that already redact.
 
+mod backup;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +69,9 @@ pub enum Command {
     /// The keys that protect the store.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Encrypted backups of the store and configuration.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Erase everything hearth holds, for good: the keys first (so nothing
     /// left on the disk can be read), then every file in the data
     /// directory. hearth must be stopped. Afterwards `hearth run` starts as
@@ -340,6 +344,9 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
         if let Some(e) = cause.downcast_ref::<StoreError>() {
             return e.exit_code();
         }
+        if let Some(e) = cause.downcast_ref::<crate::backup::BackupError>() {
+            return e.exit_code();
+        }
         if let Some(e) = cause.downcast_ref::<daemon::DaemonError>() {
             return e.exit_code();
         }
@@ -365,6 +372,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify(args)) => audit_verify(&args),
         Command::Erase { args, yes } => erase(&args, yes),
         Command::Keys(KeysCommand::Rotate { args, json }) => keys_rotate(&args, json),
+        Command::Backup(cmd) => backup::run(cmd),
         Command::Keys(KeysCommand::Status(admin)) => {
             let v = admin_request(&admin, &Request::KeysStatus)?;
             if admin.json {
@@ -789,6 +797,9 @@ fn erase(args: &RunArgs, yes: bool) -> anyhow::Result<()> {
         erased.files_removed,
         data_dir.path().display()
     );
+    for b in &erased.backups_removed {
+        println!("backup overwritten and removed: {}", b.display());
+    }
     Ok(())
 }
 

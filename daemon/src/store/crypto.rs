@@ -151,6 +151,12 @@ impl MasterKey {
         Ok(MasterKey::from_bytes(&key))
     }
 
+    /// The master key derived from a passphrase (passphrase mode).
+    pub fn from_passphrase(passphrase: &[u8], kdf: &Kdf) -> Result<MasterKey, CryptoError> {
+        let bytes = kdf.derive(passphrase)?;
+        Ok(MasterKey::from_bytes(&bytes))
+    }
+
     fn from_bytes(bytes: &[u8; KEY_LEN]) -> MasterKey {
         let wrap = derive(bytes, INFO_WRAP);
         let check = derive(bytes, INFO_CHECK);
@@ -196,6 +202,109 @@ impl MasterKey {
         );
         Ok(DataKeyMaterial { id, bytes })
     }
+}
+
+/// How a key is derived from a passphrase: argon2id, its cost and salt.
+/// Stored beside what it protects (not secret).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Kdf {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Passes.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+    /// 16 random bytes, hex.
+    pub salt: String,
+}
+
+impl Kdf {
+    /// 64 MiB and 3 passes: about 0.5 s on a Raspberry Pi 4 (see
+    /// docs/PERFORMANCE.md, `bench/run kdf`).
+    pub const M_KIB: u32 = 64 * 1024;
+    pub const T: u32 = 3;
+
+    /// Fresh parameters with a random salt.
+    pub fn generate() -> Result<Kdf, CryptoError> {
+        let mut salt = [0u8; 16];
+        fill_random(&mut salt)?;
+        Ok(Kdf {
+            m_kib: Kdf::M_KIB,
+            t: Kdf::T,
+            p: 1,
+            salt: hex::encode(salt),
+        })
+    }
+
+    /// Derives 32 bytes from `passphrase`. Parameters read from a file are
+    /// bounded first, so a crafted file cannot make hearth allocate more
+    /// than 1 GiB or spin for minutes.
+    pub fn derive(&self, passphrase: &[u8]) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
+        if !(8 * 1024..=1024 * 1024).contains(&self.m_kib)
+            || !(1..=16).contains(&self.t)
+            || !(1..=4).contains(&self.p)
+        {
+            return Err(CryptoError::BadKeyMaterial(
+                "the passphrase parameters are out of bounds (8 MiB to 1 GiB, 1 to 16 passes, 1 to 4 lanes)",
+            ));
+        }
+        let salt =
+            hex::decode(&self.salt)
+                .ok()
+                .filter(|s| s.len() == 16)
+                .ok_or(CryptoError::BadKeyMaterial(
+                    "the passphrase salt is not 16 bytes of hex",
+                ))?;
+        let params = argon2::Params::new(self.m_kib, self.t, self.p, Some(KEY_LEN))
+            .map_err(|_| CryptoError::BadKeyMaterial("bad argon2 parameters"))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        argon
+            .hash_password_into(passphrase, &salt, out.as_mut())
+            .map_err(|_| CryptoError::BadKeyMaterial("argon2id failed"))?;
+        Ok(out)
+    }
+}
+
+/// Seals `plaintext` under a 32-byte key with ChaCha20-Poly1305 and a fresh
+/// nonce: `nonce (12) ‖ ciphertext ‖ tag (16)`. For backups.
+pub fn seal_file(key: &[u8; KEY_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce)?;
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plaintext);
+    let tag = aead_key(key)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut out[NONCE_LEN..],
+        )
+        .map_err(|_| CryptoError::Unauthentic)?;
+    out.extend_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+/// Opens what [`seal_file`] sealed; `Unauthentic` if the key is wrong or a
+/// byte was changed.
+pub fn open_file(key: &[u8; KEY_LEN], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    if sealed.len() < NONCE_LEN + TAG_LEN {
+        return Err(CryptoError::Malformed("too short"));
+    }
+    let nonce: [u8; NONCE_LEN] = sealed[..NONCE_LEN].try_into().expect("NONCE_LEN bytes");
+    let mut buf = Zeroizing::new(sealed[NONCE_LEN..].to_vec());
+    let n = aead_key(key)
+        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+        .map_err(|_| CryptoError::Unauthentic)?
+        .len();
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// A value derived from a key that tells a wrong passphrase from a damaged
+/// file, and reveals nothing of the key.
+pub fn check_of(key: &[u8; KEY_LEN]) -> [u8; 32] {
+    *derive(key, INFO_CHECK)
 }
 
 /// A freshly generated data key before it is wrapped. Zeroed on drop.

@@ -50,6 +50,9 @@ pub struct App {
     pub relay: Option<Arc<crate::relay::Relay>>,
     /// Data key rotation.
     pub keys: Arc<crate::keys::Rotator>,
+    /// The master key file, put into backups; `None` when the master key
+    /// comes from a passphrase.
+    pub key_path: Option<PathBuf>,
 }
 
 /// The client's address, put on each request by the server.
@@ -74,6 +77,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/audit/export", get(audit_export))
         .route("/api/lockdown", post(lockdown))
         .route("/api/keys", get(keys_status))
+        .route("/api/backup", post(backup_download))
         .route("/api/keys/rotate", post(keys_rotate))
         .route("/api/warnings", get(warnings))
         .route("/api/warnings/{id}/acknowledge", post(acknowledge_warning))
@@ -640,6 +644,76 @@ async fn keys_rotate(
         StatusCode::ACCEPTED,
         Json(json!({ "done": p.done, "total": p.total, "finished": p.finished })),
     ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct BackupBody {
+    /// What the backup is sealed under (12 characters or more).
+    passphrase: String,
+    /// The owner's password, again.
+    password: String,
+    /// A TOTP or recovery code, when two-factor authentication is on.
+    code: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/backup", request_body = BackupBody, responses((status = 200, description = "The backup file: the store and the master key, sealed under the passphrase with argon2id and ChaCha20-Poly1305", content_type = "application/octet-stream"), (status = 400, description = "A passphrase under 12 characters"), (status = 401, description = "Wrong password or code")))]
+async fn backup_download(
+    State(app): State<Arc<App>>,
+    Authed(session): Authed,
+    Client(from): Client,
+    Body(b): Body<BackupBody>,
+) -> Result<Response, ApiError> {
+    crate::backup::check_passphrase(&b.passphrase)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let auth = app.auth.clone();
+    let s = session.clone();
+    let (password, code) = (b.password, b.code);
+    tokio::task::spawn_blocking(move || {
+        auth.reauthenticate(&s, &password, code.as_deref(), from, "backup_refused")
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    let data_dir = crate::store::DataDir::new(app.auth.data_dir());
+    let key_path = app.key_path.clone();
+    let passphrase = zeroize::Zeroizing::new(b.passphrase);
+    let sealed = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, crate::backup::BackupError> {
+        let master_key = match key_path {
+            Some(p) => Some(zeroize::Zeroizing::new(std::fs::read(&p).map_err(|source| {
+                crate::backup::BackupError::Io {
+                    path: p.clone(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        let contents = crate::backup::Contents {
+            db: crate::backup::snapshot(&data_dir)?,
+            config: None,
+            master_key,
+        };
+        crate::backup::seal(&contents, &passphrase)
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+    .map_err(|e| {
+        tracing::error!(error = %e, "could not make a backup");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the backup could not be made")
+    })?;
+    let detail = format!("{} bytes, downloaded from the dashboard", sealed.len());
+    app.auth
+        .audit(AuditEvent::ok("backup_created", actor(&session), detail));
+    let mut r = sealed.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"hearth.hearthbackup\""),
+    );
+    Ok(r)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -1231,6 +1305,7 @@ where
         lockdown,
         keys_status,
         keys_rotate,
+        backup_download,
         warnings,
         acknowledge_warning,
         privacy,

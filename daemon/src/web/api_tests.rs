@@ -193,6 +193,7 @@ impl Fixture {
             homeassistant: Some(Arc::new(homeassistant)),
             relay: Some(relay),
             keys: crate::keys::Rotator::new(store.clone()),
+            key_path: Some(data_dir.join("master.key")),
         });
         Fixture {
             router: router(app),
@@ -1571,6 +1572,7 @@ async fn openapi_document_lists_the_routes() {
         ("POST", "/api/lockdown"),
         ("GET", "/api/keys"),
         ("POST", "/api/keys/rotate"),
+        ("POST", "/api/backup"),
         ("GET", "/api/warnings"),
         ("POST", "/api/warnings/{id}/acknowledge"),
         ("GET", "/api/privacy"),

@@ -394,6 +394,36 @@ impl Auth {
             .collect())
     }
 
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Asks the signed-in owner for the password again (and a TOTP or
+    /// recovery code when enrolled), under the login throttle, before an
+    /// action that cannot be undone or that carries everything out.
+    pub fn reauthenticate(
+        &self,
+        session: &Session,
+        password: &str,
+        code: Option<&str>,
+        from: IpAddr,
+        what: &'static str,
+    ) -> Result<(), AuthError> {
+        match self.check_owner(&session.username, password, code, from) {
+            Ok((owner, _)) if owner.id == session.owner => Ok(()),
+            Ok(_) => Err(AuthError::BadCredentials),
+            Err(e) => {
+                self.audit(AuditEvent::refused(
+                    what,
+                    actor(session),
+                    "password or code re-entry failed",
+                ));
+                Err(e)
+            }
+        }
+    }
+
     /// Revokes one of the owner's sessions.
     pub fn revoke(&self, session: &Session, id: &CredentialId) -> Result<bool, AuthError> {
         let owns = self

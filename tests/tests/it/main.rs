@@ -1,6 +1,7 @@
 //! hearth's integration tests: one binary, one harness.
 
 mod adoption;
+mod backup;
 mod bridge;
 mod broker;
 mod cli;
