@@ -20,6 +20,7 @@
 
 mod discovery;
 mod ha;
+mod keys;
 mod mqtt;
 mod relay;
 mod web;
@@ -69,6 +70,7 @@ fn main() {
         "ha" => ha::run(&hearth, rounds),
         "relay" => relay::run(&hearth, rounds),
         "lockdown" => web::lockdown(&hearth, rounds),
+        "keys" => keys::run(rounds),
         "all" => {
             store_bench();
             rss_bench(&hearth);
@@ -79,10 +81,11 @@ fn main() {
             ha::run(&hearth, rounds);
             relay::run(&hearth, rounds);
             web::lockdown(&hearth, rounds);
+            keys::run(rounds);
         }
         other => {
             eprintln!(
-                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web, ha, relay, lockdown or all"
+                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web, ha, relay, lockdown, keys or all"
             );
             std::process::exit(64);
         }

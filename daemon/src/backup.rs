@@ -60,7 +60,7 @@ pub enum BackupError {
     #[error("the store in the backup does not open: {0}")]
     BadStore(#[source] StoreError),
     #[error(
-        "the backup holds no master key (it was made in passphrase mode): give the store's passphrase with --store-passphrase-file"
+        "the backup holds no master key (it was made in passphrase mode): set HEARTH_PASSPHRASE_FILE to a file holding the store's passphrase"
     )]
     NoKey,
     #[error(transparent)]
@@ -359,7 +359,12 @@ pub fn restore(
                 files::load_master_key(&key_path)?
             }
             (None, Some(m)) => m,
-            (None, None) => return Err(BackupError::NoKey),
+            (None, None) => {
+                let kdf = files::passphrase_kdf(&db)?.ok_or(BackupError::NoKey)?;
+                let path = files::passphrase_path().ok_or(BackupError::NoKey)?;
+                let passphrase = files::read_passphrase(&path)?;
+                crate::store::MasterKey::from_passphrase(passphrase.as_bytes(), &kdf)?
+            }
         };
         progress("opening it and checking every sealed value");
         let store = Store::open(&db, &master, &key_path).map_err(BackupError::BadStore)?;

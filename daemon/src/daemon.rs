@@ -133,9 +133,33 @@ pub fn open_or_init(data_dir: &DataDir, key_file: Option<&Path>) -> Result<Store
         DirState::Store => {}
     }
     data_dir.check_permissions()?;
+    let db = data_dir.db_path();
+    // Passphrase mode: the master key is derived, and there is no key file.
+    if let Some(kdf) = files::passphrase_kdf(&db)? {
+        let path =
+            files::passphrase_path().ok_or_else(|| StoreError::PassphraseMissing { db_path: db.clone() })?;
+        let passphrase = files::read_passphrase(&path)?;
+        let master = crate::store::MasterKey::from_passphrase(passphrase.as_bytes(), &kdf)?;
+        return Store::open(&db, &master, &path);
+    }
     let key_path = files::resolve_key_path(key_file, data_dir);
+    let pending = files::pending_key_path(&key_path);
+    if !key_path.exists() && pending.exists() {
+        // A rewrap that stopped after the store took the new key but before
+        // the key file was renamed into place.
+        std::fs::rename(&pending, &key_path).map_err(|e| StoreError::key_io(&key_path, e))?;
+    }
     let master = files::load_master_key(&key_path)?;
-    Store::open(&data_dir.db_path(), &master, &key_path)
+    match Store::open(&db, &master, &key_path) {
+        Err(StoreError::WrongKey { .. }) if pending.exists() => {
+            let next = files::load_master_key(&pending)?;
+            let store = Store::open(&db, &next, &pending)?;
+            std::fs::rename(&pending, &key_path).map_err(|e| StoreError::key_io(&key_path, e))?;
+            files::sync_parent(&key_path)?;
+            Ok(store)
+        }
+        other => other,
+    }
 }
 
 /// The names the server certificate carries: the host's, plus configured
@@ -384,7 +408,10 @@ pub async fn run(
             homeassistant: Some(homeassistant.clone()),
             relay: Some(r),
             keys: keys.clone(),
-            key_path: Some(files::resolve_key_path(config.key_file.as_deref(), &data_dir)),
+            key_path: match files::passphrase_kdf(&data_dir.db_path()) {
+                Ok(None) => Some(files::resolve_key_path(config.key_file.as_deref(), &data_dir)),
+                _ => None,
+            },
         });
         web = Some(
             crate::web::start(bound.web, &files, app, &supervisor)

@@ -151,6 +151,20 @@ pub enum KeysCommand {
     },
     /// Show how far a rotation is.
     Status(AdminArgs),
+    /// Change the master key (hearth stopped): the data keys are wrapped
+    /// again under a new random key file, or, with --passphrase-file, under
+    /// a key derived from a passphrase with argon2id (64 MiB), which hearth
+    /// then reads at start from HEARTH_PASSPHRASE_FILE or the systemd
+    /// credential hearth.passphrase. The old key file is overwritten and
+    /// removed; the old key opens nothing afterwards.
+    Rewrap {
+        #[command(flatten)]
+        args: RunArgs,
+        /// Passphrase mode: the new passphrase, in this file (first line,
+        /// 12 characters or more).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,6 +386,10 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify(args)) => audit_verify(&args),
         Command::Erase { args, yes } => erase(&args, yes),
         Command::Keys(KeysCommand::Rotate { args, json }) => keys_rotate(&args, json),
+        Command::Keys(KeysCommand::Rewrap {
+            args,
+            passphrase_file,
+        }) => keys_rewrap(&args, passphrase_file.as_deref()),
         Command::Backup(cmd) => backup::run(cmd),
         Command::Keys(KeysCommand::Status(admin)) => {
             let v = admin_request(&admin, &Request::KeysStatus)?;
@@ -718,6 +736,107 @@ fn open_offline(data_dir: &DataDir, config: &Config) -> anyhow::Result<crate::st
     Ok(crate::daemon::open_or_init(data_dir, config.key_file.as_deref())?)
 }
 
+fn keys_rewrap(args: &RunArgs, passphrase_file: Option<&Path>) -> anyhow::Result<()> {
+    use crate::store::files;
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
+    if std::os::unix::net::UnixStream::connect(data_dir.path().join(crate::admin::SOCKET)).is_ok() {
+        anyhow::bail!(crate::erase::EraseError::Running(
+            data_dir.path().display().to_string()
+        ));
+    }
+    let mut store = open_offline(&data_dir, &config)?;
+    let was_passphrase = files::passphrase_kdf(&data_dir.db_path())?.is_some();
+    let key_path = files::resolve_key_path(config.key_file.as_deref(), &data_dir);
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY").is_some_and(|c| key_path.starts_with(c));
+    match passphrase_file {
+        Some(f) => {
+            let passphrase = files::read_passphrase(f)?;
+            crate::backup::check_passphrase(&passphrase)?;
+            eprintln!("deriving the key (argon2id, 64 MiB)...");
+            let kdf = crate::store::crypto::Kdf::generate()?;
+            let master = crate::store::MasterKey::from_passphrase(passphrase.as_bytes(), &kdf)?;
+            store.rewrap(&master, Some(&kdf))?;
+            drop(store);
+            if !was_passphrase && !credential && key_path.exists() {
+                shred(&key_path)?;
+            }
+            let mut audit = open_offline_with(&data_dir, f)?;
+            audit.append_audit(&crate::store::AuditEvent::ok(
+                "keys_rewrapped",
+                crate::store::Actor::Cli,
+                "master key: now derived from a passphrase",
+            ))?;
+            println!(
+                "passphrase mode: the data keys are wrapped under the passphrase's key{}. Start hearth with {}={} \
+                 or the systemd credential {}",
+                if was_passphrase || credential {
+                    ""
+                } else {
+                    "; the key file is overwritten and removed"
+                },
+                files::PASSPHRASE_ENV,
+                f.display(),
+                files::PASSPHRASE_CREDENTIAL
+            );
+        }
+        None => {
+            if credential {
+                anyhow::bail!(UsageError(
+                    "the master key is a systemd credential: give a key file path with store.key_file to rewrap into".into()
+                ));
+            }
+            let pending = files::pending_key_path(&key_path);
+            let _ = std::fs::remove_file(&pending);
+            let master = files::write_new_key(&pending)?;
+            store.rewrap(&master, None)?;
+            drop(store);
+            if key_path.exists() {
+                shred(&key_path)?;
+            }
+            std::fs::rename(&pending, &key_path).with_context(|| key_path.display().to_string())?;
+            files::sync_parent(&key_path)?;
+            let mut audit = open_offline(&data_dir, &config)?;
+            audit.append_audit(&crate::store::AuditEvent::ok(
+                "keys_rewrapped",
+                crate::store::Actor::Cli,
+                "master key: a new key file",
+            ))?;
+            println!(
+                "the data keys are wrapped under a new master key in {}; the old key opens nothing now",
+                key_path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Opens a store in passphrase mode with the passphrase in `file`.
+fn open_offline_with(data_dir: &DataDir, file: &Path) -> anyhow::Result<crate::store::Store> {
+    let kdf = crate::store::files::passphrase_kdf(&data_dir.db_path())?
+        .ok_or_else(|| anyhow::anyhow!("the store is not in passphrase mode"))?;
+    let passphrase = crate::store::files::read_passphrase(file)?;
+    let master = crate::store::MasterKey::from_passphrase(passphrase.as_bytes(), &kdf)?;
+    Ok(crate::store::Store::open(&data_dir.db_path(), &master, file)?)
+}
+
+/// Overwrites a key file with random bytes, syncs it, and removes it.
+fn shred(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let len = std::fs::metadata(path)?.len() as usize;
+    let mut noise = vec![0u8; len.max(64)];
+    crate::store::crypto::fill_random(&mut noise)?;
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(&noise)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::remove_file(path)?;
+    Ok(())
+}
+
 fn keys_rotate(args: &RunArgs, json: bool) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -819,10 +938,7 @@ fn audit_verify(args: &AdminArgs) -> anyhow::Result<()> {
                 }
                 .into());
             }
-            data_dir.check_permissions()?;
-            let key_path = crate::store::files::resolve_key_path(None, &data_dir);
-            let master = crate::store::files::load_master_key(&key_path)?;
-            let store = crate::store::Store::open(&data_dir.db_path(), &master, &key_path)?;
+            let store = open_offline(&data_dir, &Config::default())?;
             serde_json::to_value(store.verify_audit()?)?
         }
         Err(e) => return Err(e.into()),

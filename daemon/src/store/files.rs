@@ -113,6 +113,72 @@ pub fn resolve_key_path(configured: Option<&Path>, data_dir: &DataDir) -> PathBu
     data_dir.default_key_path()
 }
 
+/// The systemd credential holding the passphrase, in passphrase mode.
+pub const PASSPHRASE_CREDENTIAL: &str = "hearth.passphrase";
+/// The environment variable naming a file that holds the passphrase.
+pub const PASSPHRASE_ENV: &str = "HEARTH_PASSPHRASE_FILE";
+
+/// The argon2id parameters of a store in passphrase mode, read without the
+/// key from its `meta` table; `None` for a store with a key file.
+pub fn passphrase_kdf(db_path: &Path) -> Result<Option<crate::store::crypto::Kdf>, StoreError> {
+    preflight_db(db_path)?;
+    let conn = rusqlite::Connection::open_with_flags(
+        db_path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let v: Option<Vec<u8>> =
+        match conn.query_row("SELECT value FROM meta WHERE key = 'master_kdf'", [], |r| {
+            r.get(0)
+        }) {
+            Ok(v) => Some(v),
+            Err(rusqlite::Error::QueryReturnedNoRows) => None,
+            Err(e) => return Err(e.into()),
+        };
+    v.map(|v| {
+        serde_json::from_slice(&v).map_err(|_| StoreError::Corrupt {
+            path: db_path.to_path_buf(),
+            detail: "the passphrase parameters in meta are malformed".into(),
+        })
+    })
+    .transpose()
+}
+
+/// Where the passphrase comes from: `HEARTH_PASSPHRASE_FILE`, else the
+/// systemd credential.
+pub fn passphrase_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(PASSPHRASE_ENV) {
+        return Some(PathBuf::from(p));
+    }
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    Some(Path::new(&dir).join(PASSPHRASE_CREDENTIAL)).filter(|p| p.exists())
+}
+
+/// Reads a passphrase file (its first line), refusing one others can read.
+pub fn read_passphrase(path: &Path) -> Result<zeroize::Zeroizing<String>, StoreError> {
+    let meta = fs::metadata(path).map_err(|e| StoreError::key_io(path, e))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::KeyPermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let mut text = zeroize::Zeroizing::new(String::new());
+    File::open(path)
+        .and_then(|f| f.take(MAX_KEY_FILE).read_to_string(&mut text))
+        .map_err(|e| StoreError::key_io(path, e))?;
+    Ok(zeroize::Zeroizing::new(
+        text.lines().next().unwrap_or("").to_owned(),
+    ))
+}
+
+/// Where `hearth keys rewrap` writes the new key before the store takes it.
+pub fn pending_key_path(key_path: &Path) -> PathBuf {
+    let mut name = key_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    key_path.with_file_name(name)
+}
+
 /// Reads and checks the master key file.
 pub fn load_master_key(path: &Path) -> Result<MasterKey, StoreError> {
     let meta = match fs::metadata(path) {

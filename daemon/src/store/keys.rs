@@ -192,7 +192,11 @@ impl Store {
     /// Wraps every data key under `new` instead of the current master key,
     /// and stores `new`'s check value, in one transaction. The caller puts
     /// `new` where the next start finds it (see `keys::rewrap` in the CLI).
-    pub fn rewrap(&mut self, new: &MasterKey) -> Result<(), StoreError> {
+    pub fn rewrap(
+        &mut self,
+        new: &MasterKey,
+        kdf: Option<&crate::store::crypto::Kdf>,
+    ) -> Result<(), StoreError> {
         let master = &self.master;
         write(&mut self.conn, Durability::Full, |tx| {
             let keys: Vec<(String, Vec<u8>)> = tx
@@ -211,6 +215,15 @@ impl Store {
                 "UPDATE meta SET value = ?1 WHERE key = 'master_check'",
                 [new.check_value().to_vec()],
             )?;
+            // Passphrase mode: how to derive the master key, beside it.
+            match kdf {
+                Some(k) => tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('master_kdf', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [serde_json::to_vec(k).expect("kdf serialises")],
+                )?,
+                None => tx.execute("DELETE FROM meta WHERE key = 'master_kdf'", [])?,
+            };
             Ok(())
         })?;
         self.master = new.clone();
@@ -396,7 +409,7 @@ mod tests {
     fn rewrap_changes_the_master_key_and_only_the_new_one_opens() {
         let (dir, old, mut s) = home(3);
         let (new, _) = MasterKey::generate().unwrap();
-        s.rewrap(&new).unwrap();
+        s.rewrap(&new, None).unwrap();
         drop(s);
         let path = dir.path().join("hearth.db");
         assert!(matches!(

@@ -52,6 +52,11 @@ pub enum StoreError {
     )]
     WrongKey { key_path: PathBuf, db_path: PathBuf },
     #[error(
+        "the store {db_path} is in passphrase mode, and no passphrase was given: set HEARTH_PASSPHRASE_FILE \
+         to a file holding it (mode 0600), or give it as the systemd credential hearth.passphrase"
+    )]
+    PassphraseMissing { db_path: PathBuf },
+    #[error(
         "the data directory {path} has mode {mode:04o}, open to other users. Run `chmod 700 {}` and start again",
         path.display()
     )]
@@ -116,6 +121,7 @@ impl StoreError {
             | StoreError::KeyPermissions { .. }
             | StoreError::KeyMalformed { .. }
             | StoreError::WrongKey { .. }
+            | StoreError::PassphraseMissing { .. }
             | StoreError::DirPermissions { .. } => ExitCode::NoPerm,
             StoreError::NotAStore { .. }
             | StoreError::Corrupt { .. }

@@ -215,3 +215,103 @@ fn a_running_hearth_rotates_in_the_background_and_resumes_after_sigkill() {
     assert_eq!(rotated.len(), 2, "{rotated:?}");
     assert!(rotated.iter().any(|e| e.actor == "cli"));
 }
+
+fn verify(home: &TestHome, passphrase_file: Option<&std::path::Path>) -> std::process::Output {
+    let mut cmd = hearth();
+    cmd.args(["audit", "verify", "--data-dir"]).arg(home.data_dir());
+    if let Some(p) = passphrase_file {
+        cmd.env("HEARTH_PASSPHRASE_FILE", p);
+    }
+    crate::harness::run(&mut cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn rewrap_moves_to_a_new_key_file_to_a_passphrase_and_back() {
+    let home = TestHome::new();
+    {
+        let mut s = open(&home);
+        let mut f = DeviceFields::new(DeviceKind::Plug, "shelly");
+        f.nickname = Some("hall plug".into());
+        s.insert_device(&f).unwrap();
+    }
+    let dir = DataDir::new(home.data_dir());
+    let key = dir.default_key_path();
+    let old = std::fs::read(&key).unwrap();
+
+    // A new key file: the old key opens nothing any more.
+    let rewrap = |extra: &[&str], env: Option<&std::path::Path>| {
+        let mut cmd = hearth();
+        cmd.args(["keys", "rewrap", "--data-dir"])
+            .arg(home.data_dir())
+            .args(extra);
+        if let Some(p) = env {
+            cmd.env("HEARTH_PASSPHRASE_FILE", p);
+        }
+        crate::harness::run(&mut cmd, Duration::from_secs(60))
+    };
+    let out = rewrap(&[], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let new = std::fs::read(&key).unwrap();
+    assert_ne!(new, old);
+    let stale = home.path("old.key");
+    std::fs::write(&stale, &old).unwrap();
+    crate::harness::set_mode(&stale, 0o600);
+    let master = hearth::store::files::load_master_key(&stale).unwrap();
+    assert!(matches!(
+        Store::open(&dir.db_path(), &master, &stale),
+        Err(hearth::store::StoreError::WrongKey { .. })
+    ));
+    assert!(verify(&home, None).status.success());
+
+    // Passphrase mode: no key file left; the passphrase opens the store,
+    // its absence or a wrong one is refused with a clear message.
+    let pass = home.path("pass");
+    std::fs::write(&pass, "a long store passphrase\n").unwrap();
+    crate::harness::set_mode(&pass, 0o600);
+    let out = rewrap(&["--passphrase-file", pass.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!key.exists(), "the key file is removed");
+    let kdf = hearth::store::files::passphrase_kdf(&dir.db_path())
+        .unwrap()
+        .unwrap();
+    assert!(kdf.m_kib >= 64 * 1024 && kdf.t >= 1, "{kdf:?}");
+    let out = verify(&home, None);
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("passphrase mode"),
+        "{}",
+        text(&out.stderr)
+    );
+    let wrong = home.path("wrong");
+    std::fs::write(&wrong, "not the store passphrase\n").unwrap();
+    crate::harness::set_mode(&wrong, 0o600);
+    assert_eq!(verify(&home, Some(&wrong)).status.code(), Some(77));
+    let out = verify(&home, Some(&pass));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A passphrase file others can read is refused.
+    crate::harness::set_mode(&pass, 0o644);
+    assert_eq!(verify(&home, Some(&pass)).status.code(), Some(77));
+    crate::harness::set_mode(&pass, 0o600);
+
+    // And back to a key file.
+    let out = rewrap(&[], Some(&pass));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(key.exists());
+    assert!(
+        hearth::store::files::passphrase_kdf(&dir.db_path())
+            .unwrap()
+            .is_none()
+    );
+    assert!(verify(&home, None).status.success());
+    let s = open(&home);
+    assert_eq!(
+        s.devices().unwrap()[0].fields.nickname.as_deref(),
+        Some("hall plug")
+    );
+    let events: Vec<String> = s.audit(20).unwrap().into_iter().map(|e| e.event).collect();
+    assert_eq!(
+        events.iter().filter(|e| *e == "keys_rewrapped").count(),
+        3,
+        "{events:?}"
+    );
+}
