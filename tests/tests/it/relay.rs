@@ -10,7 +10,9 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::harness::{Daemon, Device};
+use hearth_tests::{find_canaries, find_in_bytes};
+
+use crate::harness::{Daemon, Device, text};
 use crate::http::{Reply, Target, form, query_param};
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -55,6 +57,8 @@ struct Home {
     client_secret: String,
     /// Every relay answer, for the leak check.
     seen: Vec<String>,
+    /// The voice names of the lamp, the hall light and the spare lamp.
+    voice: [String; 3],
 }
 
 fn add(daemon: &Daemon, profile: &str, kind: &str, nickname: &str, room: &str) -> Device {
@@ -158,6 +162,7 @@ impl Home {
             camera,
             client_id: String::new(),
             client_secret: String::new(),
+            voice: ["reading lamp".into(), "hall light".into(), "spare lamp".into()],
             seen: Vec::new(),
         };
         // Before two-factor, the relay cannot be enabled.
@@ -298,9 +303,9 @@ impl Home {
             .to_string()
             .contains(self.spare.id());
         for (name, offered) in [
-            ("reading lamp", true),
-            ("hall light", true),
-            ("spare lamp", spare_known),
+            (self.voice[0].as_str(), true),
+            (self.voice[1].as_str(), true),
+            (self.voice[2].as_str(), spare_known),
         ] {
             assert_eq!(html.contains(name), offered, "{name} offered: {html}");
         }
@@ -1323,4 +1328,111 @@ fn the_privacy_report_counts_what_is_held_and_lists_the_open_listeners() {
         text.contains("What hearth holds") && text.contains("Open listeners"),
         "{text}"
     );
+}
+
+/// The whole story, then a search for 20 canaries: devices renamed and
+/// moved to canary rooms, exposed under canary voice names, linked to an
+/// assistant that calls them, a backup written; then the data directory,
+/// the backup and everything hearth logged are searched. Nothing may be
+/// found, in UTF-8 or UTF-16.
+#[test]
+fn twenty_canaries_never_reach_the_disk_the_backup_or_the_log() {
+    let rt = rt();
+    let mut home = Home::new();
+    let tag = hex::encode(&hearth::secret::random_token(128).unwrap().expose().as_bytes()[..5]);
+    let c = |what: &str| format!("Cnry{tag}{what}");
+    let mut canaries = Vec::new();
+    let devices = [
+        home.lamp.clone(),
+        home.hall.clone(),
+        home.spare.clone(),
+        home.camera.clone(),
+    ];
+    for (i, d) in devices.iter().enumerate() {
+        let (name, room) = (c(&format!("name{i}")), c(&format!("room{i}")));
+        let out = home
+            .daemon
+            .cli(&["devices", "rename", d.id(), "--nickname", &name, "--room", &room]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        canaries.extend([name, room]);
+        canaries.push(d.password().to_owned());
+    }
+    for (i, d) in devices[..3].iter().enumerate() {
+        let voice = c(&format!("voice{i}"));
+        home.daemon.cli_json(&[
+            "devices",
+            "expose",
+            d.id(),
+            "--voice",
+            "on",
+            "--voice-name",
+            &voice,
+        ]);
+        home.voice[i] = voice.clone();
+        canaries.push(voice);
+    }
+    canaries.push(PASSWORD.to_owned());
+    canaries.push(home.client_secret.clone());
+
+    let (mut lamp_said, _l) = start_device(&rt, &home.lamp);
+    said(&rt, &mut lamp_said, "connected");
+    let (verifier, challenge) = pkce();
+    let code_now = home.totp_code(1);
+    let lamp_id = home.lamp.id().to_owned();
+    let location = home.consent(&code_now, &[&lamp_id], &["power", "brightness"], Some(&challenge));
+    let code = query_param(&location, "code").unwrap();
+    let r = home.token(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", &verifier),
+    ]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = r.json();
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    canaries.push(access.clone());
+    canaries.push(t["refresh_token"].as_str().unwrap().to_owned());
+    let r = home.alexa(
+        "Alexa.PowerController",
+        "TurnOn",
+        &access,
+        Some(&lamp_id),
+        json!({}),
+    );
+    assert!(r.to_string().contains("Response"), "{r}");
+    said(&rt, &mut lamp_said, "state ON");
+    let sync = home.google(&access, json!({ "intent": "action.devices.SYNC" }));
+    assert_eq!(sync.status, 200);
+
+    let pass = home.daemon.home.path("backup-pass");
+    let passphrase = c("backup passphrase");
+    std::fs::write(&pass, format!("{passphrase}\n")).unwrap();
+    canaries.push(passphrase);
+    let backup = home.daemon.home.path("canaries.hearthbackup");
+    let out = home.daemon.cli(&[
+        "backup",
+        "create",
+        "--out",
+        backup.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(canaries.len(), 20, "{canaries:?}");
+
+    // Searched while hearth runs (WAL and shared memory present), and
+    // after it stopped.
+    let running = find_canaries(&home.daemon.home.data_dir(), &canaries);
+    assert!(running.is_empty(), "found while running: {running:?}");
+    let Home { daemon, .. } = home;
+    let dir = daemon.stop_keeping_home();
+    let log_running = std::fs::read_to_string(dir.path("daemon.log")).unwrap();
+    let found = find_canaries(&dir.data_dir(), &canaries);
+    assert!(found.is_empty(), "found in the data directory: {found:?}");
+    let bytes = std::fs::read(&backup).unwrap();
+    let found = find_in_bytes(&bytes, &canaries);
+    assert!(found.is_empty(), "found in the backup: {found:?}");
+    let found = find_in_bytes(log_running.as_bytes(), &canaries);
+    assert!(found.is_empty(), "found in the log: {found:?}");
+    assert!(log_running.contains("hearth running"), "the log was captured");
 }
