@@ -413,6 +413,38 @@ function backup(ctx) {
   );
 }
 
+// --- erase -------------------------------------------------------------------
+
+function eraseAll() {
+  const error = errorLine();
+  const confirmText = field('Type “erase everything”', { autocomplete: 'off', 'data-testid': 'erase-confirm' });
+  const password = field('Your password', { type: 'password', autocomplete: 'current-password', 'data-testid': 'erase-password' });
+  const code = field('Two-factor code', { inputmode: 'numeric', autocomplete: 'one-time-code', 'data-testid': 'erase-code' });
+  const done = h('p', { 'data-testid': 'erase-done', role: 'status' });
+  const button = h('button', { type: 'submit', class: 'button danger', 'data-testid': 'erase' }, 'Erase everything');
+  const form = h('form', { class: 'inline-form', novalidate: true }, confirmText.wrap, password.wrap, code.wrap, error.el, h('div', { class: 'actions' }, button), done);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    error.clear();
+    if (confirmText.input.value.trim() !== 'erase everything') return error.set('Type “erase everything” to confirm.');
+    button.disabled = true;
+    try {
+      await api('POST', '/api/erase', { confirm: 'erase everything', password: password.input.value, code: code.input.value.trim() || null });
+      form.replaceChildren(h('p', { 'data-testid': 'erase-done' }, h('strong', null, 'Erased. '), 'The keys were destroyed first, then the backups hearth wrote; hearth has stopped and removes its files. Started again, it is a fresh install.'));
+    } catch (e) {
+      error.set(e.message);
+      button.disabled = false;
+    }
+  });
+  return section(
+    'erase-heading',
+    'Erase everything',
+    'erase-section',
+    h('p', { class: 'hint' }, 'Destroys the keys first, so nothing left on the disk can be read, then the backups hearth wrote and every file. Devices, accounts and the audit log are gone for good. Backups you downloaded stay sealed under their passphrase.'),
+    form,
+  );
+}
+
 // --- audit -------------------------------------------------------------------
 
 // The event types hearth writes, for the filter.
@@ -552,6 +584,6 @@ function audit(ctx) {
 }
 
 export function renderSecurity(ctx) {
-  ctx.main.append(h('h1', null, 'Security'), twoFactor(ctx), passwordForm(ctx), sessions(ctx), lockdown(ctx), keys(ctx), backup(ctx), audit(ctx));
+  ctx.main.append(h('h1', null, 'Security'), twoFactor(ctx), passwordForm(ctx), sessions(ctx), lockdown(ctx), keys(ctx), backup(ctx), audit(ctx), eraseAll());
   return 'Security';
 }

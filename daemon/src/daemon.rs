@@ -271,6 +271,7 @@ pub async fn run(
     };
     let devices = Arc::new(Devices::new(store.clone(), broker.clone(), endpoint));
     let keys = crate::keys::Rotator::new(store.clone());
+    let erased = Arc::new(std::sync::atomic::AtomicBool::new(false));
     keys.resume()
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))?;
@@ -412,6 +413,8 @@ pub async fn run(
                 Ok(None) => Some(files::resolve_key_path(config.key_file.as_deref(), &data_dir)),
                 _ => None,
             },
+            shutdown: shutdown.clone(),
+            erased: erased.clone(),
         });
         web = Some(
             crate::web::start(bound.web, &files, app, &supervisor)
@@ -478,6 +481,13 @@ pub async fn run(
     }
     let _ = std::fs::remove_file(data_dir.path().join(admin::SOCKET));
     drop(devices);
+    if erased.load(std::sync::atomic::Ordering::SeqCst) {
+        drop(store);
+        match crate::erase::remove_files(&data_dir) {
+            Ok(n) => tracing::warn!(files = n, "erased: the next start is a fresh install"),
+            Err(error) => tracing::error!(%error, "erased the keys, but could not remove every file"),
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -141,6 +141,42 @@ pub fn erase(data_dir: &DataDir, key_file: Option<&Path>) -> Result<Erased, Eras
     })
 }
 
+/// The dashboard's erase, inside a running hearth: the keys in the store
+/// (already destroyed by the caller through `Store::destroy_keys`), then
+/// the master key file and the known backups. The files go when hearth has
+/// stopped ([`remove_files`]).
+pub fn shred_keys_and_backups(data_dir: &DataDir, key_file: Option<&Path>) -> Result<(), EraseError> {
+    let key_path = resolve_key_path(key_file, data_dir);
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(PathBuf::from)
+        .is_some_and(|c| key_path.starts_with(c));
+    if !credential && key_path.exists() {
+        overwrite_and_remove(&key_path)?;
+    }
+    for path in crate::backup::known(data_dir) {
+        overwrite_and_remove(&path)?;
+    }
+    Ok(())
+}
+
+/// Removes every file in the data directory, which stays, empty.
+pub fn remove_files(data_dir: &DataDir) -> Result<usize, EraseError> {
+    let dir = data_dir.path();
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+        if meta.is_dir() {
+            removed += count_files(&path);
+            fs::remove_dir_all(&path).map_err(io(&path))?;
+        } else {
+            fs::remove_file(&path).map_err(io(&path))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn overwrite_and_remove(path: &Path) -> Result<(), EraseError> {
     let len = fs::metadata(path).map_err(io(path))?.len() as usize;
     let mut noise = vec![0u8; len.clamp(64, 1 << 20)];

@@ -189,6 +189,23 @@ impl Store {
         self.rotation_progress()
     }
 
+    /// Crypto-erase, from inside a running hearth: every wrapped data key is
+    /// zeroed and deleted, the meta entries go, and the WAL is folded in and
+    /// truncated. From here on nothing on the disk opens; the caller stops
+    /// hearth and removes the files. Returns the keys destroyed.
+    pub fn destroy_keys(&mut self) -> Result<usize, StoreError> {
+        let n = write(&mut self.conn, Durability::Full, |tx| {
+            tx.execute("UPDATE data_keys SET wrapped = zeroblob(length(wrapped))", [])?;
+            let n = tx.execute("DELETE FROM data_keys", [])?;
+            tx.execute("DELETE FROM meta", [])?;
+            Ok(n)
+        })?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .optional()?;
+        Ok(n)
+    }
+
     /// Wraps every data key under `new` instead of the current master key,
     /// and stores `new`'s check value, in one transaction. The caller puts
     /// `new` where the next start finds it (see `keys::rewrap` in the CLI).

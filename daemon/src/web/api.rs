@@ -53,6 +53,10 @@ pub struct App {
     /// The master key file, put into backups; `None` when the master key
     /// comes from a passphrase.
     pub key_path: Option<PathBuf>,
+    /// Stops hearth (after an erase from the dashboard).
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Set by an erase from the dashboard: the files go once hearth stopped.
+    pub erased: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The client's address, put on each request by the server.
@@ -78,6 +82,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/lockdown", post(lockdown))
         .route("/api/keys", get(keys_status))
         .route("/api/backup", post(backup_download))
+        .route("/api/erase", post(erase_everything))
         .route("/api/keys/rotate", post(keys_rotate))
         .route("/api/warnings", get(warnings))
         .route("/api/warnings/{id}/acknowledge", post(acknowledge_warning))
@@ -718,6 +723,62 @@ async fn backup_download(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+struct EraseBody {
+    /// Must be "erase everything".
+    confirm: String,
+    /// The owner's password, again.
+    password: String,
+    /// A TOTP or recovery code, when two-factor authentication is on.
+    code: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/erase", request_body = EraseBody, responses((status = 200, description = "The keys are destroyed (nothing on the disk opens any more), the known backups removed; hearth stops and removes its files, and starts fresh next time"), (status = 400, description = "Not confirmed"), (status = 401, description = "Wrong password or code")))]
+async fn erase_everything(
+    State(app): State<Arc<App>>,
+    Authed(session): Authed,
+    Client(from): Client,
+    Body(b): Body<EraseBody>,
+) -> Result<Json<Value>, ApiError> {
+    if b.confirm != "erase everything" {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "type \"erase everything\" to confirm",
+        ));
+    }
+    let auth = app.auth.clone();
+    let s = session.clone();
+    let (password, code) = (b.password, b.code);
+    tokio::task::spawn_blocking(move || {
+        auth.reauthenticate(&s, &password, code.as_deref(), from, "erase_refused")
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    tracing::warn!("erase from the dashboard: destroying the keys, then stopping");
+    let keys = app.devices_store(|s| s.destroy_keys()).map_err(AuthError::from)?;
+    let data_dir = crate::store::DataDir::new(app.auth.data_dir());
+    let key_path = app.key_path.clone();
+    tokio::task::spawn_blocking(move || crate::erase::shred_keys_and_backups(&data_dir, key_path.as_deref()))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "erase: could not remove the key file or a backup");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the keys are destroyed, but a file could not be removed",
+            )
+        })?;
+    app.erased.store(true, std::sync::atomic::Ordering::SeqCst);
+    let stop = app.shutdown.clone();
+    tokio::spawn(async move {
+        // Long enough for this answer to reach the browser.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.cancel();
+    });
+    Ok(Json(json!({ "erased": true, "data_keys_destroyed": keys })))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct LockdownBody {
     #[serde(default)]
     rotate_devices: bool,
@@ -1306,6 +1367,7 @@ where
         keys_status,
         keys_rotate,
         backup_download,
+        erase_everything,
         warnings,
         acknowledge_warning,
         privacy,

@@ -194,6 +194,8 @@ impl Fixture {
             relay: Some(relay),
             keys: crate::keys::Rotator::new(store.clone()),
             key_path: Some(data_dir.join("master.key")),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            erased: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         });
         Fixture {
             router: router(app),
@@ -1573,6 +1575,7 @@ async fn openapi_document_lists_the_routes() {
         ("GET", "/api/keys"),
         ("POST", "/api/keys/rotate"),
         ("POST", "/api/backup"),
+        ("POST", "/api/erase"),
         ("GET", "/api/warnings"),
         ("POST", "/api/warnings/{id}/acknowledge"),
         ("GET", "/api/privacy"),

@@ -1436,3 +1436,58 @@ fn twenty_canaries_never_reach_the_disk_the_backup_or_the_log() {
     assert!(found.is_empty(), "found in the log: {found:?}");
     assert!(log_running.contains("hearth running"), "the log was captured");
 }
+
+/// "Erase everything" from the dashboard: refused unconfirmed or without
+/// the password and a code; then the keys go first, hearth stops, and the
+/// data directory is left empty for a fresh start.
+#[test]
+fn erase_from_the_dashboard_needs_password_and_code_and_leaves_nothing() {
+    let home = Home::new();
+    let owner = "owner@home.invalid";
+    let r = home.api(
+        "POST",
+        "/api/erase",
+        Some(json!({ "confirm": "yes", "password": PASSWORD })),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = home.api(
+        "POST",
+        "/api/erase",
+        Some(json!({ "confirm": "erase everything", "password": "not the password", "code": home.totp_code(1) })),
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = home.api(
+        "POST",
+        "/api/erase",
+        Some(json!({ "confirm": "erase everything", "password": PASSWORD })),
+    );
+    assert_eq!(r.status, 401, "a code is needed with two-factor on: {}", r.text());
+    assert_eq!(
+        home.daemon
+            .cli_json(&["devices", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let r = home.api(
+        "POST",
+        "/api/erase",
+        Some(json!({ "confirm": "erase everything", "password": PASSWORD, "code": home.totp_code(1) })),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["data_keys_destroyed"].as_u64().unwrap() >= 1);
+    let Home { daemon, .. } = home;
+    let dir = daemon.stop_keeping_home();
+    let left: Vec<_> = std::fs::read_dir(dir.data_dir()).unwrap().collect();
+    assert!(left.is_empty(), "files left: {left:?}");
+    let log = std::fs::read_to_string(dir.path("daemon.log")).unwrap();
+    assert!(log.contains("fresh install"), "{log}");
+    for secret in ["Betty's lamp", "Betty's room", owner] {
+        assert!(!log.contains(secret));
+    }
+    // The next start is a fresh install, with a new setup code.
+    let daemon = Daemon::start_in_with(dir, "");
+    assert!(daemon.home.data_dir().join("setup-code").exists());
+    assert_eq!(daemon.cli_json(&["devices", "list"]), json!([]));
+}
