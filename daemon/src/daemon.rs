@@ -135,14 +135,19 @@ pub fn open_or_init(data_dir: &DataDir, key_file: Option<&Path>) -> Result<Store
     data_dir.check_permissions()?;
     let db = data_dir.db_path();
     // Passphrase mode: the master key is derived, and there is no key file.
-    if let Some(kdf) = files::passphrase_kdf(&db)? {
+    let key_path = files::resolve_key_path(key_file, data_dir);
+    let passphrase_mode = if key_path.exists() && files::passphrase_path().is_none() {
+        None
+    } else {
+        files::passphrase_kdf(&db)?
+    };
+    if let Some(kdf) = passphrase_mode {
         let path =
             files::passphrase_path().ok_or_else(|| StoreError::PassphraseMissing { db_path: db.clone() })?;
         let passphrase = files::read_passphrase(&path)?;
         let master = crate::store::MasterKey::from_passphrase(passphrase.as_bytes(), &kdf)?;
         return Store::open(&db, &master, &path);
     }
-    let key_path = files::resolve_key_path(key_file, data_dir);
     let pending = files::pending_key_path(&key_path);
     if !key_path.exists() && pending.exists() {
         // A rewrap that stopped after the store took the new key but before

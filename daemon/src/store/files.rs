@@ -120,20 +120,37 @@ pub const PASSPHRASE_ENV: &str = "HEARTH_PASSPHRASE_FILE";
 
 /// The argon2id parameters of a store in passphrase mode, read without the
 /// key from its `meta` table; `None` for a store with a key file.
+///
+/// The file is opened `immutable`, so this look creates no `-wal` or `-shm`
+/// file and changes nothing, even when the store is then refused. (A rewrap
+/// folds its write-ahead log in before it returns, so the parameters are in
+/// the main file.)
 pub fn passphrase_kdf(db_path: &Path) -> Result<Option<crate::store::crypto::Kdf>, StoreError> {
     preflight_db(db_path)?;
-    let conn = rusqlite::Connection::open_with_flags(
-        db_path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    let v: Option<Vec<u8>> =
-        match conn.query_row("SELECT value FROM meta WHERE key = 'master_kdf'", [], |r| {
+    let mut uri = String::from("file:");
+    for b in db_path.to_string_lossy().bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'-' | b'_' => uri.push(b as char),
+            _ => uri.push_str(&format!("%{b:02X}")),
+        }
+    }
+    uri.push_str("?immutable=1");
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        &uri,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    ) else {
+        // A damaged file is for `Store::open` to diagnose.
+        return Ok(None);
+    };
+    // A damaged file is for `Store::open` to diagnose: here it only means
+    // "not in passphrase mode as far as can be read".
+    let v: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'master_kdf'", [], |r| {
             r.get(0)
-        }) {
-            Ok(v) => Some(v),
-            Err(rusqlite::Error::QueryReturnedNoRows) => None,
-            Err(e) => return Err(e.into()),
-        };
+        })
+        .ok();
     v.map(|v| {
         serde_json::from_slice(&v).map_err(|_| StoreError::Corrupt {
             path: db_path.to_path_buf(),
