@@ -21,6 +21,23 @@ function twoFactor(ctx) {
   const el = section('totp-heading', 'Two-factor authentication', 'totp-section', body);
 
   const showEnabled = () => {
+    const error = errorLine('totp-reenroll-error');
+    const password = field('Your password', { type: 'password', autocomplete: 'current-password', 'data-testid': 'totp-reenroll-password' }, 'To move two-factor authentication to a new phone. Your current app and recovery codes keep working until the new one is confirmed.');
+    const form = h('form', { class: 'inline-form', novalidate: true }, password.wrap, error.el, h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'button secondary', 'data-testid': 'totp-reenroll' }, 'Set up on a new phone')));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      error.clear();
+      const done = busy(form);
+      try {
+        const enrolment = await api('POST', '/api/totp/reenroll', { password: password.input.value });
+        done();
+        showEnrol(enrolment);
+      } catch (e) {
+        done();
+        error.set(e.status === 403 ? 'That is not your password.' : e.message);
+        password.input.focus();
+      }
+    });
     body.replaceChildren(
       h(
         'p',
@@ -28,6 +45,7 @@ function twoFactor(ctx) {
         h('strong', null, 'On. '),
         'Logging in needs your password and a code from your authenticator app, or one of your recovery codes.',
       ),
+      form,
     );
   };
 

@@ -73,6 +73,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/password", post(change_password))
         .route("/api/totp/enroll", post(enroll))
         .route("/api/totp/qr.svg", get(qr))
+        .route("/api/totp/reenroll", post(reenroll))
         .route("/api/totp/confirm", post(confirm))
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}", axum::routing::delete(revoke))
@@ -454,6 +455,22 @@ async fn change_password(
 #[utoipa::path(post, path = "/api/totp/enroll", responses((status = 200, description = "A new TOTP secret, pending confirmation")))]
 async fn enroll(State(app): State<Arc<App>>, Authed(s): Authed) -> Result<Json<Value>, ApiError> {
     let (secret, uri) = app.auth.enroll(&s)?;
+    Ok(Json(json!({ "secret": secret, "uri": uri })))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReenrollBody {
+    password: String,
+}
+
+#[utoipa::path(post, path = "/api/totp/reenroll", request_body = ReenrollBody, responses((status = 200, description = "A new secret and its otpauth URI; the old one works until the new one is confirmed"), (status = 403, description = "Wrong password")))]
+async fn reenroll(
+    State(app): State<Arc<App>>,
+    Authed(s): Authed,
+    Body(b): Body<ReenrollBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (secret, uri) = blocking(&app, move |auth| auth.reenroll(&s, &b.password)).await?;
     Ok(Json(json!({ "secret": secret, "uri": uri })))
 }
 
@@ -1356,6 +1373,7 @@ where
         session,
         change_password,
         enroll,
+        reenroll,
         qr,
         confirm,
         sessions,

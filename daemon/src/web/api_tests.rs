@@ -400,6 +400,7 @@ fn body_for(method: &Method, path: &str) -> Option<Value> {
     let v = match (method.as_str(), path.rsplit('/').next().unwrap_or("")) {
         ("POST", "password") => json!({ "current": PASSWORD, "new": NEW_PASSWORD }),
         ("POST", "confirm") => json!({ "code": "123456" }),
+        ("POST", "reenroll") => json!({ "password": PASSWORD }),
         ("POST", "adopt") => json!({ "nickname": "Hall lamp" }),
         ("POST", "command") => json!({ "power": true }),
         ("PATCH", "homeassistant") => json!({ "share_device_details": true }),
@@ -799,6 +800,54 @@ async fn recovery_code_works_once() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // The others still work.
     f.login(OWNER, PASSWORD, Some(&codes[1])).await.browser();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_factor_moves_to_a_new_phone_only_with_the_password() {
+    let f = Fixture::new().await;
+    let owner = f.owner().await;
+    let (old, _, old_codes) = enrol(&f, &owner).await;
+    // Enrolling over it is refused: a stolen session must not swap it.
+    let r = f.post_json("/api/totp/enroll", &json!({}), Some(&owner)).await;
+    assert_json_error(&r, StatusCode::BAD_REQUEST, "set it up again with your password");
+    let r = f
+        .post_json(
+            "/api/totp/reenroll",
+            &json!({ "password": "not the password at all" }),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(f.audit_events().contains(&"totp_reset".to_owned()));
+    let r = f
+        .post_json(
+            "/api/totp/reenroll",
+            &json!({ "password": PASSWORD }),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let new = TotpSecret::from_base32(r.json()["secret"].as_str().unwrap()).unwrap();
+    // Until confirmed, the old secret still logs in.
+    let step = unix_now() / totp::PERIOD;
+    let r = f
+        .post_json(
+            "/api/totp/confirm",
+            &json!({ "code": code(&new, step) }),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let new_codes = r.json()["recovery_codes"].as_array().unwrap().len();
+    assert_eq!(new_codes, totp::RECOVERY_CODES);
+    // The old phone and the old recovery codes are refused; the new ones work.
+    let r = f.login(OWNER, PASSWORD, Some(&code(&old, step + 1))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = f.login(OWNER, PASSWORD, Some(&old_codes[0])).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    f.login(OWNER, PASSWORD, Some(&code(&new, step + 1)))
+        .await
+        .browser();
 }
 
 // ---- sessions ----------------------------------------------------------
@@ -1564,6 +1613,7 @@ async fn openapi_document_lists_the_routes() {
         ("GET", "/api/session"),
         ("POST", "/api/password"),
         ("POST", "/api/totp/enroll"),
+        ("POST", "/api/totp/reenroll"),
         ("GET", "/api/totp/qr.svg"),
         ("POST", "/api/totp/confirm"),
         ("GET", "/api/sessions"),

@@ -489,8 +489,45 @@ impl Auth {
         Ok(())
     }
 
-    /// Starts TOTP enrolment: a new secret, kept until confirmed.
+    /// Starts enrolling again, on a new phone, when two-factor
+    /// authentication is on: the current password is asked first. The old
+    /// secret and recovery codes keep working until the new one is
+    /// confirmed.
+    pub fn reenroll(&self, session: &Session, password: &str) -> Result<(String, String), AuthError> {
+        let owner = self
+            .store()
+            .owner(&session.owner)?
+            .ok_or(AuthError::Unauthenticated)?;
+        let key = format!(
+            "user:{}",
+            hex::encode(&TokenHash::of(&owner.email).as_bytes()[..8])
+        );
+        self.throttled(&key)?;
+        if !secret::verify_password(password, owner.password_hash.expose()).unwrap_or(false) {
+            self.fail(&key);
+            self.audit(AuditEvent::refused(
+                "totp_reset",
+                actor(session),
+                "wrong password",
+            ));
+            return Err(AuthError::WrongPassword);
+        }
+        self.enroll_new(session)
+    }
+
+    /// Starts TOTP enrolment: a new secret, kept until confirmed. Refused
+    /// when two-factor authentication is on (see [`Auth::reenroll`]).
     pub fn enroll(&self, session: &Session) -> Result<(String, String), AuthError> {
+        if self.totp_of(&session.owner)?.is_some() {
+            return Err(AuthError::Policy(
+                "two-factor authentication is on: to move it to a new phone, set it up again with your password"
+                    .into(),
+            ));
+        }
+        self.enroll_new(session)
+    }
+
+    fn enroll_new(&self, session: &Session) -> Result<(String, String), AuthError> {
         let secret = TotpSecret::generate();
         let uri = totp::otpauth_uri(&secret, &session.username, "hearth");
         let text = secret.to_base32();
