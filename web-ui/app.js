@@ -354,7 +354,8 @@ function render({ focus = true } = {}) {
   if (!state.session) {
     title = state.setupNeeded ? renderSetup(pageCtx) : renderLogin(pageCtx);
   } else {
-    const route = currentRoute() ?? { name: 'home', arg: null };
+    // A password change was required: only the Security page, until done.
+    const route = state.session.must_change_password ? { name: 'security', arg: null } : (currentRoute() ?? { name: 'home', arg: null });
     const page = ROUTES[route.name];
     if (!page) {
       navigate('#/home');
@@ -362,7 +363,11 @@ function render({ focus = true } = {}) {
     }
     routeName = route.name === 'device' ? 'home' : route.name;
     title = page(pageCtx, route.arg);
-    main.prepend(standingWarnings(pageCtx));
+    if (state.session.must_change_password) {
+      main.prepend(h('section', { class: 'panel warnings', role: 'alert', 'data-testid': 'must-change-password' }, h('h2', null, 'Change your password'), h('p', null, 'A password change was required at this login. Choose a new password below; the rest of the dashboard opens once it is changed.')));
+    } else {
+      main.prepend(standingWarnings(pageCtx));
+    }
   }
   updateChrome(routeName);
   document.title = `${title} · hearth`;

@@ -196,6 +196,10 @@ function passwordForm(ctx) {
       done();
       for (const f of [current, next, again]) f.input.value = '';
       ctx.status('Your password is changed.');
+      if (ctx.session?.must_change_password) {
+        ctx.setSessionFlags({ must_change_password: false });
+        ctx.navigate('#/home');
+      }
     } catch (e) {
       done();
       if (e.status === 403) {
@@ -204,7 +208,27 @@ function passwordForm(ctx) {
       } else error.set(e.message);
     }
   });
-  return section('password-heading', 'Password', 'password-section', form);
+  const requireNote = h('p', { 'data-testid': 'password-required', 'aria-live': 'polite' });
+  const requireButton = h('button', { type: 'button', class: 'button secondary', 'data-testid': 'password-require' }, 'Require a new password at the next login');
+  requireButton.addEventListener('click', async () => {
+    const ok = await confirmDialog({
+      title: 'Require a new password?',
+      body: [h('p', null, 'Every other session ends now. The next login, anywhere, must choose a new password before anything else. This session goes on.')],
+      confirm: 'Require it',
+      testid: 'password-require-dialog',
+    });
+    if (!ok) return;
+    requireButton.disabled = true;
+    try {
+      const r = await api('POST', '/api/password/require');
+      requireNote.textContent = `Required at the next login; ${r.sessions_ended} other session(s) ended.`;
+    } catch (e) {
+      requireNote.textContent = e.message;
+      requireButton.disabled = false;
+    }
+  });
+  if (ctx.session.must_change_password) return section('password-heading', 'Password', 'password-section', form);
+  return section('password-heading', 'Password', 'password-section', form, h('div', { class: 'actions' }, requireButton), requireNote);
 }
 
 // --- sessions ----------------------------------------------------------------
@@ -602,6 +626,10 @@ function audit(ctx) {
 }
 
 export function renderSecurity(ctx) {
+  if (ctx.session.must_change_password) {
+    ctx.main.append(h('h1', null, 'Security'), passwordForm(ctx));
+    return 'Security';
+  }
   ctx.main.append(h('h1', null, 'Security'), twoFactor(ctx), passwordForm(ctx), sessions(ctx), lockdown(ctx), keys(ctx), backup(ctx), audit(ctx), eraseAll());
   return 'Security';
 }

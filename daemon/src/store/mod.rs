@@ -1016,6 +1016,13 @@ impl Store {
         })
     }
 
+    /// Deletes a named secret; whether it existed.
+    pub fn delete_secret(&mut self, name: &str) -> Result<bool, StoreError> {
+        write(&mut self.conn, Durability::Full, |tx| {
+            Ok(tx.execute("DELETE FROM secrets WHERE id = ?1", [name])? > 0)
+        })
+    }
+
     /// A named secret, opened; zeroed when dropped.
     pub fn secret(&self, name: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
         let mut stmt = self

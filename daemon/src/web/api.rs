@@ -71,6 +71,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/logout", post(logout))
         .route("/api/session", get(session))
         .route("/api/password", post(change_password))
+        .route("/api/password/require", post(require_password_change))
         .route("/api/totp/enroll", post(enroll))
         .route("/api/totp/qr.svg", get(qr))
         .route("/api/totp/reenroll", post(reenroll))
@@ -309,6 +310,15 @@ impl FromRequestParts<Arc<App>> for Authed {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let token = cookie(&parts.headers).ok_or(AuthError::Unauthenticated)?;
         let session = app.auth.session(&token)?;
+        // Until the password is changed, only these answer.
+        if session.must_change_password
+            && !matches!(parts.uri.path(), "/api/session" | "/api/password" | "/api/logout")
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "change your password first (Security page): it was required at this login",
+            ));
+        }
         if parts.method != Method::GET && parts.method != Method::HEAD {
             same_origin(parts)?;
             let given = parts
@@ -339,7 +349,12 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 fn session_json(s: &Session) -> Value {
-    json!({ "username": s.username, "csrf": s.csrf, "totp_enabled": s.totp_enabled })
+    json!({
+        "username": s.username,
+        "csrf": s.csrf,
+        "totp_enabled": s.totp_enabled,
+        "must_change_password": s.must_change_password,
+    })
 }
 
 fn with_cookie(app: &App, new: NewSession) -> Response {
@@ -450,6 +465,15 @@ async fn change_password(
 ) -> Result<StatusCode, ApiError> {
     blocking(&app, move |auth| auth.change_password(&s, &b.current, &b.new)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/password/require", responses((status = 200, description = "The password must be changed at the next login; every other session ended")))]
+async fn require_password_change(
+    State(app): State<Arc<App>>,
+    Authed(s): Authed,
+) -> Result<Json<Value>, ApiError> {
+    let ended = blocking(&app, move |auth| auth.require_password_change(&s)).await?;
+    Ok(Json(json!({ "required": true, "sessions_ended": ended })))
 }
 
 #[utoipa::path(post, path = "/api/totp/enroll", responses((status = 200, description = "A new TOTP secret, pending confirmation")))]
@@ -1372,6 +1396,7 @@ where
         logout,
         session,
         change_password,
+        require_password_change,
         enroll,
         reenroll,
         qr,

@@ -1010,6 +1010,47 @@ async fn the_audit_log_names_actor_and_outcome_filters_and_exports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_can_be_required_at_the_next_login() {
+    let f = Fixture::new().await;
+    let a = f.owner().await;
+    let b = f.login(OWNER, PASSWORD, None).await.browser();
+    let r = f.post_json("/api/password/require", &json!({}), Some(&a)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["sessions_ended"], 1);
+    assert!(!f.alive(&b).await, "other sessions end");
+    assert!(f.alive(&a).await, "the asking session goes on");
+    assert_eq!(f.get("/api/devices", Some(&a)).await.status, StatusCode::OK);
+    assert!(f.audit_events().contains(&"password_change_required".to_owned()));
+
+    // The next login: only the session, the password change and logout
+    // answer until the password is changed.
+    let c = f.login(OWNER, PASSWORD, None).await.browser();
+    let me = f.get("/api/session", Some(&c)).await.json();
+    assert_eq!(me["must_change_password"], true);
+    for path in ["/api/devices", "/api/audit", "/api/privacy"] {
+        let r = f.get(path, Some(&c)).await;
+        assert_json_error(&r, StatusCode::FORBIDDEN, "change your password first");
+    }
+    let r = f.post_json("/api/lockdown", &json!({}), Some(&c)).await;
+    assert_json_error(&r, StatusCode::FORBIDDEN, "change your password first");
+    let r = f
+        .post_json(
+            "/api/password",
+            &json!({ "current": PASSWORD, "new": NEW_PASSWORD }),
+            Some(&c),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(f.get("/api/devices", Some(&c)).await.status, StatusCode::OK);
+    let d = f.login(OWNER, NEW_PASSWORD, None).await.browser();
+    assert_eq!(
+        f.get("/api/session", Some(&d)).await.json()["must_change_password"],
+        false
+    );
+    assert_eq!(f.get("/api/devices", Some(&d)).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_change_ends_other_sessions() {
     let f = Fixture::new().await;
     let a = f.owner().await;
@@ -1614,6 +1655,7 @@ async fn openapi_document_lists_the_routes() {
         ("POST", "/api/password"),
         ("POST", "/api/totp/enroll"),
         ("POST", "/api/totp/reenroll"),
+        ("POST", "/api/password/require"),
         ("GET", "/api/totp/qr.svg"),
         ("POST", "/api/totp/confirm"),
         ("GET", "/api/sessions"),

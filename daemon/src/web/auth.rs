@@ -71,6 +71,8 @@ pub struct Session {
     /// Sent with every state-changing request; derived from the token.
     pub csrf: String,
     pub totp_enabled: bool,
+    /// The owner must change the password before anything else.
+    pub must_change_password: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -106,6 +108,10 @@ pub struct Auth {
     /// Bumped whenever sessions are revoked, so open event streams re-check
     /// theirs at once.
     revocations: tokio::sync::watch::Sender<u64>,
+    /// The sessions that asked for a password change at the next login,
+    /// which may go on until then (in memory: after a restart they must
+    /// change it too).
+    exempt: Mutex<std::collections::HashSet<CredentialId>>,
 }
 
 impl Auth {
@@ -123,6 +129,7 @@ impl Auth {
             max,
             last_seen: Mutex::new(HashMap::new()),
             revocations: tokio::sync::watch::Sender::new(0),
+            exempt: Mutex::new(std::collections::HashSet::new()),
             started: Instant::now(),
             throttle: Mutex::new(Throttle::new(THROTTLE_KEYS)),
             setup_code: Mutex::new(None),
@@ -332,6 +339,7 @@ impl Auth {
                 owner: owner.clone(),
                 username: username.to_owned(),
                 totp_enabled,
+                must_change_password: self.must_change(owner)?,
             },
             token,
         })
@@ -365,13 +373,45 @@ impl Auth {
             .and_then(OwnerId::parse)
             .ok_or(AuthError::Unauthenticated)?;
         let owner = self.store().owner(&owner_id)?.ok_or(AuthError::Unauthenticated)?;
+        let must_change_password =
+            self.must_change(&owner.id)? && !self.exempt.lock().expect("exempt lock").contains(&cred.id);
         Ok(Session {
             csrf: csrf_of(token),
             id: cred.id,
             totp_enabled: self.totp_of(&owner.id)?.is_some(),
+            must_change_password,
             username: owner.email,
             owner: owner.id,
         })
+    }
+
+    fn must_change(&self, owner: &OwnerId) -> Result<bool, AuthError> {
+        Ok(self.store().secret(&must_change_name(owner))?.is_some())
+    }
+
+    /// From the next login on, the owner must change the password before
+    /// anything else; every other session ends now. This session goes on.
+    pub fn require_password_change(&self, session: &Session) -> Result<usize, AuthError> {
+        self.store().put_secret(&must_change_name(&session.owner), &[1])?;
+        self.exempt
+            .lock()
+            .expect("exempt lock")
+            .insert(session.id.clone());
+        let sessions = self.store().credentials_of(&principal(&session.owner), SESSION)?;
+        let mut ended = 0;
+        for c in sessions {
+            if c.id != session.id && self.store().delete_credential(&c.id)? {
+                self.last_seen.lock().expect("sessions lock").remove(&c.id);
+                ended += 1;
+            }
+        }
+        self.revocations.send_modify(|n| *n += 1);
+        self.audit(AuditEvent::ok(
+            "password_change_required",
+            actor(session),
+            format!("at the next login; {ended} other session(s) ended"),
+        ));
+        Ok(ended)
     }
 
     pub fn logout(&self, session: &Session) -> Result<(), AuthError> {
@@ -481,6 +521,8 @@ impl Auth {
                 self.last_seen.lock().expect("sessions lock").remove(&c.id);
             }
         }
+        self.store().delete_secret(&must_change_name(&owner.id))?;
+        self.exempt.lock().expect("exempt lock").clear();
         self.audit(AuditEvent::ok(
             "password_changed",
             actor(session),
@@ -693,6 +735,10 @@ impl Auth {
 
 fn principal(owner: &OwnerId) -> String {
     format!("owner:{}", owner.as_str())
+}
+
+fn must_change_name(owner: &OwnerId) -> String {
+    format!("password_change:{}", owner.as_str())
 }
 
 fn totp_name(owner: &OwnerId) -> String {
