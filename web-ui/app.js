@@ -210,8 +210,12 @@ async function loggedIn(session, { quiet = false } = {}) {
   state.setupNeeded = false;
   setCsrf(session.csrf);
   eventsOpenedBefore = false;
-  startEvents();
-  await refreshDevices();
+  // Until a required password change is done, the API answers nothing
+  // else: no device list, no live updates.
+  if (!session.must_change_password) {
+    startEvents();
+    await refreshDevices();
+  }
   const route = currentRoute();
   if (!route || !ROUTES[route.name]) history.replaceState(null, '', '#/home');
   render({ focus: !quiet });
@@ -286,13 +290,21 @@ const ctx = {
   loggedIn,
   logout,
   setSessionFlags(flags) {
+    const wasRestricted = state.session.must_change_password;
     Object.assign(state.session, flags);
+    if (wasRestricted && !state.session.must_change_password) {
+      startEvents();
+      refreshDevices();
+    }
   },
 };
 
 function updateChrome(routeName) {
   const loggedInNow = Boolean(state.session);
-  document.getElementById('nav').hidden = !loggedInNow;
+  // A required password change closes every other page until it is done.
+  const restricted = Boolean(state.session?.must_change_password);
+  document.getElementById('nav').hidden = !loggedInNow || restricted;
+  document.getElementById('live-status').hidden = restricted;
   document.getElementById('account').hidden = !loggedInNow;
   document.getElementById('who').textContent = state.session?.username ?? '';
   for (const link of document.querySelectorAll('#nav a[data-route]')) {

@@ -458,7 +458,7 @@ function backup(ctx) {
 // --- erase -------------------------------------------------------------------
 
 function eraseAll() {
-  const error = errorLine();
+  const error = errorLine('erase-error');
   const confirmText = field('Type “erase everything”', { autocomplete: 'off', 'data-testid': 'erase-confirm' });
   const password = field('Your password', { type: 'password', autocomplete: 'current-password', 'data-testid': 'erase-password' });
   const code = field('Two-factor code', { inputmode: 'numeric', autocomplete: 'one-time-code', 'data-testid': 'erase-code' });
@@ -498,7 +498,7 @@ const AUDIT_TYPES = [
   'homeassistant_rotated', 'homeassistant_disabled', 'homeassistant_locked_down', 'homeassistant_settings',
   'relay_enabled', 'relay_disabled', 'relay_client_registered', 'relay_client_deleted', 'relay_login',
   'relay_consent_given', 'relay_consent_denied', 'relay_link_created', 'relay_link_revoked', 'relay_calls',
-  'protection_lowered', 'warning_acknowledged', 'lockdown', 'keys_rotated', 'keys_rewrapped',
+  'protection_lowered', 'warning_acknowledged', 'metrics_token_issued', 'lockdown', 'keys_rotated', 'keys_rewrapped',
   'backup_created', 'restored',
 ];
 

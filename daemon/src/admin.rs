@@ -100,6 +100,8 @@ pub enum Request {
     KeysRotate,
     /// How far the rotation is.
     KeysStatus,
+    /// A new read-only token for `/metrics`, replacing any earlier one.
+    MetricsToken,
     /// `hearth backup create` wrote a backup: audit it.
     BackupCreated {
         detail: String,
@@ -107,6 +109,8 @@ pub enum Request {
     Lockdown {
         #[serde(default)]
         rotate_devices: bool,
+        #[serde(default)]
+        require_new_password: bool,
     },
 }
 
@@ -365,13 +369,19 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 .map(|was| serde_json::json!({ "disabled": true, "was_enabled": was })),
         ),
         Request::HomeassistantSet(change) => answer(admin.homeassistant.set(change, Actor::Cli).await),
-        Request::Lockdown { rotate_devices } => answer(
+        Request::Lockdown {
+            rotate_devices,
+            require_new_password,
+        } => answer(
             crate::lockdown::lockdown(
                 admin.auth.as_ref(),
                 None,
                 &admin.homeassistant,
                 &admin.devices,
-                rotate_devices,
+                crate::lockdown::Options {
+                    rotate_devices,
+                    require_new_password,
+                },
                 Actor::Cli,
             )
             .await,
@@ -396,6 +406,19 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
         Request::AuditVerify => answer(admin.devices.with_store(|store| Ok(store.verify_audit()?)).await),
         Request::KeysRotate => answer(admin.keys.rotate(Actor::Cli).await),
         Request::KeysStatus => answer(admin.keys.progress().await),
+        Request::MetricsToken => {
+            let result = match admin.auth.clone() {
+                Some(auth) => tokio::task::spawn_blocking(move || auth.issue_metrics_token(Actor::Cli))
+                    .await
+                    .map_err(|e| DeviceError::Internal(e.to_string()))
+                    .and_then(|r| r.map_err(|e| DeviceError::Internal(e.to_string())))
+                    .map(|token| serde_json::json!({ "token": token.expose() })),
+                None => Err(DeviceError::Invalid(
+                    "the dashboard is off (web.enabled = false), so /metrics is not served".into(),
+                )),
+            };
+            answer(result)
+        }
         Request::BackupCreated { detail } => answer(
             admin
                 .devices

@@ -196,6 +196,7 @@ pub async fn run(
     bound: Bound,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    let started = std::time::Instant::now();
     let supervisor = Supervisor::new(shutdown.clone());
     supervisor::notify::spawn_watchdog(&supervisor);
     for setting in config.warnings() {
@@ -375,6 +376,7 @@ pub async fn run(
             );
         }
         let auth = Arc::new(auth);
+        let app_counters = auth.counters.clone();
         accounts = Some(auth.clone());
         let r = Arc::new(crate::relay::Relay::new(
             store.clone(),
@@ -420,6 +422,16 @@ pub async fn run(
             },
             shutdown: shutdown.clone(),
             erased: erased.clone(),
+            metrics: (config.web.metrics != crate::config::MetricsAccess::Off).then(|| {
+                Arc::new(crate::metrics::Metrics {
+                    access: config.web.metrics,
+                    broker: broker.clone(),
+                    devices: devices.clone(),
+                    counters: app_counters.clone(),
+                    db_path: data_dir.db_path(),
+                    started,
+                })
+            }),
         });
         web = Some(
             crate::web::start(bound.web, &files, app, &supervisor)

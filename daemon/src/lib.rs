@@ -17,6 +17,7 @@ pub mod exit;
 pub mod homeassistant;
 pub mod keys;
 pub mod lockdown;
+pub mod metrics;
 pub mod pki;
 pub mod privacy;
 pub mod protection;

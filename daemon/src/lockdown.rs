@@ -19,9 +19,21 @@ pub struct Report {
     pub sessions_ended: usize,
     pub relay_links_revoked: usize,
     pub homeassistant_password_revoked: bool,
+    /// Whether the next login must choose a new password.
+    pub new_password_required: bool,
     /// New provisioning for each device, when they were rotated: shown
     /// once, for re-entry into each device.
     pub devices_rotated: Vec<Provisioning>,
+}
+
+/// What to do beyond revoking sessions, links and Home Assistant's
+/// password.
+#[derive(Clone, Copy, Default)]
+pub struct Options {
+    /// Rotate every device's credential.
+    pub rotate_devices: bool,
+    /// Require a new password at the next login.
+    pub require_new_password: bool,
 }
 
 /// Locks down. `keep` is the caller's dashboard session; `by` says who
@@ -31,35 +43,46 @@ pub async fn lockdown(
     keep: Option<CredentialId>,
     homeassistant: &HomeAssistant,
     devices: &Devices,
-    rotate_devices: bool,
+    options: Options,
     by: Actor,
 ) -> Result<Report, DeviceError> {
-    let sessions_ended = match auth {
+    let (sessions_ended, new_password_required) = match auth {
         Some(auth) => {
             let auth = auth.clone();
-            tokio::task::spawn_blocking(move || auth.revoke_all(keep.as_ref()))
-                .await
-                .map_err(|e| DeviceError::Internal(e.to_string()))?
-                .map_err(|e| DeviceError::Internal(e.to_string()))?
+            tokio::task::spawn_blocking(move || {
+                // The flag first: a login racing the lockdown either gets a
+                // session that is revoked next, or must change the password.
+                let required = options.require_new_password
+                    && auth.require_password_change_everywhere(keep.as_ref())? > 0;
+                Ok::<_, crate::web::auth::AuthError>((auth.revoke_all(keep.as_ref())?, required))
+            })
+            .await
+            .map_err(|e| DeviceError::Internal(e.to_string()))?
+            .map_err(|e| DeviceError::Internal(e.to_string()))?
         }
-        None => 0,
+        None => (0, false),
     };
     let relay_links_revoked = devices.with_store(|s| Ok(s.delete_relay_links()?)).await?;
     let homeassistant_password_revoked = homeassistant.lock(by.clone()).await?;
     let mut devices_rotated = Vec::new();
-    if rotate_devices {
+    if options.rotate_devices {
         for d in devices.adopted().await? {
             devices_rotated.push(devices.rotate(&d.id, by.clone()).await?);
         }
     }
     let detail = format!(
-        "{sessions_ended} session(s) ended, {relay_links_revoked} relay link(s) revoked, Home Assistant password {}, {} device credential(s) rotated",
+        "{sessions_ended} session(s) ended, {relay_links_revoked} relay link(s) revoked, Home Assistant password {}, {} device credential(s) rotated{}",
         if homeassistant_password_revoked {
             "revoked"
         } else {
             "not in use"
         },
-        devices_rotated.len()
+        devices_rotated.len(),
+        if new_password_required {
+            ", a new password required at the next login"
+        } else {
+            ""
+        }
     );
     devices
         .with_store(move |s| Ok(s.append_audit(&AuditEvent::ok("lockdown", by, detail))?))
@@ -68,6 +91,7 @@ pub async fn lockdown(
         sessions_ended,
         relay_links_revoked,
         homeassistant_password_revoked,
+        new_password_required,
         devices_rotated = devices_rotated.len(),
         "lockdown"
     );
@@ -75,6 +99,7 @@ pub async fn lockdown(
         sessions_ended,
         relay_links_revoked,
         homeassistant_password_revoked,
+        new_password_required,
         devices_rotated,
     })
 }

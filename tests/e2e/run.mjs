@@ -277,7 +277,8 @@ async function main() {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-e2e-'));
   const dataDir = path.join(tmp, 'data');
   const username = 'owner';
-  const password = `hearth e2e ${randomBytes(6).toString('hex')} lantern`;
+  // Changed once, when a new password is required at the next login.
+  let password = `hearth e2e ${randomBytes(6).toString('hex')} lantern`;
   const canary = `Canary-Lamp-${randomBytes(6).toString('hex')}`;
 
   let demo = null;
@@ -289,6 +290,7 @@ async function main() {
   let caPem = null;
   let setupCode = null;
   let totpKey = null;
+  let oldTotpKey = null;
   let lastTotpStep = -1;
   let bulbId = null;
   const browserProblems = [];
@@ -907,6 +909,122 @@ async function main() {
       assert(/disappears from Home Assistant/.test(await textOf(page, tid('ha-disable-dialog'))), 'the disconnect dialog does not say what happens');
       await page.click(tid('ha-disable-dialog-confirm'));
       await page.locator(`${tid('ha-status')}[data-state="off"]`).waitFor({ timeout: UI_TIMEOUT });
+    });
+
+    await step('two-factor moves to a new phone only with the password; the old phone works until the new one is confirmed', async () => {
+      await goto(page, '#/security', 'Security');
+      await page.locator(`${tid('totp-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
+      await page.fill(tid('totp-reenroll-password'), `${password} but wrong`);
+      const refused = await submitFor(page, tid('totp-reenroll'), '/api/totp/reenroll');
+      assert(refused.status() === 403, `a wrong password got HTTP ${refused.status()}`);
+      await until('the refusal', async () => /not your password/.test(await textOf(page, tid('totp-reenroll-error'))));
+      await page.fill(tid('totp-reenroll-password'), password);
+      await page.click(tid('totp-reenroll'));
+      const newKey = base32Decode(await textOf(page, tid('totp-secret')));
+      assert(newKey.length >= 10 && !newKey.equals(totpKey), 'the new phone got no new secret');
+      await until('the QR code image to load', () => page.locator(tid('totp-qr')).evaluate((img) => img.complete && img.naturalWidth > 0));
+      // A code from the old phone does not confirm the new one.
+      oldTotpKey = totpKey;
+      const stale = await freshTotp();
+      await page.fill(tid('totp-code'), stale.code);
+      const wrongPhone = await submitFor(page, tid('totp-confirm'), '/api/totp/confirm');
+      assert(wrongPhone.status() >= 400, `the old phone's code confirmed the new one (HTTP ${wrongPhone.status()})`);
+      totpKey = newKey;
+      const fresh = await freshTotp();
+      await page.fill(tid('totp-code'), fresh.code);
+      await page.click(tid('totp-confirm'));
+      await page.locator(tid('recovery-codes')).waitFor({ timeout: UI_TIMEOUT });
+      lastTotpStep = fresh.step;
+      const codes = await page.locator(`${tid('recovery-codes')} li`).allTextContents();
+      assert(codes.length === 10 && new Set(codes).size === 10, `${codes.length} recovery codes after re-enrolment`);
+      await page.click(tid('recovery-done'));
+      await page.locator(`${tid('totp-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
+      const resets = await page.evaluate(async () => (await fetch('/api/audit?event=totp_reset')).json());
+      assert(resets.some((e) => e.outcome === 'refused'), 'the wrong password is not in the audit log');
+      assert(resets.some((e) => e.outcome === 'ok' && e.actor.startsWith('session ')), 'the re-enrolment is not in the audit log');
+    });
+
+    await step('a new password can be required at the next login: the login then opens only the password form until it is changed', async () => {
+      await page.click(tid('password-require'));
+      await page.locator(tid('password-require-dialog')).waitFor({ timeout: UI_TIMEOUT });
+      assert(/Every other session ends/.test(await textOf(page, tid('password-require-dialog'))), 'the dialog does not say what it does');
+      await page.click(tid('password-require-dialog-confirm'));
+      await until('the confirmation', async () => /Required at the next login/.test(await textOf(page, tid('password-required'))));
+      // This session goes on: the whole dashboard still answers.
+      await goto(page, '#/home', 'Home');
+      await page.click(tid('logout'));
+      await page.locator(tid('login-form')).waitFor({ timeout: UI_TIMEOUT });
+      await page.fill(tid('login-username'), username);
+      await page.fill(tid('login-password'), password);
+      const first = await submitFor(page, tid('login-submit'), '/api/login');
+      assert(first.status() === 401 && (await first.json()).totp_required, `the password alone got HTTP ${first.status()}`);
+      await page.locator(tid('login-code')).waitFor({ timeout: UI_TIMEOUT });
+      // The old phone is refused now that the new one is confirmed.
+      const old = await freshTotp();
+      await page.fill(tid('login-code'), totpAt(oldTotpKey, old.step));
+      const oldPhone = await submitFor(page, tid('login-submit'), '/api/login');
+      assert(oldPhone.status() === 401, `the old phone's code got HTTP ${oldPhone.status()}`);
+      const fresh = await freshTotp();
+      await page.fill(tid('login-code'), fresh.code);
+      const ok = await submitFor(page, tid('login-submit'), '/api/login');
+      assert(ok.status() === 200, `logging in with the new phone got HTTP ${ok.status()}`);
+      lastTotpStep = fresh.step;
+      await page.locator(tid('must-change-password')).waitFor({ timeout: UI_TIMEOUT });
+      await page.locator('main h1', { hasText: 'Security' }).waitFor({ timeout: UI_TIMEOUT });
+      assert((await page.locator(tid('totp-section')).count()) === 0 && (await page.locator(tid('sessions')).count()) === 0, 'more than the password form is shown');
+      assert(await page.locator('#nav').isHidden(), 'the navigation is offered before the password is changed');
+      assert(!/Could not/.test(await textOf(page, tid('status'))), `the page asked for what it may not have: ${await textOf(page, tid('status'))}`);
+      // Every other page and route is closed until the password changes.
+      await page.evaluate(() => {
+        location.hash = '#/home';
+      });
+      await page.locator(tid('must-change-password')).waitFor({ timeout: UI_TIMEOUT });
+      const blocked = await page.evaluate(async () => (await fetch('/api/devices')).status);
+      assert(blocked === 403, `/api/devices answered HTTP ${blocked} before the password was changed`);
+      await shoot(page, 'must-change-password');
+      const newPassword = `hearth e2e ${randomBytes(6).toString('hex')} ember`;
+      await page.fill(tid('password-current'), password);
+      await page.fill(tid('password-new'), newPassword);
+      await page.fill(tid('password-again'), newPassword);
+      const changed = await submitFor(page, tid('password-submit'), '/api/password');
+      assert(changed.status() === 204, `changing the password got HTTP ${changed.status()}`);
+      password = newPassword;
+      await page.locator('main h1', { hasText: 'Home' }).waitFor({ timeout: UI_TIMEOUT });
+      assert((await page.locator(tid('must-change-password')).count()) === 0, 'the notice stays after the change');
+      const open = await page.evaluate(async () => (await fetch('/api/devices')).status);
+      assert(open === 200, `/api/devices answered HTTP ${open} after the password was changed`);
+      assert(await page.locator('#nav').isVisible(), 'the navigation is still hidden after the change');
+      await page.locator(`${tid('live-status')}[data-state="live"]`).waitFor({ timeout: UI_TIMEOUT });
+    });
+
+    await step('erase everything needs the words, the password and a fresh code; then hearth stops and its data directory is empty', async () => {
+      await goto(page, '#/security', 'Security');
+      assert(fs.existsSync(path.join(dataDir, 'master.key')), 'no master.key before the erase: the check below would prove nothing');
+      const before = filesUnder(dataDir).length;
+      await page.fill(tid('erase-confirm'), 'erase');
+      await page.click(tid('erase'));
+      await until('the request for the words', async () => /erase everything/.test(await textOf(page, tid('erase-error'))));
+      await page.fill(tid('erase-confirm'), 'erase everything');
+      await page.fill(tid('erase-password'), `${password} but wrong`);
+      await page.fill(tid('erase-code'), '000000');
+      const refused = await submitFor(page, tid('erase'), '/api/erase');
+      assert(refused.status() === 403, `a wrong password got HTTP ${refused.status()}`);
+      // A failed re-entry says so, and is not taken for a logout.
+      await until('the refusal', async () => /password is wrong/.test(await textOf(page, tid('erase-error'))));
+      assert((await page.locator(tid('logout')).count()) === 1, 'a wrong password at erase logged the dashboard out');
+      assert(demo.exit === null && filesUnder(dataDir).length >= before, 'a refused erase changed something');
+      await page.fill(tid('erase-password'), password);
+      const fresh = await freshTotp();
+      await page.fill(tid('erase-code'), fresh.code);
+      const erased = await submitFor(page, tid('erase'), '/api/erase');
+      assert(erased.status() < 300, `erasing got HTTP ${erased.status()}`);
+      await until('the page to say so', async () => /Erased/.test(await textOf(page, tid('erase-done'))));
+      await shoot(page, 'erased');
+      const exit = await Promise.race([demo.exited, sleep(30_000).then(() => null)]);
+      assert(exit, 'hearth did not stop after the erase');
+      assert(exit.code === 0, `hearth stopped with ${JSON.stringify(exit)} after the erase`);
+      const left = filesUnder(dataDir);
+      assert(left.length === 0, `files left after the erase: ${left.map((f) => path.relative(dataDir, f)).join(', ')}`);
     });
 
     await step('no CSP violation, script error or off-origin request happened in the browser', () => {

@@ -69,6 +69,9 @@ pub enum Command {
     /// The keys that protect the store.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Prometheus metrics on the dashboard listener (`/metrics`).
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
     /// Encrypted backups of the store and configuration.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
@@ -92,6 +95,10 @@ pub enum Command {
         /// printed once, for re-entry into each device.
         #[arg(long)]
         rotate_devices: bool,
+        /// Also require a new password at the next login: the first
+        /// dashboard login must change it before anything else.
+        #[arg(long)]
+        require_new_password: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -116,6 +123,13 @@ pub enum IntegrationsCommand {
     /// Home Assistant, over hearth's own broker with MQTT discovery.
     #[command(subcommand)]
     Homeassistant(HomeAssistantCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Issue the read-only bearer token for `/metrics` (with
+    /// `web.metrics = "token"`), shown once; any earlier token stops working.
+    Token(AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +165,15 @@ pub enum KeysCommand {
     },
     /// Show how far a rotation is.
     Status(AdminArgs),
+    /// Write a new random master key file (mode 0600), for
+    /// `store.key_file` or systemd's `LoadCredential=hearth.key:FILE`.
+    /// Refuses to replace an existing file. The Debian package makes
+    /// /etc/hearth/master.key with it.
+    Generate {
+        /// Where to write it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Change the master key (hearth stopped): the data keys are wrapped
     /// again under a new random key file, or, with --passphrase-file, under
     /// a key derived from a passphrase with argon2id (64 MiB), which hearth
@@ -391,6 +414,17 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
             passphrase_file,
         }) => keys_rewrap(&args, passphrase_file.as_deref()),
         Command::Backup(cmd) => backup::run(cmd),
+        Command::Keys(KeysCommand::Generate { out }) => {
+            if out.exists() {
+                anyhow::bail!(UsageError(format!(
+                    "{} exists; hearth never replaces a key file (remove it first if it holds no store's key)",
+                    out.display()
+                )));
+            }
+            crate::store::files::write_new_key(&out)?;
+            println!("wrote a new master key to {} (mode 0600)", out.display());
+            Ok(())
+        }
         Command::Keys(KeysCommand::Status(admin)) => {
             let v = admin_request(&admin, &Request::KeysStatus)?;
             if admin.json {
@@ -399,6 +433,19 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
                 println!("no rotation under way: every value is under the one data key");
             } else {
                 println!("rotating: {} of {} rows re-sealed", v["done"], v["total"]);
+            }
+            Ok(())
+        }
+        Command::Metrics(MetricsCommand::Token(admin)) => {
+            let v = admin_request(&admin, &Request::MetricsToken)?;
+            if admin.json {
+                print_json(&v);
+            } else {
+                println!("metrics token (shown once; the earlier one, if any, is revoked):");
+                println!("  {}", v["token"].as_str().unwrap_or(""));
+                println!(
+                    "scrape with the header  Authorization: Bearer <token>  and web.metrics = \"token\""
+                );
             }
             Ok(())
         }
@@ -458,9 +505,16 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Lockdown {
             rotate_devices,
+            require_new_password,
             admin,
         } => {
-            let v = admin_request(&admin, &Request::Lockdown { rotate_devices })?;
+            let v = admin_request(
+                &admin,
+                &Request::Lockdown {
+                    rotate_devices,
+                    require_new_password,
+                },
+            )?;
             if admin.json {
                 print_json(&v);
             } else {
@@ -474,6 +528,9 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
                         "not in use"
                     }
                 );
+                if v["new_password_required"] == true {
+                    println!("lockdown: the next dashboard login must choose a new password first");
+                }
                 for p in v["devices_rotated"].as_array().into_iter().flatten() {
                     print_provisioning(p);
                 }

@@ -101,6 +101,7 @@ pub struct RawWeb {
     pub listen: Vec<String>,
     pub session_idle_mins: u64,
     pub session_max_hours: u64,
+    pub metrics: String,
 }
 
 impl Default for RawWeb {
@@ -110,6 +111,7 @@ impl Default for RawWeb {
             listen: vec!["0.0.0.0:8443".into()],
             session_idle_mins: 30,
             session_max_hours: 12,
+            metrics: "loopback".into(),
         }
     }
 }
@@ -121,6 +123,18 @@ pub struct WebConfig {
     pub listen: Vec<SocketAddr>,
     pub session_idle: Duration,
     pub session_max: Duration,
+    pub metrics: MetricsAccess,
+}
+
+/// Who may read `/metrics` on the dashboard listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Clients on a loopback address, without a token.
+    Loopback,
+    /// Any client with the bearer token from `hearth metrics token`.
+    Token,
+    /// Nobody: `/metrics` is not served.
+    Off,
 }
 
 /// `"private"`, `"loopback"`, or a list of interface names.
@@ -738,7 +752,20 @@ fn validate_web(raw: &RawWeb) -> Result<WebConfig, ConfigError> {
             "choose how many hours a dashboard session lasts at most, from 1 to 720",
         ));
     }
+    let metrics = match raw.metrics.as_str() {
+        "loopback" => MetricsAccess::Loopback,
+        "token" => MetricsAccess::Token,
+        "off" => MetricsAccess::Off,
+        other => {
+            return Err(invalid(
+                "web.metrics",
+                format!("{other:?} is not a metrics access mode"),
+                "use \"loopback\" (local scrapers only), \"token\" (a bearer token from `hearth metrics token`) or \"off\"",
+            ));
+        }
+    };
     Ok(WebConfig {
+        metrics,
         enabled: raw.enabled,
         listen,
         session_idle: Duration::from_secs(raw.session_idle_mins * 60),
@@ -921,6 +948,40 @@ mod tests {
         assert!(Config::default().warnings().is_empty());
     }
 
+    /// docs/configuration.md lists every key, in its table's section.
+    #[test]
+    fn every_key_is_documented() {
+        const DOC: &str = include_str!("../../../docs/configuration.md");
+        fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in table {
+                match v {
+                    toml::Value::Table(t) => walk(&format!("{prefix}{k}."), t, out),
+                    _ => out.push(format!("{prefix}{k}")),
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        walk("", &toml::from_str(DEFAULT_TOML).unwrap(), &mut keys);
+        assert!(keys.len() > 30, "{keys:?}");
+        for key in keys {
+            let (section, name) = key.rsplit_once('.').unwrap_or(("", &key));
+            // A row names the key (or several keys) in its first cell.
+            let has_row = |part: &str, name: &str| {
+                part.lines()
+                    .filter_map(|l| l.strip_prefix('|')?.split('|').next())
+                    .any(|cell| cell.contains(&format!("`{name}`")))
+            };
+            let in_section = !section.is_empty()
+                && DOC
+                    .split("\n## ")
+                    .any(|part| part.starts_with(&format!("`[{section}]`")) && has_row(part, name));
+            assert!(
+                in_section || has_row(DOC, &key),
+                "docs/configuration.md has no row for {key}"
+            );
+        }
+    }
+
     #[test]
     fn effective_config_round_trips() {
         let config = Config::from_toml("[log]\nlevel = \"debug\"\n", Path::new("t.toml")).unwrap();
@@ -1009,6 +1070,12 @@ mod tests {
             Err(("relay.token_rate_per_sec", "out of range")),
         );
         check("[relay]\nopen = true", Err(("open", "unknown field")));
+        check("[web]\nmetrics = \"token\"", Ok(()));
+        check("[web]\nmetrics = \"off\"", Ok(()));
+        check(
+            "[web]\nmetrics = \"public\"",
+            Err(("web.metrics", "\"loopback\" (local scrapers only)")),
+        );
     }
 
     #[test]

@@ -432,6 +432,7 @@ impl Relay {
     /// the action and its result only.
     pub async fn audit(self: &Arc<Self>, link: &LinkId, what: String) {
         let link = link.clone();
+        crate::metrics::Counters::bump(&self.auth.counters.relay_calls);
         let result = self.with_store(move |s| s.record_relay_call(&link, &what)).await;
         if let Err(error) = result {
             tracing::error!(%error, "could not audit a relay call");

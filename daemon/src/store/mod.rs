@@ -853,6 +853,15 @@ impl Store {
         Ok(n as usize)
     }
 
+    /// Every owner account's id.
+    pub fn owner_ids(&self) -> Result<Vec<OwnerId>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT id FROM owners ORDER BY id")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ids.into_iter().map(OwnerId).collect())
+    }
+
     /// The owner with this id.
     pub fn owner(&self, id: &OwnerId) -> Result<Option<Owner>, StoreError> {
         let email_index: Option<Vec<u8>> = self

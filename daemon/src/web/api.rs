@@ -57,6 +57,8 @@ pub struct App {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Set by an erase from the dashboard: the files go once hearth stopped.
     pub erased: Arc<std::sync::atomic::AtomicBool>,
+    /// `/metrics`, unless `web.metrics = "off"`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The client's address, put on each request by the server.
@@ -111,6 +113,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/relay/links/{id}", axum::routing::delete(relay_revoke))
         .route("/api/openapi.json", get(openapi))
         .route("/ca.pem", get(ca))
+        .route("/metrics", get(metrics))
         .fallback(asset)
         .layer(axum::middleware::map_response(security_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -197,7 +200,9 @@ impl From<AuthError> for ApiError {
             }
             AuthError::BadSetupCode | AuthError::WrongPassword => StatusCode::FORBIDDEN,
             AuthError::AlreadySetUp => StatusCode::CONFLICT,
-            AuthError::Policy(_) | AuthError::BadCode | AuthError::NoEnrolment => StatusCode::BAD_REQUEST,
+            AuthError::Policy(_) | AuthError::BadCode | AuthError::CodeNeeded | AuthError::NoEnrolment => {
+                StatusCode::BAD_REQUEST
+            }
             AuthError::Store(_) | AuthError::Internal(_) => {
                 tracing::error!(error = %e, "dashboard request failed");
                 return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the log");
@@ -823,6 +828,9 @@ async fn erase_everything(
 struct LockdownBody {
     #[serde(default)]
     rotate_devices: bool,
+    /// Every login after this one must choose a new password first.
+    #[serde(default)]
+    require_new_password: bool,
 }
 
 #[utoipa::path(post, path = "/api/lockdown", request_body = LockdownBody, responses((status = 200, description = "Every other dashboard session ended, every relay link and Home Assistant's password revoked, and with rotate_devices every device credential rotated (the new provisioning shown once)")))]
@@ -837,13 +845,87 @@ async fn lockdown(
         Some(session.id.clone()),
         &ha,
         &app.devices,
-        b.rotate_devices,
+        crate::lockdown::Options {
+            rotate_devices: b.rotate_devices,
+            require_new_password: b.require_new_password,
+        },
         actor(&session),
     )
     .await?;
     Ok(Json(serde_json::to_value(report).map_err(|_| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     })?))
+}
+
+/// Prometheus metrics: counts only. Loopback clients, or the bearer token
+/// from `hearth metrics token`, as `web.metrics` says.
+async fn metrics(
+    State(app): State<Arc<App>>,
+    Client(from): Client,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    use crate::config::MetricsAccess;
+    let Some(metrics) = app.metrics.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics are off (web.metrics = \"off\")",
+        ));
+    };
+    match metrics.access {
+        MetricsAccess::Off => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "metrics are off (web.metrics = \"off\")",
+            ));
+        }
+        MetricsAccess::Loopback => {
+            if !from.is_loopback() && !from.to_canonical().is_loopback() {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "metrics are served to this hub only; set web.metrics = \"token\" to scrape from elsewhere",
+                ));
+            }
+        }
+        MetricsAccess::Token => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && t.len() <= 256);
+            let auth = app.auth.clone();
+            let valid = match given {
+                Some(t) => {
+                    let t = t.to_owned();
+                    tokio::task::spawn_blocking(move || auth.metrics_token_valid(&t))
+                        .await
+                        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??
+                }
+                None => false,
+            };
+            if !valid {
+                let mut r = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "a valid metrics token is needed (hearth metrics token)",
+                )
+                .into_response();
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"hearth metrics\""),
+                );
+                return Ok(r);
+            }
+        }
+    }
+    let body = metrics.render().await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/api/privacy", responses((status = 200, description = "What hearth stores, in what form, and what leaves the house")))]

@@ -174,6 +174,14 @@ impl Fixture {
             .unwrap()
         };
         let auth = Arc::new(auth);
+        let metrics = Arc::new(crate::metrics::Metrics {
+            access: crate::config::MetricsAccess::Loopback,
+            broker: broker_handle.clone(),
+            devices: devices.clone(),
+            counters: auth.counters.clone(),
+            db_path: data_dir.join("hearth.db"),
+            started: std::time::Instant::now(),
+        });
         let mut relay_config = crate::config::Config::default().relay;
         relay_config.listen = "127.0.0.1:0".parse().unwrap();
         let relay = Arc::new(crate::relay::Relay::new(
@@ -196,6 +204,7 @@ impl Fixture {
             key_path: Some(data_dir.join("master.key")),
             shutdown: tokio_util::sync::CancellationToken::new(),
             erased: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            metrics: Some(metrics),
         });
         Fixture {
             router: router(app),
@@ -840,6 +849,11 @@ async fn two_factor_moves_to_a_new_phone_only_with_the_password() {
     assert_eq!(r.status, StatusCode::OK);
     let new_codes = r.json()["recovery_codes"].as_array().unwrap().len();
     assert_eq!(new_codes, totp::RECOVERY_CODES);
+    // The move is audited as a change of the second factor: the refusal
+    // and the move, beside the one first enrolment.
+    let events = f.audit_events();
+    let count = |e: &str| events.iter().filter(|x| *x == e).count();
+    assert_eq!((count("totp_enrolled"), count("totp_reset")), (1, 2));
     // The old phone and the old recovery codes are refused; the new ones work.
     let r = f.login(OWNER, PASSWORD, Some(&code(&old, step + 1))).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -1710,5 +1724,63 @@ async fn openapi_document_lists_the_routes() {
                 "{method} {path}"
             );
         }
+    }
+}
+
+// ---- metrics -------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_counts_for_loopback_only_by_default() {
+    let f = Fixture::new().await;
+    let _owner = f.owner().await;
+    assert_eq!(
+        f.login(OWNER, "not the password", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    f.login(OWNER, PASSWORD, None).await.browser();
+    let scrape = |peer: SocketAddr| {
+        let req = Fixture::request(Method::GET, "/metrics")
+            .body(Body::empty())
+            .unwrap();
+        f.send_from(peer, req)
+    };
+    // From the LAN: refused, saying how to open it.
+    let r = scrape(addr(HOME)).await;
+    assert_json_error(&r, StatusCode::FORBIDDEN, "web.metrics");
+    // From this hub, over IPv4 or IPv6.
+    for peer in ["127.0.0.1:40000", "[::1]:40000"] {
+        let r = scrape(peer.parse().unwrap()).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            r.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        let text = String::from_utf8(r.body).unwrap();
+        for line in [
+            "hearth_logins_total 1",
+            "hearth_login_failures_total 1",
+            "hearth_relay_calls_total 0",
+            "hearth_mqtt_connections 0",
+            "hearth_devices{kind=\"bulb\",state=\"online\"} 0",
+            "hearth_mqtt_acl_denied_total{action=\"publish\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // Every sample is a name, fixed labels and a number.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            assert!(value.parse::<u64>().is_ok(), "{l}");
+            assert!(series.starts_with("hearth_"), "{l}");
+        }
+        let store = text
+            .lines()
+            .find(|l| l.starts_with("hearth_store_bytes "))
+            .unwrap();
+        assert!(
+            store.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap() > 4096,
+            "{store}"
+        );
     }
 }

@@ -49,6 +49,8 @@ pub enum AuthError {
     WrongPassword,
     #[error("the code is wrong")]
     BadCode,
+    #[error("a two-factor code is needed, or the one given is wrong")]
+    CodeNeeded,
     #[error("start enrolment first")]
     NoEnrolment,
     #[error("store: {0}")]
@@ -112,6 +114,8 @@ pub struct Auth {
     /// which may go on until then (in memory: after a restart they must
     /// change it too).
     exempt: Mutex<std::collections::HashSet<CredentialId>>,
+    /// Logins, failures and relay calls, for `/metrics`.
+    pub counters: Arc<crate::metrics::Counters>,
 }
 
 impl Auth {
@@ -135,6 +139,7 @@ impl Auth {
             setup_code: Mutex::new(None),
             enrolling: Mutex::new(HashMap::new()),
             decoy,
+            counters: Arc::default(),
         })
     }
 
@@ -219,6 +224,7 @@ impl Auth {
         let (owner, two_factor) = self.check_owner(username, given_password, code, from)?;
         self.store().record_login(&owner.id, UnixTime::now())?;
         let new = self.open_session(&owner.id, &owner.email, two_factor, from)?;
+        crate::metrics::Counters::bump(&self.counters.logins);
         self.audit(AuditEvent::ok(
             "login",
             Actor::Session(new.session.id.as_str().to_owned()),
@@ -276,6 +282,7 @@ impl Auth {
         let password_ok = secret::verify_password(given_password, &phc).unwrap_or(false);
         let Some(owner) = owner.filter(|_| password_ok) else {
             keys.iter().for_each(|k| self.fail(k));
+            crate::metrics::Counters::bump(&self.counters.login_failures);
             self.audit(AuditEvent::refused(
                 "login_failed",
                 Actor::Visitor,
@@ -300,6 +307,7 @@ impl Auth {
                 ));
             } else {
                 keys.iter().for_each(|k| self.fail(k));
+                crate::metrics::Counters::bump(&self.counters.login_failures);
                 self.audit(AuditEvent::refused(
                     "login_failed",
                     Actor::Visitor,
@@ -414,6 +422,57 @@ impl Auth {
         Ok(ended)
     }
 
+    /// Issues the read-only metrics token, replacing any earlier one.
+    /// Only its hash is kept; the token is shown once.
+    pub fn issue_metrics_token(&self, by: Actor) -> Result<Secret, AuthError> {
+        let token = random_token(128).map_err(internal)?;
+        let mut store = self.store();
+        let replaced =
+            store.delete_credentials(crate::metrics::TOKEN_PRINCIPAL, crate::metrics::TOKEN_KIND)?;
+        store.put_credential(
+            crate::metrics::TOKEN_PRINCIPAL,
+            crate::metrics::TOKEN_KIND,
+            &TokenHash::of(token.expose()),
+            None,
+        )?;
+        drop(store);
+        self.audit(AuditEvent::ok(
+            "metrics_token_issued",
+            by,
+            if replaced > 0 {
+                "the earlier token revoked"
+            } else {
+                "the first token"
+            },
+        ));
+        Ok(token)
+    }
+
+    /// Whether `token` is the current metrics token.
+    pub fn metrics_token_valid(&self, token: &str) -> Result<bool, AuthError> {
+        Ok(self
+            .store()
+            .find_credential(crate::metrics::TOKEN_KIND, &TokenHash::of(token))?
+            .is_some())
+    }
+
+    /// For a lockdown: every owner must change the password at the next
+    /// login. `keep` (the caller's session, if any) goes on as it is.
+    /// Returns how many accounts are affected.
+    pub fn require_password_change_everywhere(
+        &self,
+        keep: Option<&CredentialId>,
+    ) -> Result<usize, AuthError> {
+        let owners = self.store().owner_ids()?;
+        for owner in &owners {
+            self.store().put_secret(&must_change_name(owner), &[1])?;
+        }
+        if let Some(keep) = keep {
+            self.exempt.lock().expect("exempt lock").insert(keep.clone());
+        }
+        Ok(owners.len())
+    }
+
     pub fn logout(&self, session: &Session) -> Result<(), AuthError> {
         self.revoke(session, &session.id)?;
         Ok(())
@@ -452,14 +511,20 @@ impl Auth {
     ) -> Result<(), AuthError> {
         match self.check_owner(&session.username, password, code, from) {
             Ok((owner, _)) if owner.id == session.owner => Ok(()),
-            Ok(_) => Err(AuthError::BadCredentials),
+            Ok(_) => Err(AuthError::WrongPassword),
             Err(e) => {
                 self.audit(AuditEvent::refused(
                     what,
                     actor(session),
                     "password or code re-entry failed",
                 ));
-                Err(e)
+                // The session itself is fine: a 401 here would read as
+                // "logged out" to the dashboard.
+                Err(match e {
+                    AuthError::BadCredentials => AuthError::WrongPassword,
+                    AuthError::TotpRequired => AuthError::CodeNeeded,
+                    other => other,
+                })
             }
         }
     }
@@ -601,6 +666,7 @@ impl Auth {
             .map(|s| TotpSecret::from_bytes(s.as_bytes()))
             .ok_or(AuthError::NoEnrolment)?;
         let step = totp::verify(&secret, code.trim(), unix_now(), None).ok_or(AuthError::BadCode)?;
+        let moved = self.totp_of(&session.owner)?.is_some();
         self.store_totp(&session.owner, &secret, Some(step))?;
         self.enrolling.lock().expect("enrol lock").remove(&session.id);
         let codes = totp::recovery_codes();
@@ -616,11 +682,17 @@ impl Auth {
             )?;
         }
         drop(store);
-        self.audit(AuditEvent::ok(
-            "totp_enrolled",
-            actor(session),
-            "ten recovery codes issued",
-        ));
+        // A move to a new phone is a change of the second factor, told
+        // apart from the first enrolment.
+        self.audit(if moved {
+            AuditEvent::ok(
+                "totp_reset",
+                actor(session),
+                "moved to a new phone; ten new recovery codes issued",
+            )
+        } else {
+            AuditEvent::ok("totp_enrolled", actor(session), "ten recovery codes issued")
+        });
         Ok(codes)
     }
 

@@ -1220,8 +1220,9 @@ fn lockdown_revokes_sessions_links_and_home_assistant_while_local_control_keeps_
     assert_eq!(home.api("GET", "/api/session", None).status, 200);
 
     // From the CLI: everything, the owner's sessions included.
-    let report = home.daemon.cli_json(&["lockdown"]);
+    let report = home.daemon.cli_json(&["lockdown", "--require-new-password"]);
     assert_eq!(report["sessions_ended"], 1, "{report}");
+    assert_eq!(report["new_password_required"], true);
     assert_eq!(report["relay_links_revoked"], 1);
     assert_eq!(report["homeassistant_password_revoked"], true);
     assert_eq!(home.api("GET", "/api/session", None).status, 401);
@@ -1255,6 +1256,24 @@ fn lockdown_revokes_sessions_links_and_home_assistant_while_local_control_keeps_
         .unwrap()
         .to_owned();
     home.csrf = r.json()["csrf"].as_str().unwrap().to_owned();
+    // The CLI required a new password: until it is chosen, this session
+    // may do nothing else.
+    assert_eq!(
+        home.api("GET", "/api/session", None).json()["must_change_password"],
+        true
+    );
+    let r = home.api("POST", "/api/lockdown", Some(json!({ "rotate_devices": true })));
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = home.api(
+        "POST",
+        "/api/password",
+        Some(json!({ "current": PASSWORD, "new": "a new password after the lockdown" })),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        home.api("GET", "/api/session", None).json()["must_change_password"],
+        false
+    );
     let r = home.api("POST", "/api/lockdown", Some(json!({ "rotate_devices": true })));
     assert_eq!(r.status, 200, "{}", r.text());
     let report = r.json();
@@ -1282,8 +1301,20 @@ fn lockdown_revokes_sessions_links_and_home_assistant_while_local_control_keeps_
             }
         }
     });
-    let audit = home.api("GET", "/api/audit", None).text();
-    assert!(audit.contains("lockdown"));
+    let audit = home.api("GET", "/api/audit", None).json();
+    let lockdowns: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "lockdown")
+        .collect();
+    assert_eq!(lockdowns.len(), 2, "{audit}");
+    assert!(
+        lockdowns
+            .iter()
+            .any(|e| e["actor"] == "cli" && e["detail"].as_str().unwrap().contains("new password required")),
+        "{audit}"
+    );
 }
 
 #[test]
@@ -1420,6 +1451,26 @@ fn twenty_canaries_never_reach_the_disk_the_backup_or_the_log() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(canaries.len(), 20, "{canaries:?}");
 
+    // The metrics a scraper on this hub reads: counts that moved, and
+    // no canary, no device id and no address.
+    let scrape = home.web.send("GET", "/metrics", &[], b"");
+    assert_eq!(scrape.status, 200, "{}", scrape.text());
+    let metrics = scrape.text();
+    for line in [
+        "hearth_relay_calls_total 2",
+        "hearth_devices{kind=\"bulb\",state=\"online\"} 1",
+        "hearth_devices{kind=\"camera\",state=\"offline\"} 1",
+        "hearth_mqtt_connections 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+    let found = find_in_bytes(metrics.as_bytes(), &canaries);
+    assert!(found.is_empty(), "found in /metrics: {found:?}");
+    for d in &devices {
+        assert!(!metrics.contains(d.id()), "a device id is in /metrics");
+    }
+    assert!(!metrics.contains("127.0.0.1"), "an address is in /metrics");
+
     // Searched while hearth runs (WAL and shared memory present), and
     // after it stopped.
     let running = find_canaries(&home.daemon.home.data_dir(), &canaries);
@@ -1455,13 +1506,15 @@ fn erase_from_the_dashboard_needs_password_and_code_and_leaves_nothing() {
         "/api/erase",
         Some(json!({ "confirm": "erase everything", "password": "not the password", "code": home.totp_code(1) })),
     );
-    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.status, 403, "{}", r.text());
     let r = home.api(
         "POST",
         "/api/erase",
         Some(json!({ "confirm": "erase everything", "password": PASSWORD })),
     );
-    assert_eq!(r.status, 401, "a code is needed with two-factor on: {}", r.text());
+    assert_eq!(r.status, 400, "a code is needed with two-factor on: {}", r.text());
+    // A failed re-entry is not a logout: the session still answers.
+    assert_eq!(home.api("GET", "/api/session", None).status, 200);
     assert_eq!(
         home.daemon
             .cli_json(&["devices", "list"])
@@ -1490,4 +1543,52 @@ fn erase_from_the_dashboard_needs_password_and_code_and_leaves_nothing() {
     let daemon = Daemon::start_in_with(dir, "");
     assert!(daemon.home.data_dir().join("setup-code").exists());
     assert_eq!(daemon.cli_json(&["devices", "list"]), json!([]));
+}
+
+/// With `web.metrics = "token"`, `/metrics` answers only the bearer token
+/// from `hearth metrics token`; a new token revokes the old one, and the
+/// token opens nothing else.
+#[test]
+fn metrics_in_token_mode_need_the_current_token_and_open_nothing_else() {
+    let daemon = Daemon::start_with("[web]\nlisten = [\"127.0.0.1:0\"]\nmetrics = \"token\"\n");
+    let web = Target::tls(daemon.web_port(), &daemon.ca_cert());
+    let scrape = |token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        web.send("GET", "/metrics", &headers, b"")
+    };
+    let r = scrape(None);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.header("www-authenticate").unwrap_or("").starts_with("Bearer"));
+    assert!(r.text().contains("hearth metrics token"));
+    assert_eq!(scrape(Some("not-a-token")).status, 401);
+    let first = daemon.cli_json(&["metrics", "token"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = scrape(Some(&first));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().lines().any(|l| l.starts_with("hearth_uptime_seconds ")));
+    // It is no session: the API refuses it.
+    let bearer = format!("Bearer {first}");
+    let r = web.send("GET", "/api/devices", &[("Authorization", &bearer)], b"");
+    assert_eq!(r.status, 401);
+    // A new token revokes the old one.
+    let second = daemon.cli_json(&["metrics", "token"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(first, second);
+    assert_eq!(scrape(Some(&first)).status, 401);
+    assert_eq!(scrape(Some(&second)).status, 200);
+    let log = std::fs::read_to_string(daemon.home.path("daemon.log")).unwrap();
+    assert!(
+        !log.contains(&first) && !log.contains(&second),
+        "a metrics token is in the log"
+    );
+    let db = std::fs::read(daemon.home.data_dir().join("hearth.db")).unwrap();
+    assert!(
+        find_in_bytes(&db, std::slice::from_ref(&second)).is_empty(),
+        "the token is stored in clear"
+    );
 }

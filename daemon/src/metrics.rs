@@ -1,0 +1,236 @@
+//! `/metrics`: counts in the Prometheus text format, for the owner's own
+//! monitoring. Every label value is a fixed word (a device kind, a state,
+//! an outcome); no name, address, topic or id ever appears, so the output
+//! can be scraped into any monitoring system without leaking the home.
+//!
+//! Who may read it is `web.metrics`: loopback clients only (the default),
+//! a read-only bearer token from `hearth metrics token`, or nobody.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::broker::Broker;
+use crate::devices::{DeviceError, Devices};
+use crate::store::{DeviceKind, DeviceStatus};
+
+/// The credential kind of the metrics token.
+pub const TOKEN_KIND: &str = "metrics_token";
+/// Its principal: the token reads metrics and nothing else.
+pub const TOKEN_PRINCIPAL: &str = "metrics";
+
+/// Counters bumped where things happen, read at each scrape.
+#[derive(Default)]
+pub struct Counters {
+    pub logins: AtomicU64,
+    pub login_failures: AtomicU64,
+    pub relay_calls: AtomicU64,
+}
+
+impl Counters {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a scrape reads.
+pub struct Metrics {
+    /// Who may read them.
+    pub access: crate::config::MetricsAccess,
+    pub broker: Arc<Broker>,
+    pub devices: Arc<Devices>,
+    pub counters: Arc<Counters>,
+    /// The database and its write-ahead log, for the store size.
+    pub db_path: PathBuf,
+    pub started: Instant,
+}
+
+impl Metrics {
+    /// The whole exposition, in the Prometheus text format (0.0.4).
+    pub async fn render(&self) -> Result<String, DeviceError> {
+        let mut out = String::with_capacity(4096);
+        let devices = self.devices.list().await?;
+        family(
+            &mut out,
+            "hearth_devices",
+            "gauge",
+            "Devices by kind and state (pending, online or offline).",
+        );
+        for kind in DeviceKind::ALL {
+            for state in ["pending", "online", "offline"] {
+                let n = devices
+                    .iter()
+                    .filter(|d| d.kind == kind)
+                    .filter(|d| match (d.status, state) {
+                        (DeviceStatus::Pending, "pending") => true,
+                        (DeviceStatus::Adopted, "online") => d.online,
+                        (DeviceStatus::Adopted, "offline") => !d.online,
+                        _ => false,
+                    })
+                    .count();
+                let _ = writeln!(
+                    out,
+                    "hearth_devices{{kind=\"{}\",state=\"{state}\"}} {n}",
+                    kind_label(kind)
+                );
+            }
+        }
+
+        let s = self.broker.stats().await;
+        family(
+            &mut out,
+            "hearth_mqtt_connections",
+            "gauge",
+            "Open MQTT connections.",
+        );
+        sample(&mut out, "hearth_mqtt_connections", s.connections as u64);
+        family(
+            &mut out,
+            "hearth_mqtt_messages_received_total",
+            "counter",
+            "MQTT PUBLISH packets received from clients.",
+        );
+        sample(&mut out, "hearth_mqtt_messages_received_total", s.messages_in);
+        family(
+            &mut out,
+            "hearth_mqtt_messages_sent_total",
+            "counter",
+            "MQTT PUBLISH packets delivered to clients.",
+        );
+        sample(&mut out, "hearth_mqtt_messages_sent_total", s.messages_out);
+        family(
+            &mut out,
+            "hearth_mqtt_acl_denied_total",
+            "counter",
+            "Publishes and subscriptions refused by a topic ACL.",
+        );
+        let _ = writeln!(
+            out,
+            "hearth_mqtt_acl_denied_total{{action=\"publish\"}} {}",
+            s.denied_publish
+        );
+        let _ = writeln!(
+            out,
+            "hearth_mqtt_acl_denied_total{{action=\"subscribe\"}} {}",
+            s.denied_subscribe
+        );
+        family(
+            &mut out,
+            "hearth_mqtt_connects_refused_total",
+            "counter",
+            "MQTT connections refused before a session.",
+        );
+        for (why, n) in [
+            ("credentials", s.refused_credentials),
+            ("client_id", s.refused_client_id),
+            ("will", s.refused_will),
+            ("duplicate", s.refused_duplicate),
+            ("rate", s.refused_rate),
+            ("capacity", s.refused_capacity),
+            ("handshake", s.handshake_failed + s.handshake_timeout),
+        ] {
+            let _ = writeln!(out, "hearth_mqtt_connects_refused_total{{reason=\"{why}\"}} {n}");
+        }
+
+        let c = &self.counters;
+        family(
+            &mut out,
+            "hearth_logins_total",
+            "counter",
+            "Dashboard logins that opened a session.",
+        );
+        sample(&mut out, "hearth_logins_total", c.logins.load(Ordering::Relaxed));
+        family(
+            &mut out,
+            "hearth_login_failures_total",
+            "counter",
+            "Wrong passwords or two-factor codes, at any form that asks for them.",
+        );
+        sample(
+            &mut out,
+            "hearth_login_failures_total",
+            c.login_failures.load(Ordering::Relaxed),
+        );
+        family(
+            &mut out,
+            "hearth_relay_calls_total",
+            "counter",
+            "Voice assistant calls through the relay.",
+        );
+        sample(
+            &mut out,
+            "hearth_relay_calls_total",
+            c.relay_calls.load(Ordering::Relaxed),
+        );
+
+        family(
+            &mut out,
+            "hearth_store_bytes",
+            "gauge",
+            "Size of the encrypted store on disk, write-ahead log included.",
+        );
+        sample(&mut out, "hearth_store_bytes", store_bytes(&self.db_path));
+        family(
+            &mut out,
+            "hearth_uptime_seconds",
+            "gauge",
+            "Seconds since hearth started.",
+        );
+        sample(
+            &mut out,
+            "hearth_uptime_seconds",
+            self.started.elapsed().as_secs(),
+        );
+        family(&mut out, "hearth_build_info", "gauge", "hearth's version.");
+        let _ = writeln!(
+            out,
+            "hearth_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        Ok(out)
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, value: u64) {
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn kind_label(kind: DeviceKind) -> &'static str {
+    match kind {
+        DeviceKind::Camera => "camera",
+        DeviceKind::Doorbell => "doorbell",
+        DeviceKind::Bulb => "bulb",
+        DeviceKind::Plug => "plug",
+        DeviceKind::LightStrip => "light_strip",
+        DeviceKind::Other => "other",
+    }
+}
+
+fn store_bytes(db: &std::path::Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    [db.to_path_buf(), PathBuf::from(wal)]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_the_label_serde_gives_it() {
+        for kind in DeviceKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind_label(kind));
+        }
+    }
+}
