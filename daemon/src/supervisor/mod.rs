@@ -127,8 +127,13 @@ pub fn raise_nofile() {
     // SAFETY: getrlimit and setrlimit only read and write `lim`.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max.min(65_536).max(lim.rlim_cur);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            let want = lim.rlim_max.min(65_536).max(lim.rlim_cur);
+            // Under the systemd unit, LimitNOFILE= has set it already, and
+            // its SystemCallFilter= (~@resources) kills a setrlimit call.
+            if want > lim.rlim_cur {
+                lim.rlim_cur = want;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
         }
     }
 }

@@ -199,8 +199,39 @@ impl Daemon {
     }
 
     fn spawn(home: TestHome, config: PathBuf) -> Daemon {
+        Daemon::spawn_via(home, config, &[])
+    }
+
+    /// Starts with exactly this config file, through `wrapper` (a program
+    /// and its arguments, which runs hearth's command line after them),
+    /// with the home and config owned by `uid` for a wrapper that becomes it.
+    pub fn start_raw_via(config_body: &str, wrapper: &[std::ffi::OsString], uid: u32) -> Daemon {
+        let home = TestHome::new();
+        let config = home.path("hearth.toml");
+        std::fs::write(&config, config_body).expect("write config");
+        for path in [home.path(""), config.clone()] {
+            std::os::unix::fs::chown(&path, Some(uid), Some(uid)).expect("chown the test home");
+        }
+        Daemon::spawn_via(home, config, wrapper)
+    }
+
+    fn spawn_via(home: TestHome, config: PathBuf, wrapper: &[std::ffi::OsString]) -> Daemon {
         let log = std::fs::File::create(home.path("daemon.log")).expect("log file");
-        let child = hearth()
+        let mut cmd = hearth();
+        if let [program, args @ ..] = wrapper {
+            let hearth_bin = std::path::PathBuf::from(cmd.get_program());
+            let mut wrapped = Command::new(program);
+            wrapped.args(args).arg(hearth_bin);
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => wrapped.env(k, v),
+                    None => wrapped.env_remove(k),
+                };
+            }
+            wrapped.stdin(Stdio::null());
+            cmd = wrapped;
+        }
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&config)

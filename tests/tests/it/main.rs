@@ -15,6 +15,8 @@ mod hub;
 mod keys;
 mod lifecycle;
 mod mqtt;
+mod package;
 mod relay;
 mod store;
+mod systemd;
 mod tls_scan;

@@ -13,7 +13,12 @@ use crate::harness::{Daemon, Device};
 /// A rustls client config trusting hearth's CA, with an explicit provider
 /// (two are compiled into this test binary).
 pub fn client_tls(daemon: &Daemon) -> Arc<rustls::ClientConfig> {
-    let pem = std::fs::read(daemon.ca_cert()).expect("read CA");
+    client_tls_for(&daemon.ca_cert())
+}
+
+/// A TLS client configuration that trusts the CA in the PEM file `ca`.
+pub fn client_tls_for(ca: &std::path::Path) -> Arc<rustls::ClientConfig> {
+    let pem = std::fs::read(ca).expect("read CA");
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.expect("CA PEM")).expect("add CA");
