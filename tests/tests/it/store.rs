@@ -610,3 +610,180 @@ fn erase_leaves_no_canary_and_no_key_and_the_next_start_is_fresh() {
     assert!(daemon.log().contains("first run"), "{}", daemon.log());
     assert_eq!(daemon.cli_json(&["devices", "list"]).as_array().unwrap().len(), 0);
 }
+
+/// The `user_version` in a SQLite file's header (bytes 60 to 63, big-endian):
+/// the store's schema version, read from the file itself.
+fn schema_version_on_disk(db: &Path) -> u32 {
+    let bytes = std::fs::read(db).expect("read the database");
+    assert_eq!(&bytes[..16], b"SQLite format 3\0", "not a SQLite file");
+    u32::from_be_bytes(bytes[60..64].try_into().unwrap())
+}
+
+/// Copies a directory tree, files and subdirectories only.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// An upgrade from 0.1.0: a data directory that the 0.1.0 daemon wrote (a
+/// bulb exposed to Home Assistant and voice, a camera, Home Assistant
+/// connected; tests/fixtures/store-0.1.0, schema 7) is migrated at the
+/// first start of this version. Every device, its sealed nickname and room,
+/// its exposure, its MQTT credential and Home Assistant's password survive,
+/// and the audit chain verifies across the versions.
+#[test]
+fn a_store_written_by_0_1_0_is_migrated_at_the_next_start_and_keeps_everything() {
+    use crate::harness::{Daemon, tool};
+
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/store-0.1.0");
+    let credentials: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("credentials.json")).unwrap()).unwrap();
+    let home = TestHome::new();
+    let data = home.data_dir();
+    copy_tree(&fixture.join("data"), &data);
+    // The modes 0.1.0 left (git keeps none of them).
+    for (path, mode) in [
+        ("", 0o700),
+        ("hearth.db", 0o600),
+        ("master.key", 0o600),
+        ("setup-code", 0o600),
+        ("ca.pem", 0o644),
+        ("tls", 0o755),
+        ("tls/server.key", 0o600),
+        ("tls/server.pem", 0o644),
+    ] {
+        set_mode(&data.join(path), mode);
+    }
+    let db = data.join("hearth.db");
+    assert_eq!(schema_version_on_disk(&db), 7, "the fixture is 0.1.0's schema");
+
+    let daemon = Daemon::start_in(home);
+    let log = daemon.log();
+    for v in 8..=hearth::store::schema::VERSION {
+        assert!(
+            log.contains(&format!("store migrated schema_version={v}")),
+            "no migration to {v}: {log}"
+        );
+    }
+
+    let devices = daemon.cli_json(&["devices", "list"]);
+    let devices = devices.as_array().expect("a list");
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    for which in ["bulb", "camera"] {
+        let want = &credentials[which];
+        let got = devices
+            .iter()
+            .find(|d| d["id"] == want["id"])
+            .unwrap_or_else(|| panic!("the {which} is gone: {devices:?}"));
+        for field in ["nickname", "room", "kind", "profile", "topics"] {
+            assert_eq!(got[field], want[field], "{which} {field}");
+        }
+        assert_eq!(got["status"], "adopted", "{which}");
+    }
+    let bulb = devices
+        .iter()
+        .find(|d| d["id"] == credentials["bulb"]["id"])
+        .unwrap();
+    assert_eq!(bulb["expose_ha"], true);
+    assert_eq!(bulb["expose_voice"], true);
+    assert_eq!(bulb["voice_name"], "porch lamp");
+
+    // The bulb's credential from 0.1.0 still connects over TLS; a wrong
+    // password does not.
+    let port = daemon.tls_port().to_string();
+    let ca = daemon.ca_cert().display().to_string();
+    let publish = |password: &str| {
+        let bulb = &credentials["bulb"];
+        run(
+            tool("mosquitto_pub").args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "--cafile",
+                &ca,
+                "-u",
+                bulb["username"].as_str().unwrap(),
+                "-P",
+                password,
+                "-i",
+                bulb["client_id"].as_str().unwrap(),
+                "-q",
+                "1",
+                "-t",
+                "tele/tasmota_d1255e/LWT",
+                "-m",
+                "Online",
+            ]),
+            Duration::from_secs(15),
+        )
+    };
+    let out = publish(credentials["bulb"]["password"].as_str().unwrap());
+    assert!(
+        out.status.success(),
+        "the bulb's 0.1.0 credential: {}",
+        text(&out.stderr)
+    );
+    let out = publish("0123456789abcdef0123456789abcdef");
+    assert!(!out.status.success(), "a wrong password was accepted");
+
+    // Home Assistant's 0.1.0 password still connects, and it is still told
+    // about the exposed bulb (a retained discovery config).
+    let ha = &credentials["homeassistant"];
+    let out = run(
+        tool("mosquitto_sub").args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--cafile",
+            &ca,
+            "-u",
+            ha["username"].as_str().unwrap(),
+            "-P",
+            ha["password"].as_str().unwrap(),
+            "-t",
+            &format!(
+                "homeassistant/device/{}/config",
+                credentials["bulb"]["id"].as_str().unwrap()
+            ),
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "Home Assistant: {}", text(&out.stderr));
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a discovery config");
+    assert_eq!(config["dev"]["name"], "porch light", "{config}");
+
+    let home = daemon.stop_keeping_home();
+    assert_eq!(
+        schema_version_on_disk(&home.data_dir().join("hearth.db")),
+        hearth::store::schema::VERSION
+    );
+    let out = run(
+        hearth()
+            .args(["audit", "verify", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "audit verify: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // Still sealed after the migration, in every file.
+    let names = ["porch light", "front porch", "nursery camera", "porch lamp"].map(String::from);
+    assert_eq!(find_canaries(&home.data_dir(), &names), vec![]);
+}
