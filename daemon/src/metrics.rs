@@ -73,7 +73,7 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "hearth_devices{{kind=\"{}\",state=\"{state}\"}} {n}",
-                    kind_label(kind)
+                    kind.as_str()
                 );
             }
         }
@@ -202,17 +202,6 @@ fn sample(out: &mut String, name: &str, value: u64) {
     let _ = writeln!(out, "{name} {value}");
 }
 
-fn kind_label(kind: DeviceKind) -> &'static str {
-    match kind {
-        DeviceKind::Camera => "camera",
-        DeviceKind::Doorbell => "doorbell",
-        DeviceKind::Bulb => "bulb",
-        DeviceKind::Plug => "plug",
-        DeviceKind::LightStrip => "light_strip",
-        DeviceKind::Other => "other",
-    }
-}
-
 fn store_bytes(db: &std::path::Path) -> u64 {
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
@@ -230,7 +219,7 @@ mod tests {
     #[test]
     fn every_kind_has_the_label_serde_gives_it() {
         for kind in DeviceKind::ALL {
-            assert_eq!(serde_json::to_value(kind).unwrap(), kind_label(kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
     }
 }

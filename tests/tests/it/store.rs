@@ -700,33 +700,22 @@ fn a_store_written_by_0_1_0_is_migrated_at_the_next_start_and_keeps_everything()
     // password does not.
     let port = daemon.tls_port().to_string();
     let ca = daemon.ca_cert().display().to_string();
+    let tls_as = |tool_name: &str, username: &str, password: &str| {
+        let mut cmd = tool(tool_name);
+        cmd.args(["-h", "127.0.0.1", "-p", &port, "--cafile", &ca])
+            .args(["-u", username, "-P", password]);
+        cmd
+    };
+    let bulb = &credentials["bulb"];
     let publish = |password: &str| {
-        let bulb = &credentials["bulb"];
         run(
-            tool("mosquitto_pub").args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "--cafile",
-                &ca,
-                "-u",
-                bulb["username"].as_str().unwrap(),
-                "-P",
-                password,
-                "-i",
-                bulb["client_id"].as_str().unwrap(),
-                "-q",
-                "1",
-                "-t",
-                "tele/tasmota_d1255e/LWT",
-                "-m",
-                "Online",
-            ]),
+            tls_as("mosquitto_pub", bulb["username"].as_str().unwrap(), password)
+                .args(["-i", bulb["client_id"].as_str().unwrap(), "-q", "1"])
+                .args(["-t", "tele/tasmota_d1255e/LWT", "-m", "Online"]),
             Duration::from_secs(15),
         )
     };
-    let out = publish(credentials["bulb"]["password"].as_str().unwrap());
+    let out = publish(bulb["password"].as_str().unwrap());
     assert!(
         out.status.success(),
         "the bulb's 0.1.0 credential: {}",
@@ -738,33 +727,20 @@ fn a_store_written_by_0_1_0_is_migrated_at_the_next_start_and_keeps_everything()
     // Home Assistant's 0.1.0 password still connects, and it is still told
     // about the exposed bulb (a retained discovery config).
     let ha = &credentials["homeassistant"];
+    let topic = format!("homeassistant/device/{}/config", bulb["id"].as_str().unwrap());
     let out = run(
-        tool("mosquitto_sub").args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "--cafile",
-            &ca,
-            "-u",
+        tls_as(
+            "mosquitto_sub",
             ha["username"].as_str().unwrap(),
-            "-P",
             ha["password"].as_str().unwrap(),
-            "-t",
-            &format!(
-                "homeassistant/device/{}/config",
-                credentials["bulb"]["id"].as_str().unwrap()
-            ),
-            "-C",
-            "1",
-            "-W",
-            "10",
-        ]),
+        )
+        .args(["-t", &topic, "-C", "1", "-W", "10"]),
         Duration::from_secs(20),
     );
     assert!(out.status.success(), "Home Assistant: {}", text(&out.stderr));
     let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a discovery config");
     assert_eq!(config["dev"]["name"], "porch light", "{config}");
+    assert_eq!(config["dev"]["sa"], "front porch", "{config}");
 
     let home = daemon.stop_keeping_home();
     assert_eq!(
