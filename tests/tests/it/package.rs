@@ -322,6 +322,34 @@ fn the_deb_installs_runs_as_its_user_upgrades_keeps_data_on_remove_and_purges() 
         file.contains("stripped") && !file.contains("not stripped"),
         "{file}"
     );
+    // Depends names what the binary links against, as dpkg-shlibdeps finds
+    // it (run in a scratch source tree: it wants a debian/control).
+    let scratch = tmp.path().join("shlibs");
+    std::fs::create_dir_all(scratch.join("debian")).unwrap();
+    std::fs::write(
+        scratch.join("debian/control"),
+        "Source: hearth\n\nPackage: hearth\nArchitecture: any\n",
+    )
+    .unwrap();
+    let found = text(
+        &run(Command::new("dpkg-shlibdeps")
+            .arg("-O")
+            .arg(tmp.path().join("x/usr/bin/hearth"))
+            .current_dir(&scratch))
+        .stdout,
+    );
+    let needed = found
+        .trim()
+        .strip_prefix("shlibs:Depends=")
+        .unwrap_or_else(|| panic!("dpkg-shlibdeps said {found:?}"));
+    let depends = text(&run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Depends")).stdout);
+    let declared: Vec<&str> = depends.trim().split(", ").collect();
+    for entry in needed.split(", ") {
+        assert!(
+            declared.contains(&entry),
+            "the package depends on {declared:?}, not on {entry} (dpkg-shlibdeps: {needed})"
+        );
+    }
 
     // Install the previous version first, then upgrade to this one.
     let old = relabel(&deb, "0.1.0-1", tmp.path());
