@@ -322,7 +322,7 @@ function lockdown(ctx) {
         h(
           'p',
           { 'data-testid': 'lockdown-summary' },
-          `${r.sessions_ended} other session${r.sessions_ended === 1 ? '' : 's'} ended, ${r.relay_links_revoked} voice link${r.relay_links_revoked === 1 ? '' : 's'} revoked, Home Assistant’s password ${r.homeassistant_password_revoked ? 'revoked' : 'was not in use'}.`,
+          `${r.sessions_ended} other session${r.sessions_ended === 1 ? '' : 's'} ended, ${r.relay_links_revoked} voice link${r.relay_links_revoked === 1 ? '' : 's'} revoked, Home Assistant’s password ${r.homeassistant_password_revoked ? 'revoked' : 'was not in use'}${r.metrics_token_revoked ? ', the metrics token revoked' : ''}.`,
         ),
         rotated.length
           ? h(

@@ -1,6 +1,6 @@
 //! Lockdown, "log everyone out": one action that revokes every dashboard
-//! session (but the caller's), every voice relay link and its tokens, and
-//! Home Assistant's password, and optionally rotates every device's
+//! session (but the caller's), every voice relay link and its tokens,
+//! Home Assistant's password and the metrics token, and optionally rotates every device's
 //! credential. Local control keeps working: devices stay connected (unless
 //! rotated) and the canonical topics keep flowing.
 
@@ -19,6 +19,8 @@ pub struct Report {
     pub sessions_ended: usize,
     pub relay_links_revoked: usize,
     pub homeassistant_password_revoked: bool,
+    /// Whether there was a metrics token to revoke.
+    pub metrics_token_revoked: bool,
     /// Whether the next login must choose a new password.
     pub new_password_required: bool,
     /// New provisioning for each device, when they were rotated: shown
@@ -46,7 +48,7 @@ pub async fn lockdown(
     options: Options,
     by: Actor,
 ) -> Result<Report, DeviceError> {
-    let (sessions_ended, new_password_required) = match auth {
+    let (sessions_ended, new_password_required, metrics_token_revoked) = match auth {
         Some(auth) => {
             let auth = auth.clone();
             tokio::task::spawn_blocking(move || {
@@ -54,13 +56,17 @@ pub async fn lockdown(
                 // session that is revoked next, or must change the password.
                 let required = options.require_new_password
                     && auth.require_password_change_everywhere(keep.as_ref())? > 0;
-                Ok::<_, crate::web::auth::AuthError>((auth.revoke_all(keep.as_ref())?, required))
+                Ok::<_, crate::web::auth::AuthError>((
+                    auth.revoke_all(keep.as_ref())?,
+                    required,
+                    auth.revoke_metrics_token()?,
+                ))
             })
             .await
             .map_err(|e| DeviceError::Internal(e.to_string()))?
             .map_err(|e| DeviceError::Internal(e.to_string()))?
         }
-        None => (0, false),
+        None => (0, false, false),
     };
     let relay_links_revoked = devices.with_store(|s| Ok(s.delete_relay_links()?)).await?;
     let homeassistant_password_revoked = homeassistant.lock(by.clone()).await?;
@@ -71,8 +77,13 @@ pub async fn lockdown(
         }
     }
     let detail = format!(
-        "{sessions_ended} session(s) ended, {relay_links_revoked} relay link(s) revoked, Home Assistant password {}, {} device credential(s) rotated{}",
+        "{sessions_ended} session(s) ended, {relay_links_revoked} relay link(s) revoked, Home Assistant password {}, metrics token {}, {} device credential(s) rotated{}",
         if homeassistant_password_revoked {
+            "revoked"
+        } else {
+            "not in use"
+        },
+        if metrics_token_revoked {
             "revoked"
         } else {
             "not in use"
@@ -91,6 +102,7 @@ pub async fn lockdown(
         sessions_ended,
         relay_links_revoked,
         homeassistant_password_revoked,
+        metrics_token_revoked,
         new_password_required,
         devices_rotated = devices_rotated.len(),
         "lockdown"
@@ -99,6 +111,7 @@ pub async fn lockdown(
         sessions_ended,
         relay_links_revoked,
         homeassistant_password_revoked,
+        metrics_token_revoked,
         new_password_required,
         devices_rotated,
     })

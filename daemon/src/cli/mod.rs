@@ -528,6 +528,11 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
                         "not in use"
                     }
                 );
+                if v["metrics_token_revoked"] == true {
+                    println!(
+                        "lockdown: the metrics token is revoked (`hearth metrics token` issues a new one)"
+                    );
+                }
                 if v["new_password_required"] == true {
                     println!("lockdown: the next dashboard login must choose a new password first");
                 }

@@ -448,6 +448,14 @@ impl Auth {
         Ok(token)
     }
 
+    /// Revokes the metrics token, if there is one (a lockdown does).
+    pub fn revoke_metrics_token(&self) -> Result<bool, AuthError> {
+        let deleted = self
+            .store()
+            .delete_credentials(crate::metrics::TOKEN_PRINCIPAL, crate::metrics::TOKEN_KIND)?;
+        Ok(deleted > 0)
+    }
+
     /// Whether `token` is the current metrics token.
     pub fn metrics_token_valid(&self, token: &str) -> Result<bool, AuthError> {
         Ok(self

@@ -1591,4 +1591,9 @@ fn metrics_in_token_mode_need_the_current_token_and_open_nothing_else() {
         find_in_bytes(&db, std::slice::from_ref(&second)).is_empty(),
         "the token is stored in clear"
     );
+    // A lockdown revokes it too; a lockdown with none to revoke says so.
+    let report = daemon.cli_json(&["lockdown"]);
+    assert_eq!(report["metrics_token_revoked"], true, "{report}");
+    assert_eq!(scrape(Some(&second)).status, 401);
+    assert_eq!(daemon.cli_json(&["lockdown"])["metrics_token_revoked"], false);
 }
