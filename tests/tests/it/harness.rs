@@ -270,8 +270,7 @@ impl Daemon {
     }
 
     fn port(&self, key: &str) -> u16 {
-        let addr = self.status[key][0].as_str().expect("listener address");
-        addr.rsplit(':').next().unwrap().parse().unwrap()
+        listener_port(&self.status, key)
     }
 
     pub fn tls_port(&self) -> u16 {
@@ -356,6 +355,13 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// The port of the first `key` listener in what `hearth status --json`
+/// printed.
+pub fn listener_port(status: &serde_json::Value, key: &str) -> u16 {
+    let addr = status[key][0].as_str().expect("listener address");
+    addr.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 /// A provisioned device, as `devices add --json` printed it.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Device, text};
+use crate::harness::{Device, listener_port, text};
 use crate::http::Target;
 
 const STATE: &str = "/var/lib/hearth";
@@ -232,17 +232,6 @@ fn cli_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn port(status: &serde_json::Value, key: &str) -> u16 {
-    status[key][0]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// A version of `deb` that says `version`: the same files, an older
 /// version number, for the upgrade.
 fn relabel(deb: &Path, version: &str, dir: &Path) -> PathBuf {
@@ -275,7 +264,8 @@ fn mqtt_connects(status: &serde_json::Value, device: &Device) -> bool {
         .enable_all()
         .build()
         .unwrap();
-    let mut opts = rumqttc::MqttOptions::new(device.client_id(), "127.0.0.1", port(status, "mqtt_tls"));
+    let mut opts =
+        rumqttc::MqttOptions::new(device.client_id(), "127.0.0.1", listener_port(status, "mqtt_tls"));
     opts.set_credentials(device.username(), device.password());
     opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
         crate::mqtt::client_tls_for(Path::new(&format!("{STATE}/ca.pem"))),
@@ -374,7 +364,10 @@ fn the_deb_installs_runs_as_its_user_upgrades_keeps_data_on_remove_and_purges() 
 
     let service = Service::start();
     let status = cli_json(&["status"]);
-    let web = Target::tls(port(&status, "web"), Path::new(&format!("{STATE}/ca.pem")));
+    let web = Target::tls(
+        listener_port(&status, "web"),
+        Path::new(&format!("{STATE}/ca.pem")),
+    );
     assert_eq!(
         web.send("GET", "/api/state", &[], b"").status,
         200,
