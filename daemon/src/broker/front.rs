@@ -175,16 +175,19 @@ impl Front {
         }
     }
 
+    /// One deadline covers the whole handshake: TLS, the CONNECT, and the
+    /// broker's CONNACK. Whatever bytes a client sent, a connection that has
+    /// not been answered by then is closed and its slot freed.
     async fn handle(&self, tcp: TcpStream, mode: Mode) {
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
         let _ = tcp.set_nodelay(true);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
         match mode {
-            Mode::Plain => self.admit(tcp, fd).await,
+            Mode::Plain => self.admit(tcp, fd, deadline).await,
             Mode::Tls => {
                 let acceptor = TlsAcceptor::from(self.config.read().expect("tls config lock").clone());
-                let deadline = tokio::time::Instant::now() + self.handshake_timeout;
                 match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => self.admit(tls, fd).await,
+                    Ok(Ok(tls)) => self.admit(tls, fd, deadline).await,
                     Ok(Err(_)) => {
                         self.stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -196,25 +199,27 @@ impl Front {
         }
     }
 
-    /// Waits for a whole CONNECT within the handshake deadline, then hands
-    /// the connection to the broker. `fd` is the client's TCP socket.
-    async fn admit<S: AsyncRead + AsyncWrite + Unpin>(&self, mut client: S, fd: RawFd) {
-        let first = match tokio::time::timeout(
-            self.handshake_timeout,
-            read_connect(&mut client, self.max_packet_size),
-        )
-        .await
-        {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => {
-                self.stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(_) => {
-                self.stats.handshake_timeout.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
+    /// Waits for a whole, well-formed CONNECT before `deadline`, then hands
+    /// the connection to the broker, which must answer it before the same
+    /// deadline. `fd` is the client's TCP socket.
+    async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut client: S,
+        fd: RawFd,
+        deadline: tokio::time::Instant,
+    ) {
+        let first =
+            match tokio::time::timeout_at(deadline, read_connect(&mut client, self.max_packet_size)).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    self.stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(_) => {
+                    self.stats.handshake_timeout.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
         let Ok(mut upstream) = TcpStream::connect(self.upstream).await else {
             tracing::warn!("mqtt front cannot reach the broker");
             return;
@@ -223,8 +228,17 @@ impl Front {
         if upstream.write_all(&first).await.is_err() {
             return;
         }
-        splice(client, fd, upstream).await;
+        if splice(client, fd, upstream, deadline).await == Spliced::Unanswered {
+            self.stats.handshake_timeout.fetch_add(1, Ordering::Relaxed);
+        }
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Spliced {
+    Closed,
+    /// The broker had not answered the CONNECT by the deadline.
+    Unanswered,
 }
 
 /// Copies both ways until either side closes. After every read from the
@@ -233,34 +247,45 @@ impl Front {
 /// and the broker answers a QoS 1 publish in separate small writes, so a
 /// delayed ACK here would stall such a client for 40 ms whenever it has
 /// something queued.
-async fn splice<S: AsyncRead + AsyncWrite + Unpin>(mut client: S, fd: RawFd, mut upstream: TcpStream) {
+async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
+    mut client: S,
+    fd: RawFd,
+    mut upstream: TcpStream,
+    connack_deadline: tokio::time::Instant,
+) -> Spliced {
     // One task, both directions: no lock around the TLS stream and no
     // wake-up hand-off between tasks on the per-message path. MQTT packets
     // from home devices are small, so a write never holds the other
     // direction up for long.
     let mut inbound = vec![0u8; SPLICE_BUFFER];
     let mut outbound = vec![0u8; SPLICE_BUFFER];
+    // Until the broker's first byte (its CONNACK) the handshake deadline
+    // still runs: the broker crate waits without limit on a CONNECT that
+    // parses but never completes.
+    let mut answered = false;
     loop {
         tokio::select! {
             read = client.read(&mut inbound) => {
                 let n = match read {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return Spliced::Closed,
                     Ok(n) => n,
                 };
                 quickack(fd);
                 if upstream.write_all(&inbound[..n]).await.is_err() {
-                    return;
+                    return Spliced::Closed;
                 }
             }
             read = upstream.read(&mut outbound) => {
                 let n = match read {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return Spliced::Closed,
                     Ok(n) => n,
                 };
+                answered = true;
                 if client.write_all(&outbound[..n]).await.is_err() || client.flush().await.is_err() {
-                    return;
+                    return Spliced::Closed;
                 }
             }
+            _ = tokio::time::sleep_until(connack_deadline), if !answered => return Spliced::Unanswered,
         }
     }
 }
@@ -289,7 +314,7 @@ async fn read_connect<S: AsyncRead + Unpin>(client: &mut S, max: usize) -> Optio
         if let Some(total) = connect_len(&buf, max)?
             && buf.len() >= total
         {
-            return Some(buf);
+            return connect_header_ok(&buf[..total]).then_some(buf);
         }
         let n = client.read(&mut chunk).await.ok()?;
         if n == 0 {
@@ -297,6 +322,29 @@ async fn read_connect<S: AsyncRead + Unpin>(client: &mut S, max: usize) -> Optio
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Whether a whole CONNECT packet opens with a variable header the broker
+/// can answer: protocol name "MQTT" (3.1.1, 5) or "MQIsdp" (3.1) with its
+/// level, the connect flags, the keepalive and the client id's length. A
+/// shorter packet (`10 00`, `10 02 00 04`, ...) is refused here at once.
+fn connect_header_ok(packet: &[u8]) -> bool {
+    // Skip the fixed header: the type byte and 1 to 4 length bytes.
+    let Some(len_bytes) = packet[1..].iter().take(4).position(|b| b & 0x80 == 0) else {
+        return false;
+    };
+    let body = &packet[2 + len_bytes..];
+    let (name, level): (&[u8], &[u8]) = match body {
+        [0, 4, b'M', b'Q', b'T', b'T', level, ..] => (b"MQTT", &[*level]),
+        [0, 6, b'M', b'Q', b'I', b's', b'd', b'p', level, ..] => (b"MQIsdp", &[*level]),
+        _ => return false,
+    };
+    let level_ok = match name {
+        b"MQTT" => matches!(level, [4] | [5]),
+        _ => level == [3],
+    };
+    // Name, level, flags (1), keepalive (2), client id length (2).
+    level_ok && body.len() >= 2 + name.len() + 1 + 1 + 2 + 2
 }
 
 /// The total length of the CONNECT at the start of `buf`: `Some(None)` while
@@ -346,14 +394,76 @@ mod tests {
 
     #[tokio::test]
     async fn reads_exactly_a_connect_and_what_follows() {
-        let mut input: &[u8] = &[0x10, 3, 1, 2, 3, 0x82, 9];
+        let connect = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 0];
+        let mut input: &[u8] = &[&connect[..], &[0x82, 9]].concat();
         assert_eq!(
             read_connect(&mut input, 100).await.unwrap(),
-            vec![0x10, 3, 1, 2, 3, 0x82, 9]
+            [&connect[..], &[0x82, 9]].concat()
         );
+        // Whole by its length, but with no protocol name.
+        let mut nameless: &[u8] = &[0x10, 3, 1, 2, 3];
+        assert_eq!(read_connect(&mut nameless, 100).await, None);
         let mut short: &[u8] = &[0x10, 3, 1];
         assert_eq!(read_connect(&mut short, 100).await, None);
         let mut wrong: &[u8] = &[0x20, 2, 0, 0];
         assert_eq!(read_connect(&mut wrong, 100).await, None);
+    }
+
+    /// The broker crate waits without limit on some CONNECTs it cannot
+    /// finish parsing: until its first byte, the deadline still runs.
+    #[tokio::test]
+    async fn an_unanswered_connect_is_cut_at_the_deadline() {
+        let broker = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = broker.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let (s, _) = broker.accept().await.unwrap();
+            let (s2, _) = broker.accept().await.unwrap();
+            (s, s2)
+        });
+        let (client, _peer) = tokio::io::duplex(64);
+        let upstream = TcpStream::connect(addr).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        let started = Instant::now();
+        assert_eq!(splice(client, -1, upstream, deadline).await, Spliced::Unanswered);
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        // Once the broker has answered, an idle connection stays open.
+        let (client, _peer) = tokio::io::duplex(64);
+        let upstream = TcpStream::connect(addr).await.unwrap();
+        let (_first, mut second) = silent.await.unwrap();
+        second.write_all(&[0x20, 2, 0, 0]).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let idle = tokio::time::timeout(Duration::from_millis(500), splice(client, -1, upstream, deadline));
+        assert!(idle.await.is_err(), "an answered connection was cut");
+    }
+
+    #[test]
+    fn connect_header_checks() {
+        // MQTT 3.1.1, client id "a": name, level 4, flags, keepalive 60.
+        let v311: &[u8] = &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'a'];
+        assert!(connect_header_ok(v311));
+        let mut v5 = v311.to_vec();
+        v5[8] = 5;
+        assert!(connect_header_ok(&v5));
+        let v31: &[u8] = &[
+            0x10, 14, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60, 0, 0,
+        ];
+        assert!(connect_header_ok(v31));
+        // What outside testing sent, and its neighbours: whole packets by
+        // their length, too short to answer.
+        for bad in [
+            &[0x10, 0][..],
+            &[0x10, 1, 0],
+            &[0x10, 2, 0, 4],
+            &[0x10, 6, 0, 4, b'M', b'Q', b'T', b'T'],
+            &[0x10, 10, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60],
+            &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'X', 4, 2, 0, 60, 0, 1, b'a'],
+            &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 9, 2, 0, 60, 0, 1, b'a'],
+            &[
+                0x10, 14, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 4, 2, 0, 60, 0, 0,
+            ],
+        ] {
+            assert!(!connect_header_ok(bad), "{bad:?}");
+        }
     }
 }

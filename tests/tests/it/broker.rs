@@ -446,6 +446,88 @@ fn abuse_does_not_disturb_a_normal_client() {
     assert!(stats["refused_duplicate"].as_u64().unwrap() >= 1, "{stats}");
 }
 
+/// A CONNECT cut short holds no slot: what outside testing sent (`10 00`,
+/// `10 01 00`, `10 02 00 04`: a remaining length of 0 to 2 and nothing
+/// more) and a CONNECT whose client id runs past its end, on the TLS and
+/// plain listeners alike. With 220 slots, two waves of 200 such sockets
+/// each leave room for a device to connect at once, which only holds if
+/// the first wave's slots were freed; every socket is closed by the
+/// handshake deadline.
+#[test]
+fn truncated_connects_hold_no_slot() {
+    let daemon = Daemon::start_with("handshake_timeout_secs = 2\nmax_connections = 220\n");
+    let (tls, plain) = (daemon.tls_port(), daemon.plain_port());
+    let shapes: [&[u8]; 5] = [
+        &[0x10, 0x00],
+        &[0x10, 0x01, 0x00],
+        &[0x10, 0x02, 0x00, 0x04],
+        &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 50, b'a'],
+        // MQTT 5 whose properties run past the packet's end.
+        &[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0x20, 0],
+    ];
+    let tls_config = mqtt::client_tls(&daemon);
+    let wave = || -> (Instant, Vec<TcpStream>) {
+        let start = Instant::now();
+        let sockets = (0..200)
+            .map(|i| {
+                let shape = shapes[i % shapes.len()];
+                if i % 2 == 0 {
+                    let mut s = TcpStream::connect(("127.0.0.1", plain)).unwrap();
+                    s.write_all(shape).unwrap();
+                    s
+                } else {
+                    let mut s = TcpStream::connect(("127.0.0.1", tls)).unwrap();
+                    let mut conn = rustls::ClientConnection::new(
+                        tls_config.clone(),
+                        rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+                    )
+                    .unwrap();
+                    conn.writer().write_all(shape).unwrap();
+                    while conn.is_handshaking() || conn.wants_write() {
+                        conn.complete_io(&mut s).expect("TLS handshake");
+                    }
+                    s
+                }
+            })
+            .collect();
+        (start, sockets)
+    };
+    for round in 0..2 {
+        let device = daemon.add("generic", &format!("Lamp {round}"));
+        let (start, mut sockets) = wave();
+        rt().block_on(async {
+            let t = Instant::now();
+            let _c = mqtt::connect(mqtt::options(&daemon, &device)).await;
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "round {round}: {:?}",
+                t.elapsed()
+            );
+        });
+        // The deadline is 2 s from each accept; allow 1.5 s of slack.
+        let by = start + Duration::from_millis(3500);
+        for (i, s) in sockets.iter_mut().enumerate() {
+            let left = by
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10));
+            assert!(
+                mqtt::closed_within(s, left),
+                "round {round}: socket {i} ({:02x?}) still open after {:?}",
+                shapes[i % shapes.len()],
+                start.elapsed()
+            );
+        }
+    }
+    // The three shapes too short to name a protocol are refused by hearth
+    // itself, before the broker sees them.
+    let stats = daemon.stats();
+    assert!(
+        stats["handshake_failed"].as_u64().unwrap() >= 400 * 3 / 5,
+        "{stats}"
+    );
+    assert_eq!(stats["refused_capacity"].as_u64().unwrap(), 0, "{stats}");
+}
+
 /// A thousand connections at once: the normal client still gets through in
 /// under 2 s, and every one of the thousand is really connected.
 #[test]
