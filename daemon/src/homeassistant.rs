@@ -103,6 +103,9 @@ pub struct ConnectionMqtt {
 pub struct Status {
     pub enabled: bool,
     pub connected: bool,
+    /// Home Assistant's sessions connected now (one per running instance,
+    /// more while one reconnects).
+    pub sessions: usize,
     pub exposed: usize,
     pub settings: Settings,
     pub discovery_prefix: &'static str,
@@ -190,9 +193,11 @@ impl HomeAssistant {
             .iter()
             .filter(|d| d.fields.expose_ha)
             .count();
+        let sessions = self.broker.sessions_of(USERNAME).await.len();
         Ok(Status {
             enabled: self.enabled(),
-            connected: !self.broker.sessions_of(USERNAME).await.is_empty(),
+            connected: sessions > 0,
+            sessions,
             exposed,
             settings: self.settings(),
             discovery_prefix: DISCOVERY_PREFIX,
@@ -255,7 +260,7 @@ impl HomeAssistant {
             Ok(())
         })
         .await?;
-        let old_sessions = self.broker.sessions_of(USERNAME).await;
+        let old_sessions = self.broker.tracked_sessions(USERNAME).await;
         *self.secret.lock().expect("ha lock") = Some(hash);
         let rules = rules_for(&self.exposed().await?);
         self.install(rules);
@@ -290,7 +295,7 @@ impl HomeAssistant {
             Ok(())
         })
         .await?;
-        let sessions = self.broker.sessions_of(USERNAME).await;
+        let sessions = self.broker.tracked_sessions(USERNAME).await;
         *self.secret.lock().expect("ha lock") = None;
         self.broker.credentials().remove(USERNAME);
         for client_id in sessions {

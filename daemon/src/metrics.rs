@@ -127,6 +127,7 @@ impl Metrics {
             ("client_id", s.refused_client_id),
             ("will", s.refused_will),
             ("duplicate", s.refused_duplicate),
+            ("sessions", s.refused_sessions),
             ("rate", s.refused_rate),
             ("capacity", s.refused_capacity),
             ("handshake", s.handshake_failed + s.handshake_timeout),

@@ -6,7 +6,7 @@
 //! address.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -47,22 +47,36 @@ pub enum Refusal {
     WrongClientId,
     /// The Last Will's topic is outside the principal's own topics.
     WillOutsideTopics,
-    /// A session with this client id is connected already.
+    /// A session with this client id is connected under another
+    /// credential.
     DuplicateClientId,
+    /// The table of tracked sessions is full.
+    TooManySessions,
 }
 
-/// How many sessions of identities without a fixed client id are
-/// remembered; the oldest binding is dropped beyond it (its session then has
-/// no rights, and its client reconnects).
-const MAX_FREE_SESSIONS: usize = 16;
+/// How many live sessions of identities without a fixed client id are
+/// tracked at most. Past it a new session is refused (never an old one
+/// forgotten: a forgotten session would escape rotation, lockdown and
+/// narrowing). The broker's own connection cap is lower by default.
+const MAX_FREE_SESSIONS: usize = 8192;
+
+/// Which credential a session under a free client id proved, and on which
+/// connection (the front's loopback address towards the broker), so that the
+/// end of a session taken over by a newer connection with the same client id
+/// does not drop the newer one's binding.
+#[derive(Clone, Copy)]
+struct Binding {
+    secret: TokenHash,
+    conn: Option<SocketAddr>,
+}
 
 /// The table of identities, by username.
 #[derive(Default)]
 pub struct Credentials {
     by_username: RwLock<HashMap<String, Arc<Identity>>>,
-    /// For identities without a fixed client id: which credential each
-    /// connected client id proved, oldest first.
-    free_sessions: Mutex<Vec<(String, TokenHash)>>,
+    /// For identities without a fixed client id: every live session, by
+    /// client id.
+    free_sessions: Mutex<HashMap<String, Binding>>,
 }
 
 impl Credentials {
@@ -135,18 +149,55 @@ impl Credentials {
         Ok(identity)
     }
 
-    /// Records that `client_id` connected with `identity`, when the identity
-    /// takes any client id.
-    pub fn bind_session(&self, client_id: &str, identity: &Identity) {
+    /// Records that `client_id` connected with `identity` on `conn`, when
+    /// the identity takes any client id. A client id already bound (a
+    /// reconnect taking its session over) is rebound to the new connection.
+    pub fn bind_session(
+        &self,
+        client_id: &str,
+        identity: &Identity,
+        conn: Option<SocketAddr>,
+    ) -> Result<(), Refusal> {
         if identity.client_id.is_some() {
-            return;
+            return Ok(());
         }
         let mut free = self.free_sessions.lock().expect("sessions lock");
-        free.retain(|(c, _)| c != client_id);
-        if free.len() >= MAX_FREE_SESSIONS {
-            free.remove(0);
+        if !free.contains_key(client_id) && free.len() >= MAX_FREE_SESSIONS {
+            return Err(Refusal::TooManySessions);
         }
-        free.push((client_id.to_owned(), identity.secret));
+        let binding = Binding {
+            secret: identity.secret,
+            conn,
+        };
+        free.insert(client_id.to_owned(), binding);
+        Ok(())
+    }
+
+    /// Forgets the binding of the session that ended on `conn`, unless a
+    /// newer connection has taken the client id over since.
+    pub fn release_session(&self, client_id: &str, conn: Option<SocketAddr>) {
+        let mut free = self.free_sessions.lock().expect("sessions lock");
+        if free.get(client_id).is_some_and(|b| b.conn == conn) {
+            free.remove(client_id);
+        }
+    }
+
+    /// Forgets a binding outright: its session no longer exists.
+    pub fn forget_session(&self, client_id: &str) {
+        self.free_sessions
+            .lock()
+            .expect("sessions lock")
+            .remove(client_id);
+    }
+
+    /// Every client id bound now, to check against the broker's sessions.
+    pub fn bound_client_ids(&self) -> Vec<String> {
+        self.free_sessions
+            .lock()
+            .expect("sessions lock")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Whether a session with `client_id` still holds `identity`'s rights:
@@ -159,8 +210,8 @@ impl Credentials {
                 .free_sessions
                 .lock()
                 .expect("sessions lock")
-                .iter()
-                .any(|(c, secret)| c == client_id && *secret == identity.secret),
+                .get(client_id)
+                .is_some_and(|b| b.secret == identity.secret),
         }
     }
 
@@ -171,7 +222,7 @@ impl Credentials {
             .lock()
             .expect("sessions lock")
             .iter()
-            .filter(|(_, s)| s == secret)
+            .filter(|(_, b)| b.secret == *secret)
             .map(|(c, _)| c.clone())
             .collect()
     }
@@ -310,6 +361,49 @@ mod tests {
                 .unwrap_err(),
             Refusal::BadCredentials
         );
+    }
+
+    #[test]
+    fn free_sessions_are_all_tracked_and_survive_takeover() {
+        let creds = Credentials::new();
+        let ha = Identity {
+            owner: Owner::HomeAssistant,
+            principal: Principal::Confined { rules: Vec::new() },
+            client_id: None,
+            secret: TokenHash::of("ha-password"),
+        };
+        let conn = |port: u16| Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        // Far more than the sixteen the table once kept: none is forgotten.
+        for i in 0..100u16 {
+            creds
+                .bind_session(&format!("ha-{i}"), &ha, conn(1000 + i))
+                .unwrap();
+        }
+        assert_eq!(creds.sessions_of(&ha.secret).len(), 100);
+        assert!(creds.session_matches("ha-0", &ha));
+        // A takeover rebinds; the old connection's end then changes nothing.
+        creds.bind_session("ha-0", &ha, conn(5000)).unwrap();
+        creds.release_session("ha-0", conn(1000));
+        assert!(creds.session_matches("ha-0", &ha));
+        creds.release_session("ha-0", conn(5000));
+        assert!(!creds.session_matches("ha-0", &ha));
+        assert_eq!(creds.sessions_of(&ha.secret).len(), 99);
+        // A rotated credential's sessions hold no rights.
+        let rotated = Identity {
+            secret: TokenHash::of("new"),
+            ..ha.clone()
+        };
+        assert!(!creds.session_matches("ha-1", &rotated));
+        // Full: a new client id is refused, a known one may still rebind.
+        for i in 0..MAX_FREE_SESSIONS {
+            let _ = creds.bind_session(&format!("x-{i}"), &ha, None);
+        }
+        assert_eq!(
+            creds.bind_session("one-more", &ha, None),
+            Err(Refusal::TooManySessions)
+        );
+        assert!(creds.bind_session("ha-1", &ha, conn(6000)).is_ok());
+        assert!(creds.session_matches("ha-1", &ha));
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct HookStats {
     pub refused_client_id: AtomicU64,
     pub refused_will: AtomicU64,
     pub refused_duplicate: AtomicU64,
+    pub refused_sessions: AtomicU64,
+    /// Reconnects with the same credential that took a live session over.
+    pub takeovers: AtomicU64,
     pub denied_publish: AtomicU64,
     pub denied_subscribe: AtomicU64,
     pub messages_in: AtomicU64,
@@ -68,13 +71,41 @@ impl Decider {
             self.creds
                 .check_connect(username, password, client_id, will_topic.as_deref())
         };
+        // MQTT says a CONNECT with a connected client id takes that session
+        // over; devices rely on it after a silent Wi-Fi drop. Only the same
+        // credential may do so.
         let refusal = match refusal {
-            Ok(_) if self.online(client_id).await => Err(Refusal::DuplicateClientId),
+            Ok(identity) => match super::session_owner(&self.scx, client_id).await {
+                Some(owner) if owner.as_deref() != Some(username) => Err(Refusal::DuplicateClientId),
+                Some(_) => {
+                    self.stats.takeovers.fetch_add(1, Ordering::Relaxed);
+                    Ok(identity)
+                }
+                None => Ok(identity),
+            },
+            other => other,
+        };
+        let conn = ci.id().remote_addr;
+        let refusal = refusal.and_then(|identity| {
+            self.creds
+                .bind_session(client_id, &identity, conn)
+                .map(|()| identity)
+        });
+        let refusal = match refusal {
+            Err(Refusal::TooManySessions) => {
+                self.forget_ended_sessions().await;
+                self.creds
+                    .check_connect(username, password, client_id, will_topic.as_deref())
+                    .and_then(|identity| {
+                        self.creds
+                            .bind_session(client_id, &identity, conn)
+                            .map(|()| identity)
+                    })
+            }
             other => other,
         };
         match refusal {
-            Ok(identity) => {
-                self.creds.bind_session(client_id, &identity);
+            Ok(_) => {
                 self.stats.connects_allowed.fetch_add(1, Ordering::Relaxed);
                 // Never a superuser: superusers skip the ACL hooks.
                 AuthResult::Allow(false, None)
@@ -87,6 +118,7 @@ impl Decider {
                 let counter = match r {
                     Refusal::WrongClientId => &self.stats.refused_client_id,
                     Refusal::WillOutsideTopics => &self.stats.refused_will,
+                    Refusal::TooManySessions => &self.stats.refused_sessions,
                     _ => &self.stats.refused_duplicate,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -95,9 +127,14 @@ impl Decider {
         }
     }
 
-    /// Whether a session with this client id is connected now.
-    async fn online(&self, client_id: &str) -> bool {
-        super::session_online(&self.scx, client_id).await
+    /// Drops the bindings of client ids the broker holds no session for
+    /// (an end the termination hook did not see), when the table is full.
+    async fn forget_ended_sessions(&self) {
+        for client_id in self.creds.bound_client_ids() {
+            if !super::session_exists(&self.scx, &client_id).await {
+                self.creds.forget_session(&client_id);
+            }
+        }
     }
 
     fn principal_of(&self, session: &rmqtt::session::Session) -> Option<Arc<super::auth::Identity>> {
@@ -170,6 +207,11 @@ impl Handler for Decider {
                 });
                 (allowed, acc)
             }
+            Parameter::SessionTerminated(session, _) => {
+                self.creds
+                    .release_session(session.id.client_id.as_ref(), session.id.remote_addr);
+                (true, acc)
+            }
             Parameter::MessageDelivered(..) => {
                 self.stats.messages_out.fetch_add(1, Ordering::Relaxed);
                 (true, acc)
@@ -224,6 +266,9 @@ pub async fn install(
     }
     register
         .add_priority(Type::MessageDelivered, PRIORITY, decider())
+        .await;
+    register
+        .add_priority(Type::SessionTerminated, PRIORITY, decider())
         .await;
     if guard_publish {
         register

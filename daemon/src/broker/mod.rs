@@ -132,6 +132,8 @@ pub struct BrokerStats {
     pub refused_client_id: u64,
     pub refused_will: u64,
     pub refused_duplicate: u64,
+    pub refused_sessions: u64,
+    pub takeovers: u64,
     pub denied_publish: u64,
     pub denied_subscribe: u64,
     pub messages_in: u64,
@@ -324,6 +326,19 @@ impl Broker {
 
     /// The client ids connected now under `username`'s identity.
     pub async fn sessions_of(&self, username: &str) -> Vec<String> {
+        let mut online = Vec::new();
+        for c in self.tracked_sessions(username).await {
+            if self.is_online(&c).await {
+                online.push(c);
+            }
+        }
+        online
+    }
+
+    /// The client ids of every session the broker holds under `username`'s
+    /// identity, connected or kept for a client that will resume it: what
+    /// revocation cuts and narrowing narrows.
+    pub async fn tracked_sessions(&self, username: &str) -> Vec<String> {
         let Some(identity) = self.creds.get(username) else {
             return Vec::new();
         };
@@ -331,13 +346,13 @@ impl Broker {
             Some(c) => vec![c.clone()],
             None => self.creds.sessions_of(&identity.secret),
         };
-        let mut online = Vec::new();
+        let mut held = Vec::new();
         for c in candidates {
-            if self.is_online(&c).await {
-                online.push(c);
+            if session_exists(&self.scx, &c).await {
+                held.push(c);
             }
         }
-        online
+        held
     }
 
     /// Drops every subscription of `username`'s live sessions that its
@@ -349,7 +364,7 @@ impl Broker {
             return 0;
         };
         let mut dropped = 0;
-        for client_id in self.sessions_of(username).await {
+        for client_id in self.tracked_sessions(username).await {
             let shared = self.scx.extends.shared().await;
             // The router keys subscriptions by the session's whole id
             // (address, username, ...), not the client id alone.
@@ -436,6 +451,8 @@ impl Broker {
             refused_client_id: get(&h.refused_client_id),
             refused_will: get(&h.refused_will),
             refused_duplicate: get(&h.refused_duplicate),
+            refused_sessions: get(&h.refused_sessions),
+            takeovers: get(&h.takeovers),
             denied_publish: get(&h.denied_publish),
             denied_subscribe: get(&h.denied_subscribe),
             messages_in: get(&h.messages_in),
@@ -504,6 +521,31 @@ fn bridge_toml(b: &BridgeConfig) -> String {
         );
     }
     out
+}
+
+/// Who holds the connected session with this client id: `None` when none
+/// is connected, else its username (if it gave one).
+async fn session_owner(scx: &ServerContext, client_id: &str) -> Option<Option<String>> {
+    let entry = scx
+        .extends
+        .shared()
+        .await
+        .entry(Id::from(scx.node.id(), ClientId::from(client_id.to_owned())));
+    let session = entry.session()?;
+    if !session.connected().await.unwrap_or(false) {
+        return None;
+    }
+    Some(session.id.username.as_ref().map(|u| u.to_string()))
+}
+
+/// Whether the broker holds a session with this client id, connected or not.
+async fn session_exists(scx: &ServerContext, client_id: &str) -> bool {
+    scx.extends
+        .shared()
+        .await
+        .entry(Id::from(scx.node.id(), ClientId::from(client_id.to_owned())))
+        .session()
+        .is_some()
 }
 
 /// Whether a session with this client id is connected now.

@@ -386,13 +386,15 @@ fn abuse_does_not_disturb_a_normal_client() {
             "idle TLS socket left open"
         );
 
-        // A duplicate client id is refused; the first connection stays.
-        let (_d, mut events) = rumqttc::AsyncClient::new(mqtt::options(&daemon, &normal), 8);
+        // Another device's credential under this client id is refused.
+        let mut foreign = mqtt::options(&daemon, &big);
+        foreign.set_client_id(normal.client_id().to_owned());
+        let (_d, mut events) = rumqttc::AsyncClient::new(foreign, 8);
         assert_eq!(
             mqtt::connack(&mut events).await.unwrap(),
             ConnectReturnCode::NotAuthorized
         );
-        check("after a duplicate id").await;
+        check("after a foreign client id").await;
 
         // 100 blobs of garbage at both ports.
         let mut noise = hearth_tests::Noise::new(0x2545_f491_4f6c_dd1d);
@@ -443,6 +445,86 @@ fn abuse_does_not_disturb_a_normal_client() {
     let stats = daemon.stats();
     assert!(stats["handshake_timeout"].as_u64().unwrap() >= 2, "{stats}");
     assert!(stats["handshake_failed"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["refused_client_id"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+/// A device whose Wi-Fi dropped reconnects before the broker notices: MQTT
+/// says the new connection takes the session over, and with one credential
+/// per device only that credential may. The old socket (never closed by the
+/// device, keepalive 0 so the broker would wait forever) is cut, the new one
+/// works at once. Home Assistant's credential, which takes any client id,
+/// may not take a device's session over, but may take over its own.
+#[test]
+fn a_reconnect_with_the_same_credential_takes_the_session_over() {
+    let daemon = Daemon::start();
+    let lamp = daemon.add("generic", "Lamp");
+    let plain = daemon.plain_port();
+    let mut stale = TcpStream::connect(("127.0.0.1", plain)).unwrap();
+    let mut packet = mqtt::connect_packet(lamp.client_id(), lamp.username(), lamp.password());
+    // Keepalive 0, after the fixed header, protocol name, level and flags.
+    let header = 1 + packet[1..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+    packet[header + 8..header + 10].copy_from_slice(&0u16.to_be_bytes());
+    stale.write_all(&packet).unwrap();
+    let mut ack = [0u8; 4];
+    std::io::Read::read_exact(&mut stale, &mut ack).unwrap();
+    assert_eq!(ack, [0x20, 2, 0, 0]);
+    let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let ha = |client_id: &str| {
+        let m = &conn["mqtt"];
+        let mut o = rumqttc::MqttOptions::new(client_id, "127.0.0.1", daemon.tls_port());
+        o.set_credentials(m["username"].as_str().unwrap(), m["password"].as_str().unwrap());
+        o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+            mqtt::client_tls(&daemon),
+        )));
+        o
+    };
+    rt().block_on(async {
+        // The silent drop: the stale socket stays open; the device comes back.
+        let started = Instant::now();
+        let mut back = mqtt::connect(mqtt::options(&daemon, &lamp)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        back.client
+            .subscribe(format!("{}/#", lamp.base()), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let took = back
+            .round_trip(&format!("{}/state", lamp.base()), b"{}", Duration::from_secs(2))
+            .await;
+        assert!(took < Duration::from_secs(2));
+
+        // Home Assistant under the lamp's client id: refused, the lamp stays.
+        let (_h, mut events) = rumqttc::AsyncClient::new(ha(lamp.client_id()), 8);
+        assert_eq!(
+            mqtt::connack(&mut events).await.unwrap(),
+            ConnectReturnCode::NotAuthorized
+        );
+        back.round_trip(
+            &format!("{}/state", lamp.base()),
+            b"{\"x\":1}",
+            Duration::from_secs(2),
+        )
+        .await;
+
+        // Home Assistant restarting under its own client id takes over.
+        let first = mqtt::connect(ha("ha-7Qx")).await;
+        let second = mqtt::connect(ha("ha-7Qx")).await;
+        tokio::time::timeout(Duration::from_secs(3), first.closed)
+            .await
+            .expect("the first Home Assistant session was not taken over")
+            .unwrap();
+        drop(second);
+    });
+    assert!(
+        mqtt::closed_within(&mut stale, Duration::from_secs(3)),
+        "the stale session was not cut"
+    );
+    let stats = daemon.stats();
+    assert!(stats["takeovers"].as_u64().unwrap() >= 2, "{stats}");
     assert!(stats["refused_duplicate"].as_u64().unwrap() >= 1, "{stats}");
 }
 

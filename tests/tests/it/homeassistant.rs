@@ -773,3 +773,91 @@ fn configs_pass_home_assistants_own_schemas() {
         "{report}"
     );
 }
+
+/// Every live session of Home Assistant's credential is tracked, however
+/// many there are: 50 at once (the table once kept 16 and forgot the
+/// oldest, whose session then escaped rotation, lockdown and narrowing, and
+/// made `status` say Home Assistant was disconnected). Un-exposing the lamp
+/// narrows all 50; rotating cuts all 50; 50 more on the new password are all
+/// cut by a lockdown.
+#[test]
+fn every_home_assistant_session_is_narrowed_and_cut() {
+    let daemon = Daemon::start();
+    let lamp = add(&daemon, "generic", "bulb", "Hall lamp");
+    expose(&daemon, &lamp, true);
+    let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let state = format!("hearth/{}/state", lamp.id());
+    let sessions_now = || daemon.cli_json(&["integrations", "homeassistant", "status"])["sessions"].clone();
+    let rt = rt();
+    rt.block_on(async {
+        let connect_all = async |conn: &Value, prefix: &str| {
+            let mut all = Vec::new();
+            for i in 0..50 {
+                let mut ha = Ha::connect(&daemon, conn, &format!("{prefix}-{i}")).await;
+                assert_eq!(
+                    ha.subscribe(&state).await,
+                    SubscribeReasonCode::Success(QoS::AtLeastOnce)
+                );
+                all.push(ha);
+            }
+            all
+        };
+        let mut all = connect_all(&conn, "ha").await;
+        assert_eq!(sessions_now(), 50);
+        assert_eq!(
+            daemon.cli_json(&["integrations", "homeassistant", "status"])["connected"],
+            true
+        );
+
+        let device = mqtt::connect(mqtt::options(&daemon, &lamp)).await;
+        let report = async |brightness: u8| {
+            device
+                .client
+                .publish(
+                    &state,
+                    QoS::AtLeastOnce,
+                    false,
+                    format!(r#"{{"state":"ON","brightness":{brightness}}}"#),
+                )
+                .await
+                .unwrap();
+        };
+        report(17).await;
+        for ha in &mut all {
+            ha.until("the lamp's report", &state, |p| json(p)["brightness"] == 17)
+                .await;
+        }
+
+        // Un-exposed: not one of the 50 hears the next report.
+        expose(&daemon, &lamp, false);
+        report(99).await;
+        let quiet_until = Instant::now() + Duration::from_millis(1500);
+        for (i, ha) in all.iter_mut().enumerate() {
+            while let Some(h) = ha.next(quiet_until).await {
+                if let Heard::Message(t, p, _) = h {
+                    assert!(
+                        !(t == state && json(&p)["brightness"] == 99),
+                        "session {i} still hears the un-exposed lamp"
+                    );
+                }
+            }
+        }
+
+        // Rotation cuts all 50.
+        let rotated = daemon.cli_json(&["integrations", "homeassistant", "rotate"]);
+        for ha in &mut all {
+            ha.closed().await;
+        }
+        assert_eq!(sessions_now(), 0);
+
+        // 50 more on the new password, all cut by a lockdown.
+        expose(&daemon, &lamp, true);
+        let mut again = connect_all(&rotated, "ha-new").await;
+        assert_eq!(sessions_now(), 50);
+        daemon.cli_json(&["lockdown"]);
+        for ha in &mut again {
+            ha.closed().await;
+        }
+        assert_eq!(sessions_now(), 0);
+    });
+}
