@@ -9,18 +9,35 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Log targets that never reach hearth's log, whatever `RUST_LOG` says: the
+/// broker crate and its plugins write client ids, addresses, usernames and
+/// the very topic filters a client sent (newlines included, so a client
+/// could forge a log line).
+const SILENCED: &[&str] = &["rmqtt"];
+
+/// Whether a log event from `target` may be written at all.
+fn allowed(target: &str) -> bool {
+    !SILENCED.iter().any(|t| target.starts_with(t))
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level.
-/// Calling it twice is harmless (the second call changes nothing).
+/// By default only hearth's own events are written: a dependency's message
+/// may carry what a client sent. Calling it twice is harmless (the second
+/// call changes nothing).
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("hearth={0},warn", config.level)));
+        .unwrap_or_else(|_| EnvFilter::new(format!("hearth={0}", config.level)));
     let journald = match config.format {
         LogFormat::Journald => true,
         LogFormat::Text => false,
         // systemd sets JOURNAL_STREAM when stderr goes to the journal.
         LogFormat::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::filter::filter_fn(|meta| {
+            allowed(meta.target())
+        }));
     if journald {
         match tracing_journald::layer() {
             Ok(layer) => {
@@ -37,4 +54,23 @@ pub fn init(config: &LogConfig) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = registry.with(fmt).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_broker_crates_are_silenced() {
+        for target in [
+            "rmqtt",
+            "rmqtt::session",
+            "rmqtt_codec::v3",
+            "rmqtt_retainer",
+            "rmqtt_bridge_egress_mqtt",
+        ] {
+            assert!(!super::allowed(target), "{target}");
+        }
+        for target in ["hearth", "hearth::broker::front", "rustls::server"] {
+            assert!(super::allowed(target), "{target}");
+        }
+    }
 }

@@ -14,8 +14,9 @@
 //!                                                  (auth, ACL, hub tap)
 //! ```
 //!
-//! rmqtt's own log output is never wired into hearth's logs: it names client
-//! addresses and ids.
+//! rmqtt's own log output never reaches hearth's logs (`telemetry` drops
+//! its targets whatever `RUST_LOG` says): it names client addresses and ids
+//! and repeats topic filters verbatim.
 
 pub mod acl;
 pub mod auth;

@@ -202,6 +202,16 @@ impl Daemon {
         Daemon::spawn_via(home, config, &[])
     }
 
+    /// Starts with `extra` appended to the loopback config and these
+    /// variables in hearth's environment.
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let home = TestHome::new();
+        let config = home.config(extra);
+        let mut cmd = hearth();
+        cmd.envs(env.iter().copied());
+        Daemon::spawn_cmd(home, config, cmd)
+    }
+
     /// Starts with exactly this config file, through `wrapper` (a program
     /// and its arguments, which runs hearth's command line after them),
     /// with the home and config owned by `uid` for a wrapper that becomes it.
@@ -216,7 +226,6 @@ impl Daemon {
     }
 
     fn spawn_via(home: TestHome, config: PathBuf, wrapper: &[std::ffi::OsString]) -> Daemon {
-        let log = std::fs::File::create(home.path("daemon.log")).expect("log file");
         let mut cmd = hearth();
         if let [program, args @ ..] = wrapper {
             let hearth_bin = std::path::PathBuf::from(cmd.get_program());
@@ -231,6 +240,11 @@ impl Daemon {
             wrapped.stdin(Stdio::null());
             cmd = wrapped;
         }
+        Daemon::spawn_cmd(home, config, cmd)
+    }
+
+    fn spawn_cmd(home: TestHome, config: PathBuf, mut cmd: Command) -> Daemon {
+        let log = std::fs::File::create(home.path("daemon.log")).expect("log file");
         let child = cmd
             .arg("run")
             .arg("--config")
@@ -263,6 +277,11 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn log(&self) -> String {

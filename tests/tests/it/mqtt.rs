@@ -160,6 +160,17 @@ pub fn publish_packet(topic: &[u8], payload: &[u8]) -> Vec<u8> {
     packet
 }
 
+/// An MQTT 3.1.1 SUBSCRIBE of one filter at QoS 0.
+pub fn subscribe_packet(packet_id: u16, filter: &[u8]) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    string(filter, &mut body);
+    body.push(0);
+    let mut packet = vec![0x82];
+    remaining_length(body.len(), &mut packet);
+    packet.extend(body);
+    packet
+}
+
 /// Opens a plain connection and sends CONNECT; returns the stream and the
 /// CONNACK return code.
 pub fn raw_connect(port: u16, device: &Device) -> (TcpStream, u8) {
