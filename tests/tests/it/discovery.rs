@@ -68,6 +68,11 @@ impl Netns {
         (a, b)
     }
 
+    /// The namespace's name, under /run/netns.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// A command run inside the namespace.
     pub fn exec(&self, program: &std::path::Path) -> Command {
         let mut cmd = tool("ip");

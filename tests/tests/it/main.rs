@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod demo;
 mod discovery;
+mod ha_live;
 mod harness;
 mod homeassistant;
 mod http;
