@@ -13,6 +13,9 @@
 //! - `web`: the dashboard's HTTPS server against nginx (see `web.rs`).
 //! - `ha`: Home Assistant's command path through the canonical topics,
 //!   against Tasmota's own topics on mosquitto (see `ha.rs`).
+//! - `ha-live`: a real Home Assistant 2026 on hearth against the same on
+//!   mosquitto: device state to Home Assistant state, and broker start to
+//!   every entity available (see `ha_live.rs`).
 //! - `relay`: a voice directive to the bulb, against Home Assistant's
 //!   publish on the same daemon (see `relay.rs`).
 //! - `lockdown`: "log everyone out" against the same revocations by hand
@@ -20,6 +23,7 @@
 
 mod discovery;
 mod ha;
+mod ha_live;
 mod keys;
 mod mqtt;
 mod relay;
@@ -68,6 +72,7 @@ fn main() {
         "flood" => discovery::flood(&hearth, seconds),
         "web" => web::run(&hearth, rounds),
         "ha" => ha::run(&hearth, rounds),
+        "ha-live" => ha_live::run(&hearth, rounds),
         "relay" => relay::run(&hearth, rounds),
         "lockdown" => web::lockdown(&hearth, rounds),
         "keys" => keys::run(rounds),
@@ -79,13 +84,14 @@ fn main() {
             discovery::flood(&hearth, seconds);
             web::run(&hearth, rounds);
             ha::run(&hearth, rounds);
+            ha_live::run(&hearth, rounds);
             relay::run(&hearth, rounds);
             web::lockdown(&hearth, rounds);
             keys::run(rounds);
         }
         other => {
             eprintln!(
-                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web, ha, relay, lockdown, keys or all"
+                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web, ha, ha-live, relay, lockdown, keys or all"
             );
             std::process::exit(64);
         }
