@@ -166,7 +166,10 @@ impl Ha {
     }
 
     fn wait(&mut self, expect: Value, limit: f64) -> Value {
-        self.ask(json!({"op": "wait", "expect": expect, "timeout": limit}), limit + 30.0)
+        self.ask(
+            json!({"op": "wait", "expect": expect, "timeout": limit}),
+            limit + 30.0,
+        )
     }
 
     /// The light entity of each device id, in order.
@@ -180,15 +183,17 @@ impl Ha {
                     dump["entities"].as_array().unwrap().iter().find_map(|e| {
                         let u = e["unique_id"].as_str().unwrap_or_default();
                         let entity = e["entity_id"].as_str().unwrap_or_default();
-                        (u.contains(id.as_str()) && entity.starts_with("light."))
-                            .then(|| entity.to_owned())
+                        (u.contains(id.as_str()) && entity.starts_with("light.")).then(|| entity.to_owned())
                     })
                 })
                 .collect();
             if found.iter().all(Option::is_some) {
                 return found.into_iter().map(Option::unwrap).collect();
             }
-            assert!(Instant::now() < deadline, "Home Assistant did not discover every light");
+            assert!(
+                Instant::now() < deadline,
+                "Home Assistant did not discover every light"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     }
@@ -223,7 +228,15 @@ fn state(brightness: u64) -> String {
 }
 
 impl Lamp {
-    fn start(rt: &tokio::runtime::Runtime, id: &str, port: u16, user: &str, password: &str, client_id: &str, ca: &Path) -> Lamp {
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        id: &str,
+        port: u16,
+        user: &str,
+        password: &str,
+        client_id: &str,
+        ca: &Path,
+    ) -> Lamp {
         let avail = format!("hearth/{id}/availability");
         let state_topic = format!("hearth/{id}/state");
         let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
@@ -339,7 +352,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn epoch() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 pub fn run(hearth: &Path, rounds: usize) {
@@ -356,7 +372,11 @@ pub fn run(hearth: &Path, rounds: usize) {
     let path = format!("/run/netns/{}", ns.0);
     std::thread::spawn(move || {
         let f = std::fs::File::open(&path).unwrap();
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        assert_eq!(
+            unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns"
+        );
         in_namespace(&hearth, rounds);
     })
     .join()
@@ -403,7 +423,10 @@ fn in_namespace(hearth: &Path, rounds: usize) {
     let conn = admin(&data, hearth::admin::Request::HomeassistantEnable);
     let ha_user = conn["mqtt"]["username"].as_str().unwrap().to_owned();
     let ha_password = conn["mqtt"]["password"].as_str().unwrap().to_owned();
-    let ids: Vec<String> = devices.iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> = devices
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
 
     // mosquitto: hearth's certificate, a password per device and for Home
     // Assistant; no ACL (it carries only this benchmark's topics).
@@ -415,7 +438,14 @@ fn in_namespace(hearth: &Path, rounds: usize) {
     }
     let passwd = mdir.path().join("passwd");
     std::fs::write(&passwd, plain).unwrap();
-    assert!(Command::new("mosquitto_passwd").arg("-U").arg(&passwd).status().unwrap().success());
+    assert!(
+        Command::new("mosquitto_passwd")
+            .arg("-U")
+            .arg(&passwd)
+            .status()
+            .unwrap()
+            .success()
+    );
     let conf = mdir.path().join("mosquitto.conf");
     std::fs::write(
         &conf,
@@ -455,7 +485,17 @@ fn in_namespace(hearth: &Path, rounds: usize) {
     let on_mosquitto: Vec<Lamp> = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| Lamp::start(&rt, id, MOSQUITTO_PORT, &format!("lamp{i}"), &secret(i), &format!("lamp{i}"), &ca))
+        .map(|(i, id)| {
+            Lamp::start(
+                &rt,
+                id,
+                MOSQUITTO_PORT,
+                &format!("lamp{i}"),
+                &secret(i),
+                &format!("lamp{i}"),
+                &ca,
+            )
+        })
         .collect();
 
     let mut ha_h = Ha::start("hearth", 8123, HEARTH_PORT, &ha_user, &ha_password, &ca);
@@ -533,15 +573,27 @@ fn in_namespace(hearth: &Path, rounds: usize) {
         }
         // A broker restart: from its start until every light is back.
         for k in 0..2 {
-            let (ha, lights) = if k == 0 { (&mut ha_h, &lights_h) } else { (&mut ha_m, &lights_m) };
+            let (ha, lights) = if k == 0 {
+                (&mut ha_h, &lights_h)
+            } else {
+                (&mut ha_m, &lights_m)
+            };
             if k == 0 {
                 stop(&mut hearth_child);
             } else {
                 stop(&mut mosquitto);
             }
-            let gone = Value::Object(lights.iter().map(|e| (e.clone(), json!({"state": "unavailable"}))).collect());
+            let gone = Value::Object(
+                lights
+                    .iter()
+                    .map(|e| (e.clone(), json!({"state": "unavailable"})))
+                    .collect(),
+            );
             let r = ha.wait(gone, 60.0);
-            assert_eq!(r["ok"], true, "Home Assistant did not notice the broker stopping: {r}");
+            assert_eq!(
+                r["ok"], true,
+                "Home Assistant did not notice the broker stopping: {r}"
+            );
             let t0 = Instant::now();
             if k == 0 {
                 hearth_child = spawn_hearth(hearth, dir.path());
@@ -556,7 +608,11 @@ fn in_namespace(hearth: &Path, rounds: usize) {
                 start_s[k].push(t0.elapsed().as_secs_f64());
             } else {
                 lost[k] += 1;
-                println!("round {}: not every light came back after the restart: {}", round + 1, r["states"]);
+                println!(
+                    "round {}: not every light came back after the restart: {}",
+                    round + 1,
+                    r["states"]
+                );
             }
         }
         let med = |v: &[f64]| {
@@ -610,8 +666,14 @@ async fn read_configs(user: &str, password: &str, ca: &Path) -> Vec<(String, Vec
     opts.set_credentials(user, password);
     opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls(ca))));
     let (client, mut events) = AsyncClient::new(opts, 64);
-    client.subscribe("homeassistant/+/+/config", QoS::AtLeastOnce).await.unwrap();
-    client.subscribe("homeassistant/+/+/+/config", QoS::AtLeastOnce).await.unwrap();
+    client
+        .subscribe("homeassistant/+/+/config", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    client
+        .subscribe("homeassistant/+/+/+/config", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     let mut configs = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while let Ok(ev) = tokio::time::timeout_at(deadline, events.poll()).await {
@@ -631,7 +693,10 @@ async fn write_configs(configs: &[(String, Vec<u8>)], password: &str, ca: &Path)
     opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls(ca))));
     let (client, mut events) = AsyncClient::new(opts, 64);
     for (t, p) in configs {
-        client.publish(t, QoS::AtLeastOnce, true, p.clone()).await.unwrap();
+        client
+            .publish(t, QoS::AtLeastOnce, true, p.clone())
+            .await
+            .unwrap();
     }
     let mut acked = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -471,11 +471,16 @@ fn entities_of(dump: &Value, id: &str) -> Vec<(String, String)> {
 
 /// Home Assistant's device for hearth's id `id`.
 fn device_of<'a>(dump: &'a Value, id: &str) -> Option<&'a Value> {
-    dump["devices"].as_array().expect("device registry").iter().find(|d| {
-        d["identifiers"]
-            .as_array()
-            .is_some_and(|ids| ids.iter().any(|pair| pair[1].as_str().is_some_and(|s| s.contains(id))))
-    })
+    dump["devices"]
+        .as_array()
+        .expect("device registry")
+        .iter()
+        .find(|d| {
+            d["identifiers"].as_array().is_some_and(|ids| {
+                ids.iter()
+                    .any(|pair| pair[1].as_str().is_some_and(|s| s.contains(id)))
+            })
+        })
 }
 
 /// Everything wrong with what Home Assistant shows: each exposed device
@@ -496,7 +501,10 @@ fn problems(dump: &Value, exposed: &[&Exposed], gone: &[&Device]) -> Vec<String>
         let entities = entities_of(dump, id);
         let platforms: Vec<&str> = entities.iter().map(|(_, p)| p.as_str()).collect();
         if platforms != x.platforms {
-            wrong.push(format!("{}: entities {platforms:?}, not {:?}", x.nickname, x.platforms));
+            wrong.push(format!(
+                "{}: entities {platforms:?}, not {:?}",
+                x.nickname, x.platforms
+            ));
         }
         for (entity, platform) in &entities {
             let s = &states[entity];
@@ -528,7 +536,10 @@ fn problems(dump: &Value, exposed: &[&Exposed], gone: &[&Device]) -> Vec<String>
     let known: Vec<&str> = exposed.iter().map(|x| x.device.id()).collect();
     for e in dump["entities"].as_array().unwrap() {
         let u = e["unique_id"].as_str().unwrap_or_default();
-        if e["platform"] == "mqtt" && !known.iter().any(|id| u.contains(id)) && !gone.iter().any(|d| u.contains(d.id())) {
+        if e["platform"] == "mqtt"
+            && !known.iter().any(|id| u.contains(id))
+            && !gone.iter().any(|d| u.contains(d.id()))
+        {
             wrong.push(format!("stray entity {} ({u})", e["entity_id"]));
         }
     }
@@ -588,7 +599,10 @@ impl Sim {
             })
             .await;
         });
-        Sim { lines, _stop: stop_tx }
+        Sim {
+            lines,
+            _stop: stop_tx,
+        }
     }
 
     /// Waits for the device to say `want`.
@@ -601,7 +615,9 @@ impl Sim {
                 Ok(l) if l == want => return,
                 Ok(l) => heard.push(l),
                 Err(_) => {
-                    return v.fail(format!("{name} never said {want:?} within 15 s; it said {heard:?}"));
+                    return v.fail(format!(
+                        "{name} never said {want:?} within 15 s; it said {heard:?}"
+                    ));
                 }
             }
         }
@@ -629,13 +645,23 @@ fn add(daemon: &Daemon, profile: &str, kind: &str, nickname: &str) -> Device {
 }
 
 fn expose(daemon: &Daemon, d: &Device, on: bool) {
-    let v = daemon.cli_json(&["devices", "expose", d.id(), "--homeassistant", if on { "on" } else { "off" }]);
+    let v = daemon.cli_json(&[
+        "devices",
+        "expose",
+        d.id(),
+        "--homeassistant",
+        if on { "on" } else { "off" },
+    ]);
     assert_eq!(v["updated"], d.id());
 }
 
 fn set_discovery(daemon: &Daemon, mode: &str) {
     let out = daemon.cli(&["integrations", "homeassistant", "set", "--discovery", mode]);
-    assert!(out.status.success(), "set --discovery {mode}: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "set --discovery {mode}: {}",
+        text(&out.stderr)
+    );
 }
 
 /// Checks that Home Assistant showed `expect` within a second of the
@@ -730,7 +756,14 @@ fn live_in_namespace(version: Version, mode: &'static str, ns: &str) {
     let all: Vec<&Exposed> = exposed.iter().collect();
     // The cameras report motion 2 to 5 s after connecting; by then every
     // device has reported.
-    let dump = settle(&mut v, &mut ha, &all, &[], Duration::from_secs(60), "after it started");
+    let dump = settle(
+        &mut v,
+        &mut ha,
+        &all,
+        &[],
+        Duration::from_secs(60),
+        "after it started",
+    );
     v.log_clean(&ha, "after it started");
 
     // Control: each call reaches the simulated device, and Home Assistant
@@ -754,11 +787,17 @@ fn live_in_namespace(version: Version, mode: &'static str, ns: &str) {
     );
     let kelvin = ha.dump()["states"][&lamp_e]["attributes"]["color_temp_kelvin"].as_f64();
     if !kelvin.is_some_and(|k| (2990.0..=3010.0).contains(&k)) {
-        v.fail(format!("the Hall lamp's colour temperature shows as {kelvin:?} K, not 3000"));
+        v.fail(format!(
+            "the Hall lamp's colour temperature shows as {kelvin:?} K, not 3000"
+        ));
     }
 
     let lights = [lamp_e.as_str(), desk_e.as_str(), strip_e.as_str()];
-    let light_sims = [(lamp_sim, "Hall lamp"), (desk_sim, "Desk lamp"), (strip_sim, "Shelf strip")];
+    let light_sims = [
+        (lamp_sim, "Hall lamp"),
+        (desk_sim, "Desk lamp"),
+        (strip_sim, "Shelf strip"),
+    ];
     let every = |want: Value| -> Value {
         Value::Object(lights.iter().map(|e| (e.to_string(), want.clone())).collect())
     };
@@ -798,7 +837,14 @@ fn live_in_namespace(version: Version, mode: &'static str, ns: &str) {
         "after un-exposing the plug",
     );
     expose(&daemon, &plug.device, true);
-    let dump = settle(&mut v, &mut ha, &all, &[], Duration::from_secs(5), "after exposing the plug again");
+    let dump = settle(
+        &mut v,
+        &mut ha,
+        &all,
+        &[],
+        Duration::from_secs(5),
+        "after exposing the plug again",
+    );
     if dump["states"][&plug_e]["state"] != "on" {
         v.fail(format!(
             "the plug shows {} after exposing it again, not on",
@@ -814,11 +860,25 @@ fn live_in_namespace(version: Version, mode: &'static str, ns: &str) {
     for (s, x) in sims.iter().zip(&exposed) {
         s.said(&mut v, x.nickname, "connected");
     }
-    settle(&mut v, &mut ha, &all, &[], Duration::from_secs(60), "after hearth restarted");
+    settle(
+        &mut v,
+        &mut ha,
+        &all,
+        &[],
+        Duration::from_secs(60),
+        "after hearth restarted",
+    );
     // Late messages (a retained state, a device's next report) must not
     // spoil it either.
     std::thread::sleep(Duration::from_secs(5));
-    settle(&mut v, &mut ha, &all, &[], Duration::from_secs(1), "5 s after hearth restarted");
+    settle(
+        &mut v,
+        &mut ha,
+        &all,
+        &[],
+        Duration::from_secs(1),
+        "5 s after hearth restarted",
+    );
     // Home Assistant's client warns when its broker goes away, which a
     // restart does, on mosquitto too.
     v.log_clean_but(
