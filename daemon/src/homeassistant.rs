@@ -426,10 +426,10 @@ fn components(d: &Device, learnt: Learnt) -> Vec<(&'static str, Map<String, Valu
             } else {
                 "brightness"
             };
+            // The state says which mode it is in. No `color_mode` flag:
+            // Home Assistant 2024.3 and later need none, and 2025 onwards
+            // log an error for every config that still carries it.
             c.insert("supported_color_modes".into(), json!([mode]));
-            // The state says which mode it is in (Home Assistant before
-            // 2024.3 requires the flag with the list; later ones ignore it).
-            c.insert("color_mode".into(), json!(true));
             out.push(("light", c));
         }
         DeviceKind::Plug => {
@@ -744,6 +744,7 @@ mod tests {
         assert_eq!(light["command_topic"], format!("hearth/{}/set", d.id));
         assert_eq!(light["unique_id"], format!("hearth_{}_light", d.id));
         assert_eq!(light["supported_color_modes"], json!(["brightness"]));
+        assert!(light.get("color_mode").is_none(), "{light}");
 
         let shared = Settings {
             share_device_details: true,

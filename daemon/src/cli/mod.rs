@@ -1103,9 +1103,38 @@ fn homeassistant(cmd: HomeAssistantCommand) -> anyhow::Result<()> {
             v["discovery_prefix"].as_str().unwrap_or("?")
         );
     } else {
-        print_json(&v);
+        print_fields(&v, "");
     }
     Ok(())
+}
+
+/// An answer as aligned `key  value` lines, nested objects indented: what
+/// a person reads, where `--json` gives the same answer to a program.
+fn print_fields(v: &serde_json::Value, indent: &str) {
+    let Some(map) = v.as_object() else {
+        println!("{indent}{}", scalar(v));
+        return;
+    };
+    let width = map.keys().map(|k| k.len()).max().unwrap_or(0);
+    for (k, value) in map {
+        let label = k.replace('_', " ");
+        if value.is_object() {
+            println!("{indent}{label}");
+            print_fields(value, &format!("{indent}  "));
+        } else {
+            println!("{indent}{label:<width$}  {}", scalar(value));
+        }
+    }
+}
+
+fn scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Bool(true) => "yes".into(),
+        serde_json::Value::Bool(false) => "no".into(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
 }
 
 fn status(args: &AdminArgs) -> anyhow::Result<()> {

@@ -804,6 +804,22 @@ fn every_home_assistant_session_is_narrowed_and_cut() {
         };
         let mut all = connect_all(&conn, "ha").await;
         assert_eq!(sessions_now(), 50);
+        // Without --json, status is for a person to read.
+        let out = daemon.cli(&["integrations", "homeassistant", "status"]);
+        let shown = text(&out.stdout);
+        assert!(serde_json::from_str::<Value>(&shown).is_err(), "{shown}");
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with("sessions") && l.ends_with(" 50")),
+            "{shown}"
+        );
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with("connected") && l.ends_with(" yes")),
+            "{shown}"
+        );
         assert_eq!(
             daemon.cli_json(&["integrations", "homeassistant", "status"])["connected"],
             true
@@ -828,8 +844,10 @@ fn every_home_assistant_session_is_narrowed_and_cut() {
                 .await;
         }
 
-        // Un-exposed: not one of the 50 hears the next report.
+        // Un-exposed: within a second (hearth narrows after clearing the
+        // config), not one of the 50 hears the next report.
         expose(&daemon, &lamp, false);
+        tokio::time::sleep(Duration::from_secs(1)).await;
         report(99).await;
         let quiet_until = Instant::now() + Duration::from_millis(1500);
         for (i, ha) in all.iter_mut().enumerate() {
