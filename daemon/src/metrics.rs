@@ -27,6 +27,9 @@ pub struct Counters {
     pub logins: AtomicU64,
     pub login_failures: AtomicU64,
     pub relay_calls: AtomicU64,
+    /// Login attempts (dashboard, relay consent, password re-entry) refused
+    /// by the throttle before any password was checked.
+    pub login_throttled: AtomicU64,
 }
 
 impl Counters {
@@ -152,6 +155,17 @@ impl Metrics {
             &mut out,
             "hearth_login_failures_total",
             c.login_failures.load(Ordering::Relaxed),
+        );
+        family(
+            &mut out,
+            "hearth_login_throttled_total",
+            "counter",
+            "Login attempts refused by the throttle before any password check.",
+        );
+        sample(
+            &mut out,
+            "hearth_login_throttled_total",
+            c.login_throttled.load(Ordering::Relaxed),
         );
         family(
             &mut out,

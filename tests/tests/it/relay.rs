@@ -1597,3 +1597,136 @@ fn metrics_in_token_mode_need_the_current_token_and_open_nothing_else() {
     assert_eq!(scrape(Some(&second)).status, 401);
     assert_eq!(daemon.cli_json(&["lockdown"])["metrics_token_revoked"], false);
 }
+
+/// 64 wrong logins sent at once from one address reach the password check
+/// at most five times; the rest are throttled (429) and counted. The same
+/// rule covers the relay's consent login, which uses the same accounts.
+#[test]
+fn parallel_wrong_logins_reach_the_password_check_at_most_five_times() {
+    const BURST: usize = 64;
+    let home = Home::new();
+    let metric = |name: &str| -> u64 {
+        let metrics = home.web.send("GET", "/metrics", &[], b"").text();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let burst = |send: &(dyn Fn(usize) -> Reply + Sync)| -> Vec<Reply> {
+        let barrier = std::sync::Barrier::new(BURST);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..BURST)
+                .map(|i| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        send(i)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let count = |replies: &[Reply], status: u16| replies.iter().filter(|r| r.status == status).count();
+
+    // The dashboard, from 127.0.0.5.
+    let (failures, throttled) = (
+        metric("hearth_login_failures_total"),
+        metric("hearth_login_throttled_total"),
+    );
+    let web = home.web.clone().from(std::net::IpAddr::from([127, 0, 0, 5]));
+    let origin = format!("https://{}", web.host());
+    let body =
+        json!({ "username": OWNER, "password": "not the password at all", "code": "000000" }).to_string();
+    let replies = burst(&|_| {
+        web.send(
+            "POST",
+            "/api/login",
+            &[("Origin", &origin), ("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    });
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    let (checked, refused) = (count(&replies, 401), count(&replies, 429));
+    assert_eq!(checked + refused, BURST, "{statuses:?}");
+    assert!(
+        (1..=5).contains(&checked),
+        "{checked} reached the password check: {statuses:?}"
+    );
+    assert_eq!(metric("hearth_login_failures_total") - failures, checked as u64);
+    assert_eq!(metric("hearth_login_throttled_total") - throttled, refused as u64);
+
+    // The relay's consent login, for another account name (its own
+    // throttle key), checked against a decoy hash all the same. The relay
+    // holds at most 16 connections per address, so the 64 come from four
+    // addresses at once: the account's key alone holds them to five.
+    let throttled = metric("hearth_login_throttled_total");
+    let relays: Vec<Target> = (6..10)
+        .map(|n| home.relay.clone().from(std::net::IpAddr::from([127, 0, 0, n])))
+        .collect();
+    let mut form_body = home
+        .authorize_query(REDIRECT, "s", None)
+        .split_once('?')
+        .unwrap()
+        .1
+        .to_owned();
+    form_body
+        .push_str("&step=login&username=someone%40home.invalid&password=wrong-password-here&code=000000");
+    let replies = burst(&|i| {
+        relays[i % relays.len()].send(
+            "POST",
+            "/oauth/authorize",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            form_body.as_bytes(),
+        )
+    });
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    // The login throttle answers with its page; the relay's own
+    // per-address rate (burst 60) would answer a bare 429, and must not
+    // have had to.
+    let throttle_page = replies
+        .iter()
+        .filter(|r| r.status == 429 && r.text().contains("Too many attempts"))
+        .count();
+    let rate_limited = replies
+        .iter()
+        .filter(|r| r.status == 429 && r.body.is_empty())
+        .count();
+    let checked = count(&replies, 401);
+    assert_eq!(checked + throttle_page + rate_limited, BURST, "{statuses:?}");
+    assert_eq!(rate_limited, 0, "{statuses:?}");
+    assert!(
+        (1..=5).contains(&checked),
+        "{checked} reached the password check: {statuses:?}"
+    );
+    assert_eq!(
+        metric("hearth_login_throttled_total") - throttled,
+        throttle_page as u64
+    );
+
+    // The flood costs the owner's account only its back-off (1 s after
+    // five failures): then the right password and code log in.
+    let code = home.totp_code(1);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let r = home.web.send(
+            "POST",
+            "/api/login",
+            &[
+                ("Origin", &format!("https://{}", home.web.host())),
+                ("Content-Type", "application/json"),
+            ],
+            json!({ "username": OWNER, "password": PASSWORD, "code": code })
+                .to_string()
+                .as_bytes(),
+        );
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert!(Instant::now() < deadline, "the owner never got in: {}", r.text());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
