@@ -86,8 +86,8 @@ impl Home {
         let mut camera = add(&daemon, "generic", "camera", "Front door camera", "Porch");
         for (d, name) in [
             (&lamp, "reading lamp"),
-            (&hall, "hall light"),
-            (&spare, "spare lamp"),
+            (&hall, "ceiling light"),
+            (&spare, "guest lamp"),
         ] {
             daemon.cli_json(&["devices", "expose", d.id(), "--voice", "on", "--voice-name", name]);
         }
@@ -162,7 +162,7 @@ impl Home {
             camera,
             client_id: String::new(),
             client_secret: String::new(),
-            voice: ["reading lamp".into(), "hall light".into(), "spare lamp".into()],
+            voice: ["reading lamp".into(), "ceiling light".into(), "guest lamp".into()],
             seen: Vec::new(),
         };
         // Before two-factor, the relay cannot be enabled.
@@ -538,7 +538,7 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
         })
         .collect();
     assert_eq!(names[lamp_id.as_str()], "reading lamp");
-    assert_eq!(names[hall_id.as_str()], "hall light");
+    assert_eq!(names[hall_id.as_str()], "ceiling light");
     for e in endpoints {
         assert_eq!(e["manufacturerName"], "hearth");
         let caps: Vec<&str> = e["capabilities"]
@@ -1729,4 +1729,62 @@ fn parallel_wrong_logins_reach_the_password_check_at_most_five_times() {
         assert!(Instant::now() < deadline, "the owner never got in: {}", r.text());
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// A voice name equal to the nickname, ignoring case and white space, is
+/// refused at the API and the CLI alike; a renamed nickname cannot become
+/// the voice name either.
+#[test]
+fn a_voice_name_equal_to_the_nickname_is_refused() {
+    let home = Home::new();
+    let (lamp, hall) = (home.lamp.id().to_owned(), home.hall.id().to_owned());
+    // The CLI: "Betty's lamp" is the lamp's nickname.
+    let out = home.daemon.cli(&[
+        "devices",
+        "expose",
+        &lamp,
+        "--voice",
+        "on",
+        "--voice-name",
+        "betty's   LAMP",
+    ]);
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{said}");
+    assert!(said.contains("must not be the device's nickname"), "{said}");
+    // The API.
+    let r = home.api(
+        "PATCH",
+        &format!("/api/devices/{hall}"),
+        Some(json!({ "voice_name": "HALL  light" })),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("must not be the device's nickname"),
+        "{}",
+        r.text()
+    );
+    // Renaming the nickname onto the voice name is refused too.
+    let out = home
+        .daemon
+        .cli(&["devices", "rename", &lamp, "--nickname", "Reading Lamp"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    // Nothing changed.
+    let list = home.daemon.cli_json(&["devices", "list"]);
+    let of = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(of(&lamp)["voice_name"], "reading lamp");
+    assert_eq!(of(&hall)["voice_name"], "ceiling light");
+    // A voice name of its own is taken.
+    let r = home.api(
+        "PATCH",
+        &format!("/api/devices/{hall}"),
+        Some(json!({ "voice_name": "corridor light" })),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
 }
