@@ -81,6 +81,10 @@ pub enum RelayError {
     Tls(String),
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "turn on two-factor authentication in the dashboard first (Security): the relay cannot be enabled without it, because linking an assistant asks for a two-factor code"
+    )]
+    TwoFactorNeeded,
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -219,19 +223,43 @@ impl Relay {
         &self.config
     }
 
-    /// Starts the listener if the owner left the relay enabled.
+    /// Starts the listener if the owner left the relay enabled, and the
+    /// rule of [`Relay::may_enable`] still holds (a relay enabled by an
+    /// older hearth that did not ask stays off until two-factor is on).
     pub fn resume(self: &Arc<Self>) -> Result<(), RelayError> {
         if self.enabled_setting()? {
-            self.start()?;
+            match self.may_enable() {
+                Ok(()) => self.start()?,
+                Err(RelayError::TwoFactorNeeded) => {
+                    tracing::warn!("the voice relay stays off: no owner has two-factor authentication");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
 
+    /// The one rule for turning the relay on, whichever door asks (the
+    /// dashboard, the CLI, a restart): an owner must have two-factor
+    /// authentication, since linking an assistant asks for a code.
+    pub fn may_enable(&self) -> Result<(), RelayError> {
+        if self
+            .auth
+            .any_owner_has_two_factor()
+            .map_err(|e| RelayError::Internal(e.to_string()))?
+        {
+            Ok(())
+        } else {
+            Err(RelayError::TwoFactorNeeded)
+        }
+    }
+
     /// Turns the relay on or off, remembers it, and audits it. Turning it
-    /// on needs an owner with two-factor authentication.
+    /// on follows [`Relay::may_enable`].
     pub fn set_enabled(self: &Arc<Self>, on: bool, by: Actor) -> Result<Option<SocketAddr>, RelayError> {
         let was_on = self.enabled_setting()?;
         if on {
+            self.may_enable()?;
             self.start()?;
         } else if let Some((stop, _)) = self.running.lock().expect("relay lock").take() {
             stop.cancel();

@@ -766,6 +766,18 @@ impl Auth {
         self.throttle.lock().expect("throttle lock").success(key);
     }
 
+    /// Whether any owner turned on two-factor authentication: the rule
+    /// for enabling the voice relay (`Relay::may_enable`).
+    pub fn any_owner_has_two_factor(&self) -> Result<bool, AuthError> {
+        let owners = self.store().owner_ids()?;
+        for id in owners {
+            if self.totp_of(&id)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Appends to the sealed audit table; a failure is logged, not fatal.
     pub fn audit(&self, e: AuditEvent<'_>) {
         if let Err(error) = self.store().append_audit(&e) {

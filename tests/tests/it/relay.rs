@@ -165,10 +165,20 @@ impl Home {
             voice: ["reading lamp".into(), "ceiling light".into(), "guest lamp".into()],
             seen: Vec::new(),
         };
-        // Before two-factor, the relay cannot be enabled.
+        // Before two-factor, the relay cannot be enabled, through either
+        // door: the dashboard answers 400, the CLI exits 77 (EX_NOPERM),
+        // each saying what to do.
         let r = home.api("POST", "/api/relay/enable", None);
         assert_eq!(r.status, 400, "{}", r.text());
         assert!(r.text().contains("two-factor"));
+        let out = home.daemon.cli(&["relay", "enable"]);
+        let said = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(77), "{said}");
+        assert!(
+            said.contains("turn on two-factor authentication in the dashboard first"),
+            "{said}"
+        );
+        assert_eq!(home.daemon.cli_json(&["relay", "status"])["enabled"], false);
         let secret = home.api("POST", "/api/totp/enroll", None).json()["secret"]
             .as_str()
             .unwrap()
@@ -1104,6 +1114,11 @@ fn the_cli_turns_the_listener_on_and_off_and_a_restart_keeps_it() {
         (v["enabled"].clone(), v["listening"].clone()),
         (json!(false), Value::Null)
     );
+    // The CLI's door keeps the dashboard's rule: two-factor first.
+    let out = daemon.cli(&["relay", "enable"]);
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("two-factor"), "{}", text(&out.stderr));
+    daemon.owner_with_two_factor(OWNER, PASSWORD);
     let v = daemon.cli_json(&["relay", "enable"]);
     assert_eq!(v["enabled"], true);
     let port: u16 = v["listening"]
@@ -1351,6 +1366,7 @@ fn the_privacy_report_counts_what_is_held_and_lists_the_open_listeners() {
     assert_eq!(listener(&r, "voice relay"), 0, "the relay is off");
     assert_eq!(listener(&r, "MQTT over TLS"), 1);
     assert!(r["retention"].as_array().unwrap().len() >= 5);
+    daemon.owner_with_two_factor(OWNER, PASSWORD);
     daemon.cli_json(&["relay", "enable"]);
     let r = daemon.cli_json(&["privacy", "report"]);
     assert_eq!(listener(&r, "voice relay"), 1);
