@@ -545,22 +545,12 @@ pub fn kelvin(mireds: u16) -> u32 {
     (1_000_000 + m / 2) / m
 }
 
+/// The owner's certificate under hearth's one TLS policy
+/// (`broker::front::server_config`: the same versions, suites and order as
+/// the dashboard and MQTT, the server's order enforced).
 fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, RelayError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(cert)
-            .and_then(|i| i.collect())
-            .map_err(|e| RelayError::Tls(format!("{}: {e}", cert.display())))?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| RelayError::Tls(format!("{}: {e}", key.display())))?;
     let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| RelayError::Tls(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|e| RelayError::Tls(e.to_string()))?;
+        crate::broker::front::server_config(cert, key).map_err(|e| RelayError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
