@@ -623,7 +623,7 @@ async function main() {
       assert(listening, 'the Voice section does not say where the relay listens');
       const relay = `http://${listening}`;
       await page.fill(tid('relay-client-name'), 'Test assistant');
-      await page.selectOption(tid('relay-client-assistant'), 'other');
+      await page.selectOption(tid('relay-client-assistant'), 'google');
       await page.fill(tid('relay-client-uris'), REDIRECT);
       await page.click(tid('relay-client-register'));
       await page.locator(tid('relay-client-secret-panel')).waitFor({ timeout: UI_TIMEOUT });

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::{KELVIN_RANGE, Outcome, Relay, VoiceDevice, body_of, kelvin, mireds};
+use super::{Assistant, KELVIN_RANGE, Outcome, Relay, VoiceDevice, body_of, kelvin, mireds};
 use crate::canonical::Command;
 use crate::state::DeviceState;
 use crate::store::DeviceKind;
@@ -246,7 +246,7 @@ pub async fn handle(State(relay): State<Arc<Relay>>, body: Body) -> Response<Bod
         return error(None, "INVALID_DIRECTIVE", "the directive cannot be read", None);
     };
     let token = d.token.clone().unwrap_or_default();
-    let link = match relay.link_of(&token).await {
+    let link = match relay.link_of(&token, Assistant::Alexa).await {
         Ok(Some(link)) => link,
         Ok(None) => {
             return error(

@@ -70,6 +70,25 @@ pub const ACTIONS: [&str; 3] = ["power", "brightness", "color_temp"];
 /// Colour temperatures a command may ask for, in kelvin (153 to 500 mireds).
 pub const KELVIN_RANGE: (u32, u32) = (2000, 6500);
 
+/// The assistant a client was registered for. A link answers only on its
+/// own assistant's route, so a token that leaks from one assistant's cloud
+/// cannot drive the other's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Assistant {
+    Alexa,
+    Google,
+}
+
+impl Assistant {
+    /// The word a client's record keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Assistant::Alexa => "alexa",
+            Assistant::Google => "google",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("the relay could not listen on {addr}: {source}")]
@@ -361,15 +380,28 @@ impl Relay {
         })
     }
 
-    /// The link a bearer access token acts for, if it is live.
-    pub async fn link_of(self: &Arc<Self>, token: &str) -> Result<Option<RelayLink>, StoreError> {
+    /// The link a bearer access token acts for, if it is live and was made
+    /// for `assistant`: another assistant's token is unknown here.
+    pub async fn link_of(
+        self: &Arc<Self>,
+        token: &str,
+        assistant: Assistant,
+    ) -> Result<Option<RelayLink>, StoreError> {
         if token.is_empty() || token.len() > 256 {
             return Ok(None);
         }
         let hash = TokenHash::of(token);
-        self.with_store(move |s| match s.relay_access(&hash)? {
-            Some(link) => s.relay_link(&link),
-            None => Ok(None),
+        self.with_store(move |s| {
+            let Some(id) = s.relay_access(&hash)? else {
+                return Ok(None);
+            };
+            let Some(link) = s.relay_link(&id)? else {
+                return Ok(None);
+            };
+            let bound = s
+                .relay_client(&link.client_id)?
+                .is_some_and(|(c, _)| c.fields.assistant == assistant.as_str());
+            Ok(bound.then_some(link))
         })
         .await
     }

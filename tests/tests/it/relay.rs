@@ -53,8 +53,12 @@ struct Home {
     hall: Device,
     spare: Device,
     camera: Device,
+    /// The client the next consent and token requests use: one of the two
+    /// below.
     client_id: String,
     client_secret: String,
+    /// The registered Alexa and Google clients: (id, secret).
+    clients: HashMap<&'static str, (String, String)>,
     /// Every relay answer, for the leak check.
     seen: Vec<String>,
     /// The voice names of the lamp, the hall light and the spare lamp.
@@ -162,6 +166,7 @@ impl Home {
             camera,
             client_id: String::new(),
             client_secret: String::new(),
+            clients: HashMap::new(),
             voice: ["reading lamp".into(), "ceiling light".into(), "guest lamp".into()],
             seen: Vec::new(),
         };
@@ -205,15 +210,61 @@ impl Home {
         let port: u16 = listening.rsplit(':').next().unwrap().parse().unwrap();
         home.relay = Target::plain(port);
 
+        // A client is for one assistant: its links answer only there.
         let r = home.api(
             "POST",
             "/api/relay/clients",
             Some(json!({ "name": "Test assistant", "assistant": "other", "redirect_uris": [REDIRECT] })),
         );
-        assert_eq!(r.status, 200, "{}", r.text());
-        home.client_id = r.json()["client_id"].as_str().unwrap().to_owned();
-        home.client_secret = r.json()["client_secret"].as_str().unwrap().to_owned();
+        assert_eq!(r.status, 400, "{}", r.text());
+        for assistant in ["alexa", "google"] {
+            let r = home.api(
+                "POST",
+                "/api/relay/clients",
+                Some(
+                    json!({ "name": "Test assistant", "assistant": assistant, "redirect_uris": [REDIRECT] }),
+                ),
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            let v = r.json();
+            home.clients.insert(
+                assistant,
+                (
+                    v["client_id"].as_str().unwrap().to_owned(),
+                    v["client_secret"].as_str().unwrap().to_owned(),
+                ),
+            );
+        }
+        home.client("alexa");
         home
+    }
+
+    /// Consents and tokens from now on are for `assistant`'s client.
+    fn client(&mut self, assistant: &str) {
+        let (id, secret) = self.clients[assistant].clone();
+        self.client_id = id;
+        self.client_secret = secret;
+    }
+
+    /// The whole link for the current client: consent (with `second` as
+    /// the two-factor code), then the code exchanged with PKCE. Returns the
+    /// access and refresh tokens.
+    fn link(&mut self, second: &str, devices: &[&str], actions: &[&str]) -> (String, String) {
+        let (verifier, challenge) = pkce();
+        let location = self.consent(second, devices, actions, Some(&challenge));
+        let code = query_param(&location, "code").unwrap();
+        let r = self.token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let t = r.json();
+        (
+            t["access_token"].as_str().unwrap().to_owned(),
+            t["refresh_token"].as_str().unwrap().to_owned(),
+        )
     }
 
     fn totp_code(&self, steps_ahead: u64) -> String {
@@ -631,8 +682,28 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
     );
     assert_eq!(r.json()["event"]["header"]["name"], "AcceptGrant.Response");
 
-    // Google: SYNC with an opaque agentUserId, QUERY, EXECUTE.
+    // Google links through its own client; each link answers only its
+    // assistant, and the other's token is refused like an invalid one.
+    home.client("google");
+    let second = home.recovery[0].clone();
+    let (gaccess, grefresh) = home.link(&second, &[&lamp_id, &hall_id, &cam_id], &["power", "brightness"]);
     let r = home.google(&access, json!({ "intent": "action.devices.SYNC" }));
+    assert_eq!(r.status, 401, "an Alexa token on /google: {}", r.text());
+    assert_eq!(r.json()["error"], "invalid_token");
+    for (namespace, name, endpoint) in [
+        ("Alexa.Discovery", "Discover", None),
+        ("Alexa.PowerController", "TurnOn", Some(lamp_id.as_str())),
+    ] {
+        let r = home.alexa(namespace, name, &gaccess, endpoint, json!({}));
+        assert_eq!(r["event"]["header"]["name"], "ErrorResponse", "{r}");
+        assert_eq!(
+            r["event"]["payload"]["type"], "INVALID_AUTHORIZATION_CREDENTIAL",
+            "a Google token on /alexa: {r}"
+        );
+    }
+
+    // Google: SYNC with an opaque agentUserId, QUERY, EXECUTE.
+    let r = home.google(&gaccess, json!({ "intent": "action.devices.SYNC" }));
     assert_eq!(r.status, 200, "{}", r.text());
     let sync = r.json();
     let agent = sync["payload"]["agentUserId"].as_str().unwrap().to_owned();
@@ -647,7 +718,7 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
     ids.sort();
     assert_eq!(ids, want.iter().map(String::as_str).collect::<Vec<_>>());
     let r = home.google(
-        &access,
+        &gaccess,
         json!({ "intent": "action.devices.QUERY", "payload": { "devices": [{ "id": lamp_id }, { "id": cam_id }] } }),
     );
     let q = r.json();
@@ -655,7 +726,7 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
     assert_eq!(q["payload"]["devices"][&lamp_id]["status"], "SUCCESS");
     assert_eq!(q["payload"]["devices"][&cam_id]["errorCode"], "deviceNotFound");
     let r = home.google(
-        &access,
+        &gaccess,
         json!({ "intent": "action.devices.EXECUTE", "payload": { "commands": [{
             "devices": [{ "id": lamp_id }, { "id": cam_id }],
             "execution": [{ "command": "action.devices.commands.OnOff", "params": { "on": false } }]
@@ -703,7 +774,7 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let r = home.google(
-        &access,
+        &gaccess,
         json!({ "intent": "action.devices.EXECUTE", "payload": { "commands": [{
             "devices": [{ "id": lamp_id }],
             "execution": [{ "command": "action.devices.commands.OnOff", "params": { "on": true } }]
@@ -711,19 +782,26 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
     );
     assert_eq!(r.json()["payload"]["commands"][0]["errorCode"], "deviceOffline");
 
-    // Every call is counted against the link and audited without secrets.
+    // Every call is counted against its link and audited without secrets.
     let v = home.api("GET", "/api/relay", None).json();
-    let link = &v["links"][0];
-    assert!(link["calls"].as_u64().unwrap() >= 15, "{v}");
+    let links = v["links"].as_array().unwrap();
+    assert_eq!(links.len(), 2, "{v}");
+    let link = links.iter().find(|l| l["id"] == agent.as_str()).unwrap();
+    let alexa_link = links.iter().find(|l| l["id"] != agent.as_str()).unwrap();
+    assert!(link["calls"].as_u64().unwrap() >= 4, "{v}");
+    assert!(alexa_link["calls"].as_u64().unwrap() >= 11, "{v}");
     let link_id = link["id"].as_str().unwrap().to_owned();
-    assert_eq!(link_id, agent, "agentUserId is the link's opaque id");
+    let alexa_link_id = alexa_link["id"].as_str().unwrap().to_owned();
     let privacy = home.api("GET", "/api/privacy", None).json();
     assert!(privacy.to_string().contains(&link_id));
     let audit = home.api("GET", "/api/audit", None).text();
-    assert!(!audit.contains(&access) && !audit.contains(&refresh));
+    for token in [&access, &refresh, &gaccess, &grefresh] {
+        assert!(!audit.contains(token.as_str()));
+    }
 
     // Refresh rotates; the retried old token within the grace window still
     // works once; reusing it after the new one was used revokes the link.
+    let refresh = grefresh;
     let r = home.token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]);
     assert_eq!(r.status, 200, "{}", r.text());
     let t2 = r.json();
@@ -754,7 +832,7 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
     let r = home.token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]);
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"], "invalid_grant");
-    for token in [&access, &access3, &access4] {
+    for token in [&gaccess, &access3, &access4] {
         assert_eq!(
             home.google(token, json!({ "intent": "action.devices.SYNC" }))
                 .status,
@@ -762,9 +840,11 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
         );
     }
     let v = home.api("GET", "/api/relay", None).json();
-    assert!(
-        v["links"].as_array().unwrap().is_empty(),
-        "reuse revoked the link: {v}"
+    let left: Vec<&Value> = v["links"].as_array().unwrap().iter().map(|l| &l["id"]).collect();
+    assert_eq!(
+        left,
+        vec![&json!(alexa_link_id)],
+        "reuse revoked the Google link only: {v}"
     );
     let audit = home.api("GET", "/api/audit", None).text();
     assert!(audit.contains("a refresh token was used again"));
@@ -777,9 +857,11 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
     let store = hearth::daemon::open_or_init(&hearth::store::DataDir::new(dir.data_dir()), None).unwrap();
     let entries = store.audit(10_000).unwrap();
     let calls: Vec<_> = entries.iter().filter(|e| e.event == "relay_calls").collect();
-    assert!(!calls.is_empty() && calls.len() <= 3, "{calls:?}");
+    assert!(!calls.is_empty() && calls.len() <= 6, "{calls:?}");
     assert!(
-        calls.iter().all(|e| e.actor == format!("link {link_id}")),
+        calls
+            .iter()
+            .all(|e| e.actor == format!("link {link_id}") || e.actor == format!("link {alexa_link_id}")),
         "{calls:?}"
     );
     let total: u64 = calls
@@ -926,11 +1008,8 @@ fn the_relay_refuses_what_it_must() {
     ]);
     assert_eq!(r.status, 200, "{}", r.text());
     let access = r.json()["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(
-        home.google(&access, json!({ "intent": "action.devices.SYNC" }))
-            .status,
-        200
-    );
+    let r = home.alexa("Alexa.Discovery", "Discover", &access, None, json!({}));
+    assert_eq!(r["event"]["header"]["name"], "Discover.Response", "{r}");
     let r = home.token(&[
         ("grant_type", "authorization_code"),
         ("code", &code),
@@ -938,11 +1017,10 @@ fn the_relay_refuses_what_it_must() {
         ("code_verifier", &verifier),
     ]);
     assert_eq!(r.status, 400);
+    let r = home.alexa("Alexa.Discovery", "Discover", &access, None, json!({}));
     assert_eq!(
-        home.google(&access, json!({ "intent": "action.devices.SYNC" }))
-            .status,
-        401,
-        "code reuse revoked the link"
+        r["event"]["payload"]["type"], "INVALID_AUTHORIZATION_CREDENTIAL",
+        "code reuse revoked the link: {r}"
     );
 
     // A fresh link for the directive checks.
@@ -1025,10 +1103,8 @@ fn the_relay_refuses_what_it_must() {
         json!({}),
     );
     assert_eq!(r["event"]["payload"]["type"], "NO_SUCH_ENDPOINT");
-    let r = home
-        .google(&access, json!({ "intent": "action.devices.SYNC" }))
-        .json();
-    assert!(!r.to_string().contains(&spare_id), "{r}");
+    let r = home.alexa("Alexa.Discovery", "Discover", &access, None, json!({}));
+    assert_eq!(endpoint_ids(&r), vec![lamp_id.clone()], "{r}");
 
     // A link revoked on the dashboard stops at once; DISCONNECT revokes too.
     let v = home.api("GET", "/api/relay", None).json();
@@ -1039,6 +1115,7 @@ fn the_relay_refuses_what_it_must() {
     assert_eq!(r["event"]["payload"]["type"], "INVALID_AUTHORIZATION_CREDENTIAL");
 
     // The per-token rate limit answers 429 without touching the device.
+    home.client("google");
     let second = home.recovery[4].clone();
     let location = home.consent(&second, &[&lamp_id], &["power"], Some(&challenge));
     let code = query_param(&location, "code").unwrap();
@@ -1210,6 +1287,7 @@ fn lockdown_revokes_sessions_links_and_home_assistant_while_local_control_keeps_
     said(&rt, &mut lamp_said, "connected");
     let (verifier, challenge) = pkce();
     let lamp_id = home.lamp.id().to_owned();
+    home.client("google");
     let second = home.recovery[0].clone();
     let location = home.consent(&second, &[&lamp_id], &["power"], Some(&challenge));
     let code = query_param(&location, "code").unwrap();
@@ -1448,7 +1526,11 @@ fn twenty_canaries_never_reach_the_disk_the_backup_or_the_log() {
     );
     assert!(r.to_string().contains("Response"), "{r}");
     said(&rt, &mut lamp_said, "state ON");
-    let sync = home.google(&access, json!({ "intent": "action.devices.SYNC" }));
+    // Google reaches the same voice name through a link of its own.
+    home.client("google");
+    let second = home.recovery[0].clone();
+    let (gaccess, _) = home.link(&second, &[&lamp_id], &["power"]);
+    let sync = home.google(&gaccess, json!({ "intent": "action.devices.SYNC" }));
     assert_eq!(sync.status, 200);
 
     let pass = home.daemon.home.path("backup-pass");
