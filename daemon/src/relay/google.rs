@@ -63,7 +63,13 @@ fn sync_device(link: &RelayLink, d: &VoiceDevice) -> Value {
         "id": d.id.as_str(),
         "type": kind,
         "traits": traits,
-        "name": { "name": d.voice_name },
+        // Google's SYNC schema requires all three; each is the voice name
+        // alone, since a nickname or room would leave the house.
+        "name": {
+            "defaultNames": [d.voice_name],
+            "name": d.voice_name,
+            "nicknames": [d.voice_name],
+        },
         "willReportState": false,
         "attributes": attributes,
     })

@@ -61,6 +61,11 @@ struct Home {
     clients: HashMap<&'static str, (String, String)>,
     /// Every relay answer, for the leak check.
     seen: Vec<String>,
+    /// Every JSON answer of `/alexa`, for Amazon's schema rules.
+    alexa_answers: Vec<Value>,
+    /// Every 200 answer of `/google`, with the intent it answered, for
+    /// Google's typings.
+    google_answers: Vec<(String, Value)>,
     /// The voice names of the lamp, the hall light and the spare lamp.
     voice: [String; 3],
 }
@@ -167,6 +172,8 @@ impl Home {
             client_id: String::new(),
             client_secret: String::new(),
             clients: HashMap::new(),
+            alexa_answers: Vec::new(),
+            google_answers: Vec::new(),
             voice: ["reading lamp".into(), "ceiling light".into(), "guest lamp".into()],
             seen: Vec::new(),
         };
@@ -267,6 +274,26 @@ impl Home {
         )
     }
 
+    /// Checks every Alexa answer this home received against
+    /// tests/fixtures/alexa (Amazon's rules, python-jsonschema), and every
+    /// Google answer, if it received any, against Google's published
+    /// typings (tsc --strict).
+    fn check_answers(&self) {
+        assert!(
+            !self.alexa_answers.is_empty() || !self.google_answers.is_empty(),
+            "no answer to check"
+        );
+        if !self.alexa_answers.is_empty() {
+            crate::relay_tools::check_alexa(
+                &self.alexa_answers,
+                &self.daemon.home.path("alexa-answers.json"),
+            );
+        }
+        if !self.google_answers.is_empty() {
+            crate::relay_tools::check_google(&self.google_answers, &self.daemon.home.path("google-answers"));
+        }
+    }
+
     fn totp_code(&self, steps_ahead: u64) -> String {
         let step = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -296,9 +323,22 @@ impl Home {
         )
     }
 
-    /// A relay call; its answer is kept for the leak check.
+    /// A relay call; its answer is kept for the leak check, and JSON
+    /// answers of the assistants' routes for the schema checks.
     fn call(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
         let r = self.relay.send(method, path, headers, body);
+        let answer = serde_json::from_slice::<Value>(&r.body).ok();
+        match (method, path, answer) {
+            ("POST", "/alexa", Some(a)) => self.alexa_answers.push(a),
+            ("POST", "/google", Some(a)) if r.status == 200 => {
+                let intent = serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|b| b["inputs"][0]["intent"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                self.google_answers.push((intent, a));
+            }
+            _ => {}
+        }
         let mut all = r.text();
         for (k, v) in &r.headers {
             all.push_str(&format!("\n{k}: {v}"));
@@ -706,6 +746,16 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
     let r = home.google(&gaccess, json!({ "intent": "action.devices.SYNC" }));
     assert_eq!(r.status, 200, "{}", r.text());
     let sync = r.json();
+    // The name is the voice name alone, in each of the three fields
+    // Google's typings require.
+    for d in sync["payload"]["devices"].as_array().unwrap() {
+        let voice = names[d["id"].as_str().unwrap()];
+        assert_eq!(
+            d["name"],
+            json!({ "defaultNames": [voice], "name": voice, "nicknames": [voice] }),
+            "{sync}"
+        );
+    }
     let agent = sync["payload"]["agentUserId"].as_str().unwrap().to_owned();
     assert_eq!(agent.len(), 32);
     assert!(!agent.contains('@'));
@@ -798,6 +848,32 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
     for token in [&access, &refresh, &gaccess, &grefresh] {
         assert!(!audit.contains(token.as_str()));
     }
+
+    // Every Alexa answer so far passes Amazon's schema rules, and every
+    // Google answer Google's typings.
+    for kind in [
+        "Discover.Response",
+        "Response",
+        "StateReport",
+        "ErrorResponse",
+        "AcceptGrant.Response",
+    ] {
+        assert!(
+            home.alexa_answers
+                .iter()
+                .any(|a| a["event"]["header"]["name"] == kind),
+            "no {kind} to check"
+        );
+    }
+    for intent in ["SYNC", "QUERY", "EXECUTE"] {
+        assert!(
+            home.google_answers
+                .iter()
+                .any(|(i, _)| i == &format!("action.devices.{intent}")),
+            "no {intent} answer to check"
+        );
+    }
+    home.check_answers();
 
     // Refresh rotates; the retried old token within the grace window still
     // works once; reusing it after the new one was used revokes the link.
@@ -1159,6 +1235,7 @@ fn the_relay_refuses_what_it_must() {
         std::thread::sleep(Duration::from_millis(50));
     }
     home.leak_check();
+    home.check_answers();
 }
 
 #[test]
@@ -1408,6 +1485,7 @@ fn lockdown_revokes_sessions_links_and_home_assistant_while_local_control_keeps_
             .any(|e| e["actor"] == "cli" && e["detail"].as_str().unwrap().contains("new password required")),
         "{audit}"
     );
+    home.check_answers();
 }
 
 #[test]
@@ -1573,6 +1651,7 @@ fn twenty_canaries_never_reach_the_disk_the_backup_or_the_log() {
     // after it stopped.
     let running = find_canaries(&home.daemon.home.data_dir(), &canaries);
     assert!(running.is_empty(), "found while running: {running:?}");
+    home.check_answers();
     let Home { daemon, .. } = home;
     let dir = daemon.stop_keeping_home();
     let log_running = std::fs::read_to_string(dir.path("daemon.log")).unwrap();
