@@ -1775,6 +1775,125 @@ fn metrics_in_token_mode_need_the_current_token_and_open_nothing_else() {
     assert_eq!(daemon.cli_json(&["lockdown"])["metrics_token_revoked"], false);
 }
 
+/// The relay's counters in `/metrics`: the sum of every
+/// `hearth_relay_connections_refused_total` reason, and each reason.
+fn refused_connections(web: &Target) -> (u64, HashMap<String, u64>) {
+    let metrics = web.send("GET", "/metrics", &[], b"").text();
+    let mut by = HashMap::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("hearth_relay_connections_refused_total{reason=\"") {
+            let (reason, n) = rest.split_once("\"} ").unwrap();
+            by.insert(reason.to_owned(), n.parse::<u64>().unwrap());
+        }
+    }
+    (by.values().sum(), by)
+}
+
+/// 500 connections that send a request line and a Host header, then
+/// nothing, from ten loopback addresses: a valid call still answers within
+/// 100 ms all along, every slow connection is closed by the relay, and each
+/// is counted once, by reason, with counts only.
+#[test]
+fn slow_clients_never_delay_a_valid_call_and_are_closed() {
+    use std::io::{Read, Write};
+    const SLOW: usize = 500;
+    const ADDRESSES: usize = 10;
+    const BOUND: Duration = Duration::from_millis(100);
+    let mut home = Home::new();
+    let lamp_id = home.lamp.id().to_owned();
+    let second = home.recovery[0].clone();
+    let (access, _) = home.link(&second, &[&lamp_id], &["power"]);
+    let port = home.relay.port;
+    let (before, _) = refused_connections(&home.web);
+    let discover = json!({
+        "directive": {
+            "header": { "namespace": "Alexa.Discovery", "name": "Discover", "payloadVersion": "3", "messageId": "m-slow" },
+            "payload": { "scope": { "type": "BearerToken", "token": access } },
+        }
+    })
+    .to_string();
+
+    let mut slowest = (Duration::ZERO, Duration::ZERO);
+    let valid_call = |home: &mut Home, slowest: &mut (Duration, Duration)| {
+        let started = Instant::now();
+        let r = home.relay.send("GET", "/health", &[], b"");
+        let health = started.elapsed();
+        assert_eq!(r.status, 200);
+        let started = Instant::now();
+        let r = home.call("POST", "/alexa", &[], discover.as_bytes());
+        let alexa = started.elapsed();
+        assert_eq!(
+            r.json()["event"]["header"]["name"],
+            "Discover.Response",
+            "{}",
+            r.text()
+        );
+        assert!(
+            health < BOUND && alexa < BOUND,
+            "a valid call took {health:?} (/health) and {alexa:?} (Discover)"
+        );
+        *slowest = (slowest.0.max(health), slowest.1.max(alexa));
+    };
+    let mut slow = Vec::with_capacity(SLOW);
+    for i in 0..SLOW {
+        // 50 in a row from each address: each meets its address's cap,
+        // and together they fill the relay.
+        let source = std::net::IpAddr::from([127, 0, 0, 2 + (i / (SLOW / ADDRESSES)) as u8]);
+        let mut s = crate::http::connect_from(source, port).unwrap();
+        // The relay may already have refused it; a write to a closed
+        // connection is its business, not a failure of this test.
+        let _ = s.write_all(b"POST /alexa HTTP/1.1\r\nHost: relay.invalid\r\n");
+        slow.push(s);
+        if i % 50 == 49 {
+            valid_call(&mut home, &mut slowest);
+        }
+    }
+    valid_call(&mut home, &mut slowest);
+    eprintln!(
+        "slowest valid calls among {SLOW} slow connections: /health {:?}, Discover {:?}",
+        slowest.0, slowest.1
+    );
+
+    // Every slow connection is closed by the relay, within its deadlines.
+    let deadline = Instant::now() + LIMIT;
+    for (i, s) in slow.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "slow connection {i} is still open");
+        s.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                // A refusal answer, if any, is read to the end.
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("slow connection {i} was not closed by the relay: {e}"),
+            }
+        }
+    }
+
+    // Each counted once, by reason; no address or name in the metrics.
+    let deadline = Instant::now() + LIMIT;
+    let by = loop {
+        let (total, by) = refused_connections(&home.web);
+        if total - before == SLOW as u64 {
+            break by;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {SLOW} slow connections counted: {by:?}",
+            total - before
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(by["address_cap"] > 0 && by["evicted_idle"] > 0, "{by:?}");
+    let metrics = home.web.send("GET", "/metrics", &[], b"").text();
+    assert!(!metrics.contains("127.0.0."), "an address is in /metrics");
+    // And the relay still answers.
+    valid_call(&mut home, &mut slowest);
+    home.check_answers();
+}
+
 /// 64 wrong logins sent at once from one address reach the password check
 /// at most five times; the rest are throttled (429) and counted. The same
 /// rule covers the relay's consent login, which uses the same accounts.
