@@ -177,6 +177,23 @@ fn check_name(what: &str, value: &str) -> Result<(), DeviceError> {
     Ok(())
 }
 
+/// Refuses a voice name that is the device's nickname, compared without
+/// case and with runs of white space as one: the voice name is what the
+/// assistants' clouds hear and keep, and the nickname must stay home.
+fn check_voice_name(nickname: Option<&str>, voice_name: Option<&str>) -> Result<(), DeviceError> {
+    let fold = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    if let (Some(n), Some(v)) = (nickname, voice_name)
+        && fold(n) == fold(v)
+    {
+        return Err(DeviceError::Invalid(
+            "the voice name must not be the device's nickname: the assistants' clouds hear and keep \
+             the voice name, so choose one of its own"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The topic base a new device gets when the owner names none.
 fn default_topic(profile: Profile, id: &DeviceId) -> String {
     let id = id.as_str();
@@ -440,6 +457,10 @@ impl Devices {
             if req.room.is_some() {
                 device.fields.room = req.room;
             }
+            check_voice_name(
+                device.fields.nickname.as_deref(),
+                device.fields.voice_name.as_deref(),
+            )?;
             store.update_device(&id, &device.fields)?;
             store.append_audit(&AuditEvent::ok("device_renamed", by, format!("device {id}")))?;
             Ok(id)
@@ -479,6 +500,9 @@ impl Devices {
             }
             if let Some(v) = req.voice_name {
                 f.voice_name = Some(v).filter(|v| !v.is_empty());
+            }
+            if renamed || voice_named {
+                check_voice_name(f.nickname.as_deref(), f.voice_name.as_deref())?;
             }
             if req.expose_voice == Some(true) && crate::canonical::is_sensor(f.kind) {
                 return Err(DeviceError::Invalid(

@@ -43,7 +43,14 @@ pub enum TlsError {
 
 /// Builds the server's TLS configuration: TLS 1.3 and 1.2 only, ECDHE with
 /// AEAD suites only, the server's order enforced. ChaCha20 comes first on
-/// ARM (no AES instructions on a Pi 4), AES-GCM first elsewhere.
+/// ARM (no AES instructions on a Pi 4), AES-GCM first elsewhere. This is
+/// hearth's one TLS policy: the dashboard, MQTT and the voice relay all
+/// build their configuration here.
+///
+/// hearth's own certificates are ECDSA; the relay serves one the owner
+/// supplies, which may be RSA, so the RSA twins of the TLS 1.2 suites
+/// follow the ECDSA ones. rustls offers a TLS 1.2 suite only for the key
+/// type of the certificate, so an ECDSA listener never offers them.
 pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
     let pem_err = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
         path: path.display().to_string(),
@@ -64,6 +71,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
             cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
             cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
             cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
         ]
     } else {
         vec![
@@ -73,6 +83,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
             cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
             cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
             cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
         ]
     };
     let provider = rustls::crypto::CryptoProvider {

@@ -378,6 +378,98 @@ impl Drop for Daemon {
 
 /// The port of the first `key` listener in what `hearth status --json`
 /// printed.
+/// The owner as the dashboard sets one up: the setup code, a password,
+/// then two-factor enrolled and confirmed. The voice relay can be enabled
+/// only once this is done.
+pub struct Owner {
+    pub web: crate::http::Target,
+    pub cookie: String,
+    pub csrf: String,
+    pub totp: hearth::web::totp::TotpSecret,
+    pub recovery: Vec<String>,
+}
+
+impl Owner {
+    /// A dashboard API call as this owner.
+    pub fn api(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> crate::http::Reply {
+        let origin = format!("https://{}", self.web.host());
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.web.send(
+            method,
+            path,
+            &[
+                ("Origin", &origin),
+                ("Cookie", &self.cookie),
+                ("X-CSRF-Token", &self.csrf),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    /// The TOTP code `steps_ahead` steps of 30 s from now.
+    pub fn totp_code(&self, steps_ahead: u64) -> String {
+        let step = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 30;
+        format!(
+            "{:06}",
+            hearth::web::totp::code_at(&self.totp, step + steps_ahead)
+        )
+    }
+}
+
+impl Daemon {
+    /// Sets up the owner `username` with `password` and two-factor on.
+    pub fn owner_with_two_factor(&self, username: &str, password: &str) -> Owner {
+        let web = crate::http::Target::tls(self.web_port(), &self.ca_cert());
+        let code = std::fs::read_to_string(self.home.data_dir().join("setup-code")).unwrap();
+        let origin = format!("https://{}", web.host());
+        let r = web.send(
+            "POST",
+            "/api/setup",
+            &[("Origin", &origin), ("Content-Type", "application/json")],
+            serde_json::json!({ "code": code.trim(), "username": username, "password": password })
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let cookie = r
+            .header("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .unwrap()
+            .to_owned();
+        let csrf = r.json()["csrf"].as_str().unwrap().to_owned();
+        let mut owner = Owner {
+            web,
+            cookie,
+            csrf,
+            totp: hearth::web::totp::TotpSecret::from_bytes(&[0; 20]),
+            recovery: Vec::new(),
+        };
+        let r = owner.api("POST", "/api/totp/enroll", None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let secret = r.json()["secret"].as_str().unwrap().to_owned();
+        owner.totp = hearth::web::totp::TotpSecret::from_base32(&secret).unwrap();
+        let code = owner.totp_code(0);
+        let r = owner.api(
+            "POST",
+            "/api/totp/confirm",
+            Some(serde_json::json!({ "code": code })),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        owner.recovery = r.json()["recovery_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        owner
+    }
+}
+
 pub fn listener_port(status: &serde_json::Value, key: &str) -> u16 {
     let addr = status[key][0].as_str().expect("listener address");
     addr.rsplit(':').next().unwrap().parse().unwrap()
