@@ -133,7 +133,8 @@ pub struct DeviceSummary {
     pub room: Option<String>,
     pub topics: Vec<String>,
     pub online: bool,
-    /// An advert claimed this device's identity from an unknown address.
+    /// An advert claimed this device's identity from an address it was not
+    /// adopted at.
     pub flagged: bool,
     pub model: Option<String>,
     pub voice_name: Option<String>,

@@ -628,7 +628,7 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                     } else {
                         "no"
                     };
-                    // A spoofed advert claimed this device from an unknown address.
+                    // An advert claimed this device from an address it was not adopted at.
                     let status = if d["flagged"].as_bool() == Some(true) {
                         flagged += 1;
                         format!("{}!", s("status"))
@@ -649,7 +649,7 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 if flagged > 0 {
                     println!(
                         "! {flagged} device(s) flagged: an mDNS advert claimed them from an address they were \
-                         never seen at. hearth did not follow it; check the device, then forget and re-adopt it \
+                         not adopted at. hearth did not follow it; check the device, then forget and re-adopt it \
                          if it really moved."
                     );
                 }
