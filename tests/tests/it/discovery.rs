@@ -68,6 +68,11 @@ impl Netns {
         (a, b)
     }
 
+    /// Its name, as `ip netns` knows it (`/var/run/netns/NAME`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// A command run inside the namespace.
     pub fn exec(&self, program: &std::path::Path) -> Command {
         let mut cmd = tool("ip");
