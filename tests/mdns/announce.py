@@ -14,6 +14,9 @@ python-zeroconf has sent them):
     unregister R         responder R says goodbye (TTL 0)
 
 A responder R is a Zeroconf instance of its own, made at its first command.
+A device that comes back after a goodbye is best a new responder: one that
+withdrew a name remembers it for a moment, and its probe then finds the name
+taken (NonUniqueNameException).
 Every responder sends from 127.0.0.1; the address a test gives is only what
 the A record says, which is how each "device" gets its own address on one
 loopback. The process closes every responder on end of input.
