@@ -95,6 +95,19 @@ fn demo_discovers_adopts_and_obeys() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// The demo process, killed if a test panics before it stops it, so that a
+/// failed run leaves nothing running.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Runs `f` on a thread of its own that has entered `ns`'s network
 /// namespace, so the test's own HTTP client reaches the demo's dashboard on
 /// the namespace's loopback.
@@ -122,7 +135,7 @@ fn demo_devices_adopted_by_the_owner_connect() {
     use serde_json::json;
     let ns = Netns::new();
     let home = TestHome::new();
-    let mut child = ns
+    let child = ns
         .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
         .args(["demo", "--leave-pending", "--data-dir"])
         .arg(home.data_dir())
@@ -130,8 +143,9 @@ fn demo_devices_adopted_by_the_owner_connect() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut child = Demo(child);
     let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send((line, Instant::now()));
@@ -296,8 +310,8 @@ fn demo_devices_adopted_by_the_owner_connect() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     expect(&format!("bulb {by_api}: state ON"), Duration::from_secs(10));
 
-    signal(&child, libc::SIGINT);
-    let status = wait_status(&mut child, Duration::from_secs(5));
+    signal(&child.0, libc::SIGINT);
+    let status = wait_status(&mut child.0, Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
 
     // The password adoption issued went to the owner and, in process, to
@@ -325,7 +339,7 @@ fn demo_devices_adopted_by_the_owner_connect() {
 fn demo_without_firmware_leaves_the_device_to_the_owner() {
     let ns = Netns::new();
     let home = TestHome::new();
-    let mut child = ns
+    let child = ns
         .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
         .args(["demo", "--leave-pending", "--no-firmware", "--data-dir"])
         .arg(home.data_dir())
@@ -333,8 +347,9 @@ fn demo_without_firmware_leaves_the_device_to_the_owner() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut child = Demo(child);
     let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
@@ -406,7 +421,7 @@ fn demo_without_firmware_leaves_the_device_to_the_owner() {
     let _ = device.kill();
     let _ = device.wait();
 
-    signal(&child, libc::SIGINT);
-    let status = wait_status(&mut child, Duration::from_secs(5));
+    signal(&child.0, libc::SIGINT);
+    let status = wait_status(&mut child.0, Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
 }
