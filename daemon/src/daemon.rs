@@ -216,6 +216,19 @@ pub async fn run(
     bound: Bound,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    run_with_tap(config, data_dir, store, bound, shutdown, None).await
+}
+
+/// [`run`], with every credential that adoption or rotation issues also
+/// handed to `issued` in process: `hearth demo`'s simulated firmware.
+pub async fn run_with_tap(
+    config: Config,
+    data_dir: DataDir,
+    store: Store,
+    bound: Bound,
+    shutdown: CancellationToken,
+    issued: Option<tokio::sync::mpsc::UnboundedSender<devices::Issued>>,
+) -> Result<(), DaemonError> {
     let started = std::time::Instant::now();
     let supervisor = Supervisor::new(shutdown.clone());
     supervisor::notify::spawn_watchdog(&supervisor);
@@ -294,7 +307,11 @@ pub async fn run(
         port,
         ca_cert: files.ca_cert.clone(),
     };
-    let devices = Arc::new(Devices::new(store.clone(), broker.clone(), endpoint));
+    let devices = Devices::new(store.clone(), broker.clone(), endpoint);
+    let devices = Arc::new(match issued {
+        Some(tap) => devices.with_issued_tap(tap),
+        None => devices,
+    });
     let keys = crate::keys::Rotator::new(store.clone());
     let erased = Arc::new(std::sync::atomic::AtomicBool::new(false));
     keys.resume()

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // hearth's browser tests: the dashboard in headless Debian Chromium, driven
-// by playwright-core, against `hearth demo --leave-pending` and a simulated
-// device (`hearth-sim device`). One command, after the binaries are built:
+// by playwright-core, against `hearth demo --leave-pending --no-firmware`
+// and a simulated device (`hearth-sim device`) this script runs with the
+// provisioning the dashboard shows. One command, after the binaries are
+// built:
 //
 //     cargo build -p hearth -p hearth-tests && node tests/e2e/run.mjs
 //
@@ -322,7 +324,7 @@ async function main() {
     await step('the TOTP helper matches RFC 6238 and RFC 4226', () => selfCheck());
 
     await step('hearth demo serves the dashboard over HTTPS, under its own CA and a strict CSP', async () => {
-      demo = new Proc('demo', HEARTH, ['demo', '--leave-pending', '--data-dir', dataDir], {
+      demo = new Proc('demo', HEARTH, ['demo', '--leave-pending', '--no-firmware', '--data-dir', dataDir], {
         logFile: path.join(ARTIFACTS, 'demo.log'),
         env: { ...process.env, NO_COLOR: '1' },
         echo: VERBOSE,
