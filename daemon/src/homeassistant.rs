@@ -426,9 +426,11 @@ fn components(d: &Device, learnt: Learnt) -> Vec<(&'static str, Map<String, Valu
             } else {
                 "brightness"
             };
-            // The state says which mode it is in. No `color_mode` flag:
-            // Home Assistant 2024.3 and later need none, and 2025 onwards
-            // log an error for every config that still carries it.
+            // The state says which mode it is in. No `color_mode` flag
+            // here: Home Assistant 2024.4 and later need none, and 2025.3
+            // onwards log an error for every config that carries it. Per
+            // component configs, for releases before 2024.11, add it back
+            // (see `configs`): 2024.3 refuses a light without it.
             c.insert("supported_color_modes".into(), json!([mode]));
             out.push(("light", c));
         }
@@ -547,6 +549,9 @@ pub fn configs(exposed: &[(Device, Learnt)], settings: &Settings) -> BTreeMap<St
                     let Some(Value::String(platform)) = c.remove("p") else {
                         continue;
                     };
+                    if c.contains_key("supported_color_modes") {
+                        c.insert("color_mode".into(), json!(true));
+                    }
                     c.insert("device".into(), device_info(d, settings));
                     c.insert("origin".into(), origin());
                     for (k, v) in &shared {
@@ -758,6 +763,25 @@ mod tests {
         assert_eq!(v["dev"]["mdl"], "SimBulb A19");
         assert_eq!(v["dev"]["sw"], "1.2.0");
         assert_eq!(v["cmps"]["light"]["supported_color_modes"], json!(["color_temp"]));
+    }
+
+    /// The `color_mode` flag only where the Home Assistant that reads it
+    /// may need it: per component (2024.3 refuses a light without it), never
+    /// in a device config (2024.11 and later; 2025.3 onwards log an error).
+    #[test]
+    fn the_color_mode_flag_only_in_per_component_light_configs() {
+        let lamp = device(DeviceKind::Bulb, "tasmota");
+        let per_device = configs(&[(lamp.clone(), Learnt::default())], &Settings::default());
+        let v = parse(&per_device[&format!("homeassistant/device/{}/config", lamp.id)]);
+        assert!(v["cmps"]["light"].get("color_mode").is_none(), "{v}");
+        let component = Settings {
+            discovery: DiscoveryMode::Component,
+            ..Settings::default()
+        };
+        let per_component = configs(&[(lamp.clone(), Learnt::default())], &component);
+        let v = parse(&per_component[&format!("homeassistant/light/{}/light/config", lamp.id)]);
+        assert_eq!(v["color_mode"], true, "{v}");
+        assert_eq!(v["supported_color_modes"], json!(["brightness"]));
     }
 
     #[test]
