@@ -304,7 +304,8 @@ pub async fn run(
                 );
             }
         }
-        Err(e) => println!("  voice relay     {e:#}"),
+        // Refused until the owner has two-factor on, as on any hub.
+        Err(e) => println!("  voice relay     off: {e:#}; then turn it on on the dashboard's Voice page"),
     }
     println!(
         "  try             hearth devices list --data-dir {}",

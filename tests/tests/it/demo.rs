@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::discovery::Netns;
-use crate::harness::{TestHome, hearth, run, signal, text, wait_status};
+use crate::harness::{TestHome, hearth, run, set_up_owner, signal, text, wait_status};
 use crate::http::Target;
 
 #[test]
@@ -210,40 +210,22 @@ fn demo_devices_adopted_by_the_owner_connect() {
     // The dashboard's way: the owner account from the setup code, then the
     // Discovered page's adopt, over HTTPS with the session cookie and the
     // CSRF token.
-    let code = std::fs::read_to_string(home.data_dir().join("setup-code")).unwrap();
-    let ca = home.data_dir().join("ca.pem");
+    let data_dir = home.data_dir();
+    let ca = data_dir.join("ca.pem");
     let id = by_api.clone();
     let (adopted_at, password) = in_netns(&ns, move || {
         let web = Target::tls(web_port, &ca);
-        let origin = format!("https://{}", web.host());
-        let r = web.send(
-            "POST",
-            "/api/setup",
-            &[("Origin", &origin), ("Content-Type", "application/json")],
-            json!({ "code": code.trim(), "username": "owner@home.invalid", "password": "a long demo test passphrase" })
-                .to_string()
-                .as_bytes(),
+        let owner = set_up_owner(
+            web,
+            &data_dir,
+            "owner@home.invalid",
+            "a long demo test passphrase",
         );
-        assert_eq!(r.status, 200, "{}", r.text());
-        let cookie = r
-            .header("set-cookie")
-            .and_then(|c| c.split(';').next())
-            .unwrap()
-            .to_owned();
-        let csrf = r.json()["csrf"].as_str().unwrap().to_owned();
         let at = Instant::now();
-        let r = web.send(
+        let r = owner.api(
             "POST",
             &format!("/api/devices/{id}/adopt"),
-            &[
-                ("Origin", &origin),
-                ("Cookie", &cookie),
-                ("X-CSRF-Token", &csrf),
-                ("Content-Type", "application/json"),
-            ],
-            json!({ "nickname": "Porch", "room": "Outside" })
-                .to_string()
-                .as_bytes(),
+            Some(json!({ "nickname": "Porch", "room": "Outside" })),
         );
         assert_eq!(r.status, 200, "{}", r.text());
         let password = r.json()["mqtt"]["password"].as_str().unwrap().to_owned();

@@ -425,48 +425,62 @@ impl Daemon {
     /// Sets up the owner `username` with `password` and two-factor on.
     pub fn owner_with_two_factor(&self, username: &str, password: &str) -> Owner {
         let web = crate::http::Target::tls(self.web_port(), &self.ca_cert());
-        let code = std::fs::read_to_string(self.home.data_dir().join("setup-code")).unwrap();
-        let origin = format!("https://{}", web.host());
-        let r = web.send(
-            "POST",
-            "/api/setup",
-            &[("Origin", &origin), ("Content-Type", "application/json")],
-            serde_json::json!({ "code": code.trim(), "username": username, "password": password })
-                .to_string()
-                .as_bytes(),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        let cookie = r
-            .header("set-cookie")
-            .and_then(|c| c.split(';').next())
-            .unwrap()
-            .to_owned();
-        let csrf = r.json()["csrf"].as_str().unwrap().to_owned();
-        let mut owner = Owner {
-            web,
-            cookie,
-            csrf,
-            totp: hearth::web::totp::TotpSecret::from_bytes(&[0; 20]),
-            recovery: Vec::new(),
-        };
-        let r = owner.api("POST", "/api/totp/enroll", None);
+        let mut owner = set_up_owner(web, &self.home.data_dir(), username, password);
+        owner.enable_two_factor();
+        owner
+    }
+}
+
+/// The owner as the dashboard's setup page makes one, with the one-time
+/// code hearth wrote into `data_dir`: logged in, two-factor not yet on.
+pub fn set_up_owner(web: crate::http::Target, data_dir: &Path, username: &str, password: &str) -> Owner {
+    let code = std::fs::read_to_string(data_dir.join("setup-code")).unwrap();
+    let origin = format!("https://{}", web.host());
+    let r = web.send(
+        "POST",
+        "/api/setup",
+        &[("Origin", &origin), ("Content-Type", "application/json")],
+        serde_json::json!({ "code": code.trim(), "username": username, "password": password })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let csrf = r.json()["csrf"].as_str().unwrap().to_owned();
+    Owner {
+        web,
+        cookie,
+        csrf,
+        totp: hearth::web::totp::TotpSecret::from_bytes(&[0; 20]),
+        recovery: Vec::new(),
+    }
+}
+
+impl Owner {
+    /// Enrols and confirms two-factor, keeping the secret and the recovery
+    /// codes.
+    pub fn enable_two_factor(&mut self) {
+        let r = self.api("POST", "/api/totp/enroll", None);
         assert_eq!(r.status, 200, "{}", r.text());
         let secret = r.json()["secret"].as_str().unwrap().to_owned();
-        owner.totp = hearth::web::totp::TotpSecret::from_base32(&secret).unwrap();
-        let code = owner.totp_code(0);
-        let r = owner.api(
+        self.totp = hearth::web::totp::TotpSecret::from_base32(&secret).unwrap();
+        let code = self.totp_code(0);
+        let r = self.api(
             "POST",
             "/api/totp/confirm",
             Some(serde_json::json!({ "code": code })),
         );
         assert_eq!(r.status, 200, "{}", r.text());
-        owner.recovery = r.json()["recovery_codes"]
+        self.recovery = r.json()["recovery_codes"]
             .as_array()
             .unwrap()
             .iter()
             .map(|c| c.as_str().unwrap().to_owned())
             .collect();
-        owner
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use hearth_tests::{find_canaries, find_in_bytes};
 
-use crate::harness::{Daemon, Device, text};
+use crate::harness::{Daemon, Device, Owner, set_up_owner, text};
 use crate::http::{Reply, Target, form, query_param};
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -43,12 +43,10 @@ fn rt() -> tokio::runtime::Runtime {
 
 struct Home {
     daemon: Daemon,
-    web: Target,
+    /// The owner on the dashboard: its session, two-factor and recovery
+    /// codes.
+    owner: Owner,
     relay: Target,
-    cookie: String,
-    csrf: String,
-    totp: hearth::web::totp::TotpSecret,
-    recovery: Vec<String>,
     lamp: Device,
     hall: Device,
     spare: Device,
@@ -139,32 +137,12 @@ impl Home {
         }
         let web = Target::tls(daemon.web_port(), &daemon.ca_cert());
 
-        // The owner: setup code, password, two-factor.
-        let code = std::fs::read_to_string(daemon.home.data_dir().join("setup-code")).unwrap();
-        let origin = format!("https://{}", web.host());
-        let r = web.send(
-            "POST",
-            "/api/setup",
-            &[("Origin", &origin), ("Content-Type", "application/json")],
-            json!({ "code": code.trim(), "username": OWNER, "password": PASSWORD })
-                .to_string()
-                .as_bytes(),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        let cookie = r
-            .header("set-cookie")
-            .and_then(|c| c.split(';').next())
-            .unwrap()
-            .to_owned();
-        let csrf = r.json()["csrf"].as_str().unwrap().to_owned();
+        // The owner: setup code and password; two-factor comes below.
+        let owner = set_up_owner(web, &daemon.home.data_dir(), OWNER, PASSWORD);
         let mut home = Home {
             daemon,
             relay: Target::plain(0),
-            web,
-            cookie,
-            csrf,
-            totp: hearth::web::totp::TotpSecret::from_bytes(&[0; 20]),
-            recovery: Vec::new(),
+            owner,
             lamp,
             hall,
             spare,
@@ -191,20 +169,7 @@ impl Home {
             "{said}"
         );
         assert_eq!(home.daemon.cli_json(&["relay", "status"])["enabled"], false);
-        let secret = home.api("POST", "/api/totp/enroll", None).json()["secret"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        home.totp = hearth::web::totp::TotpSecret::from_base32(&secret).unwrap();
-        let code = home.totp_code(0);
-        let r = home.api("POST", "/api/totp/confirm", Some(json!({ "code": code })));
-        assert_eq!(r.status, 200, "{}", r.text());
-        home.recovery = r.json()["recovery_codes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_owned())
-            .collect();
+        home.owner.enable_two_factor();
 
         // A disabled relay does not listen.
         let r = home.api("GET", "/api/relay", None).json();
@@ -295,32 +260,12 @@ impl Home {
     }
 
     fn totp_code(&self, steps_ahead: u64) -> String {
-        let step = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            / 30;
-        format!(
-            "{:06}",
-            hearth::web::totp::code_at(&self.totp, step + steps_ahead)
-        )
+        self.owner.totp_code(steps_ahead)
     }
 
     /// A dashboard API call as the logged-in owner.
     fn api(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
-        let origin = format!("https://{}", self.web.host());
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        self.web.send(
-            method,
-            path,
-            &[
-                ("Origin", &origin),
-                ("Cookie", &self.cookie),
-                ("X-CSRF-Token", &self.csrf),
-                ("Content-Type", "application/json"),
-            ],
-            body.as_bytes(),
-        )
+        self.owner.api(method, path, body)
     }
 
     /// A relay call; its answer is kept for the leak check, and JSON
@@ -725,7 +670,7 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
     // Google links through its own client; each link answers only its
     // assistant, and the other's token is refused like an invalid one.
     home.client("google");
-    let second = home.recovery[0].clone();
+    let second = home.owner.recovery[0].clone();
     let (gaccess, grefresh) = home.link(&second, &[&lamp_id, &hall_id, &cam_id], &["power", "brightness"]);
     let r = home.google(&access, json!({ "intent": "action.devices.SYNC" }));
     assert_eq!(r.status, 401, "an Alexa token on /google: {}", r.text());
@@ -1022,7 +967,7 @@ fn the_relay_refuses_what_it_must() {
     assert!(r.text().contains("wrong"));
 
     // A code for the spare lamp (a recovery code as the second factor).
-    let second = home.recovery[0].clone();
+    let second = home.owner.recovery[0].clone();
     let location = home.consent(&second, &[&spare_id], &["power"], Some(&challenge));
     let code = query_param(&location, "code").unwrap();
     // Wrong redirect URI, then a PKCE mismatch: each refused, and a failed
@@ -1044,7 +989,7 @@ fn the_relay_refuses_what_it_must() {
         ("code_verifier", &verifier),
     ]);
     assert_eq!(r.status, 400, "a code that failed once is burnt");
-    let second = home.recovery[1].clone();
+    let second = home.owner.recovery[1].clone();
     let location = home.consent(&second, &[&spare_id], &["power"], Some(&challenge));
     let code = query_param(&location, "code").unwrap();
     let wrong_verifier = "x".repeat(50);
@@ -1059,7 +1004,7 @@ fn the_relay_refuses_what_it_must() {
         (400, json!("invalid_grant"))
     );
     // A wrong client secret.
-    let second = home.recovery[2].clone();
+    let second = home.owner.recovery[2].clone();
     let location = home.consent(&second, &[&lamp_id, &spare_id], &["power"], Some(&challenge));
     let code = query_param(&location, "code").unwrap();
     let secret = std::mem::replace(&mut home.client_secret, "0".repeat(64));
@@ -1100,7 +1045,7 @@ fn the_relay_refuses_what_it_must() {
     );
 
     // A fresh link for the directive checks.
-    let second = home.recovery[3].clone();
+    let second = home.owner.recovery[3].clone();
     let location = home.consent(
         &second,
         &[&lamp_id, &spare_id],
@@ -1192,7 +1137,7 @@ fn the_relay_refuses_what_it_must() {
 
     // The per-token rate limit answers 429 without touching the device.
     home.client("google");
-    let second = home.recovery[4].clone();
+    let second = home.owner.recovery[4].clone();
     let location = home.consent(&second, &[&lamp_id], &["power"], Some(&challenge));
     let code = query_param(&location, "code").unwrap();
     let r = home.token(&[
@@ -1243,7 +1188,7 @@ fn an_authorization_code_dies_after_sixty_seconds() {
     let mut home = Home::new();
     let (verifier, challenge) = pkce();
     let spare = home.spare.id().to_owned();
-    let second = home.recovery[0].clone();
+    let second = home.owner.recovery[0].clone();
     let location = home.consent(&second, &[&spare], &["power"], Some(&challenge));
     let code = query_param(&location, "code").unwrap();
     std::thread::sleep(Duration::from_secs(61));
@@ -1365,7 +1310,7 @@ fn lockdown_revokes_sessions_links_and_home_assistant_while_local_control_keeps_
     let (verifier, challenge) = pkce();
     let lamp_id = home.lamp.id().to_owned();
     home.client("google");
-    let second = home.recovery[0].clone();
+    let second = home.owner.recovery[0].clone();
     let location = home.consent(&second, &[&lamp_id], &["power"], Some(&challenge));
     let code = query_param(&location, "code").unwrap();
     let r = home.token(&[
@@ -1410,22 +1355,22 @@ fn lockdown_revokes_sessions_links_and_home_assistant_while_local_control_keeps_
     said(&rt, &mut lamp_said, "state ON");
 
     // From the dashboard, keeping the caller's session, rotating devices.
-    let origin = format!("https://{}", home.web.host());
-    let r = home.web.send(
+    let origin = format!("https://{}", home.owner.web.host());
+    let r = home.owner.web.send(
         "POST",
         "/api/login",
         &[("Origin", &origin), ("Content-Type", "application/json")],
-        json!({ "username": OWNER, "password": PASSWORD, "code": home.recovery[1] })
+        json!({ "username": OWNER, "password": PASSWORD, "code": home.owner.recovery[1] })
             .to_string()
             .as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    home.cookie = r
+    home.owner.cookie = r
         .header("set-cookie")
         .and_then(|c| c.split(';').next())
         .unwrap()
         .to_owned();
-    home.csrf = r.json()["csrf"].as_str().unwrap().to_owned();
+    home.owner.csrf = r.json()["csrf"].as_str().unwrap().to_owned();
     // The CLI required a new password: until it is chosen, this session
     // may do nothing else.
     assert_eq!(
@@ -1606,7 +1551,7 @@ fn twenty_canaries_never_reach_the_disk_the_backup_or_the_log() {
     said(&rt, &mut lamp_said, "state ON");
     // Google reaches the same voice name through a link of its own.
     home.client("google");
-    let second = home.recovery[0].clone();
+    let second = home.owner.recovery[0].clone();
     let (gaccess, _) = home.link(&second, &[&lamp_id], &["power"]);
     let sync = home.google(&gaccess, json!({ "intent": "action.devices.SYNC" }));
     assert_eq!(sync.status, 200);
@@ -1629,7 +1574,7 @@ fn twenty_canaries_never_reach_the_disk_the_backup_or_the_log() {
 
     // The metrics a scraper on this hub reads: counts that moved, and
     // no canary, no device id and no address.
-    let scrape = home.web.send("GET", "/metrics", &[], b"");
+    let scrape = home.owner.web.send("GET", "/metrics", &[], b"");
     assert_eq!(scrape.status, 200, "{}", scrape.text());
     let metrics = scrape.text();
     for line in [
@@ -1801,10 +1746,10 @@ fn slow_clients_never_delay_a_valid_call_and_are_closed() {
     const BOUND: Duration = Duration::from_millis(100);
     let mut home = Home::new();
     let lamp_id = home.lamp.id().to_owned();
-    let second = home.recovery[0].clone();
+    let second = home.owner.recovery[0].clone();
     let (access, _) = home.link(&second, &[&lamp_id], &["power"]);
     let port = home.relay.port;
-    let (before, _) = refused_connections(&home.web);
+    let (before, _) = refused_connections(&home.owner.web);
     let discover = json!({
         "directive": {
             "header": { "namespace": "Alexa.Discovery", "name": "Discover", "payloadVersion": "3", "messageId": "m-slow" },
@@ -1875,7 +1820,7 @@ fn slow_clients_never_delay_a_valid_call_and_are_closed() {
     // Each counted once, by reason; no address or name in the metrics.
     let deadline = Instant::now() + LIMIT;
     let by = loop {
-        let (total, by) = refused_connections(&home.web);
+        let (total, by) = refused_connections(&home.owner.web);
         if total - before == SLOW as u64 {
             break by;
         }
@@ -1887,7 +1832,7 @@ fn slow_clients_never_delay_a_valid_call_and_are_closed() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(by["address_cap"] > 0 && by["evicted_idle"] > 0, "{by:?}");
-    let metrics = home.web.send("GET", "/metrics", &[], b"").text();
+    let metrics = home.owner.web.send("GET", "/metrics", &[], b"").text();
     assert!(!metrics.contains("127.0.0."), "an address is in /metrics");
     // And the relay still answers.
     valid_call(&mut home, &mut slowest);
@@ -1902,7 +1847,7 @@ fn parallel_wrong_logins_reach_the_password_check_at_most_five_times() {
     const BURST: usize = 64;
     let home = Home::new();
     let metric = |name: &str| -> u64 {
-        let metrics = home.web.send("GET", "/metrics", &[], b"").text();
+        let metrics = home.owner.web.send("GET", "/metrics", &[], b"").text();
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -1932,7 +1877,11 @@ fn parallel_wrong_logins_reach_the_password_check_at_most_five_times() {
         metric("hearth_login_failures_total"),
         metric("hearth_login_throttled_total"),
     );
-    let web = home.web.clone().from(std::net::IpAddr::from([127, 0, 0, 5]));
+    let web = home
+        .owner
+        .web
+        .clone()
+        .from(std::net::IpAddr::from([127, 0, 0, 5]));
     let origin = format!("https://{}", web.host());
     let body =
         json!({ "username": OWNER, "password": "not the password at all", "code": "000000" }).to_string();
@@ -2007,11 +1956,11 @@ fn parallel_wrong_logins_reach_the_password_check_at_most_five_times() {
     let code = home.totp_code(1);
     let deadline = Instant::now() + LIMIT;
     loop {
-        let r = home.web.send(
+        let r = home.owner.web.send(
             "POST",
             "/api/login",
             &[
-                ("Origin", &format!("https://{}", home.web.host())),
+                ("Origin", &format!("https://{}", home.owner.web.host())),
                 ("Content-Type", "application/json"),
             ],
             json!({ "username": OWNER, "password": PASSWORD, "code": code })
