@@ -647,6 +647,10 @@ fn random_delay() -> Duration {
 /// soon as it reads one) and narrowed after removed configs are cleared
 /// (so it still hears the removal), and then its subscriptions are cut to
 /// the narrowed rules. `force` re-publishes every config.
+/// How long new discovery configs wait after old ones were cleared in the
+/// same change, for Home Assistant to finish removing their entities.
+const REMOVAL_SETTLE: Duration = Duration::from_millis(1000);
+
 async fn sync(ha: &HomeAssistant, live: &LiveState, published: &mut BTreeMap<String, String>, force: bool) {
     let enabled = ha.enabled();
     let exposed = if enabled {
@@ -676,13 +680,23 @@ async fn sync(ha: &HomeAssistant, live: &LiveState, published: &mut BTreeMap<Str
         }
         ha.install(wide);
     }
+    // Removed configs are cleared before new ones go out: switching the
+    // discovery format moves every entity to another topic under the same
+    // unique id, and Home Assistant refuses a config whose unique id another
+    // topic still holds ("conflicting MQTT discovery message"), then drops
+    // both. It removes an entity asynchronously, so new topics wait a moment
+    // after a clear.
+    let removed: Vec<&String> = published.keys().filter(|t| !desired.contains_key(*t)).collect();
+    for topic in &removed {
+        publish(&ha.broker, topic, String::new()).await;
+    }
+    if !removed.is_empty() && desired.keys().any(|t| !published.contains_key(t)) {
+        tokio::time::sleep(REMOVAL_SETTLE).await;
+    }
     for (topic, payload) in &desired {
         if force || published.get(topic) != Some(payload) {
             publish(&ha.broker, topic, payload.clone()).await;
         }
-    }
-    for topic in published.keys().filter(|t| !desired.contains_key(*t)) {
-        publish(&ha.broker, topic, String::new()).await;
     }
     if enabled {
         ha.install(rules);

@@ -624,9 +624,37 @@ fn per_component_discovery_for_older_home_assistant() {
 
         let v = daemon.cli_json(&["integrations", "homeassistant", "set", "--discovery", "component"]);
         assert_eq!(v["discovery"], "component");
-        // The device-based config goes, one config per entity comes.
-        ha.until("the device config cleared", &device_topic, <[u8]>::is_empty)
-            .await;
+        // The device-based configs go, then one config per entity comes:
+        // every clear before the first new config, or Home Assistant finds
+        // the unique ids taken and drops both.
+        let cleared = [
+            device_topic.clone(),
+            format!("homeassistant/device/{}/config", plug.id()),
+        ];
+        let (mut clears, mut first_new) = (Vec::new(), None);
+        let deadline = Instant::now() + LIMIT;
+        while clears.len() < cleared.len() || first_new.is_none() {
+            match ha.next(deadline).await {
+                Some(Heard::Message(t, p, _)) if p.is_empty() && cleared.contains(&t) => {
+                    clears.push(Instant::now())
+                }
+                Some(Heard::Message(t, p, _))
+                    if !p.is_empty() && !t.starts_with("homeassistant/device/") && t.ends_with("/config") =>
+                {
+                    first_new.get_or_insert(Instant::now());
+                }
+                Some(Heard::Closed) | None => panic!(
+                    "cleared {} of 2; new config seen: {}",
+                    clears.len(),
+                    first_new.is_some()
+                ),
+                Some(_) => {}
+            }
+        }
+        assert!(
+            clears.iter().all(|c| *c < first_new.unwrap()),
+            "a per-entity config came before the device configs were cleared"
+        );
         let light_topic = format!("homeassistant/light/{}/light/config", lamp.id());
         let light = json(
             &ha.until("the light's config", &light_topic, |p| !p.is_empty())
