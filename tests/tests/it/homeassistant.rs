@@ -907,3 +907,52 @@ fn every_home_assistant_session_is_narrowed_and_cut() {
         assert_eq!(sessions_now(), 0);
     });
 }
+
+/// After a restart, before the devices report, hearth tells Home Assistant
+/// nothing about a plug's or a translated light's state: it once published
+/// a retained `{}`, on which Home Assistant's JSON light fails with
+/// `KeyError: 'state'`. The first report then arrives whole.
+#[test]
+fn a_restart_publishes_no_empty_state() {
+    let daemon = Daemon::start();
+    let plug = add(&daemon, "tasmota", "plug", "Heater");
+    let lamp = add(&daemon, "shelly", "bulb", "Desk lamp");
+    for d in [&plug, &lamp] {
+        expose(&daemon, d, true);
+    }
+    let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let daemon = Daemon::start_in(daemon.stop_keeping_home());
+    let rt = rt();
+    rt.block_on(async {
+        let mut ha = Ha::connect(&daemon, &conn, "ha-after-restart").await;
+        for d in [&plug, &lamp] {
+            ha.subscribe(&format!("hearth/{}/state", d.id())).await;
+        }
+        let quiet_until = Instant::now() + Duration::from_secs(2);
+        while let Some(h) = ha.next(quiet_until).await {
+            if let Heard::Message(t, p, _) = h {
+                assert!(
+                    !t.ends_with("/state") || json(&p).get("state").is_some(),
+                    "{t}: {}",
+                    String::from_utf8_lossy(&p)
+                );
+            }
+        }
+    });
+    let plug = Device({
+        let mut v = plug.0.clone();
+        v["mqtt"]["port"] = daemon.tls_port().into();
+        v
+    });
+    let (mut says, _stop) = start_device(&rt, &plug);
+    rt.block_on(async {
+        said(&mut says, "connected").await;
+        let mut ha = Ha::connect(&daemon, &conn, "ha-after-report").await;
+        let topic = format!("hearth/{}/state", plug.id());
+        ha.subscribe(&topic).await;
+        ha.until("the plug's first report", &topic, |p| {
+            json(p).get("state").is_some()
+        })
+        .await;
+    });
+}
