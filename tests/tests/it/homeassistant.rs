@@ -956,3 +956,53 @@ fn a_restart_publishes_no_empty_state() {
         .await;
     });
 }
+
+/// hearth's generic scheme is the canonical one, and the simulated generic
+/// firmware speaks it as documented: every state message is the whole
+/// state, retained. A doorbell's press comes with its motion (a message
+/// with one key once reset the other in Home Assistant's templates), the
+/// motion is held for the documented 10 s, and a Home Assistant that
+/// connects later reads the state at once instead of `unknown`.
+#[test]
+fn generic_firmware_sends_whole_retained_states() {
+    let daemon = Daemon::start();
+    let bell = add(&daemon, "generic", "doorbell", "Front door");
+    let lamp = add(&daemon, "generic", "bulb", "Desk lamp");
+    for d in [&bell, &lamp] {
+        expose(&daemon, d, true);
+    }
+    let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let rt = rt();
+    let (mut bell_says, _bell) = start_device(&rt, &bell);
+    let (mut lamp_says, _lamp) = start_device(&rt, &lamp);
+    rt.block_on(async {
+        said(&mut lamp_says, "connected").await;
+        said(&mut bell_says, "press").await;
+        let bell_state = format!("hearth/{}/state", bell.id());
+        let lamp_state = format!("hearth/{}/state", lamp.id());
+        // Connecting after the events: the retained states are there.
+        let mut ha = Ha::connect(&daemon, &conn, "ha-late").await;
+        ha.subscribe(&bell_state).await;
+        ha.subscribe(&lamp_state).await;
+        let rang = json(&ha.until("the bell's state", &bell_state, |_| true).await);
+        assert_eq!(ha.retained[&bell_state], true);
+        assert_eq!(rang["motion"], true, "{rang}");
+        assert_eq!(rang["pressed"], true, "{rang}");
+        let lit = json(&ha.until("the lamp's state", &lamp_state, |_| true).await);
+        assert_eq!(ha.retained[&lamp_state], true);
+        assert_eq!(lit["color_mode"], "color_temp", "{lit}");
+        assert!(lit.get("state").is_some(), "{lit}");
+        // Held 10 s, then both clear together.
+        let started = Instant::now();
+        let idle = json(
+            &ha.until("the bell idle", &bell_state, |p| json(p)["motion"] == false)
+                .await,
+        );
+        assert_eq!(idle["pressed"], false, "{idle}");
+        assert!(
+            started.elapsed() > Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}
