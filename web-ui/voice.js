@@ -39,7 +39,6 @@ function registerForm(st, onRegistered, error) {
     { id: selectId, 'data-testid': 'relay-client-assistant' },
     h('option', { value: 'alexa' }, 'Amazon Alexa'),
     h('option', { value: 'google' }, 'Google Home'),
-    h('option', { value: 'other' }, 'Other'),
   );
   const vendor = field('Alexa vendor id or Google project id', { autocomplete: 'off', 'data-testid': 'relay-client-vendor' }, 'Fills in the assistant’s own redirect URIs below.');
   const urisId = uid('relay-uris');

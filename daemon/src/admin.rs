@@ -443,21 +443,27 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 Request::RelayDisable => Some(false),
                 _ => None,
             };
-            let result = tokio::task::spawn_blocking(move || {
+            let result = tokio::task::spawn_blocking(move || -> Result<_, crate::relay::RelayError> {
                 if let Some(on) = on {
-                    relay
-                        .set_enabled(on, Actor::Cli)
-                        .map_err(|e| DeviceError::Invalid(e.to_string()))?;
+                    relay.set_enabled(on, Actor::Cli)?;
                 }
-                let enabled = relay.enabled_setting().map_err(DeviceError::Store)?;
+                let enabled = relay.enabled_setting()?;
                 Ok(serde_json::json!({
                     "enabled": enabled,
                     "listening": relay.listening().map(|a| a.to_string()),
                 }))
             })
-            .await
-            .unwrap_or_else(|e| Err(DeviceError::Internal(e.to_string())));
-            answer(result)
+            .await;
+            use crate::relay::RelayError as E;
+            match result {
+                Ok(Ok(v)) => answer(Ok(v)),
+                // The dashboard's rule (`Relay::may_enable`): a missing
+                // permission, which no configuration can grant.
+                Ok(Err(e @ E::TwoFactorNeeded)) => refusal(&e.to_string(), ExitCode::NoPerm),
+                Ok(Err(E::Store(s))) => answer::<()>(Err(DeviceError::Store(s))),
+                Ok(Err(e)) => answer::<()>(Err(DeviceError::Invalid(e.to_string()))),
+                Err(e) => answer::<()>(Err(DeviceError::Internal(e.to_string()))),
+            }
         }
     }
 }

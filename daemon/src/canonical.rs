@@ -400,6 +400,12 @@ async fn publish(broker: &Broker, id: &DeviceId, p: &mut Published, s: &DeviceSt
     if scheme.native(id) {
         return;
     }
+    // A light or plug whose power is not known yet (after a restart, until
+    // it reports) has no state to tell: Home Assistant's JSON light fails on
+    // a state without `state`, and "unknown" is what it should show.
+    if !is_sensor(scheme.kind) && s.power.is_none() {
+        return;
+    }
     let events = Events {
         motion: p.motion.on(),
         pressed: p.press.on(),

@@ -167,6 +167,26 @@ pub fn open_or_init(data_dir: &DataDir, key_file: Option<&Path>) -> Result<Store
     }
 }
 
+/// The broker address hearth tells Home Assistant and prints: the configured
+/// one; else the address the first listener is bound to, when it is a
+/// specific one (the certificate carries it, see [`certificate_names`], and
+/// nothing else reaches that listener); else the host's mDNS name.
+fn advertised_host(
+    configured: Option<&str>,
+    listener: Option<&std::net::SocketAddr>,
+    hostname: Option<String>,
+) -> String {
+    if let Some(host) = configured {
+        return host.to_owned();
+    }
+    match listener {
+        Some(addr) if !addr.ip().is_unspecified() => addr.ip().to_string(),
+        _ => hostname
+            .map(|h| if h.contains('.') { h } else { format!("{h}.local") })
+            .unwrap_or_else(|| "localhost".into()),
+    }
+}
+
 /// The names the server certificate carries: the host's, plus configured
 /// extra names and any specific address the TLS listeners are bound to.
 fn certificate_names(config: &Config) -> Vec<String> {
@@ -195,6 +215,19 @@ pub async fn run(
     store: Store,
     bound: Bound,
     shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    run_with_tap(config, data_dir, store, bound, shutdown, None).await
+}
+
+/// [`run`], with every credential that adoption or rotation issues also
+/// handed to `issued` in process: `hearth demo`'s simulated firmware.
+pub async fn run_with_tap(
+    config: Config,
+    data_dir: DataDir,
+    store: Store,
+    bound: Bound,
+    shutdown: CancellationToken,
+    issued: Option<tokio::sync::mpsc::UnboundedSender<devices::Issued>>,
 ) -> Result<(), DaemonError> {
     let started = std::time::Instant::now();
     let supervisor = Supervisor::new(shutdown.clone());
@@ -264,18 +297,21 @@ pub async fn run(
         .or(broker.plain_addrs().first())
         .map(|a| a.port())
         .unwrap_or(0);
-    let host = config
-        .mqtt
-        .advertised_host
-        .clone()
-        .or_else(|| pki::hostname().map(|h| if h.contains('.') { h } else { format!("{h}.local") }))
-        .unwrap_or_else(|| "localhost".into());
+    let host = advertised_host(
+        config.mqtt.advertised_host.as_deref(),
+        broker.tls_addrs().first().or(broker.plain_addrs().first()),
+        pki::hostname(),
+    );
     let endpoint = MqttEndpoint {
         host,
         port,
         ca_cert: files.ca_cert.clone(),
     };
-    let devices = Arc::new(Devices::new(store.clone(), broker.clone(), endpoint));
+    let devices = Devices::new(store.clone(), broker.clone(), endpoint);
+    let devices = Arc::new(match issued {
+        Some(tap) => devices.with_issued_tap(tap),
+        None => devices,
+    });
     let keys = crate::keys::Rotator::new(store.clone());
     let erased = Arc::new(std::sync::atomic::AtomicBool::new(false));
     keys.resume()
@@ -507,4 +543,34 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised_host;
+
+    #[test]
+    fn the_advertised_host_is_one_the_listener_and_certificate_serve() {
+        let any = "0.0.0.0:8883".parse().unwrap();
+        let loopback = "127.0.0.1:8883".parse().unwrap();
+        let lan = "192.168.1.5:8883".parse().unwrap();
+        let host = || Some("hub".to_owned());
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a std::net::SocketAddr>,
+            Option<String>,
+            &'a str,
+        );
+        let cases: [Case; 6] = [
+            (Some("hub.example"), Some(&loopback), host(), "hub.example"),
+            (None, Some(&loopback), host(), "127.0.0.1"),
+            (None, Some(&lan), host(), "192.168.1.5"),
+            (None, Some(&any), host(), "hub.local"),
+            (None, Some(&any), Some("hub.lan".into()), "hub.lan"),
+            (None, None, None, "localhost"),
+        ];
+        for (configured, listener, hostname, want) in cases {
+            assert_eq!(advertised_host(configured, listener, hostname), want);
+        }
+    }
 }

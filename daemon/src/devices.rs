@@ -133,7 +133,8 @@ pub struct DeviceSummary {
     pub room: Option<String>,
     pub topics: Vec<String>,
     pub online: bool,
-    /// An advert claimed this device's identity from an unknown address.
+    /// An advert claimed this device's identity from an address it was not
+    /// adopted at.
     pub flagged: bool,
     pub model: Option<String>,
     pub voice_name: Option<String>,
@@ -157,6 +158,17 @@ pub struct Update {
     pub expose_voice: Option<bool>,
 }
 
+/// A credential issued by adoption or rotation, handed in process to
+/// `hearth demo`'s simulated firmware (see [`Devices::with_issued_tap`]).
+/// `Provisioning` redacts its password in `Debug`, so nothing on the way
+/// can print it.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub provisioning: Provisioning,
+    /// Issued by an adoption; otherwise by a rotation.
+    pub adopted: bool,
+}
+
 /// The device operations, over the shared store and the running broker.
 pub struct Devices {
     store: Arc<Mutex<Store>>,
@@ -164,6 +176,9 @@ pub struct Devices {
     endpoint: MqttEndpoint,
     /// Bumped whenever the device list changes, for live views.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Where credentials issued by adoption and rotation also go, in
+    /// process; only `hearth demo` sets one.
+    issued: Option<tokio::sync::mpsc::UnboundedSender<Issued>>,
 }
 
 fn check_name(what: &str, value: &str) -> Result<(), DeviceError> {
@@ -173,6 +188,23 @@ fn check_name(what: &str, value: &str) -> Result<(), DeviceError> {
             "the {what} must be 1 to {MAX_NAME_CHARS} characters, without control characters or \
              leading and trailing spaces"
         )));
+    }
+    Ok(())
+}
+
+/// Refuses a voice name that is the device's nickname, compared without
+/// case and with runs of white space as one: the voice name is what the
+/// assistants' clouds hear and keep, and the nickname must stay home.
+fn check_voice_name(nickname: Option<&str>, voice_name: Option<&str>) -> Result<(), DeviceError> {
+    let fold = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    if let (Some(n), Some(v)) = (nickname, voice_name)
+        && fold(n) == fold(v)
+    {
+        return Err(DeviceError::Invalid(
+            "the voice name must not be the device's nickname: the assistants' clouds hear and keep \
+             the voice name, so choose one of its own"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -237,6 +269,28 @@ impl Devices {
             broker,
             endpoint,
             changes: tokio::sync::watch::Sender::new(0),
+            issued: None,
+        }
+    }
+
+    /// Also hands every credential that an adoption or a rotation issues,
+    /// whoever asked for it (dashboard, API, CLI), to `tap`. `hearth demo`
+    /// uses this so that its simulated devices connect once the owner
+    /// adopts them, with the very credential the owner was shown, without
+    /// the secret ever being written anywhere. The daemon proper never sets
+    /// one.
+    pub fn with_issued_tap(mut self, tap: tokio::sync::mpsc::UnboundedSender<Issued>) -> Devices {
+        self.issued = Some(tap);
+        self
+    }
+
+    fn tap(&self, provisioning: &Provisioning, adopted: bool) {
+        if let Some(tap) = &self.issued {
+            // A demo that stopped listening just misses it.
+            let _ = tap.send(Issued {
+                provisioning: provisioning.clone(),
+                adopted,
+            });
         }
     }
 
@@ -421,6 +475,7 @@ impl Devices {
             .await?;
         let provisioning = self.issue(&device, password, hash)?;
         tracing::info!(device = %device.id, "device adopted");
+        self.tap(&provisioning, true);
         self.changed();
         Ok(provisioning)
     }
@@ -440,6 +495,10 @@ impl Devices {
             if req.room.is_some() {
                 device.fields.room = req.room;
             }
+            check_voice_name(
+                device.fields.nickname.as_deref(),
+                device.fields.voice_name.as_deref(),
+            )?;
             store.update_device(&id, &device.fields)?;
             store.append_audit(&AuditEvent::ok("device_renamed", by, format!("device {id}")))?;
             Ok(id)
@@ -479,6 +538,9 @@ impl Devices {
             }
             if let Some(v) = req.voice_name {
                 f.voice_name = Some(v).filter(|v| !v.is_empty());
+            }
+            if renamed || voice_named {
+                check_voice_name(f.nickname.as_deref(), f.voice_name.as_deref())?;
             }
             if req.expose_voice == Some(true) && crate::canonical::is_sensor(f.kind) {
                 return Err(DeviceError::Invalid(
@@ -695,6 +757,7 @@ impl Devices {
         let provisioning = self.issue(&device, password, hash)?;
         self.broker.kick(id.as_str()).await;
         tracing::info!(device = %id, "device credential rotated");
+        self.tap(&provisioning, false);
         Ok(provisioning)
     }
 }
@@ -732,5 +795,87 @@ fn topics_of(identity: &Identity) -> Vec<String> {
     match &identity.principal {
         Principal::Confined { rules } => rules.iter().map(acl::Rule::filter).collect(),
         Principal::Hub => vec!["#".into()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{Limits, Listeners};
+    use crate::pki::{self, TlsFiles};
+    use crate::store::DataDir;
+
+    /// The in-process tap `hearth demo` uses: an adoption and a rotation
+    /// hand it the very credential the caller got, whoever the caller is; a
+    /// device added by hand does not; and what it carries never prints its
+    /// password.
+    #[tokio::test]
+    async fn the_issued_tap_gets_what_adoption_and_rotation_issue() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("d");
+        let mut store = crate::daemon::open_or_init(&DataDir::new(&data_dir), None).unwrap();
+        pki::ensure(&mut store, &data_dir, &pki::server_names(&[])).unwrap();
+        let pending = store
+            .insert_device(&DeviceFields::new(DeviceKind::Bulb, "esphome"))
+            .unwrap()
+            .id;
+        let files = TlsFiles::in_dir(&data_dir);
+        let broker = Broker::start(
+            Listeners {
+                tls: vec![],
+                plain: vec![],
+            },
+            &files,
+            Limits::default(),
+            Arc::new(Credentials::new()),
+            None,
+        )
+        .await
+        .unwrap();
+        let endpoint = MqttEndpoint {
+            host: "localhost".into(),
+            port: 8883,
+            ca_cert: files.ca_cert.clone(),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let devices =
+            Devices::new(Arc::new(Mutex::new(store)), Arc::new(broker), endpoint).with_issued_tap(tx);
+
+        let adopt = Adopt {
+            id: pending.to_string(),
+            nickname: "Porch".into(),
+            room: None,
+        };
+        let given = devices.adopt(adopt, Actor::Cli).await.unwrap();
+        let issued = rx.try_recv().expect("adoption reaches the tap");
+        assert!(issued.adopted);
+        assert_eq!(issued.provisioning.id, pending);
+        assert_eq!(
+            issued.provisioning.mqtt.password.0.expose(),
+            given.mqtt.password.0.expose()
+        );
+        let printed = format!("{issued:?}");
+        assert!(!printed.contains(given.mqtt.password.0.expose()), "{printed}");
+
+        let rotated = devices.rotate(&pending, Actor::Cli).await.unwrap();
+        let issued = rx.try_recv().expect("rotation reaches the tap");
+        assert!(!issued.adopted);
+        assert_eq!(
+            issued.provisioning.mqtt.password.0.expose(),
+            rotated.mqtt.password.0.expose()
+        );
+
+        let by_hand = AddDevice {
+            profile: Profile::Tasmota,
+            kind: DeviceKind::Plug,
+            nickname: "Kettle".into(),
+            room: None,
+            topic: None,
+        };
+        devices.add(by_hand, Actor::Cli).await.unwrap();
+        assert!(
+            rx.try_recv().is_err(),
+            "a device added by hand has no simulated firmware"
+        );
     }
 }

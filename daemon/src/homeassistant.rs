@@ -426,10 +426,12 @@ fn components(d: &Device, learnt: Learnt) -> Vec<(&'static str, Map<String, Valu
             } else {
                 "brightness"
             };
+            // The state says which mode it is in. No `color_mode` flag
+            // here: Home Assistant 2024.4 and later need none, and 2025.3
+            // onwards log an error for every config that carries it. Per
+            // component configs, for releases before 2024.11, add it back
+            // (see `configs`): 2024.3 refuses a light without it.
             c.insert("supported_color_modes".into(), json!([mode]));
-            // The state says which mode it is in (Home Assistant before
-            // 2024.3 requires the flag with the list; later ones ignore it).
-            c.insert("color_mode".into(), json!(true));
             out.push(("light", c));
         }
         DeviceKind::Plug => {
@@ -547,6 +549,9 @@ pub fn configs(exposed: &[(Device, Learnt)], settings: &Settings) -> BTreeMap<St
                     let Some(Value::String(platform)) = c.remove("p") else {
                         continue;
                     };
+                    if c.contains_key("supported_color_modes") {
+                        c.insert("color_mode".into(), json!(true));
+                    }
                     c.insert("device".into(), device_info(d, settings));
                     c.insert("origin".into(), origin());
                     for (k, v) in &shared {
@@ -642,6 +647,10 @@ fn random_delay() -> Duration {
 /// soon as it reads one) and narrowed after removed configs are cleared
 /// (so it still hears the removal), and then its subscriptions are cut to
 /// the narrowed rules. `force` re-publishes every config.
+/// How long new discovery configs wait after old ones were cleared in the
+/// same change, for Home Assistant to finish removing their entities.
+const REMOVAL_SETTLE: Duration = Duration::from_millis(1000);
+
 async fn sync(ha: &HomeAssistant, live: &LiveState, published: &mut BTreeMap<String, String>, force: bool) {
     let enabled = ha.enabled();
     let exposed = if enabled {
@@ -671,13 +680,23 @@ async fn sync(ha: &HomeAssistant, live: &LiveState, published: &mut BTreeMap<Str
         }
         ha.install(wide);
     }
+    // Removed configs are cleared before new ones go out: switching the
+    // discovery format moves every entity to another topic under the same
+    // unique id, and Home Assistant refuses a config whose unique id another
+    // topic still holds ("conflicting MQTT discovery message"), then drops
+    // both. It removes an entity asynchronously, so new topics wait a moment
+    // after a clear.
+    let removed: Vec<&String> = published.keys().filter(|t| !desired.contains_key(*t)).collect();
+    for topic in &removed {
+        publish(&ha.broker, topic, String::new()).await;
+    }
+    if !removed.is_empty() && desired.keys().any(|t| !published.contains_key(t)) {
+        tokio::time::sleep(REMOVAL_SETTLE).await;
+    }
     for (topic, payload) in &desired {
         if force || published.get(topic) != Some(payload) {
             publish(&ha.broker, topic, payload.clone()).await;
         }
-    }
-    for topic in published.keys().filter(|t| !desired.contains_key(*t)) {
-        publish(&ha.broker, topic, String::new()).await;
     }
     if enabled {
         ha.install(rules);
@@ -744,6 +763,7 @@ mod tests {
         assert_eq!(light["command_topic"], format!("hearth/{}/set", d.id));
         assert_eq!(light["unique_id"], format!("hearth_{}_light", d.id));
         assert_eq!(light["supported_color_modes"], json!(["brightness"]));
+        assert!(light.get("color_mode").is_none(), "{light}");
 
         let shared = Settings {
             share_device_details: true,
@@ -757,6 +777,25 @@ mod tests {
         assert_eq!(v["dev"]["mdl"], "SimBulb A19");
         assert_eq!(v["dev"]["sw"], "1.2.0");
         assert_eq!(v["cmps"]["light"]["supported_color_modes"], json!(["color_temp"]));
+    }
+
+    /// The `color_mode` flag only where the Home Assistant that reads it
+    /// may need it: per component (2024.3 refuses a light without it), never
+    /// in a device config (2024.11 and later; 2025.3 onwards log an error).
+    #[test]
+    fn the_color_mode_flag_only_in_per_component_light_configs() {
+        let lamp = device(DeviceKind::Bulb, "tasmota");
+        let per_device = configs(&[(lamp.clone(), Learnt::default())], &Settings::default());
+        let v = parse(&per_device[&format!("homeassistant/device/{}/config", lamp.id)]);
+        assert!(v["cmps"]["light"].get("color_mode").is_none(), "{v}");
+        let component = Settings {
+            discovery: DiscoveryMode::Component,
+            ..Settings::default()
+        };
+        let per_component = configs(&[(lamp.clone(), Learnt::default())], &component);
+        let v = parse(&per_component[&format!("homeassistant/light/{}/light/config", lamp.id)]);
+        assert_eq!(v["color_mode"], true, "{v}");
+        assert_eq!(v["supported_color_modes"], json!(["brightness"]));
     }
 
     #[test]

@@ -27,6 +27,20 @@ pub struct Counters {
     pub logins: AtomicU64,
     pub login_failures: AtomicU64,
     pub relay_calls: AtomicU64,
+    /// Login attempts (dashboard, relay consent, password re-entry) refused
+    /// by the throttle before any password was checked.
+    pub login_throttled: AtomicU64,
+    /// Relay connections refused at once: their address's cap was reached.
+    pub relay_refused_address: AtomicU64,
+    /// Relay connections refused at once: the relay was full of requests.
+    pub relay_refused_full: AtomicU64,
+    /// Relay connections closed to make room while they had not sent a
+    /// request.
+    pub relay_evicted: AtomicU64,
+    /// Relay connections that ended before a whole request head: the
+    /// header or first-request deadline passed, the TLS handshake failed,
+    /// or the client left.
+    pub relay_no_request: AtomicU64,
 }
 
 impl Counters {
@@ -154,6 +168,35 @@ impl Metrics {
             "hearth_login_failures_total",
             c.login_failures.load(Ordering::Relaxed),
         );
+        family(
+            &mut out,
+            "hearth_login_throttled_total",
+            "counter",
+            "Login attempts refused by the throttle before any password check.",
+        );
+        sample(
+            &mut out,
+            "hearth_login_throttled_total",
+            c.login_throttled.load(Ordering::Relaxed),
+        );
+        family(
+            &mut out,
+            "hearth_relay_connections_refused_total",
+            "counter",
+            "Relay connections refused or closed before a request: over the per-address cap, the relay full, evicted while idle to make room, or ended without a request (a deadline passed, the handshake failed, or the client left).",
+        );
+        for (why, n) in [
+            ("address_cap", &c.relay_refused_address),
+            ("full", &c.relay_refused_full),
+            ("evicted_idle", &c.relay_evicted),
+            ("no_request", &c.relay_no_request),
+        ] {
+            let _ = writeln!(
+                out,
+                "hearth_relay_connections_refused_total{{reason=\"{why}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         family(
             &mut out,
             "hearth_relay_calls_total",

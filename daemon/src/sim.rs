@@ -328,7 +328,7 @@ fn report(profile: Profile, base: &str, light: Light, dimmable: bool, at_connect
         Profile::Generic if dimmable => (
             format!("hearth/{base}/state"),
             format!(
-                r#"{{"state":"{state}","brightness":{},"color_temp":{color_temp}}}"#,
+                r#"{{"state":"{state}","brightness":{},"color_temp":{color_temp},"color_mode":"color_temp"}}"#,
                 vendor::to_255(brightness)
             ),
         ),
@@ -346,8 +346,16 @@ const MOTION_LASTS: Duration = Duration::from_secs(3);
 /// says motion is seen, and the one that says it has passed (the topics
 /// `vendor::parse_state` reads). Tasmota and Shelly have no motion topic of
 /// their own there.
-fn motion_event(profile: Profile, base: &str) -> Option<(String, &'static str, &'static str)> {
+fn motion_event(profile: Profile, kind: &str, base: &str) -> Option<(String, &'static str, &'static str)> {
     match profile {
+        // hearth's generic scheme is the canonical one: each state message
+        // is the whole state, so a doorbell's press and its motion travel
+        // together (a message with one key would reset the other).
+        Profile::Generic if kind == "doorbell" => Some((
+            format!("hearth/{base}/state"),
+            r#"{"online":true,"motion":true,"pressed":true}"#,
+            r#"{"online":true,"motion":false,"pressed":false}"#,
+        )),
         Profile::Generic => Some((
             format!("hearth/{base}/state"),
             r#"{"online":true,"motion":true}"#,
@@ -362,11 +370,8 @@ fn motion_event(profile: Profile, base: &str) -> Option<(String, &'static str, &
 /// pressed and released.
 fn press_event(profile: Profile, base: &str) -> Option<(String, &'static str, &'static str)> {
     match profile {
-        Profile::Generic => Some((
-            format!("hearth/{base}/state"),
-            r#"{"online":true,"pressed":true}"#,
-            r#"{"online":true,"pressed":false}"#,
-        )),
+        // Sent with the motion, in one whole state (see `motion_event`).
+        Profile::Generic => None,
         Profile::Esphome => Some((format!("{base}/binary_sensor/button/state"), "ON", "OFF")),
         Profile::Tasmota | Profile::Shelly => None,
     }
@@ -476,9 +481,21 @@ pub async fn device(
     let base = base_of(&p, profile);
     let camera = matches!(kind, "camera" | "doorbell");
     let motion = if camera {
-        motion_event(profile, &base)
+        motion_event(profile, kind, &base)
     } else {
         None
+    };
+    // hearth's generic scheme is the canonical one: state retained, and an
+    // event held as long as hearth holds one for a translated device.
+    let retain_state = profile == Profile::Generic;
+    let idle_sensor = motion
+        .as_ref()
+        .filter(|_| profile == Profile::Generic)
+        .map(|(topic, _, idle)| (topic.clone(), (*idle).to_owned()));
+    let motion_lasts = if profile == Profile::Generic {
+        crate::canonical::EVENT_HOLD
+    } else {
+        MOTION_LASTS
     };
     let m = &p["mqtt"];
     let pem = std::fs::read(m["ca_cert"].as_str().expect("ca_cert")).expect("read CA");
@@ -532,9 +549,13 @@ pub async fn device(
                         .publish(&lwt, QoS::AtLeastOnce, true, online)
                         .await
                         .expect("online");
-                    let (topic, payload) = report(profile, &base, light, dimmable, true);
+                    // A generic camera's or doorbell's state is its sensors',
+                    // idle at first.
+                    let (topic, payload) = idle_sensor
+                        .clone()
+                        .unwrap_or_else(|| report(profile, &base, light, dimmable, true));
                     client
-                        .publish(topic, QoS::AtLeastOnce, false, payload)
+                        .publish(topic, QoS::AtLeastOnce, retain_state, payload)
                         .await
                         .expect("report");
                     // A generic camera keeps its latest snapshot retained.
@@ -558,7 +579,7 @@ pub async fn device(
                     let next = c.obey(light);
                     let (topic, payload) = report(profile, &base, next, dimmable, false);
                     client
-                        .publish(topic, QoS::AtLeastOnce, false, payload)
+                        .publish(topic, QoS::AtLeastOnce, retain_state, payload)
                         .await
                         .expect("report");
                     if c.power.is_some() || next.on != light.on {
@@ -607,7 +628,7 @@ pub async fn device(
                     break;
                 }
                 client
-                    .publish(&topic, QoS::AtLeastOnce, false, seen)
+                    .publish(&topic, QoS::AtLeastOnce, retain_state, seen)
                     .await
                     .expect("motion");
                 report_line("motion");
@@ -618,13 +639,15 @@ pub async fn device(
                         .publish(topic, QoS::AtLeastOnce, false, *pressed)
                         .await
                         .expect("press");
+                }
+                if kind == "doorbell" && (press.is_some() || profile == Profile::Generic) {
                     report_line("press");
                 }
                 // A sensor says when the event has passed, too.
-                tokio::time::sleep(MOTION_LASTS).await;
+                tokio::time::sleep(motion_lasts).await;
                 if connected.load(std::sync::atomic::Ordering::SeqCst) {
                     client
-                        .publish(&topic, QoS::AtLeastOnce, false, passed)
+                        .publish(&topic, QoS::AtLeastOnce, retain_state, passed)
                         .await
                         .expect("motion passed");
                     if let Some((topic, _, released)) = &press {
@@ -743,7 +766,7 @@ mod tests {
             assert_eq!(u.online, Some(true), "{profile}");
             let u = parse_state(profile, "b1", &lwt, offline.as_bytes()).expect("offline");
             assert_eq!(u.online, Some(false), "{profile}");
-            if let Some((topic, seen, passed)) = motion_event(profile, "b1") {
+            if let Some((topic, seen, passed)) = motion_event(profile, "camera", "b1") {
                 let u = parse_state(profile, "b1", &topic, seen.as_bytes()).expect("motion");
                 assert!(u.motion, "{profile}");
                 let passed = parse_state(profile, "b1", &topic, passed.as_bytes());
@@ -752,7 +775,7 @@ mod tests {
         }
         // The simulated home's cameras and doorbell are adopted with the
         // generic scheme, which has a motion topic.
-        assert!(motion_event(Profile::Generic, "b1").is_some());
+        assert!(motion_event(Profile::Generic, "camera", "b1").is_some());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // hearth's browser tests: the dashboard in headless Debian Chromium, driven
-// by playwright-core, against `hearth demo --leave-pending` and a simulated
-// device (`hearth-sim device`). One command, after the binaries are built:
+// by playwright-core, against `hearth demo --leave-pending --no-firmware`
+// and a simulated device (`hearth-sim device`) this script runs with the
+// provisioning the dashboard shows. One command, after the binaries are
+// built:
 //
 //     cargo build -p hearth -p hearth-tests && node tests/e2e/run.mjs
 //
@@ -322,7 +324,7 @@ async function main() {
     await step('the TOTP helper matches RFC 6238 and RFC 4226', () => selfCheck());
 
     await step('hearth demo serves the dashboard over HTTPS, under its own CA and a strict CSP', async () => {
-      demo = new Proc('demo', HEARTH, ['demo', '--leave-pending', '--data-dir', dataDir], {
+      demo = new Proc('demo', HEARTH, ['demo', '--leave-pending', '--no-firmware', '--data-dir', dataDir], {
         logFile: path.join(ARTIFACTS, 'demo.log'),
         env: { ...process.env, NO_COLOR: '1' },
         echo: VERBOSE,
@@ -613,10 +615,9 @@ async function main() {
 
       // Enable the relay and register an assistant; its secret is shown once.
       await goto(page, '#/integrations', 'Integrations');
-      // hearth demo turns the relay on at start, on loopback; turn it off
-      // and on again as an owner would.
-      await page.locator(`${tid('relay-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
-      await page.click(tid('relay-disable'));
+      // hearth demo asks for the relay at start, before any owner has
+      // two-factor authentication, so it is refused and stays off; the
+      // owner, with two-factor on by now, turns it on here.
       await page.locator(`${tid('relay-status')}[data-state="off"]`).waitFor({ timeout: UI_TIMEOUT });
       await page.click(tid('relay-enable'));
       await page.locator(`${tid('relay-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
@@ -624,7 +625,7 @@ async function main() {
       assert(listening, 'the Voice section does not say where the relay listens');
       const relay = `http://${listening}`;
       await page.fill(tid('relay-client-name'), 'Test assistant');
-      await page.selectOption(tid('relay-client-assistant'), 'other');
+      await page.selectOption(tid('relay-client-assistant'), 'google');
       await page.fill(tid('relay-client-uris'), REDIRECT);
       await page.click(tid('relay-client-register'));
       await page.locator(tid('relay-client-secret-panel')).waitFor({ timeout: UI_TIMEOUT });

@@ -13,7 +13,9 @@ the way that release documents it: the shared options (availability, origin,
 device, state and command topics, qos, encoding) are merged into each
 component, `p` names its platform, and each is then checked like a
 per-entity config. The Home Assistant installed here (see requirements.txt)
-predates device-based discovery, so its wrapper is checked by these rules,
+predates device-based discovery, so its wrapper is checked by these rules
+(a light component must not carry the `color_mode` flag, which 2024.3 still
+requires and later releases refuse),
 and its components by Home Assistant's own schemas.
 
 Prints one line per config and exits 1 if any is refused.
@@ -93,6 +95,14 @@ def split_device(config):
         if platform is None:
             raise ValueError(f"component {object_id} has no platform")
         merged = {**shared, **component}
+        # Device configs are read by 2024.11 and later, where a JSON light's
+        # `color_mode` flag is no longer needed (gone since 2024.4, an error
+        # since 2025.3), so hearth leaves it out; the 2024.3 schema checking
+        # the component here still requires it beside supported_color_modes.
+        if platform == "light" and "supported_color_modes" in merged:
+            if "color_mode" in merged:
+                raise ValueError("a device config's light carries the removed color_mode flag")
+            merged["color_mode"] = True
         merged["device"] = config["device"]
         merged["origin"] = config["origin"]
         yield object_id, platform, merged

@@ -43,7 +43,14 @@ pub enum TlsError {
 
 /// Builds the server's TLS configuration: TLS 1.3 and 1.2 only, ECDHE with
 /// AEAD suites only, the server's order enforced. ChaCha20 comes first on
-/// ARM (no AES instructions on a Pi 4), AES-GCM first elsewhere.
+/// ARM (no AES instructions on a Pi 4), AES-GCM first elsewhere. This is
+/// hearth's one TLS policy: the dashboard, MQTT and the voice relay all
+/// build their configuration here.
+///
+/// hearth's own certificates are ECDSA; the relay serves one the owner
+/// supplies, which may be RSA, so the RSA twins of the TLS 1.2 suites
+/// follow the ECDSA ones. rustls offers a TLS 1.2 suite only for the key
+/// type of the certificate, so an ECDSA listener never offers them.
 pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
     let pem_err = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
         path: path.display().to_string(),
@@ -64,6 +71,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
             cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
             cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
             cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
         ]
     } else {
         vec![
@@ -73,6 +83,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> 
             cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
             cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
             cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
         ]
     };
     let provider = rustls::crypto::CryptoProvider {
@@ -263,6 +276,7 @@ async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
     // still runs: the broker crate waits without limit on a CONNECT that
     // parses but never completes.
     let mut answered = false;
+    let mut framer = Framer::default();
     loop {
         tokio::select! {
             read = client.read(&mut inbound) => {
@@ -275,18 +289,94 @@ async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
                     return Spliced::Closed;
                 }
             }
-            read = upstream.read(&mut outbound) => {
+            read = upstream.read(&mut outbound[framer.carried()..]) => {
                 let n = match read {
                     Ok(0) | Err(_) => return Spliced::Closed,
                     Ok(n) => n,
                 };
                 answered = true;
-                if client.write_all(&outbound[..n]).await.is_err() || client.flush().await.is_err() {
-                    return Spliced::Closed;
+                let filled = framer.carried() + n;
+                // Each packet (or each piece of a packet larger than the
+                // buffer) is written and flushed on its own: one TLS record
+                // never holds the end of one packet and the start of another.
+                let mut at = 0;
+                loop {
+                    match framer.piece(&outbound[at..filled]) {
+                        Piece::Write(len) => {
+                            let bytes = &outbound[at..at + len];
+                            if client.write_all(bytes).await.is_err() || client.flush().await.is_err() {
+                                return Spliced::Closed;
+                            }
+                            at += len;
+                        }
+                        Piece::NeedMore => break,
+                        Piece::Malformed => return Spliced::Closed,
+                    }
                 }
+                // A fixed header cut by the read waits at the buffer's start.
+                outbound.copy_within(at..filled, 0);
+                framer.carry(filled - at);
             }
             _ = tokio::time::sleep_until(connack_deadline), if !answered => return Spliced::Unanswered,
         }
+    }
+}
+
+/// Finds MQTT packet boundaries in the broker's byte stream.
+#[derive(Debug, Default)]
+struct Framer {
+    /// Bytes of the current packet not yet written.
+    left: usize,
+    /// Bytes of an incomplete fixed header kept at the buffer's start.
+    carried: usize,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Piece {
+    /// Write this many bytes from the start of the slice on their own.
+    Write(usize),
+    /// The slice is empty, or holds only part of a fixed header.
+    NeedMore,
+    /// A remaining length of more than 4 bytes: not MQTT.
+    Malformed,
+}
+
+impl Framer {
+    fn carried(&self) -> usize {
+        self.carried
+    }
+
+    fn carry(&mut self, n: usize) {
+        self.carried = n;
+    }
+
+    /// The next piece of `buf` to write on its own: up to the end of the
+    /// current packet, or all of `buf` when the packet goes on beyond it.
+    fn piece(&mut self, buf: &[u8]) -> Piece {
+        if buf.is_empty() {
+            return Piece::NeedMore;
+        }
+        if self.left == 0 {
+            let mut remaining = 0usize;
+            let mut header = None;
+            for i in 1..5 {
+                let Some(&b) = buf.get(i) else {
+                    return Piece::NeedMore;
+                };
+                remaining |= usize::from(b & 0x7f) << (7 * (i - 1));
+                if b & 0x80 == 0 {
+                    header = Some(i + 1);
+                    break;
+                }
+            }
+            let Some(header) = header else {
+                return Piece::Malformed;
+            };
+            self.left = header + remaining;
+        }
+        let len = self.left.min(buf.len());
+        self.left -= len;
+        Piece::Write(len)
     }
 }
 
@@ -435,6 +525,28 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
         let idle = tokio::time::timeout(Duration::from_millis(500), splice(client, -1, upstream, deadline));
         assert!(idle.await.is_err(), "an answered connection was cut");
+    }
+
+    #[test]
+    fn framer_splits_at_packet_boundaries() {
+        let mut f = Framer::default();
+        // A CONNACK, a PUBLISH and a PINGRESP in one read.
+        let read = [0x20, 2, 0, 0, 0x30, 3, 0, 1, b'a', 0xd0, 0];
+        assert_eq!(f.piece(&read), Piece::Write(4));
+        assert_eq!(f.piece(&read[4..]), Piece::Write(5));
+        assert_eq!(f.piece(&read[9..]), Piece::Write(2));
+        assert_eq!(f.piece(&read[11..]), Piece::NeedMore);
+        // A packet larger than one read goes out in pieces that end exactly
+        // at its end; the next packet starts a new piece.
+        let mut big = vec![0x30, 0x90, 0x01]; // remaining length 144
+        big.extend(std::iter::repeat_n(7, 144));
+        big.extend([0xd0, 0]);
+        assert_eq!(f.piece(&big[..100]), Piece::Write(100));
+        assert_eq!(f.piece(&big[100..]), Piece::Write(47));
+        assert_eq!(f.piece(&big[147..]), Piece::Write(2));
+        // A fixed header cut in the middle needs more bytes.
+        assert_eq!(f.piece(&[0x30, 0x90]), Piece::NeedMore);
+        assert_eq!(f.piece(&[0x30, 0xff, 0xff, 0xff, 0xff]), Piece::Malformed);
     }
 
     #[test]

@@ -3,19 +3,32 @@
 //!
 //! The simulated devices are announced on loopback only, never on a LAN;
 //! they are discovered over mDNS and adopted through the admin socket, as the
-//! owner would, and then connect over TLS with their own credentials.
+//! owner would (or, with `--leave-pending`, by the owner on the dashboard,
+//! the CLI or the API), and then connect over TLS with their own
+//! credentials, which reach the simulated firmware in process.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Request};
 use crate::config::Config;
-use crate::devices::Adopt;
+use crate::devices::{Adopt, Issued};
 use crate::sim;
 use crate::store::DataDir;
+
+/// How the demo runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Adopt nothing: the owner adopts.
+    pub leave_pending: bool,
+    /// Run the simulated firmware of each adopted device.
+    pub firmware: bool,
+}
 
 /// Loopback listeners on free ports, discovery on loopback.
 pub fn config() -> anyhow::Result<Config> {
@@ -55,6 +68,20 @@ fn name_for(profile: &str, kind: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// A voice name of each demo device's own, holding neither its nickname
+/// nor its room: what a voice assistant's cloud hears must not describe
+/// the home.
+fn voice_name_for(profile: &str, kind: &str) -> &'static str {
+    match (profile, kind) {
+        ("homekit", "bulb") => "sofa lamp",
+        ("esphome", "bulb") => "welcome light",
+        ("shelly", "bulb") => "night light",
+        ("tasmota", "bulb") => "counter light",
+        ("shelly", "plug") => "espresso",
+        _ => "spare switch",
+    }
+}
+
 fn adopt_id(provisioning: &serde_json::Value) -> String {
     provisioning["id"].as_str().unwrap_or("").to_owned()
 }
@@ -64,7 +91,70 @@ async fn request(dir: &Path, req: Request) -> anyhow::Result<serde_json::Value> 
     Ok(tokio::task::spawn_blocking(move || admin::request(&dir, &req)).await??)
 }
 
-pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) -> anyhow::Result<()> {
+/// The simulated home's firmware: a device starts once it is adopted, by
+/// whichever path, with the credential that adoption issued, handed over
+/// in process by the daemon (`Devices::with_issued_tap`). A rotated
+/// credential restarts it with the new one. Only adoptions start firmware:
+/// discovery here is on loopback, where only the simulated home announces,
+/// so every adoptable device is one of it, while a device added by hand
+/// has no simulated firmware. Nothing starts before `ready`, so the
+/// devices' lines follow the demo's summary.
+async fn firmware(
+    mut issued: UnboundedReceiver<Issued>,
+    labels: HashMap<String, String>,
+    ready: tokio::sync::oneshot::Receiver<()>,
+    token: CancellationToken,
+) {
+    tokio::select! {
+        _ = token.cancelled() => return,
+        _ = ready => {}
+    }
+    let mut running: HashMap<String, CancellationToken> = HashMap::new();
+    loop {
+        let Issued {
+            provisioning,
+            adopted,
+        } = tokio::select! {
+            _ = token.cancelled() => return,
+            next = issued.recv() => match next {
+                Some(i) => i,
+                None => return,
+            },
+        };
+        let id = provisioning.id.to_string();
+        if !adopted && !running.contains_key(&id) {
+            continue;
+        }
+        let stop = token.child_token();
+        if let Some(old) = running.insert(id.clone(), stop.clone()) {
+            old.cancel();
+        }
+        // The owner's names are theirs: a device the owner adopted is
+        // shown by kind and id.
+        let label = labels
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("{} {id}", provisioning.kind.as_str()));
+        let Ok(p) = serde_json::to_value(&provisioning) else {
+            continue;
+        };
+        tokio::spawn(sim::device(
+            p,
+            "127.0.0.1".into(),
+            stop.cancelled_owned(),
+            move |line| {
+                sim::say(&format!("  {label}: {line}"));
+            },
+        ));
+    }
+}
+
+pub async fn run(
+    dir: PathBuf,
+    token: CancellationToken,
+    leave_pending: bool,
+    issued: Option<UnboundedReceiver<Issued>>,
+) -> anyhow::Result<()> {
     // The daemon is up once its admin socket answers.
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -103,6 +193,23 @@ pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) ->
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // The demo names what it adopts itself; what the owner adopts goes by
+    // kind and id.
+    let labels = pending
+        .iter()
+        .filter(|_| !leave_pending)
+        .map(|d| {
+            let (nickname, _) = name_for(
+                d["profile"].as_str().unwrap_or(""),
+                d["kind"].as_str().unwrap_or(""),
+            );
+            (d["id"].as_str().unwrap_or("").to_owned(), nickname.to_owned())
+        })
+        .collect();
+    let (ready, firmware_ready) = tokio::sync::oneshot::channel();
+    if let Some(issued) = issued {
+        tokio::spawn(firmware(issued, labels, firmware_ready, token.clone()));
+    }
     let mut adopted = Vec::new();
     if leave_pending {
         println!(
@@ -142,7 +249,7 @@ pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) ->
             id: adopt_id(&provisioning),
             homeassistant: Some(true),
             voice: Some(voice),
-            voice_name: voice.then(|| format!("{room} {kind}").replace('_', " ")),
+            voice_name: voice.then(|| voice_name_for(profile, kind).to_owned()),
         };
         request(&dir, Request::DevicesExpose(expose)).await?;
         adopted.push((nickname, provisioning));
@@ -160,13 +267,6 @@ pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) ->
     };
     // The voice relay on loopback, as it would sit behind a tunnel.
     let relay = request(&dir, Request::RelayEnable).await;
-    // Each simulated device connects with the credential it was just given.
-    for (label, provisioning) in adopted {
-        let stop = token.clone().cancelled_owned();
-        tokio::spawn(sim::device(provisioning, "127.0.0.1".into(), stop, move |line| {
-            sim::say(&format!("  {label}: {line}"));
-        }));
-    }
     let tls = status["mqtt_tls"][0].as_str().unwrap_or("?");
     println!("hearth demo is running.");
     println!("  data directory  {}", dir.display());
@@ -204,7 +304,8 @@ pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) ->
                 );
             }
         }
-        Err(e) => println!("  voice relay     {e:#}"),
+        // Refused until the owner has two-factor on, as on any hub.
+        Err(e) => println!("  voice relay     off: {e:#}; then turn it on on the dashboard's Voice page"),
     }
     println!(
         "  try             hearth devices list --data-dir {}",
@@ -215,7 +316,35 @@ pub async fn run(dir: PathBuf, token: CancellationToken, leave_pending: bool) ->
         dir.display()
     );
     println!("  stop            Ctrl-C");
+    // Each simulated device the demo adopted connects now, with the
+    // credential it was given; any the owner adopts, once adopted.
+    let _ = ready.send(());
     token.cancelled().await;
     let _ = announcer.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_voice_names_hold_neither_the_nickname_nor_the_room() {
+        for (profile, kind) in [
+            ("homekit", "bulb"),
+            ("esphome", "bulb"),
+            ("shelly", "bulb"),
+            ("tasmota", "bulb"),
+            ("shelly", "plug"),
+            ("other", "other"),
+        ] {
+            let (nickname, room) = name_for(profile, kind);
+            let voice = voice_name_for(profile, kind).to_lowercase();
+            assert!(
+                !voice.contains(&nickname.to_lowercase()),
+                "{voice} holds {nickname}"
+            );
+            assert!(!voice.contains(&room.to_lowercase()), "{voice} holds {room}");
+        }
+    }
 }

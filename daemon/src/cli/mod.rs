@@ -112,9 +112,16 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
         /// Discover the simulated home but adopt nothing: adopt devices in
-        /// the dashboard instead.
+        /// the dashboard (or with `hearth devices adopt`) instead; each
+        /// connects once adopted.
         #[arg(long)]
         leave_pending: bool,
+        /// Run no simulated firmware: adopted devices connect only when you
+        /// run one yourself with the provisioning shown at adoption
+        /// (`hearth-sim device --provisioning FILE`), as the browser tests
+        /// do.
+        #[arg(long)]
+        no_firmware: bool,
     },
 }
 
@@ -552,10 +559,15 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Demo {
             data_dir,
             leave_pending,
+            no_firmware,
         } => {
             let config = demo::config()?;
             telemetry::init(&config.log);
-            serve(config, demo::data_dir(data_dir)?, Some(leave_pending))
+            let options = demo::Options {
+                leave_pending,
+                firmware: !no_firmware,
+            };
+            serve(config, demo::data_dir(data_dir)?, Some(options))
         }
     }
 }
@@ -634,7 +646,7 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                     } else {
                         "no"
                     };
-                    // A spoofed advert claimed this device from an unknown address.
+                    // An advert claimed this device from an address it was not adopted at.
                     let status = if d["flagged"].as_bool() == Some(true) {
                         flagged += 1;
                         format!("{}!", s("status"))
@@ -655,7 +667,7 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 if flagged > 0 {
                     println!(
                         "! {flagged} device(s) flagged: an mDNS advert claimed them from an address they were \
-                         never seen at. hearth did not follow it; check the device, then forget and re-adopt it \
+                         not adopted at. hearth did not follow it; check the device, then forget and re-adopt it \
                          if it really moved."
                     );
                 }
@@ -1103,9 +1115,38 @@ fn homeassistant(cmd: HomeAssistantCommand) -> anyhow::Result<()> {
             v["discovery_prefix"].as_str().unwrap_or("?")
         );
     } else {
-        print_json(&v);
+        print_fields(&v, "");
     }
     Ok(())
+}
+
+/// An answer as aligned `key  value` lines, nested objects indented: what
+/// a person reads, where `--json` gives the same answer to a program.
+fn print_fields(v: &serde_json::Value, indent: &str) {
+    let Some(map) = v.as_object() else {
+        println!("{indent}{}", scalar(v));
+        return;
+    };
+    let width = map.keys().map(|k| k.len()).max().unwrap_or(0);
+    for (k, value) in map {
+        let label = k.replace('_', " ");
+        if value.is_object() {
+            println!("{indent}{label}");
+            print_fields(value, &format!("{indent}  "));
+        } else {
+            println!("{indent}{label:<width$}  {}", scalar(value));
+        }
+    }
+}
+
+fn scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Bool(true) => "yes".into(),
+        serde_json::Value::Bool(false) => "no".into(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
 }
 
 fn status(args: &AdminArgs) -> anyhow::Result<()> {
@@ -1222,7 +1263,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Runs the daemon on `data_dir` until a signal; with `demo`, also the
 /// simulated home (`demo::run`).
-fn serve(config: Config, data_dir: DataDir, demo: Option<bool>) -> anyhow::Result<()> {
+fn serve(config: Config, data_dir: DataDir, demo: Option<demo::Options>) -> anyhow::Result<()> {
     let store = daemon::open_or_init(&data_dir, config.key_file.as_deref())?;
     crate::supervisor::raise_nofile();
     crate::supervisor::return_large_blocks();
@@ -1256,11 +1297,27 @@ fn serve(config: Config, data_dir: DataDir, demo: Option<bool>) -> anyhow::Resul
             web,
         };
         let dir = data_dir.path().to_path_buf();
-        let mut daemon = tokio::spawn(daemon::run(config, data_dir, store, bound, token.clone()));
-        if let Some(leave_pending) = demo {
+        // The demo's simulated firmware learns each credential that
+        // adoption issues in process, never from a file or a log.
+        let (issued, issued_rx) = match demo {
+            Some(options) if options.firmware => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
+        let mut daemon = tokio::spawn(daemon::run_with_tap(
+            config,
+            data_dir,
+            store,
+            bound,
+            token.clone(),
+            issued,
+        ));
+        if let Some(options) = demo {
             let token = token.clone();
             tokio::spawn(async move {
-                if let Err(error) = demo::run(dir, token.clone(), leave_pending).await {
+                if let Err(error) = demo::run(dir, token.clone(), options.leave_pending, issued_rx).await {
                     eprintln!("hearth demo: {error:#}");
                     token.cancel();
                 }

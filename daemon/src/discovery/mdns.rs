@@ -292,7 +292,7 @@ impl Engine {
 
     /// Hands a resolved instance on, or asks for what it lacks.
     async fn settle(&mut self, key: &str, iface: usize, now: Instant) {
-        match self.cache.advert(key, &self.types) {
+        match self.cache.advert(key, &self.types, now) {
             Some(advert) => {
                 self.stats.adverts.fetch_add(1, Ordering::Relaxed);
                 if self.tx.try_send(advert).is_err() {
@@ -475,11 +475,71 @@ struct Instance {
     txt: Option<Vec<(String, String)>>,
     seen: Instant,
     asked: Option<Instant>,
+    /// When a goodbye for the instance takes effect (RFC 6762 §10.1).
+    leaves: Option<Instant>,
+}
+
+/// How long a withdrawn record lingers (RFC 6762 §10.1), and how recent a
+/// record must be to survive another's cache-flush bit (§10.2): one second
+/// either way, so that records sent together, or a goodbye crossing a
+/// re-announcement, are not lost.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// One address of a host, as the cache holds it.
+struct Address {
+    ip: IpAddr,
+    /// When it was last received with a TTL above zero.
+    received: Instant,
+    /// When a goodbye takes it away.
+    leaves: Option<Instant>,
 }
 
 struct Host {
-    addrs: Vec<IpAddr>,
+    addrs: Vec<Address>,
     seen: Instant,
+}
+
+impl Host {
+    /// Applies one address record received at `now`: a goodbye withdraws the
+    /// address a second later; a record with the cache-flush bit replaces
+    /// the host's addresses of its type (A or AAAA) received more than a
+    /// second earlier; any other record adds to them. Without this, an old
+    /// address would stay "known" for as long as the host is cached, and a
+    /// device that moved, or a second responder claiming its host name,
+    /// would look like the device at home.
+    fn apply(&mut self, ip: IpAddr, ttl: u32, flush: bool, now: Instant) {
+        self.addrs.retain(|a| a.leaves.is_none_or(|at| at > now));
+        if ttl == 0 {
+            if let Some(a) = self.addrs.iter_mut().find(|a| a.ip == ip) {
+                a.leaves = Some(a.leaves.map_or(now + GRACE, |at| at.min(now + GRACE)));
+            }
+            return;
+        }
+        if flush {
+            self.addrs.retain(|a| {
+                a.ip.is_ipv4() != ip.is_ipv4() || now.saturating_duration_since(a.received) <= GRACE
+            });
+        }
+        if let Some(a) = self.addrs.iter_mut().find(|a| a.ip == ip) {
+            a.received = now;
+            a.leaves = None;
+        } else if self.addrs.len() < MAX_ADDRESSES {
+            self.addrs.push(Address {
+                ip,
+                received: now,
+                leaves: None,
+            });
+        }
+    }
+
+    /// The addresses no goodbye has taken away by `now`.
+    fn current(&self, now: Instant) -> Vec<IpAddr> {
+        self.addrs
+            .iter()
+            .filter(|a| a.leaves.is_none_or(|at| at > now))
+            .map(|a| a.ip)
+            .collect()
+    }
 }
 
 /// The bounded cache. Both tables evict their least recently seen entry
@@ -495,11 +555,10 @@ impl Cache {
     /// they name. Returns the keys of the instances it touched.
     fn learn(&mut self, message: &Message, types: &[(String, Name)], now: Instant) -> Vec<String> {
         let mut touched = Vec::new();
+        // Instances whose goodbye has taken effect are gone: what comes
+        // back for them later starts afresh.
+        self.instances.retain(|_, i| i.leaves.is_none_or(|at| at > now));
         for r in &message.records {
-            // A goodbye does not remove a pending device; it ages out.
-            if r.ttl == 0 {
-                continue;
-            }
             let (instance, ty) = match &r.data {
                 Data::Ptr(target) => match types.iter().position(|(_, t)| r.name == *t) {
                     Some(ty) => (target, ty),
@@ -517,7 +576,17 @@ impl Cache {
                 continue;
             };
             let key = instance.key();
+            if r.is_goodbye() {
+                // The instance leaves the cache a second later (its pending
+                // device in the store stays until it ages out). A goodbye
+                // hands nothing on, so it touches nothing.
+                if let Some(entry) = self.instances.get_mut(&key) {
+                    entry.leaves = Some(entry.leaves.map_or(now + GRACE, |at| at.min(now + GRACE)));
+                }
+                continue;
+            }
             let entry = self.instance(&key, ty, label, now);
+            entry.leaves = None;
             match &r.data {
                 Data::Srv { port, target } => entry.srv = Some((*port, target.clone(), target.key())),
                 Data::Txt(strings) => entry.txt = Some(strings.iter().map(|s| key_value(s)).collect()),
@@ -529,8 +598,8 @@ impl Cache {
         }
         for r in &message.records {
             let ip = match r.data {
-                Data::A(ip) if r.ttl > 0 => IpAddr::V4(ip),
-                Data::Aaaa(ip) if r.ttl > 0 => IpAddr::V6(ip),
+                Data::A(ip) => IpAddr::V4(ip),
+                Data::Aaaa(ip) => IpAddr::V6(ip),
                 _ => continue,
             };
             // Only hosts that a cached instance names: an address flood
@@ -545,6 +614,13 @@ impl Cache {
             if named_by.is_empty() {
                 continue;
             }
+            if r.is_goodbye() {
+                // Withdrawn a second from now; nothing to hand on yet.
+                if let Some(entry) = self.hosts.get_mut(&host) {
+                    entry.apply(ip, 0, r.flush, now);
+                }
+                continue;
+            }
             if !self.hosts.contains_key(&host) && self.hosts.len() >= MAX_HOSTS {
                 evict_oldest(&mut self.hosts, |h| h.seen);
             }
@@ -553,9 +629,7 @@ impl Cache {
                 seen: now,
             });
             entry.seen = now;
-            if !entry.addrs.contains(&ip) && entry.addrs.len() < MAX_ADDRESSES {
-                entry.addrs.push(ip);
-            }
+            entry.apply(ip, r.ttl, r.flush, now);
             for key in named_by {
                 if !touched.contains(&key) {
                     touched.push(key);
@@ -576,17 +650,26 @@ impl Cache {
             txt: None,
             seen: now,
             asked: None,
+            leaves: None,
         });
         entry.seen = now;
         entry
     }
 
-    /// The instance as an advert, once its port, TXT and an address are known.
-    fn advert(&self, key: &str, types: &[(String, Name)]) -> Option<Advert> {
+    /// The instance as an advert, once its port, TXT and an address are
+    /// known. It carries the host's current addresses only: what the
+    /// cache-flush and goodbye rules have left at `now`.
+    fn advert(&self, key: &str, types: &[(String, Name)], now: Instant) -> Option<Advert> {
         let instance = self.instances.get(key)?;
+        if instance.leaves.is_some_and(|at| at <= now) {
+            return None;
+        }
         let (port, _, host) = instance.srv.as_ref()?;
         let txt = instance.txt.clone()?;
-        let mut addresses = self.hosts.get(host)?.addrs.clone();
+        let mut addresses = self.hosts.get(host)?.current(now);
+        if addresses.is_empty() {
+            return None;
+        }
         addresses.sort();
         Some(Advert {
             service_type: types[instance.ty].0.clone(),
@@ -668,7 +751,7 @@ mod tests {
         let mut cache = Cache::default();
         let touched = cache.learn(&bulb(1, [192, 168, 1, 5]), &types(), Instant::now());
         assert_eq!(touched.len(), 1);
-        let advert = cache.advert(&touched[0], &types()).unwrap();
+        let advert = cache.advert(&touched[0], &types(), Instant::now()).unwrap();
         assert_eq!(advert.service_type, "_hap._tcp");
         assert_eq!(advert.instance, "Bulb 1");
         assert_eq!(advert.port, 80);
@@ -684,7 +767,7 @@ mod tests {
         let more = message(vec![record(host, AAAA, Data::Aaaa("fe80::5".parse().unwrap()))]);
         let touched = cache.learn(&more, &types(), Instant::now());
         assert_eq!(touched.len(), 1, "the instance naming the host is touched");
-        let advert = cache.advert(&touched[0], &types()).unwrap();
+        let advert = cache.advert(&touched[0], &types(), Instant::now()).unwrap();
         assert_eq!(advert.addresses.len(), 2);
     }
 
@@ -718,7 +801,7 @@ mod tests {
                 &types(),
                 start + Duration::from_millis(n as u64),
             );
-            assert!(cache.advert(&touched[0], &types()).is_some());
+            assert!(cache.advert(&touched[0], &types(), Instant::now()).is_some());
         }
         assert_eq!(cache.instances.len(), MAX_INSTANCES);
         assert!(cache.hosts.len() <= MAX_HOSTS);
@@ -728,6 +811,225 @@ mod tests {
             &Name::dotted("_hap._tcp.local"),
         );
         assert!(cache.instances.contains_key(&newest.key()));
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// RFC 6762 §10.1 and §10.2 on one host's addresses: each case is the
+    /// records received (milliseconds from the start, address, TTL,
+    /// cache-flush bit), then the addresses current at a later time.
+    #[test]
+    fn cache_flush_and_goodbye_rules_for_addresses() {
+        type Step = (u64, &'static str, u32, bool);
+        let check = |what: &str, steps: &[Step], at: u64, expect: &[&str]| {
+            let start = Instant::now();
+            let mut host = Host {
+                addrs: Vec::new(),
+                seen: start,
+            };
+            for (ms, addr, ttl, flush) in steps {
+                host.apply(ip(addr), *ttl, *flush, start + Duration::from_millis(*ms));
+            }
+            let mut got = host.current(start + Duration::from_millis(at));
+            got.sort();
+            let mut want: Vec<IpAddr> = expect.iter().map(|a| ip(a)).collect();
+            want.sort();
+            assert_eq!(got, want, "{what}");
+        };
+        let (home, away) = ("192.168.1.20", "192.168.1.99");
+        check(
+            "records without the flush bit accumulate",
+            &[(0, home, 120, false), (5000, away, 120, false)],
+            5000,
+            &[home, away],
+        );
+        check(
+            "a flush replaces what was received more than a second earlier",
+            &[(0, home, 120, true), (5000, away, 120, true)],
+            5000,
+            &[away],
+        );
+        check(
+            "a flush keeps what was received within the second",
+            &[(0, home, 120, true), (800, away, 120, true)],
+            800,
+            &[home, away],
+        );
+        check(
+            "a flush keeps what was received exactly a second earlier",
+            &[(0, home, 120, true), (1000, away, 120, true)],
+            1000,
+            &[home, away],
+        );
+        check(
+            "a record received again is recent again",
+            &[
+                (0, home, 120, true),
+                (4500, home, 120, true),
+                (5000, away, 120, true),
+            ],
+            5000,
+            &[home, away],
+        );
+        check(
+            "an A record's flush leaves AAAA records alone",
+            &[(0, "fe80::20", 120, true), (5000, away, 120, true)],
+            5000,
+            &["fe80::20", away],
+        );
+        check(
+            "a goodbye lingers for a second",
+            &[(0, home, 120, true), (5000, home, 0, true)],
+            5999,
+            &[home],
+        );
+        check(
+            "then the address is gone",
+            &[(0, home, 120, true), (5000, home, 0, true)],
+            6000,
+            &[],
+        );
+        check(
+            "a second goodbye does not extend the first",
+            &[(0, home, 120, true), (5000, home, 0, true), (5900, home, 0, true)],
+            6000,
+            &[],
+        );
+        check(
+            "a goodbye then a return from another address",
+            &[
+                (0, home, 120, true),
+                (5000, home, 0, true),
+                (5200, away, 120, true),
+            ],
+            5200,
+            &[away],
+        );
+        check(
+            "a goodbye, and the return within its second without the flush bit",
+            &[
+                (0, home, 120, false),
+                (5000, home, 0, false),
+                (5200, away, 120, false),
+            ],
+            7000,
+            &[away],
+        );
+        check(
+            "a goodbye cancelled by the same address coming back",
+            &[
+                (0, home, 120, true),
+                (5000, home, 0, true),
+                (5500, home, 120, true),
+            ],
+            9000,
+            &[home],
+        );
+        check(
+            "a goodbye for an address never received changes nothing",
+            &[(0, home, 120, true), (5000, away, 0, true)],
+            9000,
+            &[home],
+        );
+        // Without the flush bit, at most MAX_ADDRESSES, the first kept.
+        let start = Instant::now();
+        let mut host = Host {
+            addrs: Vec::new(),
+            seen: start,
+        };
+        for n in 0..40u8 {
+            host.apply(IpAddr::from([10, 0, 0, n]), 120, false, start);
+        }
+        let current = host.current(start);
+        assert_eq!(current.len(), MAX_ADDRESSES);
+        assert_eq!(current[0], IpAddr::from([10, 0, 0, 0]));
+    }
+
+    /// A bulb's full announcement with the cache-flush bit on its unique
+    /// records, as responders send it (RFC 6762 §10.2), with `ttl`.
+    fn announced(addr: &str, ttl: u32) -> Message {
+        let mut m = bulb(1, [0, 0, 0, 0]);
+        for r in &mut m.records {
+            r.flush = r.rtype != PTR;
+            r.ttl = ttl;
+            if let Data::A(_) = r.data {
+                r.data = match ip(addr) {
+                    IpAddr::V4(v4) => Data::A(v4),
+                    IpAddr::V6(v6) => Data::Aaaa(v6),
+                };
+                r.rtype = if ip(addr).is_ipv4() { A } else { AAAA };
+            }
+        }
+        m
+    }
+
+    /// Whole packets through the cache: what advert each sequence hands on.
+    /// Each case is the packets (milliseconds from the start, the address
+    /// announced, TTL), then the advert's addresses at a later time (`None`:
+    /// no advert).
+    #[test]
+    fn adverts_carry_only_current_addresses() {
+        let check = |what: &str, packets: &[(u64, &str, u32)], at: u64, expect: Option<&[&str]>| {
+            let start = Instant::now();
+            let mut cache = Cache::default();
+            let mut key = None;
+            for (ms, addr, ttl) in packets {
+                let now = start + Duration::from_millis(*ms);
+                let touched = cache.learn(&announced(addr, *ttl), &types(), now);
+                key = key.or(touched.first().cloned());
+            }
+            let got = cache
+                .advert(&key.unwrap(), &types(), start + Duration::from_millis(at))
+                .map(|a| a.addresses);
+            let want = expect.map(|e| e.iter().map(|a| ip(a)).collect::<Vec<_>>());
+            assert_eq!(got, want, "{what}");
+        };
+        let (home, away) = ("192.168.1.20", "192.168.1.99");
+        check("announced", &[(0, home, 120)], 0, Some(&[home]));
+        check(
+            "re-announced from home",
+            &[(0, home, 120), (5000, home, 120)],
+            5000,
+            Some(&[home]),
+        );
+        check(
+            "moved: the same host name at a new address",
+            &[(0, home, 120), (5000, away, 120)],
+            5000,
+            Some(&[away]),
+        );
+        check(
+            "a spoof and the real device within the same second",
+            &[(0, home, 120), (5000, home, 120), (5300, away, 120)],
+            5300,
+            Some(&[home, away]),
+        );
+        check(
+            "gone: the goodbye took the instance and its address",
+            &[(0, home, 120), (5000, home, 0)],
+            6000,
+            None,
+        );
+        check(
+            "still there during the goodbye's second",
+            &[(0, home, 120), (5000, home, 0)],
+            5500,
+            Some(&[home]),
+        );
+        check(
+            "a goodbye, then back from another address",
+            &[(0, home, 120), (5000, home, 0), (8000, away, 120)],
+            8000,
+            Some(&[away]),
+        );
+        check(
+            "a goodbye, then back from another address within the second",
+            &[(0, home, 120), (5000, home, 0), (5400, away, 120)],
+            7000,
+            Some(&[away]),
+        );
     }
 
     #[test]

@@ -256,7 +256,7 @@ async fn process(
             Ok(Ok(Outcome::Flagged(id))) => {
                 stats.flagged.fetch_add(1, Ordering::Relaxed);
                 changes.send_modify(|n| *n = n.wrapping_add(1));
-                tracing::warn!(device = %id, "an advert claimed an adopted device from an unknown address; flagged");
+                tracing::warn!(device = %id, "an advert claimed an adopted device from an address it was not adopted at; flagged");
             }
             Ok(Ok(Outcome::PendingFull)) => {
                 stats.pending_full.fetch_add(1, Ordering::Relaxed);

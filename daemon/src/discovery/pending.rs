@@ -17,8 +17,8 @@ pub enum Outcome {
     Created(DeviceId),
     /// A known device was seen again (pending: its details merged).
     Refreshed(DeviceId),
-    /// An advert claimed an adopted device's identity from addresses it was
-    /// never seen at: flagged for the owner, nothing else changed.
+    /// An advert claimed an adopted device's identity from an address it was
+    /// not adopted at: flagged for the owner, nothing else changed.
     Flagged(DeviceId),
     /// Dropped: the pending list is full.
     PendingFull,
@@ -96,8 +96,12 @@ pub fn record_advert(
         }
         Some(device) => {
             let mut f = device.fields;
-            let overlaps = advert.addresses.iter().any(|a| f.addresses.contains(a));
-            if !f.addresses.is_empty() && !overlaps {
+            // The advert's addresses are the host's current ones (the mDNS
+            // cache applies cache-flush and goodbye records), so any one the
+            // device was not adopted at means it moved, or someone else
+            // claims to be it: either way the owner decides, not the advert.
+            let elsewhere = advert.addresses.iter().any(|a| !f.addresses.contains(a));
+            if elsewhere {
                 if !f.flagged {
                     f.flagged = true;
                     store.update_device(&device.id, &f)?;
@@ -202,6 +206,59 @@ mod tests {
             s.device(&id).unwrap().unwrap().fields.status,
             DeviceStatus::Adopted
         );
+    }
+
+    /// The rule for adopted devices, from a table: the addresses the device
+    /// was adopted at, the addresses an advert carries now, and whether it
+    /// is flagged. A flagged advert changes nothing else: not the
+    /// addresses, the status, the name or the last-seen time.
+    #[test]
+    fn an_adopted_device_is_flagged_by_any_address_it_was_not_adopted_at() {
+        let check = |adopted_at: &[&str], advert_from: &[&str], flagged: bool| {
+            let (_t, mut s) = store();
+            let mut a = bulb(adopted_at[0]);
+            a.addresses = adopted_at.iter().map(|x| x.parse().unwrap()).collect();
+            let c = classify(&a).unwrap();
+            let Outcome::Created(id) = record_advert(&mut s, &a, &c, 10).unwrap() else {
+                panic!()
+            };
+            let mut f = s.device(&id).unwrap().unwrap().fields;
+            f.status = DeviceStatus::Adopted;
+            f.nickname = Some("Desk".into());
+            f.last_seen = Some(UnixTime(1));
+            s.update_device(&id, &f).unwrap();
+
+            let mut advert = bulb(advert_from[0]);
+            advert.addresses = advert_from.iter().map(|x| x.parse().unwrap()).collect();
+            let outcome = record_advert(&mut s, &advert, &c, 10).unwrap();
+            let d = s.device(&id).unwrap().unwrap().fields;
+            let case = format!("adopted at {adopted_at:?}, advert from {advert_from:?}");
+            assert_eq!(d.addresses, f.addresses, "{case}: the addresses changed");
+            assert_eq!(d.status, DeviceStatus::Adopted, "{case}");
+            assert_eq!(d.nickname.as_deref(), Some("Desk"), "{case}");
+            assert_eq!(d.flagged, flagged, "{case}");
+            if flagged {
+                assert_eq!(outcome, Outcome::Flagged(id), "{case}");
+                assert_eq!(
+                    d.last_seen,
+                    Some(UnixTime(1)),
+                    "{case}: a flagged advert refreshed it"
+                );
+            } else {
+                assert_eq!(outcome, Outcome::Refreshed(id), "{case}");
+                assert_ne!(d.last_seen, Some(UnixTime(1)), "{case}: not refreshed");
+            }
+        };
+        let (home, away, link) = ("192.168.1.20", "192.168.1.99", "fe80::20");
+        check(&[home], &[home], false);
+        check(&[home, link], &[link], false);
+        check(&[home, link], &[home, link], false);
+        check(&[home], &[away], true);
+        // The old address beside a new one (a move whose old record has not
+        // gone yet, or a second responder answering beside the real one).
+        check(&[home], &[home, away], true);
+        check(&[home], &[home, link], true);
+        check(&[home, link], &[away, link], true);
     }
 
     /// Forgetting erases the device; if it keeps advertising it comes back

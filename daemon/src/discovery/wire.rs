@@ -156,6 +156,13 @@ pub struct Record {
     pub data: Data,
 }
 
+impl Record {
+    /// A goodbye (RFC 6762 §10.1): TTL 0 withdraws the record.
+    pub fn is_goodbye(&self) -> bool {
+        self.ttl == 0
+    }
+}
+
 pub struct Question {
     pub name: Name,
     pub qtype: u16,
@@ -282,6 +289,14 @@ fn read_record(buf: &[u8], start: usize) -> Result<(Record, usize), WireError> {
                 .into(),
         ),
         _ => Data::Other,
+    };
+    // Only class IN describes hosts and services; a record of another class
+    // must not replace (cache-flush) or withdraw (goodbye) an IN record of
+    // the same name and type, so hearth does not read it at all.
+    let data = if class & !TOP_BIT == CLASS_IN {
+        data
+    } else {
+        Data::Other
     };
     let record = Record {
         name,
@@ -430,6 +445,34 @@ mod tests {
         assert!(matches!(m.records[3].data, Data::A(ip) if ip == Ipv4Addr::new(192, 168, 1, 20)));
         assert_eq!(Name::dotted("_HAP._tcp.local."), ty);
         assert_eq!(instance.key(), "sim bulb\\.2._hap._tcp.local");
+    }
+
+    /// The cache-flush bit and the TTL as the cache reads them, and a class
+    /// other than IN read as nothing.
+    #[test]
+    fn flush_goodbye_and_class_are_read_from_each_record() {
+        fn a_record(class: u16, ttl: u32) -> Vec<u8> {
+            let mut p = vec![0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+            p.extend_from_slice(&[1, b'h', 5, b'l', b'o', b'c', b'a', b'l', 0, 0, 1]);
+            p.extend_from_slice(&class.to_be_bytes());
+            p.extend_from_slice(&ttl.to_be_bytes());
+            p.extend_from_slice(&[0, 4, 192, 168, 1, 7]);
+            p
+        }
+        // (class, ttl) -> (flush, goodbye, an address read)
+        let check = |class: u16, ttl: u32, expect: (bool, bool, bool)| {
+            let m = parse(&a_record(class, ttl)).unwrap();
+            let r = &m.records[0];
+            let got = (r.flush, r.is_goodbye(), matches!(r.data, Data::A(_)));
+            assert_eq!(got, expect, "class {class:#06x} ttl {ttl}");
+        };
+        check(CLASS_IN, 120, (false, false, true));
+        check(CLASS_IN | TOP_BIT, 120, (true, false, true));
+        check(CLASS_IN, 0, (false, true, true));
+        check(CLASS_IN | TOP_BIT, 0, (true, true, true));
+        // CHAOS (3), with and without the flush bit: not an address.
+        check(3, 120, (false, false, false));
+        check(3 | TOP_BIT, 0, (true, true, false));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::{KELVIN_RANGE, Outcome, Relay, VoiceDevice, body_of, kelvin, mireds};
+use super::{Assistant, KELVIN_RANGE, Outcome, Relay, VoiceDevice, body_of, kelvin, mireds};
 use crate::canonical::Command;
 use crate::state::DeviceState;
 use crate::store::DeviceKind;
@@ -72,10 +72,25 @@ fn message_id() -> String {
     )
 }
 
+/// RFC 3339 in UTC with exactly milliseconds, `2026-12-06T12:00:00.123Z`:
+/// Amazon's message schema allows at most three fractional digits, and
+/// time's own RFC 3339 form writes nine.
 fn now_iso() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    iso_millis(time::OffsetDateTime::now_utc())
+}
+
+fn iso_millis(at: time::OffsetDateTime) -> String {
+    let t = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 fn header(namespace: &str, name: &str, correlation: Option<&str>) -> Value {
@@ -246,7 +261,7 @@ pub async fn handle(State(relay): State<Arc<Relay>>, body: Body) -> Response<Bod
         return error(None, "INVALID_DIRECTIVE", "the directive cannot be read", None);
     };
     let token = d.token.clone().unwrap_or_default();
-    let link = match relay.link_of(&token).await {
+    let link = match relay.link_of(&token, Assistant::Alexa).await {
         Ok(Some(link)) => link,
         Ok(None) => {
             return error(
@@ -466,4 +481,20 @@ fn command_of(
         _ => return Err(CommandError::Unknown),
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_carry_exactly_milliseconds_in_utc() {
+        // 2026-12-06T12:00:00.123456789Z, seen from UTC+1.
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(1_796_558_400_123_456_789)
+            .unwrap()
+            .to_offset(time::UtcOffset::from_hms(1, 0, 0).unwrap());
+        assert_eq!(iso_millis(at), "2026-12-06T12:00:00.123Z");
+        let whole = time::OffsetDateTime::from_unix_timestamp(1_767_323_045).unwrap();
+        assert_eq!(iso_millis(whole), "2026-01-02T03:04:05.000Z");
+    }
 }

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use super::{KELVIN_RANGE, Outcome, Relay, VoiceDevice, bearer, body_of, kelvin, mireds};
+use super::{Assistant, KELVIN_RANGE, Outcome, Relay, VoiceDevice, bearer, body_of, kelvin, mireds};
 use crate::canonical::Command;
 use crate::state::DeviceState;
 use crate::store::relay::RelayLink;
@@ -63,7 +63,13 @@ fn sync_device(link: &RelayLink, d: &VoiceDevice) -> Value {
         "id": d.id.as_str(),
         "type": kind,
         "traits": traits,
-        "name": { "name": d.voice_name },
+        // Google's SYNC schema requires all three; each is the voice name
+        // alone, since a nickname or room would leave the house.
+        "name": {
+            "defaultNames": [d.voice_name],
+            "name": d.voice_name,
+            "nicknames": [d.voice_name],
+        },
         "willReportState": false,
         "attributes": attributes,
     })
@@ -108,7 +114,7 @@ fn ids_of(v: Option<&Value>) -> Vec<String> {
 /// `POST /google`.
 pub async fn handle(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: Body) -> Response<Body> {
     let token = bearer(&headers).unwrap_or("").to_owned();
-    let link = match relay.link_of(&token).await {
+    let link = match relay.link_of(&token, Assistant::Google).await {
         Ok(Some(link)) => link,
         Ok(None) => return unauthorized(),
         Err(_) => return super::bare(StatusCode::INTERNAL_SERVER_ERROR, None),

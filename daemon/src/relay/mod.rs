@@ -18,7 +18,9 @@ mod google;
 mod oauth;
 mod rate;
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,7 +31,6 @@ use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -37,6 +38,7 @@ use crate::broker::Broker;
 use crate::broker::acl::Profile;
 use crate::canonical::{Command, Scheme};
 use crate::config::RelayConfig;
+use crate::metrics::Counters;
 use crate::secret::TokenHash;
 use crate::state::{DeviceState, LiveState};
 use crate::store::relay::RelayLink;
@@ -50,14 +52,22 @@ pub use self::oauth::{ALEXA_REDIRECTS, GOOGLE_REDIRECTS, NewClient};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 16 * 1024;
-/// A request's headers must arrive within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// A TLS handshake must finish within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's headers must arrive within this, counted from when hyper
+/// starts waiting for them (so an idle kept-alive connection ends too).
+/// Assistants send a whole request at once; only a stalling client needs
+/// longer.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+/// From accept, the TLS handshake and the first request's headers must
+/// both be done within this, however the client drips its bytes.
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request must be answered within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Connections served at once.
+/// Connections held at once.
 const MAX_CONNECTIONS: usize = 64;
+/// Connections held at once from one address. Behind a tunnel every
+/// connection comes from the tunnel's address, so this is then the
+/// relay's own cap.
+const MAX_PER_ADDRESS: usize = 16;
 /// How long a command waits for the device to report the new state before
 /// the answer says what was asked for, with that much uncertainty.
 pub const CONFIRM_WAIT: Duration = Duration::from_secs(2);
@@ -70,6 +80,25 @@ pub const ACTIONS: [&str; 3] = ["power", "brightness", "color_temp"];
 /// Colour temperatures a command may ask for, in kelvin (153 to 500 mireds).
 pub const KELVIN_RANGE: (u32, u32) = (2000, 6500);
 
+/// The assistant a client was registered for. A link answers only on its
+/// own assistant's route, so a token that leaks from one assistant's cloud
+/// cannot drive the other's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Assistant {
+    Alexa,
+    Google,
+}
+
+impl Assistant {
+    /// The word a client's record keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Assistant::Alexa => "alexa",
+            Assistant::Google => "google",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("the relay could not listen on {addr}: {source}")]
@@ -81,6 +110,10 @@ pub enum RelayError {
     Tls(String),
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "turn on two-factor authentication in the dashboard first (Security): the relay cannot be enabled without it, because linking an assistant asks for a two-factor code"
+    )]
+    TwoFactorNeeded,
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -219,19 +252,43 @@ impl Relay {
         &self.config
     }
 
-    /// Starts the listener if the owner left the relay enabled.
+    /// Starts the listener if the owner left the relay enabled, and the
+    /// rule of [`Relay::may_enable`] still holds (a relay enabled by an
+    /// older hearth that did not ask stays off until two-factor is on).
     pub fn resume(self: &Arc<Self>) -> Result<(), RelayError> {
         if self.enabled_setting()? {
-            self.start()?;
+            match self.may_enable() {
+                Ok(()) => self.start()?,
+                Err(RelayError::TwoFactorNeeded) => {
+                    tracing::warn!("the voice relay stays off: no owner has two-factor authentication");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
 
+    /// The one rule for turning the relay on, whichever door asks (the
+    /// dashboard, the CLI, a restart): an owner must have two-factor
+    /// authentication, since linking an assistant asks for a code.
+    pub fn may_enable(&self) -> Result<(), RelayError> {
+        if self
+            .auth
+            .any_owner_has_two_factor()
+            .map_err(|e| RelayError::Internal(e.to_string()))?
+        {
+            Ok(())
+        } else {
+            Err(RelayError::TwoFactorNeeded)
+        }
+    }
+
     /// Turns the relay on or off, remembers it, and audits it. Turning it
-    /// on needs an owner with two-factor authentication.
+    /// on follows [`Relay::may_enable`].
     pub fn set_enabled(self: &Arc<Self>, on: bool, by: Actor) -> Result<Option<SocketAddr>, RelayError> {
         let was_on = self.enabled_setting()?;
         if on {
+            self.may_enable()?;
             self.start()?;
         } else if let Some((stop, _)) = self.running.lock().expect("relay lock").take() {
             stop.cancel();
@@ -278,8 +335,9 @@ impl Relay {
         let router = router(self.clone());
         {
             let stop = stop.clone();
+            let counters = self.auth.counters.clone();
             self.supervisor.spawn("relay", move |token| async move {
-                serve(listener, tls, router, token, stop).await;
+                serve(listener, tls, router, counters, token, stop).await;
                 Ok(())
             });
         }
@@ -333,15 +391,28 @@ impl Relay {
         })
     }
 
-    /// The link a bearer access token acts for, if it is live.
-    pub async fn link_of(self: &Arc<Self>, token: &str) -> Result<Option<RelayLink>, StoreError> {
+    /// The link a bearer access token acts for, if it is live and was made
+    /// for `assistant`: another assistant's token is unknown here.
+    pub async fn link_of(
+        self: &Arc<Self>,
+        token: &str,
+        assistant: Assistant,
+    ) -> Result<Option<RelayLink>, StoreError> {
         if token.is_empty() || token.len() > 256 {
             return Ok(None);
         }
         let hash = TokenHash::of(token);
-        self.with_store(move |s| match s.relay_access(&hash)? {
-            Some(link) => s.relay_link(&link),
-            None => Ok(None),
+        self.with_store(move |s| {
+            let Some(id) = s.relay_access(&hash)? else {
+                return Ok(None);
+            };
+            let Some(link) = s.relay_link(&id)? else {
+                return Ok(None);
+            };
+            let bound = s
+                .relay_client(&link.client_id)?
+                .is_some_and(|(c, _)| c.fields.assistant == assistant.as_str());
+            Ok(bound.then_some(link))
         })
         .await
     }
@@ -517,22 +588,12 @@ pub fn kelvin(mireds: u16) -> u32 {
     (1_000_000 + m / 2) / m
 }
 
+/// The owner's certificate under hearth's one TLS policy
+/// (`broker::front::server_config`: the same versions, suites and order as
+/// the dashboard and MQTT, the server's order enforced).
 fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, RelayError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(cert)
-            .and_then(|i| i.collect())
-            .map_err(|e| RelayError::Tls(format!("{}: {e}", cert.display())))?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| RelayError::Tls(format!("{}: {e}", key.display())))?;
     let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| RelayError::Tls(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|e| RelayError::Tls(e.to_string()))?;
+        crate::broker::front::server_config(cert, key).map_err(|e| RelayError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -635,23 +696,117 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Why a connection was refused or closed early; each is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// [`MAX_PER_ADDRESS`] connections from its address were open.
+    Address,
+    /// [`MAX_CONNECTIONS`] were open and every one had a request going.
+    Full,
+}
+
+/// The connections the relay holds, oldest first, so that accepting never
+/// waits: a connection over its address's cap or over the total is
+/// refused at once, and when the total is reached the oldest connection
+/// that has not yet sent a whole request head makes room. A stalling
+/// client therefore never delays one that talks.
+#[derive(Default)]
+struct Tracker {
+    next: u64,
+    conns: BTreeMap<u64, Tracked>,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+struct Tracked {
+    ip: IpAddr,
+    /// Set once a request head arrived; until then it may be evicted.
+    started: Arc<AtomicBool>,
+    evict: CancellationToken,
+}
+
+/// One admitted connection; dropping it frees its place.
+struct Slot {
+    id: u64,
+    tracker: Arc<Mutex<Tracker>>,
+    started: Arc<AtomicBool>,
+    evicted: CancellationToken,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.tracker.lock().expect("tracker lock").remove(self.id);
+    }
+}
+
+impl Tracker {
+    /// Admits a connection from `ip`, or says why not. The second value is
+    /// whether an idle connection was evicted to make room.
+    fn admit(this: &Arc<Mutex<Tracker>>, ip: IpAddr) -> Result<(Slot, bool), Refusal> {
+        let mut t = this.lock().expect("tracker lock");
+        if t.per_address.get(&ip).copied().unwrap_or(0) >= MAX_PER_ADDRESS {
+            return Err(Refusal::Address);
+        }
+        let mut evicted = false;
+        if t.conns.len() >= MAX_CONNECTIONS {
+            let idle = t
+                .conns
+                .iter()
+                .find(|(_, c)| !c.started.load(Ordering::Acquire))
+                .map(|(id, _)| *id);
+            let Some(id) = idle else {
+                return Err(Refusal::Full);
+            };
+            if let Some(c) = t.remove(id) {
+                c.evict.cancel();
+            }
+            evicted = true;
+        }
+        let id = t.next;
+        t.next += 1;
+        let (started, evict) = (Arc::new(AtomicBool::new(false)), CancellationToken::new());
+        t.conns.insert(
+            id,
+            Tracked {
+                ip,
+                started: started.clone(),
+                evict: evict.clone(),
+            },
+        );
+        *t.per_address.entry(ip).or_insert(0) += 1;
+        drop(t);
+        Ok((
+            Slot {
+                id,
+                tracker: this.clone(),
+                started,
+                evicted: evict,
+            },
+            evicted,
+        ))
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Tracked> {
+        let c = self.conns.remove(&id)?;
+        if let Some(n) = self.per_address.get_mut(&c.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&c.ip);
+            }
+        }
+        Some(c)
+    }
+}
+
 async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
+    counters: Arc<Counters>,
     token: CancellationToken,
     stop: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
     loop {
-        let permit = tokio::select! {
-            _ = token.cancelled() => return,
-            _ = stop.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let (tcp, peer) = tokio::select! {
             _ = token.cancelled() => return,
             _ = stop.cancelled() => return,
@@ -664,21 +819,62 @@ async fn serve(
                 }
             },
         };
-        let _ = tcp.set_nodelay(true);
-        let (router, token, stop, tls) = (router.clone(), token.clone(), stop.clone(), tls.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                Some(config) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                    else {
-                        return;
-                    };
-                    connection(stream, peer, router, token, stop).await;
+        let slot = match Tracker::admit(&tracker, peer.ip()) {
+            Ok((slot, evicted)) => {
+                if evicted {
+                    Counters::bump(&counters.relay_evicted);
                 }
-                None => connection(tcp, peer, router, token, stop).await,
+                slot
             }
+            Err(why) => {
+                Counters::bump(match why {
+                    Refusal::Address => &counters.relay_refused_address,
+                    Refusal::Full => &counters.relay_refused_full,
+                });
+                drop(tcp);
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (router, token, stop, tls, counters) = (
+            router.clone(),
+            token.clone(),
+            stop.clone(),
+            tls.clone(),
+            counters.clone(),
+        );
+        tokio::spawn(async move {
+            let started = slot.started.clone();
+            // Runs out only while no request head has arrived.
+            let first_request = async {
+                tokio::time::sleep(FIRST_REQUEST_TIMEOUT).await;
+                if started.load(Ordering::Acquire) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let served = async {
+                match tls {
+                    Some(config) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            connection(stream, peer, slot.started.clone(), router, token, stop).await;
+                        }
+                    }
+                    None => connection(tcp, peer, slot.started.clone(), router, token, stop).await,
+                }
+            };
+            let evicted = tokio::select! {
+                _ = served => false,
+                _ = slot.evicted.cancelled() => true,
+                _ = first_request => false,
+            };
+            // Eviction was counted when it happened; any other end before
+            // a whole request head (a deadline, a failed handshake, a
+            // client that left) is counted here.
+            if !evicted && !slot.started.load(Ordering::Acquire) {
+                Counters::bump(&counters.relay_no_request);
+            }
+            drop(slot);
         });
     }
 }
@@ -686,6 +882,7 @@ async fn serve(
 async fn connection<I>(
     io: I,
     peer: SocketAddr,
+    started: Arc<AtomicBool>,
     router: Router,
     token: CancellationToken,
     stop: CancellationToken,
@@ -693,6 +890,7 @@ async fn connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        started.store(true, Ordering::Release);
         req.extensions_mut().insert(Peer(peer));
         let router = router.clone();
         async move {
@@ -724,6 +922,46 @@ async fn connection<I>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tracker_caps_addresses_and_evicts_only_idle_connections() {
+        let tracker = Arc::new(Mutex::new(Tracker::default()));
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        let mut held = Vec::new();
+        for _ in 0..MAX_PER_ADDRESS {
+            held.push(Tracker::admit(&tracker, ip(2)).unwrap().0);
+        }
+        assert_eq!(Tracker::admit(&tracker, ip(2)).err(), Some(Refusal::Address));
+        // A closed connection frees its address's place.
+        held.pop();
+        held.push(Tracker::admit(&tracker, ip(2)).unwrap().0);
+        // Fill the relay from other addresses, every connection idle.
+        let mut n = 3;
+        while held.len() < MAX_CONNECTIONS {
+            let a = ip(n);
+            while held.len() < MAX_CONNECTIONS
+                && let Ok((slot, evicted)) = Tracker::admit(&tracker, a)
+            {
+                assert!(!evicted);
+                held.push(slot);
+            }
+            n += 1;
+        }
+        // Full: the oldest idle connection makes room.
+        let (slot, evicted) = Tracker::admit(&tracker, ip(200)).unwrap();
+        assert!(evicted);
+        assert!(held[0].evicted.is_cancelled());
+        assert!(!held[1].evicted.is_cancelled());
+        held.push(slot);
+        // Once every connection has a request going, a newcomer is refused.
+        for s in &held {
+            s.started.store(true, Ordering::Release);
+        }
+        assert_eq!(Tracker::admit(&tracker, ip(201)).err(), Some(Refusal::Full));
+        drop(held);
+        let t = tracker.lock().unwrap();
+        assert!(t.conns.is_empty() && t.per_address.is_empty());
+    }
 
     #[test]
     fn kelvin_and_mireds_round_trip_within_the_range() {

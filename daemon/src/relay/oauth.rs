@@ -100,7 +100,7 @@ impl Pending {
 #[derive(Clone, Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct NewClient {
     pub name: String,
-    /// `alexa`, `google` or `other`.
+    /// `alexa` or `google`: a link answers only on its assistant's route.
     pub assistant: String,
     pub redirect_uris: Vec<String>,
 }
@@ -114,9 +114,9 @@ impl Relay {
                 "the name must be 1 to 64 characters, without control characters".into(),
             ));
         }
-        if !matches!(new.assistant.as_str(), "alexa" | "google" | "other") {
+        if !matches!(new.assistant.as_str(), "alexa" | "google") {
             return Err(RelayError::Refused(
-                "the assistant is alexa, google or other".into(),
+                "the assistant is alexa or google: its links answer only on that assistant's route".into(),
             ));
         }
         if new.redirect_uris.is_empty() || new.redirect_uris.len() > 10 {

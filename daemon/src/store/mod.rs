@@ -293,7 +293,7 @@ pub struct DeviceFields {
     /// The identity it advertised over mDNS (`mac:…` or `<service>:<name>`).
     pub identity: Option<String>,
     /// Set when an advert claimed this adopted device's identity from
-    /// addresses it was never seen at: shown to the owner, never followed.
+    /// an address it was not adopted at: shown to the owner, never followed.
     pub flagged: bool,
     /// What voice assistants call it, when exposed to them.
     pub voice_name: Option<String>,

@@ -36,7 +36,8 @@ use crate::secret::TokenHash;
 pub struct RelayClientFields {
     /// The owner's label for it, such as "Alexa".
     pub name: String,
-    /// `alexa`, `google` or `other`.
+    /// `alexa` or `google` (`other`, which older versions accepted, is
+    /// answered on neither route).
     pub assistant: String,
     /// Redirect URIs it may use, compared exactly.
     pub redirect_uris: Vec<String>,

@@ -231,7 +231,7 @@ impl From<crate::relay::RelayError> for ApiError {
     fn from(e: crate::relay::RelayError) -> ApiError {
         use crate::relay::RelayError as E;
         match &e {
-            E::Refused(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            E::Refused(_) | E::TwoFactorNeeded => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
             E::Listen { .. } | E::Tls(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             E::Store(_) | E::Internal(_) => {
                 tracing::error!(error = %e, "dashboard relay request failed");
@@ -1144,12 +1144,7 @@ async fn relay_status(State(app): State<Arc<App>>, _session: Authed) -> Result<J
 #[utoipa::path(post, path = "/api/relay/enable", responses((status = 200, description = "On: the relay listens"), (status = 400, description = "Two-factor authentication is off"), (status = 409, description = "The relay's address is taken or its TLS files do not load")))]
 async fn relay_enable(State(app): State<Arc<App>>, Authed(session): Authed) -> Result<Json<Value>, ApiError> {
     let r = relay(&app)?.clone();
-    if !session.totp_enabled {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "turn on two-factor authentication first: linking an assistant needs it",
-        ));
-    }
+    // The rule lives in Relay::may_enable, which the CLI's door shares.
     tokio::task::spawn_blocking(move || r.set_enabled(true, actor(&session)))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;

@@ -175,18 +175,20 @@ impl Auth {
         from: IpAddr,
     ) -> Result<NewSession, AuthError> {
         let key = format!("addr:{from}");
-        self.throttled(&key)?;
+        self.reserve(&[&key])?;
         // Held to the end, so two visitors with the right code cannot both
         // pass the owner check before either has created the account.
         let mut setup_code = self.setup_code.lock().expect("setup lock");
         if !self.setup_needed()? {
+            self.refund(&key);
             return Err(AuthError::AlreadySetUp);
         }
         let good = setup_code
             .as_ref()
             .is_some_and(|h| h.matches(&normalize_code(code)));
-        if !good {
-            self.fail(&key);
+        if good {
+            self.refund(&key);
+        } else {
             self.audit(AuditEvent::refused(
                 "setup_refused",
                 Actor::Visitor,
@@ -271,9 +273,8 @@ impl Auth {
             format!("addr:{from}"),
             format!("user:{}", hex::encode(&TokenHash::of(&username).as_bytes()[..8])),
         ];
-        for key in &keys {
-            self.throttled(key)?;
-        }
+        let key_refs = [keys[0].as_str(), keys[1].as_str()];
+        self.reserve(&key_refs)?;
         let owner = self.store().owner_by_email(&username)?;
         let phc = owner
             .as_ref()
@@ -281,7 +282,6 @@ impl Auth {
             .unwrap_or_else(|| self.decoy.clone());
         let password_ok = secret::verify_password(given_password, &phc).unwrap_or(false);
         let Some(owner) = owner.filter(|_| password_ok) else {
-            keys.iter().for_each(|k| self.fail(k));
             crate::metrics::Counters::bump(&self.counters.login_failures);
             self.audit(AuditEvent::refused(
                 "login_failed",
@@ -294,6 +294,9 @@ impl Auth {
         let two_factor = totp.is_some();
         if let Some((secret, last)) = totp {
             let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
+                // The right password and no code yet is the first step of
+                // a login, not a guess.
+                keys.iter().for_each(|k| self.refund(k));
                 return Err(AuthError::TotpRequired);
             };
             let now = unix_now();
@@ -306,7 +309,6 @@ impl Auth {
                     format!("from {from}"),
                 ));
             } else {
-                keys.iter().for_each(|k| self.fail(k));
                 crate::metrics::Counters::bump(&self.counters.login_failures);
                 self.audit(AuditEvent::refused(
                     "login_failed",
@@ -571,9 +573,8 @@ impl Auth {
             "user:{}",
             hex::encode(&TokenHash::of(&owner.email).as_bytes()[..8])
         );
-        self.throttled(&key)?;
+        self.reserve(&[&key])?;
         if !secret::verify_password(current, owner.password_hash.expose()).unwrap_or(false) {
-            self.fail(&key);
             self.audit(AuditEvent::refused(
                 "password_change_refused",
                 actor(session),
@@ -581,6 +582,7 @@ impl Auth {
             ));
             return Err(AuthError::WrongPassword);
         }
+        self.succeed(&key);
         password::check(new, &owner.email).map_err(|e| AuthError::Policy(e.to_string()))?;
         let hash = Secret::new(secret::hash_password(new).map_err(internal)?);
         self.store().set_owner_password(&owner.id, &hash)?;
@@ -617,9 +619,8 @@ impl Auth {
             "user:{}",
             hex::encode(&TokenHash::of(&owner.email).as_bytes()[..8])
         );
-        self.throttled(&key)?;
+        self.reserve(&[&key])?;
         if !secret::verify_password(password, owner.password_hash.expose()).unwrap_or(false) {
-            self.fail(&key);
             self.audit(AuditEvent::refused(
                 "totp_reset",
                 actor(session),
@@ -627,6 +628,7 @@ impl Auth {
             ));
             return Err(AuthError::WrongPassword);
         }
+        self.succeed(&key);
         self.enroll_new(session)
     }
 
@@ -735,23 +737,45 @@ impl Auth {
         Ok(())
     }
 
-    fn throttled(&self, key: &str) -> Result<(), AuthError> {
-        self.throttle
+    /// Reserves one attempt on every key before the slow password hash:
+    /// the attempt counts as a failure from now on, so however many arrive
+    /// at once, only [`super::throttle::FREE_FAILURES`] reach the check before the
+    /// back-off starts. A success clears the keys ([`Auth::succeed`]); an
+    /// attempt that turns out not to be a guess is given back
+    /// ([`Auth::refund`]).
+    fn reserve(&self, keys: &[&str]) -> Result<(), AuthError> {
+        let reserved = self
+            .throttle
             .lock()
             .expect("throttle lock")
-            .check(key, Instant::now())
-            .map_err(AuthError::Throttled)
+            .reserve(keys, Instant::now());
+        if reserved.is_err() {
+            crate::metrics::Counters::bump(&self.counters.login_throttled);
+        }
+        reserved.map_err(AuthError::Throttled)
     }
 
-    fn fail(&self, key: &str) {
+    fn refund(&self, key: &str) {
         self.throttle
             .lock()
             .expect("throttle lock")
-            .failure(key, Instant::now());
+            .refund(key, Instant::now());
     }
 
     fn succeed(&self, key: &str) {
         self.throttle.lock().expect("throttle lock").success(key);
+    }
+
+    /// Whether any owner turned on two-factor authentication: the rule
+    /// for enabling the voice relay (`Relay::may_enable`).
+    pub fn any_owner_has_two_factor(&self) -> Result<bool, AuthError> {
+        let owners = self.store().owner_ids()?;
+        for id in owners {
+            if self.totp_of(&id)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Appends to the sealed audit table; a failure is logged, not fatal.

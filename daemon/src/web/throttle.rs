@@ -118,6 +118,50 @@ impl Throttle {
         Ok(())
     }
 
+    /// Reserves one attempt on each of `keys` at once, before the caller's
+    /// slow check: if none of them must wait, the attempt is recorded as a
+    /// failure on every key now, and the caller gives it back with
+    /// [`refund`](Self::refund) or clears the keys with
+    /// [`success`](Self::success) if it was not a failure. So however many
+    /// attempts arrive together, at most [`FREE_FAILURES`] pass before the
+    /// first wait. `Err` carries the longest wait among the keys.
+    pub fn reserve(&mut self, keys: &[&str], now: Instant) -> Result<(), Duration> {
+        let wait = keys
+            .iter()
+            .filter_map(|k| self.entries.get(*k))
+            .filter(|e| !e.forgotten(now) && now < e.free_at)
+            .map(|e| e.free_at - now)
+            .max();
+        if let Some(wait) = wait {
+            return Err(wait);
+        }
+        for key in keys {
+            self.failure(key, now);
+        }
+        Ok(())
+    }
+
+    /// Gives back one attempt reserved on `key` that turned out not to be a
+    /// guess (the right password, with the second factor still to come).
+    pub fn refund(&mut self, key: &str, now: Instant) {
+        let Some((name, entry)) = self.entries.get_key_value(key).map(|(k, e)| (k.clone(), *e)) else {
+            return;
+        };
+        if entry.failures <= 1 {
+            self.remove(key);
+            return;
+        }
+        let failures = entry.failures - 1;
+        // Below the free failures there is no wait; above them, the wait
+        // already set stands, since a refund must never open a gap.
+        let free_at = if failures < FREE_FAILURES {
+            entry.free_at.min(now)
+        } else {
+            entry.free_at
+        };
+        self.put(name, Entry { failures, free_at });
+    }
+
     /// Records a failed attempt for `key`.
     pub fn failure(&mut self, key: &str, now: Instant) {
         let (name, previous) = match self.entries.get_key_value(key) {
@@ -203,6 +247,32 @@ impl fmt::Debug for Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_of_reservations_lets_only_the_free_failures_through() {
+        let mut t = Throttle::new(16);
+        let now = Instant::now();
+        let passed = (0..64)
+            .filter(|_| t.reserve(&["addr:a", "user:u"], now).is_ok())
+            .count();
+        assert_eq!(passed, FREE_FAILURES as usize);
+        // A success clears the keys; a refund gives one attempt back.
+        t.success("addr:a");
+        t.success("user:u");
+        assert!(t.reserve(&["addr:a", "user:u"], now).is_ok());
+        t.refund("addr:a", now);
+        t.refund("user:u", now);
+        assert!(t.is_empty(), "a refunded first attempt leaves nothing");
+        // One throttled key holds back the other.
+        for _ in 0..FREE_FAILURES {
+            t.failure("user:v", now);
+        }
+        assert!(t.reserve(&["addr:b", "user:v"], now).is_err());
+        assert!(
+            !t.entries.contains_key("addr:b"),
+            "a refused reservation records nothing"
+        );
+    }
 
     const S: Duration = Duration::from_secs(1);
     const MS: Duration = Duration::from_millis(1);

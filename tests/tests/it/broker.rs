@@ -581,6 +581,34 @@ fn client_input_never_reaches_the_log() {
     assert!(grew < 16 * 1024 * 1024, "RSS grew by {grew} bytes");
 }
 
+/// Every MQTT packet reaches a client in a TLS record of its own. Home
+/// Assistant's client reads one packet per socket-readable event and never
+/// asks TLS for what it already decrypted, so packets packed into one
+/// record wait for unrelated traffic, up to the keepalive. A Python client
+/// reading exactly that way (tests/mqtt/one_packet_per_event.py, Python's
+/// ssl, i.e. OpenSSL) publishes 50 messages in one write to its own topic
+/// and must get all 50 back within 2 s.
+#[test]
+fn a_client_reading_one_packet_per_event_gets_every_packet() {
+    let daemon = Daemon::start();
+    let lamp = daemon.add("generic", "Lamp");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/mqtt/one_packet_per_event.py");
+    let out = run(
+        tool("python3")
+            .arg(script)
+            .arg("127.0.0.1")
+            .arg(daemon.tls_port().to_string())
+            .arg(daemon.ca_cert())
+            .args([lamp.client_id(), lamp.username(), lamp.password()])
+            .arg(format!("{}/burst", lamp.base()))
+            .args(["50", "2"]),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["received"], 50, "{result}");
+}
+
 /// A CONNECT cut short holds no slot: what outside testing sent (`10 00`,
 /// `10 01 00`, `10 02 00 04`: a remaining length of 0 to 2 and nothing
 /// more) and a CONNECT whose client id runs past its end, on the TLS and

@@ -6,7 +6,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::discovery::Netns;
-use crate::harness::{TestHome, hearth, run, signal, text, wait_status};
+use crate::harness::{TestHome, hearth, run, set_up_owner, signal, text, wait_status};
+use crate::http::Target;
 
 #[test]
 fn demo_discovers_adopts_and_obeys() {
@@ -91,5 +92,318 @@ fn demo_discovers_adopts_and_obeys() {
 
     signal(&child, libc::SIGINT);
     let status = wait_status(&mut child, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+}
+
+/// The demo process, killed if a test panics before it stops it, so that a
+/// failed run leaves nothing running.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own that has entered `ns`'s network
+/// namespace, so the test's own HTTP client reaches the demo's dashboard on
+/// the namespace's loopback.
+fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{}", ns.name());
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // setns moves only the calling thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// With `--leave-pending` the simulated home waits on the Discovered page;
+/// a device the owner adopts there (through the dashboard's HTTP API, after
+/// setting up the owner account as the dashboard does) or with `hearth
+/// devices adopt` connects with the credential that adoption issued, and is
+/// online within 10 s. A device left pending stays offline.
+#[test]
+fn demo_devices_adopted_by_the_owner_connect() {
+    use serde_json::json;
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let child = ns
+        .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
+        .args(["demo", "--leave-pending", "--data-dir"])
+        .arg(home.data_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Demo(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send((line, Instant::now()));
+        }
+    });
+    // Every line the demo printed, for the leak check at the end.
+    let seen = std::cell::RefCell::new(Vec::new());
+    let expect = |want: &str, limit: Duration| -> (String, Instant) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok((line, at)) = rx.recv_timeout(Duration::from_millis(200)) {
+                seen.borrow_mut().push(line.clone());
+                if line.contains(want) {
+                    return (line, at);
+                }
+            }
+        }
+        panic!("no {want:?} within {limit:?} in {:#?}", seen.borrow());
+    };
+    expect("hearth demo is running.", Duration::from_secs(30));
+    let (dashboard, _) = expect("  dashboard       https://", Duration::from_secs(5));
+    let web_port: u16 = dashboard
+        .trim()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no dashboard port in {dashboard:?}"));
+
+    let list = || -> Vec<serde_json::Value> {
+        let out = run(
+            hearth()
+                .args(["devices", "list", "--json", "--data-dir"])
+                .arg(home.data_dir()),
+            Duration::from_secs(20),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let pending = list();
+    assert_eq!(pending.len(), 8);
+    assert!(
+        pending
+            .iter()
+            .all(|d| d["status"] == "pending" && d["online"] == false)
+    );
+    let id_of = |profile: &str, kind: &str| {
+        pending
+            .iter()
+            .find(|d| d["profile"] == profile && d["kind"] == kind)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (by_api, by_cli) = (id_of("esphome", "bulb"), id_of("tasmota", "bulb"));
+
+    // The dashboard's way: the owner account from the setup code, then the
+    // Discovered page's adopt, over HTTPS with the session cookie and the
+    // CSRF token.
+    let data_dir = home.data_dir();
+    let ca = data_dir.join("ca.pem");
+    let id = by_api.clone();
+    let (adopted_at, password) = in_netns(&ns, move || {
+        let web = Target::tls(web_port, &ca);
+        let owner = set_up_owner(
+            web,
+            &data_dir,
+            "owner@home.invalid",
+            "a long demo test passphrase",
+        );
+        let at = Instant::now();
+        let r = owner.api(
+            "POST",
+            &format!("/api/devices/{id}/adopt"),
+            Some(json!({ "nickname": "Porch", "room": "Outside" })),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let password = r.json()["mqtt"]["password"].as_str().unwrap().to_owned();
+        (at, password)
+    });
+    let (_, connected) = expect(&format!("bulb {by_api}: connected"), Duration::from_secs(10));
+    println!(
+        "adopted over the API to connected: {:?}",
+        connected.duration_since(adopted_at)
+    );
+
+    // The CLI's way.
+    let asked = Instant::now();
+    let out = run(
+        hearth()
+            .args([
+                "devices",
+                "adopt",
+                &by_cli,
+                "--nickname",
+                "Kitchen",
+                "--json",
+                "--data-dir",
+            ])
+            .arg(home.data_dir()),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cli_password = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["mqtt"]["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, connected) = expect(&format!("bulb {by_cli}: connected"), Duration::from_secs(10));
+    println!(
+        "adopted with the CLI to connected: {:?}",
+        connected.duration_since(asked)
+    );
+
+    // Home's view: both online (their retained online status reached the
+    // broker); the rest still pending and offline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = list();
+        let online: Vec<&str> = now
+            .iter()
+            .filter(|d| d["online"] == true)
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        if online.len() == 2 && online.contains(&by_api.as_str()) && online.contains(&by_cli.as_str()) {
+            assert_eq!(now.iter().filter(|d| d["status"] == "pending").count(), 6);
+            break;
+        }
+        assert!(Instant::now() < deadline, "not both online within 10 s: {now:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The device obeys through the broker, in its own scheme.
+    let out = run(
+        hearth()
+            .args(["devices", "set", &by_api, "on", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    expect(&format!("bulb {by_api}: state ON"), Duration::from_secs(10));
+
+    signal(&child.0, libc::SIGINT);
+    let status = wait_status(&mut child.0, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+
+    // The password adoption issued went to the owner and, in process, to
+    // the firmware, and nowhere else: not to the demo's output and not to
+    // any file in the data directory. Nor did the owner's names.
+    let canaries = vec![password, cli_password, "Porch".to_owned(), "Kitchen".to_owned()];
+    let output = seen.borrow().join("\n");
+    assert_eq!(
+        hearth_tests::find_in_bytes(output.as_bytes(), &canaries),
+        Vec::<String>::new(),
+        "in the demo's output"
+    );
+    assert_eq!(
+        hearth_tests::find_canaries(&home.data_dir(), &canaries),
+        Vec::new(),
+        "in the data directory"
+    );
+}
+
+/// With `--no-firmware` the demo runs no device of its own: the device the
+/// owner adopts connects only when someone runs it with the provisioning
+/// shown (as the browser tests do), and then holds its session, with no
+/// second client of the same id taking it over.
+#[test]
+fn demo_without_firmware_leaves_the_device_to_the_owner() {
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let child = ns
+        .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
+        .args(["demo", "--leave-pending", "--no-firmware", "--data-dir"])
+        .arg(home.data_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Demo(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rx
+        .recv_timeout(Duration::from_millis(200))
+        .is_ok_and(|l| l.contains("hearth demo is running."))
+    {
+        assert!(Instant::now() < deadline, "the demo did not start");
+    }
+    let cli = |args: &[&str]| {
+        let out = run(
+            hearth().args(args).arg("--data-dir").arg(home.data_dir()),
+            Duration::from_secs(20),
+        );
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        out.stdout
+    };
+    let list: serde_json::Value = serde_json::from_slice(&cli(&["devices", "list", "--json"])).unwrap();
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["profile"] == "esphome")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = home.path("provisioning.json");
+    std::fs::write(
+        &file,
+        cli(&["devices", "adopt", &id, "--nickname", "Porch", "--json"]),
+    )
+    .unwrap();
+
+    let mut device = ns
+        .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
+        .arg("device")
+        .arg("--provisioning")
+        .arg(&file)
+        .args(["--seconds", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (dtx, drx) = std::sync::mpsc::channel();
+    let dout = device.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(dout).lines().map_while(Result::ok) {
+            let _ = dtx.send(line);
+        }
+    });
+    let first = drx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(first.as_deref(), Ok("connected"));
+    // Three quiet seconds: nobody else connects as this device.
+    std::thread::sleep(Duration::from_secs(3));
+    let device_lines: Vec<String> = drx.try_iter().collect();
+    assert!(
+        !device_lines.iter().any(|l| l == "disconnected"),
+        "{device_lines:?}"
+    );
+    let demo_lines: Vec<String> = rx.try_iter().collect();
+    assert!(
+        !demo_lines.iter().any(|l| l.contains(": connected")),
+        "{demo_lines:?}"
+    );
+    let _ = device.kill();
+    let _ = device.wait();
+
+    signal(&child.0, libc::SIGINT);
+    let status = wait_status(&mut child.0, Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
 }

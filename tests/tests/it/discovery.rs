@@ -68,7 +68,7 @@ impl Netns {
         (a, b)
     }
 
-    /// The namespace's name, under /run/netns.
+    /// Its name, as `ip netns` knows it (`/var/run/netns/NAME`).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -601,4 +601,258 @@ fn malformed_mdns_is_dropped_and_legacy_queries_are_answered() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The Python with python-zeroconf (tests/mdns/requirements.txt) installed:
+/// `HEARTH_MDNS_PYTHON`, or tests/mdns/.venv, made here if it is missing and
+/// brought to the pinned version (pip changes nothing when it is there
+/// already; scripts/test-all does the same).
+fn zeroconf_python() -> std::path::PathBuf {
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("HEARTH_MDNS_PYTHON") {
+                return p.into();
+            }
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mdns");
+            let python = dir.join(".venv/bin/python");
+            if !python.exists() {
+                let out = run(
+                    tool("python3").args(["-m", "venv"]).arg(dir.join(".venv")),
+                    Duration::from_secs(120),
+                );
+                assert!(
+                    out.status.success(),
+                    "python3 -m venv (Debian's python3-venv): {}",
+                    text(&out.stderr)
+                );
+            }
+            let out = run(
+                Command::new(&python)
+                    .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+                    .arg(dir.join("requirements.txt")),
+                Duration::from_secs(300),
+            );
+            assert!(
+                out.status.success(),
+                "pip install zeroconf: {}",
+                text(&out.stderr)
+            );
+            python
+        })
+        .clone()
+}
+
+/// tests/mdns/announce.py inside `ns`: a HomeKit bulb announced by
+/// python-zeroconf, an mDNS implementation independent of hearth's.
+struct Zeroconf {
+    _child: Killed,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// Where the bulb is when adopted, and where it or an impostor turns up.
+const HOME_ADDR: &str = "192.168.77.20";
+const AWAY_ADDR: &str = "192.168.77.99";
+
+impl Zeroconf {
+    fn start(ns: &Netns) -> Zeroconf {
+        use std::io::BufRead;
+        // python-zeroconf sends to the group through the routing table.
+        let out = run(
+            ns.exec(std::path::Path::new("ip"))
+                .args(["route", "add", "224.0.0.0/4", "dev", "lo"]),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "ip route: {}", text(&out.stderr));
+        let mut child = ns
+            .exec(&zeroconf_python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/mdns/announce.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Zeroconf {
+            _child: Killed(child),
+            stdin,
+            lines,
+        }
+    }
+
+    /// Runs one command of announce.py and waits until it is done.
+    fn send(&mut self, command: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        let answer = self
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("announce.py did not answer {command:?}"));
+        assert_eq!(answer, format!("ok {command}"), "announce.py");
+    }
+}
+
+/// The discovery counters of `hearth status`.
+fn discovery_stats(home: &TestHome) -> serde_json::Value {
+    let out = run(
+        hearth()
+            .args(["status", "--json", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "status: {}", text(&out.stderr));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["discovery"].clone()
+}
+
+/// The python-zeroconf bulb, announced at HOME_ADDR, discovered and then
+/// adopted by the owner. Returns the daemon, the announcer and the id.
+fn adopted_zeroconf_bulb(ns: &Netns, home: &TestHome) -> (Killed, Zeroconf, String) {
+    let daemon = daemon_in(ns, home);
+    let mut bulb = Zeroconf::start(ns);
+    bulb.send(&format!("register real {HOME_ADDR}"));
+    let list = wait_for(home, "the python-zeroconf bulb", |l| {
+        l.as_array()
+            .is_some_and(|a| a.iter().any(|d| d["profile"] == "homekit" && d["kind"] == "bulb"))
+    });
+    let id = list.as_array().unwrap()[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let out = run(
+        hearth()
+            .args(["devices", "adopt", &id, "--nickname", "Desk lamp", "--data-dir"])
+            .arg(home.data_dir()),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (daemon, bulb, id)
+}
+
+fn flagged(list: &serde_json::Value, id: &str) -> bool {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == id)
+        .unwrap_or_else(|| panic!("{id} is gone: {list}"))["flagged"]
+        == true
+}
+
+/// Stops the daemon, then reads what the store holds for the bulb: it is
+/// still adopted under the owner's name, at the address it was adopted at
+/// and no other, and flagged or not as `expect_flag`.
+fn assert_stored_unmoved(daemon: Killed, home: &TestHome, id: &str, expect_flag: bool) {
+    crate::harness::signal(&daemon.0, libc::SIGTERM);
+    let mut daemon = daemon;
+    crate::harness::wait_status(&mut daemon.0, Duration::from_secs(20));
+    let dir = hearth::store::DataDir::new(home.data_dir());
+    let store = hearth::daemon::open_or_init(&dir, None).unwrap();
+    let d = store
+        .device(&hearth::store::DeviceId::parse(id).unwrap())
+        .unwrap()
+        .unwrap()
+        .fields;
+    assert_eq!(d.status, hearth::store::DeviceStatus::Adopted);
+    assert_eq!(d.nickname.as_deref(), Some("Desk lamp"));
+    assert_eq!(
+        d.addresses,
+        vec![HOME_ADDR.parse::<std::net::IpAddr>().unwrap()],
+        "the store's address changed"
+    );
+    assert_eq!(d.flagged, expect_flag);
+    assert_eq!(store.devices().unwrap().len(), 1, "a second device appeared");
+}
+
+/// Waits for the bulb's flag, then checks that nothing else changed.
+fn expect_flag(daemon: Killed, home: &TestHome, id: &str) {
+    let announced = Instant::now();
+    let list = wait_for(home, "the flag", |l| flagged(l, id));
+    println!("announced to flagged: {:?}", announced.elapsed());
+    let d = list.as_array().unwrap().iter().find(|d| d["id"] == id).unwrap();
+    assert_eq!(d["status"], "adopted");
+    assert_eq!(d["nickname"], "Desk lamp");
+    assert!(discovery_stats(home)["flagged"].as_u64().unwrap() >= 1);
+    assert_stored_unmoved(daemon, home, id, true);
+}
+
+/// An adopted bulb re-announced by python-zeroconf with the same host name at
+/// a new address (`update_service`): its A record carries the cache-flush
+/// bit, so the old address is no longer current, and the move is flagged,
+/// not followed.
+#[test]
+fn an_adopted_device_that_moves_is_flagged_not_followed() {
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let (daemon, mut bulb, id) = adopted_zeroconf_bulb(&ns, &home);
+    bulb.send(&format!("update real {AWAY_ADDR}"));
+    expect_flag(daemon, &home, &id);
+}
+
+/// A goodbye (`unregister_service`, TTL 0) and then the bulb back from
+/// another address: flagged, not followed.
+#[test]
+fn an_adopted_device_back_from_another_address_after_a_goodbye_is_flagged() {
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let (daemon, mut bulb, id) = adopted_zeroconf_bulb(&ns, &home);
+    bulb.send("unregister real");
+    // Back as a device that restarted: a fresh responder, whose cache does
+    // not remember the name it just withdrew.
+    bulb.send(&format!("register back {AWAY_ADDR}"));
+    expect_flag(daemon, &home, &id);
+}
+
+/// A second responder claims the bulb's instance, identity and host name
+/// from another address while the real bulb still announces from home:
+/// flagged, and the impostor is neither followed nor a device of its own.
+#[test]
+fn a_second_responder_claiming_an_adopted_device_is_flagged() {
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let (daemon, mut bulb, id) = adopted_zeroconf_bulb(&ns, &home);
+    bulb.send(&format!("claim spoof {AWAY_ADDR}"));
+    bulb.send(&format!("update real {HOME_ADDR}"));
+    expect_flag(daemon, &home, &id);
+}
+
+/// The negative case: the adopted bulb re-announcing from its own address,
+/// and coming back there after a goodbye, is refreshed and never flagged.
+#[test]
+fn an_adopted_device_re_announcing_from_home_is_not_flagged() {
+    let ns = Netns::new();
+    let home = TestHome::new();
+    let (daemon, mut bulb, id) = adopted_zeroconf_bulb(&ns, &home);
+    // Past the deduplication window, so that each announcement reaches the
+    // store's check rather than being dropped as a repeat.
+    let refreshed = |home: &TestHome| discovery_stats(home)["refreshed"].as_u64().unwrap();
+    for step in [
+        vec![format!("update real {HOME_ADDR}")],
+        vec!["unregister real".to_owned(), format!("register back {HOME_ADDR}")],
+    ] {
+        std::thread::sleep(Duration::from_secs(6));
+        let before = refreshed(&home);
+        for command in &step {
+            bulb.send(command);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while refreshed(&home) <= before {
+            assert!(
+                Instant::now() < deadline,
+                "{step:?} did not refresh the bulb within 20 s: {}",
+                discovery_stats(&home)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Anything else it sent has arrived by now.
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(!flagged(&devices(&home), &id), "{step:?} flagged it");
+    }
+    assert_eq!(discovery_stats(&home)["flagged"], 0);
+    assert_stored_unmoved(daemon, &home, &id, false);
 }

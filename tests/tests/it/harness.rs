@@ -378,6 +378,112 @@ impl Drop for Daemon {
 
 /// The port of the first `key` listener in what `hearth status --json`
 /// printed.
+/// The owner as the dashboard sets one up: the setup code, a password,
+/// then two-factor enrolled and confirmed. The voice relay can be enabled
+/// only once this is done.
+pub struct Owner {
+    pub web: crate::http::Target,
+    pub cookie: String,
+    pub csrf: String,
+    pub totp: hearth::web::totp::TotpSecret,
+    pub recovery: Vec<String>,
+}
+
+impl Owner {
+    /// A dashboard API call as this owner.
+    pub fn api(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> crate::http::Reply {
+        let origin = format!("https://{}", self.web.host());
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.web.send(
+            method,
+            path,
+            &[
+                ("Origin", &origin),
+                ("Cookie", &self.cookie),
+                ("X-CSRF-Token", &self.csrf),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    }
+
+    /// The TOTP code `steps_ahead` steps of 30 s from now.
+    pub fn totp_code(&self, steps_ahead: u64) -> String {
+        let step = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 30;
+        format!(
+            "{:06}",
+            hearth::web::totp::code_at(&self.totp, step + steps_ahead)
+        )
+    }
+}
+
+impl Daemon {
+    /// Sets up the owner `username` with `password` and two-factor on.
+    pub fn owner_with_two_factor(&self, username: &str, password: &str) -> Owner {
+        let web = crate::http::Target::tls(self.web_port(), &self.ca_cert());
+        let mut owner = set_up_owner(web, &self.home.data_dir(), username, password);
+        owner.enable_two_factor();
+        owner
+    }
+}
+
+/// The owner as the dashboard's setup page makes one, with the one-time
+/// code hearth wrote into `data_dir`: logged in, two-factor not yet on.
+pub fn set_up_owner(web: crate::http::Target, data_dir: &Path, username: &str, password: &str) -> Owner {
+    let code = std::fs::read_to_string(data_dir.join("setup-code")).unwrap();
+    let origin = format!("https://{}", web.host());
+    let r = web.send(
+        "POST",
+        "/api/setup",
+        &[("Origin", &origin), ("Content-Type", "application/json")],
+        serde_json::json!({ "code": code.trim(), "username": username, "password": password })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let csrf = r.json()["csrf"].as_str().unwrap().to_owned();
+    Owner {
+        web,
+        cookie,
+        csrf,
+        totp: hearth::web::totp::TotpSecret::from_bytes(&[0; 20]),
+        recovery: Vec::new(),
+    }
+}
+
+impl Owner {
+    /// Enrols and confirms two-factor, keeping the secret and the recovery
+    /// codes.
+    pub fn enable_two_factor(&mut self) {
+        let r = self.api("POST", "/api/totp/enroll", None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let secret = r.json()["secret"].as_str().unwrap().to_owned();
+        self.totp = hearth::web::totp::TotpSecret::from_base32(&secret).unwrap();
+        let code = self.totp_code(0);
+        let r = self.api(
+            "POST",
+            "/api/totp/confirm",
+            Some(serde_json::json!({ "code": code })),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        self.recovery = r.json()["recovery_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+    }
+}
+
 pub fn listener_port(status: &serde_json::Value, key: &str) -> u16 {
     let addr = status[key][0].as_str().expect("listener address");
     addr.rsplit(':').next().unwrap().parse().unwrap()

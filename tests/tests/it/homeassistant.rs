@@ -624,9 +624,37 @@ fn per_component_discovery_for_older_home_assistant() {
 
         let v = daemon.cli_json(&["integrations", "homeassistant", "set", "--discovery", "component"]);
         assert_eq!(v["discovery"], "component");
-        // The device-based config goes, one config per entity comes.
-        ha.until("the device config cleared", &device_topic, <[u8]>::is_empty)
-            .await;
+        // The device-based configs go, then one config per entity comes:
+        // every clear before the first new config, or Home Assistant finds
+        // the unique ids taken and drops both.
+        let cleared = [
+            device_topic.clone(),
+            format!("homeassistant/device/{}/config", plug.id()),
+        ];
+        let (mut clears, mut first_new) = (Vec::new(), None);
+        let deadline = Instant::now() + LIMIT;
+        while clears.len() < cleared.len() || first_new.is_none() {
+            match ha.next(deadline).await {
+                Some(Heard::Message(t, p, _)) if p.is_empty() && cleared.contains(&t) => {
+                    clears.push(Instant::now())
+                }
+                Some(Heard::Message(t, p, _))
+                    if !p.is_empty() && !t.starts_with("homeassistant/device/") && t.ends_with("/config") =>
+                {
+                    first_new.get_or_insert(Instant::now());
+                }
+                Some(Heard::Closed) | None => panic!(
+                    "cleared {} of 2; new config seen: {}",
+                    clears.len(),
+                    first_new.is_some()
+                ),
+                Some(_) => {}
+            }
+        }
+        assert!(
+            clears.iter().all(|c| *c < first_new.unwrap()),
+            "a per-entity config came before the device configs were cleared"
+        );
         let light_topic = format!("homeassistant/light/{}/light/config", lamp.id());
         let light = json(
             &ha.until("the light's config", &light_topic, |p| !p.is_empty())
@@ -804,6 +832,22 @@ fn every_home_assistant_session_is_narrowed_and_cut() {
         };
         let mut all = connect_all(&conn, "ha").await;
         assert_eq!(sessions_now(), 50);
+        // Without --json, status is for a person to read.
+        let out = daemon.cli(&["integrations", "homeassistant", "status"]);
+        let shown = text(&out.stdout);
+        assert!(serde_json::from_str::<Value>(&shown).is_err(), "{shown}");
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with("sessions") && l.ends_with(" 50")),
+            "{shown}"
+        );
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with("connected") && l.ends_with(" yes")),
+            "{shown}"
+        );
         assert_eq!(
             daemon.cli_json(&["integrations", "homeassistant", "status"])["connected"],
             true
@@ -828,8 +872,10 @@ fn every_home_assistant_session_is_narrowed_and_cut() {
                 .await;
         }
 
-        // Un-exposed: not one of the 50 hears the next report.
+        // Un-exposed: within a second (hearth narrows after clearing the
+        // config), not one of the 50 hears the next report.
         expose(&daemon, &lamp, false);
+        tokio::time::sleep(Duration::from_secs(1)).await;
         report(99).await;
         let quiet_until = Instant::now() + Duration::from_millis(1500);
         for (i, ha) in all.iter_mut().enumerate() {
@@ -859,5 +905,104 @@ fn every_home_assistant_session_is_narrowed_and_cut() {
             ha.closed().await;
         }
         assert_eq!(sessions_now(), 0);
+    });
+}
+
+/// After a restart, before the devices report, hearth tells Home Assistant
+/// nothing about a plug's or a translated light's state: it once published
+/// a retained `{}`, on which Home Assistant's JSON light fails with
+/// `KeyError: 'state'`. The first report then arrives whole.
+#[test]
+fn a_restart_publishes_no_empty_state() {
+    let daemon = Daemon::start();
+    let plug = add(&daemon, "tasmota", "plug", "Heater");
+    let lamp = add(&daemon, "shelly", "bulb", "Desk lamp");
+    for d in [&plug, &lamp] {
+        expose(&daemon, d, true);
+    }
+    let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let daemon = Daemon::start_in(daemon.stop_keeping_home());
+    let rt = rt();
+    rt.block_on(async {
+        let mut ha = Ha::connect(&daemon, &conn, "ha-after-restart").await;
+        for d in [&plug, &lamp] {
+            ha.subscribe(&format!("hearth/{}/state", d.id())).await;
+        }
+        let quiet_until = Instant::now() + Duration::from_secs(2);
+        while let Some(h) = ha.next(quiet_until).await {
+            if let Heard::Message(t, p, _) = h {
+                assert!(
+                    !t.ends_with("/state") || json(&p).get("state").is_some(),
+                    "{t}: {}",
+                    String::from_utf8_lossy(&p)
+                );
+            }
+        }
+    });
+    let plug = Device({
+        let mut v = plug.0.clone();
+        v["mqtt"]["port"] = daemon.tls_port().into();
+        v
+    });
+    let (mut says, _stop) = start_device(&rt, &plug);
+    rt.block_on(async {
+        said(&mut says, "connected").await;
+        let mut ha = Ha::connect(&daemon, &conn, "ha-after-report").await;
+        let topic = format!("hearth/{}/state", plug.id());
+        ha.subscribe(&topic).await;
+        ha.until("the plug's first report", &topic, |p| {
+            json(p).get("state").is_some()
+        })
+        .await;
+    });
+}
+
+/// hearth's generic scheme is the canonical one, and the simulated generic
+/// firmware speaks it as documented: every state message is the whole
+/// state, retained. A doorbell's press comes with its motion (a message
+/// with one key once reset the other in Home Assistant's templates), the
+/// motion is held for the documented 10 s, and a Home Assistant that
+/// connects later reads the state at once instead of `unknown`.
+#[test]
+fn generic_firmware_sends_whole_retained_states() {
+    let daemon = Daemon::start();
+    let bell = add(&daemon, "generic", "doorbell", "Front door");
+    let lamp = add(&daemon, "generic", "bulb", "Desk lamp");
+    for d in [&bell, &lamp] {
+        expose(&daemon, d, true);
+    }
+    let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let rt = rt();
+    let (mut bell_says, _bell) = start_device(&rt, &bell);
+    let (mut lamp_says, _lamp) = start_device(&rt, &lamp);
+    rt.block_on(async {
+        said(&mut lamp_says, "connected").await;
+        said(&mut bell_says, "press").await;
+        let bell_state = format!("hearth/{}/state", bell.id());
+        let lamp_state = format!("hearth/{}/state", lamp.id());
+        // Connecting after the events: the retained states are there.
+        let mut ha = Ha::connect(&daemon, &conn, "ha-late").await;
+        ha.subscribe(&bell_state).await;
+        ha.subscribe(&lamp_state).await;
+        let rang = json(&ha.until("the bell's state", &bell_state, |_| true).await);
+        assert!(ha.retained[&bell_state]);
+        assert_eq!(rang["motion"], true, "{rang}");
+        assert_eq!(rang["pressed"], true, "{rang}");
+        let lit = json(&ha.until("the lamp's state", &lamp_state, |_| true).await);
+        assert!(ha.retained[&lamp_state]);
+        assert_eq!(lit["color_mode"], "color_temp", "{lit}");
+        assert!(lit.get("state").is_some(), "{lit}");
+        // Held 10 s, then both clear together.
+        let started = Instant::now();
+        let idle = json(
+            &ha.until("the bell idle", &bell_state, |p| json(p)["motion"] == false)
+                .await,
+        );
+        assert_eq!(idle["pressed"], false, "{idle}");
+        assert!(
+            started.elapsed() > Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     });
 }

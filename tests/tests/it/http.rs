@@ -36,11 +36,17 @@ impl Reply {
 pub struct Target {
     pub port: u16,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The loopback address requests come from, when not 127.0.0.1.
+    source: Option<std::net::IpAddr>,
 }
 
 impl Target {
     pub fn plain(port: u16) -> Target {
-        Target { port, tls: None }
+        Target {
+            port,
+            tls: None,
+            source: None,
+        }
     }
 
     pub fn tls(port: u16, ca: &Path) -> Target {
@@ -59,7 +65,15 @@ impl Target {
         Target {
             port,
             tls: Some(Arc::new(config)),
+            source: None,
         }
+    }
+
+    /// The same target, with requests sent from `source` (another loopback
+    /// address, such as 127.0.0.2), as from another client.
+    pub fn from(mut self, source: std::net::IpAddr) -> Target {
+        self.source = Some(source);
+        self
     }
 
     pub fn host(&self) -> String {
@@ -79,7 +93,10 @@ impl Target {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> std::io::Result<Reply> {
-        let tcp = TcpStream::connect(("127.0.0.1", self.port))?;
+        let tcp = match self.source {
+            None => TcpStream::connect(("127.0.0.1", self.port))?,
+            Some(source) => connect_from(source, self.port)?,
+        };
         tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
@@ -116,6 +133,16 @@ impl Target {
         }
         Ok(parse(&raw))
     }
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `source`.
+pub fn connect_from(source: std::net::IpAddr, port: u16) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::new(source, 0).into())?;
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    socket.connect_timeout(&to.into(), Duration::from_secs(5))?;
+    Ok(socket.into())
 }
 
 fn parse(raw: &[u8]) -> Reply {

@@ -18,6 +18,7 @@ mod lifecycle;
 mod mqtt;
 mod package;
 mod relay;
+mod relay_tools;
 mod store;
 mod systemd;
 mod tls_scan;

@@ -431,6 +431,8 @@ fn systemd_credential_supplies_the_key() {
 #[test]
 fn an_altered_audit_entry_is_named_and_the_home_keeps_working() {
     let daemon = crate::harness::Daemon::start_with("[relay]\nlisten = \"127.0.0.1:0\"\n");
+    // The relay is enabled only for an owner with two-factor on.
+    daemon.owner_with_two_factor("owner@home.invalid", "an audit test passphrase");
     for op in ["enable", "disable", "enable", "disable"] {
         daemon.cli_json(&["relay", op]);
     }

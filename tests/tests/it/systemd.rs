@@ -270,6 +270,9 @@ fn hearth_runs_its_whole_day_under_the_units_system_call_filter() {
     );
     // The heavier paths: the relay listener, Home Assistant's principal, a
     // key rotation, a backup (argon2id, 64 MiB) and a lockdown.
+    // The relay is enabled only for an owner with two-factor on, set up
+    // through the dashboard (argon2id, TOTP) under the filter too.
+    daemon.owner_with_two_factor("owner@home.invalid", "a seccomp test passphrase");
     daemon.cli_json(&["relay", "enable"]);
     daemon.cli_json(&["integrations", "homeassistant", "enable"]);
     daemon.cli_json(&["keys", "rotate"]);

@@ -1,7 +1,9 @@
 //! testssl (Debian's testssl.sh) against hearth's TLS listeners, trusting
 //! hearth's CA: any finding rated MEDIUM or worse fails. The dashboard is
 //! the one the issue names; the MQTT TLS listener shares its certificate and
-//! TLS settings, and costs one more scan in parallel.
+//! TLS settings, and costs one more scan in parallel. The voice relay's TLS
+//! listener serves the owner's certificate under the same policy; its scan
+//! gives it hearth's own certificate, which the CA vouches for.
 //!
 //! Nothing leaves loopback: no DNS (`--nodns none`, and `NXCONNECT` points
 //! testssl's probes of its own OpenSSL at 127.0.0.1 rather than at the
@@ -192,4 +194,32 @@ fn mqtt_tls_has_no_finding_of_medium_or_above() {
     let scan = scan(&daemon, daemon.tls_port(), &[]);
     scan.assert_clean("MQTT TLS listener");
     scan.assert_complete();
+}
+
+#[test]
+fn relay_tls_keeps_the_same_policy_and_has_no_finding_of_medium_or_above() {
+    // The relay serves a certificate the owner supplies; hearth's own
+    // server certificate stands in for it, so the CA can vouch for it.
+    let home = Daemon::start().stop_keeping_home();
+    let tls = home.data_dir().join("tls");
+    let relay = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        tls.join("server.pem").display(),
+        tls.join("server.key").display()
+    );
+    let daemon = Daemon::start_in_with(home, &relay);
+    daemon.owner_with_two_factor("owner@home.invalid", "a relay scan passphrase");
+    let v = daemon.cli_json(&["relay", "enable"]);
+    let port: u16 = v["listening"]
+        .as_str()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the relay does not listen: {v}"));
+    let scan = scan(&daemon, port, &["-h"]);
+    scan.assert_clean("voice relay's TLS listener");
+    // The server's cipher order, TLS 1.2 and 1.3 only, no weak protocol.
+    scan.assert_complete();
+    scan.expect("service", |f| f == "HTTP", "HTTP");
+    scan.expect("ALPN", |f| f == "http/1.1", "http/1.1");
+    scan.expect("HSTS_time", |f| !f.is_empty(), "a max-age");
 }
