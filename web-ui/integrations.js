@@ -100,8 +100,9 @@ function homeAssistant(ctx) {
     const format = h(
       'select',
       { id: selectId, 'data-testid': 'ha-discovery' },
-      h('option', { value: 'device', selected: st.settings?.discovery !== 'component' }, 'Device-based (Home Assistant 2024.11 or later)'),
-      h('option', { value: 'component', selected: st.settings?.discovery === 'component' }, 'Per entity (older Home Assistant)'),
+      h('option', { value: 'device', selected: !['component', 'legacy'].includes(st.settings?.discovery) }, 'Device-based (Home Assistant 2024.11 or later)'),
+      h('option', { value: 'component', selected: st.settings?.discovery === 'component' }, 'Per entity (Home Assistant 2024.4 to 2024.10)'),
+      h('option', { value: 'legacy', selected: st.settings?.discovery === 'legacy' }, 'Per entity, legacy (Home Assistant 2024.3 or older)'),
     );
     const form = h('form', { class: 'ha-settings', novalidate: true, 'data-testid': 'ha-settings' }, share.wrap, h('div', { class: 'field' }, h('label', { for: selectId }, 'Discovery format'), format));
     const save = async (change) => {

@@ -56,8 +56,14 @@ pub enum DiscoveryMode {
     #[default]
     Device,
     /// One config per entity, `homeassistant/<component>/<id>/<object>/config`,
-    /// for older Home Assistant.
+    /// for Home Assistant 2024.4 to 2024.10 (and any later one set to it).
     Component,
+    /// One config per entity, with the JSON light's `color_mode` flag, for
+    /// Home Assistant 2024.3 and older: they refuse a light whose
+    /// `supported_color_modes` comes without it, while 2025.3 and later log
+    /// an error for every config that carries it, so no one format serves
+    /// both.
+    Legacy,
 }
 
 /// The owner's settings for the integration.
@@ -323,6 +329,7 @@ impl HomeAssistant {
             match next.discovery {
                 DiscoveryMode::Device => "device",
                 DiscoveryMode::Component => "per-component",
+                DiscoveryMode::Legacy => "per-component (legacy)",
             }
         );
         self.with_store(move |store| {
@@ -428,9 +435,9 @@ fn components(d: &Device, learnt: Learnt) -> Vec<(&'static str, Map<String, Valu
             };
             // The state says which mode it is in. No `color_mode` flag
             // here: Home Assistant 2024.4 and later need none, and 2025.3
-            // onwards log an error for every config that carries it. Per
-            // component configs, for releases before 2024.11, add it back
-            // (see `configs`): 2024.3 refuses a light without it.
+            // onwards log an error for every config that carries it. Legacy
+            // configs add it back (see `configs`): 2024.3 refuses a light
+            // without it.
             c.insert("supported_color_modes".into(), json!([mode]));
             out.push(("light", c));
         }
@@ -544,12 +551,13 @@ pub fn configs(exposed: &[(Device, Learnt)], settings: &Settings) -> BTreeMap<St
                     Value::Object(root).to_string(),
                 );
             }
-            DiscoveryMode::Component => {
+            DiscoveryMode::Component | DiscoveryMode::Legacy => {
                 for (object, mut c) in cmps {
                     let Some(Value::String(platform)) = c.remove("p") else {
                         continue;
                     };
-                    if c.contains_key("supported_color_modes") {
+                    if settings.discovery == DiscoveryMode::Legacy && c.contains_key("supported_color_modes")
+                    {
                         c.insert("color_mode".into(), json!(true));
                     }
                     c.insert("device".into(), device_info(d, settings));
@@ -780,10 +788,11 @@ mod tests {
     }
 
     /// The `color_mode` flag only where the Home Assistant that reads it
-    /// may need it: per component (2024.3 refuses a light without it), never
-    /// in a device config (2024.11 and later; 2025.3 onwards log an error).
+    /// needs it: legacy per-entity configs (2024.3 refuses a light without
+    /// it); never in device or per-entity configs (2024.4 and later need
+    /// none; 2025.3 onwards log an error for it).
     #[test]
-    fn the_color_mode_flag_only_in_per_component_light_configs() {
+    fn the_color_mode_flag_only_in_legacy_light_configs() {
         let lamp = device(DeviceKind::Bulb, "tasmota");
         let per_device = configs(&[(lamp.clone(), Learnt::default())], &Settings::default());
         let v = parse(&per_device[&format!("homeassistant/device/{}/config", lamp.id)]);
@@ -792,8 +801,16 @@ mod tests {
             discovery: DiscoveryMode::Component,
             ..Settings::default()
         };
+        let light_topic = format!("homeassistant/light/{}/light/config", lamp.id);
         let per_component = configs(&[(lamp.clone(), Learnt::default())], &component);
-        let v = parse(&per_component[&format!("homeassistant/light/{}/light/config", lamp.id)]);
+        let v = parse(&per_component[&light_topic]);
+        assert!(v.get("color_mode").is_none(), "{v}");
+        assert_eq!(v["supported_color_modes"], json!(["brightness"]));
+        let legacy = Settings {
+            discovery: DiscoveryMode::Legacy,
+            ..Settings::default()
+        };
+        let v = parse(&configs(&[(lamp.clone(), Learnt::default())], &legacy)[&light_topic]);
         assert_eq!(v["color_mode"], true, "{v}");
         assert_eq!(v["supported_color_modes"], json!(["brightness"]));
     }

@@ -69,6 +69,12 @@ def check_entity(component, config):
     if component not in SCHEMAS:
         raise ValueError(f"platform {component} is not one hearth should send")
     config = expand(config, ABBREVIATIONS)
+    # Without the `color_mode` flag, a JSON light is for 2024.4 and later,
+    # which no longer need it beside supported_color_modes; the 2024.3
+    # schema here still does, so it is added for the check. Legacy configs
+    # carry it themselves.
+    if component == "light" and "supported_color_modes" in config:
+        config.setdefault("color_mode", True)
     if "device" in config:
         config["device"] = expand(config["device"], DEVICE_ABBREVIATIONS)
     if "origin" in config:
@@ -99,10 +105,8 @@ def split_device(config):
         # `color_mode` flag is no longer needed (gone since 2024.4, an error
         # since 2025.3), so hearth leaves it out; the 2024.3 schema checking
         # the component here still requires it beside supported_color_modes.
-        if platform == "light" and "supported_color_modes" in merged:
-            if "color_mode" in merged:
-                raise ValueError("a device config's light carries the removed color_mode flag")
-            merged["color_mode"] = True
+        if platform == "light" and "color_mode" in merged:
+            raise ValueError("a device config's light carries the removed color_mode flag")
         merged["device"] = config["device"]
         merged["origin"] = config["origin"]
         yield object_id, platform, merged

@@ -223,9 +223,11 @@ pub enum HomeAssistantCommand {
         /// Send model, vendor and firmware with each device (off by default).
         #[arg(long, value_parser = ["on", "off"])]
         share_device_details: Option<String>,
-        /// `device` (Home Assistant 2024.11 and later) or `component` (one
-        /// config per entity, for older versions).
-        #[arg(long, value_parser = ["device", "component"])]
+        /// `device` (Home Assistant 2024.11 and later), `component` (one
+        /// config per entity, for 2024.4 to 2024.10) or `legacy` (one config
+        /// per entity with the light's `color_mode` flag, for 2024.3 and
+        /// older).
+        #[arg(long, value_parser = ["device", "component", "legacy"])]
         discovery: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
@@ -1081,6 +1083,7 @@ fn homeassistant(cmd: HomeAssistantCommand) -> anyhow::Result<()> {
         } => {
             let discovery = discovery.map(|d| match d.as_str() {
                 "component" => crate::homeassistant::DiscoveryMode::Component,
+                "legacy" => crate::homeassistant::DiscoveryMode::Legacy,
                 _ => crate::homeassistant::DiscoveryMode::Device,
             });
             let change = crate::homeassistant::SettingsChange {

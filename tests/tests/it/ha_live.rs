@@ -976,6 +976,6 @@ fn home_assistant_2026_component_discovery() {
 }
 
 #[test]
-fn home_assistant_2024_component_discovery() {
-    live(Version::Old, "component");
+fn home_assistant_2024_legacy_discovery() {
+    live(Version::Old, "legacy");
 }

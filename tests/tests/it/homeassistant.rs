@@ -767,6 +767,14 @@ fn configs_pass_home_assistants_own_schemas() {
         // The rest of this burst of configs.
         let deadline = Instant::now() + Duration::from_millis(1500);
         while ha.next(deadline).await.is_some() {}
+        // Legacy configs, for 2024.3 and older: the same topics, the light
+        // with its color_mode flag, checked by 2024.3's schema as they are.
+        daemon.cli_json(&["integrations", "homeassistant", "set", "--discovery", "legacy"]);
+        let light = format!("homeassistant/light/{}/light/config", devices[0].id());
+        ha.until("the legacy light", &light, |p| {
+            !p.is_empty() && json(p)["color_mode"] == true
+        })
+        .await;
         let mut lines = String::new();
         for (topic, payloads) in &ha.seen {
             for p in payloads {
