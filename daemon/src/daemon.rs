@@ -352,6 +352,13 @@ pub async fn run_with_tap(
         });
     }
     {
+        let (live, devices) = (live.clone(), devices.clone());
+        supervisor.spawn("live-learnt", move |token| async move {
+            crate::state::remember_learnt(live, devices, token).await;
+            Ok(())
+        });
+    }
+    {
         let (live, broker) = (live.clone(), broker.clone());
         supervisor.spawn("live-online", move |token| async move {
             crate::state::watch_sessions(live, broker, LIVE_SESSION_SWEEP, token).await;

@@ -15,7 +15,7 @@ use crate::broker::acl::{self, Principal, Profile};
 use crate::broker::{Broker, Credentials, Identity, Owner};
 use crate::secret::{Secret, TokenHash, random_token};
 use crate::store::{
-    Actor, AuditEvent, Device, DeviceFields, DeviceId, DeviceKind, DeviceStatus, Store, StoreError,
+    Actor, AuditEvent, Device, DeviceFields, DeviceId, DeviceKind, DeviceStatus, Learnt, Store, StoreError,
 };
 
 /// The credential kind of a device's MQTT password.
@@ -140,6 +140,8 @@ pub struct DeviceSummary {
     pub voice_name: Option<String>,
     pub expose_ha: bool,
     pub expose_voice: bool,
+    /// What it showed it can do.
+    pub learnt: Learnt,
 }
 
 /// The owner's changes to an adopted device's settings; absent fields stay.
@@ -421,6 +423,7 @@ impl Devices {
                 voice_name: d.fields.voice_name,
                 expose_ha: d.fields.expose_ha,
                 expose_voice: d.fields.expose_voice,
+                learnt: d.fields.learnt,
             });
         }
         Ok(out)
@@ -615,6 +618,33 @@ impl Devices {
             .await?;
         self.changed();
         Ok(existed)
+    }
+
+    /// Keeps what an adopted device showed it can do. Returns whether the
+    /// record gained anything (then the list is marked changed, so
+    /// integrations offer the new control).
+    pub async fn learn(&self, id: &DeviceId, learnt: Learnt) -> Result<bool, DeviceError> {
+        let key = id.clone();
+        let gained = self
+            .with_store(move |store| {
+                let Some(mut device) = store
+                    .device(&key)?
+                    .filter(|d| d.fields.status == DeviceStatus::Adopted)
+                else {
+                    return Ok(false);
+                };
+                if device.fields.learnt.covers(learnt) {
+                    return Ok(false);
+                }
+                device.fields.learnt = device.fields.learnt.union(learnt);
+                store.update_device(&key, &device.fields)?;
+                Ok(true)
+            })
+            .await?;
+        if gained {
+            self.changed();
+        }
+        Ok(gained)
     }
 
     /// Switches an adopted device on or off, in its own vendor's scheme,

@@ -30,7 +30,7 @@ use crate::canonical::{self, availability_topic, set_topic, snapshot_topic, stat
 use crate::devices::{DeviceError, Devices, MQTT_PASSWORD, MqttEndpoint, ShownOnce};
 use crate::secret::{TokenHash, random_token};
 use crate::state::LiveState;
-use crate::store::{Actor, AuditEvent, Device, DeviceKind, Store};
+use crate::store::{Actor, AuditEvent, Device, DeviceKind, Learnt, Store};
 
 /// The MQTT username Home Assistant connects with.
 pub const USERNAME: &str = "homeassistant";
@@ -393,24 +393,6 @@ pub fn rules_for(exposed: &[Device]) -> Vec<Rule> {
     rules
 }
 
-/// What hearth has learnt a device can do, beyond its kind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Learnt {
-    /// It has reported a colour temperature.
-    pub color_temp: bool,
-    /// It has sent a snapshot.
-    pub snapshots: bool,
-}
-
-impl Learnt {
-    fn of(s: Option<&crate::state::DeviceState>) -> Learnt {
-        Learnt {
-            color_temp: s.is_some_and(|s| s.color_temp.is_some()),
-            snapshots: s.is_some_and(|s| s.snapshots),
-        }
-    }
-}
-
 /// One entity of a device: its object id and its config (with `p`, the
 /// platform).
 fn components(d: &Device, learnt: Learnt) -> Vec<(&'static str, Map<String, Value>)> {
@@ -613,7 +595,7 @@ pub async fn run(ha: Arc<HomeAssistant>, live: Arc<LiveState>, token: Cancellati
                 // camera that first sends a snapshot, gets it in Home
                 // Assistant.
                 Ok((id, s)) => {
-                    let now = Learnt::of(Some(&s));
+                    let now = s.learnt();
                     if learnt.insert(id, now) != Some(now) && now != Learnt::default() {
                         sync(&ha, &live, &mut published, false).await;
                     }
@@ -675,7 +657,10 @@ async fn sync(ha: &HomeAssistant, live: &LiveState, published: &mut BTreeMap<Str
     let snapshot = live.snapshot();
     let with_learnt: Vec<(Device, Learnt)> = exposed
         .iter()
-        .map(|d| (d.clone(), Learnt::of(snapshot.get(&d.id))))
+        .map(|d| {
+            let heard = snapshot.get(&d.id).map(|s| s.learnt()).unwrap_or_default();
+            (d.clone(), d.fields.learnt.union(heard))
+        })
         .collect();
     let desired = configs(&with_learnt, &ha.settings());
     let rules = rules_for(&exposed);

@@ -4,7 +4,9 @@
 //!
 //! It holds only the devices the caller tracks (the adopted ones), so a
 //! publish can never grow it, and it never writes the store: this state is
-//! what devices say, not what the owner decided. It holds no names.
+//! what devices say, not what the owner decided. It holds no names. The one
+//! thing kept is what a device showed it can do (`remember_learnt` hands it
+//! to `Devices::learn`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::HubMessage;
 use crate::broker::Owner;
 use crate::broker::acl::Profile;
-use crate::store::DeviceId;
+use crate::store::{DeviceId, Learnt};
 use crate::vendor::{self, StateUpdate};
 
 /// How many changes a slow subscriber may fall behind before it lags.
@@ -37,6 +39,16 @@ pub struct DeviceState {
     pub last_press_at: Option<u64>,
     /// Whether the camera has sent a snapshot since hearth started.
     pub snapshots: bool,
+}
+
+impl DeviceState {
+    /// What these reports show the device can do.
+    pub fn learnt(&self) -> Learnt {
+        Learnt {
+            color_temp: self.color_temp.is_some(),
+            snapshots: self.snapshots,
+        }
+    }
 }
 
 /// A tracked device: how to read its reports, and what they said.
@@ -256,6 +268,54 @@ pub async fn follow_devices(
         tokio::select! {
             _ = token.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Hands what tracked devices show they can do (a colour temperature, a
+/// snapshot) to the store, once per device and capability, until `token` is
+/// cancelled: Home Assistant and the voice relay then offer the control
+/// after a restart too, before the device reports again.
+pub async fn remember_learnt(
+    live: Arc<LiveState>,
+    devices: Arc<crate::devices::Devices>,
+    token: CancellationToken,
+) {
+    let mut changes = live.subscribe();
+    let mut known: HashMap<DeviceId, Learnt> = match devices.adopted().await {
+        Ok(adopted) => adopted.into_iter().map(|d| (d.id, d.fields.learnt)).collect(),
+        Err(error) => {
+            tracing::error!(%error, "live state could not read what devices are known to do");
+            HashMap::new()
+        }
+    };
+    // What was heard before this task subscribed.
+    let mut pending: Vec<(DeviceId, DeviceState)> = live.snapshot().into_iter().collect();
+    loop {
+        let change = match pending.pop() {
+            Some(heard) => Ok(heard),
+            None => tokio::select! {
+                _ = token.cancelled() => return,
+                change = changes.recv() => change,
+            },
+        };
+        let (id, state) = match change {
+            Ok(c) => c,
+            // A missed change is seen again: snapshots stay true and a light
+            // repeats its colour temperature in every report.
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        let now = state.learnt();
+        let had = known.get(&id).copied().unwrap_or_default();
+        if had.covers(now) {
+            continue;
+        }
+        match devices.learn(&id, now).await {
+            Ok(_) => {
+                known.insert(id, had.union(now));
+            }
+            Err(error) => tracing::error!(%error, "what a device can do could not be kept"),
         }
     }
 }

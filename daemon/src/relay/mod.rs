@@ -380,8 +380,8 @@ impl Relay {
             profile: Profile::parse(&f.profile).unwrap_or(Profile::Generic),
             base: f.topic?,
         };
-        let color_temp =
-            crate::canonical::dims(f.kind) && self.live.get(&d.id).is_some_and(|s| s.color_temp.is_some());
+        let color_temp = crate::canonical::dims(f.kind)
+            && (f.learnt.color_temp || self.live.get(&d.id).is_some_and(|s| s.color_temp.is_some()));
         Some(VoiceDevice {
             id: d.id,
             voice_name,

@@ -302,6 +302,34 @@ pub struct DeviceFields {
     /// Exposed to voice assistants through the relay (off until the owner
     /// turns it on).
     pub expose_voice: bool,
+    /// What the device has shown it can do, kept across restarts.
+    pub learnt: Learnt,
+}
+
+/// What hearth has learnt a device can do from its own reports, beyond
+/// what its kind says. Only ever gained: a light that once reported a colour
+/// temperature keeps the control after a restart, before it reports again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Learnt {
+    /// It has reported a colour temperature.
+    pub color_temp: bool,
+    /// It has sent a snapshot.
+    pub snapshots: bool,
+}
+
+impl Learnt {
+    /// Everything either knows.
+    pub fn union(self, other: Learnt) -> Learnt {
+        Learnt {
+            color_temp: self.color_temp || other.color_temp,
+            snapshots: self.snapshots || other.snapshots,
+        }
+    }
+
+    /// Whether `other` adds nothing to this.
+    pub fn covers(self, other: Learnt) -> bool {
+        self.union(other) == self
+    }
 }
 
 impl DeviceFields {
@@ -328,6 +356,7 @@ impl DeviceFields {
             voice_name: None,
             expose_ha: false,
             expose_voice: false,
+            learnt: Learnt::default(),
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{DeviceFields, DeviceKind, DeviceStatus};
+use super::{DeviceFields, DeviceKind, DeviceStatus, Learnt};
 use crate::secret::Secret;
 
 const PAD_TO: usize = 32;
@@ -260,6 +260,8 @@ pub fn encode_device_record(f: &DeviceFields, created_at: UnixTime) -> Vec<u8> {
         .field(&f.voice_name)
         .field(&Some(f.expose_ha))
         .field(&Some(f.expose_voice))
+        .field(&Some(f.learnt.color_temp))
+        .field(&Some(f.learnt.snapshots))
         .finish()
 }
 
@@ -288,6 +290,7 @@ pub fn decode_device_record(bytes: &[u8], status: DeviceStatus) -> Option<(Devic
         voice_name: None,
         expose_ha: false,
         expose_voice: false,
+        learnt: Learnt::default(),
     };
     let created_at = r.field()?;
     let fields = DeviceFields {
@@ -297,6 +300,10 @@ pub fn decode_device_record(bytes: &[u8], status: DeviceStatus) -> Option<(Devic
         voice_name: r.trailing_field()?,
         expose_ha: r.trailing_field::<bool>()?.unwrap_or(false),
         expose_voice: r.trailing_field::<bool>()?.unwrap_or(false),
+        learnt: Learnt {
+            color_temp: r.trailing_field::<bool>()?.unwrap_or(false),
+            snapshots: r.trailing_field::<bool>()?.unwrap_or(false),
+        },
         ..fields
     };
     r.end()?;
@@ -359,8 +366,9 @@ mod tests {
         older.flagged = false;
         let old_bytes = encode_device_record(&older, UnixTime(42));
         // topic (None: 5 bytes), identity (None: 5), flagged (Some(false): 6),
-        // voice_name (None: 5), expose_ha and expose_voice (Some(false): 6 each).
-        let before_trailing = &old_bytes[..old_bytes.len() - 33];
+        // voice_name (None: 5), expose_ha, expose_voice and the two learnt
+        // flags (Some(false): 6 each).
+        let before_trailing = &old_bytes[..old_bytes.len() - 45];
         assert_eq!(decode_device_record(before_trailing, f.status).unwrap().0, older);
         let mut flagged = f.clone();
         flagged.flagged = true;
@@ -368,6 +376,10 @@ mod tests {
         flagged.voice_name = Some("porch light".into());
         flagged.expose_ha = true;
         flagged.expose_voice = true;
+        flagged.learnt = Learnt {
+            color_temp: true,
+            snapshots: true,
+        };
         let bytes = encode_device_record(&flagged, UnixTime(1));
         assert_eq!(decode_device_record(&bytes, f.status).unwrap().0, flagged);
         let mut version = bytes;

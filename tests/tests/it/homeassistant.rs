@@ -1014,3 +1014,83 @@ fn generic_firmware_sends_whole_retained_states() {
         );
     });
 }
+
+/// What a device showed it can do outlives a restart: a light that reported
+/// a colour temperature keeps the control, and a camera that sent a
+/// snapshot keeps its camera entity, in the configs a Home Assistant reads
+/// after hearth restarts and before either device speaks again. Both once
+/// dropped out until the device reported, so a Home Assistant started in
+/// between never had them.
+#[test]
+fn learnt_controls_outlive_a_restart() {
+    let daemon = Daemon::start();
+    let lamp = add(&daemon, "generic", "bulb", "Desk lamp");
+    let cam = add(&daemon, "generic", "camera", "Porch");
+    for d in [&lamp, &cam] {
+        expose(&daemon, d, true);
+    }
+    let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let rt = rt();
+    let lamp_config = format!("homeassistant/device/{}/config", lamp.id());
+    let cam_config = format!("homeassistant/device/{}/config", cam.id());
+    let learnt = |lamp_cfg: &[u8], cam_cfg: &[u8]| {
+        let (l, c) = (json(lamp_cfg), json(cam_cfg));
+        l["cmps"]["light"]["supported_color_modes"] == serde_json::json!(["color_temp"])
+            && c["cmps"].get("camera").is_some()
+    };
+    {
+        let (mut lamp_says, _lamp) = start_device(&rt, &lamp);
+        let (mut cam_says, _cam) = start_device(&rt, &cam);
+        rt.block_on(async {
+            said(&mut lamp_says, "connected").await;
+            said(&mut cam_says, "connected").await;
+            let mut ha = Ha::connect(&daemon, &conn, "ha-before").await;
+            ha.subscribe("homeassistant/device/+/config").await;
+            ha.until("the lamp's colour temperature", &lamp_config, |p| {
+                json(p)["cmps"]["light"]["supported_color_modes"] == serde_json::json!(["color_temp"])
+            })
+            .await;
+            ha.until("the camera entity", &cam_config, |p| {
+                json(p)["cmps"].get("camera").is_some()
+            })
+            .await;
+        });
+        // Stopped here: the devices stay silent from now on.
+    }
+    // Kept in the store, not only in memory.
+    let kept = Instant::now() + LIMIT;
+    loop {
+        let list = daemon.cli_json(&["devices", "list"]);
+        let of = |d: &Device| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["id"] == d.id())
+                .map(|e| e["learnt"].clone())
+                .unwrap()
+        };
+        if of(&lamp)["color_temp"] == true && of(&cam)["snapshots"] == true {
+            break;
+        }
+        assert!(Instant::now() < kept, "not kept: {list}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let daemon = Daemon::start_in(daemon.stop_keeping_home());
+    rt.block_on(async {
+        let mut ha = Ha::connect(&daemon, &conn, "ha-after").await;
+        ha.subscribe("homeassistant/device/+/config").await;
+        let lamp_cfg = ha.until("the lamp's config", &lamp_config, |_| true).await;
+        let cam_cfg = ha.until("the camera's config", &cam_config, |_| true).await;
+        assert!(
+            learnt(&lamp_cfg, &cam_cfg),
+            "after the restart: {} / {}",
+            String::from_utf8_lossy(&lamp_cfg),
+            String::from_utf8_lossy(&cam_cfg)
+        );
+        // And no later config takes them back.
+        let quiet_until = Instant::now() + Duration::from_secs(2);
+        while ha.next(quiet_until).await.is_some() {}
+        let (l, c) = (&ha.seen[&lamp_config], &ha.seen[&cam_config]);
+        assert!(learnt(l.last().unwrap(), c.last().unwrap()));
+    });
+}
