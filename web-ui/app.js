@@ -122,7 +122,7 @@ async function refreshDevices() {
   }
 }
 
-const LIVE_FIELDS = ['online', 'power', 'brightness', 'last_motion_at'];
+const LIVE_FIELDS = ['online', 'power', 'brightness', 'last_motion_at', 'open', 'water', 'temperature', 'humidity'];
 
 function applyDeviceState(update) {
   const device = state.devices.find((d) => d.id === update?.id);

@@ -2,7 +2,7 @@
 // credential rotation, forgetting), and the once-only provisioning panel.
 
 import { api } from './api.js';
-import { append, busy, checkbox, confirmDialog, deviceName, errorLine, field, h, isCamera, kindLabel, uid } from './dom.js';
+import { append, busy, checkbox, confirmDialog, deviceName, errorLine, field, h, isSensor, kindLabel, uid } from './dom.js';
 import { deviceControls } from './home.js';
 
 const NAME_MAX = 64;
@@ -264,12 +264,12 @@ export function renderDevice(ctx, id) {
     { name: 'expose_ha', 'data-testid': 'device-expose-ha' },
     'Announces this device to Home Assistant through hearth’s local broker, so Home Assistant can show and control it. Off until you turn it on.',
   );
-  const camera = isCamera(device);
+  const sensor = isSensor(device);
   const exposeVoice = checkbox(
     'Expose to voice assistants',
-    { name: 'expose_voice', 'data-testid': 'device-expose-voice', disabled: camera },
-    camera
-      ? 'Cameras and doorbells are never exposed to voice assistants.'
+    { name: 'expose_voice', 'data-testid': 'device-expose-voice', disabled: sensor },
+    sensor
+      ? 'Cameras, doorbells and sensors are never exposed to voice assistants.'
       : 'Lets the voice assistants you linked turn it on and off under its voice name: nothing else about it. Off until you turn it on.',
   );
   const fill = (d) => {

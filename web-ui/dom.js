@@ -179,6 +179,10 @@ export const KIND_LABELS = {
   light_strip: ['Light strip', 'Light strips'],
   camera: ['Camera', 'Cameras'],
   doorbell: ['Doorbell', 'Doorbells'],
+  motion_sensor: ['Motion sensor', 'Motion sensors'],
+  contact_sensor: ['Door or window sensor', 'Door and window sensors'],
+  climate_sensor: ['Temperature and humidity sensor', 'Temperature and humidity sensors'],
+  water_sensor: ['Water sensor', 'Water sensors'],
   other: ['Other device', 'Other devices'],
 };
 
@@ -195,3 +199,6 @@ export function deviceName(device) {
 export const isLight = (device) => ['bulb', 'plug', 'light_strip'].includes(device.kind);
 export const dims = (device) => ['bulb', 'light_strip'].includes(device.kind);
 export const isCamera = (device) => ['camera', 'doorbell'].includes(device.kind);
+export const sensesMotion = (device) => ['camera', 'doorbell', 'motion_sensor'].includes(device.kind);
+/** Devices that only report: never switched, never given to voice assistants. */
+export const isSensor = (device) => sensesMotion(device) || ['contact_sensor', 'climate_sensor', 'water_sensor'].includes(device.kind);

@@ -1,9 +1,9 @@
 // Home: the adopted devices by room, then kind, with live state.
 
 import { api } from './api.js';
-import { ago, append, deviceName, dims, h, isCamera, isLight, keepFocus, kindLabel, timeEl, uid } from './dom.js';
+import { ago, append, deviceName, dims, h, isLight, keepFocus, kindLabel, sensesMotion, timeEl, uid } from './dom.js';
 
-const KIND_ORDER = ['bulb', 'light_strip', 'plug', 'camera', 'doorbell', 'other'];
+const KIND_ORDER = ['bulb', 'light_strip', 'plug', 'camera', 'doorbell', 'motion_sensor', 'contact_sensor', 'climate_sensor', 'water_sensor', 'other'];
 // How long a command may wait for the device to report its new state
 // before the page says it did not answer.
 const CONFIRM_MS = 10000;
@@ -76,9 +76,16 @@ export function deviceControls(ctx, device) {
   }
 
   let motion = null;
-  if (isCamera(device)) {
+  if (sensesMotion(device)) {
     motion = h('p', { class: 'motion', 'data-testid': 'last-motion' });
     parts.push(motion);
+  }
+
+  const readingOf = READINGS[device.kind];
+  let reading = null;
+  if (readingOf) {
+    reading = h('p', { class: 'reading', 'data-testid': 'reading' });
+    parts.push(reading);
   }
 
   async function send(body) {
@@ -113,6 +120,7 @@ export function deviceControls(ctx, device) {
       if (!busyHere && typeof d.brightness === 'number') slider.value = String(d.brightness);
       output.textContent = typeof d.brightness === 'number' || busyHere ? `${slider.value}%` : 'unknown';
     }
+    if (reading) reading.textContent = readingOf(d);
     if (motion) {
       motion.replaceChildren(
         ...(d.last_motion_at ? ['Last motion: ', timeEl(d.last_motion_at), ` (${ago(d.last_motion_at)})`] : ['No motion seen yet.']),
@@ -122,6 +130,20 @@ export function deviceControls(ctx, device) {
 
   return { el, update };
 }
+
+const known = (v) => v !== null && v !== undefined;
+// What a sensor last reported, in words; temperature and humidity come in
+// tenths.
+const READINGS = {
+  contact_sensor: (d) => (known(d.open) ? (d.open ? 'Open' : 'Closed') : 'Not reported yet'),
+  water_sensor: (d) => (known(d.water) ? (d.water ? 'Water detected' : 'Dry') : 'Not reported yet'),
+  climate_sensor: (d) => {
+    const parts = [];
+    if (known(d.temperature)) parts.push(`${(d.temperature / 10).toFixed(1)} °C`);
+    if (known(d.humidity)) parts.push(`${(d.humidity / 10).toFixed(0)} % humidity`);
+    return parts.length ? parts.join(', ') : 'Not reported yet';
+  },
+};
 
 function byName(a, b) {
   return deviceName(a).localeCompare(deviceName(b)) || a.id.localeCompare(b.id);

@@ -16,6 +16,12 @@
 //!   Assistant shows every light available with its state again (the
 //!   devices and Home Assistant reconnect by themselves).
 //!
+//! - cold: hearth and mosquitto running with every light online; the clock
+//!   runs from the start of a fresh `hass` (a new configuration directory
+//!   with only its MQTT entry) until it shows every light available with
+//!   its state: Home Assistant's own start, its MQTT session, discovery and
+//!   the retained states.
+//!
 //! Two Home Assistants run at once, one per broker; the measurements
 //! alternate between them. Both brokers use hearth's certificate.
 
@@ -386,7 +392,7 @@ pub fn run(hearth: &Path, rounds: usize) {
 fn in_namespace(hearth: &Path, rounds: usize) {
     println!(
         "\n## ha-live: Home Assistant 2026.2.3 on hearth and on mosquitto (same topics, same configs), \
-         {LIGHTS} lights; {rounds} rounds of {CHANGES} state changes each and one broker restart each"
+         {LIGHTS} lights; {rounds} rounds of {CHANGES} state changes each, one broker restart and one fresh Home Assistant each"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -498,10 +504,6 @@ fn in_namespace(hearth: &Path, rounds: usize) {
         })
         .collect();
 
-    let mut ha_h = Ha::start("hearth", 8123, HEARTH_PORT, &ha_user, &ha_password, &ca);
-    let mut ha_m = Ha::start("mosquitto", 8124, MOSQUITTO_PORT, "ha", &secret(999), &ca);
-    let lights_h = ha_h.lights(&ids);
-    let lights_m = ha_m.lights(&ids);
     let available = |lights: &[String]| -> Value {
         Value::Object(
             lights
@@ -510,10 +512,27 @@ fn in_namespace(hearth: &Path, rounds: usize) {
                 .collect(),
         )
     };
-    for (ha, lights) in [(&mut ha_h, &lights_h), (&mut ha_m, &lights_m)] {
-        let r = ha.wait(available(lights), 60.0);
-        assert_eq!(r["ok"], true, "lights not available at the start: {r}");
-    }
+    let mut cold_s: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    // A fresh Home Assistant on broker `k`, timed from its start until it
+    // shows every light available.
+    let cold_start = |k: usize, cold_s: &mut [Vec<f64>; 2]| -> (Ha, Vec<String>) {
+        let t0 = Instant::now();
+        let mut ha = if k == 0 {
+            Ha::start("hearth", 8123, HEARTH_PORT, &ha_user, &ha_password, &ca)
+        } else {
+            Ha::start("mosquitto", 8124, MOSQUITTO_PORT, "ha", &secret(999), &ca)
+        };
+        let lights = ha.lights(&ids);
+        let r = ha.wait(available(&lights), 60.0);
+        assert_eq!(
+            r["ok"], true,
+            "lights not available after Home Assistant's start: {r}"
+        );
+        cold_s[k].push(t0.elapsed().as_secs_f64());
+        (ha, lights)
+    };
+    let (mut ha_h, lights_h) = cold_start(0, &mut cold_s);
+    let (mut ha_m, lights_m) = cold_start(1, &mut cold_s);
 
     let mut state_ms: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut burst_ms: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
@@ -615,6 +634,11 @@ fn in_namespace(hearth: &Path, rounds: usize) {
                 );
             }
         }
+        // A fresh Home Assistant on each, one at a time.
+        drop(ha_h);
+        ha_h = cold_start(0, &mut cold_s).0;
+        drop(ha_m);
+        ha_m = cold_start(1, &mut cold_s).0;
         let med = |v: &[f64]| {
             let mut s = v.to_vec();
             s.sort_by(f64::total_cmp);
@@ -622,7 +646,7 @@ fn in_namespace(hearth: &Path, rounds: usize) {
         };
         println!(
             "round {}: state change median hearth {:.1} ms, mosquitto {:.1} ms; burst median hearth {:.1} ms, mosquitto {:.1} ms; \
-             restart to available hearth {:.1} s, mosquitto {:.1} s",
+             restart to available hearth {:.1} s, mosquitto {:.1} s; Home Assistant's start to available hearth {:.1} s, mosquitto {:.1} s",
             round + 1,
             med(&state_ms[0]),
             med(&state_ms[1]),
@@ -630,6 +654,8 @@ fn in_namespace(hearth: &Path, rounds: usize) {
             med(&burst_ms[1]),
             start_s[0].last().copied().unwrap_or(f64::NAN),
             start_s[1].last().copied().unwrap_or(f64::NAN),
+            cold_s[0].last().copied().unwrap_or(f64::NAN),
+            cold_s[1].last().copied().unwrap_or(f64::NAN),
         );
     }
     println!("\nover {rounds} rounds                                  hearth   mosquitto");
@@ -641,6 +667,16 @@ fn in_namespace(hearth: &Path, rounds: usize) {
         ("all lights at once, each light, max ms", &burst_ms, 1.0),
         ("broker start to every light available, p50 s", &start_s, 0.5),
         ("broker start to every light available, max s", &start_s, 1.0),
+        (
+            "Home Assistant's start to every light available, p50 s",
+            &cold_s,
+            0.5,
+        ),
+        (
+            "Home Assistant's start to every light available, max s",
+            &cold_s,
+            1.0,
+        ),
     ] {
         let of = |k: usize| {
             let mut s = v[k].clone();

@@ -4,8 +4,10 @@
 //! - `hearth/<id>/state`: JSON, retained. Lights and plugs:
 //!   `{"state":"ON","brightness":0-255,"color_temp":mireds}` (what is known,
 //!   with `color_mode` for Home Assistant's JSON light);
-//!   cameras: `{"online":true,"motion":false}`, doorbells also
-//!   `"pressed":false`.
+//!   cameras and motion sensors: `{"online":true,"motion":false}`, doorbells
+//!   also `"pressed":false`; contact sensors `"open"`, water sensors
+//!   `"water"` (booleans), climate sensors `"temperature"` (°C) and
+//!   `"humidity"` (%), each once known.
 //! - `hearth/<id>/snapshot`: a camera's latest image, as it sent it (only
 //!   generic cameras send one, on this very topic).
 //! - `hearth/<id>/set`: commands, in the same JSON as a light's state.
@@ -56,10 +58,46 @@ pub fn snapshot_topic(id: &DeviceId) -> String {
     format!("hearth/{id}/snapshot")
 }
 
-/// Whether a device of `kind` is a sensor (motion, presses) rather than
-/// something switched.
+/// Whether a device of `kind` only reports (motion, presses, readings) and
+/// is never commanded.
 pub fn is_sensor(kind: DeviceKind) -> bool {
+    matches!(
+        kind,
+        DeviceKind::Camera
+            | DeviceKind::Doorbell
+            | DeviceKind::MotionSensor
+            | DeviceKind::ContactSensor
+            | DeviceKind::ClimateSensor
+            | DeviceKind::WaterSensor
+    )
+}
+
+/// Whether a device of `kind` sends snapshots.
+pub fn has_camera(kind: DeviceKind) -> bool {
     matches!(kind, DeviceKind::Camera | DeviceKind::Doorbell)
+}
+
+/// Whether a device of `kind` reports motion.
+pub fn senses_motion(kind: DeviceKind) -> bool {
+    matches!(
+        kind,
+        DeviceKind::Camera | DeviceKind::Doorbell | DeviceKind::MotionSensor
+    )
+}
+
+/// Whether hearth knows what a device of `kind` would report: a light or
+/// plug its power, a contact, water or climate sensor its reading. Until
+/// then its canonical state is not published ("unknown" is what Home
+/// Assistant should show, and a state without its key makes templates
+/// warn). Motion and presses are events, known from the start.
+pub fn state_known(kind: DeviceKind, s: &DeviceState) -> bool {
+    match kind {
+        DeviceKind::Camera | DeviceKind::Doorbell | DeviceKind::MotionSensor => true,
+        DeviceKind::ContactSensor => s.open.is_some(),
+        DeviceKind::WaterSensor => s.water.is_some(),
+        DeviceKind::ClimateSensor => s.temperature.is_some() || s.humidity.is_some(),
+        DeviceKind::Bulb | DeviceKind::LightStrip | DeviceKind::Plug | DeviceKind::Other => s.power.is_some(),
+    }
 }
 
 /// Whether a device of `kind` dims.
@@ -110,9 +148,25 @@ pub fn state_json(kind: DeviceKind, s: &DeviceState, events: Events) -> String {
     let mut out = Map::new();
     if is_sensor(kind) {
         out.insert("online".into(), json!(s.online));
-        out.insert("motion".into(), json!(events.motion));
+        if senses_motion(kind) {
+            out.insert("motion".into(), json!(events.motion));
+        }
         if kind == DeviceKind::Doorbell {
             out.insert("pressed".into(), json!(events.pressed));
+        }
+        if let Some(open) = s.open.filter(|_| kind == DeviceKind::ContactSensor) {
+            out.insert("open".into(), json!(open));
+        }
+        if let Some(water) = s.water.filter(|_| kind == DeviceKind::WaterSensor) {
+            out.insert("water".into(), json!(water));
+        }
+        if kind == DeviceKind::ClimateSensor {
+            if let Some(t) = s.temperature {
+                out.insert("temperature".into(), json!(f64::from(t) / 10.0));
+            }
+            if let Some(h) = s.humidity {
+                out.insert("humidity".into(), json!(f64::from(h) / 10.0));
+            }
         }
     } else {
         if let Some(on) = s.power {
@@ -402,8 +456,9 @@ async fn publish(broker: &Broker, id: &DeviceId, p: &mut Published, s: &DeviceSt
     }
     // A light or plug whose power is not known yet (after a restart, until
     // it reports) has no state to tell: Home Assistant's JSON light fails on
-    // a state without `state`, and "unknown" is what it should show.
-    if !is_sensor(scheme.kind) && s.power.is_none() {
+    // a state without `state`, and "unknown" is what it should show. So for
+    // a sensor whose reading is not known.
+    if !state_known(scheme.kind, s) {
         return;
     }
     let events = Events {

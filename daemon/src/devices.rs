@@ -547,7 +547,7 @@ impl Devices {
             }
             if req.expose_voice == Some(true) && crate::canonical::is_sensor(f.kind) {
                 return Err(DeviceError::Invalid(
-                    "cameras and doorbells are never exposed to voice assistants".into(),
+                    "cameras, doorbells and sensors are never exposed to voice assistants".into(),
                 ));
             }
             let newly_ha = req.expose_ha == Some(true) && !f.expose_ha;

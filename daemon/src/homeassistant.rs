@@ -384,9 +384,9 @@ pub fn rules_for(exposed: &[Device]) -> Vec<Rule> {
     for d in exposed {
         rules.push(Rule::topic(&state_topic(&d.id), false, true));
         rules.push(Rule::topic(&availability_topic(&d.id), false, true));
-        if canonical::is_sensor(d.fields.kind) {
+        if canonical::has_camera(d.fields.kind) {
             rules.push(Rule::topic(&snapshot_topic(&d.id), false, true));
-        } else {
+        } else if !canonical::is_sensor(d.fields.kind) {
             rules.push(Rule::topic(&set_topic(&d.id), true, false));
         }
     }
@@ -436,7 +436,7 @@ fn components(d: &Device, learnt: Learnt) -> Vec<(&'static str, Map<String, Valu
             c.insert("state_off".into(), json!("OFF"));
             out.push(("switch", c));
         }
-        DeviceKind::Camera | DeviceKind::Doorbell => {
+        DeviceKind::Camera | DeviceKind::Doorbell | DeviceKind::MotionSensor => {
             c.insert("p".into(), json!("binary_sensor"));
             c.insert("unique_id".into(), unique("motion"));
             c.insert("name".into(), json!("Motion"));
@@ -468,9 +468,59 @@ fn components(d: &Device, learnt: Learnt) -> Vec<(&'static str, Map<String, Valu
                 out.push(("camera", cam));
             }
         }
+        DeviceKind::ContactSensor => {
+            out.push(("contact", reading(id, "binary_sensor", "door", "open", "Door")));
+        }
+        DeviceKind::WaterSensor => {
+            out.push((
+                "water",
+                reading(id, "binary_sensor", "moisture", "water", "Water"),
+            ));
+        }
+        DeviceKind::ClimateSensor => {
+            let mut t = reading(id, "sensor", "temperature", "temperature", "Temperature");
+            t.insert("unit_of_measurement".into(), json!("°C"));
+            t.insert("state_class".into(), json!("measurement"));
+            out.push(("temperature", t));
+            let mut h = reading(id, "sensor", "humidity", "humidity", "Humidity");
+            h.insert("unit_of_measurement".into(), json!("%"));
+            h.insert("state_class".into(), json!("measurement"));
+            out.push(("humidity", h));
+        }
         DeviceKind::Other => {}
     }
     out
+}
+
+/// A sensor entity reading `key` of the canonical state. A key the state
+/// does not carry yet renders `None`, which Home Assistant's MQTT sensors
+/// and binary sensors take as unknown (tested with `is defined`, so its
+/// templates do not warn).
+fn reading(
+    id: &crate::store::DeviceId,
+    platform: &str,
+    class: &str,
+    key: &str,
+    name: &str,
+) -> Map<String, Value> {
+    let value = if platform == "binary_sensor" {
+        format!("{{{{ 'ON' if value_json.{key} else 'OFF' }}}}")
+    } else {
+        format!("{{{{ value_json.{key} }}}}")
+    };
+    let mut c = Map::new();
+    c.insert("p".into(), json!(platform));
+    c.insert("unique_id".into(), json!(format!("hearth_{id}_{key}")));
+    c.insert("name".into(), json!(name));
+    c.insert("device_class".into(), json!(class));
+    c.insert("state_topic".into(), json!(state_topic(id)));
+    c.insert(
+        "value_template".into(),
+        json!(format!(
+            "{{% if value_json.{key} is defined %}}{value}{{% else %}}None{{% endif %}}"
+        )),
+    );
+    c
 }
 
 /// The `dev` mapping: identifiers and the owner's name; room; details only

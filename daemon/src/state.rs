@@ -39,6 +39,14 @@ pub struct DeviceState {
     pub last_press_at: Option<u64>,
     /// Whether the camera has sent a snapshot since hearth started.
     pub snapshots: bool,
+    /// A contact sensor: the door or window is open.
+    pub open: Option<bool>,
+    /// A water sensor: it senses water.
+    pub water: Option<bool>,
+    /// A climate sensor: tenths of a degree Celsius.
+    pub temperature: Option<i16>,
+    /// A climate sensor: tenths of a percent of relative humidity.
+    pub humidity: Option<u16>,
 }
 
 impl DeviceState {
@@ -198,16 +206,21 @@ impl LiveState {
             if update.snapshot {
                 s.snapshots = true;
             }
+            if let Some(o) = update.open {
+                s.open = Some(o);
+            }
+            if let Some(w) = update.water {
+                s.water = Some(w);
+            }
+            if let Some(t) = update.temperature {
+                s.temperature = Some(t);
+            }
+            if let Some(h) = update.humidity {
+                s.humidity = Some(h.min(1000));
+            }
             // A device that reports anything but its going away is online,
             // whether or not its own online message was heard.
-            if update.online.is_none()
-                && (update.power.is_some()
-                    || update.brightness.is_some()
-                    || update.color_temp.is_some()
-                    || update.motion
-                    || update.press
-                    || update.snapshot)
-            {
+            if update.online.is_none() && update != StateUpdate::default() {
                 s.online = true;
             }
             (*s != before).then(|| s.clone())

@@ -107,6 +107,14 @@ pub struct StateUpdate {
     pub press: bool,
     /// A camera sent a snapshot (on its `snapshot` topic).
     pub snapshot: bool,
+    /// A contact sensor: whether the door or window is open.
+    pub open: Option<bool>,
+    /// A water sensor: whether it senses water.
+    pub water: Option<bool>,
+    /// A climate sensor's temperature, in tenths of a degree Celsius.
+    pub temperature: Option<i16>,
+    /// A climate sensor's relative humidity, in tenths of a percent.
+    pub humidity: Option<u16>,
 }
 
 impl StateUpdate {
@@ -118,6 +126,10 @@ impl StateUpdate {
             && !self.motion
             && !self.press
             && !self.snapshot
+            && self.open.is_none()
+            && self.water.is_none()
+            && self.temperature.is_none()
+            && self.humidity.is_none()
     }
 
     /// `None` when the report said nothing hearth keeps.
@@ -347,8 +359,7 @@ mod tests {
             brightness,
             color_temp: None,
             motion,
-            press: false,
-            snapshot: false,
+            ..StateUpdate::default()
         }
     }
 
@@ -368,6 +379,10 @@ mod tests {
         motion: true,
         press: false,
         snapshot: false,
+        open: None,
+        water: None,
+        temperature: None,
+        humidity: None,
     };
 
     #[track_caller]

@@ -240,16 +240,28 @@ pub enum DeviceKind {
     Bulb,
     Plug,
     LightStrip,
+    /// Reports motion (a PIR sensor).
+    MotionSensor,
+    /// Reports whether a door or window is open.
+    ContactSensor,
+    /// Reports temperature and humidity.
+    ClimateSensor,
+    /// Reports water (a leak or flood sensor).
+    WaterSensor,
     Other,
 }
 
 impl DeviceKind {
-    pub const ALL: [DeviceKind; 6] = [
+    pub const ALL: [DeviceKind; 10] = [
         DeviceKind::Camera,
         DeviceKind::Doorbell,
         DeviceKind::Bulb,
         DeviceKind::Plug,
         DeviceKind::LightStrip,
+        DeviceKind::MotionSensor,
+        DeviceKind::ContactSensor,
+        DeviceKind::ClimateSensor,
+        DeviceKind::WaterSensor,
         DeviceKind::Other,
     ];
 
@@ -260,6 +272,10 @@ impl DeviceKind {
             DeviceKind::Bulb => "bulb",
             DeviceKind::Plug => "plug",
             DeviceKind::LightStrip => "light_strip",
+            DeviceKind::MotionSensor => "motion_sensor",
+            DeviceKind::ContactSensor => "contact_sensor",
+            DeviceKind::ClimateSensor => "climate_sensor",
+            DeviceKind::WaterSensor => "water_sensor",
             DeviceKind::Other => "other",
         }
     }

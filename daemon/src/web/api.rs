@@ -1256,6 +1256,13 @@ impl App {
                         "last_motion_at".into(),
                         json!(live.as_ref().and_then(|l| l.last_motion_at)),
                     );
+                    o.insert("open".into(), json!(live.as_ref().and_then(|l| l.open)));
+                    o.insert("water".into(), json!(live.as_ref().and_then(|l| l.water)));
+                    o.insert(
+                        "temperature".into(),
+                        json!(live.as_ref().and_then(|l| l.temperature)),
+                    );
+                    o.insert("humidity".into(), json!(live.as_ref().and_then(|l| l.humidity)));
                 }
                 v
             })
