@@ -142,6 +142,10 @@ pub struct DeviceSummary {
     pub expose_voice: bool,
     /// What it showed it can do.
     pub learnt: Learnt,
+    /// Where it was found or adopted: for the owner to tell devices apart.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// When hearth first recorded it (found, or added by hand): Unix ms.
+    pub created_at: i64,
 }
 
 /// The owner's changes to an adopted device's settings; absent fields stay.
@@ -424,6 +428,8 @@ impl Devices {
                 expose_ha: d.fields.expose_ha,
                 expose_voice: d.fields.expose_voice,
                 learnt: d.fields.learnt,
+                addresses: d.fields.addresses,
+                created_at: d.created_at.0,
             });
         }
         Ok(out)

@@ -151,6 +151,9 @@ pub struct RawDiscovery {
     pub enabled: bool,
     pub interfaces: RawInterfaces,
     pub service_types: Vec<String>,
+    /// Service types hearth does not know, with the kind of device behind
+    /// them: `"_foo._tcp" = "bulb"`. Browsed as well.
+    pub service_kinds: std::collections::BTreeMap<String, String>,
     pub max_pending: usize,
     pub advertise: bool,
 }
@@ -162,6 +165,7 @@ impl Default for RawDiscovery {
             enabled: d.enabled,
             interfaces: RawInterfaces::Mode("private".into()),
             service_types: d.service_types,
+            service_kinds: std::collections::BTreeMap::new(),
             max_pending: d.max_pending,
             advertise: d.advertise,
         }
@@ -695,7 +699,7 @@ fn validate_discovery(raw: &RawDiscovery) -> Result<crate::discovery::DiscoveryC
             ));
         }
     };
-    for ty in &raw.service_types {
+    let service_type = |key: &'static str, ty: &str| {
         let valid = ty
             .strip_prefix('_')
             .and_then(|t| t.strip_suffix("._tcp").or_else(|| t.strip_suffix("._udp")))
@@ -705,12 +709,35 @@ fn validate_discovery(raw: &RawDiscovery) -> Result<crate::discovery::DiscoveryC
                         .bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             });
-        if !valid {
-            return Err(invalid(
-                "discovery.service_types",
+        if valid {
+            Ok(())
+        } else {
+            Err(invalid(
+                key,
                 format!("'{ty}' is not a DNS-SD service type"),
                 "write service types like \"_hap._tcp\"",
-            ));
+            ))
+        }
+    };
+    for ty in &raw.service_types {
+        service_type("discovery.service_types", ty)?;
+    }
+    let mut service_types = raw.service_types.clone();
+    let mut service_kinds = crate::discovery::classify::ExtraKinds::new();
+    for (ty, kind) in &raw.service_kinds {
+        service_type("discovery.service_kinds", ty)?;
+        let kind = crate::store::DeviceKind::parse(kind)
+            .filter(|k| *k != crate::store::DeviceKind::Other)
+            .ok_or_else(|| {
+                invalid(
+                    "discovery.service_kinds",
+                    format!("'{kind}' (for {ty}) is not a kind of device hearth offers"),
+                    "use bulb, light_strip, plug, camera, doorbell, motion_sensor, contact_sensor, climate_sensor or water_sensor",
+                )
+            })?;
+        service_kinds.insert(ty.clone(), kind);
+        if !service_types.contains(ty) {
+            service_types.push(ty.clone());
         }
     }
     if !(1..=10_000).contains(&raw.max_pending) {
@@ -723,7 +750,8 @@ fn validate_discovery(raw: &RawDiscovery) -> Result<crate::discovery::DiscoveryC
     Ok(crate::discovery::DiscoveryConfig {
         enabled: raw.enabled,
         interfaces,
-        service_types: raw.service_types.clone(),
+        service_types,
+        service_kinds,
         max_pending: raw.max_pending,
         advertise: raw.advertise,
     })

@@ -18,7 +18,8 @@ pub const MAX_TXT_TOTAL: usize = 1300;
 pub const MAX_INSTANCE: usize = 63;
 pub const MAX_ADDRESSES: usize = 16;
 
-/// The service types hearth browses by default.
+/// The service types hearth browses by default: those of the devices it
+/// offers. Media players, printers and brokers are not browsed at all.
 pub const DEFAULT_SERVICE_TYPES: &[&str] = &[
     "_hap._tcp",
     "_hap._udp",
@@ -29,8 +30,9 @@ pub const DEFAULT_SERVICE_TYPES: &[&str] = &[
     "_wled._tcp",
     "_rtsp._tcp",
     "_axis-video._tcp",
-    "_googlecast._tcp",
-    "_mqtt._tcp",
+    "_nanoleafapi._tcp",
+    "_elg._tcp",
+    "_esp-cam._tcp",
 ];
 
 /// One resolved advert, reduced to what hearth reads. Its `Debug` shows
@@ -44,6 +46,11 @@ pub struct Advert {
     pub port: u16,
     pub addresses: Vec<IpAddr>,
     pub txt: Vec<(String, String)>,
+    /// The first label of the SRV target, lower-cased: the device's mDNS
+    /// host name, which every service it advertises shares.
+    pub host: String,
+    /// Where the packet that completed the advert came from.
+    pub source: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for Advert {
@@ -77,32 +84,105 @@ impl Advert {
             && self.instance.len() <= MAX_INSTANCE
             && self.addresses.len() <= MAX_ADDRESSES
             && self.service_type.len() <= 32
+            && self.host.len() <= MAX_INSTANCE
     }
 }
 
-/// What hearth makes of an advert.
+/// What hearth makes of an advert: a device to offer, or something it
+/// recognised and leaves alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Offer(Classified),
+    NotOffered(NotOffered),
+}
+
+/// Why an advert is not offered for adoption. Counted, never stored: these
+/// are the rest of the home's network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NotOffered {
+    /// A hub or bridge (Hue bridge, HomeKit bridges).
+    Bridge,
+    Thermostat,
+    /// A sensor whose vendor speaks no MQTT scheme hearth supports (it would
+    /// never report), or of a kind hearth has none for (smoke, gas).
+    UnsupportedSensor,
+    /// A power or energy meter.
+    Meter,
+    /// A TV, speaker or streaming device.
+    Media,
+    /// Anything else recognised, or a device of a vendor hearth knows whose
+    /// kind it cannot tell.
+    Other,
+}
+
+impl NotOffered {
+    pub const ALL: [NotOffered; 6] = [
+        NotOffered::Bridge,
+        NotOffered::Thermostat,
+        NotOffered::UnsupportedSensor,
+        NotOffered::Meter,
+        NotOffered::Media,
+        NotOffered::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotOffered::Bridge => "bridge",
+            NotOffered::Thermostat => "thermostat",
+            NotOffered::UnsupportedSensor => "unsupported_sensor",
+            NotOffered::Meter => "meter",
+            NotOffered::Media => "media",
+            NotOffered::Other => "other",
+        }
+    }
+}
+
+/// A device hearth offers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Classified {
     pub kind: DeviceKind,
     /// The vendor profile name stored with the device: an MQTT scheme
     /// (`tasmota`, `shelly`, `esphome`, `generic`) or the ecosystem it was
-    /// found in (`homekit`, `hue`, `wled`, `rtsp`, ...).
+    /// found in (`homekit`, `hue`, `wled`, `rtsp`, `shelly_gen1`, ...).
     pub profile: &'static str,
     pub vendor: Option<String>,
     pub model: Option<String>,
     pub firmware: Option<String>,
     pub mac: Option<String>,
-    /// A stable identity for deduplication: the MAC or device id the advert
-    /// gives, else the service type and instance name.
+    /// The device's identity, the same for every service it advertises:
+    /// its MAC (from the TXT record, or the end of its instance or host
+    /// name); without one, its mDNS host name; else the service type and
+    /// instance name. An advert claiming an adopted device's MAC from
+    /// elsewhere is flagged, whatever host name it uses.
     pub identity: String,
+    /// Other identities it may be stored under: its host name, and the
+    /// service type and instance name (what hearth stored before identities
+    /// were per device).
+    pub aliases: Vec<String>,
     /// The MQTT topic base it would use when adopted, if its scheme has one.
     pub topic: Option<String>,
+    /// How much this service type says about the device: a vendor's own
+    /// service (3) over HomeKit's (2) over a web server or stream (1). A
+    /// pending device keeps what its most telling service said.
+    pub rank: u8,
 }
 
 impl Classified {
     /// The MQTT scheme an adopted device of this profile speaks.
     pub fn mqtt_profile(&self) -> Profile {
         Profile::parse(self.profile).unwrap_or(Profile::Generic)
+    }
+}
+
+/// The rank of the service a stored device's details came from (see
+/// [`Classified::rank`]). A Shelly's model (`app=`) comes only from its own
+/// service; its web server's names none.
+pub fn rank_of_stored(profile: &str, model: Option<&str>) -> u8 {
+    match profile {
+        "shelly" | "shelly_gen1" if model.is_some() => 3,
+        "esphome" | "wled" | "hue" | "nanoleaf" | "elgato" | "axis" | "doorbird" | "esp_cam" => 3,
+        "homekit" => 2,
+        _ => 1,
     }
 }
 
@@ -123,45 +203,171 @@ pub fn normalise_mac(raw: &str) -> Option<String> {
     )
 }
 
+/// A MAC at the end of a name, as Shelly and others name themselves
+/// (`shellyplus1pm-a8032ab12345`): the last `-` separated part, if it is
+/// twelve hex digits.
+fn mac_in_name(name: &str) -> Option<String> {
+    let last = name.rsplit(['-', '_']).next()?;
+    (last.len() == 12 && last.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| normalise_mac(last))
+        .flatten()
+}
+
 fn topic_base(instance: &str) -> Option<String> {
     let base = instance.to_ascii_lowercase();
     acl::valid_base(&base).then_some(base)
 }
 
-fn hap_kind(category: Option<&str>) -> DeviceKind {
+/// What a HomeKit accessory category (`ci`, HAP specification's
+/// accessory categories) is to hearth.
+fn hap_kind(category: Option<&str>) -> Result<DeviceKind, NotOffered> {
     match category.and_then(|c| c.parse::<u32>().ok()) {
-        Some(5) => DeviceKind::Bulb,
-        Some(17) => DeviceKind::Camera,
-        Some(18) => DeviceKind::Doorbell,
-        Some(7) | Some(8) => DeviceKind::Plug,
-        _ => DeviceKind::Other,
+        Some(5) => Ok(DeviceKind::Bulb),
+        Some(7) | Some(8) => Ok(DeviceKind::Plug),
+        Some(17) => Ok(DeviceKind::Camera),
+        Some(18) => Ok(DeviceKind::Doorbell),
+        Some(2) => Err(NotOffered::Bridge),
+        Some(9) | Some(20) | Some(21) => Err(NotOffered::Thermostat),
+        // HomeKit sensors, doors, windows and locks speak no MQTT.
+        Some(6) | Some(10) | Some(11) | Some(12) | Some(13) => Err(NotOffered::UnsupportedSensor),
+        Some(26) | Some(31) | Some(34) | Some(35) | Some(36) => Err(NotOffered::Media),
+        _ => Err(NotOffered::Other),
     }
 }
 
-fn shelly_kind(model: Option<&str>, instance: &str) -> DeviceKind {
-    let m = format!("{} {}", model.unwrap_or(""), instance).to_ascii_lowercase();
-    if m.contains("bulb")
-        || m.contains("duo")
-        || m.contains("vintage")
-        || m.contains("rgbw")
-        || m.contains("dimmer")
+/// Lower case, letters and digits only: `Plus 1PM` and `plus-1pm` alike.
+fn squash(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// What a Shelly is, from its model (`app=`, or the model part of its
+/// name: `shellyplusplugs`, `shellyht`, `shelly0110dimg3`). Shelly's model
+/// codes, not words: `PowerStrip` is a power strip, `HT` a temperature and
+/// humidity sensor, `EM` an energy meter.
+fn shelly_kind(model: &str) -> Result<DeviceKind, NotOffered> {
+    let m = squash(model);
+    let m = m.strip_prefix("shelly").unwrap_or(&m);
+    let has = |w: &str| m.contains(w);
+    if has("powerstrip") || has("pstrip") {
+        Ok(DeviceKind::Plug)
+    } else if m.starts_with("ht") || m.ends_with("ht") || has("plusht") {
+        Ok(DeviceKind::ClimateSensor)
+    } else if has("flood") || has("water") {
+        Ok(DeviceKind::WaterSensor)
+    } else if m.starts_with("dw") || has("doorwindow") {
+        Ok(DeviceKind::ContactSensor)
+    } else if has("motion") {
+        Ok(DeviceKind::MotionSensor)
+    } else if has("smoke") || has("gas") {
+        Err(NotOffered::UnsupportedSensor)
+    } else if has("trv") {
+        Err(NotOffered::Thermostat)
+    } else if has("blugw") || has("gateway") {
+        Err(NotOffered::Bridge)
+    } else if has("display") {
+        Err(NotOffered::Other)
+    } else if has("3em")
+        || has("proem")
+        || has("pmmini")
+        || m.starts_with("em")
+        || m.ends_with("em")
+        || has("emg")
     {
-        DeviceKind::Bulb
-    } else if m.contains("strip") {
-        DeviceKind::LightStrip
+        Err(NotOffered::Meter)
+    } else if has("strip") || has("rgbw") {
+        // RGBW controllers drive LED strips.
+        Ok(DeviceKind::LightStrip)
+    } else if has("bulb")
+        || has("duo")
+        || has("vintage")
+        || has("10v")
+        || has("dimmer")
+        || has("dim")
+        || has("dali")
+        || has("0110")
+        || has("walldimmer")
+        || m.starts_with("pluswd")
+    {
+        Ok(DeviceKind::Bulb)
     } else {
-        DeviceKind::Plug
+        Ok(DeviceKind::Plug)
     }
 }
 
-/// Classifies an advert, or `None` for a service hearth does not adopt.
-pub fn classify(a: &Advert) -> Option<Classified> {
+/// What a device is from words in the names its owner or maker gave it
+/// (an ESPHome node's name and project, a Tasmota host name), or `None`.
+fn kind_from_words(text: &str) -> Option<Result<DeviceKind, NotOffered>> {
+    let t = text.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
+    Some(if has(&["doorbell", "door bell", "door-bell", "door_bell"]) {
+        Ok(DeviceKind::Doorbell)
+    } else if has(&["thermostat", "trv", "radiator"]) {
+        Err(NotOffered::Thermostat)
+    } else if has(&[
+        "strip",
+        "wled",
+        "ws2812",
+        "ws2811",
+        "sk6812",
+        "neopixel",
+        "addressable",
+    ]) {
+        Ok(DeviceKind::LightStrip)
+    } else if has(&["plug", "socket", "outlet", "relay", "switch", "power strip"]) {
+        Ok(DeviceKind::Plug)
+    } else if has(&["bulb", "light", "lamp", "led", "dimmer"]) {
+        Ok(DeviceKind::Bulb)
+    } else if has(&["camera", "cam"]) {
+        Ok(DeviceKind::Camera)
+    } else if has(&["motion", "pir", "presence", "occupancy"]) {
+        Ok(DeviceKind::MotionSensor)
+    } else if has(&["door", "window", "contact"]) {
+        Ok(DeviceKind::ContactSensor)
+    } else if has(&["leak", "water", "flood"]) {
+        Ok(DeviceKind::WaterSensor)
+    } else if has(&[
+        "temp", "humid", "climate", "weather", "bme280", "bme680", "dht", "sht3", "sht4", "aht", "hygro",
+    ]) {
+        Ok(DeviceKind::ClimateSensor)
+    } else if has(&["energy", "meter", "power monitor"]) {
+        Err(NotOffered::Meter)
+    } else if has(&["proxy", "voice", "speaker", "assist", "media"]) {
+        Err(NotOffered::Other)
+    } else {
+        return None;
+    })
+}
+
+/// The MAC a DoorBird's `_axis-video._tcp` advert carries starts with
+/// DoorBird's OUI (Bird Home Automation, 1C:CA:E3).
+const DOORBIRD_OUI: &str = "1c:ca:e3";
+
+/// Classifies an advert with the built-in rules only.
+pub fn classify(a: &Advert) -> Option<Verdict> {
+    classify_with(a, &ExtraKinds::new())
+}
+
+/// Service types the owner named in the config, with the kind of device
+/// that advertises them.
+pub type ExtraKinds = std::collections::BTreeMap<String, DeviceKind>;
+
+/// Classifies an advert: a device to offer, one recognised and not
+/// offered, or `None` for a service hearth knows nothing of (a web server
+/// of an unknown vendor, a type it does not browse).
+pub fn classify_with(a: &Advert, extra: &ExtraKinds) -> Option<Verdict> {
     let instance = a.instance.as_str();
     let lower = instance.to_ascii_lowercase();
     let owned = |s: Option<&str>| s.map(str::to_owned);
-    let mac = ["mac", "macaddress", "id", "deviceid"]
+    let txt_mac = ["mac", "macaddress", "deviceid", "id"]
         .iter()
         .find_map(|k| a.txt(k).and_then(normalise_mac));
+    let mac = txt_mac
+        .clone()
+        .or_else(|| mac_in_name(&lower))
+        .or_else(|| mac_in_name(&a.host));
     let mut c = Classified {
         kind: DeviceKind::Other,
         profile: "generic",
@@ -170,92 +376,158 @@ pub fn classify(a: &Advert) -> Option<Classified> {
         firmware: None,
         mac: mac.clone(),
         identity: String::new(),
+        aliases: Vec::new(),
         topic: None,
+        rank: 1,
     };
-    match a.service_type.as_str() {
+    let kind = match a.service_type.as_str() {
         "_hap._tcp" | "_hap._udp" => {
-            c.kind = hap_kind(a.txt("ci"));
             c.profile = "homekit";
+            c.rank = 2;
             c.model = owned(a.txt("md"));
             c.firmware = owned(a.txt("fv"));
+            hap_kind(a.txt("ci"))
         }
-        "_hue._tcp" => {
-            c.profile = "hue";
-            c.vendor = Some("Philips Hue".into());
-            c.model = owned(a.txt("modelid"));
-        }
-        "_shelly._tcp" => {
-            c.profile = if a.txt("gen").and_then(|g| g.parse::<u32>().ok()).unwrap_or(1) >= 2 {
-                "shelly"
-            } else {
-                "generic"
-            };
-            c.vendor = Some("Shelly".into());
-            c.model = owned(a.txt("app"));
-            c.firmware = owned(a.txt("ver"));
-            c.kind = shelly_kind(a.txt("app"), instance);
-            c.topic = topic_base(instance);
-        }
-        "_http._tcp" if lower.starts_with("shelly") => {
-            c.vendor = Some("Shelly".into());
-            c.kind = shelly_kind(None, instance);
-            c.profile = "generic";
-        }
-        "_http._tcp" if lower.starts_with("tasmota") => {
+        "_hue._tcp" => Err(NotOffered::Bridge),
+        "_shelly._tcp" => shelly(a, &mut c, &lower),
+        "_http._tcp" if lower.starts_with("shelly") => shelly(a, &mut c, &lower),
+        // Tasmota says so in its TXT record; older builds only in their
+        // default host name.
+        "_http._tcp" if a.txt("devicetype") == Some("tasmota") || lower.starts_with("tasmota") => {
             c.vendor = Some("Tasmota".into());
-            c.kind = if lower.contains("bulb") {
-                DeviceKind::Bulb
-            } else {
-                DeviceKind::Plug
-            };
             c.profile = "tasmota";
             c.topic = topic_base(&lower.replace('-', "_"));
+            kind_from_words(lower.trim_start_matches("tasmota")).unwrap_or(Ok(DeviceKind::Plug))
         }
         "_http._tcp" => return None,
         "_esphomelib._tcp" => {
             c.profile = "esphome";
+            c.rank = 3;
             c.vendor = Some("ESPHome".into());
             c.model = owned(a.txt("board").or(a.txt("project_name")));
             c.firmware = owned(a.txt("version"));
-            let project = a.txt("project_name").unwrap_or("").to_ascii_lowercase();
-            c.kind = if project.contains("light") || project.contains("bulb") {
-                DeviceKind::Bulb
-            } else if project.contains("plug") || project.contains("switch") {
-                DeviceKind::Plug
-            } else {
-                DeviceKind::Other
-            };
             c.topic = topic_base(instance);
+            let words = [a.txt("friendly_name"), a.txt("project_name"), Some(instance)]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            // A node whose purpose its names do not tell is left alone.
+            kind_from_words(&words).unwrap_or(Err(NotOffered::Other))
         }
         "_wled._tcp" => {
             c.profile = "wled";
+            c.rank = 3;
             c.vendor = Some("WLED".into());
-            c.kind = DeviceKind::LightStrip;
+            Ok(DeviceKind::LightStrip)
+        }
+        "_nanoleafapi._tcp" => {
+            c.profile = "nanoleaf";
+            c.rank = 3;
+            c.vendor = Some("Nanoleaf".into());
+            c.model = owned(a.txt("md"));
+            c.firmware = owned(a.txt("srcvers"));
+            Ok(DeviceKind::LightStrip)
+        }
+        "_elg._tcp" => {
+            c.profile = "elgato";
+            c.rank = 3;
+            c.vendor = Some("Elgato".into());
+            c.model = owned(a.txt("md"));
+            let strip = squash(a.txt("md").unwrap_or("")).contains("strip");
+            Ok(if strip {
+                DeviceKind::LightStrip
+            } else {
+                DeviceKind::Bulb
+            })
         }
         "_rtsp._tcp" => {
             c.profile = "rtsp";
-            c.kind = DeviceKind::Camera;
+            Ok(DeviceKind::Camera)
+        }
+        // Espressif's camera web server firmware (esp-who).
+        "_esp-cam._tcp" => {
+            c.profile = "esp_cam";
+            c.rank = 3;
+            c.vendor = Some("Espressif".into());
+            Ok(DeviceKind::Camera)
         }
         "_axis-video._tcp" => {
-            c.profile = "rtsp";
-            c.vendor = Some("Axis".into());
-            c.kind = DeviceKind::Camera;
+            c.rank = 3;
+            let doorbird = txt_mac.as_deref().is_some_and(|m| m.starts_with(DOORBIRD_OUI));
+            if doorbird {
+                c.profile = "doorbird";
+                c.vendor = Some("DoorBird".into());
+                Ok(DeviceKind::Doorbell)
+            } else {
+                c.profile = "axis";
+                c.vendor = Some("Axis".into());
+                // Axis names its door stations A81xx.
+                let door = lower.contains("a81") || lower.contains("door");
+                Ok(if door {
+                    DeviceKind::Doorbell
+                } else {
+                    DeviceKind::Camera
+                })
+            }
         }
-        "_googlecast._tcp" => {
-            c.profile = "googlecast";
-            c.vendor = Some("Google".into());
-            c.model = owned(a.txt("md"));
-        }
-        "_mqtt._tcp" => {
-            c.profile = "mqtt";
-        }
-        _ => return None,
-    }
-    c.identity = match &mac {
-        Some(mac) => format!("mac:{mac}"),
-        None => format!("{}:{}", a.service_type, lower),
+        other => match extra.get(other) {
+            Some(kind) => {
+                c.profile = "generic";
+                Ok(*kind)
+            }
+            None => return None,
+        },
     };
-    Some(c)
+    c.kind = match kind {
+        Ok(DeviceKind::Other) => return Some(Verdict::NotOffered(NotOffered::Other)),
+        Ok(k) => k,
+        Err(why) => return Some(Verdict::NotOffered(why)),
+    };
+    // Sensors report over MQTT or not at all: only where the vendor's own
+    // scheme is one hearth reads.
+    if crate::canonical::is_sensor(c.kind)
+        && !crate::canonical::has_camera(c.kind)
+        && Profile::parse(c.profile).is_none_or(|p| p == Profile::Generic)
+        && !extra.contains_key(&a.service_type)
+    {
+        return Some(Verdict::NotOffered(NotOffered::UnsupportedSensor));
+    }
+    let legacy = format!("{}:{}", a.service_type, lower);
+    let by_host = (!a.host.is_empty()).then(|| format!("host:{}", a.host));
+    c.identity = match (&mac, &by_host) {
+        (Some(m), _) => format!("mac:{m}"),
+        (None, Some(h)) => h.clone(),
+        (None, None) => legacy.clone(),
+    };
+    for alias in by_host.into_iter().chain([legacy]) {
+        if alias != c.identity {
+            c.aliases.push(alias);
+        }
+    }
+    Some(Verdict::Offer(c))
+}
+
+/// A Shelly, from `_shelly._tcp` or its `_http._tcp`: Gen2 and later
+/// (`gen=2` or more) speak Shelly's RPC over MQTT, the `shelly` scheme;
+/// Gen1 speaks a scheme hearth does not, and is found as `shelly_gen1`.
+fn shelly(a: &Advert, c: &mut Classified, lower: &str) -> Result<DeviceKind, NotOffered> {
+    let gen2 = a.txt("gen").and_then(|g| g.parse::<u32>().ok()).unwrap_or(1) >= 2;
+    c.profile = if gen2 { "shelly" } else { "shelly_gen1" };
+    // Gen2's web server service names no model: its own service decides.
+    c.rank = if a.service_type == "_shelly._tcp" { 3 } else { 1 };
+    c.vendor = Some("Shelly".into());
+    c.model = a.txt("app").map(str::to_owned);
+    c.firmware = a.txt("ver").map(str::to_owned);
+    if gen2 {
+        c.topic = topic_base(lower);
+    }
+    // The model: `app=`, else the name without its MAC or id suffix.
+    let model = match a.txt("app") {
+        Some(app) => app.to_owned(),
+        None => lower.rsplit_once('-').map_or(lower, |(m, _)| m).to_owned(),
+    };
+    shelly_kind(&model)
 }
 
 #[cfg(test)]
@@ -269,6 +541,16 @@ mod tests {
             port: 80,
             addresses: vec!["192.168.1.20".parse().unwrap()],
             txt: txt.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            host: String::new(),
+            source: None,
+        }
+    }
+
+    #[track_caller]
+    fn offer(a: &Advert) -> Classified {
+        match classify(a) {
+            Some(Verdict::Offer(c)) => c,
+            other => panic!("{a:?} not offered: {other:?}"),
         }
     }
 
@@ -277,7 +559,7 @@ mod tests {
     fn classification_table() {
         #[track_caller]
         fn check(a: Advert, kind: DeviceKind, profile: &str, model: Option<&str>, identity: &str) {
-            let c = classify(&a).unwrap_or_else(|| panic!("{a:?} not classified"));
+            let c = offer(&a);
             assert_eq!(
                 (c.kind, c.profile, c.model.as_deref()),
                 (kind, profile, model),
@@ -298,41 +580,24 @@ mod tests {
                 ],
             )
         };
-        check(
-            hap("5"),
-            DeviceKind::Bulb,
-            "homekit",
-            Some("LCA003"),
-            "mac:1a:2b:3c:4d:5e:6f",
-        );
-        check(
-            hap("17"),
-            DeviceKind::Camera,
-            "homekit",
-            Some("LCA003"),
-            "mac:1a:2b:3c:4d:5e:6f",
-        );
-        check(
-            hap("18"),
-            DeviceKind::Doorbell,
-            "homekit",
-            Some("LCA003"),
-            "mac:1a:2b:3c:4d:5e:6f",
-        );
-        check(
-            hap("7"),
-            DeviceKind::Plug,
-            "homekit",
-            Some("LCA003"),
-            "mac:1a:2b:3c:4d:5e:6f",
-        );
-        check(
-            hap("2"),
-            DeviceKind::Other,
-            "homekit",
-            Some("LCA003"),
-            "mac:1a:2b:3c:4d:5e:6f",
-        );
+        for (ci, kind) in [
+            ("5", DeviceKind::Bulb),
+            ("17", DeviceKind::Camera),
+            ("18", DeviceKind::Doorbell),
+            ("7", DeviceKind::Plug),
+            ("8", DeviceKind::Plug),
+        ] {
+            check(hap(ci), kind, "homekit", Some("LCA003"), "mac:1a:2b:3c:4d:5e:6f");
+        }
+        for (ci, why) in [
+            ("2", NotOffered::Bridge),
+            ("9", NotOffered::Thermostat),
+            ("10", NotOffered::UnsupportedSensor),
+            ("31", NotOffered::Media),
+            ("1", NotOffered::Other),
+        ] {
+            assert_eq!(classify(&hap(ci)), Some(Verdict::NotOffered(why)), "ci={ci}");
+        }
         check(
             advert(
                 "_shelly._tcp",
@@ -342,14 +607,14 @@ mod tests {
             DeviceKind::Plug,
             "shelly",
             Some("PlusPlugS"),
-            "_shelly._tcp:shellyplusplugs-a8032ab12345",
+            "mac:a8:03:2a:b1:23:45",
         );
         check(
-            advert("_shelly._tcp", "shellyduo-a1b2", &[("gen", "1"), ("app", "Duo")]),
+            advert("_http._tcp", "shellybulbduo-a1b2", &[("app", "shellybulbduo")]),
             DeviceKind::Bulb,
-            "generic",
-            Some("Duo"),
-            "_shelly._tcp:shellyduo-a1b2",
+            "shelly_gen1",
+            Some("shellybulbduo"),
+            "_http._tcp:shellybulbduo-a1b2",
         );
         check(
             advert("_http._tcp", "tasmota-1A2B3C-4567", &[]),
@@ -395,46 +660,123 @@ mod tests {
                 &[("macaddress", "00408C123456")],
             ),
             DeviceKind::Camera,
-            "rtsp",
+            "axis",
             None,
             "mac:00:40:8c:12:34:56",
         );
         check(
             advert(
-                "_hue._tcp",
-                "Hue Bridge",
-                &[("bridgeid", "x"), ("modelid", "BSB002")],
+                "_axis-video._tcp",
+                "Doorstation - 1CCAE3000001",
+                &[("macaddress", "1CCAE3000001")],
             ),
-            DeviceKind::Other,
-            "hue",
-            Some("BSB002"),
-            "_hue._tcp:hue bridge",
+            DeviceKind::Doorbell,
+            "doorbird",
+            None,
+            "mac:1c:ca:e3:00:00:01",
         );
-        check(
-            advert(
-                "_googlecast._tcp",
-                "Kitchen speaker",
-                &[("md", "Google Nest Mini")],
-            ),
-            DeviceKind::Other,
-            "googlecast",
-            Some("Google Nest Mini"),
-            "_googlecast._tcp:kitchen speaker",
+        assert_eq!(
+            classify(&advert("_hue._tcp", "Hue Bridge", &[("modelid", "BSB002")])),
+            Some(Verdict::NotOffered(NotOffered::Bridge))
         );
-        // Services hearth does not adopt.
+        // Services hearth does not offer, or knows nothing of.
         assert!(classify(&advert("_http._tcp", "printer", &[])).is_none());
         assert!(classify(&advert("_ipp._tcp", "printer", &[])).is_none());
+        assert!(classify(&advert("_googlecast._tcp", "Kitchen", &[])).is_none());
+    }
+
+    /// Shelly's model codes, as its devices send them.
+    #[test]
+    fn shelly_models() {
+        for (model, kind) in [
+            ("PowerStrip", Ok(DeviceKind::Plug)),
+            ("Plus1PM", Ok(DeviceKind::Plug)),
+            ("Mini1G3", Ok(DeviceKind::Plug)),
+            ("PlusRGBWPM", Ok(DeviceKind::LightStrip)),
+            ("Plus10V", Ok(DeviceKind::Bulb)),
+            ("ht-sensor", Ok(DeviceKind::ClimateSensor)),
+            ("water-sensor", Ok(DeviceKind::WaterSensor)),
+            ("BluGw", Err(NotOffered::Bridge)),
+            ("WallDisplay", Err(NotOffered::Other)),
+            ("shelly0110dimg3", Ok(DeviceKind::Bulb)),
+            ("PlusWallDimmer", Ok(DeviceKind::Bulb)),
+            ("PlusHT", Ok(DeviceKind::ClimateSensor)),
+            ("HTG3", Ok(DeviceKind::ClimateSensor)),
+            ("shellyht", Ok(DeviceKind::ClimateSensor)),
+            ("shellyflood", Ok(DeviceKind::WaterSensor)),
+            ("shellydw2", Ok(DeviceKind::ContactSensor)),
+            ("PlusSmoke", Err(NotOffered::UnsupportedSensor)),
+            ("Pro3EM", Err(NotOffered::Meter)),
+            ("shellyem3", Err(NotOffered::Meter)),
+            ("shellytrv", Err(NotOffered::Thermostat)),
+        ] {
+            assert_eq!(shelly_kind(model), kind, "{model}");
+        }
+    }
+
+    /// Every service of one device gives one identity: its host name, or
+    /// without one its MAC; the older per-service identity stays an alias.
+    #[test]
+    fn one_identity_per_device_across_services() {
+        let mut own = advert(
+            "_shelly._tcp",
+            "shellyplus1pm-441793d69718",
+            &[("gen", "2"), ("app", "Plus1PM")],
+        );
+        own.host = "shellyplus1pm-441793d69718".into();
+        let mut web = advert("_http._tcp", "shellyplus1pm-441793d69718", &[("gen", "2")]);
+        web.host = own.host.clone();
+        let (a, b) = (offer(&own), offer(&web));
+        assert_eq!(a.identity, "mac:44:17:93:d6:97:18");
+        assert_eq!(a.identity, b.identity);
+        assert_eq!((a.profile, b.profile), ("shelly", "shelly"));
+        assert!(a.rank > b.rank);
+        assert_eq!(
+            a.aliases,
+            vec![
+                "host:shellyplus1pm-441793d69718".to_owned(),
+                "_shelly._tcp:shellyplus1pm-441793d69718".to_owned()
+            ]
+        );
+        // Without a MAC anywhere, the host name ties the services together.
+        let mut nano = advert("_nanoleafapi._tcp", "Canvas ADF9", &[]);
+        nano.host = "canvas-adf9".into();
+        let mut hap = advert("_hap._tcp", "Canvas ADF9", &[("ci", "5")]);
+        hap.host = nano.host.clone();
+        assert_eq!(offer(&nano).identity, "host:canvas-adf9");
+        assert_eq!(offer(&nano).identity, offer(&hap).identity);
+        // A Gen1 sensor speaks a scheme hearth does not read: not offered.
+        let gen1 = advert("_http._tcp", "shellyht-6F1B2C", &[("app", "shellyht")]);
+        assert_eq!(
+            classify(&gen1),
+            Some(Verdict::NotOffered(NotOffered::UnsupportedSensor))
+        );
+    }
+
+    #[test]
+    fn owners_name_the_kind_of_service_types_hearth_does_not_know() {
+        let a = advert("_examplelight._tcp", "Desk", &[]);
+        assert_eq!(classify(&a), None);
+        let extra = ExtraKinds::from([("_examplelight._tcp".to_owned(), DeviceKind::Bulb)]);
+        let Some(Verdict::Offer(c)) = classify_with(&a, &extra) else {
+            panic!("not offered")
+        };
+        assert_eq!((c.kind, c.profile), (DeviceKind::Bulb, "generic"));
     }
 
     #[test]
     fn topic_bases_come_only_from_valid_names() {
-        let e = classify(&advert("_esphomelib._tcp", "porch-light", &[])).unwrap();
+        let e = offer(&advert("_esphomelib._tcp", "porch-light", &[]));
         assert_eq!(e.topic.as_deref(), Some("porch-light"));
         assert_eq!(e.mqtt_profile(), Profile::Esphome);
         // An advert cannot claim a reserved subtree as its topic base.
-        let evil = classify(&advert("_esphomelib._tcp", "homeassistant", &[])).unwrap();
+        let evil = offer(&advert(
+            "_esphomelib._tcp",
+            "homeassistant",
+            &[("friendly_name", "Hall light")],
+        ));
         assert_eq!(evil.topic, None);
-        let t = classify(&advert("_http._tcp", "tasmota-AB12", &[])).unwrap();
+        let t = offer(&advert("_http._tcp", "tasmota-AB12", &[]));
         assert_eq!(t.topic.as_deref(), Some("tasmota_ab12"));
     }
 

@@ -282,6 +282,11 @@ impl Engine {
         if message.response {
             let now = Instant::now();
             let learned = self.cache.learn(&message, &self.types, now);
+            for key in &learned {
+                if let Some(i) = self.cache.instances.get_mut(key) {
+                    i.source = Some(IpAddr::V4(*from.ip()));
+                }
+            }
             for key in learned {
                 self.settle(&key, iface, now).await;
             }
@@ -477,6 +482,8 @@ struct Instance {
     asked: Option<Instant>,
     /// When a goodbye for the instance takes effect (RFC 6762 §10.1).
     leaves: Option<Instant>,
+    /// Where the latest packet about it came from.
+    source: Option<IpAddr>,
 }
 
 /// How long a withdrawn record lingers (RFC 6762 §10.1), and how recent a
@@ -651,6 +658,7 @@ impl Cache {
             seen: now,
             asked: None,
             leaves: None,
+            source: None,
         });
         entry.seen = now;
         entry
@@ -664,7 +672,7 @@ impl Cache {
         if instance.leaves.is_some_and(|at| at <= now) {
             return None;
         }
-        let (port, _, host) = instance.srv.as_ref()?;
+        let (port, target, host) = instance.srv.as_ref()?;
         let txt = instance.txt.clone()?;
         let mut addresses = self.hosts.get(host)?.current(now);
         if addresses.is_empty() {
@@ -677,6 +685,12 @@ impl Cache {
             port: *port,
             addresses,
             txt,
+            host: target
+                .labels()
+                .first()
+                .map(|l| l.to_ascii_lowercase())
+                .unwrap_or_default(),
+            source: instance.source,
         })
     }
 }

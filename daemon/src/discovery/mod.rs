@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use self::classify::{Advert, classify};
-use self::pending::Outcome;
+use self::classify::{Advert, ExtraKinds, NotOffered, Verdict, classify_with};
+use self::pending::{Outcome, Shares};
 use crate::store::Store;
 use crate::supervisor::Supervisor;
 
@@ -57,6 +57,8 @@ pub struct DiscoveryConfig {
     pub enabled: bool,
     pub interfaces: Interfaces,
     pub service_types: Vec<String>,
+    /// Service types the owner added, with the kind of device behind them.
+    pub service_kinds: ExtraKinds,
     pub max_pending: usize,
     /// Advertise hearth itself as `_hearth._tcp` and `_secure-mqtt._tcp`.
     pub advertise: bool,
@@ -71,6 +73,7 @@ impl Default for DiscoveryConfig {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            service_kinds: ExtraKinds::new(),
             max_pending: 256,
             advertise: true,
         }
@@ -103,11 +106,15 @@ pub struct DiscoveryStats {
     pub dropped_rate: AtomicU64,
     pub dropped_oversized: AtomicU64,
     pub ignored: AtomicU64,
+    /// Recognised and not offered, by [`NotOffered`] reason.
+    pub not_offered: [AtomicU64; NotOffered::ALL.len()],
     pub deduplicated: AtomicU64,
     pub created: AtomicU64,
     pub refreshed: AtomicU64,
     pub flagged: AtomicU64,
     pub pending_full: AtomicU64,
+    /// New devices refused because their source address held its share.
+    pub source_full: AtomicU64,
 }
 
 impl DiscoveryStats {
@@ -124,11 +131,17 @@ impl DiscoveryStats {
             "dropped_rate": g(&self.dropped_rate),
             "dropped_oversized": g(&self.dropped_oversized),
             "ignored": g(&self.ignored),
+            "not_offered": NotOffered::ALL
+                .iter()
+                .zip(&self.not_offered)
+                .map(|(why, n)| (why.as_str().to_owned(), serde_json::json!(g(n))))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
             "deduplicated": g(&self.deduplicated),
             "created": g(&self.created),
             "refreshed": g(&self.refreshed),
             "flagged": g(&self.flagged),
             "pending_full": g(&self.pending_full),
+            "source_full": g(&self.source_full),
         })
     }
 }
@@ -164,9 +177,10 @@ pub fn start(
         Ok(())
     });
     let max_pending = config.max_pending;
+    let extra = Arc::new(config.service_kinds.clone());
     let processing_stats = stats.clone();
     supervisor.spawn("discovery", move |token| async move {
-        process(rx, store, processing_stats, max_pending, changes, token).await;
+        process(rx, store, processing_stats, max_pending, extra, changes, token).await;
         Ok(())
     });
     Ok(stats)
@@ -194,10 +208,12 @@ async fn process(
     store: Arc<Mutex<Store>>,
     stats: Arc<DiscoveryStats>,
     max_pending: usize,
+    extra: Arc<ExtraKinds>,
     changes: tokio::sync::watch::Sender<u64>,
     token: tokio_util::sync::CancellationToken,
 ) {
     let mut seen: HashMap<String, (Instant, Vec<IpAddr>)> = HashMap::new();
+    let shares = Arc::new(Mutex::new(Shares::default()));
     let (mut tokens, mut last) = (MAX_ADVERTS_PER_SEC, Instant::now());
     loop {
         let advert = tokio::select! {
@@ -220,11 +236,20 @@ async fn process(
             stats.dropped_oversized.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let Some(classified) = classify(&advert) else {
-            stats.ignored.fetch_add(1, Ordering::Relaxed);
-            continue;
+        let classified = match classify_with(&advert, &extra) {
+            Some(Verdict::Offer(c)) => c,
+            Some(Verdict::NotOffered(why)) => {
+                stats.not_offered[why as usize].fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            None => {
+                stats.ignored.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
         };
-        if let Some((at, addrs)) = seen.get(&classified.identity)
+        // Per service: a device's other services may say more about it.
+        let key = format!("{} {}", advert.service_type, classified.identity);
+        if let Some((at, addrs)) = seen.get(&key)
             && now.duration_since(*at) < DEDUPE_WINDOW
             && *addrs == advert.addresses
         {
@@ -237,11 +262,12 @@ async fn process(
                 seen.clear();
             }
         }
-        seen.insert(classified.identity.clone(), (now, advert.addresses.clone()));
-        let store = store.clone();
+        seen.insert(key, (now, advert.addresses.clone()));
+        let (store, shares) = (store.clone(), shares.clone());
         let outcome = tokio::task::spawn_blocking(move || {
             let mut store = store.lock().expect("store lock");
-            pending::record_advert(&mut store, &advert, &classified, max_pending)
+            let mut shares = shares.lock().unwrap_or_else(|e| e.into_inner());
+            pending::record_advert(&mut store, &mut shares, &advert, &classified, max_pending)
         })
         .await;
         match outcome {
@@ -260,6 +286,9 @@ async fn process(
             }
             Ok(Ok(Outcome::PendingFull)) => {
                 stats.pending_full.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Ok(Outcome::SourceFull)) => {
+                stats.source_full.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Err(error)) => tracing::error!(%error, "discovery could not record an advert"),
             Err(error) => tracing::error!(%error, "discovery task failed"),

@@ -5,10 +5,11 @@
 //! identity, profile, topic or addresses. Every value it carries is stored
 //! sealed, like all other metadata.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::classify::{Advert, Classified, MAX_ADDRESSES};
-use crate::store::{DeviceFields, DeviceId, DeviceStatus, Store, StoreError, UnixTime};
+use super::classify::{Advert, Classified, MAX_ADDRESSES, rank_of_stored};
+use crate::store::{Device, DeviceFields, DeviceId, DeviceStatus, Store, StoreError, UnixTime};
 
 /// What one advert did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub enum Outcome {
     Flagged(DeviceId),
     /// Dropped: the pending list is full.
     PendingFull,
+    /// Dropped: the address it came from holds its whole share of the
+    /// pending list already.
+    SourceFull,
 }
 
 /// A pending device not heard from for this long may make room for a new
@@ -29,21 +33,92 @@ pub enum Outcome {
 /// so nothing churns; after it, the junk ages out and real devices get in.
 pub const STALE_PENDING: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Makes room in a full pending list by forgetting the pending device seen
-/// least recently, if it is stale. Returns whether there is room now.
-fn evict_stale_pending(store: &mut Store, now: UnixTime) -> Result<bool, StoreError> {
+/// One source address may hold at most this fraction of the pending list
+/// (1/4): a flood from one address never fills it, so it never evicts what
+/// others announced.
+pub const SOURCE_SHARE_DIVISOR: usize = 4;
+
+/// How long counts of pending devices per source address are trusted
+/// before they are read from the store again.
+const SHARES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The most pending devices one source address may hold.
+pub fn source_share(max_pending: usize) -> usize {
+    (max_pending / SOURCE_SHARE_DIVISOR).max(1)
+}
+
+/// Pending devices per source address, read from the store at most once a
+/// second and counted up in between, so a flood does not open every
+/// pending record for every advert.
+#[derive(Default)]
+pub struct Shares {
+    counts: HashMap<IpAddr, usize>,
+    read_at: Option<std::time::Instant>,
+}
+
+impl Shares {
+    fn of(&mut self, store: &Store, source: IpAddr) -> Result<usize, StoreError> {
+        let now = std::time::Instant::now();
+        if self
+            .read_at
+            .is_none_or(|at| now.duration_since(at) > SHARES_FRESH)
+        {
+            self.counts.clear();
+            for d in store.devices()? {
+                if d.fields.status == DeviceStatus::Pending
+                    && let Some(from) = d.fields.heard_from
+                {
+                    *self.counts.entry(from).or_default() += 1;
+                }
+            }
+            self.read_at = Some(now);
+        }
+        Ok(self.counts.get(&source).copied().unwrap_or(0))
+    }
+
+    fn added(&mut self, source: Option<IpAddr>) {
+        if let Some(s) = source {
+            *self.counts.entry(s).or_default() += 1;
+        }
+    }
+
+    fn removed(&mut self, source: Option<IpAddr>) {
+        if let Some(n) = source.and_then(|s| self.counts.get_mut(&s)) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// Makes room in a full pending list by forgetting a stale pending device:
+/// one from the source address that holds the most, then the one seen least
+/// recently. Returns whether there is room now.
+fn evict_stale_pending(store: &mut Store, shares: &mut Shares, now: UnixTime) -> Result<bool, StoreError> {
     let stale_before = now.0 - STALE_PENDING.as_millis() as i64;
-    let oldest = store
+    let pending: Vec<_> = store
         .devices()?
         .into_iter()
         .filter(|d| d.fields.status == DeviceStatus::Pending)
-        .min_by_key(|d| d.fields.last_seen.map(|t| t.0).unwrap_or(i64::MIN));
-    match oldest {
-        Some(d) if d.fields.last_seen.map(|t| t.0).unwrap_or(i64::MIN) < stale_before => {
+        .collect();
+    let mut held: HashMap<Option<IpAddr>, usize> = HashMap::new();
+    for d in &pending {
+        *held.entry(d.fields.heard_from).or_default() += 1;
+    }
+    let victim = pending
+        .iter()
+        .filter(|d| d.fields.last_seen.map(|t| t.0).unwrap_or(i64::MIN) < stale_before)
+        .max_by_key(|d| {
+            (
+                held[&d.fields.heard_from],
+                std::cmp::Reverse(d.fields.last_seen.map(|t| t.0).unwrap_or(i64::MIN)),
+            )
+        });
+    match victim {
+        Some(d) => {
             store.forget_device(&d.id)?;
+            shares.removed(d.fields.heard_from);
             Ok(true)
         }
-        _ => Ok(false),
+        None => Ok(false),
     }
 }
 
@@ -57,17 +132,34 @@ fn merge(known: &mut Vec<IpAddr>, seen: &[IpAddr]) {
     }
 }
 
+/// The device an advert is about: under its identity, or one of the
+/// identities it may have been stored under before.
+fn known_as(store: &Store, c: &Classified) -> Result<Option<Device>, StoreError> {
+    for identity in std::iter::once(&c.identity).chain(&c.aliases) {
+        if let Some(d) = store.device_by_identity(identity)? {
+            return Ok(Some(d));
+        }
+    }
+    Ok(None)
+}
+
 /// Applies one classified advert to the store.
 pub fn record_advert(
     store: &mut Store,
+    shares: &mut Shares,
     advert: &Advert,
     c: &Classified,
     max_pending: usize,
 ) -> Result<Outcome, StoreError> {
     let now = UnixTime::now();
-    match store.device_by_identity(&c.identity)? {
+    match known_as(store, c)? {
         None => {
-            if store.pending_count()? >= max_pending && !evict_stale_pending(store, now)? {
+            if let Some(source) = advert.source
+                && shares.of(store, source)? >= source_share(max_pending)
+            {
+                return Ok(Outcome::SourceFull);
+            }
+            if store.pending_count()? >= max_pending && !evict_stale_pending(store, shares, now)? {
                 return Ok(Outcome::PendingFull);
             }
             let mut f = DeviceFields::new(c.kind, c.profile);
@@ -77,19 +169,28 @@ pub fn record_advert(
             f.mac = c.mac.clone();
             f.topic = c.topic.clone();
             f.identity = Some(c.identity.clone());
+            f.heard_from = advert.source;
             merge(&mut f.addresses, &advert.addresses);
             f.last_seen = Some(now);
-            Ok(Outcome::Created(store.insert_device(&f)?.id))
+            let id = store.insert_device(&f)?.id;
+            shares.added(advert.source);
+            Ok(Outcome::Created(id))
         }
         Some(device) if device.fields.status == DeviceStatus::Pending => {
             let mut f = device.fields;
             merge(&mut f.addresses, &advert.addresses);
             // A pending device is not trusted: its details follow the latest
-            // advert, which is all it is.
-            f.kind = c.kind;
-            f.model = c.model.clone().or(f.model);
-            f.firmware = c.firmware.clone().or(f.firmware);
-            f.topic = c.topic.clone().or(f.topic);
+            // advert of its most telling service (a Shelly's own service
+            // over its web server's), which is all it is.
+            if c.rank >= rank_of_stored(&f.profile, f.model.as_deref()) {
+                f.kind = c.kind;
+                f.profile = c.profile.to_owned();
+                f.vendor = c.vendor.clone().or(f.vendor);
+                f.model = c.model.clone().or(f.model);
+                f.firmware = c.firmware.clone().or(f.firmware);
+                f.topic = c.topic.clone().or(f.topic);
+            }
+            f.mac = f.mac.or(c.mac.clone());
             f.last_seen = Some(now);
             store.update_device(&device.id, &f)?;
             Ok(Outcome::Refreshed(device.id))
@@ -119,7 +220,7 @@ pub fn record_advert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::classify::classify;
+    use crate::discovery::classify::{Verdict, classify};
     use crate::store::{DataDir, DeviceKind};
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -139,14 +240,27 @@ mod tests {
                 ("id".into(), "1A:2B:3C:4D:5E:6F".into()),
                 ("md".into(), "LCA003".into()),
             ],
+            host: String::new(),
+            source: None,
         }
+    }
+
+    fn offered(a: &Advert) -> Classified {
+        match classify(a) {
+            Some(Verdict::Offer(c)) => c,
+            other => panic!("not offered: {other:?}"),
+        }
+    }
+
+    fn record_advert(s: &mut Store, a: &Advert, c: &Classified, max: usize) -> Result<Outcome, StoreError> {
+        super::record_advert(s, &mut Shares::default(), a, c, max)
     }
 
     #[test]
     fn adverts_propose_then_refresh_pending_devices() {
         let (_t, mut s) = store();
         let a = bulb("192.168.1.20");
-        let c = classify(&a).unwrap();
+        let c = offered(&a);
         let Outcome::Created(id) = record_advert(&mut s, &a, &c, 10).unwrap() else {
             panic!()
         };
@@ -172,7 +286,7 @@ mod tests {
     fn an_advert_never_moves_an_adopted_device() {
         let (_t, mut s) = store();
         let a = bulb("192.168.1.20");
-        let c = classify(&a).unwrap();
+        let c = offered(&a);
         let Outcome::Created(id) = record_advert(&mut s, &a, &c, 10).unwrap() else {
             panic!()
         };
@@ -218,7 +332,7 @@ mod tests {
             let (_t, mut s) = store();
             let mut a = bulb(adopted_at[0]);
             a.addresses = adopted_at.iter().map(|x| x.parse().unwrap()).collect();
-            let c = classify(&a).unwrap();
+            let c = offered(&a);
             let Outcome::Created(id) = record_advert(&mut s, &a, &c, 10).unwrap() else {
                 panic!()
             };
@@ -267,7 +381,7 @@ mod tests {
     fn a_forgotten_device_comes_back_only_as_pending() {
         let (_t, mut s) = store();
         let a = bulb("192.168.1.20");
-        let c = classify(&a).unwrap();
+        let c = offered(&a);
         let Outcome::Created(id) = record_advert(&mut s, &a, &c, 10).unwrap() else {
             panic!()
         };
@@ -296,7 +410,7 @@ mod tests {
         for i in 0..3 {
             let mut a = bulb("192.168.1.20");
             a.txt[1].1 = format!("1A:2B:3C:4D:5E:{i:02X}");
-            let c = classify(&a).unwrap();
+            let c = offered(&a);
             assert!(matches!(
                 record_advert(&mut s, &a, &c, 3).unwrap(),
                 Outcome::Created(_)
@@ -304,7 +418,7 @@ mod tests {
         }
         let mut a = bulb("192.168.1.20");
         a.txt[1].1 = "1A:2B:3C:4D:5E:FF".into();
-        let c = classify(&a).unwrap();
+        let c = offered(&a);
         assert_eq!(record_advert(&mut s, &a, &c, 3).unwrap(), Outcome::PendingFull);
         assert_eq!(s.pending_count().unwrap(), 3);
 
@@ -321,5 +435,100 @@ mod tests {
             "the stale entry was not the one evicted"
         );
         assert!(s.device(&new).unwrap().is_some());
+    }
+
+    fn from(source: &str, i: u32) -> Advert {
+        let mut a = bulb("192.168.1.20");
+        a.txt[1].1 = format!("1A:2B:3C:4D:{:02X}:{:02X}", i / 256, i % 256);
+        a.source = Some(source.parse().unwrap());
+        a
+    }
+
+    /// No source address holds more than its share of the pending list, so
+    /// a flood from one never fills it; when the list is full, a stale
+    /// entry of the address holding most makes room, not a quiet device.
+    #[test]
+    fn one_address_holds_at_most_its_share() {
+        let (_t, mut s) = store();
+        let mut shares = Shares::default();
+        let max = 8;
+        assert_eq!(source_share(max), 2);
+        let mut record = |s: &mut Store, a: &Advert| {
+            let c = offered(a);
+            super::record_advert(s, &mut shares, a, &c, max).unwrap()
+        };
+        let (flood, camera) = ("192.168.1.66", "192.168.1.9");
+        let mut created = 0;
+        for i in 0..50 {
+            match record(&mut s, &from(flood, i)) {
+                Outcome::Created(_) => created += 1,
+                Outcome::SourceFull => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(created, 2);
+        let Outcome::Created(quiet) = record(&mut s, &from(camera, 1000)) else {
+            panic!("the quiet device was refused")
+        };
+        // Fill the list from other addresses.
+        for (n, i) in (2000..2005).enumerate() {
+            let a = from(&format!("192.168.1.{}", 100 + n), i);
+            assert!(matches!(record(&mut s, &a), Outcome::Created(_)));
+        }
+        assert_eq!(s.pending_count().unwrap(), max);
+        // All stale, the quiet device seen longest ago: the flood's address
+        // holds the most, so one of its entries goes.
+        let old = UnixTime(UnixTime::now().0 - 2 * STALE_PENDING.as_millis() as i64);
+        for mut d in s.devices().unwrap() {
+            let oldest = UnixTime(old.0 - 1000);
+            d.fields.last_seen = Some(if d.id == quiet { oldest } else { old });
+            s.update_device(&d.id, &d.fields).unwrap();
+        }
+        let Outcome::Created(_) = record(&mut s, &from("192.168.1.200", 3000)) else {
+            panic!("no room made")
+        };
+        assert!(
+            s.device(&quiet).unwrap().is_some(),
+            "the quiet device was evicted"
+        );
+        let flood_ip: IpAddr = flood.parse().unwrap();
+        let from_flood = s
+            .devices()
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.fields.heard_from == Some(flood_ip))
+            .count();
+        assert_eq!(from_flood, 1, "the evicted entry was not the flood's");
+    }
+
+    /// A device's services may each classify it; a pending device keeps
+    /// what its most telling service said (a Shelly's own service over its
+    /// web server), whatever order they come in.
+    #[test]
+    fn the_most_telling_service_decides() {
+        let (_t, mut s) = store();
+        let mut own = bulb("192.168.1.30");
+        own.service_type = "_shelly._tcp".into();
+        own.instance = "shellyplusrgbwpm-a8032ab12345".into();
+        own.host = "shellyplusrgbwpm-a8032ab12345".into();
+        own.txt = vec![("gen".into(), "2".into()), ("app".into(), "PlusRGBWPM".into())];
+        let mut web = own.clone();
+        web.service_type = "_hap._tcp".into();
+        web.txt = vec![("ci".into(), "8".into())];
+        for order in [[&own, &web], [&web, &own]] {
+            for d in s.devices().unwrap() {
+                s.forget_device(&d.id).unwrap();
+            }
+            for a in order {
+                let c = offered(a);
+                record_advert(&mut s, a, &c, 10).unwrap();
+            }
+            let all = s.devices().unwrap();
+            assert_eq!(all.len(), 1, "one device, one entry");
+            assert_eq!(
+                (all[0].fields.kind, all[0].fields.profile.as_str()),
+                (DeviceKind::LightStrip, "shelly")
+            );
+        }
     }
 }

@@ -320,6 +320,9 @@ pub struct DeviceFields {
     pub expose_voice: bool,
     /// What the device has shown it can do, kept across restarts.
     pub learnt: Learnt,
+    /// A pending device: the address its first advert came from, so that no
+    /// one address can fill the pending list.
+    pub heard_from: Option<IpAddr>,
 }
 
 /// What hearth has learnt a device can do from its own reports, beyond
@@ -373,6 +376,7 @@ impl DeviceFields {
             expose_ha: false,
             expose_voice: false,
             learnt: Learnt::default(),
+            heard_from: None,
         }
     }
 }

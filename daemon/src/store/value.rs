@@ -262,6 +262,7 @@ pub fn encode_device_record(f: &DeviceFields, created_at: UnixTime) -> Vec<u8> {
         .field(&Some(f.expose_voice))
         .field(&Some(f.learnt.color_temp))
         .field(&Some(f.learnt.snapshots))
+        .field(&Some(f.heard_from.into_iter().collect::<Vec<IpAddr>>()))
         .finish()
 }
 
@@ -291,6 +292,7 @@ pub fn decode_device_record(bytes: &[u8], status: DeviceStatus) -> Option<(Devic
         expose_ha: false,
         expose_voice: false,
         learnt: Learnt::default(),
+        heard_from: None,
     };
     let created_at = r.field()?;
     let fields = DeviceFields {
@@ -304,6 +306,9 @@ pub fn decode_device_record(bytes: &[u8], status: DeviceStatus) -> Option<(Devic
             color_temp: r.trailing_field::<bool>()?.unwrap_or(false),
             snapshots: r.trailing_field::<bool>()?.unwrap_or(false),
         },
+        heard_from: r
+            .trailing_field::<Vec<IpAddr>>()?
+            .and_then(|a| a.first().copied()),
         ..fields
     };
     r.end()?;
@@ -367,8 +372,8 @@ mod tests {
         let old_bytes = encode_device_record(&older, UnixTime(42));
         // topic (None: 5 bytes), identity (None: 5), flagged (Some(false): 6),
         // voice_name (None: 5), expose_ha, expose_voice and the two learnt
-        // flags (Some(false): 6 each).
-        let before_trailing = &old_bytes[..old_bytes.len() - 45];
+        // flags (Some(false): 6 each), heard_from (Some(empty): 6).
+        let before_trailing = &old_bytes[..old_bytes.len() - 51];
         assert_eq!(decode_device_record(before_trailing, f.status).unwrap().0, older);
         let mut flagged = f.clone();
         flagged.flagged = true;
@@ -376,6 +381,7 @@ mod tests {
         flagged.voice_name = Some("porch light".into());
         flagged.expose_ha = true;
         flagged.expose_voice = true;
+        flagged.heard_from = Some("192.168.1.77".parse().unwrap());
         flagged.learnt = Learnt {
             color_temp: true,
             snapshots: true,

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use hearth::discovery::classify::{Advert, classify};
-use hearth::discovery::pending::{Outcome, record_advert};
+use hearth::discovery::classify::{Advert, Verdict, classify};
+use hearth::discovery::pending::{Outcome, Shares, record_advert};
 use hearth::store::DataDir;
 use rumqttc::QoS;
 
@@ -23,9 +23,13 @@ fn pending_bulb(home: &TestHome) -> String {
             ("project_name".into(), "acme.smart_light".into()),
             ("version".into(), "2024.6.1".into()),
         ],
+        host: "porch-light".into(),
+        source: Some("192.168.1.44".parse().unwrap()),
     };
-    let c = classify(&advert).unwrap();
-    match record_advert(&mut store, &advert, &c, 256).unwrap() {
+    let Some(Verdict::Offer(c)) = classify(&advert) else {
+        panic!("not offered")
+    };
+    match record_advert(&mut store, &mut Shares::default(), &advert, &c, 256).unwrap() {
         Outcome::Created(id) => id.to_string(),
         other => panic!("{other:?}"),
     }

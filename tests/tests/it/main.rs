@@ -5,6 +5,7 @@ mod backup;
 mod bridge;
 mod broker;
 mod cli;
+mod corpus;
 mod crash;
 mod demo;
 mod discovery;
