@@ -156,7 +156,8 @@ impl StateUpdate {
 /// of each scheme, with their sources, and what must be read from them.
 ///
 /// - Tasmota: `stat/<base>/RESULT` and `tele/<base>/STATE` (JSON with
-///   `POWER`, `Dimmer` and `CT`), `stat/<base>/POWER` (`ON`/`OFF`),
+///   `POWER`, or `POWER1` on a device with several relays, `Dimmer` and
+///   `CT`), `stat/<base>/POWER` or `POWER1` (`ON`/`OFF`),
 ///   `tele/<base>/LWT` (`Online`/`Offline`), and `tele/<base>/SENSOR`: the
 ///   `Temperature` and `Humidity` of the first sensor (in name order) that
 ///   reports a humidity, else of the first that reports a temperature, in
@@ -271,7 +272,7 @@ fn tasmota(base: &str, topic: &str, text: &str) -> Option<StateUpdate> {
     let mut u = StateUpdate::default();
     if let Some(rest) = below(topic, &["stat", base]) {
         match rest {
-            "POWER" => u.power = Some(on_off(text)?),
+            "POWER" | "POWER1" => u.power = Some(on_off(text)?),
             "RESULT" => tasmota_json(&mut u, &json(text)?),
             _ => return None,
         }
@@ -287,7 +288,11 @@ fn tasmota(base: &str, topic: &str, text: &str) -> Option<StateUpdate> {
 }
 
 fn tasmota_json(u: &mut StateUpdate, v: &Value) {
-    u.power = v.get("POWER").and_then(Value::as_str).and_then(on_off);
+    // With more than one relay Tasmota numbers them; `POWER` drives the
+    // first.
+    u.power = ["POWER", "POWER1"]
+        .into_iter()
+        .find_map(|key| v.get(key).and_then(Value::as_str).and_then(on_off));
     u.brightness = v.get("Dimmer").and_then(level);
     u.color_temp = v.get("CT").and_then(mireds);
 }
@@ -686,6 +691,14 @@ mod tests {
                 ("stat/b1/POWER", "ON", Some(power(true))),
                 ("stat/b1/POWER", "off", Some(power(false))),
                 ("stat/b1/POWER", "maybe", None),
+                ("stat/b1/POWER1", "ON", Some(power(true))),
+                ("stat/b1/POWER2", "ON", None),
+                ("stat/b1/RESULT", r#"{"POWER2":"ON"}"#, None),
+                (
+                    "stat/b1/RESULT",
+                    r#"{"POWER":"OFF","POWER1":"ON"}"#,
+                    Some(power(false)),
+                ),
                 ("stat/b1/RESULT", r#"{"POWER":"ON"}"#, Some(power(true))),
                 (
                     "stat/b1/RESULT",
