@@ -799,14 +799,19 @@ impl Devices {
 }
 
 /// The topic and payload that switch a device of `profile` on or off, in
-/// the vendor's own scheme.
+/// the vendor's own scheme (see `vendor::brightness_command` for each
+/// scheme's topics; a Shelly RPC's `src` is `vendor::shelly_src`).
 pub fn power_command(profile: Profile, base: &str, on: bool) -> (String, String) {
     let state = if on { "ON" } else { "OFF" };
     match profile {
         Profile::Tasmota => (format!("cmnd/{base}/POWER"), state.to_owned()),
         Profile::Shelly => (
             format!("{base}/rpc"),
-            format!(r#"{{"id":1,"src":"hearth","method":"Switch.Set","params":{{"id":0,"on":{on}}}}}"#),
+            // The answer goes to `<src>/rpc`, inside the device's subtree.
+            format!(
+                r#"{{"id":1,"src":"{}","method":"Switch.Set","params":{{"id":0,"on":{on}}}}}"#,
+                crate::vendor::shelly_src(base)
+            ),
         ),
         Profile::Esphome => (
             format!("{base}/light/main/command"),

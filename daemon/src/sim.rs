@@ -283,9 +283,35 @@ fn command(profile: Profile, dimmable: bool, topic: &str, payload: &[u8], curren
     c.some()
 }
 
-/// The state report in the vendor's format: (topic, payload). `at_connect`
-/// picks Tasmota's telemetry topic, which it sends when it connects.
-fn report(profile: Profile, base: &str, light: Light, dimmable: bool, at_connect: bool) -> (String, String) {
+/// Seconds since the epoch, as Shelly's `ts`.
+fn now_ts() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| (d.as_millis() / 10) as f64 / 100.0)
+        .unwrap_or(0.0)
+}
+
+/// The messages a device publishes about its state, in the vendor's
+/// format: (topic, payload). `at_connect` is the report at each connection,
+/// otherwise it answers a command; `power_news` says the command was about
+/// power or changed it.
+///
+/// - Tasmota: `tele/<t>/STATE` at connect; after a command
+///   `stat/<t>/RESULT`, and `stat/<t>/POWER` when the power was commanded
+///   or changed.
+/// - Shelly Gen2: the component's whole status on `<id>/status/<c>:0` and,
+///   when it changed, a `NotifyStatus` on `<id>/events/rpc`.
+/// - ESPHome: the light's JSON on `<name>/light/main/state`, as its light
+///   JSON schema writes it (`color_mode` first, an empty `color` object).
+/// - Generic: the whole canonical state on `hearth/<id>/state`.
+fn report(
+    profile: Profile,
+    base: &str,
+    light: Light,
+    dimmable: bool,
+    at_connect: bool,
+    power_news: bool,
+) -> Vec<(String, String)> {
     let Light {
         on,
         brightness,
@@ -294,48 +320,215 @@ fn report(profile: Profile, base: &str, light: Light, dimmable: bool, at_connect
     let state = if on { "ON" } else { "OFF" };
     match profile {
         Profile::Tasmota => {
-            let topic = if at_connect {
-                format!("tele/{base}/STATE")
+            let fields = if dimmable {
+                format!(r#""POWER":"{state}","Dimmer":{brightness},"CT":{color_temp}"#)
             } else {
-                format!("stat/{base}/RESULT")
+                format!(r#""POWER":"{state}""#)
             };
-            let payload = if dimmable {
-                format!(r#"{{"POWER":"{state}","Dimmer":{brightness},"CT":{color_temp}}}"#)
+            if at_connect {
+                vec![(
+                    format!("tele/{base}/STATE"),
+                    format!(
+                        r#"{{"Uptime":"0T00:00:01","UptimeSec":1,{fields},"Wifi":{{"AP":1,"RSSI":70,"Signal":-65}}}}"#
+                    ),
+                )]
             } else {
-                format!(r#"{{"POWER":"{state}"}}"#)
-            };
-            (topic, payload)
+                let mut out = vec![(format!("stat/{base}/RESULT"), format!("{{{fields}}}"))];
+                if power_news {
+                    out.push((format!("stat/{base}/POWER"), state.to_owned()));
+                }
+                out
+            }
         }
-        Profile::Shelly if dimmable => (
-            format!("{base}/status/light:0"),
-            format!(r#"{{"id":0,"output":{on},"brightness":{brightness}}}"#),
-        ),
-        Profile::Shelly => (
-            format!("{base}/status/switch:0"),
-            format!(r#"{{"id":0,"output":{on}}}"#),
-        ),
-        Profile::Esphome if dimmable => (
+        Profile::Shelly => {
+            let (component, status) = if dimmable {
+                (
+                    "light:0",
+                    format!(r#"{{"id":0,"source":"MQTT","output":{on},"brightness":{brightness}}}"#),
+                )
+            } else {
+                ("switch:0", format!(r#"{{"id":0,"source":"MQTT","output":{on}}}"#))
+            };
+            let mut out = vec![(format!("{base}/status/{component}"), status.clone())];
+            if !at_connect {
+                out.push((
+                    format!("{base}/events/rpc"),
+                    format!(
+                        r#"{{"src":"{base}","dst":"{base}/events","method":"NotifyStatus","params":{{"ts":{},"{component}":{status}}}}}"#,
+                        now_ts()
+                    ),
+                ));
+            }
+            out
+        }
+        Profile::Esphome if dimmable => vec![(
             format!("{base}/light/main/state"),
             format!(
-                r#"{{"state":"{state}","brightness":{},"color_temp":{color_temp},"color_mode":"color_temp"}}"#,
+                r#"{{"color_mode":"color_temp","state":"{state}","brightness":{},"color":{{}},"color_temp":{color_temp}}}"#,
                 vendor::to_255(brightness)
             ),
-        ),
-        Profile::Esphome => (
+        )],
+        Profile::Esphome => vec![(
             format!("{base}/light/main/state"),
-            format!(r#"{{"state":"{state}"}}"#),
-        ),
-        Profile::Generic if dimmable => (
+            format!(r#"{{"color_mode":"onoff","state":"{state}","color":{{}}}}"#),
+        )],
+        Profile::Generic if dimmable => vec![(
             format!("hearth/{base}/state"),
             format!(
                 r#"{{"state":"{state}","brightness":{},"color_temp":{color_temp},"color_mode":"color_temp"}}"#,
                 vendor::to_255(brightness)
             ),
-        ),
-        Profile::Generic => (
+        )],
+        Profile::Generic => vec![(
             format!("hearth/{base}/state"),
             format!(r#"{{"state":"{state}"}}"#),
-        ),
+        )],
+    }
+}
+
+/// A Shelly's answer to an RPC on `<id>/rpc`: the request's `id`, and the
+/// `result`, published on `<src>/rpc`. `None` for a request it does not
+/// answer, or whose `src` lies outside the device's own subtree (the broker
+/// would refuse that publish, as it would a real Shelly's).
+fn rpc_answer(base: &str, payload: &[u8], was_on: bool) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let id = v.get("id").filter(|id| id.is_u64() || id.is_string())?;
+    let src = v.get("src")?.as_str()?;
+    if !src.starts_with(&format!("{base}/")) || src.contains(['+', '#']) {
+        return None;
+    }
+    let result = match v.get("method")?.as_str()? {
+        "Switch.Set" => format!(r#"{{"was_on":{was_on}}}"#),
+        "Light.Set" => "null".to_owned(),
+        _ => return None,
+    };
+    Some((
+        format!("{src}/rpc"),
+        format!(r#"{{"id":{id},"src":"{base}","dst":"{src}","result":{result}}}"#),
+    ))
+}
+
+/// A simulated sensor's reading at `step` (0 at each connection, then one
+/// more every 20 to 40 s): a climate sensor's slow drift, a door opened
+/// and closed in turn, a leak now and then.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reading {
+    Climate { celsius: f64, percent: f64 },
+    Contact { open: bool },
+    Water { wet: bool },
+}
+
+impl Reading {
+    fn at(kind: &str, step: u32) -> Option<Reading> {
+        Some(match kind {
+            "climate_sensor" => Reading::Climate {
+                celsius: 21.0 + f64::from(step % 7) * 0.3 - 0.9,
+                percent: 45.0 + f64::from(step % 5) * 0.8,
+            },
+            "contact_sensor" => Reading::Contact { open: step % 2 == 1 },
+            "water_sensor" => Reading::Water { wet: step % 6 == 5 },
+            _ => return None,
+        })
+    }
+
+    /// What the simulator prints, for whoever watches it.
+    fn line(self) -> String {
+        match self {
+            Reading::Climate { celsius, percent } => {
+                format!("temperature {celsius:.1} humidity {percent:.1}")
+            }
+            Reading::Contact { open } => (if open { "open" } else { "closed" }).to_owned(),
+            Reading::Water { wet } => (if wet { "water" } else { "dry" }).to_owned(),
+        }
+    }
+
+    /// The messages that carry it in the vendor's scheme: (topic, payload),
+    /// retained where the firmware retains them. Empty where the scheme
+    /// has no such sensor: Shelly Gen2 has no contact component, Tasmota
+    /// reports only climate readings in its `SENSOR` telemetry.
+    fn messages(self, profile: Profile, base: &str, at_connect: bool) -> Vec<(String, String, bool)> {
+        let on_off = |b: bool| (if b { "ON" } else { "OFF" }).to_owned();
+        match (profile, self) {
+            (Profile::Generic, r) => {
+                let fields = match r {
+                    Reading::Climate { celsius, percent } => {
+                        format!(r#""temperature":{celsius:.1},"humidity":{percent:.1}"#)
+                    }
+                    Reading::Contact { open } => format!(r#""open":{open}"#),
+                    Reading::Water { wet } => format!(r#""water":{wet}"#),
+                };
+                vec![(
+                    format!("hearth/{base}/state"),
+                    format!(r#"{{"online":true,{fields}}}"#),
+                    true,
+                )]
+            }
+            // ESPHome retains its states unless told otherwise.
+            (Profile::Esphome, Reading::Climate { celsius, percent }) => vec![
+                (
+                    format!("{base}/sensor/temperature/state"),
+                    format!("{celsius:.1}"),
+                    true,
+                ),
+                (
+                    format!("{base}/sensor/humidity/state"),
+                    format!("{percent:.1}"),
+                    true,
+                ),
+            ],
+            (Profile::Esphome, Reading::Contact { open }) => {
+                vec![(format!("{base}/binary_sensor/door/state"), on_off(open), true)]
+            }
+            (Profile::Esphome, Reading::Water { wet }) => {
+                vec![(format!("{base}/binary_sensor/leak/state"), on_off(wet), true)]
+            }
+            (Profile::Tasmota, Reading::Climate { celsius, percent }) => vec![(
+                format!("tele/{base}/SENSOR"),
+                format!(
+                    r#"{{"AM2301":{{"Temperature":{celsius:.1},"Humidity":{percent:.1}}},"TempUnit":"C"}}"#
+                ),
+                false,
+            )],
+            (Profile::Shelly, r @ (Reading::Climate { .. } | Reading::Water { .. })) => {
+                let components = match r {
+                    Reading::Climate { celsius, percent } => vec![
+                        (
+                            "temperature:0",
+                            format!(
+                                r#"{{"id":0,"tC":{celsius:.1},"tF":{:.1}}}"#,
+                                celsius * 9.0 / 5.0 + 32.0
+                            ),
+                        ),
+                        ("humidity:0", format!(r#"{{"id":0,"rh":{percent:.1}}}"#)),
+                    ],
+                    _ => {
+                        let wet = matches!(r, Reading::Water { wet: true });
+                        vec![("flood:0", format!(r#"{{"id":0,"alarm":{wet},"mute":false}}"#))]
+                    }
+                };
+                let params: Vec<String> = components.iter().map(|(c, s)| format!(r#""{c}":{s}"#)).collect();
+                let method = if at_connect {
+                    "NotifyFullStatus"
+                } else {
+                    "NotifyStatus"
+                };
+                let mut out: Vec<(String, String, bool)> = components
+                    .into_iter()
+                    .map(|(c, s)| (format!("{base}/status/{c}"), s, false))
+                    .collect();
+                out.push((
+                    format!("{base}/events/rpc"),
+                    format!(
+                        r#"{{"src":"{base}","dst":"{base}/events","method":"{method}","params":{{"ts":{},{}}}}}"#,
+                        now_ts(),
+                        params.join(",")
+                    ),
+                    false,
+                ));
+                out
+            }
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -455,12 +648,16 @@ pub fn say(line: &str) {
 /// until `stop` resolves, reporting through `report_line`: `connected`,
 /// `state ON|OFF` after each power command (or a brightness that switched
 /// it), `brightness N` when a light's brightness changes, `motion` when a
-/// camera or doorbell sees some, `disconnected` and `refused`.
+/// camera, doorbell or motion sensor sees some, a sensor's reading
+/// (`temperature T humidity H`, `open`/`closed`, `water`/`dry`),
+/// `disconnected` and `refused`.
 ///
 /// At each connection it publishes its online status (retained, with the
 /// offline status as its last will) and its state. Lights obey brightness
-/// commands; cameras and doorbells report motion a few seconds after
-/// connecting and then every 20 to 40 s.
+/// commands; a Shelly answers each RPC on its `src`'s `rpc` topic; cameras,
+/// doorbells and motion sensors report motion a few seconds after
+/// connecting and then every 20 to 40 s; climate, contact and water sensors
+/// report a reading at each connection and a new one every 20 to 40 s.
 ///
 /// Like most device firmware it leaves Nagle's algorithm on, unless `p`
 /// carries `"tcp_nodelay": true` (the benchmarks measure both).
@@ -480,7 +677,7 @@ pub async fn device(
     let dimmable = matches!(kind, "bulb" | "light_strip");
     let base = base_of(&p, profile);
     let camera = matches!(kind, "camera" | "doorbell");
-    let motion = if camera {
+    let motion = if camera || kind == "motion_sensor" {
         motion_event(profile, kind, &base)
     } else {
         None
@@ -492,6 +689,10 @@ pub async fn device(
         .as_ref()
         .filter(|_| profile == Profile::Generic)
         .map(|(topic, _, idle)| (topic.clone(), (*idle).to_owned()));
+    // A contact, water or climate sensor reports readings, and obeys no
+    // command.
+    let sensor = Reading::at(kind, 0).is_some();
+    let step = std::sync::atomic::AtomicU32::new(0);
     let motion_lasts = if profile == Profile::Generic {
         crate::canonical::EVENT_HOLD
     } else {
@@ -550,14 +751,29 @@ pub async fn device(
                         .await
                         .expect("online");
                     // A generic camera's or doorbell's state is its sensors',
-                    // idle at first.
-                    let (topic, payload) = idle_sensor
-                        .clone()
-                        .unwrap_or_else(|| report(profile, &base, light, dimmable, true));
-                    client
-                        .publish(topic, QoS::AtLeastOnce, retain_state, payload)
-                        .await
-                        .expect("report");
+                    // idle at first; a sensor reports its reading.
+                    let mut reading_line = None;
+                    if let Some(reading) = Reading::at(kind, 0) {
+                        step.store(0, std::sync::atomic::Ordering::SeqCst);
+                        for (topic, payload, retain) in reading.messages(profile, &base, true) {
+                            client
+                                .publish(topic, QoS::AtLeastOnce, retain, payload)
+                                .await
+                                .expect("reading");
+                        }
+                        reading_line = Some(reading.line());
+                    } else {
+                        let reports = match idle_sensor.clone() {
+                            Some(idle) => vec![idle],
+                            None => report(profile, &base, light, dimmable, true, true),
+                        };
+                        for (topic, payload) in reports {
+                            client
+                                .publish(topic, QoS::AtLeastOnce, retain_state, payload)
+                                .await
+                                .expect("report");
+                        }
+                    }
                     // A generic camera keeps its latest snapshot retained.
                     if camera && profile == Profile::Generic {
                         client
@@ -571,17 +787,35 @@ pub async fn device(
                             .expect("snapshot");
                     }
                     report_line("connected");
+                    if let Some(line) = reading_line {
+                        report_line(&line);
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(msg))) => {
+                    if sensor {
+                        continue;
+                    }
+                    // A Shelly answers an RPC to its `src`, whatever it did.
+                    let answer = (profile == Profile::Shelly)
+                        .then(|| rpc_answer(&base, &msg.payload, light.on))
+                        .flatten();
+                    if let Some((topic, payload)) = answer {
+                        client
+                            .publish(topic, QoS::AtLeastOnce, false, payload)
+                            .await
+                            .expect("answer");
+                    }
                     let Some(c) = command(profile, dimmable, &msg.topic, &msg.payload, light) else {
                         continue;
                     };
                     let next = c.obey(light);
-                    let (topic, payload) = report(profile, &base, next, dimmable, false);
-                    client
-                        .publish(topic, QoS::AtLeastOnce, retain_state, payload)
-                        .await
-                        .expect("report");
+                    let power_news = c.power.is_some() || next.on != light.on;
+                    for (topic, payload) in report(profile, &base, next, dimmable, false, power_news) {
+                        client
+                            .publish(topic, QoS::AtLeastOnce, retain_state, payload)
+                            .await
+                            .expect("report");
+                    }
                     if c.power.is_some() || next.on != light.on {
                         report_line(if next.on { "state ON" } else { "state OFF" });
                     }
@@ -662,10 +896,34 @@ pub async fn device(
         }
     };
 
+    let readings = async {
+        if !sensor {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(jitter(20_000, 40_000)).await;
+            if !connected.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            let n = step.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let Some(reading) = Reading::at(kind, n) else {
+                return;
+            };
+            for (topic, payload, retain) in reading.messages(profile, &base, false) {
+                client
+                    .publish(topic, QoS::AtLeastOnce, retain, payload)
+                    .await
+                    .expect("reading");
+            }
+            report_line(&reading.line());
+        }
+    };
+
     tokio::select! {
         _ = stop => {}
         _ = protocol => {}
         _ = motion => {}
+        _ = readings => {}
     }
 }
 
@@ -692,6 +950,33 @@ mod tests {
         color_temp: 370,
     };
 
+    /// What hearth reads from a batch of messages, later ones over earlier.
+    #[track_caller]
+    fn read_all<'a>(
+        profile: Profile,
+        messages: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> crate::vendor::StateUpdate {
+        let mut all = crate::vendor::StateUpdate::default();
+        for (topic, payload) in messages {
+            let u = parse_state(profile, "b1", topic, payload.as_bytes())
+                .unwrap_or_else(|| panic!("{profile} {topic} {payload} is read"));
+            all.online = u.online.or(all.online);
+            all.power = u.power.or(all.power);
+            all.brightness = u.brightness.or(all.brightness);
+            all.color_temp = u.color_temp.or(all.color_temp);
+            all.motion |= u.motion;
+            all.open = u.open.or(all.open);
+            all.water = u.water.or(all.water);
+            all.temperature = u.temperature.or(all.temperature);
+            all.humidity = u.humidity.or(all.humidity);
+        }
+        all
+    }
+
+    fn pairs(v: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+        v.iter().map(|(t, p)| (t.as_str(), p.as_str()))
+    }
+
     /// What hearth sends, the simulator obeys, and what the simulator
     /// reports, hearth reads back: both sides of every vendor's scheme.
     #[test]
@@ -710,13 +995,9 @@ mod tests {
                 "{profile}"
             );
             for at_connect in [false, true] {
-                let (topic, payload) = report(profile, "b1", lit, true, at_connect);
-                let u = parse_state(profile, "b1", &topic, payload.as_bytes()).expect("a state");
-                assert_eq!(
-                    (u.power, u.brightness),
-                    (Some(true), Some(40)),
-                    "{profile} {topic}"
-                );
+                let messages = report(profile, "b1", lit, true, at_connect, true);
+                let u = read_all(profile, pairs(&messages));
+                assert_eq!((u.power, u.brightness), (Some(true), Some(40)), "{profile}");
             }
 
             let (topic, payload) = brightness_command(profile, "b1", 0);
@@ -730,8 +1011,8 @@ mod tests {
                 .expect("a command")
                 .obey(dark);
             assert!(on.on, "{profile}");
-            let (topic, payload) = report(profile, "b1", on, false, false);
-            let u = parse_state(profile, "b1", &topic, payload.as_bytes()).expect("a state");
+            let messages = report(profile, "b1", on, false, false, true);
+            let u = read_all(profile, pairs(&messages));
             assert_eq!(u.power, Some(true), "{profile}");
 
             // A plug does not dim.
@@ -752,9 +1033,9 @@ mod tests {
                 .expect("a command")
                 .obey(OFF);
             assert_eq!(warm.color_temp, 250, "{profile}");
-            let (topic, payload) = report(profile, "b1", warm, true, false);
-            let u = parse_state(profile, "b1", &topic, payload.as_bytes()).expect("a state");
-            assert_eq!(u.color_temp, Some(250), "{profile} {topic}");
+            let messages = report(profile, "b1", warm, true, false, false);
+            let u = read_all(profile, pairs(&messages));
+            assert_eq!(u.color_temp, Some(250), "{profile}");
         }
     }
 
@@ -805,6 +1086,144 @@ mod tests {
         assert_eq!(&png[png.len() - 4..], &[0xae, 0x42, 0x60, 0x82]);
         let u = parse_state(Profile::Generic, "b1", "hearth/b1/snapshot", &png).unwrap();
         assert!(u.snapshot);
+    }
+
+    /// As the firmware does: Tasmota reports the power on `stat/<t>/POWER`
+    /// too when it was commanded, Shelly notifies a change on
+    /// `events/rpc` besides the component's status, and every message
+    /// lies in the device's own subtree.
+    #[test]
+    fn reports_are_the_firmware_topics() {
+        use crate::broker::acl::{Action, Decision, Principal, decide, device_rules};
+        let lit = Light {
+            on: true,
+            brightness: 40,
+            color_temp: 370,
+        };
+        let topics = |profile, at_connect, news| -> Vec<String> {
+            report(profile, "b1", lit, true, at_connect, news)
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect()
+        };
+        assert_eq!(topics(Profile::Tasmota, true, true), ["tele/b1/STATE"]);
+        assert_eq!(
+            topics(Profile::Tasmota, false, true),
+            ["stat/b1/RESULT", "stat/b1/POWER"]
+        );
+        assert_eq!(topics(Profile::Tasmota, false, false), ["stat/b1/RESULT"]);
+        assert_eq!(topics(Profile::Shelly, true, true), ["b1/status/light:0"]);
+        assert_eq!(
+            topics(Profile::Shelly, false, true),
+            ["b1/status/light:0", "b1/events/rpc"]
+        );
+        assert_eq!(topics(Profile::Esphome, false, true), ["b1/light/main/state"]);
+        for profile in Profile::ALL {
+            let device = Principal::Confined {
+                rules: device_rules(profile, "b1"),
+            };
+            for at_connect in [false, true] {
+                for (topic, _) in report(profile, "b1", lit, true, at_connect, true) {
+                    assert_eq!(
+                        decide(&device, Action::Publish, &topic),
+                        Decision::Allow,
+                        "{topic}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// hearth's Shelly RPCs are answered on `<src>/rpc`, inside the
+    /// device's subtree, with the request's id; a `src` outside it gets no
+    /// answer (the broker would refuse it).
+    #[test]
+    fn shelly_answers_rpcs_to_its_src() {
+        use crate::broker::acl::{Action, Decision, Principal, decide, device_rules};
+        let device = Principal::Confined {
+            rules: device_rules(Profile::Shelly, "b1"),
+        };
+        let (_, payload) = crate::devices::power_command(Profile::Shelly, "b1", true);
+        let (topic, answer) = rpc_answer("b1", payload.as_bytes(), false).expect("an answer");
+        assert_eq!(topic, "b1/hearth/rpc");
+        assert_eq!(decide(&device, Action::Publish, &topic), Decision::Allow);
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(v["id"], 1);
+        assert_eq!(v["src"], "b1");
+        assert_eq!(v["dst"], "b1/hearth");
+        assert_eq!(v["result"]["was_on"], false);
+        // hearth does not read an answer as state.
+        assert_eq!(
+            parse_state(Profile::Shelly, "b1", &topic, answer.as_bytes()),
+            None
+        );
+        let (_, payload) = brightness_command(Profile::Shelly, "b1", 40);
+        let (_, answer) = rpc_answer("b1", payload.as_bytes(), true).expect("an answer");
+        assert!(answer.ends_with(r#""result":null}"#), "{answer}");
+        for request in [
+            r#"{"id":1,"src":"hearth","method":"Switch.Set","params":{"id":0,"on":true}}"#,
+            r#"{"id":1,"src":"b10/x","method":"Switch.Set","params":{"id":0,"on":true}}"#,
+            r#"{"id":1,"src":"b1/#","method":"Switch.Set","params":{"id":0,"on":true}}"#,
+            r#"{"id":1,"src":"b1/x","method":"Shelly.Reboot"}"#,
+            r#"{"id":[1],"src":"b1/x","method":"Switch.Set"}"#,
+            r#"{"src":"b1/x","method":"Switch.Set"}"#,
+            "not json",
+        ] {
+            assert_eq!(rpc_answer("b1", request.as_bytes(), false), None, "{request}");
+        }
+    }
+
+    /// Each sensor reports in its scheme what hearth reads back, inside
+    /// its own subtree; where the scheme has no such sensor it reports
+    /// nothing.
+    #[test]
+    fn sensor_readings_are_what_hearth_reads() {
+        use crate::broker::acl::{Action, Decision, Principal, decide, device_rules};
+        for profile in Profile::ALL {
+            let device = Principal::Confined {
+                rules: device_rules(profile, "b1"),
+            };
+            for kind in ["climate_sensor", "contact_sensor", "water_sensor"] {
+                for step in 0..12 {
+                    let reading = Reading::at(kind, step).expect("a reading");
+                    let messages = reading.messages(profile, "b1", step == 0);
+                    let has = matches!(
+                        (profile, kind),
+                        (Profile::Generic | Profile::Esphome, _)
+                            | (Profile::Shelly, "climate_sensor" | "water_sensor")
+                            | (Profile::Tasmota, "climate_sensor")
+                    );
+                    assert_eq!(!messages.is_empty(), has, "{profile} {kind}");
+                    if !has {
+                        continue;
+                    }
+                    for (topic, _, _) in &messages {
+                        assert_eq!(
+                            decide(&device, Action::Publish, topic),
+                            Decision::Allow,
+                            "{topic}"
+                        );
+                    }
+                    let u = read_all(profile, messages.iter().map(|(t, p, _)| (t.as_str(), p.as_str())));
+                    match reading {
+                        Reading::Climate { celsius, percent } => {
+                            assert_eq!(u.temperature, Some((celsius * 10.0).round() as i16), "{profile}");
+                            assert_eq!(u.humidity, Some((percent * 10.0).round() as u16), "{profile}");
+                        }
+                        Reading::Contact { open } => assert_eq!(u.open, Some(open), "{profile}"),
+                        Reading::Water { wet } => assert_eq!(u.water, Some(wet), "{profile}"),
+                    }
+                }
+            }
+            // A motion sensor reports motion where the scheme has a topic.
+            if let Some((topic, seen, _)) = motion_event(profile, "motion_sensor", "b1") {
+                assert!(read_all(profile, [(topic.as_str(), seen)]).motion, "{profile}");
+            }
+        }
+        // The door opens and closes, the water comes now and then.
+        assert_ne!(Reading::at("contact_sensor", 0), Reading::at("contact_sensor", 1));
+        assert!((0..6).any(|s| Reading::at("water_sensor", s) == Some(Reading::Water { wet: true })));
+        assert_eq!(Reading::at("bulb", 0), None);
     }
 
     #[test]

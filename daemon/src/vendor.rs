@@ -31,7 +31,7 @@ pub fn from_255(value: u8) -> u8 {
 ///
 /// - Tasmota: `cmnd/<base>/Dimmer`, payload `<level>`.
 /// - Shelly Gen2: `<base>/rpc`, JSON-RPC `Light.Set` with `id`, `on` and
-///   `brightness`.
+///   `brightness`, from [`shelly_src`].
 /// - ESPHome: `<base>/light/main/command`, `{"state":"ON","brightness":B}`
 ///   with B on 0..255 (`"OFF"` for level 0).
 /// - Generic (hearth's canonical scheme): `hearth/<base>/set`,
@@ -44,7 +44,8 @@ pub fn brightness_command(profile: Profile, base: &str, level: u8) -> (String, S
         Profile::Shelly => (
             format!("{base}/rpc"),
             format!(
-                r#"{{"id":1,"src":"hearth","method":"Light.Set","params":{{"id":0,"on":{on},"brightness":{level}}}}}"#
+                r#"{{"id":1,"src":"{}","method":"Light.Set","params":{{"id":0,"on":{on},"brightness":{level}}}}}"#,
+                shelly_src(base)
             ),
         ),
         Profile::Esphome => (
@@ -64,6 +65,16 @@ pub fn brightness_command(profile: Profile, base: &str, level: u8) -> (String, S
             ),
         ),
     }
+}
+
+/// The `src` hearth gives its Shelly Gen2 RPCs: `<base>/hearth`. A Shelly
+/// answers a request on `<src>/rpc`, and a device may publish only inside
+/// its own `<base>/#` subtree (the broker's ACL), so a `src` outside it
+/// (such as a bare `hearth`) would have every answer refused. The answers
+/// land on `<base>/hearth/rpc`, which [`parse_state`] does not read: the
+/// state comes from the device's status and notifications.
+pub fn shelly_src(base: &str) -> String {
+    format!("{base}/hearth")
 }
 
 /// The warmest and coolest colour temperatures hearth sends, in mireds
@@ -141,25 +152,46 @@ impl StateUpdate {
 /// Reads a state report published on `topic` by a device of `profile` whose
 /// topic base is `base`. `None` when the topic is not one of the device's
 /// state topics, the payload is too big or malformed, or it says nothing
-/// hearth keeps.
+/// hearth keeps. The fixtures in `tests/fixtures/mqtt/` hold real payloads
+/// of each scheme, with their sources, and what must be read from them.
 ///
 /// - Tasmota: `stat/<base>/RESULT` and `tele/<base>/STATE` (JSON with
-///   `POWER`, `Dimmer` and `CT`), `stat/<base>/POWER` (`ON`/`OFF`),
-///   `tele/<base>/LWT` (`Online`/`Offline`).
-/// - Shelly Gen2: `<base>/status/switch:0` and `<base>/status/light:0`
-///   (`output`, `brightness`), `<base>/online` (`true`/`false`),
-///   `<base>/events/rpc` (`NotifyStatus`/`NotifyFullStatus` carrying
-///   `switch:0` or `light:0`).
-/// - ESPHome: `<base>/light/main/state` (`state`, `brightness` 0..255,
-///   `color_temp` in mireds),
-///   `<base>/status` (`online`/`offline`), `<base>/binary_sensor/motion/state`
-///   (`ON` is motion), `<base>/binary_sensor/button/state` (`ON` is a press).
+///   `POWER`, or `POWER1` on a device with several relays, `Dimmer` and
+///   `CT`), `stat/<base>/POWER` or `POWER1` (`ON`/`OFF`),
+///   `tele/<base>/LWT` (`Online`/`Offline`), and `tele/<base>/SENSOR`: the
+///   `Temperature` and `Humidity` of the first sensor (in name order) that
+///   reports a humidity, else of the first that reports a temperature, in
+///   `TempUnit` (`C` unless `F`); the chip's own (`ESP32`, `ESP8266`) and
+///   `Global` are not room readings and are skipped.
+/// - Shelly Gen2: `<base>/online` (`true`/`false`), `<base>/status/<c>:0`
+///   and the same components in `<base>/events/rpc` (`NotifyStatus`,
+///   `NotifyFullStatus`): `switch:0` and `light:0` (`output`,
+///   `brightness`), `temperature:0` (`tC`), `humidity:0` (`rh`) and
+///   `flood:0` (`alarm` is water). Gen2 has no contact or motion component
+///   of its own. Other components, other instances and RPC answers (on
+///   `<base>/hearth/rpc`) are not read.
+/// - ESPHome: `<base>/status` (`online`/`offline`, its birth message and
+///   last will) and `<base>/<component>/<object>/state` for any object id
+///   (ESPHome derives it from the entity's name): `light` (JSON `state`,
+///   `brightness` 0..255, `color_temp` in mireds), `switch` (`ON`/`OFF` is
+///   the power), `sensor` (a number as text, read by its object id) and
+///   `binary_sensor` (`ON`/`OFF`, read by its object id). The object id is
+///   split into words at `_` and `-`; the first rule a word matches wins:
+///   `button` or `doorbell` is a press, `motion`, `presence`, `occupancy` or
+///   `pir` is motion, `door`, `window`, `contact` or `opening` is open (a
+///   contact), `water`, `leak`, `flood` or `moisture` is water; for a
+///   sensor, `temperature` or `temp` is a temperature in °C and `humidity`
+///   a relative humidity. Any other object id is not read.
 /// - Generic, hearth's canonical scheme: `hearth/<base>/state` (`state`,
-///   `brightness` 0..255, `color_temp` in mireds, `motion`, `pressed`),
+///   `brightness` 0..255, `color_temp` in mireds, `motion`, `pressed`,
+///   `open`, `water`, `temperature` in °C, `humidity` in %),
 ///   `hearth/<base>/snapshot` (a camera's image, any size the broker takes),
 ///   `hearth/<base>/availability` or `hearth/<base>/status`
 ///   (`online`/`offline`), and the older `hearth/<base>/motion` (`ON`,
 ///   `true`, `1` or `{"motion":true}` is motion).
+///
+/// A temperature outside -100 °C to 150 °C or a humidity outside 0 to 100 %
+/// is no reading.
 pub fn parse_state(profile: Profile, base: &str, topic: &str, payload: &[u8]) -> Option<StateUpdate> {
     if base.is_empty() {
         return None;
@@ -218,16 +250,29 @@ fn online_offline(text: &str) -> Option<bool> {
     }
 }
 
-/// A 0..=100 level from a JSON number; anything else is not a level.
+/// A 0..=100 level from a JSON number (Shelly may write it as `53.0`);
+/// anything else is not a level.
 fn level(v: &Value) -> Option<u8> {
-    v.as_u64().filter(|l| *l <= 100).map(|l| l as u8)
+    v.as_f64()
+        .filter(|l| (0.0..=100.0).contains(l))
+        .map(|l| l.round() as u8)
+}
+
+/// Degrees Celsius as tenths, within what a home sensor can read.
+fn tenths_celsius(c: f64) -> Option<i16> {
+    (c.is_finite() && (-100.0..=150.0).contains(&c)).then(|| (c * 10.0).round() as i16)
+}
+
+/// A relative humidity in percent as tenths.
+fn tenths_percent(p: f64) -> Option<u16> {
+    (p.is_finite() && (0.0..=100.0).contains(&p)).then(|| (p * 10.0).round() as u16)
 }
 
 fn tasmota(base: &str, topic: &str, text: &str) -> Option<StateUpdate> {
     let mut u = StateUpdate::default();
     if let Some(rest) = below(topic, &["stat", base]) {
         match rest {
-            "POWER" => u.power = Some(on_off(text)?),
+            "POWER" | "POWER1" => u.power = Some(on_off(text)?),
             "RESULT" => tasmota_json(&mut u, &json(text)?),
             _ => return None,
         }
@@ -235,6 +280,7 @@ fn tasmota(base: &str, topic: &str, text: &str) -> Option<StateUpdate> {
         match below(topic, &["tele", base])? {
             "LWT" => u.online = Some(online_offline(text)?),
             "STATE" => tasmota_json(&mut u, &json(text)?),
+            "SENSOR" => tasmota_sensor(&mut u, &json(text)?),
             _ => return None,
         }
     }
@@ -242,9 +288,36 @@ fn tasmota(base: &str, topic: &str, text: &str) -> Option<StateUpdate> {
 }
 
 fn tasmota_json(u: &mut StateUpdate, v: &Value) {
-    u.power = v.get("POWER").and_then(Value::as_str).and_then(on_off);
+    // With more than one relay Tasmota numbers them; `POWER` drives the
+    // first.
+    u.power = ["POWER", "POWER1"]
+        .into_iter()
+        .find_map(|key| v.get(key).and_then(Value::as_str).and_then(on_off));
     u.brightness = v.get("Dimmer").and_then(level);
     u.color_temp = v.get("CT").and_then(mireds);
+}
+
+/// A `tele/<t>/SENSOR` report: one object per sensor, named by its model.
+fn tasmota_sensor(u: &mut StateUpdate, v: &Value) {
+    let Some(all) = v.as_object() else {
+        return;
+    };
+    let fahrenheit = v.get("TempUnit").and_then(Value::as_str) == Some("F");
+    let room = all
+        .iter()
+        .filter(|(name, _)| !name.starts_with("ESP") && name.as_str() != "Global")
+        .filter_map(|(_, reading)| reading.as_object());
+    let number = |r: &serde_json::Map<String, Value>, key: &str| r.get(key).and_then(Value::as_f64);
+    let chosen = room
+        .clone()
+        .find(|r| number(r, "Humidity").is_some())
+        .or_else(|| room.clone().find(|r| number(r, "Temperature").is_some()));
+    if let Some(r) = chosen {
+        u.temperature = number(r, "Temperature")
+            .map(|t| if fahrenheit { (t - 32.0) * 5.0 / 9.0 } else { t })
+            .and_then(tenths_celsius);
+        u.humidity = number(r, "Humidity").and_then(tenths_percent);
+    }
 }
 
 /// A colour temperature in mireds, within what any bulb reports.
@@ -267,48 +340,133 @@ fn shelly(rest: &str, text: &str) -> Option<StateUpdate> {
                 _ => return None,
             })
         }
-        "status/switch:0" | "status/light:0" => shelly_component(&mut u, &json(text)?),
         "events/rpc" => {
             let v = json(text)?;
             let method = v.get("method").and_then(Value::as_str)?;
             if method != "NotifyStatus" && method != "NotifyFullStatus" {
                 return None;
             }
-            let params = v.get("params")?;
-            for component in ["switch:0", "light:0"] {
-                if let Some(c) = params.get(component) {
-                    shelly_component(&mut u, c);
-                }
+            for (key, c) in v.get("params")?.as_object()? {
+                shelly_component(&mut u, key, c);
             }
         }
-        _ => return None,
+        _ => {
+            let key = rest.strip_prefix("status/")?;
+            if !shelly_component(&mut u, key, &json(text)?) {
+                return None;
+            }
+        }
     }
     u.some()
 }
 
 /// A Shelly component's status; a partial one (as in `NotifyStatus`) only
-/// updates what it carries.
-fn shelly_component(u: &mut StateUpdate, v: &Value) {
-    if let Some(on) = v.get("output").and_then(Value::as_bool) {
-        u.power = Some(on);
+/// updates what it carries. False when hearth does not read the component.
+fn shelly_component(u: &mut StateUpdate, key: &str, v: &Value) -> bool {
+    let number = |k: &str| v.get(k).and_then(Value::as_f64);
+    match key {
+        "switch:0" | "light:0" => {
+            if let Some(on) = v.get("output").and_then(Value::as_bool) {
+                u.power = Some(on);
+            }
+            if let Some(l) = v.get("brightness").and_then(level) {
+                u.brightness = Some(l);
+            }
+        }
+        "temperature:0" => {
+            if let Some(t) = number("tC").and_then(tenths_celsius) {
+                u.temperature = Some(t);
+            }
+        }
+        "humidity:0" => {
+            if let Some(h) = number("rh").and_then(tenths_percent) {
+                u.humidity = Some(h);
+            }
+        }
+        "flood:0" => {
+            if let Some(alarm) = v.get("alarm").and_then(Value::as_bool) {
+                u.water = Some(alarm);
+            }
+        }
+        _ => return false,
     }
-    if let Some(l) = v.get("brightness").and_then(level) {
-        u.brightness = Some(l);
-    }
+    true
+}
+
+/// An ESPHome object id: what it derives from an entity's name.
+fn object_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// What an ESPHome sensor or binary sensor reports, from its object id
+/// (the rule is in [`parse_state`]'s doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    Press,
+    Motion,
+    Open,
+    Water,
+    Temperature,
+    Humidity,
+}
+
+fn reading_of(object: &str) -> Option<Reading> {
+    let has = |words: &[&str]| object.split(['_', '-']).any(|w| words.contains(&w));
+    [
+        (&["button", "doorbell"][..], Reading::Press),
+        (&["motion", "presence", "occupancy", "pir"], Reading::Motion),
+        (&["door", "window", "contact", "opening"], Reading::Open),
+        (&["water", "leak", "flood", "moisture"], Reading::Water),
+        (&["temperature", "temp"], Reading::Temperature),
+        (&["humidity"], Reading::Humidity),
+    ]
+    .into_iter()
+    .find(|(words, _)| has(words))
+    .map(|(_, r)| r)
 }
 
 fn esphome(rest: &str, text: &str) -> Option<StateUpdate> {
     let mut u = StateUpdate::default();
-    match rest {
-        "status" => u.online = Some(online_offline(text)?),
-        "light/main/state" => {
+    if rest == "status" {
+        u.online = Some(online_offline(text)?);
+        return u.some();
+    }
+    let mut levels = rest.split('/');
+    let (component, object) = (levels.next()?, levels.next()?);
+    if levels.next() != Some("state") || levels.next().is_some() || !object_id(object) {
+        return None;
+    }
+    match component {
+        "light" => {
             let v = json(text)?;
             u.power = v.get("state").and_then(Value::as_str).and_then(on_off);
             u.brightness = v.get("brightness").and_then(level_255);
             u.color_temp = v.get("color_temp").and_then(mireds);
         }
-        "binary_sensor/motion/state" => u.motion = on_off(text)?,
-        "binary_sensor/button/state" => u.press = on_off(text)?,
+        "switch" => u.power = Some(on_off(text)?),
+        "binary_sensor" => {
+            let on = on_off(text)?;
+            match reading_of(object)? {
+                Reading::Press => u.press = on,
+                Reading::Motion => u.motion = on,
+                Reading::Open => u.open = Some(on),
+                Reading::Water => u.water = Some(on),
+                Reading::Temperature | Reading::Humidity => return None,
+            }
+        }
+        "sensor" => {
+            // A number as ESPHome prints it, or `nan`/`None` for no reading.
+            let value: f64 = text.parse().ok()?;
+            match reading_of(object)? {
+                Reading::Temperature => u.temperature = tenths_celsius(value),
+                Reading::Humidity => u.humidity = tenths_percent(value),
+                _ => return None,
+            }
+        }
         _ => return None,
     }
     u.some()
@@ -328,6 +486,13 @@ fn generic(rest: &str, text: &str) -> Option<StateUpdate> {
             if let Some(online) = v.get("online").and_then(Value::as_bool) {
                 u.online = Some(online);
             }
+            u.open = v.get("open").and_then(Value::as_bool);
+            u.water = v.get("water").and_then(Value::as_bool);
+            u.temperature = v
+                .get("temperature")
+                .and_then(Value::as_f64)
+                .and_then(tenths_celsius);
+            u.humidity = v.get("humidity").and_then(Value::as_f64).and_then(tenths_percent);
         }
         "motion" => {
             u.motion = match text {
@@ -411,13 +576,13 @@ mod tests {
                 Profile::Shelly,
                 40,
                 "b1/rpc",
-                r#"{"id":1,"src":"hearth","method":"Light.Set","params":{"id":0,"on":true,"brightness":40}}"#,
+                r#"{"id":1,"src":"b1/hearth","method":"Light.Set","params":{"id":0,"on":true,"brightness":40}}"#,
             ),
             (
                 Profile::Shelly,
                 0,
                 "b1/rpc",
-                r#"{"id":1,"src":"hearth","method":"Light.Set","params":{"id":0,"on":false,"brightness":0}}"#,
+                r#"{"id":1,"src":"b1/hearth","method":"Light.Set","params":{"id":0,"on":false,"brightness":0}}"#,
             ),
             (
                 Profile::Esphome,
@@ -526,6 +691,14 @@ mod tests {
                 ("stat/b1/POWER", "ON", Some(power(true))),
                 ("stat/b1/POWER", "off", Some(power(false))),
                 ("stat/b1/POWER", "maybe", None),
+                ("stat/b1/POWER1", "ON", Some(power(true))),
+                ("stat/b1/POWER2", "ON", None),
+                ("stat/b1/RESULT", r#"{"POWER2":"ON"}"#, None),
+                (
+                    "stat/b1/RESULT",
+                    r#"{"POWER":"OFF","POWER1":"ON"}"#,
+                    Some(power(false)),
+                ),
                 ("stat/b1/RESULT", r#"{"POWER":"ON"}"#, Some(power(true))),
                 (
                     "stat/b1/RESULT",
@@ -603,6 +776,30 @@ mod tests {
                     None,
                 ),
                 ("shellyplus1-a8/rpc", r#"{"output":true}"#, None),
+                (
+                    "shellyplus1-a8/status/light:0",
+                    r#"{"output":true,"brightness":53.0}"#,
+                    Some(update(None, Some(true), Some(53), false)),
+                ),
+                (
+                    "shellyplus1-a8/status/temperature:0",
+                    r#"{"id":0,"tC":null,"tF":null,"errors":["read"]}"#,
+                    None,
+                ),
+                ("shellyplus1-a8/status/humidity:0", r#"{"id":0,"rh":100.5}"#, None),
+                ("shellyplus1-a8/status/flood:0", r#"{"id":0,"alarm":"yes"}"#, None),
+                (
+                    "shellyplus1-a8/status/temperature:1",
+                    r#"{"id":1,"tC":20.0}"#,
+                    None,
+                ),
+                ("shellyplus1-a8/status/", r#"{"id":0}"#, None),
+                ("shellyplus1-a8/hearth/rpc", r#"{"id":1,"result":null}"#, None),
+                (
+                    "shellyplus1-a8/events/rpc",
+                    r#"{"method":"NotifyStatus","params":[{"switch:0":{"output":true}}]}"#,
+                    None,
+                ),
             ],
         );
     }
@@ -637,7 +834,28 @@ mod tests {
                         ..StateUpdate::default()
                     }),
                 ),
-                ("porch/binary_sensor/door/state", "ON", None),
+                (
+                    "porch/binary_sensor/door/state",
+                    "ON",
+                    Some(StateUpdate {
+                        open: Some(true),
+                        ..StateUpdate::default()
+                    }),
+                ),
+                // A binary sensor whose object id names nothing hearth keeps.
+                ("porch/binary_sensor/status_led/state", "ON", None),
+                ("porch/binary_sensor/door/state", "OPEN", None),
+                ("porch/sensor/temperature/state", "hot", None),
+                ("porch/sensor/temperature/state", "nan", None),
+                ("porch/sensor/temperature/state", "151", None),
+                ("porch/sensor/humidity/state", "-1", None),
+                // Not one object id level, or not a state.
+                ("porch/light/Main/state", r#"{"state":"ON"}"#, None),
+                ("porch/light/a/b/state", r#"{"state":"ON"}"#, None),
+                ("porch/light//state", r#"{"state":"ON"}"#, None),
+                ("porch/light/main", r#"{"state":"ON"}"#, None),
+                ("porch/switch/plug/command", "ON", None),
+                ("porch/cover/garage/state", "open", None),
                 ("porch/light/main/command", r#"{"state":"ON"}"#, None),
             ],
         );
@@ -701,6 +919,30 @@ mod tests {
                 ("hearth/a1/motion", r#"{"motion":true}"#, Some(MOTION)),
                 ("hearth/a1/motion", r#"{"motion":false}"#, None),
                 ("hearth/a1/motion", "OFF", None),
+                (
+                    "hearth/a1/state",
+                    r#"{"online":true,"temperature":21.5,"humidity":44.4}"#,
+                    Some(StateUpdate {
+                        online: Some(true),
+                        temperature: Some(215),
+                        humidity: Some(444),
+                        ..StateUpdate::default()
+                    }),
+                ),
+                (
+                    "hearth/a1/state",
+                    r#"{"open":true,"water":false}"#,
+                    Some(StateUpdate {
+                        open: Some(true),
+                        water: Some(false),
+                        ..StateUpdate::default()
+                    }),
+                ),
+                (
+                    "hearth/a1/state",
+                    r#"{"temperature":"warm","humidity":101}"#,
+                    None,
+                ),
                 ("hearth/a1/set", r#"{"state":"ON"}"#, None),
                 ("hearth/a1/state/x", r#"{"state":"ON"}"#, None),
             ],
@@ -740,6 +982,12 @@ mod tests {
             (Profile::Shelly, "b1/status/light:0"),
             (Profile::Shelly, "b1/events/rpc"),
             (Profile::Esphome, "b1/light/main/state"),
+            (Profile::Esphome, "b1/light/ceiling/state"),
+            (Profile::Esphome, "b1/sensor/temperature/state"),
+            (Profile::Esphome, "b1/binary_sensor/front_door/state"),
+            (Profile::Tasmota, "tele/b1/SENSOR"),
+            (Profile::Shelly, "b1/status/temperature:0"),
+            (Profile::Shelly, "b1/status/flood:0"),
             (Profile::Generic, "hearth/b1/state"),
             (Profile::Generic, "hearth/b1/motion"),
         ];
@@ -781,5 +1029,127 @@ mod tests {
             parse_state(Profile::Generic, "b1", "hearth/b1/state", over.as_bytes()),
             None
         );
+    }
+
+    /// Every fixture payload with any one byte replaced reads without a
+    /// panic, whatever it reads.
+    #[test]
+    fn damaged_fixture_payloads_never_panic() {
+        for text in FIXTURES {
+            let fixture: Fixture = serde_json::from_str(text).expect("a fixture");
+            let profile = Profile::parse(&fixture.scheme).expect("a scheme");
+            for e in &fixture.examples {
+                for at in 0..e.payload.len() {
+                    for b in [0u8, 0xff, b'"', b'[', b'}', b'9', b'-', b'e'] {
+                        let mut p = e.payload.clone().into_bytes();
+                        p[at] = b;
+                        let _ = parse_state(profile, &e.base, &e.topic, &p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a fixture says hearth must read: `StateUpdate`'s fields.
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct Reads {
+        online: Option<bool>,
+        power: Option<bool>,
+        brightness: Option<u8>,
+        color_temp: Option<u16>,
+        motion: bool,
+        press: bool,
+        open: Option<bool>,
+        water: Option<bool>,
+        temperature: Option<i16>,
+        humidity: Option<u16>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Example {
+        base: String,
+        topic: String,
+        payload: String,
+        source: String,
+        reads: Option<Reads>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fixture {
+        scheme: String,
+        #[allow(dead_code)]
+        about: String,
+        examples: Vec<Example>,
+    }
+
+    const FIXTURES: [&str; 3] = [
+        include_str!("../../tests/fixtures/mqtt/tasmota.json"),
+        include_str!("../../tests/fixtures/mqtt/shelly-gen2.json"),
+        include_str!("../../tests/fixtures/mqtt/esphome.json"),
+    ];
+
+    /// Real payloads, each with its source, read as the fixture documents;
+    /// and the same payloads cut short, or under another base, read as
+    /// nothing.
+    #[test]
+    fn fixtures_read_as_documented() {
+        for text in FIXTURES {
+            let fixture: Fixture = serde_json::from_str(text).expect("a fixture");
+            let profile = Profile::parse(&fixture.scheme).expect("a scheme");
+            assert!(fixture.examples.len() >= 10, "{profile}");
+            for e in &fixture.examples {
+                assert!(!e.source.trim().is_empty(), "{} has a source", e.topic);
+                assert!(crate::broker::acl::valid_base(&e.base), "{}", e.base);
+                let want = e.reads.as_ref().map(|r| StateUpdate {
+                    online: r.online,
+                    power: r.power,
+                    brightness: r.brightness,
+                    color_temp: r.color_temp,
+                    motion: r.motion,
+                    press: r.press,
+                    snapshot: false,
+                    open: r.open,
+                    water: r.water,
+                    temperature: r.temperature,
+                    humidity: r.humidity,
+                });
+                let got = parse_state(profile, &e.base, &e.topic, e.payload.as_bytes());
+                assert_eq!(got, want, "{profile} {} {}", e.topic, e.payload);
+                // The device may publish it: otherwise it never arrives.
+                let device = Principal::Confined {
+                    rules: device_rules(profile, &e.base),
+                };
+                assert_eq!(
+                    decide(&device, Action::Publish, &e.topic),
+                    Decision::Allow,
+                    "{}",
+                    e.topic
+                );
+                // Another device's base reads nothing.
+                assert_eq!(
+                    parse_state(profile, "other", &e.topic, e.payload.as_bytes()),
+                    None,
+                    "{}",
+                    e.topic
+                );
+                // Every cut of a JSON payload is malformed and reads nothing.
+                if e.payload.starts_with('{') {
+                    for cut in 1..e.payload.len() {
+                        let Some(part) = e.payload.get(..cut) else {
+                            continue;
+                        };
+                        assert_eq!(
+                            parse_state(profile, &e.base, &e.topic, part.as_bytes()),
+                            None,
+                            "{} cut at {cut}",
+                            e.topic
+                        );
+                    }
+                }
+            }
+        }
     }
 }

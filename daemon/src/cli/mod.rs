@@ -243,7 +243,10 @@ pub enum DevicesCommand {
         #[arg(long, value_parser = ["generic", "tasmota", "shelly", "esphome"])]
         profile: String,
         /// What the device is.
-        #[arg(long, default_value = "other", value_parser = ["camera", "doorbell", "bulb", "plug", "light_strip", "other"])]
+        #[arg(long, default_value = "other", value_parser = [
+            "camera", "doorbell", "bulb", "plug", "light_strip",
+            "motion_sensor", "contact_sensor", "climate_sensor", "water_sensor", "other",
+        ])]
         kind: String,
         /// The owner's name for it (stored sealed).
         #[arg(long)]

@@ -1094,3 +1094,101 @@ fn learnt_controls_outlive_a_restart() {
         assert!(learnt(l.last().unwrap(), c.last().unwrap()));
     });
 }
+
+/// Sensors and a plug on the vendors' own schemes, as the simulator speaks
+/// them (the firmware's topics and payloads): each reading crosses the
+/// device's confinement, hearth's reading of its scheme and reaches Home
+/// Assistant canonical; and a Shelly plug obeys an RPC whose answer it may
+/// publish, since hearth's `src` lies in its own subtree.
+#[test]
+fn vendor_sensors_and_rpcs_reach_home_assistant() {
+    let daemon = Daemon::start();
+    let climates = [
+        add(&daemon, "shelly", "climate_sensor", "Hall climate"),
+        add(&daemon, "tasmota", "climate_sensor", "Attic climate"),
+        add(&daemon, "esphome", "climate_sensor", "Porch climate"),
+    ];
+    let door = add(&daemon, "esphome", "contact_sensor", "Back door");
+    let leak = add(&daemon, "shelly", "water_sensor", "Cellar leak");
+    let motion = add(&daemon, "esphome", "motion_sensor", "Hall motion");
+    let kettle = add(&daemon, "shelly", "plug", "Kettle");
+    let all: Vec<&Device> = climates.iter().chain([&door, &leak, &motion, &kettle]).collect();
+    for d in &all {
+        expose(&daemon, d, true);
+    }
+    let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
+    let rt = rt();
+    rt.block_on(async {
+        let mut ha = Ha::connect(&daemon, &conn, "ha-vendors").await;
+        for d in &all {
+            let t = format!("hearth/{}/state", d.id());
+            assert_eq!(
+                ha.subscribe(&t).await,
+                SubscribeReasonCode::Success(QoS::AtLeastOnce)
+            );
+        }
+        let mut devices = Vec::new();
+        for d in &all {
+            let (mut says, stop) = start_device(&rt, d);
+            said(&mut says, "connected").await;
+            devices.push((says, stop));
+        }
+        let state = |d: &Device| format!("hearth/{}/state", d.id());
+        for d in &climates {
+            let s = json(
+                &ha.until("a climate reading", &state(d), |p| {
+                    json(p)["temperature"].is_number() && json(p)["humidity"].is_number()
+                })
+                .await,
+            );
+            let t = s["temperature"].as_f64().unwrap();
+            let h = s["humidity"].as_f64().unwrap();
+            assert!((15.0..=25.0).contains(&t) && (40.0..=50.0).contains(&h), "{s}");
+        }
+        let s = json(
+            &ha.until("the door", &state(&door), |p| json(p)["open"].is_boolean())
+                .await,
+        );
+        assert_eq!(s["open"], false, "{s}");
+        let s = json(
+            &ha.until("the leak", &state(&leak), |p| json(p)["water"].is_boolean())
+                .await,
+        );
+        assert_eq!(s["water"], false, "{s}");
+        ha.until("motion", &state(&motion), |p| json(p)["motion"] == true)
+            .await;
+
+        // The kettle: a command becomes a Shelly RPC, whose answer the plug
+        // publishes on <id>/hearth/rpc, and it stays connected to report.
+        let kettle_says = &mut devices.last_mut().unwrap().0;
+        ha.client
+            .publish(
+                format!("hearth/{}/set", kettle.id()),
+                QoS::AtLeastOnce,
+                false,
+                r#"{"state":"ON"}"#,
+            )
+            .await
+            .unwrap();
+        said(kettle_says, "state ON").await;
+        ha.until("the kettle on", &state(&kettle), |p| json(p)["state"] == "ON")
+            .await;
+        ha.client
+            .publish(
+                format!("hearth/{}/set", kettle.id()),
+                QoS::AtLeastOnce,
+                false,
+                r#"{"state":"OFF"}"#,
+            )
+            .await
+            .unwrap();
+        said(kettle_says, "state OFF").await;
+        ha.until("the kettle off", &state(&kettle), |p| json(p)["state"] == "OFF")
+            .await;
+    });
+    // Nothing the devices sent reached the log.
+    let log = daemon.log();
+    for secret in ["Hall climate", "Back door", "Kettle", "hearth/rpc"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
