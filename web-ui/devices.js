@@ -87,6 +87,8 @@ function showProvisioning(ctx, slot, p, name) {
 
 // --- Discovered ------------------------------------------------------------
 
+const ADOPT_KINDS = ['bulb', 'light_strip', 'plug', 'camera', 'doorbell', 'motion_sensor', 'contact_sensor', 'climate_sensor', 'water_sensor'];
+
 function pendingCard(ctx, device, onAdopted) {
   const id = device.id;
   const title = h('h2', { class: 'card-title' });
@@ -97,11 +99,28 @@ function pendingCard(ctx, device, onAdopted) {
 
   const nickname = field('Nickname', { name: 'nickname', required: true, maxlength: NAME_MAX, autocomplete: 'off', 'data-testid': 'adopt-nickname' }, 'What you call it, for example “Desk lamp”. It is stored encrypted.');
   const room = field('Room', { name: 'room', maxlength: NAME_MAX, autocomplete: 'off', 'data-testid': 'adopt-room' }, 'Optional. Home groups devices by room.');
+  // What it is: preset to what discovery made of it, for the owner to
+  // correct (a Tasmota advert names no model, so it is found as a plug).
+  const kindId = uid('kind');
+  const kindHintId = `${kindId}-hint`;
+  const kind = h(
+    'select',
+    { id: kindId, name: 'kind', 'data-testid': 'adopt-kind', 'aria-describedby': kindHintId },
+    ADOPT_KINDS.map((k) => h('option', { value: k, selected: k === device.kind }, kindLabel(k))),
+  );
+  const kindWrap = h(
+    'div',
+    { class: 'field' },
+    h('label', { for: kindId }, 'What it is'),
+    kind,
+    h('p', { class: 'hint', id: kindHintId }, 'As hearth found it. Change it if hearth guessed wrong.'),
+  );
   const form = h(
     'form',
     { id: formId, class: 'adopt-form', hidden: true, novalidate: true, 'data-testid': 'adopt-form' },
     nickname.wrap,
     room.wrap,
+    kindWrap,
     error.el,
     h(
       'div',
@@ -135,6 +154,7 @@ function pendingCard(ctx, device, onAdopted) {
     }
     const body = { nickname: name };
     if (roomName) body.room = roomName;
+    if (kind.value !== device.kind) body.kind = kind.value;
     const done = busy(form);
     try {
       const provisioning = await api('POST', `/api/devices/${encodeURIComponent(id)}/adopt`, body);

@@ -72,6 +72,10 @@ pub struct Adopt {
     pub nickname: String,
     #[serde(default)]
     pub room: Option<String>,
+    /// What it is, when its advert told hearth wrong or nothing (a Tasmota
+    /// advert names no model): otherwise the kind discovery gave it stays.
+    #[serde(default)]
+    pub kind: Option<DeviceKind>,
 }
 
 /// A new name or room for a device.
@@ -444,6 +448,11 @@ impl Devices {
         if let Some(room) = &req.room {
             check_name("room", room)?;
         }
+        if req.kind == Some(DeviceKind::Other) {
+            return Err(DeviceError::Invalid(
+                "a device is adopted as a bulb, light strip, plug, camera, doorbell or sensor".into(),
+            ));
+        }
         let (password, hash) = new_password()?;
         let device = self
             .with_store(move |store| {
@@ -472,6 +481,9 @@ impl Devices {
                 f.room = req.room;
                 f.topic = Some(topic);
                 f.flagged = false;
+                if let Some(kind) = req.kind {
+                    f.kind = kind;
+                }
                 store.update_device(&id, f)?;
                 store.replace_credential(&format!("device:{id}"), MQTT_PASSWORD, &hash)?;
                 store.append_audit(&AuditEvent::ok(
@@ -886,6 +898,7 @@ mod tests {
             id: pending.to_string(),
             nickname: "Porch".into(),
             room: None,
+            kind: None,
         };
         let given = devices.adopt(adopt, Actor::Cli).await.unwrap();
         let issued = rx.try_recv().expect("adoption reaches the tap");

@@ -502,6 +502,10 @@ async function main() {
       await card.locator(tid('adopt-open')).click();
       await card.locator(tid('adopt-nickname')).fill('Desk lamp');
       await card.locator(tid('adopt-room')).fill('Study');
+      // What it is: preset to what discovery found, labelled, changeable.
+      const kind = card.locator(tid('adopt-kind'));
+      assert((await kind.inputValue()) === 'bulb', `the kind is preset to ${await kind.inputValue()}`);
+      assert(await page.locator(`label[for="${await kind.getAttribute('id')}"]`).count() === 1, 'the kind has no label');
       await card.locator(tid('adopt-submit')).click();
       const pre = page.locator(tid('provisioning-json'));
       await pre.waitFor();

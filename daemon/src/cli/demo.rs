@@ -232,6 +232,7 @@ pub async fn run(
             id: d["id"].as_str().unwrap_or("").to_owned(),
             nickname: nickname.into(),
             room: Some(room.into()),
+            kind: None,
         };
         let provisioning = request(&dir, Request::DevicesAdopt(adopt)).await?;
         println!(

@@ -281,6 +281,13 @@ pub enum DevicesCommand {
         /// The room it is in (stored sealed).
         #[arg(long)]
         room: Option<String>,
+        /// What it is, when discovery guessed wrong or could not tell (a
+        /// Tasmota advert names no model).
+        #[arg(long, value_parser = [
+            "camera", "doorbell", "bulb", "plug", "light_strip",
+            "motion_sensor", "contact_sensor", "climate_sensor", "water_sensor",
+        ])]
+        kind: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -690,11 +697,20 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
             id,
             nickname,
             room,
+            kind,
             admin,
         } => {
+            let kind = kind
+                .map(|k| DeviceKind::parse(&k).context("unknown kind"))
+                .transpose()?;
             let v = admin_request(
                 &admin,
-                &Request::DevicesAdopt(crate::devices::Adopt { id, nickname, room }),
+                &Request::DevicesAdopt(crate::devices::Adopt {
+                    id,
+                    nickname,
+                    room,
+                    kind,
+                }),
             )?;
             if admin.json {
                 print_json(&v)

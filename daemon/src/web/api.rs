@@ -1281,6 +1281,10 @@ struct AdoptBody {
     nickname: String,
     #[serde(default)]
     room: Option<String>,
+    /// What it is, when discovery guessed wrong or could not tell.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    kind: Option<crate::store::DeviceKind>,
 }
 
 async fn provisioning_json(app: &App, p: crate::devices::Provisioning) -> Result<Json<Value>, ApiError> {
@@ -1307,6 +1311,7 @@ async fn adopt(
                 id: id.clone(),
                 nickname: b.nickname,
                 room: b.room.filter(|r| !r.is_empty()),
+                kind: b.kind,
             },
             actor(&session),
         )

@@ -89,3 +89,28 @@ fn adopt_a_pending_device_then_rename_it() {
     let found = hearth_tests::find_canaries(&daemon.home.data_dir(), &[canary.to_owned(), "Porch".into()]);
     assert_eq!(found, vec![]);
 }
+
+/// Discovery can guess wrong, or not know (a Tasmota advert names no
+/// model): the owner says what the device is when adopting it. "other" is
+/// not a kind to adopt as, and a refused adoption leaves it pending.
+#[test]
+fn the_owner_sets_the_kind_when_adopting() {
+    let home = TestHome::new();
+    let id = pending_bulb(&home);
+    let daemon = Daemon::start_in(home);
+    let out = daemon.cli(&["devices", "adopt", &id, "--nickname", "Strip", "--kind", "other"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert_eq!(daemon.cli_json(&["devices", "list"])[0]["status"], "pending");
+    daemon.cli_json(&[
+        "devices",
+        "adopt",
+        &id,
+        "--nickname",
+        "Strip",
+        "--kind",
+        "light_strip",
+    ]);
+    let list = daemon.cli_json(&["devices", "list"]);
+    assert_eq!(list[0]["status"], "adopted");
+    assert_eq!(list[0]["kind"], "light_strip");
+}
