@@ -199,3 +199,186 @@ pub fn flood(hearth: &Path, seconds: u64) {
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
+
+/// The corpus of real devices' adverts (tests/fixtures/adverts), announced
+/// by python-zeroconf each from an address of its own (tests/mdns/corpus.py),
+/// against python-zeroconf's own browser resolving the same service types
+/// in the same namespace (tests/mdns/browse.py): for every device hearth
+/// lists, the time from its first probe to hearth's pending entry (its
+/// `created_at`), and to the reference's first resolved service of it.
+pub fn corpus(hearth: &Path, rounds: usize) {
+    let python = Path::new("tests/mdns/.venv/bin/python");
+    assert!(python.exists(), "tests/mdns/.venv (bench/run makes it)");
+    let files = [
+        "tests/fixtures/adverts/lights-plugs-sensors.json",
+        "tests/fixtures/adverts/cameras-doorbells-others.json",
+    ];
+    println!(
+        "\n## corpus: real devices' adverts to hearth's pending list, against python-zeroconf's browser; {rounds} rounds"
+    );
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let ns = format!("hearth-bench-corpus-{}-{round}", std::process::id());
+        ip(&["netns", "add", &ns]);
+        ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "multicast", "on"]);
+        ip(&[
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "route",
+            "add",
+            "224.0.0.0/4",
+            "dev",
+            "lo",
+        ]);
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let config = tmp.path().join("hearth.toml");
+        std::fs::write(
+            &config,
+            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[web]\nenabled = false\n\
+             [discovery]\ninterfaces = \"loopback\"\n",
+        )
+        .unwrap();
+        let in_ns = |program: &Path| {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns]).arg(program);
+            c
+        };
+        let mut daemon = in_ns(hearth)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        crate::mqtt::wait_for_file(&data.join("admin.sock"), "hearth did not start");
+        std::thread::sleep(Duration::from_millis(500));
+        let (mut browser, browsed) = lines_of(
+            in_ns(python)
+                .arg("tests/mdns/browse.py")
+                .args(hearth::discovery::classify::DEFAULT_SERVICE_TYPES),
+        );
+        wait_line(&browsed, |l| l == "browsing");
+        let (mut announcer, announced) = lines_of(in_ns(python).arg("tests/mdns/corpus.py").args(files));
+        // address -> first probe (Unix s)
+        let mut started = std::collections::HashMap::new();
+        wait_line(&announced, |l| {
+            let p: Vec<&str> = l.split(' ').collect();
+            if p[0] == "announced" {
+                started.insert(p[2].to_owned(), p[3].parse::<f64>().unwrap());
+            }
+            l == "ready"
+        });
+        // Until hearth's list has not grown for 3 s.
+        let (mut list, mut since) = (serde_json::Value::Null, Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline && since.elapsed() < Duration::from_secs(3) {
+            let now = devices(hearth, &data);
+            if now.as_array().map(Vec::len) != list.as_array().map(Vec::len) {
+                since = Instant::now();
+            }
+            list = now;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let resolved: Vec<String> = browsed.try_iter().collect();
+        for child in [&mut announcer, &mut browser, &mut daemon] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        ip(&["netns", "del", &ns]);
+        let (mut h, mut r) = (Vec::new(), Vec::new());
+        for d in list.as_array().into_iter().flatten() {
+            let Some(address) = d["addresses"][0].as_str() else {
+                continue;
+            };
+            let Some(t0) = started.get(address) else { continue };
+            h.push(d["created_at"].as_f64().unwrap() / 1000.0 - t0);
+            let first = resolved
+                .iter()
+                .filter_map(|l| {
+                    let p: Vec<&str> = l.split(' ').collect();
+                    (p.len() == 3 && p[1] == address).then(|| p[2].parse::<f64>().unwrap())
+                })
+                .reduce(f64::min);
+            if let Some(at) = first {
+                r.push(at - t0);
+            }
+        }
+        println!(
+            "round {}: hearth listed {} devices, median {:.2} s, worst {:.2} s; python-zeroconf resolved {} of them, median {:.2} s, worst {:.2} s",
+            round + 1,
+            h.len(),
+            quantile(&mut h, 0.5),
+            quantile(&mut h, 1.0),
+            r.len(),
+            quantile(&mut r, 0.5),
+            quantile(&mut r, 1.0),
+        );
+        ours.extend(h);
+        theirs.extend(r);
+    }
+    println!(
+        "first probe to known, over {rounds} rounds: hearth pending median {:.2} s, worst {:.2} s; \
+         python-zeroconf resolved median {:.2} s, worst {:.2} s",
+        quantile(&mut ours, 0.5),
+        quantile(&mut ours, 1.0),
+        quantile(&mut theirs, 0.5),
+        quantile(&mut theirs, 1.0),
+    );
+}
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn devices(hearth: &Path, data: &Path) -> serde_json::Value {
+    let out = Command::new(hearth)
+        .args(["devices", "list", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .expect("hearth devices list");
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Starts `cmd` with its standard output read line by line into a channel.
+fn lines_of(cmd: &mut Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Reads lines until `done` says so, for at most 60 s.
+fn wait_line(lines: &std::sync::mpsc::Receiver<String>, mut done: impl FnMut(&str) -> bool) {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("no answer within 60 s");
+        if done(&line) {
+            return;
+        }
+    }
+}

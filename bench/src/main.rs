@@ -8,6 +8,7 @@
 //! - `rss`: resident memory of an idle `hearth run` with an empty store.
 //! - `mqtt`: the broker against mosquitto (see `mqtt.rs`).
 //! - `discovery`: advert-to-pending time (see `discovery.rs`).
+//! - `corpus`: real devices' adverts to pending, against python-zeroconf.
 //! - `flood`: memory under a sustained mDNS flood, against mdns-sd
 //!   (`--seconds N`, 60 by default).
 //! - `web`: the dashboard's HTTPS server against nginx (see `web.rs`).
@@ -70,6 +71,7 @@ fn main() {
         "mqtt" => mqtt::run(&hearth, rounds),
         "discovery" => discovery::run(&hearth, rounds),
         "flood" => discovery::flood(&hearth, seconds),
+        "corpus" => discovery::corpus(&hearth, rounds),
         "web" => web::run(&hearth, rounds),
         "ha" => ha::run(&hearth, rounds),
         "ha-live" => ha_live::run(&hearth, rounds),
@@ -82,6 +84,7 @@ fn main() {
             mqtt::run(&hearth, rounds);
             discovery::run(&hearth, rounds);
             discovery::flood(&hearth, seconds);
+            discovery::corpus(&hearth, rounds);
             web::run(&hearth, rounds);
             ha::run(&hearth, rounds);
             ha_live::run(&hearth, rounds);
@@ -91,7 +94,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, web, ha, ha-live, relay, lockdown, keys or all"
+                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, corpus, web, ha, ha-live, relay, lockdown, keys or all"
             );
             std::process::exit(64);
         }

@@ -49,13 +49,14 @@ async def announce(dev, source, address):
                 addresses=[socket.inet_aton(address)],
             )
         )
-    # Probing, then announcing, as a device does: each call returns once
+    # Probing, then announcing, as a device does: each task ends once
     # python-zeroconf has sent the announcement. Not strict: real devices
     # send service names longer than RFC 6763's 15 bytes
     # (_androidtvremote2._tcp).
     started = time.time()
-    for info in infos:
-        await (await zc.async_register_service(info, strict=False))
+    # All of a device's services at once, as a device announces them.
+    tasks = await asyncio.gather(*(zc.async_register_service(info, strict=False) for info in infos))
+    await asyncio.gather(*tasks)
     print(f"announced {dev['id']} {address} {started:.3f} {time.time():.3f}", flush=True)
     return zc, infos
 

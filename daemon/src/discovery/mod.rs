@@ -25,7 +25,9 @@ use self::pending::{Outcome, Shares};
 use crate::store::Store;
 use crate::supervisor::Supervisor;
 
-/// Adverts processed per second at most; the rest are dropped and counted.
+/// Adverts that reach the store per second at most (new or changed ones;
+/// repeats and adverts left alone cost no store work); the rest are dropped
+/// and counted.
 const MAX_ADVERTS_PER_SEC: f64 = 200.0;
 /// How long the same identity is not reprocessed unless its addresses change.
 const DEDUPE_WINDOW: Duration = Duration::from_secs(5);
@@ -202,7 +204,8 @@ fn own_adverts(port: u16) -> mdns::Own {
     }
 }
 
-/// Bounds, classification, deduplication and a global rate, then the store.
+/// Bounds, classification, deduplication and a global rate on store work,
+/// then the store.
 async fn process(
     mut rx: mpsc::Receiver<Advert>,
     store: Arc<Mutex<Store>>,
@@ -224,14 +227,6 @@ async fn process(
             },
         };
         let now = Instant::now();
-        tokens =
-            (tokens + now.duration_since(last).as_secs_f64() * MAX_ADVERTS_PER_SEC).min(MAX_ADVERTS_PER_SEC);
-        last = now;
-        if tokens < 1.0 {
-            stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        tokens -= 1.0;
         if !advert.within_bounds() {
             stats.dropped_oversized.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -256,6 +251,17 @@ async fn process(
             stats.deduplicated.fetch_add(1, Ordering::Relaxed);
             continue;
         }
+        // The rate bounds store work only: what is left alone or seen
+        // already costs a lookup, and a burst of devices starting together
+        // (after a power cut) is not dropped for its repeats.
+        tokens =
+            (tokens + now.duration_since(last).as_secs_f64() * MAX_ADVERTS_PER_SEC).min(MAX_ADVERTS_PER_SEC);
+        last = now;
+        if tokens < 1.0 {
+            stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        tokens -= 1.0;
         if seen.len() >= DEDUPE_ENTRIES {
             seen.retain(|_, (at, _)| now.duration_since(*at) < DEDUPE_WINDOW);
             if seen.len() >= DEDUPE_ENTRIES {

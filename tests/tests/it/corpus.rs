@@ -247,7 +247,7 @@ fn real_adverts_are_offered_once_with_the_right_kind() {
                 assert_eq!(e["status"], "pending", "{id}");
                 if e["kind"] == kind.as_str() && profile_right {
                     hits += 1;
-                    latencies.push(e["created_at"].as_i64().unwrap() as f64 / 1000.0 - started);
+                    latencies.push((e["created_at"].as_i64().unwrap() as f64 / 1000.0 - started, id));
                 } else {
                     wrong.push(format!(
                         "{id}: offered as {} / {got_profile}, is {kind} / {profile:?}",
@@ -258,16 +258,18 @@ fn real_adverts_are_offered_once_with_the_right_kind() {
         }
     }
     let extra = list.as_array().unwrap().len() as i64 - targets.len() as i64;
-    latencies.sort_by(f64::total_cmp);
-    let median = latencies.get(latencies.len() / 2).copied().unwrap_or(f64::NAN);
-    let worst = latencies.last().copied().unwrap_or(f64::NAN);
+    latencies.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let median = latencies.get(latencies.len() / 2).map_or(f64::NAN, |l| l.0);
+    let worst = latencies.last().map_or(f64::NAN, |l| l.0);
+    let slowest: Vec<_> = latencies.iter().rev().take(3).collect();
     println!(
         "corpus: {} devices, {} offered right of {} targets; {duplicates} duplicates; \
          {false_positives} non-targets offered; {extra} entries beyond the targets; \
-         first probe to pending: median {median:.2} s, worst {worst:.2} s",
+         first probe to pending: median {median:.2} s, worst {worst:.2} s (slowest {slowest:?}); stats {}",
         all.len(),
         hits,
-        targets.len()
+        targets.len(),
+        discovery_stats(&home)
     );
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert_eq!(extra, 0, "{list}");
