@@ -24,42 +24,94 @@ fn listed(hearth: &Path, data: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// A network namespace of the benchmark's own: loopback up, multicast on
+/// and routed there. Deleted on drop.
+struct Ns(String);
+
+impl Ns {
+    fn new(what: &str) -> Ns {
+        let ns = Ns(format!("hearth-bench-{what}-{}", std::process::id()));
+        ip(&["netns", "add", &ns.0]);
+        ip(&["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"]);
+        ip(&[
+            "netns",
+            "exec",
+            &ns.0,
+            "ip",
+            "link",
+            "set",
+            "lo",
+            "multicast",
+            "on",
+        ]);
+        ip(&[
+            "netns",
+            "exec",
+            &ns.0,
+            "ip",
+            "route",
+            "add",
+            "224.0.0.0/4",
+            "dev",
+            "lo",
+        ]);
+        ns
+    }
+
+    /// `program` run inside the namespace (`ip netns exec` execs it, so the
+    /// child's pid is the program's).
+    fn exec(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).arg(program);
+        c
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The real daemon in `ns`, discovering on its loopback, once it answers:
+/// the child, and the data directory (inside the returned temporary one).
+fn hearth_in(ns: &Ns, hearth: &Path) -> (std::process::Child, tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("hearth.toml");
+    std::fs::write(
+        &config,
+        "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[web]\nenabled = false\n\
+         [discovery]\ninterfaces = \"loopback\"\n",
+    )
+    .unwrap();
+    let daemon = ns
+        .exec(hearth)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::mqtt::wait_for_file(&data.join("admin.sock"), "hearth did not start");
+    (daemon, tmp, data)
+}
+
 pub fn run(hearth: &Path, rounds: usize) {
     let sim = hearth.with_file_name("hearth-sim");
     assert!(sim.exists(), "build hearth-sim (bench/run does)");
     println!("\n## discovery: advert to pending, 8 simulated devices, {rounds} rounds; medians");
     let (mut firsts, mut alls) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let ns = format!("hearth-bench-{}-{round}", std::process::id());
-        ip(&["netns", "add", &ns]);
-        ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
-        ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "multicast", "on"]);
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let config = tmp.path().join("hearth.toml");
-        std::fs::write(
-            &config,
-            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[discovery]\ninterfaces = \"loopback\"\n",
-        )
-        .unwrap();
-        let mut daemon = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(hearth)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        crate::mqtt::wait_for_file(&data.join("admin.sock"), "hearth did not start");
+        let ns = Ns::new(&format!("discovery-{round}"));
+        let (mut daemon, _tmp, data) = hearth_in(&ns, hearth);
         std::thread::sleep(Duration::from_millis(500));
         let start = Instant::now();
-        let mut announcer = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(&sim)
+        let mut announcer = ns
+            .exec(&sim)
             .args(["announce", "--seconds", "30"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -81,7 +133,7 @@ pub fn run(hearth: &Path, rounds: usize) {
         let _ = announcer.wait();
         let _ = daemon.kill();
         let _ = daemon.wait();
-        ip(&["netns", "del", &ns]);
+        drop(ns);
         let (first, all) = (
             first.expect("nothing discovered"),
             all.expect("not all 8 discovered"),
@@ -112,31 +164,16 @@ pub fn flood(hearth: &Path, seconds: u64) {
     let sim = hearth.with_file_name("hearth-sim");
     assert!(sim.exists(), "build hearth-sim (bench/run does)");
     println!("\n## discovery: RSS under a {seconds} s flood at 10,000 adverts/s, hearth against mdns-sd");
-    let ns = format!("hearth-bench-flood-{}", std::process::id());
-    ip(&["netns", "add", &ns]);
-    ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
-    ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "multicast", "on"]);
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let config = tmp.path().join("hearth.toml");
-    std::fs::write(
-        &config,
-        "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[discovery]\ninterfaces = \"loopback\"\n",
-    )
-    .unwrap();
+    let ns = Ns::new("flood");
+    let (daemon, _tmp, data) = hearth_in(&ns, hearth);
     let spawn = |program: &Path, args: &[&str]| {
-        Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(program)
+        ns.exec(program)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
     };
-    let (config_s, data_s) = (config.to_str().unwrap(), data.to_str().unwrap());
-    let daemon = spawn(hearth, &["run", "--config", config_s, "--data-dir", data_s]);
-    crate::mqtt::wait_for_file(&data.join("admin.sock"), "hearth did not start");
     let total = (seconds + 15).to_string();
     let reference = spawn(&sim, &["browse", "_hap._tcp", "--all", "--seconds", &total]);
     std::thread::sleep(Duration::from_secs(2));
@@ -193,7 +230,6 @@ pub fn flood(hearth: &Path, seconds: u64) {
         let _ = child.kill();
         let _ = child.wait();
     }
-    ip(&["netns", "del", &ns]);
 }
 
 fn ms(d: Duration) -> f64 {
@@ -218,54 +254,16 @@ pub fn corpus(hearth: &Path, rounds: usize) {
     );
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let ns = format!("hearth-bench-corpus-{}-{round}", std::process::id());
-        ip(&["netns", "add", &ns]);
-        ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
-        ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "multicast", "on"]);
-        ip(&[
-            "netns",
-            "exec",
-            &ns,
-            "ip",
-            "route",
-            "add",
-            "224.0.0.0/4",
-            "dev",
-            "lo",
-        ]);
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let config = tmp.path().join("hearth.toml");
-        std::fs::write(
-            &config,
-            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[web]\nenabled = false\n\
-             [discovery]\ninterfaces = \"loopback\"\n",
-        )
-        .unwrap();
-        let in_ns = |program: &Path| {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &ns]).arg(program);
-            c
-        };
-        let mut daemon = in_ns(hearth)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        crate::mqtt::wait_for_file(&data.join("admin.sock"), "hearth did not start");
+        let ns = Ns::new(&format!("corpus-{round}"));
+        let (mut daemon, _tmp, data) = hearth_in(&ns, hearth);
         std::thread::sleep(Duration::from_millis(500));
         let (mut browser, browsed) = lines_of(
-            in_ns(python)
+            ns.exec(python)
                 .arg("tests/mdns/browse.py")
                 .args(hearth::discovery::classify::DEFAULT_SERVICE_TYPES),
         );
         wait_line(&browsed, |l| l == "browsing");
-        let (mut announcer, announced) = lines_of(in_ns(python).arg("tests/mdns/corpus.py").args(files));
+        let (mut announcer, announced) = lines_of(ns.exec(python).arg("tests/mdns/corpus.py").args(files));
         // address -> first probe (Unix s)
         let mut started = std::collections::HashMap::new();
         wait_line(&announced, |l| {
@@ -291,7 +289,7 @@ pub fn corpus(hearth: &Path, rounds: usize) {
             let _ = child.kill();
             let _ = child.wait();
         }
-        ip(&["netns", "del", &ns]);
+        drop(ns);
         let (mut h, mut r) = (Vec::new(), Vec::new());
         for d in list.as_array().into_iter().flatten() {
             let Some(address) = d["addresses"][0].as_str() else {

@@ -5,14 +5,12 @@
 //! device it claims once, with the right kind and profile, and nothing else.
 
 use std::collections::HashMap;
-use std::io::BufRead;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::discovery::{Killed, Netns, daemon_config, devices, discovery_stats, zeroconf_python};
-use crate::harness::{TestHome, run, text};
+use crate::discovery::{Killed, Netns, daemon_config, devices, discovery_stats, zeroconf_script};
+use crate::harness::TestHome;
 
 const CORPUS: [&str; 2] = [
     concat!(
@@ -73,31 +71,7 @@ pub(crate) struct Announcer {
 
 impl Announcer {
     pub(crate) fn start<P: AsRef<std::ffi::OsStr>>(ns: &Netns, files: &[P]) -> Announcer {
-        // python-zeroconf sends to the group through the routing table.
-        let out = run(
-            ns.exec(std::path::Path::new("ip"))
-                .args(["route", "replace", "224.0.0.0/4", "dev", "lo"]),
-            Duration::from_secs(10),
-        );
-        assert!(out.status.success(), "ip route: {}", text(&out.stderr));
-        let mut child = ns
-            .exec(&zeroconf_python())
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/mdns/corpus.py"))
-            .args(files)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let child = Killed(child);
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let (child, stdin, lines) = zeroconf_script(ns, "corpus.py", files);
         let mut announced = HashMap::new();
         loop {
             let line = lines

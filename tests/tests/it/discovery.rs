@@ -675,34 +675,54 @@ struct Zeroconf {
 const HOME_ADDR: &str = "192.168.77.20";
 const AWAY_ADDR: &str = "192.168.77.99";
 
+/// tests/mdns/SCRIPT ARGS run by python-zeroconf's Python inside `ns`
+/// (with the multicast route it sends by): the child, killed on drop, its
+/// standard input, and its standard output line by line.
+pub(crate) fn zeroconf_script<A: AsRef<std::ffi::OsStr>>(
+    ns: &Netns,
+    script: &str,
+    args: &[A],
+) -> (
+    Killed,
+    std::process::ChildStdin,
+    std::sync::mpsc::Receiver<String>,
+) {
+    use std::io::BufRead;
+    let out = run(
+        ns.exec(std::path::Path::new("ip"))
+            .args(["route", "replace", "224.0.0.0/4", "dev", "lo"]),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "ip route: {}", text(&out.stderr));
+    let mut child = ns
+        .exec(&zeroconf_python())
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("mdns")
+                .join(script),
+        )
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Killed(child), stdin, lines)
+}
+
 impl Zeroconf {
     fn start(ns: &Netns) -> Zeroconf {
-        use std::io::BufRead;
-        // python-zeroconf sends to the group through the routing table.
-        let out = run(
-            ns.exec(std::path::Path::new("ip"))
-                .args(["route", "add", "224.0.0.0/4", "dev", "lo"]),
-            Duration::from_secs(10),
-        );
-        assert!(out.status.success(), "ip route: {}", text(&out.stderr));
-        let mut child = ns
-            .exec(&zeroconf_python())
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/mdns/announce.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let (child, stdin, lines) = zeroconf_script::<&str>(ns, "announce.py", &[]);
         Zeroconf {
-            _child: Killed(child),
+            _child: child,
             stdin,
             lines,
         }
