@@ -506,6 +506,7 @@ async function main() {
       const kind = card.locator(tid('adopt-kind'));
       assert((await kind.inputValue()) === 'bulb', `the kind is preset to ${await kind.inputValue()}`);
       assert(await page.locator(`label[for="${await kind.getAttribute('id')}"]`).count() === 1, 'the kind has no label');
+      await shoot(page, 'adopt-form');
       await card.locator(tid('adopt-submit')).click();
       const pre = page.locator(tid('provisioning-json'));
       await pre.waitFor();
