@@ -88,23 +88,17 @@ impl fmt::Debug for TotpSecret {
     }
 }
 
+/// RFC 4648 base32 without padding, as authenticator apps show keys. Bits
+/// left over after the last whole byte are not checked, as apps do not.
+static BASE32_KEYS: std::sync::LazyLock<data_encoding::Encoding> = std::sync::LazyLock::new(|| {
+    let mut spec = data_encoding::Specification::new();
+    spec.symbols.push_str(std::str::from_utf8(BASE32).expect("ASCII"));
+    spec.check_trailing_bits = false;
+    spec.encoding().expect("a valid base32 specification")
+});
+
 fn base32_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let mut buffer: u32 = 0;
-    let mut bits = 0;
-    for &b in bytes {
-        buffer = (buffer << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(BASE32[((buffer >> bits) & 0x1f) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        // The last group is padded with zero bits on the right.
-        out.push(BASE32[((buffer << (5 - bits)) & 0x1f) as usize] as char);
-    }
-    out
+    BASE32_KEYS.encode(bytes)
 }
 
 fn base32_decode(text: &str) -> Result<Zeroizing<Vec<u8>>, TotpError> {
@@ -119,30 +113,15 @@ fn base32_decode(text: &str) -> Result<Zeroizing<Vec<u8>>, TotpError> {
     if symbols.is_empty() {
         return Err(TotpError::Empty);
     }
+    // The owner's errors in the owner's words: a wrong character, or a
+    // length no whole number of bytes has (1, 3 or 6 symbols left over).
     if !symbols.iter().all(|s| matches!(s, b'A'..=b'Z' | b'2'..=b'7')) {
         return Err(TotpError::NotBase32);
     }
-    // 1, 3 or 6 symbols left over cannot come from whole bytes.
-    if matches!(symbols.len() % 8, 1 | 3 | 6) {
-        return Err(TotpError::BadLength);
-    }
-    let mut out = Zeroizing::new(Vec::with_capacity(symbols.len() * 5 / 8));
-    let mut buffer: u32 = 0;
-    let mut bits = 0;
-    for &s in symbols {
-        let value = if s.is_ascii_uppercase() {
-            s - b'A'
-        } else {
-            s - b'2' + 26
-        };
-        buffer = (buffer << 5) | u32::from(value);
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    Ok(out)
+    BASE32_KEYS
+        .decode(symbols)
+        .map(Zeroizing::new)
+        .map_err(|_| TotpError::BadLength)
 }
 
 /// HOTP (RFC 4226) of `counter`, truncated to `digits` decimal digits.
@@ -213,18 +192,17 @@ pub fn otpauth_uri(secret: &TotpSecret, account: &str, issuer: &str) -> String {
     )
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, so a
-/// `:` , `?`, `&`, `#`, `/` or space in a name cannot change the URI's shape.
+/// Everything but RFC 3986's unreserved characters is percent-encoded, so
+/// a `:` , `?`, `&`, `#`, `/` or space in a name cannot change the URI's
+/// shape.
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, NOT_UNRESERVED).to_string()
 }
 
 /// Side of the QR code's SVG, at least; modules are whole pixels, so the
