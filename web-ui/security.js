@@ -9,11 +9,6 @@ function section(id, title, testid, ...children) {
   return h('section', { class: 'panel', 'aria-labelledby': id, 'data-testid': testid }, h('h2', { id }, title), children);
 }
 
-function humanEvent(name) {
-  const text = String(name ?? '').replace(/[_.]+/g, ' ').trim();
-  return text.charAt(0).toUpperCase() + text.slice(1);
-}
-
 // --- two-factor --------------------------------------------------------------
 
 function twoFactor(ctx) {
@@ -489,18 +484,6 @@ function eraseAll() {
 
 // --- audit -------------------------------------------------------------------
 
-// The event types hearth writes, for the filter.
-const AUDIT_TYPES = [
-  'login', 'login_failed', 'logout', 'recovery_code_used', 'owner_created', 'setup_refused',
-  'password_changed', 'password_change_refused', 'password_change_required', 'totp_enrolled', 'totp_reset',
-  'session_revoked', 'device_added', 'device_adopted', 'device_renamed', 'device_exposure_changed',
-  'device_credential_rotated', 'device_forgotten', 'device_ignored', 'homeassistant_enabled',
-  'homeassistant_rotated', 'homeassistant_disabled', 'homeassistant_locked_down', 'homeassistant_settings',
-  'relay_enabled', 'relay_disabled', 'relay_client_registered', 'relay_client_deleted', 'relay_login',
-  'relay_consent_given', 'relay_consent_denied', 'relay_link_created', 'relay_link_revoked', 'relay_calls',
-  'protection_lowered', 'warning_acknowledged', 'metrics_token_issued', 'lockdown', 'keys_rotated', 'keys_rewrapped',
-  'backup_created', 'restored',
-];
 
 // "session 3f2a…" for a long opaque id; the whole id is in the cell's title.
 function shortActor(actor) {
@@ -549,7 +532,16 @@ function audit(ctx) {
   check();
 
   const typeId = 'audit-filter-event';
-  const type = h('select', { id: typeId, 'data-testid': 'audit-filter-event' }, h('option', { value: '' }, 'Every type'), AUDIT_TYPES.map((t) => h('option', { value: t }, humanEvent(t))));
+  // The event types hearth writes, with their words: one list, the daemon's.
+  const type = h('select', { id: typeId, 'data-testid': 'audit-filter-event' }, h('option', { value: '' }, 'Every type'));
+  api('GET', '/api/audit/types')
+    .then((types) => {
+      if (!ctx.scope.alive) return;
+      const chosen = type.value;
+      type.append(...types.map((t) => h('option', { value: t.event }, t.wording)));
+      type.value = chosen;
+    })
+    .catch(() => type.append(h('option', { value: '', disabled: true }, 'The types could not be loaded')));
   const outcomeId = 'audit-filter-outcome';
   const outcome = h(
     'select',
@@ -588,7 +580,7 @@ function audit(ctx) {
             'tr',
             { 'data-testid': 'audit-event', 'data-event': e.event, 'data-outcome': e.outcome },
             h('td', null, timeEl(e.at)),
-            h('td', null, humanEvent(e.event)),
+            h('td', null, e.wording ?? e.event),
             h('td', { title: e.actor || null }, shortActor(e.actor)),
             h('td', { class: 'nowrap' }, e.outcome === 'ok' ? 'Done' : e.outcome === 'refused' ? 'Refused' : e.outcome === 'failed' ? 'Failed' : '—'),
             h('td', null, e.detail ?? ''),

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::Broker;
 use crate::devices::{AddDevice, Adopt, DeviceError, Devices, Rename, parse_id};
 use crate::exit::ExitCode;
+use crate::store::AuditKind;
 use crate::store::{Actor, StoreError};
 
 /// The socket's file name in the data directory.
@@ -424,7 +425,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 .devices
                 .with_store(move |s| {
                     s.append_audit(&crate::store::AuditEvent::ok(
-                        "backup_created",
+                        AuditKind::BackupCreated,
                         Actor::Cli,
                         detail,
                     ))?;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::broker::acl::{self, Principal, Profile};
 use crate::broker::{Broker, Credentials, Identity, Owner};
 use crate::secret::{Secret, TokenHash, random_token};
+use crate::store::AuditKind;
 use crate::store::{
     Actor, AuditEvent, Device, DeviceFields, DeviceId, DeviceKind, DeviceStatus, Learnt, Store, StoreError,
 };
@@ -372,7 +373,7 @@ impl Devices {
                     .insert_device_with_credential(id, &fields, MQTT_PASSWORD, &hash)?
                     .0;
                 store.append_audit(&AuditEvent::ok(
-                    "device_added",
+                    AuditKind::DeviceAdded,
                     by,
                     format!("device {}: credential issued", device.id),
                 ))?;
@@ -487,7 +488,7 @@ impl Devices {
                 store.update_device(&id, f)?;
                 store.replace_credential(&format!("device:{id}"), MQTT_PASSWORD, &hash)?;
                 store.append_audit(&AuditEvent::ok(
-                    "device_adopted",
+                    AuditKind::DeviceAdopted,
                     by,
                     format!("device {id}: credential issued"),
                 ))?;
@@ -521,7 +522,11 @@ impl Devices {
                 device.fields.voice_name.as_deref(),
             )?;
             store.update_device(&id, &device.fields)?;
-            store.append_audit(&AuditEvent::ok("device_renamed", by, format!("device {id}")))?;
+            store.append_audit(&AuditEvent::ok(
+                AuditKind::DeviceRenamed,
+                by,
+                format!("device {id}"),
+            ))?;
             Ok(id)
         })
         .await
@@ -596,9 +601,9 @@ impl Devices {
             store.update_device(&key, f)?;
             if !changed.is_empty() {
                 let kind = if changed.iter().any(|c| c.contains("exposed")) {
-                    "device_exposure_changed"
+                    AuditKind::DeviceExposureChanged
                 } else {
-                    "device_renamed"
+                    AuditKind::DeviceRenamed
                 };
                 store.append_audit(&AuditEvent::ok(
                     kind,
@@ -625,7 +630,11 @@ impl Devices {
         let existed = self
             .with_store(move |store| match store.device(&key)? {
                 Some(d) if d.fields.status == DeviceStatus::Pending => {
-                    store.append_audit(&AuditEvent::ok("device_ignored", by, format!("device {key}")))?;
+                    store.append_audit(&AuditEvent::ok(
+                        AuditKind::DeviceIgnored,
+                        by,
+                        format!("device {key}"),
+                    ))?;
                     Ok(store.forget_device(&key)?)
                 }
                 Some(_) => Err(DeviceError::Invalid(
@@ -765,7 +774,7 @@ impl Devices {
                 let existed = store.forget_device(&key)?;
                 if existed {
                     store.append_audit(&AuditEvent::ok(
-                        "device_forgotten",
+                        AuditKind::DeviceForgotten,
                         by,
                         format!("device {key}: credential revoked, record erased"),
                     ))?;
@@ -795,7 +804,7 @@ impl Devices {
                     .ok_or_else(|| DeviceError::NotFound(key.to_string()))?;
                 store.replace_credential(&format!("device:{key}"), MQTT_PASSWORD, &hash)?;
                 store.append_audit(&AuditEvent::ok(
-                    "device_credential_rotated",
+                    AuditKind::DeviceCredentialRotated,
                     by,
                     format!("device {key}"),
                 ))?;

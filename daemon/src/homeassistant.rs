@@ -30,6 +30,7 @@ use crate::canonical::{self, availability_topic, set_topic, snapshot_topic, stat
 use crate::devices::{DeviceError, Devices, MQTT_PASSWORD, MqttEndpoint, ShownOnce};
 use crate::secret::{TokenHash, random_token};
 use crate::state::LiveState;
+use crate::store::AuditKind;
 use crate::store::{Actor, AuditEvent, Device, DeviceKind, Learnt, Store};
 
 /// The MQTT username Home Assistant connects with.
@@ -220,7 +221,7 @@ impl HomeAssistant {
                 "Home Assistant is already connected; rotate its password to see a new one".into(),
             ));
         }
-        let c = self.issue("homeassistant_enabled", by).await?;
+        let c = self.issue(AuditKind::HomeassistantEnabled, by).await?;
         self.with_store(|store| {
             Ok(crate::protection::raise(
                 store,
@@ -239,7 +240,7 @@ impl HomeAssistant {
                 "the Home Assistant connection (turn it on first)".into(),
             ));
         }
-        self.issue("homeassistant_rotated", by).await
+        self.issue(AuditKind::HomeassistantRotated, by).await
     }
 
     /// Lockdown: replaces the password with one nobody is shown, so the old
@@ -249,11 +250,11 @@ impl HomeAssistant {
         if !self.enabled() {
             return Ok(false);
         }
-        self.issue("homeassistant_locked_down", by).await?;
+        self.issue(AuditKind::HomeassistantLockedDown, by).await?;
         Ok(true)
     }
 
-    async fn issue(&self, event: &'static str, by: Actor) -> Result<Connection, DeviceError> {
+    async fn issue(&self, event: AuditKind, by: Actor) -> Result<Connection, DeviceError> {
         let password = random_token(128).map_err(|e| DeviceError::Internal(e.to_string()))?;
         let hash = TokenHash::of(password.expose());
         self.with_store(move |store| {
@@ -274,7 +275,7 @@ impl HomeAssistant {
             self.broker.kick(&client_id).await;
         }
         self.changed();
-        tracing::info!(event, "Home Assistant credential issued");
+        tracing::info!(event = event.name(), "Home Assistant credential issued");
         Ok(Connection {
             mqtt: ConnectionMqtt {
                 host: self.endpoint.host.clone(),
@@ -294,7 +295,7 @@ impl HomeAssistant {
         self.with_store(|store| {
             store.delete_credentials(PRINCIPAL, MQTT_PASSWORD)?;
             store.append_audit(&AuditEvent::ok(
-                "homeassistant_disabled",
+                AuditKind::HomeassistantDisabled,
                 by,
                 "MQTT principal homeassistant: password revoked",
             ))?;
@@ -334,7 +335,7 @@ impl HomeAssistant {
         );
         self.with_store(move |store| {
             store.put_secret(SETTINGS, &bytes)?;
-            store.append_audit(&AuditEvent::ok("homeassistant_settings", by, detail))?;
+            store.append_audit(&AuditEvent::ok(AuditKind::HomeassistantSettings, by, detail))?;
             if shares_now {
                 crate::protection::raise(
                     store,

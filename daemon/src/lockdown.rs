@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::devices::{DeviceError, Devices, Provisioning};
 use crate::homeassistant::HomeAssistant;
+use crate::store::AuditKind;
 use crate::store::{Actor, AuditEvent, CredentialId};
 use crate::web::auth::Auth;
 
@@ -96,7 +97,7 @@ pub async fn lockdown(
         }
     );
     devices
-        .with_store(move |s| Ok(s.append_audit(&AuditEvent::ok("lockdown", by, detail))?))
+        .with_store(move |s| Ok(s.append_audit(&AuditEvent::ok(AuditKind::Lockdown, by, detail))?))
         .await?;
     tracing::warn!(
         sessions_ended,

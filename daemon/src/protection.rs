@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::AuditKind;
 use crate::store::{Actor, AuditEvent, Store, StoreError, UnixTime};
 
 const RECORD: &str = "protection_warnings";
@@ -66,7 +67,7 @@ pub fn raise(store: &mut Store, what: &str) -> Result<(), StoreError> {
     let mut r = load(store)?;
     push(&mut r, what.to_owned())?;
     save(store, &r)?;
-    store.append_audit(&AuditEvent::ok("protection_lowered", Actor::Hearth, what))
+    store.append_audit(&AuditEvent::ok(AuditKind::ProtectionLowered, Actor::Hearth, what))
 }
 
 /// Compares the configuration's protection-lowering settings with those of
@@ -85,7 +86,7 @@ pub fn check_config(store: &mut Store, now: &[&str]) -> Result<usize, StoreError
     save(store, &r)?;
     for w in &new {
         store.append_audit(&AuditEvent::ok(
-            "protection_lowered",
+            AuditKind::ProtectionLowered,
             Actor::Hearth,
             format!("configuration: {w}"),
         ))?;
@@ -111,7 +112,7 @@ pub fn acknowledge(store: &mut Store, id: &str, by: Actor) -> Result<bool, Store
     w.acknowledged = true;
     let what = w.what.clone();
     save(store, &r)?;
-    store.append_audit(&AuditEvent::ok("warning_acknowledged", by, what))?;
+    store.append_audit(&AuditEvent::ok(AuditKind::WarningAcknowledged, by, what))?;
     Ok(true)
 }
 

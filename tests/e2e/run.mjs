@@ -834,6 +834,7 @@ async function main() {
       });
       const row = await textOf(page, `${tid('audit-event')}[data-event="lockdown"]`);
       assert(/session /.test(row) && /Done/.test(row), `a lockdown row does not name its session and outcome: ${row}`);
+      assert(/Lockdown: everyone logged out/.test(row), `a lockdown row does not say what happened in words: ${row}`);
       // A time window in the future matches nothing.
       await page.selectOption(tid('audit-filter-event'), '');
       await page.fill(tid('audit-filter-since'), '2099-01-01T00:00');

@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 use super::{Bar, RunArgs, UsageError, resolve_data_dir};
 use crate::backup::{self, Contents};
 use crate::config::Config;
+use crate::store::AuditKind;
 use crate::store::files;
 
 #[derive(Debug, Subcommand)]
@@ -149,7 +150,7 @@ fn create(args: &RunArgs, out: &Path, pass: &PassArgs) -> anyhow::Result<()> {
         Err(crate::admin::AdminError::NotRunning { .. }) => {
             let mut store = crate::daemon::open_or_init(&data_dir, config.key_file.as_deref())?;
             store.append_audit(&crate::store::AuditEvent::ok(
-                "backup_created",
+                AuditKind::BackupCreated,
                 crate::store::Actor::Cli,
                 detail,
             ))?;
@@ -194,7 +195,7 @@ fn restore(file: &Path, args: &RunArgs, pass: &PassArgs) -> anyhow::Result<()> {
     bar.show(4, 4);
     let mut store = crate::daemon::open_or_init(&data_dir, None)?;
     store.append_audit(&crate::store::AuditEvent::ok(
-        "restored",
+        AuditKind::Restored,
         crate::store::Actor::Cli,
         format!("{} device(s) restored from a backup", restored.devices),
     ))?;

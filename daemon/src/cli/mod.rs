@@ -20,6 +20,7 @@ use crate::config::{Config, ConfigError, DEFAULT_TOML};
 use crate::daemon::{self, InitOutcome};
 use crate::devices::AddDevice;
 use crate::exit::ExitCode;
+use crate::store::AuditKind;
 use crate::store::DeviceKind;
 use crate::store::{DataDir, StoreError};
 use crate::supervisor::{StopSignal, SupervisorError, stop_signal};
@@ -867,7 +868,7 @@ fn keys_rewrap(args: &RunArgs, passphrase_file: Option<&Path>) -> anyhow::Result
             }
             let mut audit = open_offline_with(&data_dir, f)?;
             audit.append_audit(&crate::store::AuditEvent::ok(
-                "keys_rewrapped",
+                AuditKind::KeysRewrapped,
                 crate::store::Actor::Cli,
                 "master key: now derived from a passphrase",
             ))?;
@@ -902,7 +903,7 @@ fn keys_rewrap(args: &RunArgs, passphrase_file: Option<&Path>) -> anyhow::Result
             files::sync_parent(&key_path)?;
             let mut audit = open_offline(&data_dir, &config)?;
             audit.append_audit(&crate::store::AuditEvent::ok(
-                "keys_rewrapped",
+                AuditKind::KeysRewrapped,
                 crate::store::Actor::Cli,
                 "master key: a new key file",
             ))?;

@@ -41,6 +41,7 @@ use crate::config::RelayConfig;
 use crate::metrics::Counters;
 use crate::secret::TokenHash;
 use crate::state::{DeviceState, LiveState};
+use crate::store::AuditKind;
 use crate::store::relay::RelayLink;
 use crate::store::{
     Actor, AuditEvent, Device, DeviceId, DeviceKind, DeviceStatus, LinkId, Store, StoreError, UnixTime,
@@ -297,7 +298,11 @@ impl Relay {
         let mut store = self.store();
         store.put_secret(SETTINGS, &bytes)?;
         store.append_audit(&AuditEvent::ok(
-            if on { "relay_enabled" } else { "relay_disabled" },
+            if on {
+                AuditKind::RelayEnabled
+            } else {
+                AuditKind::RelayDisabled
+            },
             by,
             "",
         ))?;
@@ -522,7 +527,7 @@ impl Relay {
             let gone = s.delete_relay_link(&link)?;
             if gone {
                 s.append_audit(&AuditEvent::ok(
-                    "relay_link_revoked",
+                    AuditKind::RelayLinkRevoked,
                     by,
                     format!("link {link}: {why}"),
                 ))?;

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::{ACTIONS, Peer, Relay, RelayError, VoiceDevice, bare, body_of};
 use crate::secret::{Secret, TokenHash, random_token};
+use crate::store::AuditKind;
 use crate::store::relay::{IssuedTokens, Refreshed, RelayClient, RelayClientFields, RelayLinkFields};
 use crate::store::{Actor, AuditEvent, DeviceId, LinkId, OwnerId, RelayClientId, UnixTime};
 
@@ -139,7 +140,7 @@ impl Relay {
         let mut store = self.store();
         let id = store.insert_relay_client(&fields, &TokenHash::of(secret.expose()))?;
         store.append_audit(&AuditEvent::ok(
-            "relay_client_registered",
+            AuditKind::RelayClientRegistered,
             by,
             format!("client {id}"),
         ))?;
@@ -539,7 +540,7 @@ async fn consent(relay: &Arc<Relay>, pairs: &[(String, String)]) -> Response<Bod
     };
     if param(pairs, "decision") != Some("allow") {
         relay.auth.audit(AuditEvent::refused(
-            "relay_consent_denied",
+            AuditKind::RelayConsentDenied,
             Actor::Visitor,
             format!("client {}", req.client),
         ));
@@ -600,7 +601,7 @@ async fn consent(relay: &Arc<Relay>, pairs: &[(String, String)]) -> Response<Bod
         );
     }
     relay.auth.audit(AuditEvent::ok(
-        "relay_consent_given",
+        AuditKind::RelayConsentGiven,
         Actor::Visitor,
         format!("client {}", req.client),
     ));
@@ -805,7 +806,7 @@ async fn exchange_code(
                 .with_store(move |s| {
                     let link = s.insert_relay_link(&client_id, &fields, &devices, &issued)?;
                     s.append_audit(&AuditEvent::ok(
-                        "relay_link_created",
+                        AuditKind::RelayLinkCreated,
                         Actor::Link(link.to_string()),
                         format!("link {link} for client {client_id}, {n} device(s)"),
                     ))?;
@@ -840,7 +841,7 @@ async fn refresh(relay: &Arc<Relay>, client: &RelayClient, pairs: &[(String, Str
             let r = s.refresh_relay_tokens(&client_id, &presented, grace, &issued)?;
             if let Refreshed::Reused(link) = &r {
                 s.append_audit(&AuditEvent::refused(
-                    "relay_link_revoked",
+                    AuditKind::RelayLinkRevoked,
                     Actor::Link(link.to_string()),
                     format!("link {link}: a refresh token was used again"),
                 ))?;

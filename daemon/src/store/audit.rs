@@ -102,20 +102,102 @@ impl Outcome {
     }
 }
 
+/// Defines [`Kind`]: each event's variant, the name stored in the log (never
+/// changed, so older entries keep their meaning) and the wording the
+/// dashboard shows.
+macro_rules! kinds {
+    ($($variant:ident => $name:literal, $wording:literal;)*) => {
+        /// Every kind of audit event, in one place.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Kind {
+            $($variant,)*
+        }
+
+        impl Kind {
+            pub const ALL: &'static [Kind] = &[$(Kind::$variant,)*];
+
+            /// The name stored in the log and used in filters.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => $name,)*
+                }
+            }
+
+            /// What the dashboard shows for it.
+            pub fn wording(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => $wording,)*
+                }
+            }
+
+            pub fn parse(name: &str) -> Option<Kind> {
+                Kind::ALL.iter().copied().find(|k| k.name() == name)
+            }
+        }
+    };
+}
+
+kinds! {
+    Login => "login", "Logged in";
+    LoginFailed => "login_failed", "Log-in failed";
+    Logout => "logout", "Logged out";
+    RecoveryCodeUsed => "recovery_code_used", "Recovery code used";
+    OwnerCreated => "owner_created", "Owner account created";
+    SetupRefused => "setup_refused", "First-run setup refused";
+    PasswordChanged => "password_changed", "Password changed";
+    PasswordChangeRefused => "password_change_refused", "Password change refused";
+    PasswordChangeRequired => "password_change_required", "New password required at the next log-in";
+    TotpEnrolled => "totp_enrolled", "Two-factor authentication set up";
+    TotpReset => "totp_reset", "Two-factor authentication reset";
+    SessionRevoked => "session_revoked", "Session revoked";
+    DeviceAdded => "device_added", "Device added by hand";
+    DeviceAdopted => "device_adopted", "Device adopted";
+    DeviceRenamed => "device_renamed", "Device renamed";
+    DeviceExposureChanged => "device_exposure_changed", "Device's exposure changed";
+    DeviceCredentialRotated => "device_credential_rotated", "Device password rotated";
+    DeviceForgotten => "device_forgotten", "Device forgotten";
+    DeviceIgnored => "device_ignored", "Discovered device ignored";
+    HomeassistantEnabled => "homeassistant_enabled", "Home Assistant connected";
+    HomeassistantRotated => "homeassistant_rotated", "Home Assistant password rotated";
+    HomeassistantDisabled => "homeassistant_disabled", "Home Assistant disconnected";
+    HomeassistantLockedDown => "homeassistant_locked_down", "Home Assistant cut off by a lockdown";
+    HomeassistantSettings => "homeassistant_settings", "Home Assistant settings changed";
+    RelayEnabled => "relay_enabled", "Voice relay turned on";
+    RelayDisabled => "relay_disabled", "Voice relay turned off";
+    RelayClientRegistered => "relay_client_registered", "Voice assistant registered";
+    RelayClientDeleted => "relay_client_deleted", "Voice assistant removed";
+    RelayLogin => "relay_login", "Logged in to link a voice assistant";
+    RelayConsentGiven => "relay_consent_given", "Voice assistant link allowed";
+    RelayConsentDenied => "relay_consent_denied", "Voice assistant link refused";
+    RelayLinkCreated => "relay_link_created", "Voice assistant linked";
+    RelayLinkRevoked => "relay_link_revoked", "Voice assistant link revoked";
+    RelayCalls => "relay_calls", "Voice assistant calls";
+    ProtectionLowered => "protection_lowered", "Protection lowered";
+    WarningAcknowledged => "warning_acknowledged", "Warning acknowledged";
+    MetricsTokenIssued => "metrics_token_issued", "Metrics token issued";
+    Lockdown => "lockdown", "Lockdown: everyone logged out";
+    KeysRotated => "keys_rotated", "Data key rotated";
+    KeysRewrapped => "keys_rewrapped", "Master key changed";
+    BackupCreated => "backup_created", "Backup created";
+    Restored => "restored", "Backup restored";
+    BackupRefused => "backup_refused", "Backup refused: the password or code was wrong";
+    EraseRefused => "erase_refused", "Erase refused: the password or code was wrong";
+}
+
 /// One audit entry to append: the event type, who, how it ended, and a
 /// detail of opaque ids (never a token, and never shown outside the
 /// dashboard and the admin socket).
 #[derive(Clone, Debug)]
-pub struct Event<'a> {
-    pub kind: &'a str,
+pub struct Event {
+    pub kind: Kind,
     pub actor: Actor,
     pub outcome: Outcome,
     pub detail: String,
 }
 
-impl<'a> Event<'a> {
+impl Event {
     /// An action `actor` did.
-    pub fn ok(kind: &'a str, actor: Actor, detail: impl Into<String>) -> Event<'a> {
+    pub fn ok(kind: Kind, actor: Actor, detail: impl Into<String>) -> Event {
         Event {
             kind,
             actor,
@@ -125,7 +207,7 @@ impl<'a> Event<'a> {
     }
 
     /// An action `actor` was refused.
-    pub fn refused(kind: &'a str, actor: Actor, detail: impl Into<String>) -> Event<'a> {
+    pub fn refused(kind: Kind, actor: Actor, detail: impl Into<String>) -> Event {
         Event {
             outcome: Outcome::Refused,
             ..Event::ok(kind, actor, detail)
@@ -133,7 +215,7 @@ impl<'a> Event<'a> {
     }
 
     /// An action `actor` tried, which failed.
-    pub fn failed(kind: &'a str, actor: Actor, detail: impl Into<String>) -> Event<'a> {
+    pub fn failed(kind: Kind, actor: Actor, detail: impl Into<String>) -> Event {
         Event {
             outcome: Outcome::Failed,
             ..Event::ok(kind, actor, detail)
@@ -228,10 +310,10 @@ fn pk(seq: i64) -> String {
 }
 
 /// Appends one event, chained, and prunes the oldest beyond [`AUDIT_KEPT`].
-pub(super) fn append(tx: &Transaction<'_>, key: &DataKey, e: &Event<'_>) -> Result<(), StoreError> {
+pub(super) fn append(tx: &Transaction<'_>, key: &DataKey, e: &Event) -> Result<(), StoreError> {
     let at = UnixTime::now().0;
     let record = value::RecordWriter::new()
-        .field(&e.kind.to_owned())
+        .field(&e.kind.name().to_owned())
         .field(&e.detail)
         .field(&Some(e.actor.to_string()))
         .field(&Some(e.outcome.as_str().to_owned()))
@@ -378,7 +460,7 @@ mod tests {
         let (dir, mut s) = store();
         for i in 0..n {
             s.append_audit(&Event::refused(
-                "login_failed",
+                Kind::LoginFailed,
                 Actor::Visitor,
                 format!("from 192.0.2.{i}"),
             ))
@@ -482,7 +564,12 @@ mod tests {
     fn write_many(conn: &mut rusqlite::Connection, key: &DataKey, n: usize) {
         let tx = conn.transaction().unwrap();
         for i in 0..n {
-            append(&tx, key, &Event::ok("relay_calls", Actor::Hearth, format!("{i}"))).unwrap();
+            append(
+                &tx,
+                key,
+                &Event::ok(Kind::RelayCalls, Actor::Hearth, format!("{i}")),
+            )
+            .unwrap();
         }
         tx.commit().unwrap();
     }

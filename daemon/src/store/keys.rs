@@ -17,6 +17,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::AuditKind;
 use super::crypto::{DataKeyMaterial, FieldLoc, KeyId};
 use super::{AuditEvent, DataKey, Durability, MasterKey, Store, StoreError, schema, value, write};
 
@@ -170,7 +171,7 @@ impl Store {
                 tx,
                 key,
                 &AuditEvent::ok(
-                    "keys_rotated",
+                    AuditKind::KeysRotated,
                     by.clone(),
                     format!(
                         "data key {old_id} destroyed; every value re-sealed under {}",
@@ -329,7 +330,7 @@ mod tests {
             .unwrap();
         s.put_secret("ca_key", b"-----BEGIN PRIVATE KEY-----").unwrap();
         for i in 0..20 {
-            s.append_audit(&AuditEvent::ok("login", Actor::Visitor, format!("{i}")))
+            s.append_audit(&AuditEvent::ok(AuditKind::Login, Actor::Visitor, format!("{i}")))
                 .unwrap();
         }
         (dir, master, s)

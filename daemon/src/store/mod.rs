@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
-pub use self::audit::{Actor, Entry as AuditEntry, Event as AuditEvent, Outcome};
+pub use self::audit::{Actor, Entry as AuditEntry, Event as AuditEvent, Kind as AuditKind, Outcome};
 pub use self::crypto::{CryptoError, KeyId, MasterKey};
 use self::crypto::{DataKey, DataKeyMaterial, FieldLoc};
 pub use self::files::{DataDir, DirState};
@@ -1135,7 +1135,7 @@ impl Store {
 
     /// Appends an event to the audit table, sealed; keeps the newest
     /// [`AUDIT_KEPT`] events.
-    pub fn append_audit(&mut self, e: &AuditEvent<'_>) -> Result<(), StoreError> {
+    pub fn append_audit(&mut self, e: &AuditEvent) -> Result<(), StoreError> {
         let key = &self.key;
         write(&mut self.conn, Durability::Normal, |tx| {
             append_audit_in(tx, key, e)
@@ -1218,7 +1218,7 @@ impl Store {
 
 /// Appends an audit event inside a transaction, chained to the one before
 /// it (see `audit`).
-fn append_audit_in(tx: &Transaction<'_>, key: &DataKey, e: &AuditEvent<'_>) -> Result<(), StoreError> {
+fn append_audit_in(tx: &Transaction<'_>, key: &DataKey, e: &AuditEvent) -> Result<(), StoreError> {
     audit::append(tx, key, e)
 }
 

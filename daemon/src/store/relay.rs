@@ -29,6 +29,7 @@ fn tally_in(tx: &Transaction<'_>, key: &DataKey, id: &str) -> Result<Tally, Stor
     // starts again rather than stopping the relay.
     Ok(serde_json::from_slice(bytes).unwrap_or_default())
 }
+use super::AuditKind;
 use crate::secret::TokenHash;
 
 /// What the owner registered for one assistant.
@@ -409,7 +410,7 @@ impl Store {
                     tx,
                     key,
                     &AuditEvent::ok(
-                        "relay_calls",
+                        AuditKind::RelayCalls,
                         Actor::Link(link.to_owned()),
                         format!(
                             "link {link}: {total} call(s) in the minute from {start}: {}",

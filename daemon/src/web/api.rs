@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 use super::assets::ASSETS;
 use super::auth::{Auth, AuthError, COOKIE, NewSession, Session, actor};
 use crate::devices::{DeviceError, Devices, Update, parse_id};
+use crate::store::AuditKind;
 use crate::store::{AuditEvent, CredentialId};
 
 /// Largest request body: every API body is a small JSON object.
@@ -83,6 +84,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/audit", get(audit))
         .route("/api/audit/verify", get(audit_verify))
         .route("/api/audit/export", get(audit_export))
+        .route("/api/audit/types", get(audit_types))
         .route("/api/lockdown", post(lockdown))
         .route("/api/keys", get(keys_status))
         .route("/api/backup", post(backup_download))
@@ -575,6 +577,14 @@ struct AuditQuery {
 }
 
 fn audit_events(app: &App, q: &AuditQuery) -> Result<Vec<Value>, ApiError> {
+    if let Some(event) = q.event.as_deref()
+        && AuditKind::parse(event).is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown event type; GET /api/audit/types lists them",
+        ));
+    }
     let limit = q.limit.unwrap_or(100).clamp(1, crate::store::AUDIT_KEPT as usize);
     let filtered = q.event.is_some() || q.outcome.is_some() || q.since.is_some() || q.until.is_some();
     let read = if filtered {
@@ -599,6 +609,7 @@ fn audit_events(app: &App, q: &AuditQuery) -> Result<Vec<Value>, ApiError> {
             json!({
                 "seq": e.seq,
                 "at": crate::web::auth::unix_secs(e.at),
+                "wording": AuditKind::parse(&e.event).map_or_else(|| e.event.clone(), |k| k.wording().to_owned()),
                 "event": e.event,
                 "actor": e.actor,
                 "outcome": e.outcome,
@@ -616,6 +627,16 @@ async fn audit(
 ) -> Result<Json<Value>, ApiError> {
     let q = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     Ok(Json(Value::Array(audit_events(&app, &q)?)))
+}
+
+#[utoipa::path(get, path = "/api/audit/types", responses((status = 200, description = "Every event type hearth writes to the audit log, with the words the dashboard shows for it")))]
+async fn audit_types(_session: Authed) -> Json<Value> {
+    Json(Value::Array(
+        AuditKind::ALL
+            .iter()
+            .map(|k| json!({ "event": k.name(), "wording": k.wording() }))
+            .collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/audit/export", responses((status = 200, description = "Every audit event kept, oldest first, as a JSON file to download", content_type = "application/json")))]
@@ -721,7 +742,7 @@ async fn backup_download(
     let s = session.clone();
     let (password, code) = (b.password, b.code);
     tokio::task::spawn_blocking(move || {
-        auth.reauthenticate(&s, &password, code.as_deref(), from, "backup_refused")
+        auth.reauthenticate(&s, &password, code.as_deref(), from, AuditKind::BackupRefused)
     })
     .await
     .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
@@ -753,7 +774,7 @@ async fn backup_download(
     })?;
     let detail = format!("{} bytes, downloaded from the dashboard", sealed.len());
     app.auth
-        .audit(AuditEvent::ok("backup_created", actor(&session), detail));
+        .audit(AuditEvent::ok(AuditKind::BackupCreated, actor(&session), detail));
     let mut r = sealed.into_response();
     let h = r.headers_mut();
     h.insert(
@@ -795,7 +816,7 @@ async fn erase_everything(
     let s = session.clone();
     let (password, code) = (b.password, b.code);
     tokio::task::spawn_blocking(move || {
-        auth.reauthenticate(&s, &password, code.as_deref(), from, "erase_refused")
+        auth.reauthenticate(&s, &password, code.as_deref(), from, AuditKind::EraseRefused)
     })
     .await
     .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
@@ -1196,7 +1217,7 @@ async fn relay_unregister(
             let gone = s.delete_relay_client(&id)?;
             if gone {
                 s.append_audit(&AuditEvent::ok(
-                    "relay_client_deleted",
+                    AuditKind::RelayClientDeleted,
                     by,
                     format!("client {id}"),
                 ))?;
@@ -1495,6 +1516,7 @@ where
         audit,
         audit_verify,
         audit_export,
+        audit_types,
         lockdown,
         keys_status,
         keys_rotate,

@@ -956,6 +956,24 @@ async fn the_audit_log_names_actor_and_outcome_filters_and_exports() {
     assert_eq!(revoked["outcome"], "ok");
     assert!(revoked["detail"].as_str().unwrap().contains(&b_id));
     assert_eq!(find("login")["outcome"], "ok");
+    // Each entry carries the words the dashboard shows for its type, from
+    // the one list of types, which the API also serves.
+    assert_eq!(find("session_revoked")["wording"], "Session revoked");
+    let types = f.get("/api/audit/types", Some(&a)).await.json();
+    let types = types.as_array().unwrap();
+    assert_eq!(types.len(), crate::store::AuditKind::ALL.len());
+    for e in all {
+        assert!(
+            types
+                .iter()
+                .any(|t| t["event"] == e["event"] && t["wording"] == e["wording"]),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        f.get("/api/audit/types", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first: {seqs:?}");
 
@@ -994,6 +1012,7 @@ async fn the_audit_log_names_actor_and_outcome_filters_and_exports() {
         "/api/audit?who=me",
         "/api/audit?since=yesterday",
         "/api/audit?limit=-1",
+        "/api/audit?event=no_such_event",
     ] {
         assert_eq!(
             f.get(bad, Some(&a)).await.status,
@@ -1677,6 +1696,7 @@ async fn openapi_document_lists_the_routes() {
         ("GET", "/api/audit"),
         ("GET", "/api/audit/verify"),
         ("GET", "/api/audit/export"),
+        ("GET", "/api/audit/types"),
         ("POST", "/api/lockdown"),
         ("GET", "/api/keys"),
         ("POST", "/api/keys/rotate"),

@@ -17,6 +17,7 @@ use crate::store::{Actor, AuditEvent, CredentialId, Owner, OwnerId, Store, Store
 use super::password;
 use super::throttle::Throttle;
 use super::totp::{self, TotpSecret};
+use crate::store::AuditKind;
 
 /// The session credential's kind in the store.
 pub const SESSION: &str = "web_session";
@@ -190,7 +191,7 @@ impl Auth {
             self.refund(&key);
         } else {
             self.audit(AuditEvent::refused(
-                "setup_refused",
+                AuditKind::SetupRefused,
                 Actor::Visitor,
                 format!("wrong setup code from {from}"),
             ));
@@ -208,7 +209,7 @@ impl Auth {
         let _ = std::fs::remove_file(self.data_dir.join(SETUP_CODE_FILE));
         let new = self.open_session(&owner.id, username, false, from)?;
         self.audit(AuditEvent::ok(
-            "owner_created",
+            AuditKind::OwnerCreated,
             Actor::Session(new.session.id.as_str().to_owned()),
             format!("account {username} from {from}"),
         ));
@@ -228,7 +229,7 @@ impl Auth {
         let new = self.open_session(&owner.id, &owner.email, two_factor, from)?;
         crate::metrics::Counters::bump(&self.counters.logins);
         self.audit(AuditEvent::ok(
-            "login",
+            AuditKind::Login,
             Actor::Session(new.session.id.as_str().to_owned()),
             format!("session created, from {from}"),
         ));
@@ -252,7 +253,7 @@ impl Auth {
             ));
         }
         self.audit(AuditEvent::ok(
-            "relay_login",
+            AuditKind::RelayLogin,
             Actor::Visitor,
             format!("consent page, from {from}"),
         ));
@@ -284,7 +285,7 @@ impl Auth {
         let Some(owner) = owner.filter(|_| password_ok) else {
             crate::metrics::Counters::bump(&self.counters.login_failures);
             self.audit(AuditEvent::refused(
-                "login_failed",
+                AuditKind::LoginFailed,
                 Actor::Visitor,
                 format!("wrong username or password, from {from}"),
             ));
@@ -304,14 +305,14 @@ impl Auth {
                 self.store_totp(&owner.id, &secret, Some(step))?;
             } else if self.use_recovery(&owner.id, code)? {
                 self.audit(AuditEvent::ok(
-                    "recovery_code_used",
+                    AuditKind::RecoveryCodeUsed,
                     Actor::Visitor,
                     format!("from {from}"),
                 ));
             } else {
                 crate::metrics::Counters::bump(&self.counters.login_failures);
                 self.audit(AuditEvent::refused(
-                    "login_failed",
+                    AuditKind::LoginFailed,
                     Actor::Visitor,
                     format!("wrong two-factor code, from {from}"),
                 ));
@@ -417,7 +418,7 @@ impl Auth {
         }
         self.revocations.send_modify(|n| *n += 1);
         self.audit(AuditEvent::ok(
-            "password_change_required",
+            AuditKind::PasswordChangeRequired,
             actor(session),
             format!("at the next login; {ended} other session(s) ended"),
         ));
@@ -439,7 +440,7 @@ impl Auth {
         )?;
         drop(store);
         self.audit(AuditEvent::ok(
-            "metrics_token_issued",
+            AuditKind::MetricsTokenIssued,
             by,
             if replaced > 0 {
                 "the earlier token revoked"
@@ -517,7 +518,7 @@ impl Auth {
         password: &str,
         code: Option<&str>,
         from: IpAddr,
-        what: &'static str,
+        what: AuditKind,
     ) -> Result<(), AuthError> {
         match self.check_owner(&session.username, password, code, from) {
             Ok((owner, _)) if owner.id == session.owner => Ok(()),
@@ -554,9 +555,9 @@ impl Auth {
         self.revocations.send_modify(|n| *n += 1);
         self.audit(AuditEvent::ok(
             if *id == session.id {
-                "logout"
+                AuditKind::Logout
             } else {
-                "session_revoked"
+                AuditKind::SessionRevoked
             },
             actor(session),
             format!("session {}", id.as_str()),
@@ -576,7 +577,7 @@ impl Auth {
         self.reserve(&[&key])?;
         if !secret::verify_password(current, owner.password_hash.expose()).unwrap_or(false) {
             self.audit(AuditEvent::refused(
-                "password_change_refused",
+                AuditKind::PasswordChangeRefused,
                 actor(session),
                 "wrong current password",
             ));
@@ -599,7 +600,7 @@ impl Auth {
         self.store().delete_secret(&must_change_name(&owner.id))?;
         self.exempt.lock().expect("exempt lock").clear();
         self.audit(AuditEvent::ok(
-            "password_changed",
+            AuditKind::PasswordChanged,
             actor(session),
             "other sessions ended",
         ));
@@ -622,7 +623,7 @@ impl Auth {
         self.reserve(&[&key])?;
         if !secret::verify_password(password, owner.password_hash.expose()).unwrap_or(false) {
             self.audit(AuditEvent::refused(
-                "totp_reset",
+                AuditKind::TotpReset,
                 actor(session),
                 "wrong password",
             ));
@@ -696,12 +697,16 @@ impl Auth {
         // apart from the first enrolment.
         self.audit(if moved {
             AuditEvent::ok(
-                "totp_reset",
+                AuditKind::TotpReset,
                 actor(session),
                 "moved to a new phone; ten new recovery codes issued",
             )
         } else {
-            AuditEvent::ok("totp_enrolled", actor(session), "ten recovery codes issued")
+            AuditEvent::ok(
+                AuditKind::TotpEnrolled,
+                actor(session),
+                "ten recovery codes issued",
+            )
         });
         Ok(codes)
     }
@@ -779,9 +784,9 @@ impl Auth {
     }
 
     /// Appends to the sealed audit table; a failure is logged, not fatal.
-    pub fn audit(&self, e: AuditEvent<'_>) {
+    pub fn audit(&self, e: AuditEvent) {
         if let Err(error) = self.store().append_audit(&e) {
-            tracing::error!(%error, event = e.kind, "could not write the audit log");
+            tracing::error!(%error, event = e.kind.name(), "could not write the audit log");
         }
     }
 

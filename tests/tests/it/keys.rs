@@ -35,7 +35,7 @@ fn fill(home: &TestHome) {
         .unwrap();
     for i in 0..AUDIT {
         s.append_audit(&AuditEvent::ok(
-            "login",
+            hearth::store::AuditKind::Login,
             Actor::Visitor,
             format!("from 192.0.2.{}", i % 250),
         ))
