@@ -261,7 +261,7 @@ pub fn load_credentials(store: &Store, creds: &Credentials) -> Result<usize, Sto
         if device.fields.status != DeviceStatus::Adopted {
             continue;
         }
-        let principal = format!("device:{}", device.id);
+        let principal = device.id.principal();
         let Some((_, hash)) = hashes.iter().find(|(c, _)| c.principal == principal) else {
             continue;
         };
@@ -486,7 +486,7 @@ impl Devices {
                     f.kind = kind;
                 }
                 store.update_device(&id, f)?;
-                store.replace_credential(&format!("device:{id}"), MQTT_PASSWORD, &hash)?;
+                store.replace_credential(&id.principal(), MQTT_PASSWORD, &hash)?;
                 store.append_audit(&AuditEvent::ok(
                     AuditKind::DeviceAdopted,
                     by,
@@ -802,7 +802,7 @@ impl Devices {
                     .device(&key)?
                     .filter(|d| d.fields.status == DeviceStatus::Adopted)
                     .ok_or_else(|| DeviceError::NotFound(key.to_string()))?;
-                store.replace_credential(&format!("device:{key}"), MQTT_PASSWORD, &hash)?;
+                store.replace_credential(&key.principal(), MQTT_PASSWORD, &hash)?;
                 store.append_audit(&AuditEvent::ok(
                     AuditKind::DeviceCredentialRotated,
                     by,

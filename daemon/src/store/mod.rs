@@ -189,6 +189,13 @@ id_type!(
     /// A device's opaque id.
     DeviceId
 );
+
+impl DeviceId {
+    /// The principal its credentials are stored under: `device:<id>`.
+    pub fn principal(&self) -> String {
+        format!("device:{}", self.0)
+    }
+}
 id_type!(
     /// An owner account's opaque id.
     OwnerId
@@ -724,7 +731,7 @@ impl Store {
         };
         let cred = Credential {
             id: CredentialId::generate()?,
-            principal: format!("device:{}", device.id),
+            principal: device.id.principal(),
             kind: kind.to_owned(),
             expires_at: None,
             created_at: device.created_at,
@@ -818,7 +825,7 @@ impl Store {
     /// Removes a device and every credential it held, in one transaction.
     /// Returns whether it existed.
     pub fn forget_device(&mut self, id: &DeviceId) -> Result<bool, StoreError> {
-        let principal = format!("device:{id}");
+        let principal = id.principal();
         write(&mut self.conn, Durability::Full, |tx| {
             tx.execute("DELETE FROM credentials WHERE principal = ?1", [&principal])?;
             Ok(tx.execute("DELETE FROM devices WHERE id = ?1", [id.as_str()])? > 0)

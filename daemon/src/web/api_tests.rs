@@ -356,11 +356,7 @@ impl Fixture {
         let devices = store.devices().unwrap();
         let mut device_credentials = Vec::new();
         for d in &devices {
-            device_credentials.extend(
-                store
-                    .credentials_of(&format!("device:{}", d.id), MQTT_PASSWORD)
-                    .unwrap(),
-            );
+            device_credentials.extend(store.credentials_of(&d.id.principal(), MQTT_PASSWORD).unwrap());
         }
         Snapshot {
             devices,
