@@ -21,10 +21,9 @@ use crate::broker::Broker;
 use crate::devices::{AddDevice, Adopt, DeviceError, Devices, Rename, parse_id};
 use crate::exit::ExitCode;
 use crate::store::AuditKind;
+use crate::store::files::ADMIN_SOCKET;
 use crate::store::{Actor, StoreError};
 
-/// The socket's file name in the data directory.
-pub const SOCKET: &str = "admin.sock";
 /// The largest request accepted, in bytes.
 const MAX_REQUEST: usize = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -198,7 +197,7 @@ impl Admin {
 /// Creates the socket (mode 0600). A stale socket from a crashed daemon is
 /// replaced; a live one means another daemon owns this data directory.
 pub fn bind(data_dir: &Path) -> Result<UnixListener, AdminError> {
-    let path = data_dir.join(SOCKET);
+    let path = data_dir.join(ADMIN_SOCKET);
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
             return Err(AdminError::AlreadyRunning(data_dir.display().to_string()));
@@ -471,7 +470,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
 
 /// The client side, for the CLI: sends one request and returns the result.
 pub fn request(data_dir: &Path, request: &Request) -> Result<serde_json::Value, AdminError> {
-    let path = data_dir.join(SOCKET);
+    let path = data_dir.join(ADMIN_SOCKET);
     let mut stream =
         std::os::unix::net::UnixStream::connect(&path).map_err(|source| AdminError::NotRunning {
             dir: data_dir.display().to_string(),

@@ -331,7 +331,7 @@ pub fn restore(
     mut progress: impl FnMut(&str),
 ) -> Result<Restored, BackupError> {
     let dir = data_dir.path();
-    if std::os::unix::net::UnixStream::connect(dir.join(crate::admin::SOCKET)).is_ok() {
+    if std::os::unix::net::UnixStream::connect(dir.join(crate::store::files::ADMIN_SOCKET)).is_ok() {
         return Err(BackupError::Running(dir.display().to_string()));
     }
     let parent = dir

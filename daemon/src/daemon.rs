@@ -539,7 +539,7 @@ pub async fn run_with_tap(
         // tally until the next start's first sweep.
         r.flush_calls(crate::store::UnixTime(i64::MAX));
     }
-    let _ = std::fs::remove_file(data_dir.path().join(admin::SOCKET));
+    let _ = std::fs::remove_file(data_dir.admin_socket());
     drop(devices);
     if erased.load(std::sync::atomic::Ordering::SeqCst) {
         drop(store);

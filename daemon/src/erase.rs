@@ -66,7 +66,7 @@ pub fn erase(data_dir: &DataDir, key_file: Option<&Path>) -> Result<Erased, Eras
     if data_dir.state()? != DirState::Store {
         return Err(EraseError::Nothing(dir.display().to_string()));
     }
-    let socket = dir.join(crate::admin::SOCKET);
+    let socket = dir.join(crate::store::files::ADMIN_SOCKET);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Err(EraseError::Running(dir.display().to_string()));
     }

@@ -845,7 +845,7 @@ fn keys_rewrap(args: &RunArgs, passphrase_file: Option<&Path>) -> anyhow::Result
         None => Config::default(),
     };
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
-    if std::os::unix::net::UnixStream::connect(data_dir.path().join(crate::admin::SOCKET)).is_ok() {
+    if std::os::unix::net::UnixStream::connect(data_dir.admin_socket()).is_ok() {
         anyhow::bail!(crate::erase::EraseError::Running(
             data_dir.path().display().to_string()
         ));

@@ -14,6 +14,9 @@ use super::crypto::MasterKey;
 
 /// The database, inside the data directory.
 pub const DB_FILE: &str = "hearth.db";
+/// The running daemon's admin socket (the CLI's way in; a connection that
+/// answers means hearth is running on this directory).
+pub const ADMIN_SOCKET: &str = "admin.sock";
 /// The master key file, when no systemd credential or configured path is used.
 pub const KEY_FILE: &str = "master.key";
 /// The name systemd's `LoadCredential=` gives the key under `$CREDENTIALS_DIRECTORY`.
@@ -47,6 +50,10 @@ impl DataDir {
 
     pub fn db_path(&self) -> PathBuf {
         self.path.join(DB_FILE)
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.path.join(ADMIN_SOCKET)
     }
 
     pub fn default_key_path(&self) -> PathBuf {
