@@ -92,7 +92,7 @@ fn start_hearth(hearth: &Path, bulbs: usize) -> Setup {
         let p = admin(
             &data,
             hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-                profile: hearth::broker::acl::Profile::Tasmota,
+                profile: hearth::vendor::Profile::Tasmota,
                 kind: hearth::store::DeviceKind::Bulb,
                 nickname: format!("bulb {i}"),
                 room: None,

@@ -409,7 +409,7 @@ fn in_namespace(hearth: &Path, rounds: usize) {
         let p = admin(
             &data,
             hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-                profile: hearth::broker::acl::Profile::Generic,
+                profile: hearth::vendor::Profile::Generic,
                 kind: hearth::store::DeviceKind::Bulb,
                 nickname: format!("lamp {i}"),
                 room: None,

@@ -102,7 +102,7 @@ pub fn cpu_secs(pid: u32) -> f64 {
 /// Provisions a generic device through hearth's admin socket.
 fn add_device(dir: &Path, nickname: String) -> serde_json::Value {
     let request = hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-        profile: hearth::broker::acl::Profile::Generic,
+        profile: hearth::vendor::Profile::Generic,
         kind: hearth::store::DeviceKind::Other,
         nickname,
         room: None,

@@ -81,7 +81,7 @@ fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
     let bulb = admin(
         &data,
         hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-            profile: hearth::broker::acl::Profile::Generic,
+            profile: hearth::vendor::Profile::Generic,
             kind: hearth::store::DeviceKind::Bulb,
             nickname: "bench bulb".into(),
             room: None,

@@ -847,7 +847,7 @@ async fn device_power(t: &Target, session: &Session, id: &str) -> bool {
 
 fn add_device(data: &Path, nickname: String, room: Option<String>) -> Value {
     let request = hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-        profile: hearth::broker::acl::Profile::Generic,
+        profile: hearth::vendor::Profile::Generic,
         kind: hearth::store::DeviceKind::Bulb,
         nickname,
         room,

@@ -29,12 +29,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::acl::Profile;
 use crate::broker::{Broker, BrokerError, HubMessage, Owner};
 use crate::devices::Devices;
 use crate::state::{DeviceState, LiveState};
 use crate::store::{DeviceId, DeviceKind};
 use crate::vendor;
+use crate::vendor::Profile;
 
 /// The largest command payload read.
 pub const MAX_COMMAND: usize = 1024;

@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::broker::acl::{self, Principal, Profile};
+use crate::broker::acl::{self, Principal};
 use crate::broker::{Broker, Credentials, Identity, Owner};
 use crate::secret::{Secret, TokenHash, random_token};
 use crate::store::AuditKind;
 use crate::store::{
     Actor, AuditEvent, Device, DeviceFields, DeviceId, DeviceKind, DeviceStatus, Learnt, Store, StoreError,
 };
+use crate::vendor::{self, Profile};
 
 /// The credential kind of a device's MQTT password.
 pub const MQTT_PASSWORD: &str = "mqtt_password";
@@ -241,11 +242,11 @@ pub fn identity_of(device: &Device, secret: TokenHash) -> Option<Identity> {
         .fields
         .topic
         .as_deref()
-        .filter(|t| acl::valid_base(t) || *t == device.id.as_str())?;
+        .filter(|t| vendor::valid_base(t) || *t == device.id.as_str())?;
     Some(Identity {
         owner: Owner::Device(device.id.clone()),
         principal: Principal::Confined {
-            rules: acl::device_rules(profile, topic),
+            rules: vendor::device_rules(profile, topic),
         },
         client_id: Some(device.id.to_string()),
         secret,
@@ -341,7 +342,7 @@ impl Devices {
             check_name("room", room)?;
         }
         if let Some(topic) = &req.topic
-            && !acl::valid_base(topic)
+            && !vendor::valid_base(topic)
         {
             return Err(DeviceError::Invalid(
                 "the topic base must be 1 to 64 characters of a-z, 0-9, '_' and '-', starting with a letter \
@@ -466,7 +467,7 @@ impl Devices {
                     .fields
                     .topic
                     .clone()
-                    .filter(|t| acl::valid_base(t))
+                    .filter(|t| vendor::valid_base(t))
                     .unwrap_or_else(|| default_topic(profile, &id));
                 let taken = store.devices()?.iter().any(|d| {
                     d.id != id

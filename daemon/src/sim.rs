@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
 
-use crate::broker::acl::Profile;
 use crate::vendor;
+use crate::vendor::Profile;
 
 /// (service type, instance, port, TXT)
 pub type Announcement = (
@@ -1094,7 +1094,8 @@ mod tests {
     /// lies in the device's own subtree.
     #[test]
     fn reports_are_the_firmware_topics() {
-        use crate::broker::acl::{Action, Decision, Principal, decide, device_rules};
+        use crate::broker::acl::{Action, Decision, Principal, decide};
+        use crate::vendor::device_rules;
         let lit = Light {
             on: true,
             brightness: 40,
@@ -1139,7 +1140,8 @@ mod tests {
     /// answer (the broker would refuse it).
     #[test]
     fn shelly_answers_rpcs_to_its_src() {
-        use crate::broker::acl::{Action, Decision, Principal, decide, device_rules};
+        use crate::broker::acl::{Action, Decision, Principal, decide};
+        use crate::vendor::device_rules;
         let device = Principal::Confined {
             rules: device_rules(Profile::Shelly, "b1"),
         };
@@ -1178,7 +1180,8 @@ mod tests {
     /// nothing.
     #[test]
     fn sensor_readings_are_what_hearth_reads() {
-        use crate::broker::acl::{Action, Decision, Principal, decide, device_rules};
+        use crate::broker::acl::{Action, Decision, Principal, decide};
+        use crate::vendor::device_rules;
         for profile in Profile::ALL {
             let device = Principal::Confined {
                 rules: device_rules(profile, "b1"),

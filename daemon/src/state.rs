@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::HubMessage;
 use crate::broker::Owner;
-use crate::broker::acl::Profile;
 use crate::store::{DeviceId, Learnt};
+use crate::vendor::Profile;
 use crate::vendor::{self, StateUpdate};
 
 /// How many changes a slow subscriber may fall behind before it lags.

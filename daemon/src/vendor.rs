@@ -1,5 +1,7 @@
-//! Each vendor's MQTT scheme in one place: the commands hearth sends a
-//! device, and the reading of what a device reports about itself.
+//! Each vendor's MQTT scheme in one place: the profiles, the topics a
+//! device of each may use (its broker rules), the commands hearth sends a
+//! device, and the reading of what a device reports about itself. The
+//! broker's `acl` decides on rules alone and names no vendor.
 //!
 //! Parsing is bounded and total: a payload over [`MAX_STATE_PAYLOAD`] bytes,
 //! a topic outside the device's own base or malformed JSON yields `None`,
@@ -7,7 +9,93 @@
 
 use serde_json::Value;
 
-use crate::broker::acl::Profile;
+use std::fmt;
+
+use crate::broker::acl::Rule;
+
+/// A vendor's topic scheme. It decides a device's rules at adoption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// hearth's own scheme: `hearth/<id>/#`.
+    Generic,
+    /// Tasmota: publishes `stat/<t>/#` and `tele/<t>/#`, obeys `cmnd/<t>/#`.
+    Tasmota,
+    /// Shelly Gen2: everything under `<id>/#`.
+    Shelly,
+    /// ESPHome: everything under `<name>/#`.
+    Esphome,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 4] = [
+        Profile::Generic,
+        Profile::Tasmota,
+        Profile::Shelly,
+        Profile::Esphome,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Generic => "generic",
+            Profile::Tasmota => "tasmota",
+            Profile::Shelly => "shelly",
+            Profile::Esphome => "esphome",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The rules of a device with `profile` whose topic base is `base` (the
+/// device id for generic, the Tasmota topic, the Shelly prefix, the ESPHome
+/// name). `base` must have passed [`valid_base`].
+pub fn device_rules(profile: Profile, base: &str) -> Vec<Rule> {
+    match profile {
+        Profile::Generic => vec![Rule::subtree(&format!("hearth/{base}"), true, true)],
+        Profile::Tasmota => vec![
+            Rule::subtree(&format!("stat/{base}"), true, false),
+            Rule::subtree(&format!("tele/{base}"), true, false),
+            Rule::subtree(&format!("cmnd/{base}"), false, true),
+        ],
+        Profile::Shelly | Profile::Esphome => vec![Rule::subtree(base, true, true)],
+    }
+}
+
+/// Top-level names no device may take as its own topic base, because other
+/// parties own those subtrees.
+const RESERVED_BASES: &[&str] = &[
+    "hearth",
+    "homeassistant",
+    "cmnd",
+    "stat",
+    "tele",
+    "tasmota",
+    "tasmotas",
+    "shellies",
+    "esphome",
+    "sys",
+    "share",
+    "queue",
+];
+
+/// A topic base is one level of `[a-z0-9_-]`, 1 to 64 bytes, starting with a
+/// letter or digit, and not a reserved name.
+pub fn valid_base(base: &str) -> bool {
+    let ok_chars = base
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let first_ok = base.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    ok_chars && first_ok && base.len() <= 64 && !RESERVED_BASES.contains(&base)
+}
 
 /// The largest state payload read. Real state reports are a few hundred
 /// bytes; anything bigger is not worth parsing.
@@ -510,7 +598,8 @@ fn generic(rest: &str, text: &str) -> Option<StateUpdate> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::acl::{Action, Decision, Principal, decide, device_rules};
+    use crate::broker::acl::{Action, Decision, Principal, decide};
+    use crate::vendor::device_rules;
 
     fn update(
         online: Option<bool>,
@@ -1102,7 +1191,7 @@ mod tests {
             assert!(fixture.examples.len() >= 10, "{profile}");
             for e in &fixture.examples {
                 assert!(!e.source.trim().is_empty(), "{} has a source", e.topic);
-                assert!(crate::broker::acl::valid_base(&e.base), "{}", e.base);
+                assert!(crate::vendor::valid_base(&e.base), "{}", e.base);
                 let want = e.reads.as_ref().map(|r| StateUpdate {
                     online: r.online,
                     power: r.power,

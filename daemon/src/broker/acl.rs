@@ -4,8 +4,6 @@
 //! Everything not explicitly allowed is denied. It must never allow a device
 //! outside its own topics, a subscription to `#`, or anything under `$`.
 
-use std::fmt;
-
 /// The longest topic or filter the broker accepts, in bytes. MQTT allows
 /// 65,535; no device needs more than a few dozen.
 pub const MAX_TOPIC_LEN: usize = 1024;
@@ -24,48 +22,6 @@ pub enum Decision {
     Deny,
 }
 
-/// A vendor's topic scheme. It decides a device's rules at adoption.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Profile {
-    /// hearth's own scheme: `hearth/<id>/#`.
-    Generic,
-    /// Tasmota: publishes `stat/<t>/#` and `tele/<t>/#`, obeys `cmnd/<t>/#`.
-    Tasmota,
-    /// Shelly Gen2: everything under `<id>/#`.
-    Shelly,
-    /// ESPHome: everything under `<name>/#`.
-    Esphome,
-}
-
-impl Profile {
-    pub const ALL: [Profile; 4] = [
-        Profile::Generic,
-        Profile::Tasmota,
-        Profile::Shelly,
-        Profile::Esphome,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Profile::Generic => "generic",
-            Profile::Tasmota => "tasmota",
-            Profile::Shelly => "shelly",
-            Profile::Esphome => "esphome",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Profile> {
-        Profile::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-}
-
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// One allowed subtree, `<prefix>/#`, or one exact topic, and what may be
 /// done there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,15 +35,6 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn new(prefix: &[&str], publish: bool, subscribe: bool) -> Rule {
-        Rule {
-            prefix: prefix.iter().map(|s| (*s).to_owned()).collect(),
-            publish,
-            subscribe,
-            exact: false,
-        }
-    }
-
     /// The subtree `prefix/#` (and `prefix` itself).
     pub fn subtree(prefix: &str, publish: bool, subscribe: bool) -> Rule {
         Rule {
@@ -122,48 +69,6 @@ impl Rule {
             within(&self.prefix, levels)
         }
     }
-}
-
-/// The rules of a device with `profile` whose topic base is `base` (the
-/// device id for generic, the Tasmota topic, the Shelly prefix, the ESPHome
-/// name). `base` must have passed [`valid_base`].
-pub fn device_rules(profile: Profile, base: &str) -> Vec<Rule> {
-    match profile {
-        Profile::Generic => vec![Rule::new(&["hearth", base], true, true)],
-        Profile::Tasmota => vec![
-            Rule::new(&["stat", base], true, false),
-            Rule::new(&["tele", base], true, false),
-            Rule::new(&["cmnd", base], false, true),
-        ],
-        Profile::Shelly | Profile::Esphome => vec![Rule::new(&[base], true, true)],
-    }
-}
-
-/// Top-level names no device may take as its own topic base, because other
-/// parties own those subtrees.
-const RESERVED_BASES: &[&str] = &[
-    "hearth",
-    "homeassistant",
-    "cmnd",
-    "stat",
-    "tele",
-    "tasmota",
-    "tasmotas",
-    "shellies",
-    "esphome",
-    "sys",
-    "share",
-    "queue",
-];
-
-/// A topic base is one level of `[a-z0-9_-]`, 1 to 64 bytes, starting with a
-/// letter or digit, and not a reserved name.
-pub fn valid_base(base: &str) -> bool {
-    let ok_chars = base
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    let first_ok = base.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
-    ok_chars && first_ok && base.len() <= 64 && !RESERVED_BASES.contains(&base)
 }
 
 /// Who is asking.
@@ -240,6 +145,7 @@ fn within(prefix: &[String], levels: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vendor::{Profile, device_rules, valid_base};
     use Action::{Publish as P, Subscribe as S};
     use Decision::{Allow, Deny};
 

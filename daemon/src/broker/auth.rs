@@ -293,7 +293,7 @@ impl ConnectRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::acl::{Profile, device_rules};
+    use crate::vendor::{Profile, device_rules};
 
     fn table() -> (Credentials, String) {
         let creds = Credentials::new();

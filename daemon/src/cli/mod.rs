@@ -15,7 +15,6 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Request;
-use crate::broker::acl::Profile;
 use crate::config::{Config, ConfigError, DEFAULT_TOML};
 use crate::daemon::{self, InitOutcome};
 use crate::devices::AddDevice;
@@ -25,6 +24,7 @@ use crate::store::DeviceKind;
 use crate::store::{DataDir, StoreError};
 use crate::supervisor::{StopSignal, SupervisorError, stop_signal};
 use crate::telemetry;
+use crate::vendor::Profile;
 
 /// hearth: a local-first home gateway. It keeps a home's device metadata
 /// encrypted on its own disk and needs no vendor cloud.

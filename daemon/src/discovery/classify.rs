@@ -8,8 +8,8 @@
 
 use std::net::IpAddr;
 
-use crate::broker::acl::{self, Profile};
 use crate::store::DeviceKind;
+use crate::vendor::{self, Profile};
 
 /// Bounds on what one advert may carry; anything larger is dropped whole.
 pub const MAX_TXT_ENTRIES: usize = 32;
@@ -215,7 +215,7 @@ fn mac_in_name(name: &str) -> Option<String> {
 
 fn topic_base(instance: &str) -> Option<String> {
     let base = instance.to_ascii_lowercase();
-    acl::valid_base(&base).then_some(base)
+    vendor::valid_base(&base).then_some(base)
 }
 
 /// What a HomeKit accessory category (`ci`, HAP specification's

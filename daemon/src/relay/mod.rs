@@ -35,7 +35,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::broker::Broker;
-use crate::broker::acl::Profile;
 use crate::canonical::{Command, Scheme};
 use crate::config::RelayConfig;
 use crate::metrics::Counters;
@@ -47,6 +46,7 @@ use crate::store::{
     Actor, AuditEvent, Device, DeviceId, DeviceKind, DeviceStatus, LinkId, Store, StoreError, UnixTime,
 };
 use crate::supervisor::Supervisor;
+use crate::vendor::Profile;
 use crate::web::auth::Auth;
 
 pub use self::oauth::{ALEXA_REDIRECTS, GOOGLE_REDIRECTS, NewClient};

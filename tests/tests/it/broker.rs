@@ -732,7 +732,7 @@ fn a_thousand_connections() {
 /// process), as the daemon's own client does.
 fn add_generic(daemon: &Daemon, nickname: String) -> serde_json::Value {
     let request = hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-        profile: hearth::broker::acl::Profile::Generic,
+        profile: hearth::vendor::Profile::Generic,
         kind: hearth::store::DeviceKind::Other,
         nickname,
         room: None,
