@@ -545,3 +545,28 @@ pub fn mosquitto_args(daemon: &Daemon, device: &Device) -> Vec<String> {
         device.client_id().into(),
     ]
 }
+
+/// A simulated device (`hearth::sim::device`) run from its provisioning on
+/// `rt`, against 127.0.0.1: the lines it says ("connected", "state ON",
+/// ...), and a sender that stops it.
+pub fn start_device(
+    rt: &tokio::runtime::Runtime,
+    d: &Device,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+    let p = d.0.clone();
+    rt.spawn(async move {
+        let stop = async {
+            let _ = stop.await;
+        };
+        hearth::sim::device(p, "127.0.0.1".into(), stop, move |line| {
+            let _ = tx.send(line.to_owned());
+        })
+        .await;
+    });
+    (rx, stop_tx)
+}

@@ -9,7 +9,7 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, SubscribeR
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::harness::{Daemon, Device, text};
+use crate::harness::{Daemon, Device, start_device, text};
 use crate::mqtt;
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -229,26 +229,6 @@ fn check_device_config(v: &Value, id: &str, nickname: &str) -> Vec<String> {
         platforms.push(p.to_owned());
     }
     platforms
-}
-
-/// A simulated device, run from its provisioning, reporting what it obeys.
-fn start_device(
-    rt: &tokio::runtime::Runtime,
-    d: &Device,
-) -> (mpsc::UnboundedReceiver<String>, tokio::sync::oneshot::Sender<()>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
-    let p = d.0.clone();
-    rt.spawn(async move {
-        let stop = async {
-            let _ = stop.await;
-        };
-        hearth::sim::device(p, "127.0.0.1".into(), stop, move |line| {
-            let _ = tx.send(line.to_owned());
-        })
-        .await;
-    });
-    (rx, stop_tx)
 }
 
 async fn said(lines: &mut mpsc::UnboundedReceiver<String>, want: &str) {

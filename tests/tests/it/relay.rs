@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use hearth_tests::{find_canaries, find_in_bytes};
 
-use crate::harness::{Daemon, Device, Owner, set_up_owner, text};
+use crate::harness::{Daemon, Device, Owner, set_up_owner, start_device, text};
 use crate::http::{Reply, Target, form, query_param};
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -466,25 +466,6 @@ fn pkce() -> (String, String) {
         verifier,
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest),
     )
-}
-
-fn start_device(
-    rt: &tokio::runtime::Runtime,
-    d: &Device,
-) -> (mpsc::UnboundedReceiver<String>, tokio::sync::oneshot::Sender<()>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
-    let p = d.0.clone();
-    rt.spawn(async move {
-        let stop = async {
-            let _ = stop.await;
-        };
-        hearth::sim::device(p, "127.0.0.1".into(), stop, move |line| {
-            let _ = tx.send(line.to_owned());
-        })
-        .await;
-    });
-    (rx, stop_tx)
 }
 
 fn said(rt: &tokio::runtime::Runtime, lines: &mut mpsc::UnboundedReceiver<String>, want: &str) {
