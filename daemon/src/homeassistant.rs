@@ -13,7 +13,7 @@
 //! and the owner's own); model, vendor and firmware only when the owner
 //! turns on "share device details". Nothing here logs a name.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -615,9 +615,7 @@ pub async fn run(ha: Arc<HomeAssistant>, live: Arc<LiveState>, token: Cancellati
     let mut hub = ha.broker.subscribe_hub();
     let mut list = ha.devices.subscribe_changes();
     let mut mine = ha.changes.subscribe();
-    let mut states = live.subscribe();
     let mut published: BTreeMap<String, String> = BTreeMap::new();
-    let mut learnt: HashMap<crate::store::DeviceId, Learnt> = HashMap::new();
     let mut republish_at: Option<Instant> = None;
     sync(&ha, &live, &mut published, false).await;
     loop {
@@ -629,6 +627,9 @@ pub async fn run(ha: Arc<HomeAssistant>, live: Arc<LiveState>, token: Cancellati
         };
         tokio::select! {
             _ = token.cancelled() => return,
+            // Also when a light first reports a colour temperature, or a
+            // camera first sends a snapshot: `Devices::learn` keeps it and
+            // marks the list changed.
             changed = list.changed() => {
                 if changed.is_err() {
                     return;
@@ -641,19 +642,6 @@ pub async fn run(ha: Arc<HomeAssistant>, live: Arc<LiveState>, token: Cancellati
                 }
                 sync(&ha, &live, &mut published, false).await;
             }
-            state = states.recv() => match state {
-                // A light that first reports a colour temperature, or a
-                // camera that first sends a snapshot, gets it in Home
-                // Assistant.
-                Ok((id, s)) => {
-                    let now = s.learnt();
-                    if learnt.insert(id, now) != Some(now) && now != Learnt::default() {
-                        sync(&ha, &live, &mut published, false).await;
-                    }
-                }
-                Err(RecvError::Lagged(_)) => sync(&ha, &live, &mut published, false).await,
-                Err(RecvError::Closed) => return,
-            },
             msg = hub.recv() => match msg {
                 Ok(msg) => {
                     let online = matches!(msg.from, Owner::HomeAssistant)
