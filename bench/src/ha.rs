@@ -60,7 +60,7 @@ impl Setup {
     /// that shows it arrived.
     fn command(&self, level: u8) -> (String, u64) {
         if self.hearth {
-            let b = hearth::vendor::to_255(level);
+            let b = hearth::home::vendor::to_255(level);
             (json!({ "brightness": b }).to_string(), u64::from(b))
         } else {
             (level.to_string(), u64::from(level))
@@ -78,8 +78,8 @@ impl Setup {
     }
 }
 
-fn admin(data: &Path, req: hearth::admin::Request) -> Value {
-    hearth::admin::request(data, &req).expect("admin request")
+fn admin(data: &Path, req: hearth::app::admin::Request) -> Value {
+    hearth::app::admin::request(data, &req).expect("admin request")
 }
 
 fn start_hearth(hearth: &Path, bulbs: usize) -> Setup {
@@ -91,8 +91,8 @@ fn start_hearth(hearth: &Path, bulbs: usize) -> Setup {
     for i in 0..bulbs {
         let p = admin(
             &data,
-            hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-                profile: hearth::vendor::Profile::Tasmota,
+            hearth::app::admin::Request::DevicesAdd(hearth::home::devices::AddDevice {
+                profile: hearth::home::vendor::Profile::Tasmota,
                 kind: hearth::store::DeviceKind::Bulb,
                 nickname: format!("bulb {i}"),
                 room: None,
@@ -102,7 +102,7 @@ fn start_hearth(hearth: &Path, bulbs: usize) -> Setup {
         let id = p["id"].as_str().unwrap().to_owned();
         admin(
             &data,
-            hearth::admin::Request::DevicesExpose(hearth::admin::Expose {
+            hearth::app::admin::Request::DevicesExpose(hearth::app::admin::Expose {
                 id: id.clone(),
                 homeassistant: Some(true),
                 voice: None,
@@ -112,7 +112,7 @@ fn start_hearth(hearth: &Path, bulbs: usize) -> Setup {
         topics.push((format!("hearth/{id}/set"), format!("hearth/{id}/state")));
         provisioning.push(p);
     }
-    let conn = admin(&data, hearth::admin::Request::HomeassistantEnable);
+    let conn = admin(&data, hearth::app::admin::Request::HomeassistantEnable);
     Setup {
         child,
         port,

@@ -347,8 +347,8 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn admin(data: &Path, req: hearth::admin::Request) -> Value {
-    hearth::admin::request(data, &req).expect("admin request")
+fn admin(data: &Path, req: hearth::app::admin::Request) -> Value {
+    hearth::app::admin::request(data, &req).expect("admin request")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -408,8 +408,8 @@ fn in_namespace(hearth: &Path, rounds: usize) {
     for i in 0..LIGHTS {
         let p = admin(
             &data,
-            hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-                profile: hearth::vendor::Profile::Generic,
+            hearth::app::admin::Request::DevicesAdd(hearth::home::devices::AddDevice {
+                profile: hearth::home::vendor::Profile::Generic,
                 kind: hearth::store::DeviceKind::Bulb,
                 nickname: format!("lamp {i}"),
                 room: None,
@@ -418,7 +418,7 @@ fn in_namespace(hearth: &Path, rounds: usize) {
         );
         admin(
             &data,
-            hearth::admin::Request::DevicesExpose(hearth::admin::Expose {
+            hearth::app::admin::Request::DevicesExpose(hearth::app::admin::Expose {
                 id: p["id"].as_str().unwrap().into(),
                 homeassistant: Some(true),
                 voice: None,
@@ -427,7 +427,7 @@ fn in_namespace(hearth: &Path, rounds: usize) {
         );
         devices.push(p);
     }
-    let conn = admin(&data, hearth::admin::Request::HomeassistantEnable);
+    let conn = admin(&data, hearth::app::admin::Request::HomeassistantEnable);
     let ha_user = conn["mqtt"]["username"].as_str().unwrap().to_owned();
     let ha_password = conn["mqtt"]["password"].as_str().unwrap().to_owned();
     let ids: Vec<String> = devices

@@ -65,7 +65,9 @@ pub fn run(rounds: usize) {
         let mut worst = Duration::ZERO;
         loop {
             let b = Instant::now();
-            let p = s.rotate_batch(hearth::keys::BATCH, &Actor::Cli).unwrap();
+            let p = s
+                .rotate_batch(hearth::safety::rotate::BATCH, &Actor::Cli)
+                .unwrap();
             worst = worst.max(b.elapsed());
             if p.finished {
                 rows = p.total;
@@ -77,18 +79,18 @@ pub fn run(rounds: usize) {
         drop(s);
 
         let t = Instant::now();
-        let contents = hearth::backup::Contents {
-            db: hearth::backup::snapshot(&data).unwrap(),
+        let contents = hearth::safety::backup::Contents {
+            db: hearth::safety::backup::snapshot(&data).unwrap(),
             config: None,
             master_key: Some(zeroize::Zeroizing::new(std::fs::read(&key_path).unwrap())),
         };
-        let sealed = hearth::backup::seal(&contents, "a long backup passphrase").unwrap();
+        let sealed = hearth::safety::backup::seal(&contents, "a long backup passphrase").unwrap();
         backup.push(t.elapsed());
         size = sealed.len();
         let t = Instant::now();
-        let opened = hearth::backup::open(&sealed, "a long backup passphrase", "bench").unwrap();
+        let opened = hearth::safety::backup::open(&sealed, "a long backup passphrase", "bench").unwrap();
         let target = DataDir::new(dir.path().join("restored"));
-        hearth::backup::restore(&opened, &target, None, |_| {}).unwrap();
+        hearth::safety::backup::restore(&opened, &target, None, |_| {}).unwrap();
         restore.push(t.elapsed());
     }
     let w = median(whole);
@@ -96,7 +98,7 @@ pub fn run(rounds: usize) {
         "rotation of {rows} rows: {:.0} ms ({:.0} rows/s); longest batch ({} rows) holding the store: {:.1} ms",
         w.as_secs_f64() * 1e3,
         rows as f64 / w.as_secs_f64(),
-        hearth::keys::BATCH,
+        hearth::safety::rotate::BATCH,
         median(longest).as_secs_f64() * 1e3
     );
     println!(

@@ -101,14 +101,14 @@ pub fn cpu_secs(pid: u32) -> f64 {
 
 /// Provisions a generic device through hearth's admin socket.
 fn add_device(dir: &Path, nickname: String) -> serde_json::Value {
-    let request = hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-        profile: hearth::vendor::Profile::Generic,
+    let request = hearth::app::admin::Request::DevicesAdd(hearth::home::devices::AddDevice {
+        profile: hearth::home::vendor::Profile::Generic,
         kind: hearth::store::DeviceKind::Other,
         nickname,
         room: None,
         topic: None,
     });
-    hearth::admin::request(dir, &request).expect("devices add")
+    hearth::app::admin::request(dir, &request).expect("devices add")
 }
 
 /// `hearth run` with a fresh data directory under `dir` and its TLS listener

@@ -67,8 +67,8 @@ fn spawn(hearth: &Path, dir: &Path, mqtt: u16, relay: u16) -> Child {
     child
 }
 
-fn admin(data: &Path, req: hearth::admin::Request) -> Value {
-    hearth::admin::request(data, &req).expect("admin request")
+fn admin(data: &Path, req: hearth::app::admin::Request) -> Value {
+    hearth::app::admin::request(data, &req).expect("admin request")
 }
 
 /// A daemon with one exposed generic bulb, Home Assistant connected, and
@@ -80,8 +80,8 @@ fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
     let data = dir.path().join("data");
     let bulb = admin(
         &data,
-        hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-            profile: hearth::vendor::Profile::Generic,
+        hearth::app::admin::Request::DevicesAdd(hearth::home::devices::AddDevice {
+            profile: hearth::home::vendor::Profile::Generic,
             kind: hearth::store::DeviceKind::Bulb,
             nickname: "bench bulb".into(),
             room: None,
@@ -91,23 +91,23 @@ fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
     let id = bulb["id"].as_str().unwrap().to_owned();
     admin(
         &data,
-        hearth::admin::Request::DevicesExpose(hearth::admin::Expose {
+        hearth::app::admin::Request::DevicesExpose(hearth::app::admin::Expose {
             id: id.clone(),
             homeassistant: Some(true),
             voice: Some(true),
             voice_name: Some("bench light".into()),
         }),
     );
-    let ha = admin(&data, hearth::admin::Request::HomeassistantEnable);
+    let ha = admin(&data, hearth::app::admin::Request::HomeassistantEnable);
     // Stop, write the link, start again with the relay enabled.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let _ = child.wait();
-    let access = hearth::secret::random_token(256).unwrap();
+    let access = hearth::store::secret::random_token(256).unwrap();
     {
         let dir = hearth::store::DataDir::new(&data);
-        let mut store = hearth::daemon::open_or_init(&dir, None).unwrap();
+        let mut store = hearth::app::open_or_init(&dir, None).unwrap();
         let client = store
             .insert_relay_client(
                 &hearth::store::relay::RelayClientFields {
@@ -116,11 +116,13 @@ fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
                     redirect_uris: vec!["https://bench.invalid/cb".into()],
                     created_at: 0,
                 },
-                &hearth::secret::TokenHash::of(hearth::secret::random_token(256).unwrap().expose()),
+                &hearth::store::secret::TokenHash::of(
+                    hearth::store::secret::random_token(256).unwrap().expose(),
+                ),
             )
             .unwrap();
         let far = hearth::store::UnixTime(hearth::store::UnixTime::now().0 + 3_600_000);
-        let refresh = hearth::secret::random_token(256).unwrap();
+        let refresh = hearth::store::secret::random_token(256).unwrap();
         store
             .insert_relay_link(
                 &client,
@@ -130,9 +132,9 @@ fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
                 },
                 &[hearth::store::DeviceId::parse(&id).unwrap()],
                 &hearth::store::relay::IssuedTokens {
-                    access: hearth::secret::TokenHash::of(access.expose()),
+                    access: hearth::store::secret::TokenHash::of(access.expose()),
                     access_expires: far,
-                    refresh: hearth::secret::TokenHash::of(refresh.expose()),
+                    refresh: hearth::store::secret::TokenHash::of(refresh.expose()),
                     refresh_expires: far,
                 },
             )
@@ -282,7 +284,7 @@ async fn phase(daemon: &Daemon, bulb: &Value, ha: &Value, token: &str, relay: u1
             );
             http.write_all(req.as_bytes()).await.unwrap();
         } else {
-            let b = hearth::vendor::to_255(level);
+            let b = hearth::home::vendor::to_255(level);
             client
                 .publish(
                     format!("hearth/{id}/set"),

@@ -599,7 +599,7 @@ fn start_nginx(dir: &Path, data: &Path, web_ui: &Path, headers: &HeaderMap) -> (
 }
 
 async fn setup_owner(t: &Target, data: &Path) -> (Session, Duration) {
-    let code = std::fs::read_to_string(data.join(hearth::web::auth::SETUP_CODE_FILE)).expect("setup code");
+    let code = std::fs::read_to_string(data.join(hearth::accounts::SETUP_CODE_FILE)).expect("setup code");
     let (mut s, _) = connect(t).await.expect("connect");
     let body = json!({ "code": code.trim(), "username": OWNER, "password": PASSWORD });
     let t0 = Instant::now();
@@ -846,14 +846,14 @@ async fn device_power(t: &Target, session: &Session, id: &str) -> bool {
 }
 
 fn add_device(data: &Path, nickname: String, room: Option<String>) -> Value {
-    let request = hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-        profile: hearth::vendor::Profile::Generic,
+    let request = hearth::app::admin::Request::DevicesAdd(hearth::home::devices::AddDevice {
+        profile: hearth::home::vendor::Profile::Generic,
         kind: hearth::store::DeviceKind::Bulb,
         nickname,
         room,
         topic: None,
     });
-    hearth::admin::request(data, &request).expect("devices add")
+    hearth::app::admin::request(data, &request).expect("devices add")
 }
 
 /// One round; figures go into `h` (hearth), `n` (nginx, the same names for
@@ -1112,7 +1112,8 @@ async fn stream_until_closed(t: &Target, session: &Session) -> tokio::sync::ones
 
 /// Home Assistant's MQTT client; the receiver fires when its session is cut.
 fn ha_client(data: &Path, ca: &Path) -> tokio::sync::oneshot::Receiver<Instant> {
-    let c = hearth::admin::request(data, &hearth::admin::Request::HomeassistantEnable).expect("enable HA");
+    let c = hearth::app::admin::request(data, &hearth::app::admin::Request::HomeassistantEnable)
+        .expect("enable HA");
     let port = c["mqtt"]["port"].as_u64().unwrap() as u16;
     let mut opts = rumqttc::MqttOptions::new("ha-lockdown", "127.0.0.1", port);
     opts.set_credentials(
@@ -1157,7 +1158,7 @@ async fn lockdown_round(hearth: &Path, by_hand: bool) -> Cut {
     let port = free_port();
     let (_process, data) = spawn_hearth(hearth, dir.path(), Some(port));
     wait_for_port(port, "hearth's dashboard");
-    wait_for_file(&data.join(hearth::web::auth::SETUP_CODE_FILE), "no setup code");
+    wait_for_file(&data.join(hearth::accounts::SETUP_CODE_FILE), "no setup code");
     let t = Target {
         addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
         tls: client_tls(&data.join("ca.pem")),

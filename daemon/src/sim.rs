@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
 
-use crate::vendor;
-use crate::vendor::Profile;
+use crate::home::vendor;
+use crate::home::vendor::Profile;
 
 /// (service type, instance, port, TXT)
 pub type Announcement = (
@@ -694,7 +694,7 @@ pub async fn device(
     let sensor = Reading::at(kind, 0).is_some();
     let step = std::sync::atomic::AtomicU32::new(0);
     let motion_lasts = if profile == Profile::Generic {
-        crate::canonical::EVENT_HOLD
+        crate::home::canonical::EVENT_HOLD
     } else {
         MOTION_LASTS
     };
@@ -942,7 +942,7 @@ fn base_of(p: &serde_json::Value, profile: Profile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendor::{brightness_command, parse_state};
+    use crate::home::vendor::{brightness_command, parse_state};
 
     const OFF: Light = Light {
         on: false,
@@ -955,8 +955,8 @@ mod tests {
     fn read_all<'a>(
         profile: Profile,
         messages: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> crate::vendor::StateUpdate {
-        let mut all = crate::vendor::StateUpdate::default();
+    ) -> crate::home::vendor::StateUpdate {
+        let mut all = crate::home::vendor::StateUpdate::default();
         for (topic, payload) in messages {
             let u = parse_state(profile, "b1", topic, payload.as_bytes())
                 .unwrap_or_else(|| panic!("{profile} {topic} {payload} is read"));
@@ -1006,7 +1006,7 @@ mod tests {
                 .obey(lit);
             assert!(!dark.on, "{profile}");
 
-            let (topic, payload) = crate::devices::power_command(profile, "b1", true);
+            let (topic, payload) = crate::home::devices::power_command(profile, "b1", true);
             let on = command(profile, true, &topic, payload.as_bytes(), dark)
                 .expect("a command")
                 .obey(dark);
@@ -1025,7 +1025,7 @@ mod tests {
     #[test]
     fn colour_temperature_round_trips_where_the_scheme_has_it() {
         for profile in Profile::ALL {
-            let Some((topic, payload)) = crate::vendor::color_temp_command(profile, "b1", 250) else {
+            let Some((topic, payload)) = crate::home::vendor::color_temp_command(profile, "b1", 250) else {
                 assert_eq!(profile, Profile::Shelly);
                 continue;
             };
@@ -1095,7 +1095,7 @@ mod tests {
     #[test]
     fn reports_are_the_firmware_topics() {
         use crate::broker::acl::{Action, Decision, Principal, decide};
-        use crate::vendor::device_rules;
+        use crate::home::vendor::device_rules;
         let lit = Light {
             on: true,
             brightness: 40,
@@ -1141,11 +1141,11 @@ mod tests {
     #[test]
     fn shelly_answers_rpcs_to_its_src() {
         use crate::broker::acl::{Action, Decision, Principal, decide};
-        use crate::vendor::device_rules;
+        use crate::home::vendor::device_rules;
         let device = Principal::Confined {
             rules: device_rules(Profile::Shelly, "b1"),
         };
-        let (_, payload) = crate::devices::power_command(Profile::Shelly, "b1", true);
+        let (_, payload) = crate::home::devices::power_command(Profile::Shelly, "b1", true);
         let (topic, answer) = rpc_answer("b1", payload.as_bytes(), false).expect("an answer");
         assert_eq!(topic, "b1/hearth/rpc");
         assert_eq!(decide(&device, Action::Publish, &topic), Decision::Allow);
@@ -1181,7 +1181,7 @@ mod tests {
     #[test]
     fn sensor_readings_are_what_hearth_reads() {
         use crate::broker::acl::{Action, Decision, Principal, decide};
-        use crate::vendor::device_rules;
+        use crate::home::vendor::device_rules;
         for profile in Profile::ALL {
             let device = Principal::Confined {
                 rules: device_rules(profile, "b1"),

@@ -145,7 +145,7 @@ fn within(prefix: &[String], levels: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendor::{Profile, device_rules, valid_base};
+    use crate::home::vendor::{Profile, device_rules, valid_base};
     use Action::{Publish as P, Subscribe as S};
     use Decision::{Allow, Deny};
 

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::ConnectRate;
+use super::connect::ConnectRate;
 
 /// Bytes buffered in each direction of a spliced connection. MQTT packets
 /// from home devices are small; 4 KiB keeps 1,000 connections cheap.

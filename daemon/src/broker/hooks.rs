@@ -17,7 +17,7 @@ use rmqtt::types::{AuthResult, PublishAclResult, SubscribeAclResult};
 use tokio::sync::broadcast;
 
 use super::acl::{self, Action, Decision};
-use super::auth::{Credentials, Owner, Refusal, valid_client_id};
+use super::connect::{Credentials, Owner, Refusal, valid_client_id};
 
 /// The handlers run before anything another plugin registers.
 const PRIORITY: Priority = Priority::MAX;
@@ -137,7 +137,7 @@ impl Decider {
         }
     }
 
-    fn principal_of(&self, session: &rmqtt::session::Session) -> Option<Arc<super::auth::Identity>> {
+    fn principal_of(&self, session: &rmqtt::session::Session) -> Option<Arc<super::connect::Identity>> {
         let username = session.id.username.as_ref()?;
         let identity = self.creds.get(username.as_ref())?;
         // A session whose credential was replaced or revoked has no rights.

@@ -19,7 +19,7 @@
 //! and repeats topic filters verbatim.
 
 pub mod acl;
-pub mod auth;
+pub mod connect;
 pub mod front;
 pub mod hooks;
 
@@ -41,12 +41,12 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use self::auth::{Credentials, Identity, Owner};
+pub use self::connect::{Credentials, Identity, Owner};
 use self::front::{Front, Mode};
 use self::hooks::HookStats;
 pub use self::hooks::HubMessage;
 use crate::config::BridgeConfig;
-use crate::pki::TlsFiles;
+use crate::net::pki::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -238,7 +238,7 @@ impl Broker {
             .build();
 
         let config = front::server_config(&tls_files.server_cert, &tls_files.server_key)?;
-        let rate = auth::ConnectRate::new(limits.connect_rate_per_sec, limits.connect_burst, 4096);
+        let rate = connect::ConnectRate::new(limits.connect_rate_per_sec, limits.connect_burst, 4096);
         let front = Arc::new(Front::new(config, internal_addr, &limits, rate));
         let token = CancellationToken::new();
         let serve =

@@ -6,8 +6,8 @@ use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
 use super::{Bar, RunArgs, UsageError, resolve_data_dir};
-use crate::backup::{self, Contents};
 use crate::config::Config;
+use crate::safety::backup::{self, Contents};
 use crate::store::AuditKind;
 use crate::store::files;
 
@@ -140,15 +140,15 @@ fn create(args: &RunArgs, out: &Path, pass: &PassArgs) -> anyhow::Result<()> {
     backup::remember(&data_dir, &out)?;
     bar.show(4, 4);
     let detail = format!("{} bytes, sealed under a passphrase", sealed.len());
-    let audited = match crate::admin::request(
+    let audited = match crate::app::admin::request(
         data_dir.path(),
-        &crate::admin::Request::BackupCreated {
+        &crate::app::admin::Request::BackupCreated {
             detail: detail.clone(),
         },
     ) {
         Ok(_) => true,
-        Err(crate::admin::AdminError::NotRunning { .. }) => {
-            let mut store = crate::daemon::open_or_init(&data_dir, config.key_file.as_deref())?;
+        Err(crate::app::admin::AdminError::NotRunning { .. }) => {
+            let mut store = crate::app::open_or_init(&data_dir, config.key_file.as_deref())?;
             store.append_audit(&crate::store::AuditEvent::ok(
                 AuditKind::BackupCreated,
                 crate::store::Actor::Cli,
@@ -193,7 +193,7 @@ fn restore(file: &Path, args: &RunArgs, pass: &PassArgs) -> anyhow::Result<()> {
     })?;
     backup::remember(&data_dir, &std::path::absolute(file)?)?;
     bar.show(4, 4);
-    let mut store = crate::daemon::open_or_init(&data_dir, None)?;
+    let mut store = crate::app::open_or_init(&data_dir, None)?;
     store.append_audit(&crate::store::AuditEvent::ok(
         AuditKind::Restored,
         crate::store::Actor::Cli,

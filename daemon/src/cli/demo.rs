@@ -15,9 +15,9 @@ use anyhow::Context;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Request};
+use crate::app::admin::{self, Request};
 use crate::config::Config;
-use crate::devices::{Adopt, Issued};
+use crate::home::devices::{Adopt, Issued};
 use crate::sim;
 use crate::store::DataDir;
 
@@ -274,7 +274,7 @@ pub async fn run(
     println!("  MQTT over TLS   {tls}  (CA: {})", dir.join("ca.pem").display());
     if let Some(web) = status["web"][0].as_str() {
         println!("  dashboard       https://{web}/");
-        let code = std::fs::read_to_string(dir.join(crate::web::auth::SETUP_CODE_FILE)).unwrap_or_default();
+        let code = std::fs::read_to_string(dir.join(crate::accounts::SETUP_CODE_FILE)).unwrap_or_default();
         if !code.trim().is_empty() {
             println!("  setup code      {}", code.trim());
         }

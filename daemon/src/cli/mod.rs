@@ -14,17 +14,17 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Request;
+use crate::app::admin::Request;
+use crate::app::telemetry;
+use crate::app::{self, InitOutcome};
 use crate::config::{Config, ConfigError, DEFAULT_TOML};
-use crate::daemon::{self, InitOutcome};
-use crate::devices::AddDevice;
 use crate::exit::ExitCode;
+use crate::home::devices::AddDevice;
+use crate::home::vendor::Profile;
 use crate::store::AuditKind;
 use crate::store::DeviceKind;
 use crate::store::{DataDir, StoreError};
 use crate::supervisor::{StopSignal, SupervisorError, stop_signal};
-use crate::telemetry;
-use crate::vendor::Profile;
 
 /// hearth: a local-first home gateway. It keeps a home's device metadata
 /// encrypted on its own disk and needs no vendor cloud.
@@ -396,24 +396,24 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
         if cause.downcast_ref::<ConfigError>().is_some() || cause.downcast_ref::<UsageError>().is_some() {
             return ExitCode::Usage;
         }
-        if let Some(e) = cause.downcast_ref::<crate::erase::EraseError>() {
+        if let Some(e) = cause.downcast_ref::<crate::safety::erase::EraseError>() {
             return match e {
-                crate::erase::EraseError::Nothing(_) => ExitCode::DataErr,
-                crate::erase::EraseError::Running(_) => ExitCode::TempFail,
-                crate::erase::EraseError::Store(s) => s.exit_code(),
-                crate::erase::EraseError::Io { .. } => ExitCode::IoErr,
+                crate::safety::erase::EraseError::Nothing(_) => ExitCode::DataErr,
+                crate::safety::erase::EraseError::Running(_) => ExitCode::TempFail,
+                crate::safety::erase::EraseError::Store(s) => s.exit_code(),
+                crate::safety::erase::EraseError::Io { .. } => ExitCode::IoErr,
             };
         }
         if let Some(e) = cause.downcast_ref::<StoreError>() {
             return e.exit_code();
         }
-        if let Some(e) = cause.downcast_ref::<crate::backup::BackupError>() {
+        if let Some(e) = cause.downcast_ref::<crate::safety::backup::BackupError>() {
             return e.exit_code();
         }
-        if let Some(e) = cause.downcast_ref::<daemon::DaemonError>() {
+        if let Some(e) = cause.downcast_ref::<app::DaemonError>() {
             return e.exit_code();
         }
-        if let Some(e) = cause.downcast_ref::<crate::admin::AdminError>() {
+        if let Some(e) = cause.downcast_ref::<crate::app::admin::AdminError>() {
             return e.exit_code();
         }
     }
@@ -587,7 +587,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
 
 fn admin_request(args: &AdminArgs, request: &Request) -> anyhow::Result<serde_json::Value> {
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &Config::default())?;
-    Ok(crate::admin::request(data_dir.path(), request)?)
+    Ok(crate::app::admin::request(data_dir.path(), request)?)
 }
 
 fn print_json(value: &serde_json::Value) {
@@ -706,7 +706,7 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 .transpose()?;
             let v = admin_request(
                 &admin,
-                &Request::DevicesAdopt(crate::devices::Adopt {
+                &Request::DevicesAdopt(crate::home::devices::Adopt {
                     id,
                     nickname,
                     room,
@@ -727,7 +727,7 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
         } => {
             let v = admin_request(
                 &admin,
-                &Request::DevicesRename(crate::devices::Rename {
+                &Request::DevicesRename(crate::home::devices::Rename {
                     id: id.clone(),
                     nickname,
                     room,
@@ -763,7 +763,7 @@ fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
             let on = |v: Option<String>| v.map(|v| v == "on");
             let v = admin_request(
                 &admin,
-                &Request::DevicesExpose(crate::admin::Expose {
+                &Request::DevicesExpose(crate::app::admin::Expose {
                     id: id.clone(),
                     homeassistant: on(homeassistant),
                     voice: on(voice),
@@ -835,7 +835,7 @@ fn open_offline(data_dir: &DataDir, config: &Config) -> anyhow::Result<crate::st
         .into());
     }
     data_dir.check_permissions()?;
-    Ok(crate::daemon::open_or_init(data_dir, config.key_file.as_deref())?)
+    Ok(crate::app::open_or_init(data_dir, config.key_file.as_deref())?)
 }
 
 fn keys_rewrap(args: &RunArgs, passphrase_file: Option<&Path>) -> anyhow::Result<()> {
@@ -846,7 +846,7 @@ fn keys_rewrap(args: &RunArgs, passphrase_file: Option<&Path>) -> anyhow::Result
     };
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
     if std::os::unix::net::UnixStream::connect(data_dir.admin_socket()).is_ok() {
-        anyhow::bail!(crate::erase::EraseError::Running(
+        anyhow::bail!(crate::safety::erase::EraseError::Running(
             data_dir.path().display().to_string()
         ));
     }
@@ -857,7 +857,7 @@ fn keys_rewrap(args: &RunArgs, passphrase_file: Option<&Path>) -> anyhow::Result
     match passphrase_file {
         Some(f) => {
             let passphrase = files::read_passphrase(f)?;
-            crate::backup::check_passphrase(&passphrase)?;
+            crate::safety::backup::check_passphrase(&passphrase)?;
             eprintln!("deriving the key (argon2id, 64 MiB)...");
             let kdf = crate::store::crypto::Kdf::generate()?;
             let master = crate::store::MasterKey::from_passphrase(passphrase.as_bytes(), &kdf)?;
@@ -946,20 +946,20 @@ fn keys_rotate(args: &RunArgs, json: bool) -> anyhow::Result<()> {
     };
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
     let mut bar = Bar::new("re-sealing");
-    let last = match crate::admin::request(data_dir.path(), &Request::KeysRotate) {
+    let last = match crate::app::admin::request(data_dir.path(), &Request::KeysRotate) {
         Ok(mut v) => loop {
             bar.show(v["done"].as_u64().unwrap_or(0), v["total"].as_u64().unwrap_or(0));
             if v["finished"] == true {
                 break v;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
-            v = crate::admin::request(data_dir.path(), &Request::KeysStatus)?;
+            v = crate::app::admin::request(data_dir.path(), &Request::KeysStatus)?;
         },
-        Err(crate::admin::AdminError::NotRunning { .. }) => {
+        Err(crate::app::admin::AdminError::NotRunning { .. }) => {
             let mut store = open_offline(&data_dir, &config)?;
             store.begin_rotation()?;
             loop {
-                let p = store.rotate_batch(crate::keys::BATCH, &crate::store::Actor::Cli)?;
+                let p = store.rotate_batch(crate::safety::rotate::BATCH, &crate::store::Actor::Cli)?;
                 bar.show(p.done, p.total);
                 if p.finished {
                     break serde_json::to_value(p)?;
@@ -1003,7 +1003,7 @@ fn erase(args: &RunArgs, yes: bool) -> anyhow::Result<()> {
             anyhow::bail!(UsageError("not confirmed; nothing was erased".to_owned()));
         }
     }
-    let erased = crate::erase::erase(&data_dir, config.key_file.as_deref())?;
+    let erased = crate::safety::erase::erase(&data_dir, config.key_file.as_deref())?;
     println!(
         "erased: {} data key(s) destroyed, master key {}, {} file(s) removed from {}",
         erased.data_keys_destroyed,
@@ -1031,9 +1031,9 @@ pub struct UsageError(pub String);
 
 fn audit_verify(args: &AdminArgs) -> anyhow::Result<()> {
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &Config::default())?;
-    let v = match crate::admin::request(data_dir.path(), &Request::AuditVerify) {
+    let v = match crate::app::admin::request(data_dir.path(), &Request::AuditVerify) {
         Ok(v) => v,
-        Err(crate::admin::AdminError::NotRunning { .. }) => {
+        Err(crate::app::admin::AdminError::NotRunning { .. }) => {
             if data_dir.state()? != crate::store::DirState::Store {
                 return Err(StoreError::NotAStore {
                     path: data_dir.path().to_path_buf(),
@@ -1102,11 +1102,11 @@ fn homeassistant(cmd: HomeAssistantCommand) -> anyhow::Result<()> {
             admin,
         } => {
             let discovery = discovery.map(|d| match d.as_str() {
-                "component" => crate::homeassistant::DiscoveryMode::Component,
-                "legacy" => crate::homeassistant::DiscoveryMode::Legacy,
-                _ => crate::homeassistant::DiscoveryMode::Device,
+                "component" => crate::home::homeassistant::DiscoveryMode::Component,
+                "legacy" => crate::home::homeassistant::DiscoveryMode::Legacy,
+                _ => crate::home::homeassistant::DiscoveryMode::Device,
             });
-            let change = crate::homeassistant::SettingsChange {
+            let change = crate::home::homeassistant::SettingsChange {
                 share_device_details: share_device_details.map(|v| v == "on"),
                 discovery,
             };
@@ -1194,7 +1194,7 @@ fn bind_all(addrs: &[std::net::SocketAddr], key: &str) -> anyhow::Result<Vec<std
         .iter()
         .map(|addr| {
             std::net::TcpListener::bind(addr).map_err(|e| {
-                anyhow::Error::from(daemon::DaemonError::Broker(crate::broker::BrokerError::Bind {
+                anyhow::Error::from(app::DaemonError::Broker(crate::broker::BrokerError::Bind {
                     addr: *addr,
                     message: format!("{e}; change {key} or stop what uses the port"),
                 }))
@@ -1251,7 +1251,7 @@ fn init(args: RunArgs) -> anyhow::Result<()> {
     let config = load_config(args.config.as_deref())?;
     telemetry::init(&config.log);
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
-    match daemon::init(&data_dir, config.key_file.as_deref())? {
+    match app::init(&data_dir, config.key_file.as_deref())? {
         InitOutcome::Created {
             key_path,
             key_written,
@@ -1287,7 +1287,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 /// Runs the daemon on `data_dir` until a signal; with `demo`, also the
 /// simulated home (`demo::run`).
 fn serve(config: Config, data_dir: DataDir, demo: Option<demo::Options>) -> anyhow::Result<()> {
-    let store = daemon::open_or_init(&data_dir, config.key_file.as_deref())?;
+    let store = app::open_or_init(&data_dir, config.key_file.as_deref())?;
     crate::supervisor::raise_nofile();
     crate::supervisor::return_large_blocks();
     let mqtt_tls = bind_all(&config.mqtt.tls_listen, "mqtt.tls_listen")?;
@@ -1312,8 +1312,8 @@ fn serve(config: Config, data_dir: DataDir, demo: Option<demo::Options>) -> anyh
     let grace = config.shutdown_grace;
     let result = runtime.block_on(async move {
         let token = CancellationToken::new();
-        let admin = crate::admin::bind(data_dir.path())?;
-        let bound = daemon::Bound {
+        let admin = crate::app::admin::bind(data_dir.path())?;
+        let bound = app::Bound {
             mqtt_tls,
             mqtt_plain,
             admin,
@@ -1329,7 +1329,7 @@ fn serve(config: Config, data_dir: DataDir, demo: Option<demo::Options>) -> anyh
             }
             _ => (None, None),
         };
-        let mut daemon = tokio::spawn(daemon::run_with_tap(
+        let mut daemon = tokio::spawn(app::run_with_tap(
             config,
             data_dir,
             store,

@@ -272,7 +272,7 @@ pub struct RawBridge {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<crate::secret::Secret>,
+    pub password: Option<crate::store::secret::Secret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     pub client_id: String,
@@ -305,7 +305,7 @@ pub struct BridgeConfig {
     pub upstream: String,
     pub ca_file: Option<PathBuf>,
     pub username: Option<String>,
-    pub password: Option<crate::secret::Secret>,
+    pub password: Option<crate::store::secret::Secret>,
     pub client_id: String,
     pub topics: Vec<String>,
     pub remote_prefix: String,
@@ -894,7 +894,9 @@ fn validate_bridge(raw: &RawBridge) -> Result<Option<BridgeConfig>, ConfigError>
                     "make it readable by hearth",
                 )
             })?;
-            Some(crate::secret::Secret::new(text.trim_end_matches(['\n', '\r'])))
+            Some(crate::store::secret::Secret::new(
+                text.trim_end_matches(['\n', '\r']),
+            ))
         }
         None => raw.password.clone(),
     };
@@ -933,7 +935,7 @@ fn validate_bridge(raw: &RawBridge) -> Result<Option<BridgeConfig>, ConfigError>
             "use 0 or 1",
         ));
     }
-    if !crate::broker::auth::valid_client_id(&raw.client_id) {
+    if !crate::broker::connect::valid_client_id(&raw.client_id) {
         return Err(invalid(
             "bridge.client_id",
             format!("'{}' is not a valid client id", raw.client_id),

@@ -8,8 +8,8 @@
 
 use std::net::IpAddr;
 
+use crate::home::vendor::{self, Profile};
 use crate::store::DeviceKind;
-use crate::vendor::{self, Profile};
 
 /// Bounds on what one advert may carry; anything larger is dropped whole.
 pub const MAX_TXT_ENTRIES: usize = 32;
@@ -486,8 +486,8 @@ pub fn classify_with(a: &Advert, extra: &ExtraKinds) -> Option<Verdict> {
     };
     // Sensors report over MQTT or not at all: only where the vendor's own
     // scheme is one hearth reads.
-    if crate::canonical::is_sensor(c.kind)
-        && !crate::canonical::has_camera(c.kind)
+    if crate::home::canonical::is_sensor(c.kind)
+        && !crate::home::canonical::has_camera(c.kind)
         && Profile::parse(c.profile).is_none_or(|p| p == Profile::Generic)
         && !extra.contains_key(&a.service_type)
     {

@@ -193,7 +193,7 @@ pub fn start(
 /// are empty: no version, name or model, so nothing on the LAN learns what
 /// the hub runs.
 fn own_adverts(port: u16) -> mdns::Own {
-    let host = crate::pki::hostname()
+    let host = crate::net::pki::hostname()
         .map(|h| h.split('.').next().unwrap_or("hearth").to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "hearth".into());

@@ -225,7 +225,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let tmp = tempfile::tempdir().unwrap();
-        let store = crate::daemon::open_or_init(&DataDir::new(tmp.path().join("d")), None).unwrap();
+        let store = crate::app::open_or_init(&DataDir::new(tmp.path().join("d")), None).unwrap();
         (tmp, store)
     }
 
@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(d.fields.status, DeviceStatus::Pending);
         assert_eq!(d.fields.nickname, None);
         assert!(
-            s.find_credential("mqtt_password", &crate::secret::TokenHash::of("x"))
+            s.find_credential("mqtt_password", &crate::store::secret::TokenHash::of("x"))
                 .unwrap()
                 .is_none()
         );

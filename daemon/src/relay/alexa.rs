@@ -11,8 +11,8 @@ use axum::http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::{Assistant, KELVIN_RANGE, Outcome, Relay, VoiceDevice, body_of, kelvin, mireds};
-use crate::canonical::Command;
-use crate::state::DeviceState;
+use crate::home::canonical::Command;
+use crate::home::live::DeviceState;
 use crate::store::DeviceKind;
 use crate::store::relay::RelayLink;
 
@@ -59,7 +59,7 @@ fn parse(body: &[u8]) -> Option<Directive> {
 }
 
 fn message_id() -> String {
-    let hex = crate::secret::random_token(128)
+    let hex = crate::store::secret::random_token(128)
         .map(|t| t.expose().to_owned())
         .unwrap_or_else(|_| "0".repeat(32));
     format!(
@@ -449,7 +449,7 @@ fn command_of(
             if !(0..=100).contains(&b) {
                 return Err(CommandError::Range(0, 100));
             }
-            c.brightness = Some(crate::vendor::to_255(b as u8));
+            c.brightness = Some(crate::home::vendor::to_255(b as u8));
         }
         ("Alexa.BrightnessController", "AdjustBrightness") => {
             let delta = int("brightnessDelta").ok_or(CommandError::Unknown)?;
@@ -457,7 +457,7 @@ fn command_of(
                 return Err(CommandError::Range(0, 100));
             }
             let now = current.and_then(|s| s.brightness).unwrap_or(0) as i64;
-            c.brightness = Some(crate::vendor::to_255((now + delta).clamp(0, 100) as u8));
+            c.brightness = Some(crate::home::vendor::to_255((now + delta).clamp(0, 100) as u8));
         }
         ("Alexa.ColorTemperatureController", "SetColorTemperature") => {
             let k = int("colorTemperatureInKelvin").ok_or(CommandError::Unknown)?;

@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use super::{Assistant, KELVIN_RANGE, Outcome, Relay, VoiceDevice, bearer, body_of, kelvin, mireds};
-use crate::canonical::Command;
-use crate::state::DeviceState;
+use crate::home::canonical::Command;
+use crate::home::live::DeviceState;
 use crate::store::relay::RelayLink;
 use crate::store::{Actor, DeviceKind};
 
@@ -236,7 +236,7 @@ fn command_of(execution: &Value) -> Result<Command, Bad> {
             if !(0..=100).contains(&b) {
                 return Err(Bad::OutOfRange);
             }
-            c.brightness = Some(crate::vendor::to_255(b as u8));
+            c.brightness = Some(crate::home::vendor::to_255(b as u8));
         }
         "action.devices.commands.ColorAbsolute" => {
             let k = params

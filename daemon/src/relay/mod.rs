@@ -34,20 +34,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::accounts::Auth;
 use crate::broker::Broker;
-use crate::canonical::{Command, Scheme};
 use crate::config::RelayConfig;
-use crate::metrics::Counters;
-use crate::secret::TokenHash;
-use crate::state::{DeviceState, LiveState};
+use crate::home::canonical::{Command, Scheme};
+use crate::home::live::{DeviceState, LiveState};
+use crate::home::vendor::Profile;
 use crate::store::AuditKind;
 use crate::store::relay::RelayLink;
+use crate::store::secret::TokenHash;
 use crate::store::{
     Actor, AuditEvent, Device, DeviceId, DeviceKind, DeviceStatus, LinkId, Store, StoreError, UnixTime,
 };
 use crate::supervisor::Supervisor;
-use crate::vendor::Profile;
-use crate::web::auth::Auth;
+use crate::web::metrics::Counters;
 
 pub use self::oauth::{ALEXA_REDIRECTS, GOOGLE_REDIRECTS, NewClient};
 
@@ -135,7 +135,7 @@ pub struct VoiceDevice {
 
 impl VoiceDevice {
     pub fn dims(&self) -> bool {
-        crate::canonical::dims(self.kind)
+        crate::home::canonical::dims(self.kind)
     }
 }
 
@@ -307,7 +307,7 @@ impl Relay {
             "",
         ))?;
         if on && !was_on {
-            crate::protection::raise(
+            crate::store::warnings::raise(
                 &mut store,
                 "the voice relay was enabled: assistants you link can reach the devices you grant them",
             )?;
@@ -375,7 +375,7 @@ impl Relay {
     fn voice_device(&self, d: Device) -> Option<VoiceDevice> {
         let f = d.fields;
         let offered =
-            f.status == DeviceStatus::Adopted && f.expose_voice && !crate::canonical::is_sensor(f.kind);
+            f.status == DeviceStatus::Adopted && f.expose_voice && !crate::home::canonical::is_sensor(f.kind);
         if !offered {
             return None;
         }
@@ -385,7 +385,7 @@ impl Relay {
             profile: Profile::parse(&f.profile).unwrap_or(Profile::Generic),
             base: f.topic?,
         };
-        let color_temp = crate::canonical::dims(f.kind)
+        let color_temp = crate::home::canonical::dims(f.kind)
             && (f.learnt.color_temp || self.live.get(&d.id).is_some_and(|s| s.color_temp.is_some()));
         Some(VoiceDevice {
             id: d.id,
@@ -467,7 +467,9 @@ impl Relay {
             return Outcome::Offline;
         };
         let mut changes = self.live.subscribe();
-        if let Err(error) = crate::canonical::dispatch(&self.broker, &dev.id, &dev.scheme, command).await {
+        if let Err(error) =
+            crate::home::canonical::dispatch(&self.broker, &dev.id, &dev.scheme, command).await
+        {
             tracing::warn!(%error, device = %dev.id, "a relay command could not be published");
             return Outcome::Failed;
         }
@@ -508,7 +510,7 @@ impl Relay {
     /// the action and its result only.
     pub async fn audit(self: &Arc<Self>, link: &LinkId, what: String) {
         let link = link.clone();
-        crate::metrics::Counters::bump(&self.auth.counters.relay_calls);
+        crate::web::metrics::Counters::bump(&self.auth.counters.relay_calls);
         let result = self.with_store(move |s| s.record_relay_call(&link, &what)).await;
         if let Err(error) = result {
             tracing::error!(%error, "could not audit a relay call");
@@ -559,7 +561,7 @@ impl Relay {
 fn expect(before: &DeviceState, c: Command) -> DeviceState {
     let mut s = before.clone();
     if let Some(b) = c.brightness {
-        let level = crate::vendor::from_255(b);
+        let level = crate::home::vendor::from_255(b);
         s.brightness = Some(level);
         s.power = Some(level > 0);
     }

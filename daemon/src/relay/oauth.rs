@@ -16,9 +16,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::json;
 
 use super::{ACTIONS, Peer, Relay, RelayError, VoiceDevice, bare, body_of};
-use crate::secret::{Secret, TokenHash, random_token};
 use crate::store::AuditKind;
 use crate::store::relay::{IssuedTokens, Refreshed, RelayClient, RelayClientFields, RelayLinkFields};
+use crate::store::secret::{Secret, TokenHash, random_token};
 use crate::store::{Actor, AuditEvent, DeviceId, LinkId, OwnerId, RelayClientId, UnixTime};
 
 /// An authorization code lives this long.
@@ -445,11 +445,11 @@ async fn login(relay: &Arc<Relay>, pairs: &[(String, String)], peer: Peer) -> Re
         tokio::task::spawn_blocking(move || auth.verify_with_totp(&user, &password, &code, from)).await;
     let owner = match verified {
         Ok(Ok(owner)) => owner,
-        Ok(Err(crate::web::auth::AuthError::Throttled(d))) => {
+        Ok(Err(crate::accounts::AuthError::Throttled(d))) => {
             let msg = format!("Too many attempts; try again in {} s.", d.as_secs().max(1));
             return login_page(StatusCode::TOO_MANY_REQUESTS, pairs, &req, Some(&msg));
         }
-        Ok(Err(crate::web::auth::AuthError::Policy(msg))) => {
+        Ok(Err(crate::accounts::AuthError::Policy(msg))) => {
             return login_page(
                 StatusCode::FORBIDDEN,
                 pairs,

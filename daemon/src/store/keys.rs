@@ -307,7 +307,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::secret::{Secret, TokenHash};
+    use crate::store::secret::{Secret, TokenHash};
     use crate::store::{Actor, DeviceFields, DeviceKind};
 
     fn home(devices: usize) -> (tempfile::TempDir, MasterKey, Store) {

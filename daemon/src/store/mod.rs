@@ -12,7 +12,9 @@ pub mod files;
 pub mod keys;
 pub mod relay;
 pub mod schema;
+pub mod secret;
 pub mod value;
+pub mod warnings;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -27,7 +29,7 @@ pub use self::files::{DataDir, DirState};
 use self::value::Field;
 pub use self::value::UnixTime;
 use crate::exit::ExitCode;
-use crate::secret::{Secret, TokenHash};
+use crate::store::secret::{Secret, TokenHash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -30,7 +30,7 @@ fn tally_in(tx: &Transaction<'_>, key: &DataKey, id: &str) -> Result<Tally, Stor
     Ok(serde_json::from_slice(bytes).unwrap_or_default())
 }
 use super::AuditKind;
-use crate::secret::TokenHash;
+use crate::store::secret::TokenHash;
 
 /// What the owner registered for one assistant.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -524,7 +524,7 @@ mod tests {
             redirect_uris: vec!["https://example.test/cb".into()],
             created_at: 0,
         };
-        let secret = crate::secret::random_token(256).unwrap();
+        let secret = crate::store::secret::random_token(256).unwrap();
         store
             .insert_relay_client(&fields, &TokenHash::of(secret.expose()))
             .unwrap()

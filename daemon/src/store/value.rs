@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{DeviceFields, DeviceKind, DeviceStatus, Learnt};
-use crate::secret::Secret;
+use crate::store::secret::Secret;
 
 const PAD_TO: usize = 32;
 

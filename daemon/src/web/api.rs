@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::assets::ASSETS;
-use super::auth::{Auth, AuthError, COOKIE, NewSession, Session, actor};
-use crate::devices::{DeviceError, Devices, Update, parse_id};
+use crate::accounts::{Auth, AuthError, COOKIE, NewSession, Session, actor};
+use crate::home::devices::{DeviceError, Devices, Update, parse_id};
 use crate::store::AuditKind;
 use crate::store::{AuditEvent, CredentialId};
 
@@ -42,15 +42,15 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 pub struct App {
     pub auth: Arc<Auth>,
     pub devices: Arc<Devices>,
-    pub live: Option<Arc<crate::state::LiveState>>,
+    pub live: Option<Arc<crate::home::live::LiveState>>,
     pub ca_cert: PathBuf,
     pub session_max: Duration,
     /// The Home Assistant integration, when the daemon runs one.
-    pub homeassistant: Option<Arc<crate::homeassistant::HomeAssistant>>,
+    pub homeassistant: Option<Arc<crate::home::homeassistant::HomeAssistant>>,
     /// The voice relay, when the daemon runs one.
     pub relay: Option<Arc<crate::relay::Relay>>,
     /// Data key rotation.
-    pub keys: Arc<crate::keys::Rotator>,
+    pub keys: Arc<crate::safety::rotate::Rotator>,
     /// The master key file, put into backups; `None` when the master key
     /// comes from a passphrase.
     pub key_path: Option<PathBuf>,
@@ -59,7 +59,7 @@ pub struct App {
     /// Set by an erase from the dashboard: the files go once hearth stopped.
     pub erased: Arc<std::sync::atomic::AtomicBool>,
     /// `/metrics`, unless `web.metrics = "off"`.
-    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    pub metrics: Option<Arc<crate::web::metrics::Metrics>>,
 }
 
 /// The client's address, put on each request by the server.
@@ -536,7 +536,7 @@ async fn sessions(State(app): State<Arc<App>>, Authed(s): Authed) -> Result<Json
             .map(|(id, created, last)| {
                 json!({
                     "id": id.as_str(),
-                    "created_at": crate::web::auth::unix_secs(created),
+                    "created_at": crate::accounts::unix_secs(created),
                     "last_seen_at": last,
                     "current": id == s.id,
                 })
@@ -598,7 +598,7 @@ fn audit_events(app: &App, q: &AuditQuery) -> Result<Vec<Value>, ApiError> {
     Ok(events
         .into_iter()
         .filter(|e| {
-            let at = crate::web::auth::unix_secs(e.at);
+            let at = crate::accounts::unix_secs(e.at);
             q.event.as_ref().is_none_or(|v| *v == e.event)
                 && q.outcome.as_ref().is_none_or(|v| *v == e.outcome)
                 && q.since.is_none_or(|s| at >= s)
@@ -608,7 +608,7 @@ fn audit_events(app: &App, q: &AuditQuery) -> Result<Vec<Value>, ApiError> {
         .map(|e| {
             json!({
                 "seq": e.seq,
-                "at": crate::web::auth::unix_secs(e.at),
+                "at": crate::accounts::unix_secs(e.at),
                 "wording": AuditKind::parse(&e.event).map_or_else(|| e.event.clone(), |k| k.wording().to_owned()),
                 "event": e.event,
                 "actor": e.actor,
@@ -675,7 +675,7 @@ async fn audit_verify(State(app): State<Arc<App>>, _session: Authed) -> Result<J
 #[utoipa::path(get, path = "/api/warnings", responses((status = 200, description = "Standing warnings: changes that lowered protection, until the owner acknowledges them")))]
 async fn warnings(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
     let list = app
-        .devices_store(|store| crate::protection::standing(store))
+        .devices_store(|store| crate::store::warnings::standing(store))
         .map_err(AuthError::from)?;
     Ok(Json(json!(list)))
 }
@@ -690,7 +690,7 @@ async fn acknowledge_warning(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such warning"));
     }
     let done = app
-        .devices_store(|store| crate::protection::acknowledge(store, &id, actor(&session)))
+        .devices_store(|store| crate::store::warnings::acknowledge(store, &id, actor(&session)))
         .map_err(AuthError::from)?;
     if !done {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such warning"));
@@ -736,7 +736,7 @@ async fn backup_download(
     Client(from): Client,
     Body(b): Body<BackupBody>,
 ) -> Result<Response, ApiError> {
-    crate::backup::check_passphrase(&b.passphrase)
+    crate::safety::backup::check_passphrase(&b.passphrase)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let auth = app.auth.clone();
     let s = session.clone();
@@ -749,29 +749,30 @@ async fn backup_download(
     let data_dir = crate::store::DataDir::new(app.auth.data_dir());
     let key_path = app.key_path.clone();
     let passphrase = zeroize::Zeroizing::new(b.passphrase);
-    let sealed = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, crate::backup::BackupError> {
-        let master_key = match key_path {
-            Some(p) => Some(zeroize::Zeroizing::new(std::fs::read(&p).map_err(|source| {
-                crate::backup::BackupError::Io {
-                    path: p.clone(),
-                    source,
-                }
-            })?)),
-            None => None,
-        };
-        let contents = crate::backup::Contents {
-            db: crate::backup::snapshot(&data_dir)?,
-            config: None,
-            master_key,
-        };
-        crate::backup::seal(&contents, &passphrase)
-    })
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
-    .map_err(|e| {
-        tracing::error!(error = %e, "could not make a backup");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the backup could not be made")
-    })?;
+    let sealed =
+        tokio::task::spawn_blocking(move || -> Result<Vec<u8>, crate::safety::backup::BackupError> {
+            let master_key = match key_path {
+                Some(p) => Some(zeroize::Zeroizing::new(std::fs::read(&p).map_err(|source| {
+                    crate::safety::backup::BackupError::Io {
+                        path: p.clone(),
+                        source,
+                    }
+                })?)),
+                None => None,
+            };
+            let contents = crate::safety::backup::Contents {
+                db: crate::safety::backup::snapshot(&data_dir)?,
+                config: None,
+                master_key,
+            };
+            crate::safety::backup::seal(&contents, &passphrase)
+        })
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "could not make a backup");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the backup could not be made")
+        })?;
     let detail = format!("{} bytes, downloaded from the dashboard", sealed.len());
     app.auth
         .audit(AuditEvent::ok(AuditKind::BackupCreated, actor(&session), detail));
@@ -824,16 +825,18 @@ async fn erase_everything(
     let keys = app.devices_store(|s| s.destroy_keys()).map_err(AuthError::from)?;
     let data_dir = crate::store::DataDir::new(app.auth.data_dir());
     let key_path = app.key_path.clone();
-    tokio::task::spawn_blocking(move || crate::erase::shred_keys_and_backups(&data_dir, key_path.as_deref()))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "erase: could not remove the key file or a backup");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the keys are destroyed, but a file could not be removed",
-            )
-        })?;
+    tokio::task::spawn_blocking(move || {
+        crate::safety::erase::shred_keys_and_backups(&data_dir, key_path.as_deref())
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+    .map_err(|e| {
+        tracing::error!(error = %e, "erase: could not remove the key file or a backup");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the keys are destroyed, but a file could not be removed",
+        )
+    })?;
     app.erased.store(true, std::sync::atomic::Ordering::SeqCst);
     let stop = app.shutdown.clone();
     tokio::spawn(async move {
@@ -861,12 +864,12 @@ async fn lockdown(
     Body(b): Body<LockdownBody>,
 ) -> Result<Json<Value>, ApiError> {
     let ha = homeassistant(&app)?.clone();
-    let report = crate::lockdown::lockdown(
+    let report = crate::safety::lockdown::lockdown(
         Some(&app.auth),
         Some(session.id.clone()),
         &ha,
         &app.devices,
-        crate::lockdown::Options {
+        crate::safety::lockdown::Options {
             rotate_devices: b.rotate_devices,
             require_new_password: b.require_new_password,
         },
@@ -1018,7 +1021,7 @@ async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<V
     }
     let (idle, max) = (app.session_idle_mins(), app.session_max.as_secs() / 3600);
     let report = app
-        .devices_store(|store| crate::privacy::report(store, idle, max, None))
+        .devices_store(|store| crate::safety::privacy::report(store, idle, max, None))
         .map_err(AuthError::from)?;
     Ok(Json(json!({
         "held": report["held"],
@@ -1044,7 +1047,7 @@ async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<V
     })))
 }
 
-fn homeassistant(app: &App) -> Result<&Arc<crate::homeassistant::HomeAssistant>, ApiError> {
+fn homeassistant(app: &App) -> Result<&Arc<crate::home::homeassistant::HomeAssistant>, ApiError> {
     app.homeassistant.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -1090,8 +1093,8 @@ async fn ha_disable(State(app): State<Arc<App>>, Authed(session): Authed) -> Res
 async fn ha_settings(
     State(app): State<Arc<App>>,
     Authed(session): Authed,
-    Body(b): Body<crate::homeassistant::SettingsChange>,
-) -> Result<Json<crate::homeassistant::Settings>, ApiError> {
+    Body(b): Body<crate::home::homeassistant::SettingsChange>,
+) -> Result<Json<crate::home::homeassistant::Settings>, ApiError> {
     Ok(Json(homeassistant(&app)?.set(b, actor(&session)).await?))
 }
 
@@ -1308,7 +1311,10 @@ struct AdoptBody {
     kind: Option<crate::store::DeviceKind>,
 }
 
-async fn provisioning_json(app: &App, p: crate::devices::Provisioning) -> Result<Json<Value>, ApiError> {
+async fn provisioning_json(
+    app: &App,
+    p: crate::home::devices::Provisioning,
+) -> Result<Json<Value>, ApiError> {
     let mut v = serde_json::to_value(&p)
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
     let pem = tokio::fs::read_to_string(&app.ca_cert).await.unwrap_or_default();
@@ -1328,7 +1334,7 @@ async fn adopt(
     let p = app
         .devices
         .adopt(
-            crate::devices::Adopt {
+            crate::home::devices::Adopt {
                 id: id.clone(),
                 nickname: b.nickname,
                 room: b.room.filter(|r| !r.is_empty()),

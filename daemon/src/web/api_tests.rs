@@ -17,13 +17,13 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::{App, MAX_BODY, Peer, router};
+use crate::accounts::totp::{self, TotpSecret};
+use crate::accounts::{Auth, COOKIE, SETUP_CODE_FILE, unix_now};
 use crate::broker::{Broker, Credentials, Limits, Listeners};
-use crate::devices::{Devices, MQTT_PASSWORD, MqttEndpoint};
-use crate::pki::{self, TlsFiles};
-use crate::secret::TokenHash;
+use crate::home::devices::{Devices, MQTT_PASSWORD, MqttEndpoint};
+use crate::net::pki::{self, TlsFiles};
+use crate::store::secret::TokenHash;
 use crate::store::{DataDir, Device, DeviceFields, DeviceId, DeviceKind, DeviceStatus, Store};
-use crate::web::auth::{Auth, COOKIE, SETUP_CODE_FILE, unix_now};
-use crate::web::totp::{self, TotpSecret};
 
 const HOST: &str = "hearth.test";
 const ORIGIN: &str = "https://hearth.test";
@@ -131,7 +131,7 @@ impl Fixture {
     async fn with_timeouts(idle: Duration, max: Duration) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("d");
-        let mut store = crate::daemon::open_or_init(&DataDir::new(&data_dir), None).unwrap();
+        let mut store = crate::app::open_or_init(&DataDir::new(&data_dir), None).unwrap();
         pki::ensure(&mut store, &data_dir, &pki::server_names(&[])).unwrap();
         let files = TlsFiles::in_dir(&data_dir);
         let broker = Broker::start(
@@ -158,7 +158,7 @@ impl Fixture {
         let homeassistant = {
             let (store, devices) = (store.clone(), devices.clone());
             tokio::task::spawn_blocking(move || {
-                crate::homeassistant::HomeAssistant::load(store, devices, broker).unwrap()
+                crate::home::homeassistant::HomeAssistant::load(store, devices, broker).unwrap()
             })
             .await
             .unwrap()
@@ -174,7 +174,7 @@ impl Fixture {
             .unwrap()
         };
         let auth = Arc::new(auth);
-        let metrics = Arc::new(crate::metrics::Metrics {
+        let metrics = Arc::new(crate::web::metrics::Metrics {
             access: crate::config::MetricsAccess::Loopback,
             broker: broker_handle.clone(),
             devices: devices.clone(),
@@ -186,7 +186,7 @@ impl Fixture {
         relay_config.listen = "127.0.0.1:0".parse().unwrap();
         let relay = Arc::new(crate::relay::Relay::new(
             store.clone(),
-            Arc::new(crate::state::LiveState::new()),
+            Arc::new(crate::home::live::LiveState::new()),
             broker_handle,
             auth.clone(),
             relay_config,
@@ -200,7 +200,7 @@ impl Fixture {
             session_max: max,
             homeassistant: Some(Arc::new(homeassistant)),
             relay: Some(relay),
-            keys: crate::keys::Rotator::new(store.clone()),
+            keys: crate::safety::rotate::Rotator::new(store.clone()),
             key_path: Some(data_dir.join("master.key")),
             shutdown: tokio_util::sync::CancellationToken::new(),
             erased: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -361,10 +361,7 @@ impl Fixture {
         Snapshot {
             devices,
             device_credentials,
-            sessions: store
-                .credentials_of_kind(crate::web::auth::SESSION)
-                .unwrap()
-                .len(),
+            sessions: store.credentials_of_kind(crate::accounts::SESSION).unwrap().len(),
             audit: store
                 .audit(1000)
                 .unwrap()
@@ -515,7 +512,7 @@ async fn setup_code_cannot_make_two_owners_at_once() {
 async fn wrong_setup_code_is_refused_and_throttled_per_address() {
     let f = Fixture::new().await;
     let file = f.data_dir.join(SETUP_CODE_FILE);
-    for _ in 0..crate::web::throttle::FREE_FAILURES {
+    for _ in 0..crate::accounts::throttle::FREE_FAILURES {
         let r = f.setup_from(addr(1), "AAAA-BBBB-CCCC", OWNER, PASSWORD).await;
         assert_json_error(&r, StatusCode::FORBIDDEN, "setup code is wrong");
         assert!(r.set_cookie().is_none());
@@ -616,7 +613,7 @@ async fn login_is_throttled_per_account() {
     let f = Fixture::new().await;
     f.owner().await;
     // Five addresses, one wrong guess each: only the account's key fills.
-    for i in 0..crate::web::throttle::FREE_FAILURES {
+    for i in 0..crate::accounts::throttle::FREE_FAILURES {
         let r = f
             .login_from(addr(i as u8 + 1), OWNER, "not the password at all", None)
             .await;
@@ -645,7 +642,7 @@ async fn login_is_throttled_per_address() {
     let f = Fixture::new().await;
     f.owner().await;
     // One address guessing at many accounts.
-    for i in 0..crate::web::throttle::FREE_FAILURES {
+    for i in 0..crate::accounts::throttle::FREE_FAILURES {
         let r = f.login_from(addr(1), &format!("guess{i}"), PASSWORD, None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }

@@ -8,10 +8,7 @@
 
 pub mod api;
 pub mod assets;
-pub mod auth;
-pub mod password;
-pub mod throttle;
-pub mod totp;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -24,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::pki::TlsFiles;
+use crate::net::pki::TlsFiles;
 use crate::supervisor::Supervisor;
 
 /// A TLS handshake must finish within this.

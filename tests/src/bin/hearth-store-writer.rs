@@ -5,14 +5,14 @@
 
 use std::io::Write;
 
-use hearth::secret::{TokenHash, random_token};
+use hearth::store::secret::{TokenHash, random_token};
 use hearth::store::{DataDir, DeviceFields, DeviceKind};
 
 fn main() {
     let dir = std::env::args()
         .nth(1)
         .expect("usage: hearth-store-writer DATA_DIR");
-    let mut store = hearth::daemon::open_or_init(&DataDir::new(dir), None).expect("open store");
+    let mut store = hearth::app::open_or_init(&DataDir::new(dir), None).expect("open store");
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for n in 0u64.. {

@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use hearth::daemon::open_or_init;
+use hearth::app::open_or_init;
 use hearth::store::DataDir;
 use hearth_tests::{find_in_bytes, snapshot};
 
@@ -27,7 +27,12 @@ fn nicknames(home: &TestHome) -> Vec<String> {
 #[test]
 fn a_backup_round_trips_and_refuses_a_wrong_passphrase_or_a_changed_byte() {
     let daemon = Daemon::start();
-    let tag = hex::encode(&hearth::secret::random_token(128).unwrap().expose().as_bytes()[..6]);
+    let tag = hex::encode(
+        &hearth::store::secret::random_token(128)
+            .unwrap()
+            .expose()
+            .as_bytes()[..6],
+    );
     let canary = format!("Cnry{tag}lamp");
     daemon.add("tasmota", &canary);
     daemon.add("shelly", "hall plug");

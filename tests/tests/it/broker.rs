@@ -731,14 +731,14 @@ fn a_thousand_connections() {
 /// Provisions a generic device straight through the admin socket (no CLI
 /// process), as the daemon's own client does.
 fn add_generic(daemon: &Daemon, nickname: String) -> serde_json::Value {
-    let request = hearth::admin::Request::DevicesAdd(hearth::devices::AddDevice {
-        profile: hearth::vendor::Profile::Generic,
+    let request = hearth::app::admin::Request::DevicesAdd(hearth::home::devices::AddDevice {
+        profile: hearth::home::vendor::Profile::Generic,
         kind: hearth::store::DeviceKind::Other,
         nickname,
         room: None,
         topic: None,
     });
-    hearth::admin::request(&daemon.home.data_dir(), &request).expect("devices add")
+    hearth::app::admin::request(&daemon.home.data_dir(), &request).expect("devices add")
 }
 
 /// Plain MQTT on a LAN address: refused without the opt-in, started with a

@@ -5,8 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use hearth::daemon::open_or_init;
-use hearth::secret::TokenHash;
+use hearth::app::open_or_init;
+use hearth::store::secret::TokenHash;
 use hearth::store::{DataDir, DeviceId};
 
 use crate::harness::{TestHome, store_writer};

@@ -385,7 +385,7 @@ pub struct Owner {
     pub web: crate::http::Target,
     pub cookie: String,
     pub csrf: String,
-    pub totp: hearth::web::totp::TotpSecret,
+    pub totp: hearth::accounts::totp::TotpSecret,
     pub recovery: Vec<String>,
 }
 
@@ -416,7 +416,7 @@ impl Owner {
             / 30;
         format!(
             "{:06}",
-            hearth::web::totp::code_at(&self.totp, step + steps_ahead)
+            hearth::accounts::totp::code_at(&self.totp, step + steps_ahead)
         )
     }
 }
@@ -455,7 +455,7 @@ pub fn set_up_owner(web: crate::http::Target, data_dir: &Path, username: &str, p
         web,
         cookie,
         csrf,
-        totp: hearth::web::totp::TotpSecret::from_bytes(&[0; 20]),
+        totp: hearth::accounts::totp::TotpSecret::from_bytes(&[0; 20]),
         recovery: Vec::new(),
     }
 }
@@ -467,7 +467,7 @@ impl Owner {
         let r = self.api("POST", "/api/totp/enroll", None);
         assert_eq!(r.status, 200, "{}", r.text());
         let secret = r.json()["secret"].as_str().unwrap().to_owned();
-        self.totp = hearth::web::totp::TotpSecret::from_base32(&secret).unwrap();
+        self.totp = hearth::accounts::totp::TotpSecret::from_base32(&secret).unwrap();
         let code = self.totp_code(0);
         let r = self.api(
             "POST",

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth::broker::{Broker, Credentials, Limits, Listeners, Owner};
-use hearth::devices::identity_of;
-use hearth::pki::{self, TlsFiles};
-use hearth::secret::TokenHash;
+use hearth::home::devices::identity_of;
+use hearth::net::pki::{self, TlsFiles};
+use hearth::store::secret::TokenHash;
 use hearth::store::{DataDir, DeviceFields, DeviceKind, DeviceStatus};
 use rumqttc::{MqttOptions, QoS};
 
@@ -17,7 +17,7 @@ use crate::mqtt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_sees_allowed_publishes_and_commands_devices() {
     let home = TestHome::new();
-    let mut store = hearth::daemon::open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
+    let mut store = hearth::app::open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
     pki::ensure(&mut store, &home.data_dir(), &pki::server_names(&[])).unwrap();
     let mut fields = DeviceFields::new(DeviceKind::Plug, "tasmota");
     fields.status = DeviceStatus::Adopted;

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use hearth::daemon::open_or_init;
-use hearth::secret::{Secret, TokenHash};
+use hearth::app::open_or_init;
+use hearth::store::secret::{Secret, TokenHash};
 use hearth::store::{Actor, AuditEvent, DataDir, DeviceFields, DeviceKind, Store};
 use hearth_tests::find_in_bytes;
 
@@ -28,7 +28,7 @@ fn fill(home: &TestHome) {
     }
     s.create_owner(
         "owner@example.org",
-        &Secret::new(hearth::secret::hash_password("a long enough password").unwrap()),
+        &Secret::new(hearth::store::secret::hash_password("a long enough password").unwrap()),
     )
     .unwrap();
     s.put_credential("owner:x", "session", &TokenHash::of("token"), None)

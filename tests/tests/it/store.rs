@@ -5,15 +5,21 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use hearth::daemon::open_or_init;
-use hearth::secret::{Secret, TokenHash, hash_password};
+use hearth::app::open_or_init;
+use hearth::store::secret::{Secret, TokenHash, hash_password};
 use hearth::store::{DataDir, DeviceFields, DeviceKind, DeviceStatus, Store, StoreError, UnixTime};
 use hearth_tests::{find_canaries, find_in_bytes, snapshot};
 
 use crate::harness::{TestHome, hearth, run, set_mode, text};
 
 fn canaries() -> Vec<String> {
-    let tag = hex::encode(hearth::secret::random_token(128).unwrap().expose().as_bytes())[..12].to_owned();
+    let tag = hex::encode(
+        hearth::store::secret::random_token(128)
+            .unwrap()
+            .expose()
+            .as_bytes(),
+    )[..12]
+        .to_owned();
     (0..20).map(|i| format!("Cnry{tag}x{i:02}")).collect()
 }
 
@@ -512,7 +518,7 @@ fn a_plaintext_listener_turned_on_stands_as_a_warning() {
     let home = daemon.stop_keeping_home();
     let standing = |home: &TestHome| {
         let store = open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
-        hearth::protection::standing(&store).unwrap()
+        hearth::store::warnings::standing(&store).unwrap()
     };
     assert!(standing(&home).is_empty());
     let daemon = crate::harness::Daemon::start_in_raw(home, PLAIN_LAN);
@@ -526,8 +532,8 @@ fn a_plaintext_listener_turned_on_stands_as_a_warning() {
     let home = daemon.stop_keeping_home();
     assert_eq!(standing(&home).len(), 1);
     let mut store = open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
-    assert!(hearth::protection::acknowledge(&mut store, &w[0].id, hearth::store::Actor::Cli).unwrap());
-    assert!(hearth::protection::standing(&store).unwrap().is_empty());
+    assert!(hearth::store::warnings::acknowledge(&mut store, &w[0].id, hearth::store::Actor::Cli).unwrap());
+    assert!(hearth::store::warnings::standing(&store).unwrap().is_empty());
 }
 
 /// `hearth erase`: the keys go first, then every file; nothing readable is

@@ -11,12 +11,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::secret::{self, Secret, TokenHash, random_token};
+use crate::store::secret::{self, Secret, TokenHash, random_token};
 use crate::store::{Actor, AuditEvent, CredentialId, Owner, OwnerId, Store, StoreError, UnixTime};
 
-use super::password;
-use super::throttle::Throttle;
-use super::totp::{self, TotpSecret};
+pub mod password;
+pub mod throttle;
+pub mod totp;
+
+use self::throttle::Throttle;
+use self::totp::TotpSecret;
 use crate::store::AuditKind;
 
 /// The session credential's kind in the store.
@@ -116,7 +119,7 @@ pub struct Auth {
     /// change it too).
     exempt: Mutex<std::collections::HashSet<CredentialId>>,
     /// Logins, failures and relay calls, for `/metrics`.
-    pub counters: Arc<crate::metrics::Counters>,
+    pub counters: Arc<crate::web::metrics::Counters>,
 }
 
 impl Auth {
@@ -227,7 +230,7 @@ impl Auth {
         let (owner, two_factor) = self.check_owner(username, given_password, code, from)?;
         self.store().record_login(&owner.id, UnixTime::now())?;
         let new = self.open_session(&owner.id, &owner.email, two_factor, from)?;
-        crate::metrics::Counters::bump(&self.counters.logins);
+        crate::web::metrics::Counters::bump(&self.counters.logins);
         self.audit(AuditEvent::ok(
             AuditKind::Login,
             Actor::Session(new.session.id.as_str().to_owned()),
@@ -283,7 +286,7 @@ impl Auth {
             .unwrap_or_else(|| self.decoy.clone());
         let password_ok = secret::verify_password(given_password, &phc).unwrap_or(false);
         let Some(owner) = owner.filter(|_| password_ok) else {
-            crate::metrics::Counters::bump(&self.counters.login_failures);
+            crate::web::metrics::Counters::bump(&self.counters.login_failures);
             self.audit(AuditEvent::refused(
                 AuditKind::LoginFailed,
                 Actor::Visitor,
@@ -310,7 +313,7 @@ impl Auth {
                     format!("from {from}"),
                 ));
             } else {
-                crate::metrics::Counters::bump(&self.counters.login_failures);
+                crate::web::metrics::Counters::bump(&self.counters.login_failures);
                 self.audit(AuditEvent::refused(
                     AuditKind::LoginFailed,
                     Actor::Visitor,
@@ -430,11 +433,13 @@ impl Auth {
     pub fn issue_metrics_token(&self, by: Actor) -> Result<Secret, AuthError> {
         let token = random_token(128).map_err(internal)?;
         let mut store = self.store();
-        let replaced =
-            store.delete_credentials(crate::metrics::TOKEN_PRINCIPAL, crate::metrics::TOKEN_KIND)?;
+        let replaced = store.delete_credentials(
+            crate::web::metrics::TOKEN_PRINCIPAL,
+            crate::web::metrics::TOKEN_KIND,
+        )?;
         store.put_credential(
-            crate::metrics::TOKEN_PRINCIPAL,
-            crate::metrics::TOKEN_KIND,
+            crate::web::metrics::TOKEN_PRINCIPAL,
+            crate::web::metrics::TOKEN_KIND,
             &TokenHash::of(token.expose()),
             None,
         )?;
@@ -453,9 +458,10 @@ impl Auth {
 
     /// Revokes the metrics token, if there is one (a lockdown does).
     pub fn revoke_metrics_token(&self) -> Result<bool, AuthError> {
-        let deleted = self
-            .store()
-            .delete_credentials(crate::metrics::TOKEN_PRINCIPAL, crate::metrics::TOKEN_KIND)?;
+        let deleted = self.store().delete_credentials(
+            crate::web::metrics::TOKEN_PRINCIPAL,
+            crate::web::metrics::TOKEN_KIND,
+        )?;
         Ok(deleted > 0)
     }
 
@@ -463,7 +469,7 @@ impl Auth {
     pub fn metrics_token_valid(&self, token: &str) -> Result<bool, AuthError> {
         Ok(self
             .store()
-            .find_credential(crate::metrics::TOKEN_KIND, &TokenHash::of(token))?
+            .find_credential(crate::web::metrics::TOKEN_KIND, &TokenHash::of(token))?
             .is_some())
     }
 
@@ -744,7 +750,7 @@ impl Auth {
 
     /// Reserves one attempt on every key before the slow password hash:
     /// the attempt counts as a failure from now on, so however many arrive
-    /// at once, only [`super::throttle::FREE_FAILURES`] reach the check before the
+    /// at once, only [`self::throttle::FREE_FAILURES`] reach the check before the
     /// back-off starts. A success clears the keys ([`Auth::succeed`]); an
     /// attempt that turns out not to be a guess is given back
     /// ([`Auth::refund`]).
@@ -755,7 +761,7 @@ impl Auth {
             .expect("throttle lock")
             .reserve(keys, Instant::now());
         if reserved.is_err() {
-            crate::metrics::Counters::bump(&self.counters.login_throttled);
+            crate::web::metrics::Counters::bump(&self.counters.login_throttled);
         }
         reserved.map_err(AuthError::Throttled)
     }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::broker::Broker;
-use crate::devices::{DeviceError, Devices};
+use crate::home::devices::{DeviceError, Devices};
 use crate::store::{DeviceKind, DeviceStatus};
 
 /// The credential kind of the metrics token.

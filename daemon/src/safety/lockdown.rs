@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::devices::{DeviceError, Devices, Provisioning};
-use crate::homeassistant::HomeAssistant;
+use crate::accounts::Auth;
+use crate::home::devices::{DeviceError, Devices, Provisioning};
+use crate::home::homeassistant::HomeAssistant;
 use crate::store::AuditKind;
 use crate::store::{Actor, AuditEvent, CredentialId};
-use crate::web::auth::Auth;
 
 /// What a lockdown did.
 #[derive(Serialize)]
@@ -57,7 +57,7 @@ pub async fn lockdown(
                 // session that is revoked next, or must change the password.
                 let required = options.require_new_password
                     && auth.require_password_change_everywhere(keep.as_ref())? > 0;
-                Ok::<_, crate::web::auth::AuthError>((
+                Ok::<_, crate::accounts::AuthError>((
                     auth.revoke_all(keep.as_ref())?,
                     required,
                     auth.revoke_metrics_token()?,

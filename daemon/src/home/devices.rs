@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::broker::acl::{self, Principal};
 use crate::broker::{Broker, Credentials, Identity, Owner};
-use crate::secret::{Secret, TokenHash, random_token};
+use crate::home::vendor::{self, Profile};
 use crate::store::AuditKind;
+use crate::store::secret::{Secret, TokenHash, random_token};
 use crate::store::{
     Actor, AuditEvent, Device, DeviceFields, DeviceId, DeviceKind, DeviceStatus, Learnt, Store, StoreError,
 };
-use crate::vendor::{self, Profile};
 
 /// The credential kind of a device's MQTT password.
 pub const MQTT_PASSWORD: &str = "mqtt_password";
@@ -103,7 +103,7 @@ impl Serialize for ShownOnce {
 
 impl std::fmt::Debug for ShownOnce {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(crate::secret::REDACTED)
+        f.write_str(crate::store::secret::REDACTED)
     }
 }
 
@@ -569,7 +569,7 @@ impl Devices {
             if renamed || voice_named {
                 check_voice_name(f.nickname.as_deref(), f.voice_name.as_deref())?;
             }
-            if req.expose_voice == Some(true) && crate::canonical::is_sensor(f.kind) {
+            if req.expose_voice == Some(true) && crate::home::canonical::is_sensor(f.kind) {
                 return Err(DeviceError::Invalid(
                     "cameras, doorbells and sensors are never exposed to voice assistants".into(),
                 ));
@@ -614,7 +614,7 @@ impl Devices {
             }
             for (newly, to) in [(newly_ha, "Home Assistant"), (newly_voice, "voice assistants")] {
                 if newly {
-                    crate::protection::raise(store, &format!("device {key} was exposed to {to}"))?;
+                    crate::store::warnings::raise(store, &format!("device {key} was exposed to {to}"))?;
                 }
             }
             Ok(())
@@ -698,12 +698,14 @@ impl Devices {
     }
 
     /// How each adopted device is reached, for the canonical topics.
-    pub async fn canonical_schemes(&self) -> Result<Vec<(DeviceId, crate::canonical::Scheme)>, DeviceError> {
+    pub async fn canonical_schemes(
+        &self,
+    ) -> Result<Vec<(DeviceId, crate::home::canonical::Scheme)>, DeviceError> {
         let devices = self.adopted().await?;
         Ok(devices
             .into_iter()
             .filter_map(|d| {
-                let scheme = crate::canonical::Scheme {
+                let scheme = crate::home::canonical::Scheme {
                     kind: d.fields.kind,
                     profile: Profile::parse(&d.fields.profile).unwrap_or(Profile::Generic),
                     base: d.fields.topic.clone()?,
@@ -729,7 +731,7 @@ impl Devices {
             return Err(DeviceError::Invalid("brightness is 0 to 100".into()));
         }
         self.command(id, |profile, base| {
-            crate::vendor::brightness_command(profile, base, level)
+            crate::home::vendor::brightness_command(profile, base, level)
         })
         .await
     }
@@ -832,7 +834,7 @@ pub fn power_command(profile: Profile, base: &str, on: bool) -> (String, String)
             // The answer goes to `<src>/rpc`, inside the device's subtree.
             format!(
                 r#"{{"id":1,"src":"{}","method":"Switch.Set","params":{{"id":0,"on":{on}}}}}"#,
-                crate::vendor::shelly_src(base)
+                crate::home::vendor::shelly_src(base)
             ),
         ),
         Profile::Esphome => (
@@ -865,7 +867,7 @@ fn topics_of(identity: &Identity) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::broker::{Limits, Listeners};
-    use crate::pki::{self, TlsFiles};
+    use crate::net::pki::{self, TlsFiles};
     use crate::store::DataDir;
 
     /// The in-process tap `hearth demo` uses: an adoption and a rotation
@@ -876,7 +878,7 @@ mod tests {
     async fn the_issued_tap_gets_what_adoption_and_rotation_issue() {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("d");
-        let mut store = crate::daemon::open_or_init(&DataDir::new(&data_dir), None).unwrap();
+        let mut store = crate::app::open_or_init(&DataDir::new(&data_dir), None).unwrap();
         pki::ensure(&mut store, &data_dir, &pki::server_names(&[])).unwrap();
         let pending = store
             .insert_device(&DeviceFields::new(DeviceKind::Bulb, "esphome"))

@@ -4,18 +4,21 @@
 //! It must never re-initialise an existing data directory, even a broken one:
 //! a store that does not open is reported and left exactly as it was.
 
+pub mod admin;
+pub mod telemetry;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Admin, AdminError};
+use self::admin::{Admin, AdminError};
 use crate::broker::{self, Broker, BrokerError, Credentials};
 use crate::config::Config;
-use crate::devices::{self, Devices, MqttEndpoint};
 use crate::exit::ExitCode;
-use crate::pki::{self, PkiError, TlsFiles};
+use crate::home::devices::{self, Devices, MqttEndpoint};
+use crate::net::pki::{self, PkiError, TlsFiles};
 use crate::store::files::{self, DataDir, DirState};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{self, Supervisor, SupervisorError};
@@ -237,7 +240,7 @@ pub async fn run_with_tap(
     }
 
     let mut store = store;
-    match crate::protection::check_config(&mut store, &config.warnings()) {
+    match crate::store::warnings::check_config(&mut store, &config.warnings()) {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
             settings = n,
@@ -312,7 +315,7 @@ pub async fn run_with_tap(
         Some(tap) => devices.with_issued_tap(tap),
         None => devices,
     });
-    let keys = crate::keys::Rotator::new(store.clone());
+    let keys = crate::safety::rotate::Rotator::new(store.clone());
     let erased = Arc::new(std::sync::atomic::AtomicBool::new(false));
     keys.resume()
         .await
@@ -336,39 +339,39 @@ pub async fn run_with_tap(
 
     // Live state feeds the dashboard and the canonical topics that Home
     // Assistant reads.
-    let live = Arc::new(crate::state::LiveState::new());
+    let live = Arc::new(crate::home::live::LiveState::new());
     {
         let (live, devices) = (live.clone(), devices.clone());
         supervisor.spawn("live-devices", move |token| async move {
-            crate::state::follow_devices(live, devices, token).await;
+            crate::home::live::follow_devices(live, devices, token).await;
             Ok(())
         });
     }
     {
         let (live, hub) = (live.clone(), broker.subscribe_hub());
         supervisor.spawn("live-state", move |token| async move {
-            crate::state::run(live, hub, token).await;
+            crate::home::live::run(live, hub, token).await;
             Ok(())
         });
     }
     {
         let (live, devices) = (live.clone(), devices.clone());
         supervisor.spawn("live-learnt", move |token| async move {
-            crate::state::remember_learnt(live, devices, token).await;
+            crate::home::live::remember_learnt(live, devices, token).await;
             Ok(())
         });
     }
     {
         let (live, broker) = (live.clone(), broker.clone());
         supervisor.spawn("live-online", move |token| async move {
-            crate::state::watch_sessions(live, broker, LIVE_SESSION_SWEEP, token).await;
+            crate::home::live::watch_sessions(live, broker, LIVE_SESSION_SWEEP, token).await;
             Ok(())
         });
     }
     {
         let (devices, live, broker) = (devices.clone(), live.clone(), broker.clone());
         supervisor.spawn("canonical", move |token| async move {
-            crate::canonical::run(devices, live, broker, token).await;
+            crate::home::canonical::run(devices, live, broker, token).await;
             Ok(())
         });
     }
@@ -377,7 +380,7 @@ pub async fn run_with_tap(
         let (store, devices, broker) = (store.clone(), devices.clone(), broker.clone());
         Arc::new(
             blocking(move || {
-                crate::homeassistant::HomeAssistant::load(store, devices, broker)
+                crate::home::homeassistant::HomeAssistant::load(store, devices, broker)
                     .map_err(|e| DaemonError::Internal(e.to_string()))
             })
             .await?,
@@ -386,7 +389,7 @@ pub async fn run_with_tap(
     {
         let (ha, live) = (homeassistant.clone(), live.clone());
         supervisor.spawn("homeassistant", move |token| async move {
-            crate::homeassistant::run(ha, live, token).await;
+            crate::home::homeassistant::run(ha, live, token).await;
             Ok(())
         });
     }
@@ -400,8 +403,8 @@ pub async fn run_with_tap(
             let (store, dir) = (store.clone(), data_dir.path().to_path_buf());
             let (idle, max) = (config.web.session_idle, config.web.session_max);
             blocking(move || {
-                let internal = |e: crate::web::auth::AuthError| DaemonError::Internal(e.to_string());
-                let auth = crate::web::auth::Auth::new(store, dir, idle, max).map_err(internal)?;
+                let internal = |e: crate::accounts::AuthError| DaemonError::Internal(e.to_string());
+                let auth = crate::accounts::Auth::new(store, dir, idle, max).map_err(internal)?;
                 let code = auth.prepare_setup().map_err(internal)?;
                 Ok((auth, code))
             })
@@ -411,7 +414,7 @@ pub async fn run_with_tap(
             // The one secret hearth logs, as the first-run design asks: it
             // works once, only until the owner account exists, and is also
             // in a 0600 file in the data directory.
-            let file = data_dir.path().join(crate::web::auth::SETUP_CODE_FILE);
+            let file = data_dir.path().join(crate::accounts::SETUP_CODE_FILE);
             tracing::warn!(
                 setup_code = code.expose(),
                 file = %file.display(),
@@ -466,7 +469,7 @@ pub async fn run_with_tap(
             shutdown: shutdown.clone(),
             erased: erased.clone(),
             metrics: (config.web.metrics != crate::config::MetricsAccess::Off).then(|| {
-                Arc::new(crate::metrics::Metrics {
+                Arc::new(crate::web::metrics::Metrics {
                     access: config.web.metrics,
                     broker: broker.clone(),
                     devices: devices.clone(),
@@ -543,7 +546,7 @@ pub async fn run_with_tap(
     drop(devices);
     if erased.load(std::sync::atomic::Ordering::SeqCst) {
         drop(store);
-        match crate::erase::remove_files(&data_dir) {
+        match crate::safety::erase::remove_files(&data_dir) {
             Ok(n) => tracing::warn!(files = n, "erased: the next start is a fresh install"),
             Err(error) => tracing::error!(%error, "erased the keys, but could not remove every file"),
         }

@@ -14,8 +14,8 @@ use ring::hmac;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::secret::Secret;
 use crate::store::crypto::fill_random;
+use crate::store::secret::Secret;
 
 /// Length of a generated secret: the HMAC-SHA1 output size, as RFC 4226
 /// recommends.
@@ -279,7 +279,7 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::secret::TokenHash;
+    use crate::store::secret::TokenHash;
 
     /// RFC 6238 appendix B's SHA-1 seed.
     fn rfc_secret() -> TotpSecret {

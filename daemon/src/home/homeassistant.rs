@@ -26,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::acl::{Principal, Rule};
 use crate::broker::{Broker, Identity, Owner};
-use crate::canonical::{self, availability_topic, set_topic, snapshot_topic, state_topic};
-use crate::devices::{DeviceError, Devices, MQTT_PASSWORD, MqttEndpoint, ShownOnce};
-use crate::secret::{TokenHash, random_token};
-use crate::state::LiveState;
+use crate::home::canonical::{self, availability_topic, set_topic, snapshot_topic, state_topic};
+use crate::home::devices::{DeviceError, Devices, MQTT_PASSWORD, MqttEndpoint, ShownOnce};
+use crate::home::live::LiveState;
 use crate::store::AuditKind;
+use crate::store::secret::{TokenHash, random_token};
 use crate::store::{Actor, AuditEvent, Device, DeviceKind, Learnt, Store};
 
 /// The MQTT username Home Assistant connects with.
@@ -223,7 +223,7 @@ impl HomeAssistant {
         }
         let c = self.issue(AuditKind::HomeassistantEnabled, by).await?;
         self.with_store(|store| {
-            Ok(crate::protection::raise(
+            Ok(crate::store::warnings::raise(
                 store,
                 "Home Assistant was connected: it sees the devices exposed to it",
             )?)
@@ -337,7 +337,7 @@ impl HomeAssistant {
             store.put_secret(SETTINGS, &bytes)?;
             store.append_audit(&AuditEvent::ok(AuditKind::HomeassistantSettings, by, detail))?;
             if shares_now {
-                crate::protection::raise(
+                crate::store::warnings::raise(
                     store,
                     "Home Assistant is now told each exposed device's model, vendor and firmware",
                 )?;

@@ -599,7 +599,7 @@ fn generic(rest: &str, text: &str) -> Option<StateUpdate> {
 mod tests {
     use super::*;
     use crate::broker::acl::{Action, Decision, Principal, decide};
-    use crate::vendor::device_rules;
+    use crate::home::vendor::device_rules;
 
     fn update(
         online: Option<bool>,
@@ -755,7 +755,7 @@ mod tests {
                 Decision::Allow,
                 "{topic}"
             );
-            let (topic, _) = crate::devices::power_command(profile, "b1", true);
+            let (topic, _) = crate::home::devices::power_command(profile, "b1", true);
             assert_eq!(
                 decide(&device, Action::Subscribe, &topic),
                 Decision::Allow,
@@ -1175,9 +1175,9 @@ mod tests {
     }
 
     const FIXTURES: [&str; 3] = [
-        include_str!("../../tests/fixtures/mqtt/tasmota.json"),
-        include_str!("../../tests/fixtures/mqtt/shelly-gen2.json"),
-        include_str!("../../tests/fixtures/mqtt/esphome.json"),
+        include_str!("../../../tests/fixtures/mqtt/tasmota.json"),
+        include_str!("../../../tests/fixtures/mqtt/shelly-gen2.json"),
+        include_str!("../../../tests/fixtures/mqtt/esphome.json"),
     ];
 
     /// Real payloads, each with its source, read as the fixture documents;
@@ -1191,7 +1191,7 @@ mod tests {
             assert!(fixture.examples.len() >= 10, "{profile}");
             for e in &fixture.examples {
                 assert!(!e.source.trim().is_empty(), "{} has a source", e.topic);
-                assert!(crate::vendor::valid_base(&e.base), "{}", e.base);
+                assert!(crate::home::vendor::valid_base(&e.base), "{}", e.base);
                 let want = e.reads.as_ref().map(|r| StateUpdate {
                     online: r.online,
                     power: r.power,

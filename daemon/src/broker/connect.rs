@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::acl::{self, Action, Decision, Principal};
-use crate::secret::TokenHash;
 use crate::store::DeviceId;
+use crate::store::secret::TokenHash;
 
 /// Which of hearth's principals an MQTT identity belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -293,7 +293,7 @@ impl ConnectRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendor::{Profile, device_rules};
+    use crate::home::vendor::{Profile, device_rules};
 
     fn table() -> (Credentials, String) {
         let creds = Credentials::new();

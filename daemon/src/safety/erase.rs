@@ -111,7 +111,7 @@ pub fn erase(data_dir: &DataDir, key_file: Option<&Path>) -> Result<Erased, Eras
 
     // 4 (before the list goes with the rest). The backups hearth wrote.
     let mut backups_removed = Vec::new();
-    for path in crate::backup::known(data_dir) {
+    for path in crate::safety::backup::known(data_dir) {
         overwrite_and_remove(&path)?;
         backups_removed.push(path);
     }
@@ -153,7 +153,7 @@ pub fn shred_keys_and_backups(data_dir: &DataDir, key_file: Option<&Path>) -> Re
     if !credential && key_path.exists() {
         overwrite_and_remove(&key_path)?;
     }
-    for path in crate::backup::known(data_dir) {
+    for path in crate::safety::backup::known(data_dir) {
         overwrite_and_remove(&path)?;
     }
     Ok(())

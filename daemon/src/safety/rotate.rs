@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::devices::DeviceError;
+use crate::home::devices::DeviceError;
 use crate::store::keys::Progress;
 use crate::store::{Actor, Store, StoreError};
 

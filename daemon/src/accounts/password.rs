@@ -2,7 +2,7 @@
 //! password (even dressed up with digits, symbols or look-alike characters),
 //! not predictable, not the username.
 //!
-//! It checks only; hashing lives in `crate::secret`. Errors say what to do
+//! It checks only; hashing lives in `crate::store::secret`. Errors say what to do
 //! and never echo the password.
 
 use std::collections::HashSet;

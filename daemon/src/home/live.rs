@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::HubMessage;
 use crate::broker::Owner;
+use crate::home::vendor::Profile;
+use crate::home::vendor::{self, StateUpdate};
 use crate::store::{DeviceId, Learnt};
-use crate::vendor::Profile;
-use crate::vendor::{self, StateUpdate};
 
 /// How many changes a slow subscriber may fall behind before it lags.
 const CHANGES_CAPACITY: usize = 256;
@@ -269,7 +269,7 @@ pub async fn run(live: Arc<LiveState>, mut hub: broadcast::Receiver<HubMessage>,
 /// cancelled.
 pub async fn follow_devices(
     live: Arc<LiveState>,
-    devices: Arc<crate::devices::Devices>,
+    devices: Arc<crate::home::devices::Devices>,
     token: CancellationToken,
 ) {
     let mut changes = devices.subscribe_changes();
@@ -291,7 +291,7 @@ pub async fn follow_devices(
 /// after a restart too, before the device reports again.
 pub async fn remember_learnt(
     live: Arc<LiveState>,
-    devices: Arc<crate::devices::Devices>,
+    devices: Arc<crate::home::devices::Devices>,
     token: CancellationToken,
 ) {
     let mut changes = live.subscribe();

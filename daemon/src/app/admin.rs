@@ -18,8 +18,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::devices::{AddDevice, Adopt, DeviceError, Devices, Rename, parse_id};
 use crate::exit::ExitCode;
+use crate::home::devices::{AddDevice, Adopt, DeviceError, Devices, Rename, parse_id};
 use crate::store::AuditKind;
 use crate::store::files::ADMIN_SOCKET;
 use crate::store::{Actor, StoreError};
@@ -90,7 +90,7 @@ pub enum Request {
     HomeassistantEnable,
     HomeassistantRotate,
     HomeassistantDisable,
-    HomeassistantSet(crate::homeassistant::SettingsChange),
+    HomeassistantSet(crate::home::homeassistant::SettingsChange),
     RelayStatus,
     RelayEnable,
     RelayDisable,
@@ -159,12 +159,12 @@ pub struct Status {
 /// The daemon side: everything a request may touch.
 pub struct Admin {
     pub devices: Arc<Devices>,
-    pub homeassistant: Arc<crate::homeassistant::HomeAssistant>,
+    pub homeassistant: Arc<crate::home::homeassistant::HomeAssistant>,
     /// The voice relay; `None` when the dashboard is off.
     pub relay: Option<Arc<crate::relay::Relay>>,
-    pub keys: Arc<crate::keys::Rotator>,
+    pub keys: Arc<crate::safety::rotate::Rotator>,
     /// The dashboard's accounts; `None` when the dashboard is off.
-    pub auth: Option<Arc<crate::web::auth::Auth>>,
+    pub auth: Option<Arc<crate::accounts::Auth>>,
     /// Dashboard session limits (idle minutes, hours), for the report.
     pub session_limits: (u64, u64),
     pub broker: Arc<Broker>,
@@ -342,7 +342,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
         Request::DevicesExpose(req) => {
             let result = match parse_id(&req.id) {
                 Ok(id) => {
-                    let update = crate::devices::Update {
+                    let update = crate::home::devices::Update {
                         expose_ha: req.homeassistant,
                         expose_voice: req.voice,
                         voice_name: req.voice_name,
@@ -373,12 +373,12 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             rotate_devices,
             require_new_password,
         } => answer(
-            crate::lockdown::lockdown(
+            crate::safety::lockdown::lockdown(
                 admin.auth.as_ref(),
                 None,
                 &admin.homeassistant,
                 &admin.devices,
-                crate::lockdown::Options {
+                crate::safety::lockdown::Options {
                     rotate_devices,
                     require_new_password,
                 },
@@ -399,7 +399,9 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             answer(
                 admin
                     .devices
-                    .with_store(move |store| Ok(crate::privacy::report(store, idle, max, Some(listeners))?))
+                    .with_store(move |store| {
+                        Ok(crate::safety::privacy::report(store, idle, max, Some(listeners))?)
+                    })
                     .await,
             )
         }

@@ -30,11 +30,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerError, HubMessage, Owner};
-use crate::devices::Devices;
-use crate::state::{DeviceState, LiveState};
+use crate::home::devices::Devices;
+use crate::home::live::{DeviceState, LiveState};
+use crate::home::vendor;
+use crate::home::vendor::Profile;
 use crate::store::{DeviceId, DeviceKind};
-use crate::vendor;
-use crate::vendor::Profile;
 
 /// The largest command payload read.
 pub const MAX_COMMAND: usize = 1024;
@@ -217,7 +217,7 @@ impl Hold {
         }
         self.seen_at = at;
         if let Some(at) = at {
-            let age = Duration::from_secs(crate::state::unix_now().saturating_sub(at));
+            let age = Duration::from_secs(crate::home::live::unix_now().saturating_sub(at));
             if age < EVENT_HOLD {
                 self.until = Some(Instant::now() + (EVENT_HOLD - age));
             }
@@ -266,13 +266,13 @@ pub fn vendor_commands(scheme: &Scheme, c: Command) -> Vec<(String, String)> {
     }
     let brightness = c.brightness.filter(|_| dims && c.power != Some(false));
     match (c.power, brightness) {
-        (Some(false), _) => out.push(crate::devices::power_command(profile, base, false)),
+        (Some(false), _) => out.push(crate::home::devices::power_command(profile, base, false)),
         (_, Some(b)) => {
             // Never let a low but non-zero brightness round to "off".
             let level = if b == 0 { 0 } else { vendor::from_255(b).max(1) };
             out.push(vendor::brightness_command(profile, base, level));
         }
-        (Some(true), None) => out.push(crate::devices::power_command(profile, base, true)),
+        (Some(true), None) => out.push(crate::home::devices::power_command(profile, base, true)),
         (None, None) => {}
     }
     if let Some(m) = c.color_temp.filter(|_| dims && c.power != Some(false))

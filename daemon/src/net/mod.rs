@@ -1,0 +1,3 @@
+//! What every listener shares: the certificate authority and TLS files.
+
+pub mod pki;
