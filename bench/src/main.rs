@@ -199,7 +199,7 @@ fn read_passes(n: usize) -> u32 {
 fn run_sealed(n: usize, t: &mut Times) {
     let tmp = tempfile::tempdir().unwrap();
     let data = DataDir::new(tmp.path().join("data"));
-    let mut store: Store = hearth::app::open_or_init(&data, None).unwrap();
+    let mut store: Store = hearth::store::open_or_init(&data, None).unwrap();
     let fields: Vec<DeviceFields> = (0..n).map(device).collect();
 
     let start = Instant::now();

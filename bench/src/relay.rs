@@ -107,7 +107,7 @@ fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
     let access = hearth::store::secret::random_token(256).unwrap();
     {
         let dir = hearth::store::DataDir::new(&data);
-        let mut store = hearth::app::open_or_init(&dir, None).unwrap();
+        let mut store = hearth::store::open_or_init(&dir, None).unwrap();
         let client = store
             .insert_relay_client(
                 &hearth::store::relay::RelayClientFields {

@@ -45,7 +45,6 @@ pub use self::connect::{Credentials, Identity, Owner};
 use self::front::{Front, Mode};
 use self::hooks::HookStats;
 pub use self::hooks::HubMessage;
-use crate::config::BridgeConfig;
 use crate::net::pki::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +64,20 @@ pub enum BrokerError {
     Internal(String),
     #[error("hearth may not publish to that topic")]
     TopicDenied,
+}
+
+/// A validated egress bridge.
+#[derive(Clone, Debug)]
+pub struct BridgeConfig {
+    /// `host:port` of the upstream broker; always TLS.
+    pub upstream: String,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<crate::store::secret::Secret>,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    pub remote_prefix: String,
+    pub qos: u8,
 }
 
 /// Limits that keep bad input from taking the broker down.

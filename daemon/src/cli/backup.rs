@@ -148,7 +148,7 @@ fn create(args: &RunArgs, out: &Path, pass: &PassArgs) -> anyhow::Result<()> {
     ) {
         Ok(_) => true,
         Err(crate::app::admin::AdminError::NotRunning { .. }) => {
-            let mut store = crate::app::open_or_init(&data_dir, config.key_file.as_deref())?;
+            let mut store = crate::store::open_or_init(&data_dir, config.key_file.as_deref())?;
             store.append_audit(&crate::store::AuditEvent::ok(
                 AuditKind::BackupCreated,
                 crate::store::Actor::Cli,
@@ -193,7 +193,7 @@ fn restore(file: &Path, args: &RunArgs, pass: &PassArgs) -> anyhow::Result<()> {
     })?;
     backup::remember(&data_dir, &std::path::absolute(file)?)?;
     bar.show(4, 4);
-    let mut store = crate::app::open_or_init(&data_dir, None)?;
+    let mut store = crate::store::open_or_init(&data_dir, None)?;
     store.append_audit(&crate::store::AuditEvent::ok(
         AuditKind::Restored,
         crate::store::Actor::Cli,

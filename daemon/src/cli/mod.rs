@@ -14,15 +14,16 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::app;
 use crate::app::admin::Request;
 use crate::app::telemetry;
-use crate::app::{self, InitOutcome};
 use crate::config::{Config, ConfigError, DEFAULT_TOML};
 use crate::exit::ExitCode;
 use crate::home::devices::AddDevice;
 use crate::home::vendor::Profile;
 use crate::store::AuditKind;
 use crate::store::DeviceKind;
+use crate::store::InitOutcome;
 use crate::store::{DataDir, StoreError};
 use crate::supervisor::{StopSignal, SupervisorError, stop_signal};
 
@@ -835,7 +836,7 @@ fn open_offline(data_dir: &DataDir, config: &Config) -> anyhow::Result<crate::st
         .into());
     }
     data_dir.check_permissions()?;
-    Ok(crate::app::open_or_init(data_dir, config.key_file.as_deref())?)
+    Ok(crate::store::open_or_init(data_dir, config.key_file.as_deref())?)
 }
 
 fn keys_rewrap(args: &RunArgs, passphrase_file: Option<&Path>) -> anyhow::Result<()> {
@@ -1251,7 +1252,7 @@ fn init(args: RunArgs) -> anyhow::Result<()> {
     let config = load_config(args.config.as_deref())?;
     telemetry::init(&config.log);
     let data_dir = resolve_data_dir(args.data_dir.as_deref(), &config)?;
-    match app::init(&data_dir, config.key_file.as_deref())? {
+    match crate::store::init(&data_dir, config.key_file.as_deref())? {
         InitOutcome::Created {
             key_path,
             key_written,
@@ -1287,7 +1288,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 /// Runs the daemon on `data_dir` until a signal; with `demo`, also the
 /// simulated home (`demo::run`).
 fn serve(config: Config, data_dir: DataDir, demo: Option<demo::Options>) -> anyhow::Result<()> {
-    let store = app::open_or_init(&data_dir, config.key_file.as_deref())?;
+    let store = crate::store::open_or_init(&data_dir, config.key_file.as_deref())?;
     crate::supervisor::raise_nofile();
     crate::supervisor::return_large_blocks();
     let mqtt_tls = bind_all(&config.mqtt.tls_listen, "mqtt.tls_listen")?;

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::broker::BridgeConfig;
+use crate::relay::RelayConfig;
+use crate::web::metrics::MetricsAccess;
+
 /// The commented default configuration, as `hearth print-default-config`
 /// prints it. A test keeps it equal to `RawConfig::default()`.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -83,17 +87,6 @@ impl Default for RawRelay {
     }
 }
 
-/// The voice relay's listener, validated. Whether it runs is the owner's
-/// choice on the dashboard, kept in the store.
-#[derive(Clone, Debug)]
-pub struct RelayConfig {
-    pub listen: SocketAddr,
-    /// Certificate chain and key files, when the relay serves TLS itself.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    pub token_rate: (u32, u32),
-    pub address_rate: (u32, u32),
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawWeb {
@@ -124,17 +117,6 @@ pub struct WebConfig {
     pub session_idle: Duration,
     pub session_max: Duration,
     pub metrics: MetricsAccess,
-}
-
-/// Who may read `/metrics` on the dashboard listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricsAccess {
-    /// Clients on a loopback address, without a token.
-    Loopback,
-    /// Any client with the bearer token from `hearth metrics token`.
-    Token,
-    /// Nobody: `/metrics` is not served.
-    Off,
 }
 
 /// `"private"`, `"loopback"`, or a list of interface names.
@@ -296,20 +278,6 @@ impl Default for RawBridge {
             qos: 1,
         }
     }
-}
-
-/// A validated egress bridge.
-#[derive(Clone, Debug)]
-pub struct BridgeConfig {
-    /// `host:port` of the upstream broker; always TLS.
-    pub upstream: String,
-    pub ca_file: Option<PathBuf>,
-    pub username: Option<String>,
-    pub password: Option<crate::store::secret::Secret>,
-    pub client_id: String,
-    pub topics: Vec<String>,
-    pub remote_prefix: String,
-    pub qos: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -225,7 +225,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let tmp = tempfile::tempdir().unwrap();
-        let store = crate::app::open_or_init(&DataDir::new(tmp.path().join("d")), None).unwrap();
+        let store = crate::store::open_or_init(&DataDir::new(tmp.path().join("d")), None).unwrap();
         (tmp, store)
     }
 

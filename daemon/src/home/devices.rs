@@ -878,7 +878,7 @@ mod tests {
     async fn the_issued_tap_gets_what_adoption_and_rotation_issue() {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("d");
-        let mut store = crate::app::open_or_init(&DataDir::new(&data_dir), None).unwrap();
+        let mut store = crate::store::open_or_init(&DataDir::new(&data_dir), None).unwrap();
         pki::ensure(&mut store, &data_dir, &pki::server_names(&[])).unwrap();
         let pending = store
             .insert_device(&DeviceFields::new(DeviceKind::Bulb, "esphome"))

@@ -1,7 +1,7 @@
 //! The voice-assistant relay: the only part of hearth meant to be reached
 //! from outside the home, so it is narrow and denies by default.
 //!
-//! - Its own listener (`config::RelayConfig`), plain HTTP on loopback for
+//! - Its own listener ([`RelayConfig`]), plain HTTP on loopback for
 //!   the owner's tunnel or reverse proxy, or TLS with the owner's
 //!   certificate. It listens only while the owner has it enabled.
 //! - Five routes (`router`); anything else is a bare 404.
@@ -36,7 +36,6 @@ use tower::ServiceExt;
 
 use crate::accounts::Auth;
 use crate::broker::Broker;
-use crate::config::RelayConfig;
 use crate::home::canonical::{Command, Scheme};
 use crate::home::live::{DeviceState, LiveState};
 use crate::home::vendor::Profile;
@@ -50,6 +49,17 @@ use crate::supervisor::Supervisor;
 use crate::web::metrics::Counters;
 
 pub use self::oauth::{ALEXA_REDIRECTS, GOOGLE_REDIRECTS, NewClient};
+
+/// The voice relay's listener, validated. Whether it runs is the owner's
+/// choice on the dashboard, kept in the store.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    pub listen: SocketAddr,
+    /// Certificate chain and key files, when the relay serves TLS itself.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    pub token_rate: (u32, u32),
+    pub address_rate: (u32, u32),
+}
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY: usize = 16 * 1024;

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod crypto;
 pub mod files;
 pub mod keys;
+pub mod open;
 pub mod relay;
 pub mod schema;
 pub mod secret;
@@ -26,6 +27,7 @@ pub use self::audit::{Actor, Entry as AuditEntry, Event as AuditEvent, Kind as A
 pub use self::crypto::{CryptoError, KeyId, MasterKey};
 use self::crypto::{DataKey, DataKeyMaterial, FieldLoc};
 pub use self::files::{DataDir, DirState};
+pub use self::open::{InitOutcome, init, open_or_init};
 use self::value::Field;
 pub use self::value::UnixTime;
 use crate::exit::ExitCode;

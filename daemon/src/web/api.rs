@@ -888,7 +888,7 @@ async fn metrics(
     Client(from): Client,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    use crate::config::MetricsAccess;
+    use crate::web::metrics::MetricsAccess;
     let Some(metrics) = app.metrics.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

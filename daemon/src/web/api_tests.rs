@@ -131,7 +131,7 @@ impl Fixture {
     async fn with_timeouts(idle: Duration, max: Duration) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("d");
-        let mut store = crate::app::open_or_init(&DataDir::new(&data_dir), None).unwrap();
+        let mut store = crate::store::open_or_init(&DataDir::new(&data_dir), None).unwrap();
         pki::ensure(&mut store, &data_dir, &pki::server_names(&[])).unwrap();
         let files = TlsFiles::in_dir(&data_dir);
         let broker = Broker::start(
@@ -175,7 +175,7 @@ impl Fixture {
         };
         let auth = Arc::new(auth);
         let metrics = Arc::new(crate::web::metrics::Metrics {
-            access: crate::config::MetricsAccess::Loopback,
+            access: crate::web::metrics::MetricsAccess::Loopback,
             broker: broker_handle.clone(),
             devices: devices.clone(),
             counters: auth.counters.clone(),

@@ -21,6 +21,17 @@ pub const TOKEN_KIND: &str = "metrics_token";
 /// Its principal: the token reads metrics and nothing else.
 pub const TOKEN_PRINCIPAL: &str = "metrics";
 
+/// Who may read `/metrics` on the dashboard listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Clients on a loopback address, without a token.
+    Loopback,
+    /// Any client with the bearer token from `hearth metrics token`.
+    Token,
+    /// Nobody: `/metrics` is not served.
+    Off,
+}
+
 /// Counters bumped where things happen, read at each scrape.
 #[derive(Default)]
 pub struct Counters {
@@ -52,7 +63,7 @@ impl Counters {
 /// What a scrape reads.
 pub struct Metrics {
     /// Who may read them.
-    pub access: crate::config::MetricsAccess,
+    pub access: MetricsAccess,
     pub broker: Arc<Broker>,
     pub devices: Arc<Devices>,
     pub counters: Arc<Counters>,

@@ -12,7 +12,7 @@ fn main() {
     let dir = std::env::args()
         .nth(1)
         .expect("usage: hearth-store-writer DATA_DIR");
-    let mut store = hearth::app::open_or_init(&DataDir::new(dir), None).expect("open store");
+    let mut store = hearth::store::open_or_init(&DataDir::new(dir), None).expect("open store");
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for n in 0u64.. {

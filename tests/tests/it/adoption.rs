@@ -12,7 +12,7 @@ use crate::mqtt;
 
 /// A pending ESPHome bulb, as discovery records it.
 fn pending_bulb(home: &TestHome) -> String {
-    let mut store = hearth::app::open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
+    let mut store = hearth::store::open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
     let advert = Advert {
         service_type: "_esphomelib._tcp".into(),
         instance: "porch-light".into(),

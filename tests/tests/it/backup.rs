@@ -4,8 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use hearth::app::open_or_init;
 use hearth::store::DataDir;
+use hearth::store::open_or_init;
 use hearth_tests::{find_in_bytes, snapshot};
 
 use crate::harness::{Daemon, TestHome, hearth, run, text};

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use hearth::app::open_or_init;
+use hearth::store::open_or_init;
 use hearth::store::secret::TokenHash;
 use hearth::store::{DataDir, DeviceId};
 

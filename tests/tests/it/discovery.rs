@@ -792,7 +792,7 @@ fn assert_stored_unmoved(daemon: Killed, home: &TestHome, id: &str, expect_flag:
     let mut daemon = daemon;
     crate::harness::wait_status(&mut daemon.0, Duration::from_secs(20));
     let dir = hearth::store::DataDir::new(home.data_dir());
-    let store = hearth::app::open_or_init(&dir, None).unwrap();
+    let store = hearth::store::open_or_init(&dir, None).unwrap();
     let d = store
         .device(&hearth::store::DeviceId::parse(id).unwrap())
         .unwrap()

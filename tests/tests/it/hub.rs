@@ -17,7 +17,7 @@ use crate::mqtt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_sees_allowed_publishes_and_commands_devices() {
     let home = TestHome::new();
-    let mut store = hearth::app::open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
+    let mut store = hearth::store::open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
     pki::ensure(&mut store, &home.data_dir(), &pki::server_names(&[])).unwrap();
     let mut fields = DeviceFields::new(DeviceKind::Plug, "tasmota");
     fields.status = DeviceStatus::Adopted;

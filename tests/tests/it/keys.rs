@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use hearth::app::open_or_init;
+use hearth::store::open_or_init;
 use hearth::store::secret::{Secret, TokenHash};
 use hearth::store::{Actor, AuditEvent, DataDir, DeviceFields, DeviceKind, Store};
 use hearth_tests::find_in_bytes;

@@ -105,7 +105,7 @@ fn logs_carry_no_home_data_even_at_trace() {
     let home = TestHome::new();
     let canaries: Vec<String> = (0..6).map(|i| format!("LogCanary{i}Zq")).collect();
     {
-        let mut store = hearth::app::open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
+        let mut store = hearth::store::open_or_init(&DataDir::new(home.data_dir()), None).unwrap();
         let mut f = DeviceFields::new(DeviceKind::Camera, "generic");
         f.nickname = Some(canaries[0].clone());
         f.room = Some(canaries[1].clone());

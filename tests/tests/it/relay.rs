@@ -120,7 +120,7 @@ impl Home {
         let home = daemon.stop_keeping_home();
         {
             let dir = hearth::store::DataDir::new(home.data_dir());
-            let mut store = hearth::app::open_or_init(&dir, None).unwrap();
+            let mut store = hearth::store::open_or_init(&dir, None).unwrap();
             let id = hearth::store::DeviceId::parse(lamp.id()).unwrap();
             let mut f = store.device(&id).unwrap().unwrap().fields;
             f.model = Some("CamPro X9".into());
@@ -856,7 +856,7 @@ fn an_assistant_links_sees_only_its_devices_commands_them_and_loses_them() {
     // The calls were audited once per minute and link, the minute still
     // running when hearth stopped included, and without a token.
     let dir = home.daemon.stop_keeping_home();
-    let store = hearth::app::open_or_init(&hearth::store::DataDir::new(dir.data_dir()), None).unwrap();
+    let store = hearth::store::open_or_init(&hearth::store::DataDir::new(dir.data_dir()), None).unwrap();
     let entries = store.audit(10_000).unwrap();
     let calls: Vec<_> = entries.iter().filter(|e| e.event == "relay_calls").collect();
     assert!(!calls.is_empty() && calls.len() <= 6, "{calls:?}");

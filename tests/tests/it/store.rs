@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use hearth::app::open_or_init;
+use hearth::store::open_or_init;
 use hearth::store::secret::{Secret, TokenHash, hash_password};
 use hearth::store::{DataDir, DeviceFields, DeviceKind, DeviceStatus, Store, StoreError, UnixTime};
 use hearth_tests::{find_canaries, find_in_bytes, snapshot};
