@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,40 @@ pub const SESSION: &str = "web_session";
 pub const RECOVERY: &str = "totp_recovery";
 /// The session cookie. `__Host-` binds it to this origin, over HTTPS, path /.
 pub const COOKIE: &str = "__Host-hearth";
+/// The credential kind of the metrics token.
+pub const TOKEN_KIND: &str = "metrics_token";
+/// Its principal: the token reads metrics and nothing else.
+pub const TOKEN_PRINCIPAL: &str = "metrics";
+
+/// Counters of the doors the owner and the voice assistants knock on,
+/// bumped where things happen and read at each `/metrics` scrape.
+#[derive(Default)]
+pub struct Counters {
+    pub logins: AtomicU64,
+    pub login_failures: AtomicU64,
+    pub relay_calls: AtomicU64,
+    /// Login attempts (dashboard, relay consent, password re-entry) refused
+    /// by the throttle before any password was checked.
+    pub login_throttled: AtomicU64,
+    /// Relay connections refused at once: their address's cap was reached.
+    pub relay_refused_address: AtomicU64,
+    /// Relay connections refused at once: the relay was full of requests.
+    pub relay_refused_full: AtomicU64,
+    /// Relay connections closed to make room while they had not sent a
+    /// request.
+    pub relay_evicted: AtomicU64,
+    /// Relay connections that ended before a whole request head: the
+    /// header or first-request deadline passed, the TLS handshake failed,
+    /// or the client left.
+    pub relay_no_request: AtomicU64,
+}
+
+impl Counters {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The file holding the one-time setup code until it is used.
 pub const SETUP_CODE_FILE: &str = "setup-code";
 /// Keys the login throttle keeps at most.
@@ -119,7 +154,7 @@ pub struct Auth {
     /// change it too).
     exempt: Mutex<std::collections::HashSet<CredentialId>>,
     /// Logins, failures and relay calls, for `/metrics`.
-    pub counters: Arc<crate::web::metrics::Counters>,
+    pub counters: Arc<crate::accounts::Counters>,
 }
 
 impl Auth {
@@ -230,7 +265,7 @@ impl Auth {
         let (owner, two_factor) = self.check_owner(username, given_password, code, from)?;
         self.store().record_login(&owner.id, UnixTime::now())?;
         let new = self.open_session(&owner.id, &owner.email, two_factor, from)?;
-        crate::web::metrics::Counters::bump(&self.counters.logins);
+        crate::accounts::Counters::bump(&self.counters.logins);
         self.audit(AuditEvent::ok(
             AuditKind::Login,
             Actor::Session(new.session.id.as_str().to_owned()),
@@ -286,7 +321,7 @@ impl Auth {
             .unwrap_or_else(|| self.decoy.clone());
         let password_ok = secret::verify_password(given_password, &phc).unwrap_or(false);
         let Some(owner) = owner.filter(|_| password_ok) else {
-            crate::web::metrics::Counters::bump(&self.counters.login_failures);
+            crate::accounts::Counters::bump(&self.counters.login_failures);
             self.audit(AuditEvent::refused(
                 AuditKind::LoginFailed,
                 Actor::Visitor,
@@ -313,7 +348,7 @@ impl Auth {
                     format!("from {from}"),
                 ));
             } else {
-                crate::web::metrics::Counters::bump(&self.counters.login_failures);
+                crate::accounts::Counters::bump(&self.counters.login_failures);
                 self.audit(AuditEvent::refused(
                     AuditKind::LoginFailed,
                     Actor::Visitor,
@@ -433,13 +468,11 @@ impl Auth {
     pub fn issue_metrics_token(&self, by: Actor) -> Result<Secret, AuthError> {
         let token = random_token(128).map_err(internal)?;
         let mut store = self.store();
-        let replaced = store.delete_credentials(
-            crate::web::metrics::TOKEN_PRINCIPAL,
-            crate::web::metrics::TOKEN_KIND,
-        )?;
+        let replaced =
+            store.delete_credentials(crate::accounts::TOKEN_PRINCIPAL, crate::accounts::TOKEN_KIND)?;
         store.put_credential(
-            crate::web::metrics::TOKEN_PRINCIPAL,
-            crate::web::metrics::TOKEN_KIND,
+            crate::accounts::TOKEN_PRINCIPAL,
+            crate::accounts::TOKEN_KIND,
             &TokenHash::of(token.expose()),
             None,
         )?;
@@ -458,10 +491,9 @@ impl Auth {
 
     /// Revokes the metrics token, if there is one (a lockdown does).
     pub fn revoke_metrics_token(&self) -> Result<bool, AuthError> {
-        let deleted = self.store().delete_credentials(
-            crate::web::metrics::TOKEN_PRINCIPAL,
-            crate::web::metrics::TOKEN_KIND,
-        )?;
+        let deleted = self
+            .store()
+            .delete_credentials(crate::accounts::TOKEN_PRINCIPAL, crate::accounts::TOKEN_KIND)?;
         Ok(deleted > 0)
     }
 
@@ -469,7 +501,7 @@ impl Auth {
     pub fn metrics_token_valid(&self, token: &str) -> Result<bool, AuthError> {
         Ok(self
             .store()
-            .find_credential(crate::web::metrics::TOKEN_KIND, &TokenHash::of(token))?
+            .find_credential(crate::accounts::TOKEN_KIND, &TokenHash::of(token))?
             .is_some())
     }
 
@@ -761,7 +793,7 @@ impl Auth {
             .expect("throttle lock")
             .reserve(keys, Instant::now());
         if reserved.is_err() {
-            crate::web::metrics::Counters::bump(&self.counters.login_throttled);
+            crate::accounts::Counters::bump(&self.counters.login_throttled);
         }
         reserved.map_err(AuthError::Throttled)
     }

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::accounts::Auth;
+use crate::accounts::Counters;
 use crate::broker::Broker;
 use crate::home::canonical::{Command, Scheme};
 use crate::home::live::{DeviceState, LiveState};
@@ -46,7 +47,6 @@ use crate::store::{
     Actor, AuditEvent, Device, DeviceId, DeviceKind, DeviceStatus, LinkId, Store, StoreError, UnixTime,
 };
 use crate::supervisor::Supervisor;
-use crate::web::metrics::Counters;
 
 pub use self::oauth::{ALEXA_REDIRECTS, GOOGLE_REDIRECTS, NewClient};
 
@@ -520,7 +520,7 @@ impl Relay {
     /// the action and its result only.
     pub async fn audit(self: &Arc<Self>, link: &LinkId, what: String) {
         let link = link.clone();
-        crate::web::metrics::Counters::bump(&self.auth.counters.relay_calls);
+        crate::accounts::Counters::bump(&self.auth.counters.relay_calls);
         let result = self.with_store(move |s| s.record_relay_call(&link, &what)).await;
         if let Err(error) = result {
             tracing::error!(%error, "could not audit a relay call");

@@ -9,17 +9,13 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::accounts::Counters;
 use crate::broker::Broker;
 use crate::home::devices::{DeviceError, Devices};
 use crate::store::{DeviceKind, DeviceStatus};
-
-/// The credential kind of the metrics token.
-pub const TOKEN_KIND: &str = "metrics_token";
-/// Its principal: the token reads metrics and nothing else.
-pub const TOKEN_PRINCIPAL: &str = "metrics";
 
 /// Who may read `/metrics` on the dashboard listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,34 +26,6 @@ pub enum MetricsAccess {
     Token,
     /// Nobody: `/metrics` is not served.
     Off,
-}
-
-/// Counters bumped where things happen, read at each scrape.
-#[derive(Default)]
-pub struct Counters {
-    pub logins: AtomicU64,
-    pub login_failures: AtomicU64,
-    pub relay_calls: AtomicU64,
-    /// Login attempts (dashboard, relay consent, password re-entry) refused
-    /// by the throttle before any password was checked.
-    pub login_throttled: AtomicU64,
-    /// Relay connections refused at once: their address's cap was reached.
-    pub relay_refused_address: AtomicU64,
-    /// Relay connections refused at once: the relay was full of requests.
-    pub relay_refused_full: AtomicU64,
-    /// Relay connections closed to make room while they had not sent a
-    /// request.
-    pub relay_evicted: AtomicU64,
-    /// Relay connections that ended before a whole request head: the
-    /// header or first-request deadline passed, the TLS handshake failed,
-    /// or the client left.
-    pub relay_no_request: AtomicU64,
-}
-
-impl Counters {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// What a scrape reads.
