@@ -272,6 +272,14 @@ fn refusal(message: &str, code: ExitCode) -> Response {
     }
 }
 
+/// A key rotation's failure, answered like a device operation's.
+fn rotate_error(e: crate::safety::rotate::RotateError) -> DeviceError {
+    match e {
+        crate::safety::rotate::RotateError::Store(e) => DeviceError::Store(e),
+        crate::safety::rotate::RotateError::Stopped(m) => DeviceError::Internal(m),
+    }
+}
+
 fn answer<T: Serialize>(result: Result<T, DeviceError>) -> Response {
     match result {
         Ok(value) => Response {
@@ -406,8 +414,8 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             )
         }
         Request::AuditVerify => answer(admin.devices.with_store(|store| Ok(store.verify_audit()?)).await),
-        Request::KeysRotate => answer(admin.keys.rotate(Actor::Cli).await),
-        Request::KeysStatus => answer(admin.keys.progress().await),
+        Request::KeysRotate => answer(admin.keys.rotate(Actor::Cli).await.map_err(rotate_error)),
+        Request::KeysStatus => answer(admin.keys.progress().await.map_err(rotate_error)),
         Request::MetricsToken => {
             let result = match admin.auth.clone() {
                 Some(auth) => tokio::task::spawn_blocking(move || auth.issue_metrics_token(Actor::Cli))

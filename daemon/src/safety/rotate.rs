@@ -6,13 +6,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::home::devices::DeviceError;
 use crate::store::keys::Progress;
 use crate::store::{Actor, Store, StoreError};
 
 /// Rows re-sealed per transaction: small enough that a device's write
 /// waits at most a few milliseconds for the store.
 pub const BATCH: usize = 128;
+
+/// Why a rotation step failed. Every batch is one transaction, so a failure
+/// leaves nothing half done.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the key rotation's store task stopped: {0}")]
+    Stopped(String),
+}
 
 pub struct Rotator {
     store: Arc<Mutex<Store>>,
@@ -30,23 +39,23 @@ impl Rotator {
     async fn with_store<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, DeviceError> {
+    ) -> Result<T, RotateError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || Ok(f(&mut store.lock().expect("store lock"))?))
             .await
-            .map_err(|e| DeviceError::Internal(e.to_string()))?
+            .map_err(|e| RotateError::Stopped(e.to_string()))?
     }
 
     /// Starts a rotation (or joins the one under way) and returns at once;
     /// the re-sealing runs in the background.
-    pub async fn rotate(self: &Arc<Self>, by: Actor) -> Result<Progress, DeviceError> {
+    pub async fn rotate(self: &Arc<Self>, by: Actor) -> Result<Progress, RotateError> {
         self.with_store(|s| s.begin_rotation().map(|_| ())).await?;
         self.spawn(by);
         self.progress().await
     }
 
     /// Resumes a rotation a crash or stop cut short; nothing if none was.
-    pub async fn resume(self: &Arc<Self>) -> Result<(), DeviceError> {
+    pub async fn resume(self: &Arc<Self>) -> Result<(), RotateError> {
         if self.with_store(|s| Ok(s.rotating())).await? {
             tracing::warn!("resuming a data key rotation that was cut short");
             self.spawn(Actor::Hearth);
@@ -54,7 +63,7 @@ impl Rotator {
         Ok(())
     }
 
-    pub async fn progress(&self) -> Result<Progress, DeviceError> {
+    pub async fn progress(&self) -> Result<Progress, RotateError> {
         let mut p = self.with_store(|s| s.rotation_progress()).await?;
         // Until the task has destroyed the old key, it is not finished,
         // even if every row is re-sealed.

@@ -243,6 +243,13 @@ impl From<crate::relay::RelayError> for ApiError {
     }
 }
 
+impl From<crate::safety::rotate::RotateError> for ApiError {
+    fn from(e: crate::safety::rotate::RotateError) -> ApiError {
+        tracing::error!(error = %e, "dashboard key rotation request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the log")
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
         tracing::error!(error = %e, "dashboard store request failed");
