@@ -19,3 +19,228 @@ pub mod sim;
 pub mod store;
 pub mod supervisor;
 pub mod web;
+
+/// The arrows between the folders: what each may name with `crate::`.
+/// ARCHITECTURE.md shows the same table and says why; the test below fails
+/// on any other arrow, on a folder missing from the table, and on a circle.
+#[cfg(test)]
+mod arrows {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    const ALLOWED: &[(&str, &[&str])] = &[
+        ("exit", &[]),
+        ("supervisor", &[]),
+        ("store", &["exit"]),
+        ("net", &["store", "supervisor", "exit"]),
+        ("accounts", &["store", "net", "exit"]),
+        ("broker", &["store", "net", "supervisor", "exit"]),
+        ("home", &["broker", "store", "net", "supervisor", "exit"]),
+        ("discovery", &["home", "store", "net", "supervisor", "exit"]),
+        (
+            "relay",
+            &["accounts", "home", "broker", "store", "net", "supervisor", "exit"],
+        ),
+        (
+            "safety",
+            &[
+                "accounts",
+                "home",
+                "relay",
+                "broker",
+                "store",
+                "net",
+                "supervisor",
+                "exit",
+            ],
+        ),
+        (
+            "web",
+            &[
+                "accounts",
+                "home",
+                "discovery",
+                "relay",
+                "safety",
+                "broker",
+                "store",
+                "net",
+                "supervisor",
+                "exit",
+            ],
+        ),
+        (
+            "config",
+            &["broker", "discovery", "relay", "web", "store", "net", "exit"],
+        ),
+        ("sim", &["home", "broker", "store", "exit"]),
+        (
+            "app",
+            &[
+                "config",
+                "web",
+                "safety",
+                "relay",
+                "discovery",
+                "home",
+                "broker",
+                "accounts",
+                "store",
+                "net",
+                "supervisor",
+                "exit",
+            ],
+        ),
+        (
+            "cli",
+            &[
+                "app",
+                "sim",
+                "config",
+                "web",
+                "safety",
+                "relay",
+                "discovery",
+                "home",
+                "broker",
+                "accounts",
+                "store",
+                "net",
+                "supervisor",
+                "exit",
+            ],
+        ),
+    ];
+
+    /// Every `.rs` file under `dir`, with the top-level module it belongs to.
+    fn files(dir: &Path, top: Option<&str>, out: &mut Vec<(String, std::path::PathBuf)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if path.is_dir() {
+                files(&path, Some(top.unwrap_or(&name)), out);
+            } else if let Some(stem) = name.strip_suffix(".rs") {
+                out.push((top.unwrap_or(stem).to_owned(), path));
+            }
+        }
+    }
+
+    /// The top-level modules a file names: `crate::x` anywhere outside a
+    /// comment, in `use` lines and in paths alike.
+    fn named(source: &str) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for (n, line) in source.lines().enumerate() {
+            let code = line.split("//").next().unwrap();
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + "crate::".len()..];
+                let module: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                out.push((
+                    n + 1,
+                    if module.is_empty() {
+                        rest.chars().take(1).collect()
+                    } else {
+                        module
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_arrow_is_allowed() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let allowed: BTreeMap<&str, BTreeSet<&str>> = ALLOWED
+            .iter()
+            .map(|(from, to)| (*from, to.iter().copied().collect()))
+            .collect();
+        let mut all = Vec::new();
+        files(&src, None, &mut all);
+        let mut wrong = Vec::new();
+        for (from, path) in &all {
+            if from == "lib" || from == "main" {
+                continue;
+            }
+            let Some(may) = allowed.get(from.as_str()) else {
+                wrong.push(format!(
+                    "{}: the folder `{from}` is not in the table",
+                    path.display()
+                ));
+                continue;
+            };
+            let source = std::fs::read_to_string(path).unwrap();
+            for (line, to) in named(&source) {
+                if to == *from {
+                    continue;
+                }
+                if to == "{" {
+                    wrong.push(format!(
+                        "{}:{line}: name each folder on its own `use crate::` line",
+                        path.display()
+                    ));
+                } else if !may.contains(to.as_str()) {
+                    wrong.push(format!(
+                        "{}:{line}: `{from}` may not use `crate::{to}`",
+                        path.display()
+                    ));
+                }
+            }
+            if source.contains("super::super") {
+                wrong.push(format!(
+                    "{}: `super::super` hides an arrow; write `crate::`",
+                    path.display()
+                ));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "arrows against ARCHITECTURE.md:\n{}",
+            wrong.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_table_has_no_circle() {
+        // Kahn's algorithm: repeatedly remove a folder whose arrows all
+        // point at folders already removed.
+        let mut left: BTreeMap<&str, BTreeSet<&str>> = ALLOWED
+            .iter()
+            .map(|(from, to)| (*from, to.iter().copied().collect()))
+            .collect();
+        for (_, to) in ALLOWED {
+            for t in *to {
+                assert!(left.contains_key(t), "`{t}` is named but has no row");
+            }
+        }
+        while !left.is_empty() {
+            let done: Vec<&str> = left
+                .iter()
+                .filter(|(_, to)| to.is_empty())
+                .map(|(f, _)| *f)
+                .collect();
+            assert!(
+                !done.is_empty(),
+                "the arrows make a circle among {:?}",
+                left.keys()
+            );
+            for d in &done {
+                left.remove(d);
+            }
+            for to in left.values_mut() {
+                for d in &done {
+                    to.remove(d);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_arrow_is_caught() {
+        let named =
+            named("use crate::web::api;\n// crate::cli in a comment\nlet x = crate::store::open();\n");
+        assert_eq!(named, vec![(1, "web".to_owned()), (3, "store".to_owned())]);
+    }
+}

@@ -293,7 +293,7 @@ impl ConnectRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::home::vendor::{Profile, device_rules};
+    use crate::broker::acl::Rule;
 
     fn table() -> (Credentials, String) {
         let creds = Credentials::new();
@@ -304,7 +304,7 @@ mod tests {
             Identity {
                 owner: Owner::Device(id.clone()),
                 principal: Principal::Confined {
-                    rules: device_rules(Profile::Generic, id.as_str()),
+                    rules: vec![Rule::subtree(&format!("hearth/{id}"), true, true)],
                 },
                 client_id: Some(id.to_string()),
                 secret: TokenHash::of(&password),

@@ -599,7 +599,6 @@ fn generic(rest: &str, text: &str) -> Option<StateUpdate> {
 mod tests {
     use super::*;
     use crate::broker::acl::{Action, Decision, Principal, decide};
-    use crate::home::vendor::device_rules;
 
     fn update(
         online: Option<bool>,
@@ -1240,5 +1239,102 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn device(profile: Profile, base: &str) -> Principal {
+        Principal::Confined {
+            rules: device_rules(profile, base),
+        }
+    }
+
+    #[track_caller]
+    fn check_rules(principal: &Principal, cases: &[(Action, &str, Decision)]) {
+        for (action, topic, want) in cases {
+            let got = decide(principal, *action, topic);
+            assert_eq!(got, *want, "{action:?} {topic:?}");
+        }
+    }
+
+    #[test]
+    fn tasmota_directions() {
+        let d = device(Profile::Tasmota, "plug1");
+        check_rules(
+            &d,
+            &[
+                (Action::Publish, "stat/plug1/RESULT", Decision::Allow),
+                (Action::Publish, "tele/plug1/STATE", Decision::Allow),
+                (Action::Publish, "tele/plug1/LWT", Decision::Allow),
+                (Action::Subscribe, "cmnd/plug1/#", Decision::Allow),
+                (Action::Subscribe, "cmnd/plug1/POWER", Decision::Allow),
+                // Not the other way round.
+                (Action::Publish, "cmnd/plug1/POWER", Decision::Deny),
+                (Action::Subscribe, "stat/plug1/#", Decision::Deny),
+                (Action::Subscribe, "tele/plug1/#", Decision::Deny),
+                // Not the group topic, nor another plug.
+                (Action::Subscribe, "cmnd/tasmotas/#", Decision::Deny),
+                (Action::Subscribe, "cmnd/+/POWER", Decision::Deny),
+                (Action::Publish, "stat/plug2/RESULT", Decision::Deny),
+                (Action::Publish, "hearth/plug1/state", Decision::Deny),
+            ],
+        );
+    }
+
+    #[test]
+    fn shelly_and_esphome_own_one_subtree() {
+        let s = device(Profile::Shelly, "shellyplus1-a8032ab1");
+        check_rules(
+            &s,
+            &[
+                (Action::Publish, "shellyplus1-a8032ab1/online", Decision::Allow),
+                (
+                    Action::Publish,
+                    "shellyplus1-a8032ab1/status/switch:0",
+                    Decision::Allow,
+                ),
+                (Action::Subscribe, "shellyplus1-a8032ab1/rpc", Decision::Allow),
+                (Action::Subscribe, "shellyplus1-a8032ab2/rpc", Decision::Deny),
+                (Action::Subscribe, "+/rpc", Decision::Deny),
+            ],
+        );
+        let e = device(Profile::Esphome, "porch-light");
+        check_rules(
+            &e,
+            &[
+                (Action::Publish, "porch-light/light/main/state", Decision::Allow),
+                (
+                    Action::Subscribe,
+                    "porch-light/light/main/command",
+                    Decision::Allow,
+                ),
+                (Action::Publish, "porch-light/status", Decision::Allow),
+                (Action::Publish, "porch-lights/status", Decision::Deny),
+                (Action::Subscribe, "homeassistant/#", Decision::Deny),
+            ],
+        );
+    }
+
+    #[test]
+    fn topic_bases() {
+        for ok in ["a1", "plug1", "porch-light", "shellyplus1-a8032ab1", "x_y"] {
+            assert!(valid_base(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-x",
+            "_x",
+            "A1",
+            "a/b",
+            "a+",
+            "a#",
+            "$SYS",
+            "a b",
+            "homeassistant",
+            "hearth",
+            "cmnd",
+        ] {
+            assert!(!valid_base(bad), "{bad}");
+        }
+        assert!(!valid_base(&"a".repeat(65)));
+        assert_eq!(device_rules(Profile::Tasmota, "p")[2].filter(), "cmnd/p/#");
     }
 }

@@ -182,8 +182,13 @@ impl Fixture {
             db_path: data_dir.join("hearth.db"),
             started: std::time::Instant::now(),
         });
-        let mut relay_config = crate::config::Config::default().relay;
-        relay_config.listen = "127.0.0.1:0".parse().unwrap();
+        // The default rates, on a port of the system's choosing.
+        let relay_config = crate::relay::RelayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            token_rate: (5, 20),
+            address_rate: (20, 60),
+        };
         let relay = Arc::new(crate::relay::Relay::new(
             store.clone(),
             Arc::new(crate::home::live::LiveState::new()),
