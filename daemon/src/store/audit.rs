@@ -444,6 +444,64 @@ impl Store {
     }
 }
 
+use super::{Durability, write};
+
+impl Store {
+    /// Appends an event to the audit table, sealed; keeps the newest
+    /// [`AUDIT_KEPT`] events.
+    pub fn append_audit(&mut self, e: &Event) -> Result<(), StoreError> {
+        let key = &self.key;
+        write(&mut self.conn, Durability::Normal, |tx| {
+            append_audit_in(tx, key, e)
+        })
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, at, record FROM audit ORDER BY id DESC LIMIT ?1")?;
+        let mut rows = stmt.query([limit as i64])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let pk: String = row.get(0)?;
+            let seq = pk.parse::<i64>().unwrap_or(-1);
+            let mut scratch = Vec::new();
+            // An altered entry is shown as such, not hidden and not fatal:
+            // `verify_audit` says where the chain broke.
+            let decoded = open_bytes(&self.key, row, 2, ("audit", "record", &pk), &mut scratch)
+                .ok()
+                .and_then(decode);
+            let (event, detail, actor, outcome) = decoded.unwrap_or_else(|| {
+                (
+                    "altered".to_owned(),
+                    format!(
+                        "entry {} does not open: it was altered",
+                        pk.trim_start_matches('0')
+                    ),
+                    String::new(),
+                    String::new(),
+                )
+            });
+            out.push(Entry {
+                seq,
+                at: UnixTime(row.get(1)?),
+                event,
+                actor,
+                outcome,
+                detail,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Appends an audit event inside a transaction, chained to the one before
+/// it (see `audit`).
+pub(super) fn append_audit_in(tx: &Transaction<'_>, key: &DataKey, e: &Event) -> Result<(), StoreError> {
+    append(tx, key, e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
