@@ -2,6 +2,7 @@
 //! every part under the supervisor, and stops them on request.
 
 pub mod admin;
+mod start;
 pub mod telemetry;
 
 use std::sync::{Arc, Mutex};
@@ -10,12 +11,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use self::admin::{Admin, AdminError};
-use crate::broker::{self, Broker, BrokerError, Credentials};
+use crate::broker::{self, BrokerError};
 use crate::config::Config;
 use crate::exit::ExitCode;
-use crate::home::devices::{self, Devices, MqttEndpoint};
+use crate::home::devices::{self};
 use crate::net::pki::{self, PkiError, TlsFiles};
-use crate::store::files::{self, DataDir};
+use crate::store::files::DataDir;
 use crate::store::{Store, StoreError};
 use crate::supervisor::{self, Supervisor, SupervisorError};
 
@@ -122,7 +123,7 @@ pub async fn run(
 pub async fn run_with_tap(
     config: Config,
     data_dir: DataDir,
-    store: Store,
+    mut store: Store,
     bound: Bound,
     shutdown: CancellationToken,
     issued: Option<tokio::sync::mpsc::UnboundedSender<devices::Issued>>,
@@ -130,259 +131,48 @@ pub async fn run_with_tap(
     let started = std::time::Instant::now();
     let supervisor = Supervisor::new(shutdown.clone());
     supervisor::notify::spawn_watchdog(&supervisor);
-    for setting in config.warnings() {
-        tracing::warn!(setting, "protection lowered by configuration");
-    }
-
-    let mut store = store;
-    match crate::store::warnings::check_config(&mut store, &config.warnings()) {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            settings = n,
-            "a configuration change lowered protection; the dashboard shows it until acknowledged"
-        ),
-        Err(error) => tracing::error!(%error, "could not record protection-lowering settings"),
-    }
-    // A broken audit chain is reported, never fatal: the home keeps working.
-    match store.verify_audit() {
-        Ok(v) => match v.problem {
-            Some(p) => tracing::error!(
-                entry = p.entry,
-                why = %p.why,
-                "the audit log's hash chain is broken; see the dashboard's Security page or run hearth audit verify"
-            ),
-            None => tracing::info!(entries = v.entries, "audit log verified"),
-        },
-        Err(error) => tracing::error!(%error, "the audit log could not be verified"),
-    }
+    start::check_store(&mut store, &config);
     let store = Arc::new(Mutex::new(store));
     let files = TlsFiles::in_dir(data_dir.path());
     let names = certificate_names(&config);
-    let creds = Arc::new(Credentials::new());
-    let (device_count, loaded) = {
-        let (store, dir, names, creds) = (
-            store.clone(),
-            data_dir.path().to_path_buf(),
-            names.clone(),
-            creds.clone(),
-        );
-        blocking(move || {
-            let mut store = store.lock().expect("store lock");
-            pki::ensure(&mut store, &dir, &names)?;
-            let loaded = devices::load_credentials(&store, &creds)?;
-            Ok((store.devices()?.len(), loaded))
-        })
-        .await?
-    };
 
     let listeners = broker::Listeners {
         tls: bound.mqtt_tls,
         plain: bound.mqtt_plain,
     };
-    let broker = Arc::new(
-        Broker::start(
-            listeners,
-            &files,
-            config.mqtt.limits.clone(),
-            creds,
-            config.bridge.as_ref(),
-        )
-        .await?,
-    );
-    let port = broker
-        .tls_addrs()
-        .first()
-        .or(broker.plain_addrs().first())
-        .map(|a| a.port())
-        .unwrap_or(0);
-    let host = advertised_host(
-        config.mqtt.advertised_host.as_deref(),
-        broker.tls_addrs().first().or(broker.plain_addrs().first()),
-        pki::hostname(),
-    );
-    let endpoint = MqttEndpoint {
-        host,
-        port,
-        ca_cert: files.ca_cert.clone(),
-    };
-    let devices = Devices::new(store.clone(), broker.clone(), endpoint);
-    let devices = Arc::new(match issued {
-        Some(tap) => devices.with_issued_tap(tap),
-        None => devices,
-    });
-    let keys = crate::safety::rotate::Rotator::new(store.clone());
+    let started_broker = start::broker(&config, &data_dir, &store, &files, &names, listeners).await?;
+    let broker = started_broker.broker.clone();
+    let home = start::home(&store, &broker, started_broker.endpoint, issued, &supervisor).await?;
+    let keys = start::rotator(&store).await?;
     let erased = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    keys.resume()
-        .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    let discovery = start::discovery(&config, &supervisor, &store, &broker, &home.devices);
 
-    let mut discovery = None;
-    if config.discovery.enabled {
-        let port = broker.tls_addrs().first().map(|a| a.port());
-        // Without multicast hearth still works: devices can be added by hand.
-        match crate::discovery::start(
-            &config.discovery,
-            &supervisor,
-            store.clone(),
-            port,
-            devices.change_notifier(),
-        ) {
-            Ok(stats) => discovery = Some(stats),
-            Err(error) => tracing::error!(%error, "mDNS discovery could not start; add devices by hand"),
-        }
-    }
-
-    // Live state feeds the dashboard and the canonical topics that Home
-    // Assistant reads.
-    let live = Arc::new(crate::home::live::LiveState::new());
-    {
-        let (live, devices) = (live.clone(), devices.clone());
-        supervisor.spawn("live-devices", move |token| async move {
-            crate::home::live::follow_devices(live, devices, token).await;
-            Ok(())
-        });
-    }
-    {
-        let (live, hub) = (live.clone(), broker.subscribe_hub());
-        supervisor.spawn("live-state", move |token| async move {
-            crate::home::live::run(live, hub, token).await;
-            Ok(())
-        });
-    }
-    {
-        let (live, devices) = (live.clone(), devices.clone());
-        supervisor.spawn("live-learnt", move |token| async move {
-            crate::home::live::remember_learnt(live, devices, token).await;
-            Ok(())
-        });
-    }
-    {
-        let (live, broker) = (live.clone(), broker.clone());
-        supervisor.spawn("live-online", move |token| async move {
-            crate::home::live::watch_sessions(live, broker, LIVE_SESSION_SWEEP, token).await;
-            Ok(())
-        });
-    }
-    {
-        let (devices, live, broker) = (devices.clone(), live.clone(), broker.clone());
-        supervisor.spawn("canonical", move |token| async move {
-            crate::home::canonical::run(devices, live, broker, token).await;
-            Ok(())
-        });
-    }
-
-    let homeassistant = {
-        let (store, devices, broker) = (store.clone(), devices.clone(), broker.clone());
-        Arc::new(
-            blocking(move || {
-                crate::home::homeassistant::HomeAssistant::load(store, devices, broker)
-                    .map_err(|e| DaemonError::Internal(e.to_string()))
-            })
-            .await?,
-        )
-    };
-    {
-        let (ha, live) = (homeassistant.clone(), live.clone());
-        supervisor.spawn("homeassistant", move |token| async move {
-            crate::home::homeassistant::run(ha, live, token).await;
-            Ok(())
-        });
-    }
-
-    let mut web = None;
-    let mut relay = None;
-    let mut accounts = None;
+    // The owner's accounts, the voice relay and the dashboard run together:
+    // the relay's consent and the owner's sign-in are the dashboard's pages.
+    let (mut accounts, mut relay, mut web) = (None, None, None);
     if config.web.enabled {
-        // Hashing the decoy password takes a while: off the async workers.
-        let (auth, code) = {
-            let (store, dir) = (store.clone(), data_dir.path().to_path_buf());
-            let (idle, max) = (config.web.session_idle, config.web.session_max);
-            blocking(move || {
-                let internal = |e: crate::accounts::AuthError| DaemonError::Internal(e.to_string());
-                let auth = crate::accounts::Auth::new(store, dir, idle, max).map_err(internal)?;
-                let code = auth.prepare_setup().map_err(internal)?;
-                Ok((auth, code))
-            })
-            .await?
+        let auth = start::accounts(&config, &store, &data_dir).await?;
+        let r = start::relay(&config, &store, &home, &broker, &auth, &supervisor);
+        let dashboard = start::Dashboard {
+            config: &config,
+            data_dir: &data_dir,
+            files: &files,
+            broker: &broker,
+            home: &home,
+            auth: &auth,
+            relay: &r,
+            keys: &keys,
+            shutdown: &shutdown,
+            erased: &erased,
+            started,
         };
-        if let Some(code) = code {
-            // The one secret hearth logs, as the first-run design asks: it
-            // works once, only until the owner account exists, and is also
-            // in a 0600 file in the data directory.
-            let file = data_dir.path().join(crate::accounts::SETUP_CODE_FILE);
-            tracing::warn!(
-                setup_code = code.expose(),
-                file = %file.display(),
-                "first run: open the dashboard and enter this one-time setup code"
-            );
-        }
-        let auth = Arc::new(auth);
-        let app_counters = auth.counters.clone();
-        accounts = Some(auth.clone());
-        let r = Arc::new(crate::relay::Relay::new(
-            store.clone(),
-            live.clone(),
-            broker.clone(),
-            auth.clone(),
-            config.relay.clone(),
-            supervisor.clone(),
-        ));
-        // An enabled relay that cannot listen is logged, not fatal: local
-        // control of the home does not depend on it.
-        r.flush_calls(crate::store::UnixTime::now());
-        if let Err(error) = r.resume() {
-            tracing::error!(%error, "the voice relay is enabled but could not start");
-        }
-        {
-            let r = r.clone();
-            supervisor.spawn("relay-sweep", move |token| async move {
-                loop {
-                    tokio::select! {
-                        _ = token.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(60)) => {
-                            let r = r.clone();
-                            let _ = tokio::task::spawn_blocking(move || r.sweep()).await;
-                        }
-                    }
-                }
-            });
-        }
-        relay = Some(r.clone());
-        let app = Arc::new(crate::web::api::App {
-            auth,
-            devices: devices.clone(),
-            live: Some(live.clone()),
-            ca_cert: files.ca_cert.clone(),
-            session_max: config.web.session_max,
-            homeassistant: Some(homeassistant.clone()),
-            relay: Some(r),
-            keys: keys.clone(),
-            key_path: match files::passphrase_kdf(&data_dir.db_path()) {
-                Ok(None) => Some(files::resolve_key_path(config.key_file.as_deref(), &data_dir)),
-                _ => None,
-            },
-            shutdown: shutdown.clone(),
-            erased: erased.clone(),
-            metrics: (config.web.metrics != crate::web::metrics::MetricsAccess::Off).then(|| {
-                Arc::new(crate::web::metrics::Metrics {
-                    access: config.web.metrics,
-                    broker: broker.clone(),
-                    devices: devices.clone(),
-                    counters: app_counters.clone(),
-                    db_path: data_dir.db_path(),
-                    started,
-                })
-            }),
-        });
-        web = Some(
-            crate::web::start(bound.web, &files, app, &supervisor)
-                .map_err(|e| DaemonError::Internal(e.to_string()))?,
-        );
+        web = Some(start::dashboard(dashboard, bound.web, &supervisor)?);
+        (accounts, relay) = (Some(auth), Some(r));
     }
 
-    let admin = Arc::new(Admin {
-        devices: devices.clone(),
-        homeassistant: homeassistant.clone(),
+    let admin = Admin {
+        devices: home.devices.clone(),
+        homeassistant: home.homeassistant.clone(),
         relay: relay.clone(),
         keys: keys.clone(),
         auth: accounts,
@@ -393,38 +183,15 @@ pub async fn run_with_tap(
         broker: broker.clone(),
         discovery,
         web: web.as_ref().map(|w| w.addrs().to_vec()).unwrap_or_default(),
-    });
-    let admin_listener = bound.admin;
-    supervisor.spawn("admin", move |token| async move {
-        admin::serve(admin_listener, admin, token).await;
-        Ok(())
-    });
-    {
-        let (store, broker, dir) = (store.clone(), broker.clone(), data_dir.path().to_path_buf());
-        supervisor.spawn("tls-renewal", move |token| async move {
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(RENEWAL_CHECK) => {}
-                }
-                let (store, d, names) = (store.clone(), dir.clone(), names.clone());
-                let renewed = blocking(move || {
-                    let mut store = store.lock().expect("store lock");
-                    Ok(pki::ensure(&mut store, &d, &names)?)
-                })
-                .await?;
-                if renewed {
-                    broker.reload_tls(&TlsFiles::in_dir(&dir))?;
-                    if let Some(web) = &web {
-                        web.reload_tls(&TlsFiles::in_dir(&dir))
-                            .map_err(|e| DaemonError::Internal(e.to_string()))?;
-                    }
-                }
-            }
-        });
-    }
+    };
+    start::admin(admin, bound.admin, &supervisor);
+    start::renewal(&store, &broker, web, &data_dir, names, &supervisor);
 
-    tracing::info!(devices = device_count, credentials = loaded, "hearth running");
+    tracing::info!(
+        devices = started_broker.device_count,
+        credentials = started_broker.credentials,
+        "hearth running"
+    );
     supervisor::notify::ready();
 
     shutdown.cancelled().await;
@@ -438,7 +205,7 @@ pub async fn run_with_tap(
         r.flush_calls(crate::store::UnixTime(i64::MAX));
     }
     let _ = std::fs::remove_file(data_dir.admin_socket());
-    drop(devices);
+    drop(home);
     if erased.load(std::sync::atomic::Ordering::SeqCst) {
         drop(store);
         match crate::safety::erase::remove_files(&data_dir) {
