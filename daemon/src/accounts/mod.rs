@@ -65,7 +65,9 @@ impl Counters {
 
 /// The file holding the one-time setup code until it is used.
 pub const SETUP_CODE_FILE: &str = "setup-code";
-/// Keys the login throttle keeps at most.
+/// Keys (addresses and names) the login throttle keeps at most: far more
+/// than a LAN has, in well under a megabyte, so a flood from many addresses
+/// only pushes out keys that are not being throttled.
 const THROTTLE_KEYS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,9 @@
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
-/// Fewest characters (not bytes) a password may have.
+/// Fewest characters (not bytes) a password may have: twelve, the minimum
+/// OWASP ASVS 4.0 (2.1.1) sets, since this one password guards the whole
+/// home when two-factor is off.
 pub const MIN_CHARS: usize = 12;
 /// Most bytes a password may have: argon2 would take more, but nobody types
 /// more, and it bounds the work spent here.

@@ -6,15 +6,24 @@
 //! left alone for [`MAX_DELAY`] after its wait is forgotten. Its memory is
 //! bounded whatever a flood of new keys does, and it keeps no clock of its
 //! own (time is passed in), so it never sleeps and tests need not either.
+//!
+//! It is hearth's own because rate-limiting crates (governor and its kin)
+//! limit attempts per period: none makes the wait double with failures in a
+//! row, clears it on success, and evicts quiet keys before throttled ones
+//! when its table is full, which is what stops a password being guessed
+//! without letting a flood of addresses lock the owner out.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Failures in a row that cost nothing.
+/// Failures in a row that cost nothing: an owner's typos seldom run longer,
+/// and five guesses are nothing against a twelve-character password.
 pub const FREE_FAILURES: u32 = 5;
 /// The longest wait, and how long a key must stay quiet to be forgotten.
+/// Fifteen minutes holds a guesser to four tries an hour per key, while
+/// someone failing on purpose can keep the owner out for no longer.
 pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 
 /// The wait after `failures` failures in a row.

@@ -20,11 +20,14 @@ use crate::store::secret::Secret;
 /// Length of a generated secret: the HMAC-SHA1 output size, as RFC 4226
 /// recommends.
 pub const SECRET_LEN: usize = 20;
-/// Digits in a code.
+/// Digits in a code. Six digits and a 30-second step are RFC 6238's
+/// defaults, the only values every common authenticator app honours (some
+/// ignore `digits` and `period` in an otpauth URI).
 pub const DIGITS: u32 = 6;
-/// Seconds in a time step.
+/// Seconds in a time step (see [`DIGITS`]).
 pub const PERIOD: u64 = 30;
-/// How many recovery codes an enrolment issues.
+/// How many recovery codes an enrolment issues: each works once, and ten
+/// outlast years of lost phones while still fitting on one printed page.
 pub const RECOVERY_CODES: usize = 10;
 
 /// RFC 4648 base32 alphabet.

@@ -22,7 +22,10 @@ use crate::supervisor::{self, Supervisor, SupervisorError};
 
 /// How often the server certificate is checked for renewal.
 const RENEWAL_CHECK: Duration = Duration::from_secs(12 * 3600);
-/// How often the dashboard's live view checks which devices hold a broker session.
+/// How often live state checks which devices hold a broker session. A
+/// device whose connection dies has no last will on the hub tap, so this
+/// sweep is what marks it offline; five seconds is about as soon as anyone
+/// looks again, and a sweep asks the broker once per adopted device.
 const LIVE_SESSION_SWEEP: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]

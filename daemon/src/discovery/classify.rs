@@ -11,11 +11,20 @@ use std::net::IpAddr;
 use crate::home::vendor::{self, Profile};
 use crate::store::DeviceKind;
 
-/// Bounds on what one advert may carry; anything larger is dropped whole.
+// Bounds on what one advert may carry; anything larger is dropped whole.
+// Each is above what a real device sends (the corpus in tests/fixtures/
+// adverts/ stays well inside them) and small enough that a forged advert
+// costs little to read.
+
+/// TXT entries in one advert.
 pub const MAX_TXT_ENTRIES: usize = 32;
+/// Bytes in one TXT entry: DNS's own limit for a character string.
 pub const MAX_TXT_VALUE: usize = 255;
+/// Bytes of TXT in all: what fits one Ethernet-sized mDNS packet.
 pub const MAX_TXT_TOTAL: usize = 1300;
+/// Bytes in an instance name: DNS's limit for one label.
 pub const MAX_INSTANCE: usize = 63;
+/// Addresses one advert may give; a device has one or two per interface.
 pub const MAX_ADDRESSES: usize = 16;
 
 /// The service types hearth browses by default: those of the devices it

@@ -39,7 +39,9 @@ use crate::store::{DeviceId, DeviceKind};
 /// The largest command payload read.
 pub const MAX_COMMAND: usize = 1024;
 /// How long a camera's canonical state says `"motion":true` (or a
-/// doorbell's `"pressed":true`) after it last reported one.
+/// doorbell's `"pressed":true`) after it last reported one: ten seconds,
+/// what docs/homeassistant.md asks generic devices that hold events
+/// themselves to use, so both kinds look the same in Home Assistant.
 pub const EVENT_HOLD: Duration = Duration::from_secs(10);
 
 pub fn state_topic(id: &DeviceId) -> String {

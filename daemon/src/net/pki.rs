@@ -23,7 +23,10 @@ use crate::store::{Store, StoreError, crypto};
 pub const CA_DAYS: i64 = 3650;
 /// How long a server certificate is valid (the CA/Browser Forum's maximum).
 pub const SERVER_DAYS: i64 = 397;
-/// A server certificate is renewed this long before it expires.
+/// A server certificate is renewed this long before it expires: a month
+/// gives a hub that was off, or failed to renew at one check
+/// (`RENEWAL_CHECK` in app/), weeks of further tries before any client sees
+/// an expired certificate.
 pub const RENEW_BEFORE_DAYS: i64 = 30;
 
 const CA_KEY: &str = "ca_key";

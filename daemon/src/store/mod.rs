@@ -256,7 +256,9 @@ pub struct Inventory {
     pub secrets: u64,
 }
 
-/// Audit events kept; older ones are pruned as new ones arrive.
+/// Audit events kept; older ones are pruned as new ones arrive. Ten
+/// thousand is years of an owner's actions at a few a day, in a few
+/// megabytes of store.
 pub const AUDIT_KEPT: i64 = 10_000;
 
 /// An open store.

@@ -13,6 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::{DeviceFields, DeviceKind, DeviceStatus, Learnt};
 use crate::store::secret::Secret;
 
+/// Sealed values are padded to a multiple of this many bytes, so a
+/// ciphertext's length tells only which 32-byte band a name falls in (most
+/// names and rooms fit the first), at a cost of at most 31 bytes a value.
 const PAD_TO: usize = 32;
 
 /// Milliseconds since the Unix epoch.
