@@ -1,0 +1,165 @@
+//! Commands that ask the running daemon through its admin socket and
+//! print the answer: `status`, `audit verify`, `relay`, `homeassistant`.
+
+use super::{
+    AdminArgs, Config, HomeAssistantCommand, RelayCommand, Request, StoreError, admin_request, open_offline,
+    print_json, resolve_data_dir,
+};
+
+pub(super) fn audit_verify(args: &AdminArgs) -> anyhow::Result<()> {
+    let data_dir = resolve_data_dir(args.data_dir.as_deref(), &Config::default())?;
+    let v = match crate::app::admin::request(data_dir.path(), &Request::AuditVerify) {
+        Ok(v) => v,
+        Err(crate::app::admin::AdminError::NotRunning { .. }) => {
+            if data_dir.state()? != crate::store::DirState::Store {
+                return Err(StoreError::NotAStore {
+                    path: data_dir.path().to_path_buf(),
+                }
+                .into());
+            }
+            let store = open_offline(&data_dir, &Config::default())?;
+            serde_json::to_value(store.verify_audit()?)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        print_json(&v);
+    } else if v["problem"].is_null() {
+        println!(
+            "audit log verified: {} chained entries{}",
+            v["entries"],
+            match v["before_chain"].as_u64() {
+                Some(n) if n > 0 => format!(", {n} older entries from before the chain began"),
+                _ => String::new(),
+            }
+        );
+    }
+    if let Some(p) = v["problem"].as_object() {
+        return Err(StoreError::Corrupt {
+            path: data_dir.db_path(),
+            detail: format!(
+                "the audit log's chain breaks at entry {}: {}",
+                p.get("entry").cloned().unwrap_or_default(),
+                p.get("why").and_then(|w| w.as_str()).unwrap_or("")
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+pub(super) fn relay(cmd: RelayCommand) -> anyhow::Result<()> {
+    let (admin, request) = match cmd {
+        RelayCommand::Enable(a) => (a, Request::RelayEnable),
+        RelayCommand::Disable(a) => (a, Request::RelayDisable),
+        RelayCommand::Status(a) => (a, Request::RelayStatus),
+    };
+    let v = admin_request(&admin, &request)?;
+    if admin.json {
+        print_json(&v);
+    } else {
+        match v["listening"].as_str() {
+            Some(addr) => println!("voice relay on, listening on {addr}"),
+            None if v["enabled"] == true => println!("voice relay enabled, but not listening: see the log"),
+            None => println!("voice relay off: nothing listens"),
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn homeassistant(cmd: HomeAssistantCommand) -> anyhow::Result<()> {
+    let (admin, request) = match cmd {
+        HomeAssistantCommand::Enable(a) => (a, Request::HomeassistantEnable),
+        HomeAssistantCommand::Rotate(a) => (a, Request::HomeassistantRotate),
+        HomeAssistantCommand::Disable(a) => (a, Request::HomeassistantDisable),
+        HomeAssistantCommand::Status(a) => (a, Request::HomeassistantStatus),
+        HomeAssistantCommand::Set {
+            share_device_details,
+            discovery,
+            admin,
+        } => {
+            let discovery = discovery.map(|d| match d.as_str() {
+                "component" => crate::home::homeassistant::DiscoveryMode::Component,
+                "legacy" => crate::home::homeassistant::DiscoveryMode::Legacy,
+                _ => crate::home::homeassistant::DiscoveryMode::Device,
+            });
+            let change = crate::home::homeassistant::SettingsChange {
+                share_device_details: share_device_details.map(|v| v == "on"),
+                discovery,
+            };
+            (admin, Request::HomeassistantSet(change))
+        }
+    };
+    let v = admin_request(&admin, &request)?;
+    if admin.json {
+        print_json(&v);
+        return Ok(());
+    }
+    if let Some(m) = v.get("mqtt") {
+        let s = |k: &str| {
+            m[k].as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| m[k].to_string())
+        };
+        println!("In Home Assistant: Settings > Devices & services > Add integration > MQTT.");
+        println!("  broker     {}", s("host"));
+        println!("  port       {}", s("port"));
+        println!("  username   {}", s("username"));
+        println!(
+            "  password   {}   (shown once; hearth keeps only a hash)",
+            s("password")
+        );
+        println!("  TLS        on, with the CA certificate {}", s("ca_cert"));
+        println!(
+            "  discovery  on, prefix {}",
+            v["discovery_prefix"].as_str().unwrap_or("?")
+        );
+    } else {
+        print_fields(&v, "");
+    }
+    Ok(())
+}
+
+/// An answer as aligned `key  value` lines, nested objects indented: what
+/// a person reads, where `--json` gives the same answer to a program.
+pub(super) fn print_fields(v: &serde_json::Value, indent: &str) {
+    let Some(map) = v.as_object() else {
+        println!("{indent}{}", scalar(v));
+        return;
+    };
+    let width = map.keys().map(|k| k.len()).max().unwrap_or(0);
+    for (k, value) in map {
+        let label = k.replace('_', " ");
+        if value.is_object() {
+            println!("{indent}{label}");
+            print_fields(value, &format!("{indent}  "));
+        } else {
+            println!("{indent}{label:<width$}  {}", scalar(value));
+        }
+    }
+}
+
+pub(super) fn scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Bool(true) => "yes".into(),
+        serde_json::Value::Bool(false) => "no".into(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+pub(super) fn status(args: &AdminArgs) -> anyhow::Result<()> {
+    let v = admin_request(args, &Request::Status)?;
+    if args.json {
+        print_json(&v);
+    } else {
+        println!("hearth {} running", v["version"].as_str().unwrap_or("?"));
+        println!("  mqtt tls    {}", v["mqtt_tls"]);
+        println!("  mqtt plain  {}", v["mqtt_plain"]);
+        println!("  CA file     {}", v["ca_cert"].as_str().unwrap_or("?"));
+        println!("  devices     {}", v["devices"]);
+        println!("  broker      {}", v["broker"]);
+    }
+    Ok(())
+}
