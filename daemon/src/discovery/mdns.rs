@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{Advert, MAX_ADDRESSES};
 use super::wire::{self, A, ANY, Data, Message, Name, PTR, Question, Record, SRV, TXT};
 use super::{DiscoveryStats, Interfaces, is_home_address};
+use crate::net::rate::Bucket;
 
 pub const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 pub const PORT: u16 = 5353;
@@ -150,8 +151,8 @@ impl Engine {
             cache: Cache::default(),
             tx,
             stats,
-            packets: Bucket::new(MAX_PACKETS_PER_SEC),
-            queries: Bucket::new(MAX_QUERIES_PER_SEC),
+            packets: one_second(MAX_PACKETS_PER_SEC),
+            queries: one_second(MAX_QUERIES_PER_SEC),
         };
         // Join now, so that once the daemon answers on its admin socket it
         // hears the group.
@@ -267,7 +268,7 @@ impl Engine {
             self.stats.foreign.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if !self.packets.take() {
+        if !self.packets.take(Instant::now().into_std()) {
             self.stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -311,7 +312,7 @@ impl Engine {
                 if instance
                     .asked
                     .is_some_and(|at| now.duration_since(at) < ASK_AGAIN)
-                    || !self.queries.take()
+                    || !self.queries.take(Instant::now().into_std())
                 {
                     return;
                 }
@@ -443,32 +444,11 @@ impl Own {
     }
 }
 
-/// A token bucket holding one second's worth.
-struct Bucket {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(rate: f64) -> Bucket {
-        Bucket {
-            rate,
-            tokens: rate,
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
-        self.last = now;
-        if self.tokens < 1.0 {
-            return false;
-        }
-        self.tokens -= 1.0;
-        true
-    }
+/// A token bucket holding one second's worth. It is a plain value, so
+/// taking from it on the receive path allocates nothing. It reads tokio's
+/// clock, which tests may pause.
+fn one_second(rate: f64) -> Bucket {
+    Bucket::new(rate, rate, Instant::now().into_std())
 }
 
 struct Instance {
