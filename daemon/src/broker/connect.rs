@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::acl::{self, Action, Decision, Principal};
+use crate::net::rate::Keyed;
 use crate::store::DeviceId;
 use crate::store::secret::TokenHash;
 
@@ -238,24 +239,18 @@ pub fn valid_client_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// A token bucket per client address. Loopback is exempt (local tools, and
-/// Home Assistant on the same hub). The table is bounded: when it is full of
-/// recently seen addresses, new addresses are refused rather than letting
-/// memory grow.
+/// A token bucket per client address (`net::rate::Keyed`). Loopback is
+/// exempt (local tools, and Home Assistant on the same hub). The table is
+/// bounded: when it is full of recently seen addresses, new addresses are
+/// refused rather than letting memory grow.
 pub struct ConnectRate {
-    per_second: f64,
-    burst: f64,
-    max_addresses: usize,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<Keyed<IpAddr>>,
 }
 
 impl ConnectRate {
     pub fn new(per_second: u32, burst: u32, max_addresses: usize) -> ConnectRate {
         ConnectRate {
-            per_second: f64::from(per_second),
-            burst: f64::from(burst.max(1)),
-            max_addresses,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Keyed::new(per_second, burst, max_addresses)),
         }
     }
 
@@ -264,25 +259,7 @@ impl ConnectRate {
         if ip.is_loopback() || ip.to_canonical().is_loopback() {
             return true;
         }
-        let mut buckets = self.buckets.lock().expect("rate lock");
-        if !buckets.contains_key(&ip) && buckets.len() >= self.max_addresses {
-            // Forget addresses whose bucket has refilled: they are idle.
-            let refill = Duration::from_secs_f64(self.burst / self.per_second.max(0.001));
-            buckets.retain(|_, (_, last)| now.duration_since(*last) < refill);
-            if buckets.len() >= self.max_addresses {
-                return false;
-            }
-        }
-        let (tokens, last) = buckets.entry(ip).or_insert((self.burst, now));
-        let elapsed = now.duration_since(*last).as_secs_f64();
-        *tokens = (*tokens + elapsed * self.per_second).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.buckets.lock().expect("rate lock").take(ip, now)
     }
 
     pub fn tracked(&self) -> usize {
@@ -293,6 +270,8 @@ impl ConnectRate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::broker::acl::Rule;
 
     fn table() -> (Credentials, String) {

@@ -12,15 +12,11 @@
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
-use rustls::crypto::ring as provider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -28,77 +24,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::connect::ConnectRate;
+use crate::net::tls::Reloadable;
 
 /// Bytes buffered in each direction of a spliced connection. MQTT packets
 /// from home devices are small; 4 KiB keeps 1,000 connections cheap.
 const SPLICE_BUFFER: usize = 4096;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {path}: {message}")]
-    Pem { path: String, message: String },
-    #[error("TLS configuration rejected: {0}")]
-    Rustls(#[from] rustls::Error),
-}
-
-/// Builds the server's TLS configuration: TLS 1.3 and 1.2 only, ECDHE with
-/// AEAD suites only, the server's order enforced. ChaCha20 comes first on
-/// ARM (no AES instructions on a Pi 4), AES-GCM first elsewhere. This is
-/// hearth's one TLS policy: the dashboard, MQTT and the voice relay all
-/// build their configuration here.
-///
-/// hearth's own certificates are ECDSA; the relay serves one the owner
-/// supplies, which may be RSA, so the RSA twins of the TLS 1.2 suites
-/// follow the ECDSA ones. rustls offers a TLS 1.2 suite only for the key
-/// type of the certificate, so an ECDSA listener never offers them.
-pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
-    let pem_err = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| pem_err(cert, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_err(cert, e))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
-
-    use provider::cipher_suite as cs;
-    let suites = if cfg!(any(target_arch = "aarch64", target_arch = "arm")) {
-        vec![
-            cs::TLS13_CHACHA20_POLY1305_SHA256,
-            cs::TLS13_AES_128_GCM_SHA256,
-            cs::TLS13_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        ]
-    } else {
-        vec![
-            cs::TLS13_AES_128_GCM_SHA256,
-            cs::TLS13_AES_256_GCM_SHA384,
-            cs::TLS13_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        ]
-    };
-    let provider = rustls::crypto::CryptoProvider {
-        cipher_suites: suites,
-        ..provider::default_provider()
-    };
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.ignore_client_order = true;
-    Ok(config)
-}
 
 /// Whether a listener speaks TLS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +49,7 @@ pub struct FrontStats {
 
 /// The shared state of every listener.
 pub struct Front {
-    config: RwLock<Arc<ServerConfig>>,
+    config: Reloadable,
     upstream: SocketAddr,
     handshake_timeout: Duration,
     max_packet_size: usize,
@@ -136,7 +66,7 @@ impl Front {
         rate: ConnectRate,
     ) -> Front {
         Front {
-            config: RwLock::new(Arc::new(config)),
+            config: Reloadable::new(config),
             upstream,
             handshake_timeout: limits.handshake_timeout,
             max_packet_size: limits.max_packet_size as usize,
@@ -148,7 +78,7 @@ impl Front {
 
     /// Swaps in a renewed certificate; new connections use it at once.
     pub fn reload(&self, config: ServerConfig) {
-        *self.config.write().expect("tls config lock") = Arc::new(config);
+        self.config.replace(config);
     }
 
     /// Accepts until `token` is cancelled. Each connection is its own task,
@@ -198,7 +128,7 @@ impl Front {
         match mode {
             Mode::Plain => self.admit(tcp, fd, deadline).await,
             Mode::Tls => {
-                let acceptor = TlsAcceptor::from(self.config.read().expect("tls config lock").clone());
+                let acceptor = TlsAcceptor::from(self.config.current());
                 match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => self.admit(tls, fd, deadline).await,
                     Ok(Err(_)) => {

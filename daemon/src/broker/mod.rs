@@ -59,7 +59,7 @@ pub enum BrokerError {
     #[error(transparent)]
     NotArmed(#[from] hooks::NotArmed),
     #[error("MQTT TLS: {0}")]
-    Tls(#[from] front::TlsError),
+    Tls(#[from] crate::net::tls::TlsError),
     #[error("the broker failed: {0}")]
     Internal(String),
     #[error("hearth may not publish to that topic")]
@@ -250,7 +250,7 @@ impl Broker {
             .listener_by_id(internal.tcp().map_err(internal_err)?, 1)
             .build();
 
-        let config = front::server_config(&tls_files.server_cert, &tls_files.server_key)?;
+        let config = crate::net::tls::server_config(&tls_files.server_cert, &tls_files.server_key)?;
         let rate = connect::ConnectRate::new(limits.connect_rate_per_sec, limits.connect_burst, 4096);
         let front = Arc::new(Front::new(config, internal_addr, &limits, rate));
         let token = CancellationToken::new();
@@ -314,8 +314,10 @@ impl Broker {
 
     /// Swaps in a renewed server certificate.
     pub fn reload_tls(&self, files: &TlsFiles) -> Result<(), BrokerError> {
-        self.front
-            .reload(front::server_config(&files.server_cert, &files.server_key)?);
+        self.front.reload(crate::net::tls::server_config(
+            &files.server_cert,
+            &files.server_key,
+        )?);
         Ok(())
     }
 

@@ -32,18 +32,27 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{Advert, MAX_ADDRESSES};
 use super::wire::{self, A, ANY, Data, Message, Name, PTR, Question, Record, SRV, TXT};
 use super::{DiscoveryStats, Interfaces, is_home_address};
+use crate::net::rate::Bucket;
 
 pub const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 pub const PORT: u16 = 5353;
-/// Instances of browsed types held while they resolve.
+/// Instances of browsed types held while they resolve: a home with a couple
+/// of hundred devices, each advertising two of the browsed types, fits; each
+/// entry is a few hundred bytes at most.
 pub const MAX_INSTANCES: usize = 512;
-/// Hosts whose addresses are held.
+/// Hosts whose addresses are held: one per instance at most, as above.
 pub const MAX_HOSTS: usize = 512;
-/// Packets parsed per second at most; the rest are dropped unread.
+/// Packets parsed per second at most; the rest are dropped unread. A home
+/// LAN sends tens a second, a few hundred when a device joins; this is far
+/// above both and bounds the CPU a flood can take (docs/PERFORMANCE.md,
+/// "Discovery under an advert flood").
 pub const MAX_PACKETS_PER_SEC: f64 = 2000.0;
-/// Resolution queries sent per second at most.
+/// Resolution queries sent per second at most, so a flood of new names
+/// cannot make hearth flood the LAN back; twenty a second still resolves a
+/// whole home's new instances within seconds.
 const MAX_QUERIES_PER_SEC: f64 = 20.0;
-/// The same instance is asked about at most this often.
+/// The same instance is asked about at most this often: RFC 6762 §5.2
+/// puts at least a second between a query and its first repeat.
 const ASK_AGAIN: Duration = Duration::from_secs(1);
 /// Browse queries start one second apart and double up to this (RFC 6762 §5.2).
 const MAX_BROWSE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -150,8 +159,8 @@ impl Engine {
             cache: Cache::default(),
             tx,
             stats,
-            packets: Bucket::new(MAX_PACKETS_PER_SEC),
-            queries: Bucket::new(MAX_QUERIES_PER_SEC),
+            packets: one_second(MAX_PACKETS_PER_SEC),
+            queries: one_second(MAX_QUERIES_PER_SEC),
         };
         // Join now, so that once the daemon answers on its admin socket it
         // hears the group.
@@ -267,7 +276,7 @@ impl Engine {
             self.stats.foreign.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if !self.packets.take() {
+        if !self.packets.take(Instant::now().into_std()) {
             self.stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -311,7 +320,7 @@ impl Engine {
                 if instance
                     .asked
                     .is_some_and(|at| now.duration_since(at) < ASK_AGAIN)
-                    || !self.queries.take()
+                    || !self.queries.take(Instant::now().into_std())
                 {
                     return;
                 }
@@ -443,32 +452,11 @@ impl Own {
     }
 }
 
-/// A token bucket holding one second's worth.
-struct Bucket {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(rate: f64) -> Bucket {
-        Bucket {
-            rate,
-            tokens: rate,
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
-        self.last = now;
-        if self.tokens < 1.0 {
-            return false;
-        }
-        self.tokens -= 1.0;
-        true
-    }
+/// A token bucket holding one second's worth. It is a plain value, so
+/// taking from it on the receive path allocates nothing. It reads tokio's
+/// clock, which tests may pause.
+fn one_second(rate: f64) -> Bucket {
+    Bucket::new(rate, rate, Instant::now().into_std())
 }
 
 struct Instance {

@@ -22,12 +22,15 @@ use tokio::sync::mpsc;
 
 use self::classify::{Advert, ExtraKinds, NotOffered, Verdict, classify_with};
 use self::pending::{Outcome, Shares};
+use crate::net::rate::Bucket;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
 
 /// Adverts that reach the store per second at most (new or changed ones;
 /// repeats and adverts left alone cost no store work); the rest are dropped
-/// and counted.
+/// and counted. A real home's adverts rarely change, so this is only ever
+/// reached by a flood; at this rate a flood fills the pending list
+/// (`max_pending`) within seconds, and nothing new is added once it is full.
 const MAX_ADVERTS_PER_SEC: f64 = 200.0;
 /// How long the same identity is not reprocessed unless its addresses change.
 const DEDUPE_WINDOW: Duration = Duration::from_secs(5);
@@ -217,7 +220,7 @@ async fn process(
 ) {
     let mut seen: HashMap<String, (Instant, Vec<IpAddr>)> = HashMap::new();
     let shares = Arc::new(Mutex::new(Shares::default()));
-    let (mut tokens, mut last) = (MAX_ADVERTS_PER_SEC, Instant::now());
+    let mut store_work = Bucket::new(MAX_ADVERTS_PER_SEC, MAX_ADVERTS_PER_SEC, Instant::now());
     loop {
         let advert = tokio::select! {
             _ = token.cancelled() => return,
@@ -254,14 +257,10 @@ async fn process(
         // The rate bounds store work only: what is left alone or seen
         // already costs a lookup, and a burst of devices starting together
         // (after a power cut) is not dropped for its repeats.
-        tokens =
-            (tokens + now.duration_since(last).as_secs_f64() * MAX_ADVERTS_PER_SEC).min(MAX_ADVERTS_PER_SEC);
-        last = now;
-        if tokens < 1.0 {
+        if !store_work.take(now) {
             stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        tokens -= 1.0;
         if seen.len() >= DEDUPE_ENTRIES {
             seen.retain(|_, (at, _)| now.duration_since(*at) < DEDUPE_WINDOW);
             if seen.len() >= DEDUPE_ENTRIES {

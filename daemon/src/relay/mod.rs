@@ -16,11 +16,8 @@
 mod alexa;
 mod google;
 mod oauth;
-mod rate;
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,11 +25,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::accounts::Auth;
 use crate::accounts::Counters;
@@ -40,6 +34,9 @@ use crate::broker::Broker;
 use crate::home::canonical::{Command, Scheme};
 use crate::home::live::{DeviceState, LiveState};
 use crate::home::vendor::Profile;
+use crate::net::rate::Keyed;
+use crate::net::serve::{Capacity, Event, Http, Tracker};
+use crate::net::tls::Reloadable;
 use crate::store::AuditKind;
 use crate::store::relay::RelayLink;
 use crate::store::secret::TokenHash;
@@ -79,6 +76,10 @@ const MAX_CONNECTIONS: usize = 64;
 /// connection comes from the tunnel's address, so this is then the
 /// relay's own cap.
 const MAX_PER_ADDRESS: usize = 16;
+/// Bytes buffered for a request head.
+const MAX_HEAD: usize = 32 * 1024;
+/// Tokens, and addresses, each rate limit tracks at most.
+const RATE_KEYS: usize = 4096;
 /// How long a command waits for the device to report the new state before
 /// the answer says what was asked for, with that much uncertainty.
 pub const CONFIRM_WAIT: Duration = Duration::from_secs(2);
@@ -174,8 +175,9 @@ pub struct Relay {
     config: RelayConfig,
     supervisor: Supervisor,
     oauth: oauth::Pending,
-    token_rate: Mutex<rate::Limiter>,
-    address_rate: Mutex<rate::Limiter>,
+    /// Keyed by the first 8 bytes of a token's hash.
+    token_rate: Mutex<Keyed<[u8; 8]>>,
+    address_rate: Mutex<Keyed<IpAddr>>,
     /// Cancels the running listener; `None` while disabled.
     running: Mutex<Option<(CancellationToken, SocketAddr)>>,
 }
@@ -209,8 +211,8 @@ impl Relay {
             live,
             broker,
             auth,
-            token_rate: Mutex::new(rate::Limiter::new(tr, tb, 4096)),
-            address_rate: Mutex::new(rate::Limiter::new(ar, ab, 4096)),
+            token_rate: Mutex::new(Keyed::new(tr, tb, RATE_KEYS)),
+            address_rate: Mutex::new(Keyed::new(ar, ab, RATE_KEYS)),
             config,
             supervisor,
             oauth: oauth::Pending::default(),
@@ -332,7 +334,7 @@ impl Relay {
             return Ok(());
         }
         let tls = match &self.config.tls {
-            Some((cert, key)) => Some(Arc::new(tls_config(cert, key)?)),
+            Some((cert, key)) => Some(Arc::new(Reloadable::new(tls_config(cert, key)?))),
             None => None,
         };
         let addr = self.config.listen;
@@ -349,10 +351,14 @@ impl Relay {
         let stop = CancellationToken::new();
         let router = router(self.clone());
         {
-            let stop = stop.clone();
-            let counters = self.auth.counters.clone();
+            let http = Arc::new(http(tls, self.auth.counters.clone()));
+            // The owner turning the relay off, or hearth stopping, ends it.
+            let shutdown = stop.child_token();
             self.supervisor.spawn("relay", move |token| async move {
-                serve(listener, tls, router, counters, token, stop).await;
+                tokio::select! {
+                    _ = crate::net::serve::serve(listener, router, http, shutdown.clone()) => {}
+                    _ = token.cancelled() => shutdown.cancel(),
+                }
                 Ok(())
             });
         }
@@ -434,18 +440,19 @@ impl Relay {
 
     /// Whether `token` (already known to be live) may make another call now.
     fn token_allowed(&self, token: &str) -> bool {
-        let key = hex::encode(&TokenHash::of(token).as_bytes()[..8]);
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&TokenHash::of(token).as_bytes()[..8]);
         self.token_rate
             .lock()
             .expect("rate lock")
-            .allow(&key, Instant::now())
+            .take(key, Instant::now())
     }
 
     fn address_allowed(&self, ip: IpAddr) -> bool {
         self.address_rate
             .lock()
             .expect("rate lock")
-            .allow(&ip.to_string(), Instant::now())
+            .take(ip, Instant::now())
     }
 
     /// The live state of a device, if it is tracked.
@@ -605,14 +612,11 @@ pub fn kelvin(mireds: u16) -> u32 {
     (1_000_000 + m / 2) / m
 }
 
-/// The owner's certificate under hearth's one TLS policy
-/// (`broker::front::server_config`: the same versions, suites and order as
-/// the dashboard and MQTT, the server's order enforced).
+/// The owner's certificate under hearth's one TLS policy (`net::tls`: the
+/// same versions, suites and order as the dashboard and MQTT, the server's
+/// order enforced).
 fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, RelayError> {
-    let mut config =
-        crate::broker::front::server_config(cert, key).map_err(|e| RelayError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    crate::net::tls::http_server_config(cert, key).map_err(|e| RelayError::Tls(e.to_string()))
 }
 
 /// The client's address, put on each request by the server.
@@ -713,272 +717,41 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Why a connection was refused or closed early; each is counted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Refusal {
-    /// [`MAX_PER_ADDRESS`] connections from its address were open.
-    Address,
-    /// [`MAX_CONNECTIONS`] were open and every one had a request going.
-    Full,
-}
-
-/// The connections the relay holds, oldest first, so that accepting never
-/// waits: a connection over its address's cap or over the total is
-/// refused at once, and when the total is reached the oldest connection
-/// that has not yet sent a whole request head makes room. A stalling
-/// client therefore never delays one that talks.
-#[derive(Default)]
-struct Tracker {
-    next: u64,
-    conns: BTreeMap<u64, Tracked>,
-    per_address: HashMap<IpAddr, usize>,
-}
-
-struct Tracked {
-    ip: IpAddr,
-    /// Set once a request head arrived; until then it may be evicted.
-    started: Arc<AtomicBool>,
-    evict: CancellationToken,
-}
-
-/// One admitted connection; dropping it frees its place.
-struct Slot {
-    id: u64,
-    tracker: Arc<Mutex<Tracker>>,
-    started: Arc<AtomicBool>,
-    evicted: CancellationToken,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.tracker.lock().expect("tracker lock").remove(self.id);
-    }
-}
-
-impl Tracker {
-    /// Admits a connection from `ip`, or says why not. The second value is
-    /// whether an idle connection was evicted to make room.
-    fn admit(this: &Arc<Mutex<Tracker>>, ip: IpAddr) -> Result<(Slot, bool), Refusal> {
-        let mut t = this.lock().expect("tracker lock");
-        if t.per_address.get(&ip).copied().unwrap_or(0) >= MAX_PER_ADDRESS {
-            return Err(Refusal::Address);
-        }
-        let mut evicted = false;
-        if t.conns.len() >= MAX_CONNECTIONS {
-            let idle = t
-                .conns
-                .iter()
-                .find(|(_, c)| !c.started.load(Ordering::Acquire))
-                .map(|(id, _)| *id);
-            let Some(id) = idle else {
-                return Err(Refusal::Full);
-            };
-            if let Some(c) = t.remove(id) {
-                c.evict.cancel();
-            }
-            evicted = true;
-        }
-        let id = t.next;
-        t.next += 1;
-        let (started, evict) = (Arc::new(AtomicBool::new(false)), CancellationToken::new());
-        t.conns.insert(
-            id,
-            Tracked {
-                ip,
-                started: started.clone(),
-                evict: evict.clone(),
-            },
-        );
-        *t.per_address.entry(ip).or_insert(0) += 1;
-        drop(t);
-        Ok((
-            Slot {
-                id,
-                tracker: this.clone(),
-                started,
-                evicted: evict,
-            },
-            evicted,
-        ))
-    }
-
-    fn remove(&mut self, id: u64) -> Option<Tracked> {
-        let c = self.conns.remove(&id)?;
-        if let Some(n) = self.per_address.get_mut(&c.ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_address.remove(&c.ip);
-            }
-        }
-        Some(c)
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    router: Router,
-    counters: Arc<Counters>,
-    token: CancellationToken,
-    stop: CancellationToken,
-) {
-    let tracker = Arc::new(Mutex::new(Tracker::default()));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = token.cancelled() => return,
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::warn!(%error, "relay accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let slot = match Tracker::admit(&tracker, peer.ip()) {
-            Ok((slot, evicted)) => {
-                if evicted {
-                    Counters::bump(&counters.relay_evicted);
-                }
-                slot
-            }
-            Err(why) => {
-                Counters::bump(match why {
-                    Refusal::Address => &counters.relay_refused_address,
-                    Refusal::Full => &counters.relay_refused_full,
-                });
-                drop(tcp);
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let (router, token, stop, tls, counters) = (
-            router.clone(),
-            token.clone(),
-            stop.clone(),
-            tls.clone(),
-            counters.clone(),
-        );
-        tokio::spawn(async move {
-            let started = slot.started.clone();
-            // Runs out only while no request head has arrived.
-            let first_request = async {
-                tokio::time::sleep(FIRST_REQUEST_TIMEOUT).await;
-                if started.load(Ordering::Acquire) {
-                    std::future::pending::<()>().await;
-                }
-            };
-            let served = async {
-                match tls {
-                    Some(config) => {
-                        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                        if let Ok(stream) = acceptor.accept(tcp).await {
-                            connection(stream, peer, slot.started.clone(), router, token, stop).await;
-                        }
-                    }
-                    None => connection(tcp, peer, slot.started.clone(), router, token, stop).await,
-                }
-            };
-            let evicted = tokio::select! {
-                _ = served => false,
-                _ = slot.evicted.cancelled() => true,
-                _ = first_request => false,
-            };
-            // Eviction was counted when it happened; any other end before
-            // a whole request head (a deadline, a failed handshake, a
-            // client that left) is counted here.
-            if !evicted && !slot.started.load(Ordering::Acquire) {
-                Counters::bump(&counters.relay_no_request);
-            }
-            drop(slot);
-        });
-    }
-}
-
-async fn connection<I>(
-    io: I,
-    peer: SocketAddr,
-    started: Arc<AtomicBool>,
-    router: Router,
-    token: CancellationToken,
-    stop: CancellationToken,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-        started.store(true, Ordering::Release);
-        req.extensions_mut().insert(Peer(peer));
-        let router = router.clone();
-        async move {
-            tokio::time::timeout(REQUEST_TIMEOUT, router.oneshot(req.map(Body::new)))
-                .await
-                .unwrap_or_else(|_| Ok(bare(StatusCode::SERVICE_UNAVAILABLE, None)))
-        }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(32 * 1024);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = token.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-        }
-        _ = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-        }
+/// How the relay's listener serves: accepting never waits (`Tracker`), and
+/// from accept the TLS handshake and the first request's headers must both
+/// be done within [`FIRST_REQUEST_TIMEOUT`].
+fn http(tls: Option<Arc<Reloadable>>, counters: Arc<Counters>) -> Http {
+    Http {
+        name: "relay",
+        tls,
+        handshake_timeout: None,
+        first_request_timeout: Some(FIRST_REQUEST_TIMEOUT),
+        header_timeout: HEADER_TIMEOUT,
+        request_timeout: REQUEST_TIMEOUT,
+        max_buf_size: MAX_HEAD,
+        keep_alive: true,
+        capacity: Capacity::Track(Arc::new(Mutex::new(Tracker::new(
+            MAX_CONNECTIONS,
+            MAX_PER_ADDRESS,
+        )))),
+        peer: |extensions, addr| {
+            extensions.insert(Peer(addr));
+        },
+        timed_out: || bare(StatusCode::SERVICE_UNAVAILABLE, None),
+        count: Box::new(move |event| {
+            Counters::bump(match event {
+                Event::RefusedAddress => &counters.relay_refused_address,
+                Event::RefusedFull => &counters.relay_refused_full,
+                Event::Evicted => &counters.relay_evicted,
+                Event::NoRequest => &counters.relay_no_request,
+            })
+        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_tracker_caps_addresses_and_evicts_only_idle_connections() {
-        let tracker = Arc::new(Mutex::new(Tracker::default()));
-        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
-        let mut held = Vec::new();
-        for _ in 0..MAX_PER_ADDRESS {
-            held.push(Tracker::admit(&tracker, ip(2)).unwrap().0);
-        }
-        assert_eq!(Tracker::admit(&tracker, ip(2)).err(), Some(Refusal::Address));
-        // A closed connection frees its address's place.
-        held.pop();
-        held.push(Tracker::admit(&tracker, ip(2)).unwrap().0);
-        // Fill the relay from other addresses, every connection idle.
-        let mut n = 3;
-        while held.len() < MAX_CONNECTIONS {
-            let a = ip(n);
-            while held.len() < MAX_CONNECTIONS
-                && let Ok((slot, evicted)) = Tracker::admit(&tracker, a)
-            {
-                assert!(!evicted);
-                held.push(slot);
-            }
-            n += 1;
-        }
-        // Full: the oldest idle connection makes room.
-        let (slot, evicted) = Tracker::admit(&tracker, ip(200)).unwrap();
-        assert!(evicted);
-        assert!(held[0].evicted.is_cancelled());
-        assert!(!held[1].evicted.is_cancelled());
-        held.push(slot);
-        // Once every connection has a request going, a newcomer is refused.
-        for s in &held {
-            s.started.store(true, Ordering::Release);
-        }
-        assert_eq!(Tracker::admit(&tracker, ip(201)).err(), Some(Refusal::Full));
-        drop(held);
-        let t = tracker.lock().unwrap();
-        assert!(t.conns.is_empty() && t.per_address.is_empty());
-    }
 
     #[test]
     fn kelvin_and_mireds_round_trip_within_the_range() {

@@ -1,8 +1,8 @@
 //! The LAN dashboard: HTTPS only (hearth's local CA), owner accounts, the
 //! JSON API and the embedded pages.
 //!
-//! The server is hyper's HTTP/1.1 over tokio-rustls, with the router from
-//! `api`. Each connection has a TLS handshake deadline and a header-read
+//! The server is `net::serve`'s HTTP/1.1 loop under `net::tls`'s policy,
+//! with the router from `api`. Each connection has a TLS handshake deadline and a header-read
 //! deadline, each request a body limit and an answer deadline, and the
 //! number of connections is capped.
 
@@ -11,30 +11,38 @@ pub mod assets;
 pub mod metrics;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::ServerConfig;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::net::pki::TlsFiles;
+use crate::net::serve::{Capacity, Http};
+use crate::net::tls::{Reloadable, TlsError};
 use crate::supervisor::Supervisor;
 
-/// A TLS handshake must finish within this.
+/// A TLS handshake must finish within this: two round trips, which a
+/// phone on weak Wi-Fi makes in well under a second; ten seconds only
+/// bounds how long a silent client holds one of [`MAX_CONNECTIONS`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request's headers must arrive within this.
+/// A request's headers must arrive within this. A browser sends them at
+/// once; the bound is for a client that trickles them to hold a connection.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait in the kernel's backlog.
+/// Connections served at once; more wait in the kernel's backlog. A
+/// browser tab holds a few (one for its event stream), so this serves
+/// dozens of the household's tabs, and bounds head buffers to
+/// 256 × [`MAX_HEAD`] = 16 MiB.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Bytes buffered for a request head.
+const MAX_HEAD: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
     #[error("dashboard TLS: {0}")]
-    Tls(#[from] crate::broker::front::TlsError),
+    Tls(#[from] TlsError),
     #[error("dashboard listener: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -42,7 +50,7 @@ pub enum WebError {
 /// The running dashboard's TLS configuration, swapped on renewal.
 #[derive(Clone)]
 pub struct Web {
-    tls: Arc<RwLock<Arc<ServerConfig>>>,
+    tls: Arc<Reloadable>,
     addrs: Vec<SocketAddr>,
 }
 
@@ -53,16 +61,16 @@ impl Web {
 
     /// Loads the renewed server certificate for new connections.
     pub fn reload_tls(&self, files: &TlsFiles) -> Result<(), WebError> {
-        let config = tls_config(files)?;
-        *self.tls.write().expect("tls lock") = Arc::new(config);
+        self.tls.replace(tls_config(files)?);
         Ok(())
     }
 }
 
-fn tls_config(files: &TlsFiles) -> Result<ServerConfig, WebError> {
-    let mut config = crate::broker::front::server_config(&files.server_cert, &files.server_key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+fn tls_config(files: &TlsFiles) -> Result<rustls::ServerConfig, WebError> {
+    Ok(crate::net::tls::http_server_config(
+        &files.server_cert,
+        &files.server_key,
+    )?)
 }
 
 /// Starts serving on the bound listeners.
@@ -72,89 +80,41 @@ pub fn start(
     app: Arc<api::App>,
     supervisor: &Supervisor,
 ) -> Result<Web, WebError> {
-    let tls = Arc::new(RwLock::new(Arc::new(tls_config(files)?)));
+    let tls = Arc::new(Reloadable::new(tls_config(files)?));
     let router = api::router(app);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let http = Arc::new(Http {
+        name: "dashboard",
+        tls: Some(tls.clone()),
+        handshake_timeout: Some(HANDSHAKE_TIMEOUT),
+        first_request_timeout: None,
+        header_timeout: HEADER_TIMEOUT,
+        request_timeout: api::REQUEST_TIMEOUT,
+        max_buf_size: MAX_HEAD,
+        keep_alive: true,
+        // One cap over every listener.
+        capacity: Capacity::Wait(Arc::new(Semaphore::new(MAX_CONNECTIONS))),
+        peer: |extensions, addr| {
+            extensions.insert(api::Peer(addr));
+        },
+        timed_out: || {
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                axum::Json(serde_json::json!({ "error": "the request took too long" })),
+            )
+                .into_response()
+        },
+        count: Box::new(|_| {}),
+    });
     let mut addrs = Vec::new();
     for listener in listeners {
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
         addrs.push(listener.local_addr()?);
-        let (tls, router, limit) = (tls.clone(), router.clone(), limit.clone());
+        let (router, http) = (router.clone(), http.clone());
         supervisor.spawn("web", move |token| async move {
-            serve(listener, tls, router, limit, token).await;
+            crate::net::serve::serve(listener, router, http, token).await;
             Ok(())
         });
     }
     Ok(Web { tls, addrs })
-}
-
-async fn serve(
-    listener: TcpListener,
-    tls: Arc<RwLock<Arc<ServerConfig>>>,
-    router: axum::Router,
-    limit: Arc<Semaphore>,
-    token: CancellationToken,
-) {
-    loop {
-        let permit = tokio::select! {
-            _ = token.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let (tcp, peer) = tokio::select! {
-            _ = token.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::warn!(%error, "dashboard accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.read().expect("tls lock").clone());
-        let (router, token) = (router.clone(), token.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
-                return;
-            };
-            let service =
-                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(api::Peer(peer));
-                    let router = router.clone();
-                    async move {
-                        tokio::time::timeout(
-                            api::REQUEST_TIMEOUT,
-                            router.oneshot(req.map(axum::body::Body::new)),
-                        )
-                        .await
-                        .unwrap_or_else(|_| {
-                            Ok(axum::response::IntoResponse::into_response((
-                                axum::http::StatusCode::REQUEST_TIMEOUT,
-                                axum::Json(serde_json::json!({ "error": "the request took too long" })),
-                            )))
-                        })
-                    }
-                });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(64 * 1024);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = token.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-                }
-            }
-        });
-    }
 }
