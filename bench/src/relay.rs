@@ -4,9 +4,10 @@
 //! same run and the same daemon, Home Assistant's path: a publish on
 //! `hearth/<id>/set` by the `homeassistant` principal.
 //!
-//! The link is written into the store while the daemon is stopped (client,
-//! link and token hashes, as the OAuth exchange would leave them): the
-//! benchmark measures directives, not the consent page. Per round: 10,000
+//! The owner (with two-factor authentication, which the relay requires)
+//! and the link are written into the store while the daemon is stopped
+//! (client, link and token hashes, as the OAuth exchange would leave them):
+//! the benchmark measures directives, not the consent page. Per round: 10,000
 //! directives (or 60 s), then 10,000 MQTT commands (or 60 s), one at a
 //! time, alternating brightness 30 and 70 so that each is a change.
 
@@ -62,8 +63,10 @@ fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
     let id = bulb["id"].as_str().unwrap().to_owned();
     start::expose(&data, &id, Some("bench light"));
     let ha = start::homeassistant(&data);
-    // Stop, write the link, start again with the relay enabled.
+    // Stop, write the owner and the link, start again with the relay
+    // enabled.
     process.stop();
+    owner_with_two_factor(&data);
     let access = hearth::store::secret::random_token(256).unwrap();
     {
         let dir = hearth::store::DataDir::new(&data);
@@ -119,6 +122,36 @@ fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
         mqtt,
         relay,
     )
+}
+
+/// The owner, with two-factor authentication on, as the dashboard's setup
+/// and Security page leave them: hearth starts the relay only for such a
+/// home (`Relay::may_enable`). Done through the daemon's own accounts code
+/// on its stopped store; nothing of it is timed.
+fn owner_with_two_factor(data: &Path) {
+    use hearth::accounts::totp;
+    let store = hearth::app::open_or_init(&hearth::store::DataDir::new(data), None).unwrap();
+    let auth = hearth::accounts::Auth::new(
+        std::sync::Arc::new(std::sync::Mutex::new(store)),
+        data.to_owned(),
+        Duration::from_secs(3600),
+        Duration::from_secs(86_400),
+    )
+    .unwrap();
+    let code = auth.prepare_setup().unwrap().expect("a new home has no owner");
+    let owner = auth
+        .setup(
+            code.expose(),
+            "bench",
+            "bench owner passphrase 7341",
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        )
+        .unwrap();
+    let (text, _) = auth.enroll(&owner.session).unwrap();
+    let secret = totp::TotpSecret::from_base32(&text).unwrap();
+    let step = hearth::accounts::unix_now() / 30;
+    auth.confirm(&owner.session, &format!("{:06}", totp::code_at(&secret, step)))
+        .unwrap();
 }
 
 #[derive(Default, Clone)]
