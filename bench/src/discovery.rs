@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::start::{self, Process};
+
 fn ip(args: &[&str]) {
     let status = Command::new("ip").args(args).status().expect("ip (iproute2)");
     assert!(status.success(), "ip {args:?} failed (run as root)");
@@ -75,28 +77,14 @@ impl Drop for Ns {
 
 /// The real daemon in `ns`, discovering on its loopback, once it answers:
 /// the child, and the data directory (inside the returned temporary one).
-fn hearth_in(ns: &Ns, hearth: &Path) -> (std::process::Child, tempfile::TempDir, std::path::PathBuf) {
+fn hearth_in(ns: &Ns, hearth: &Path) -> (Process, tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let config = tmp.path().join("hearth.toml");
-    std::fs::write(
-        &config,
+    let (daemon, data) = start::hearth_by(
+        ns.exec(hearth),
+        tmp.path(),
         "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[web]\nenabled = false\n\
          [discovery]\ninterfaces = \"loopback\"\n",
-    )
-    .unwrap();
-    let daemon = ns
-        .exec(hearth)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    crate::mqtt::wait_for_file(&data.join("admin.sock"), "hearth did not start");
+    );
     (daemon, tmp, data)
 }
 
@@ -107,7 +95,7 @@ pub fn run(hearth: &Path, rounds: usize) {
     let (mut firsts, mut alls) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let ns = Ns::new(&format!("discovery-{round}"));
-        let (mut daemon, _tmp, data) = hearth_in(&ns, hearth);
+        let (daemon, _tmp, data) = hearth_in(&ns, hearth);
         std::thread::sleep(Duration::from_millis(500));
         let start = Instant::now();
         let mut announcer = ns
@@ -131,8 +119,7 @@ pub fn run(hearth: &Path, rounds: usize) {
         }
         let _ = announcer.kill();
         let _ = announcer.wait();
-        let _ = daemon.kill();
-        let _ = daemon.wait();
+        drop(daemon);
         drop(ns);
         let (first, all) = (
             first.expect("nothing discovered"),
@@ -175,11 +162,11 @@ pub fn flood(hearth: &Path, seconds: u64) {
             .unwrap()
     };
     let total = (seconds + 15).to_string();
-    let reference = spawn(&sim, &["browse", "_hap._tcp", "--all", "--seconds", &total]);
+    let mut reference = spawn(&sim, &["browse", "_hap._tcp", "--all", "--seconds", &total]);
     std::thread::sleep(Duration::from_secs(2));
     // `ip netns exec` execs the program, so the child's pid is the program's.
     let pids = [daemon.id(), reference.id()];
-    let rss = || pids.map(crate::mqtt::rss_mib);
+    let rss = || pids.map(crate::measure::rss_mib);
     let before = rss();
     println!(
         "before: hearth {:.1} MiB, mdns-sd {:.1} MiB",
@@ -226,10 +213,9 @@ pub fn flood(hearth: &Path, seconds: u64) {
         peak[1] - before[1],
         peak[1]
     );
-    for mut child in [reference, daemon] {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let _ = reference.kill();
+    let _ = reference.wait();
+    drop(daemon);
 }
 
 fn ms(d: Duration) -> f64 {
@@ -255,7 +241,7 @@ pub fn corpus(hearth: &Path, rounds: usize) {
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let ns = Ns::new(&format!("corpus-{round}"));
-        let (mut daemon, _tmp, data) = hearth_in(&ns, hearth);
+        let (daemon, _tmp, data) = hearth_in(&ns, hearth);
         std::thread::sleep(Duration::from_millis(500));
         let (mut browser, browsed) = lines_of(
             ns.exec(python)
@@ -285,10 +271,11 @@ pub fn corpus(hearth: &Path, rounds: usize) {
             std::thread::sleep(Duration::from_millis(200));
         }
         let resolved: Vec<String> = browsed.try_iter().collect();
-        for child in [&mut announcer, &mut browser, &mut daemon] {
+        for child in [&mut announcer, &mut browser] {
             let _ = child.kill();
             let _ = child.wait();
         }
+        drop(daemon);
         drop(ns);
         let (mut h, mut r) = (Vec::new(), Vec::new());
         for d in list.as_array().into_iter().flatten() {

@@ -20,15 +20,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hearth::home::vendor::Profile;
+use hearth::store::DeviceKind;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::mqtt::{cpu_secs, free_port, rss_mib, wait_for_file};
+use crate::measure::{cpu_secs, median, percentile_us, rss_mib};
+use crate::start::{self, Mosquitto, Process};
 
 const PHASE_LIMIT: Duration = Duration::from_secs(20);
 const WAIT: Duration = Duration::from_secs(10);
@@ -36,7 +37,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// One broker set up for a phase: where Home Assistant connects, how it
 /// commands bulb `i` and how it reads that bulb's brightness back.
 struct Setup {
-    child: Child,
+    process: Process,
     port: u16,
     ca: PathBuf,
     ha_user: String,
@@ -46,13 +47,6 @@ struct Setup {
     topics: Vec<(String, String)>,
     hearth: bool,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Setup {
@@ -78,43 +72,28 @@ impl Setup {
     }
 }
 
-fn admin(data: &Path, req: hearth::app::admin::Request) -> Value {
-    hearth::app::admin::request(data, &req).expect("admin request")
-}
-
 fn start_hearth(hearth: &Path, bulbs: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (child, data) = spawn(hearth, dir.path(), port);
+    let port = start::free_port();
+    let (process, data) = spawn(hearth, dir.path(), port);
     let mut provisioning = Vec::new();
     let mut topics = Vec::new();
     for i in 0..bulbs {
-        let p = admin(
+        let p = start::add_device(
             &data,
-            hearth::app::admin::Request::DevicesAdd(hearth::home::devices::AddDevice {
-                profile: hearth::home::vendor::Profile::Tasmota,
-                kind: hearth::store::DeviceKind::Bulb,
-                nickname: format!("bulb {i}"),
-                room: None,
-                topic: None,
-            }),
+            Profile::Tasmota,
+            DeviceKind::Bulb,
+            format!("bulb {i}"),
+            None,
         );
         let id = p["id"].as_str().unwrap().to_owned();
-        admin(
-            &data,
-            hearth::app::admin::Request::DevicesExpose(hearth::app::admin::Expose {
-                id: id.clone(),
-                homeassistant: Some(true),
-                voice: None,
-                voice_name: None,
-            }),
-        );
+        start::expose(&data, &id, None);
         topics.push((format!("hearth/{id}/set"), format!("hearth/{id}/state")));
         provisioning.push(p);
     }
-    let conn = admin(&data, hearth::app::admin::Request::HomeassistantEnable);
+    let conn = start::homeassistant(&data);
     Setup {
-        child,
+        process,
         port,
         ca: data.join("ca.pem"),
         ha_user: conn["mqtt"]["username"].as_str().unwrap().into(),
@@ -126,48 +105,33 @@ fn start_hearth(hearth: &Path, bulbs: usize) -> Setup {
     }
 }
 
-fn spawn(hearth: &Path, dir: &Path, port: u16) -> (Child, PathBuf) {
-    let data = dir.join("data");
-    let config = dir.join("hearth.toml");
-    std::fs::write(
-        &config,
-        format!(
+fn spawn(hearth: &Path, dir: &Path, port: u16) -> (Process, PathBuf) {
+    let started = start::hearth(
+        hearth,
+        dir,
+        &format!(
             "[mqtt]\ntls_listen = [\"127.0.0.1:{port}\"]\nplain_listen = []\n[log]\nlevel = \"warn\"\n\
              [discovery]\nenabled = false\n[web]\nenabled = false\n"
         ),
-    )
-    .unwrap();
-    let child = Command::new(hearth)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hearth (build it with bench/run)");
-    wait_for_file(&data.join("admin.sock"), "hearth did not start");
+    );
     std::thread::sleep(Duration::from_millis(200));
-    (child, data)
+    started
 }
 
 /// mosquitto with hearth's certificate, a password per bulb and for Home
 /// Assistant, and Tasmota's topics confined per bulb.
 fn start_mosquitto(hearth: &Path, bulbs: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = start::free_port();
     let (mut h, data) = spawn(hearth, dir.path(), port);
-    unsafe { libc::kill(h.id() as i32, libc::SIGTERM) };
-    let _ = h.wait();
+    h.stop();
     let password = |i: usize| format!("{:032x}", (i as u128 + 7) * 0x9e37_79b9_7f4a_7c15);
-    let mut plain = format!("ha:{}\n", password(usize::MAX / 2));
+    let mut users = format!("ha:{}\n", password(usize::MAX / 2));
     let mut provisioning = Vec::new();
     let mut topics = Vec::new();
     for i in 0..bulbs {
         let user = format!("tasmota_{i:04}");
-        plain += &format!("{user}:{}\n", password(i));
+        users += &format!("{user}:{}\n", password(i));
         provisioning.push(json!({
             "profile": "tasmota",
             "kind": "bulb",
@@ -179,52 +143,20 @@ fn start_mosquitto(hearth: &Path, bulbs: usize) -> Setup {
         }));
         topics.push((format!("cmnd/{user}/Dimmer"), format!("stat/{user}/RESULT")));
     }
-    let passwd = dir.path().join("passwd");
-    std::fs::write(&passwd, plain).unwrap();
-    let status = Command::new("mosquitto_passwd")
-        .arg("-U")
-        .arg(&passwd)
-        .status()
-        .expect("mosquitto_passwd");
-    assert!(status.success());
-    let acl = dir.path().join("acl");
-    std::fs::write(
-        &acl,
-        "user ha\ntopic write cmnd/#\ntopic read stat/#\ntopic read tele/#\n\
-         pattern write stat/%u/#\npattern write tele/%u/#\npattern read cmnd/%u/#\n",
-    )
-    .unwrap();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root\nper_listener_settings false\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
-             persistence false\nlog_dest none\nmax_inflight_messages 16\nmax_queued_messages 1000\n\
-             max_packet_size 262144\nlistener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
-             tls_version tlsv1.2\nset_tcp_nodelay true\n",
-            passwd.display(),
-            acl.display(),
-            data.join("ca.pem").display(),
-            data.join("tls/server.pem").display(),
-            data.join("tls/server.key").display(),
+    let process = Mosquitto {
+        port,
+        users: &users,
+        acl: Some(
+            "user ha\ntopic write cmnd/#\ntopic read stat/#\ntopic read tele/#\n\
+             pattern write stat/%u/#\npattern write tele/%u/#\npattern read cmnd/%u/#\n",
         ),
-    )
-    .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mosquitto (apt-get install mosquitto)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(50));
+        limits: "max_inflight_messages 16\nmax_queued_messages 1000\nmax_packet_size 262144\n",
+        tuning: "tls_version tlsv1.2\nset_tcp_nodelay true\n",
     }
+    .write(dir.path(), &data)
+    .start();
     Setup {
-        child,
+        process,
         port,
         ca: data.join("ca.pem"),
         ha_user: "ha".into(),
@@ -236,22 +168,6 @@ fn start_mosquitto(hearth: &Path, bulbs: usize) -> Setup {
     }
 }
 
-fn tls(ca: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(ca).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
 /// What one phase measured.
 #[derive(Clone, Default)]
 struct Phase {
@@ -261,14 +177,6 @@ struct Phase {
     lost: usize,
     cpu_us_per_cmd: f64,
     rss_mib: f64,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
 }
 
 /// Runs the bulbs (with Nagle off if `nodelay`) and Home Assistant against
@@ -302,7 +210,7 @@ async fn phase(s: &Setup, commands: usize, nodelay: bool) -> Phase {
     // Home Assistant.
     let mut opts = MqttOptions::new("ha-bench", "127.0.0.1", s.port);
     opts.set_credentials(&s.ha_user, &s.ha_password);
-    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls(&s.ca))));
+    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(start::mqtt_tls(&s.ca))));
     opts.set_keep_alive(Duration::from_secs(60));
     opts.set_inflight(16);
     let (client, mut events) = AsyncClient::new(opts, 256);
@@ -338,7 +246,7 @@ async fn phase(s: &Setup, commands: usize, nodelay: bool) -> Phase {
     tokio::time::sleep(Duration::from_millis(500)).await;
     while rx.try_recv().is_ok() {}
 
-    let pid = s.child.id();
+    let pid = s.process.id();
     let cpu_before = cpu_secs(pid);
     let started = Instant::now();
     let mut lat = Vec::with_capacity(commands);
@@ -380,8 +288,8 @@ async fn phase(s: &Setup, commands: usize, nodelay: bool) -> Phase {
     drop(client);
     lat.sort();
     Phase {
-        p50_us: percentile(&lat, 0.5),
-        p99_us: percentile(&lat, 0.99),
+        p50_us: percentile_us(&lat, 0.5),
+        p99_us: percentile_us(&lat, 0.99),
         sent,
         lost,
         cpu_us_per_cmd: cpu * 1e6 / sent.max(1) as f64,
@@ -391,12 +299,6 @@ async fn phase(s: &Setup, commands: usize, nodelay: bool) -> Phase {
 
 fn nagle(nodelay: bool) -> &'static str {
     if nodelay { "off" } else { "on" }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 pub fn run(hearth: &Path, rounds: usize) {

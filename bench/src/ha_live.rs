@@ -33,10 +33,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hearth::home::vendor::Profile;
+use hearth::store::DeviceKind;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::{Value, json};
 
-use crate::mqtt::wait_for_file;
+use crate::start::{self, Mosquitto, Process};
 
 const LIGHTS: usize = 5;
 const CHANGES: usize = 50;
@@ -248,7 +250,7 @@ impl Lamp {
         let state_topic = format!("hearth/{id}/state");
         let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
         opts.set_credentials(user, password);
-        opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls(ca))));
+        opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(start::mqtt_tls(ca))));
         opts.set_last_will(LastWill::new(&avail, "offline", QoS::AtLeastOnce, true));
         opts.set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = AsyncClient::new(opts, 64);
@@ -283,72 +285,16 @@ impl Lamp {
     }
 }
 
-fn tls(ca: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(ca).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-fn spawn_hearth(hearth: &Path, dir: &Path) -> Child {
-    let config = dir.join("hearth.toml");
-    std::fs::write(
-        &config,
-        format!(
+fn spawn_hearth(hearth: &Path, dir: &Path) -> Process {
+    start::hearth(
+        hearth,
+        dir,
+        &format!(
             "[mqtt]\ntls_listen = [\"127.0.0.1:{HEARTH_PORT}\"]\nplain_listen = []\n[log]\nlevel = \"warn\"\n\
              [discovery]\nenabled = false\n[web]\nenabled = false\n"
         ),
     )
-    .unwrap();
-    let _ = std::fs::remove_file(dir.join("data/admin.sock"));
-    let child = Command::new(hearth)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hearth (build it with bench/run)");
-    wait_for_file(&dir.join("data/admin.sock"), "hearth did not start");
-    child
-}
-
-fn spawn_mosquitto(conf: &Path) -> Child {
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mosquitto (apt-get install mosquitto)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", MOSQUITTO_PORT)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-fn stop(child: &mut Child) {
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-}
-
-fn admin(data: &Path, req: hearth::app::admin::Request) -> Value {
-    hearth::app::admin::request(data, &req).expect("admin request")
+    .0
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -406,28 +352,17 @@ fn in_namespace(hearth: &Path, rounds: usize) {
     let ca = data.join("ca.pem");
     let mut devices = Vec::new();
     for i in 0..LIGHTS {
-        let p = admin(
+        let p = start::add_device(
             &data,
-            hearth::app::admin::Request::DevicesAdd(hearth::home::devices::AddDevice {
-                profile: hearth::home::vendor::Profile::Generic,
-                kind: hearth::store::DeviceKind::Bulb,
-                nickname: format!("lamp {i}"),
-                room: None,
-                topic: None,
-            }),
+            Profile::Generic,
+            DeviceKind::Bulb,
+            format!("lamp {i}"),
+            None,
         );
-        admin(
-            &data,
-            hearth::app::admin::Request::DevicesExpose(hearth::app::admin::Expose {
-                id: p["id"].as_str().unwrap().into(),
-                homeassistant: Some(true),
-                voice: None,
-                voice_name: None,
-            }),
-        );
+        start::expose(&data, p["id"].as_str().unwrap(), None);
         devices.push(p);
     }
-    let conn = admin(&data, hearth::app::admin::Request::HomeassistantEnable);
+    let conn = start::homeassistant(&data);
     let ha_user = conn["mqtt"]["username"].as_str().unwrap().to_owned();
     let ha_password = conn["mqtt"]["password"].as_str().unwrap().to_owned();
     let ids: Vec<String> = devices
@@ -439,34 +374,19 @@ fn in_namespace(hearth: &Path, rounds: usize) {
     // Assistant; no ACL (it carries only this benchmark's topics).
     let mdir = tempfile::tempdir().unwrap();
     let secret = |i: usize| format!("{:032x}", (i as u128 + 11) * 0x9e37_79b9_7f4a_7c15);
-    let mut plain = format!("ha:{}\n", secret(999));
+    let mut users = format!("ha:{}\n", secret(999));
     for i in 0..LIGHTS {
-        plain += &format!("lamp{i}:{}\n", secret(i));
+        users += &format!("lamp{i}:{}\n", secret(i));
     }
-    let passwd = mdir.path().join("passwd");
-    std::fs::write(&passwd, plain).unwrap();
-    assert!(
-        Command::new("mosquitto_passwd")
-            .arg("-U")
-            .arg(&passwd)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let conf = mdir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root\nallow_anonymous false\npassword_file {}\npersistence false\nlog_dest none\n\
-             listener {MOSQUITTO_PORT} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nset_tcp_nodelay true\n",
-            passwd.display(),
-            ca.display(),
-            data.join("tls/server.pem").display(),
-            data.join("tls/server.key").display(),
-        ),
-    )
-    .unwrap();
-    let mut mosquitto = spawn_mosquitto(&conf);
+    let conf = Mosquitto {
+        port: MOSQUITTO_PORT,
+        users: &users,
+        acl: None,
+        limits: "",
+        tuning: "set_tcp_nodelay true\n",
+    }
+    .write(mdir.path(), &data);
+    let mut mosquitto = conf.start();
 
     // The same discovery configs on mosquitto: copied from hearth, as Home
     // Assistant's own session reads them there.
@@ -606,9 +526,9 @@ fn in_namespace(hearth: &Path, rounds: usize) {
                 (&mut ha_m, &lights_m)
             };
             if k == 0 {
-                stop(&mut hearth_child);
+                hearth_child.stop();
             } else {
-                stop(&mut mosquitto);
+                mosquitto.stop();
             }
             let gone = Value::Object(
                 lights
@@ -625,7 +545,7 @@ fn in_namespace(hearth: &Path, rounds: usize) {
             if k == 0 {
                 hearth_child = spawn_hearth(hearth, dir.path());
             } else {
-                mosquitto = spawn_mosquitto(&conf);
+                mosquitto = conf.start();
                 // mosquitto keeps nothing across a restart: the configs come
                 // back as an owner's tool would put them.
                 rt.block_on(write_configs(&configs, &secret(999), &ca));
@@ -699,8 +619,8 @@ fn in_namespace(hearth: &Path, rounds: usize) {
     );
     drop(ha_h);
     drop(ha_m);
-    stop(&mut hearth_child);
-    stop(&mut mosquitto);
+    hearth_child.stop();
+    mosquitto.stop();
 }
 
 /// hearth's retained discovery configs, as Home Assistant's credential
@@ -708,7 +628,7 @@ fn in_namespace(hearth: &Path, rounds: usize) {
 async fn read_configs(user: &str, password: &str, ca: &Path) -> Vec<(String, Vec<u8>)> {
     let mut opts = MqttOptions::new("bench-config-copy", "127.0.0.1", HEARTH_PORT);
     opts.set_credentials(user, password);
-    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls(ca))));
+    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(start::mqtt_tls(ca))));
     let (client, mut events) = AsyncClient::new(opts, 64);
     client
         .subscribe("homeassistant/+/+/config", QoS::AtLeastOnce)
@@ -734,7 +654,7 @@ async fn read_configs(user: &str, password: &str, ca: &Path) -> Vec<(String, Vec
 async fn write_configs(configs: &[(String, Vec<u8>)], password: &str, ca: &Path) {
     let mut opts = MqttOptions::new("bench-config-write", "127.0.0.1", MOSQUITTO_PORT);
     opts.set_credentials("ha", password);
-    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls(ca))));
+    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(start::mqtt_tls(ca))));
     let (client, mut events) = AsyncClient::new(opts, 64);
     for (t, p) in configs {
         client

@@ -26,8 +26,10 @@ mod discovery;
 mod ha;
 mod ha_live;
 mod keys;
+mod measure;
 mod mqtt;
 mod relay;
+mod start;
 mod web;
 
 use std::net::IpAddr;
@@ -359,7 +361,7 @@ fn rss_bench(hearth: &Path) {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_secs(2));
-        samples.push(mqtt::rss_mib(child.id()));
+        samples.push(measure::rss_mib(child.id()));
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let _ = child.wait();
     }

@@ -13,13 +13,17 @@
 //!   connections, and after the load; CPU% during the latency phase.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use hearth::home::vendor::Profile;
+use hearth::store::DeviceKind;
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS, TlsConfiguration, Transport};
-use rustls::pki_types::pem::PemObject;
+
+use crate::measure::{cpu_secs, median, rss_mib};
+use crate::start::{self, Mosquitto, Process};
 
 const CLIENTS: usize = 1000;
 const LATENCY_SECS: u64 = 20;
@@ -40,18 +44,11 @@ struct Credential {
 
 /// A broker under test: its process, its TLS port, the credentials.
 struct Broker {
-    child: Child,
+    process: Process,
     port: u16,
     ca: PathBuf,
     creds: Vec<Credential>,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[derive(Default, Clone)]
@@ -70,92 +67,33 @@ struct Round {
     cpu_percent: f64,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-/// CPU seconds (user + system) the process has used.
-pub fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-/// Provisions a generic device through hearth's admin socket.
-fn add_device(dir: &Path, nickname: String) -> serde_json::Value {
-    let request = hearth::app::admin::Request::DevicesAdd(hearth::home::devices::AddDevice {
-        profile: hearth::home::vendor::Profile::Generic,
-        kind: hearth::store::DeviceKind::Other,
-        nickname,
-        room: None,
-        topic: None,
-    });
-    hearth::app::admin::request(dir, &request).expect("devices add")
-}
-
 /// `hearth run` with a fresh data directory under `dir` and its TLS listener
 /// on `port`, returned once its admin socket exists.
-fn spawn_hearth(hearth: &Path, dir: &Path, port: u16) -> (Child, PathBuf) {
-    let data = dir.join("data");
-    let config = dir.join("hearth.toml");
-    std::fs::write(
-        &config,
-        format!(
+fn spawn_hearth(hearth: &Path, dir: &Path, port: u16) -> (Process, PathBuf) {
+    start::hearth(
+        hearth,
+        dir,
+        &format!(
             "[mqtt]\ntls_listen = [\"127.0.0.1:{port}\"]\nplain_listen = []\n[log]\nlevel = \"warn\"\n\
              [discovery]\nenabled = false\n[web]\nlisten = [\"127.0.0.1:0\"]\n"
         ),
     )
-    .unwrap();
-    let child = Command::new(hearth)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hearth (build it with bench/run)");
-    wait_for_file(&data.join("admin.sock"), "hearth did not start");
-    (child, data)
-}
-
-/// Waits up to 30 s for `path` to appear.
-pub fn wait_for_file(path: &Path, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn start_hearth(hearth: &Path) -> Broker {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (child, data) = spawn_hearth(hearth, dir.path(), port);
+    let port = start::free_port();
+    let (process, data) = spawn_hearth(hearth, dir.path(), port);
     std::thread::sleep(Duration::from_millis(200));
     let creds = (0..CLIENTS)
         .map(|i| {
-            let d = add_device(&data, format!("bench {i}"));
+            let d = start::add_device(
+                &data,
+                Profile::Generic,
+                DeviceKind::Other,
+                format!("bench {i}"),
+                None,
+            );
             Credential {
                 user: d["mqtt"]["username"].as_str().unwrap().into(),
                 password: d["mqtt"]["password"].as_str().unwrap().into(),
@@ -164,7 +102,7 @@ fn start_hearth(hearth: &Path) -> Broker {
         })
         .collect();
     Broker {
-        child,
+        process,
         port,
         ca: data.join("ca.pem"),
         creds,
@@ -177,10 +115,9 @@ fn start_hearth(hearth: &Path) -> Broker {
 fn start_mosquitto(hearth: &Path) -> Broker {
     let dir = tempfile::tempdir().unwrap();
     // Borrow a CA and server certificate from a fresh hearth install.
-    let port = free_port();
+    let port = start::free_port();
     let (mut h, data) = spawn_hearth(hearth, dir.path(), port);
-    unsafe { libc::kill(h.id() as i32, libc::SIGTERM) };
-    let _ = h.wait();
+    h.stop();
 
     let creds: Vec<Credential> = (0..CLIENTS)
         .map(|i| Credential {
@@ -189,71 +126,26 @@ fn start_mosquitto(hearth: &Path) -> Broker {
             client_id: format!("c{i}"),
         })
         .collect();
-    let passwd = dir.path().join("passwd");
-    let plain: String = creds
+    let users: String = creds
         .iter()
         .map(|c| format!("{}:{}\n", c.user, c.password))
         .collect();
-    std::fs::write(&passwd, plain).unwrap();
-    let status = Command::new("mosquitto_passwd")
-        .arg("-U")
-        .arg(&passwd)
-        .status()
-        .expect("mosquitto_passwd");
-    assert!(status.success());
-    let acl = dir.path().join("acl");
-    std::fs::write(&acl, "pattern readwrite hearth/%u/#\n").unwrap();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root\nper_listener_settings false\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
-             persistence false\nlog_dest none\nmax_inflight_messages 16\nmax_queued_messages 1000\n\
-             max_packet_size 262144\nlistener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
-             tls_version tlsv1.2\n",
-            passwd.display(),
-            acl.display(),
-            data.join("ca.pem").display(),
-            data.join("tls/server.pem").display(),
-            data.join("tls/server.key").display(),
-        ),
-    )
-    .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mosquitto (apt-get install mosquitto)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(50));
+    let process = Mosquitto {
+        port,
+        users: &users,
+        acl: Some("pattern readwrite hearth/%u/#\n"),
+        limits: "max_inflight_messages 16\nmax_queued_messages 1000\nmax_packet_size 262144\n",
+        tuning: "tls_version tlsv1.2\n",
     }
+    .write(dir.path(), &data)
+    .start();
     Broker {
-        child,
+        process,
         port,
         ca: data.join("ca.pem"),
         creds,
         _dir: dir,
     }
-}
-
-fn tls(ca: &Path) -> Arc<rustls::ClientConfig> {
-    let pem = std::fs::read(ca).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
 }
 
 fn options(b: &Broker, c: &Credential, tls: &Arc<rustls::ClientConfig>) -> MqttOptions {
@@ -278,7 +170,7 @@ async fn connect_all(
     received: Arc<std::sync::Mutex<Vec<u64>>>,
     counted: Arc<AtomicU64>,
 ) -> Vec<(AsyncClient, String)> {
-    let tls = tls(&b.ca);
+    let tls = start::mqtt_tls(&b.ca);
     let mut clients = Vec::with_capacity(CLIENTS);
     for chunk in b.creds.chunks(50) {
         let mut joins = Vec::new();
@@ -349,7 +241,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 async fn throughput(b: &Broker, qos: QoS) -> (f64, u64) {
-    let tls = tls(&b.ca);
+    let tls = start::mqtt_tls(&b.ca);
     let c = &b.creds[0];
     let (client, mut events) = AsyncClient::new(options(b, c, &tls), 1024);
     // Nagle off on this client, for both brokers: the throughput figure is
@@ -423,7 +315,7 @@ fn round(b: &Broker) -> Round {
         .enable_all()
         .build()
         .unwrap();
-    let pid = b.child.id();
+    let pid = b.process.id();
     let mut r = Round {
         rss_idle_mib: rss_mib(pid),
         ..Round::default()
@@ -489,12 +381,6 @@ fn round(b: &Broker) -> Round {
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     r
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 pub fn run(hearth: &Path, rounds: usize) {

@@ -4,106 +4,69 @@
 //! same run and the same daemon, Home Assistant's path: a publish on
 //! `hearth/<id>/set` by the `homeassistant` principal.
 //!
-//! The link is written into the store while the daemon is stopped (client,
-//! link and token hashes, as the OAuth exchange would leave them): the
-//! benchmark measures directives, not the consent page. Per round: 10,000
+//! The owner (with two-factor authentication, which the relay requires)
+//! and the link are written into the store while the daemon is stopped
+//! (client, link and token hashes, as the OAuth exchange would leave them):
+//! the benchmark measures directives, not the consent page. Per round: 10,000
 //! directives (or 60 s), then 10,000 MQTT commands (or 60 s), one at a
 //! time, alternating brightness 30 and 70 so that each is a change.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hearth::home::vendor::Profile;
+use hearth::store::DeviceKind;
 use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::mqtt::{cpu_secs, free_port, wait_for_file};
+use crate::measure::{cpu_secs, median, percentile_us};
+use crate::start::{self, Process};
 
 const COMMANDS: usize = 10_000;
 const PHASE_LIMIT: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Daemon {
-    child: Child,
+    process: Process,
     data: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(hearth: &Path, dir: &Path, mqtt: u16, relay: u16) -> Child {
-    let config = dir.join("hearth.toml");
-    std::fs::write(
-        &config,
-        format!(
+fn spawn(hearth: &Path, dir: &Path, mqtt: u16, relay: u16) -> (Process, PathBuf) {
+    start::hearth(
+        hearth,
+        dir,
+        &format!(
             "[mqtt]\ntls_listen = [\"127.0.0.1:{mqtt}\"]\nplain_listen = []\n[log]\nlevel = \"warn\"\n\
              [discovery]\nenabled = false\n[web]\nlisten = [\"127.0.0.1:0\"]\n\
              [relay]\nlisten = \"127.0.0.1:{relay}\"\ntoken_rate_per_sec = 1000\ntoken_burst = 10000\n\
              address_rate_per_sec = 1000\naddress_burst = 10000\n"
         ),
     )
-    .unwrap();
-    let data = dir.join("data");
-    let child = Command::new(hearth)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hearth (build it with bench/run)");
-    wait_for_file(&data.join("admin.sock"), "hearth did not start");
-    child
-}
-
-fn admin(data: &Path, req: hearth::app::admin::Request) -> Value {
-    hearth::app::admin::request(data, &req).expect("admin request")
 }
 
 /// A daemon with one exposed generic bulb, Home Assistant connected, and
 /// one link to the bulb whose access token is returned.
 fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
     let dir = tempfile::tempdir().unwrap();
-    let (mqtt, relay) = (free_port(), free_port());
-    let mut child = spawn(hearth, dir.path(), mqtt, relay);
-    let data = dir.path().join("data");
-    let bulb = admin(
+    let (mqtt, relay) = (start::free_port(), start::free_port());
+    let (mut process, data) = spawn(hearth, dir.path(), mqtt, relay);
+    let bulb = start::add_device(
         &data,
-        hearth::app::admin::Request::DevicesAdd(hearth::home::devices::AddDevice {
-            profile: hearth::home::vendor::Profile::Generic,
-            kind: hearth::store::DeviceKind::Bulb,
-            nickname: "bench bulb".into(),
-            room: None,
-            topic: None,
-        }),
+        Profile::Generic,
+        DeviceKind::Bulb,
+        "bench bulb".into(),
+        None,
     );
     let id = bulb["id"].as_str().unwrap().to_owned();
-    admin(
-        &data,
-        hearth::app::admin::Request::DevicesExpose(hearth::app::admin::Expose {
-            id: id.clone(),
-            homeassistant: Some(true),
-            voice: Some(true),
-            voice_name: Some("bench light".into()),
-        }),
-    );
-    let ha = admin(&data, hearth::app::admin::Request::HomeassistantEnable);
-    // Stop, write the link, start again with the relay enabled.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let _ = child.wait();
+    start::expose(&data, &id, Some("bench light"));
+    let ha = start::homeassistant(&data);
+    // Stop, write the owner and the link, start again with the relay
+    // enabled.
+    process.stop();
+    owner_with_two_factor(&data);
     let access = hearth::store::secret::random_token(256).unwrap();
     {
         let dir = hearth::store::DataDir::new(&data);
@@ -143,17 +106,13 @@ fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
             .put_secret("relay_settings", br#"{"enabled":true}"#)
             .unwrap();
     }
-    let child = spawn(hearth, dir.path(), mqtt, relay);
-    let deadline = Instant::now() + WAIT;
-    while std::net::TcpStream::connect(("127.0.0.1", relay)).is_err() {
-        assert!(Instant::now() < deadline, "the relay did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (process, _) = spawn(hearth, dir.path(), mqtt, relay);
+    start::wait_for_port(relay, "the relay");
     let mut bulb = bulb;
     bulb["mqtt"]["port"] = mqtt.into();
     (
         Daemon {
-            child,
+            process,
             data,
             _dir: dir,
         },
@@ -165,6 +124,36 @@ fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
     )
 }
 
+/// The owner, with two-factor authentication on, as the dashboard's setup
+/// and Security page leave them: hearth starts the relay only for such a
+/// home (`Relay::may_enable`). Done through the daemon's own accounts code
+/// on its stopped store; nothing of it is timed.
+fn owner_with_two_factor(data: &Path) {
+    use hearth::accounts::totp;
+    let store = hearth::app::open_or_init(&hearth::store::DataDir::new(data), None).unwrap();
+    let auth = hearth::accounts::Auth::new(
+        std::sync::Arc::new(std::sync::Mutex::new(store)),
+        data.to_owned(),
+        Duration::from_secs(3600),
+        Duration::from_secs(86_400),
+    )
+    .unwrap();
+    let code = auth.prepare_setup().unwrap().expect("a new home has no owner");
+    let owner = auth
+        .setup(
+            code.expose(),
+            "bench",
+            "bench owner passphrase 7341",
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        )
+        .unwrap();
+    let (text, _) = auth.enroll(&owner.session).unwrap();
+    let secret = totp::TotpSecret::from_base32(&text).unwrap();
+    let step = hearth::accounts::unix_now() / 30;
+    auth.confirm(&owner.session, &format!("{:06}", totp::code_at(&secret, step)))
+        .unwrap();
+}
+
 #[derive(Default, Clone)]
 struct Phase {
     p50_us: f64,
@@ -173,13 +162,6 @@ struct Phase {
     sent: usize,
     lost: usize,
     cpu_us: f64,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e6
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length from a keep-alive
@@ -237,7 +219,7 @@ async fn phase(daemon: &Daemon, bulb: &Value, ha: &Value, token: &str, relay: u1
     let mut opts = MqttOptions::new(name, "127.0.0.1", port);
     opts.set_credentials(m["username"].as_str().unwrap(), m["password"].as_str().unwrap());
     let ca = daemon.data.join("ca.pem");
-    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls(&ca))));
+    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(start::mqtt_tls(&ca))));
     opts.set_keep_alive(Duration::from_secs(60));
     let (client, mut events) = AsyncClient::new(opts, 64);
     let mut net = rumqttc::NetworkOptions::new();
@@ -262,7 +244,7 @@ async fn phase(daemon: &Daemon, bulb: &Value, ha: &Value, token: &str, relay: u1
     tokio::time::sleep(Duration::from_millis(300)).await;
     while lines.try_recv().is_ok() {}
 
-    let pid = daemon.child.id();
+    let pid = daemon.process.id();
     let cpu0 = cpu_secs(pid);
     let started = Instant::now();
     let (mut lat, mut answers) = (Vec::with_capacity(COMMANDS), Vec::with_capacity(COMMANDS));
@@ -325,35 +307,13 @@ async fn phase(daemon: &Daemon, bulb: &Value, ha: &Value, token: &str, relay: u1
     lat.sort();
     answers.sort();
     Phase {
-        p50_us: percentile(&lat, 0.5),
-        p99_us: percentile(&lat, 0.99),
-        answer_p99_us: percentile(&answers, 0.99),
+        p50_us: percentile_us(&lat, 0.5),
+        p99_us: percentile_us(&lat, 0.99),
+        answer_p99_us: percentile_us(&answers, 0.99),
         sent,
         lost,
         cpu_us: cpu * 1e6 / sent.max(1) as f64,
     }
-}
-
-fn tls(ca: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 pub fn run(hearth: &Path, rounds: usize) {

@@ -29,12 +29,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hearth::home::vendor::Profile;
+use hearth::store::DeviceKind;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode};
@@ -43,7 +45,8 @@ use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
-use crate::mqtt::{cpu_secs, free_port, rss_mib, wait_for_file};
+use crate::measure::{cpu_secs, percentile_us, rss_mib};
+use crate::start::{self, Process, free_port, wait_for_file, wait_for_port};
 
 /// Concurrent clients in the static, handshake and API phases.
 const CLIENTS: [usize; 2] = [1, 16];
@@ -284,14 +287,6 @@ impl Phase {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
-}
-
 /// `clients` connections, each fetching `pages` in turn over keep-alive;
 /// after one unmeasured pass per connection, until `PHASE` or
 /// `PHASE_REQUESTS`.
@@ -423,8 +418,8 @@ impl Sheet {
 
     fn phase(&mut self, name: &str, p: &Phase) {
         self.add(&format!("{name} req/s"), p.rate());
-        self.add(&format!("{name} p50 us"), percentile(&p.lat, 0.50));
-        self.add(&format!("{name} p99 us"), percentile(&p.lat, 0.99));
+        self.add(&format!("{name} p50 us"), percentile_us(&p.lat, 0.50));
+        self.add(&format!("{name} p99 us"), percentile_us(&p.lat, 0.99));
         self.add(&format!("{name} CPU us/req"), p.cpu_us_per_request);
         self.errors += p.errors;
     }
@@ -434,74 +429,30 @@ fn say_phase(round: usize, who: &str, name: &str, p: &Phase) {
     println!(
         "round {round} {who:<6} {name:<22} {:>8.0}/s  p50 {:>6.0} us  p99 {:>6.0} us  cpu {:>5.0} us/req  n {} errors {}",
         p.rate(),
-        percentile(&p.lat, 0.50),
-        percentile(&p.lat, 0.99),
+        percentile_us(&p.lat, 0.50),
+        percentile_us(&p.lat, 0.99),
         p.cpu_us_per_request,
         p.done,
         p.errors
     );
 }
 
-/// A process stopped and reaped when dropped: SIGTERM first, so that
-/// nginx's master takes its worker with it, then SIGKILL after 5 s.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `hearth run` on a new data directory under `dir`, the dashboard on
 /// `web` (or disabled), returned once its admin socket exists.
 fn spawn_hearth(hearth: &Path, dir: &Path, web: Option<u16>) -> (Process, PathBuf) {
-    let data = dir.join("data");
-    let config = dir.join("hearth.toml");
     let web = match web {
         Some(port) => format!("[web]\nlisten = [\"127.0.0.1:{port}\"]\n"),
         None => "[web]\nenabled = false\nlisten = [\"127.0.0.1:0\"]\n".to_owned(),
     };
-    std::fs::write(
-        &config,
-        format!(
+    start::hearth(
+        hearth,
+        dir,
+        &format!(
             "[mqtt]\ntls_listen = [\"127.0.0.1:{}\"]\nplain_listen = []\n[log]\nlevel = \"warn\"\n\
              [discovery]\nenabled = false\n{web}",
             free_port()
         ),
     )
-    .unwrap();
-    let child = Command::new(hearth)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hearth (build it with bench/run)");
-    let process = Process(child);
-    wait_for_file(&data.join("admin.sock"), "hearth did not start");
-    (process, data)
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + DEADLINE;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Debian's nginx: on the PATH, or in /usr/sbin for a user whose PATH
@@ -593,24 +544,43 @@ fn start_nginx(dir: &Path, data: &Path, web_ui: &Path, headers: &HeaderMap) -> (
         .stderr(Stdio::null())
         .spawn()
         .expect("start nginx (apt-get install nginx)");
-    let process = Process(child);
+    let process = Process::new(child);
     wait_for_port(port, "nginx");
     (process, port)
 }
 
+/// The owner's first session, through `/api/setup` with the setup code
+/// hearth wrote into `data`; and how long the call took.
 async fn setup_owner(t: &Target, data: &Path) -> (Session, Duration) {
     let code = std::fs::read_to_string(data.join(hearth::accounts::SETUP_CODE_FILE)).expect("setup code");
-    let (mut s, _) = connect(t).await.expect("connect");
     let body = json!({ "code": code.trim(), "username": OWNER, "password": PASSWORD });
+    open_session(t, "/api/setup", body).await
+}
+
+/// A new session for the owner, through `/api/login`; and how long the call
+/// took.
+async fn login(t: &Target) -> (Session, Duration) {
+    open_session(
+        t,
+        "/api/login",
+        json!({ "username": OWNER, "password": PASSWORD }),
+    )
+    .await
+}
+
+/// POSTs `body` to `path` on a new connection (not timed) and times the
+/// call alone: the session it opened, and how long it took.
+async fn open_session(t: &Target, path: &str, body: Value) -> (Session, Duration) {
+    let (mut s, _) = connect(t).await.expect("connect");
     let t0 = Instant::now();
-    let (status, headers, body) = send(&mut s, request(t, Method::POST, "/api/setup", None, Some(body)))
+    let (status, headers, body) = send(&mut s, request(t, Method::POST, path, None, Some(body)))
         .await
-        .expect("setup");
+        .expect(path);
     let took = t0.elapsed();
     assert_eq!(
         status,
         StatusCode::OK,
-        "setup: {}",
+        "{path}: {}",
         String::from_utf8_lossy(&body)
     );
     (session_from(&headers, &body), took)
@@ -628,23 +598,6 @@ fn session_from(headers: &HeaderMap, body: &[u8]) -> Session {
         cookie,
         csrf: v["csrf"].as_str().expect("csrf").to_owned(),
     }
-}
-
-async fn login(t: &Target) -> (Session, Duration) {
-    let (mut s, _) = connect(t).await.expect("connect");
-    let body = json!({ "username": OWNER, "password": PASSWORD });
-    let t0 = Instant::now();
-    let (status, headers, body) = send(&mut s, request(t, Method::POST, "/api/login", None, Some(body)))
-        .await
-        .expect("login");
-    let took = t0.elapsed();
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "login: {}",
-        String::from_utf8_lossy(&body)
-    );
-    (session_from(&headers, &body), took)
 }
 
 /// A `device` event as a stream saw it: which stream, when, which device,
@@ -804,7 +757,7 @@ fn start_device(sim: &Path, dir: &Path, provisioning: &Value) -> Process {
             }
         }
     });
-    let process = Process(child);
+    let process = Process::new(child);
     let deadline = Instant::now() + DEADLINE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -846,14 +799,7 @@ async fn device_power(t: &Target, session: &Session, id: &str) -> bool {
 }
 
 fn add_device(data: &Path, nickname: String, room: Option<String>) -> Value {
-    let request = hearth::app::admin::Request::DevicesAdd(hearth::home::devices::AddDevice {
-        profile: hearth::home::vendor::Profile::Generic,
-        kind: hearth::store::DeviceKind::Bulb,
-        nickname,
-        room,
-        topic: None,
-    });
-    hearth::app::admin::request(data, &request).expect("devices add")
+    start::add_device(data, Profile::Generic, DeviceKind::Bulb, nickname, room)
 }
 
 /// One round; figures go into `h` (hearth), `n` (nginx, the same names for
@@ -869,7 +815,7 @@ fn round(hearth: &Path, web_ui: &Path, r: usize, h: &mut Sheet, n: &mut Sheet, o
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = spawn_hearth(hearth, dir.path(), None);
         std::thread::sleep(SETTLE);
-        only.add("RSS idle, [web] enabled = false, MiB", rss_mib(p.0.id()));
+        only.add("RSS idle, [web] enabled = false, MiB", rss_mib(p.id()));
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -880,7 +826,7 @@ fn round(hearth: &Path, web_ui: &Path, r: usize, h: &mut Sheet, n: &mut Sheet, o
     let ht = Target {
         addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
         tls: client_tls(&data.join("ca.pem")),
-        pids: vec![hp.0.id()],
+        pids: vec![hp.id()],
     };
     h.add("RSS idle MiB", ht.rss());
     h.add("PSS idle MiB", ht.pss());
@@ -900,7 +846,7 @@ fn round(hearth: &Path, web_ui: &Path, r: usize, h: &mut Sheet, n: &mut Sheet, o
     let nt = Target {
         addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), nport),
         tls: ht.tls.clone(),
-        pids: std::iter::once(np.0.id()).chain(children(np.0.id())).collect(),
+        pids: std::iter::once(np.id()).chain(children(np.id())).collect(),
     };
     assert!(nt.pids.len() >= 2, "nginx has no worker");
     std::thread::sleep(SETTLE);
@@ -1011,15 +957,15 @@ fn round(hearth: &Path, web_ui: &Path, r: usize, h: &mut Sheet, n: &mut Sheet, o
         drop(one);
         println!(
             "round {r} hearth command→event, 1 stream:   p50 {:>6.0} us  p99 {:>6.0} us  (the POST alone: p50 {:.0} us, p99 {:.0} us)",
-            percentile(&first, 0.5),
-            percentile(&first, 0.99),
-            percentile(&post, 0.5),
-            percentile(&post, 0.99)
+            percentile_us(&first, 0.5),
+            percentile_us(&first, 0.99),
+            percentile_us(&post, 0.5),
+            percentile_us(&post, 0.99)
         );
-        only.add("command→event, 1 stream, p50 us", percentile(&first, 0.5));
-        only.add("command→event, 1 stream, p99 us", percentile(&first, 0.99));
-        only.add("command POST alone p50 us", percentile(&post, 0.5));
-        only.add("command POST alone p99 us", percentile(&post, 0.99));
+        only.add("command→event, 1 stream, p50 us", percentile_us(&first, 0.5));
+        only.add("command→event, 1 stream, p99 us", percentile_us(&first, 0.99));
+        only.add("command POST alone p50 us", percentile_us(&post, 0.5));
+        only.add("command POST alone p99 us", percentile_us(&post, 0.99));
 
         let before = ht.rss();
         let mut many = open_streams(&ht, &session, STREAMS).await;
@@ -1031,12 +977,12 @@ fn round(hearth: &Path, web_ui: &Path, r: usize, h: &mut Sheet, n: &mut Sheet, o
         drop(many);
         println!(
             "round {r} hearth command→event, {STREAMS} streams: first p50 {:>6.0} us, last p50 {:>6.0} us p99 {:>6.0} us; RSS {before:.1} → {with:.1} MiB",
-            percentile(&first, 0.5),
-            percentile(&last, 0.5),
-            percentile(&last, 0.99)
+            percentile_us(&first, 0.5),
+            percentile_us(&last, 0.5),
+            percentile_us(&last, 0.99)
         );
-        only.add(&format!("command→event, {STREAMS} streams, last p50 us"), percentile(&last, 0.5));
-        only.add(&format!("command→event, {STREAMS} streams, last p99 us"), percentile(&last, 0.99));
+        only.add(&format!("command→event, {STREAMS} streams, last p50 us"), percentile_us(&last, 0.5));
+        only.add(&format!("command→event, {STREAMS} streams, last p99 us"), percentile_us(&last, 0.99));
     });
     drop(device);
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -1112,8 +1058,7 @@ async fn stream_until_closed(t: &Target, session: &Session) -> tokio::sync::ones
 
 /// Home Assistant's MQTT client; the receiver fires when its session is cut.
 fn ha_client(data: &Path, ca: &Path) -> tokio::sync::oneshot::Receiver<Instant> {
-    let c = hearth::app::admin::request(data, &hearth::app::admin::Request::HomeassistantEnable)
-        .expect("enable HA");
+    let c = start::homeassistant(data);
     let port = c["mqtt"]["port"].as_u64().unwrap() as u16;
     let mut opts = rumqttc::MqttOptions::new("ha-lockdown", "127.0.0.1", port);
     opts.set_credentials(

@@ -1,39 +1,24 @@
 //! `hearth demo`: the real daemon and a simulated home, in a network
 //! namespace of the test's own so its loopback is the test's alone.
 
-use std::io::BufRead;
 use std::process::Stdio;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use crate::discovery::Netns;
-use crate::harness::{TestHome, hearth, run, set_up_owner, signal, text, wait_status};
+use crate::harness::{TestHome, hearth, run, set_up_owner, signal, text, timed_lines_of, wait_status};
 use crate::http::Target;
 
 #[test]
 fn demo_discovers_adopts_and_obeys() {
     let ns = Netns::new();
     let home = TestHome::new();
-    let mut child = ns
-        .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
-        .arg("demo")
-        .arg("--data-dir")
-        .arg(home.data_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, rx) = start_demo(&ns, &home, &[]);
     let expect = |want: &str| {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen = Vec::new();
         while Instant::now() < deadline {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Ok((line, _)) = rx.recv_timeout(Duration::from_millis(200)) {
                 if line.contains(want) {
                     return;
                 }
@@ -90,8 +75,8 @@ fn demo_discovers_adopts_and_obeys() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     expect("Porch light: state ON");
 
-    signal(&child, libc::SIGINT);
-    let status = wait_status(&mut child, Duration::from_secs(5));
+    signal(&child.0, libc::SIGINT);
+    let status = wait_status(&mut child.0, Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
 }
 
@@ -106,6 +91,23 @@ impl Drop for Demo {
             let _ = self.0.wait();
         }
     }
+}
+
+/// `hearth demo ARGS` on `home`'s data directory inside `ns`: the process,
+/// and each line it prints with when it arrived.
+fn start_demo(ns: &Netns, home: &TestHome, args: &[&str]) -> (Demo, Receiver<(String, Instant)>) {
+    let mut child = ns
+        .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
+        .arg("demo")
+        .args(args)
+        .arg("--data-dir")
+        .arg(home.data_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = timed_lines_of(&mut child);
+    (Demo(child), lines)
 }
 
 /// Runs `f` on a thread of its own that has entered `ns`'s network
@@ -135,22 +137,7 @@ fn demo_devices_adopted_by_the_owner_connect() {
     use serde_json::json;
     let ns = Netns::new();
     let home = TestHome::new();
-    let child = ns
-        .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
-        .args(["demo", "--leave-pending", "--data-dir"])
-        .arg(home.data_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Demo(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send((line, Instant::now()));
-        }
-    });
+    let (mut child, rx) = start_demo(&ns, &home, &["--leave-pending"]);
     // Every line the demo printed, for the leak check at the end.
     let seen = std::cell::RefCell::new(Vec::new());
     let expect = |want: &str, limit: Duration| -> (String, Instant) {
@@ -321,26 +308,11 @@ fn demo_devices_adopted_by_the_owner_connect() {
 fn demo_without_firmware_leaves_the_device_to_the_owner() {
     let ns = Netns::new();
     let home = TestHome::new();
-    let child = ns
-        .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
-        .args(["demo", "--leave-pending", "--no-firmware", "--data-dir"])
-        .arg(home.data_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Demo(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, rx) = start_demo(&ns, &home, &["--leave-pending", "--no-firmware"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !rx
         .recv_timeout(Duration::from_millis(200))
-        .is_ok_and(|l| l.contains("hearth demo is running."))
+        .is_ok_and(|(l, _)| l.contains("hearth demo is running."))
     {
         assert!(Instant::now() < deadline, "the demo did not start");
     }
@@ -369,39 +341,22 @@ fn demo_without_firmware_leaves_the_device_to_the_owner() {
     )
     .unwrap();
 
-    let mut device = ns
-        .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
-        .arg("device")
-        .arg("--provisioning")
-        .arg(&file)
-        .args(["--seconds", "30"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (dtx, drx) = std::sync::mpsc::channel();
-    let dout = device.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(dout).lines().map_while(Result::ok) {
-            let _ = dtx.send(line);
-        }
-    });
-    let first = drx.recv_timeout(Duration::from_secs(10));
+    let (device, drx) = ns.sim_device(&file, 30);
+    let first = drx.recv_timeout(Duration::from_secs(10)).map(|(l, _)| l);
     assert_eq!(first.as_deref(), Ok("connected"));
     // Three quiet seconds: nobody else connects as this device.
     std::thread::sleep(Duration::from_secs(3));
-    let device_lines: Vec<String> = drx.try_iter().collect();
+    let device_lines: Vec<String> = drx.try_iter().map(|(l, _)| l).collect();
     assert!(
         !device_lines.iter().any(|l| l == "disconnected"),
         "{device_lines:?}"
     );
-    let demo_lines: Vec<String> = rx.try_iter().collect();
+    let demo_lines: Vec<String> = rx.try_iter().map(|(l, _)| l).collect();
     assert!(
         !demo_lines.iter().any(|l| l.contains(": connected")),
         "{demo_lines:?}"
     );
-    let _ = device.kill();
-    let _ = device.wait();
+    drop(device);
 
     signal(&child.0, libc::SIGINT);
     let status = wait_status(&mut child.0, Duration::from_secs(5));

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{TestHome, hearth, run, text, tool};
+use crate::harness::{TestHome, hearth, lines_of, run, text, timed_lines_of, tool};
 
 /// A network namespace of the test's own, with loopback up and multicast
 /// on. Deleted on drop.
@@ -78,6 +78,28 @@ impl Netns {
         let mut cmd = tool("ip");
         cmd.args(["netns", "exec", &self.name]).arg(program);
         cmd
+    }
+
+    /// `hearth-sim device` from the provisioning in `file`, inside the
+    /// namespace for at most `seconds`: the process, and each line it says
+    /// ("connected", "state ON", ...) with when it arrived.
+    pub fn sim_device(
+        &self,
+        file: &std::path::Path,
+        seconds: u64,
+    ) -> (Killed, std::sync::mpsc::Receiver<(String, Instant)>) {
+        let mut child = self
+            .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
+            .arg("device")
+            .arg("--provisioning")
+            .arg(file)
+            .args(["--seconds", &seconds.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = timed_lines_of(&mut child);
+        (Killed(child), lines)
     }
 }
 
@@ -392,7 +414,6 @@ fn discovery_across_two_hosts() {
 /// is cut off at once when forgotten, its credential refused after.
 #[test]
 fn adopt_command_and_forget_a_simulated_bulb() {
-    use std::io::BufRead;
     let ns = Netns::new();
     let home = TestHome::new();
     let _daemon = daemon_in(&ns, &home);
@@ -422,24 +443,7 @@ fn adopt_command_and_forget_a_simulated_bulb() {
     let file = home.path("porch.json");
     std::fs::write(&file, &provisioning).unwrap();
 
-    let mut bulb = ns
-        .exec(std::path::Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
-        .arg("device")
-        .arg("--provisioning")
-        .arg(&file)
-        .args(["--seconds", "60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = bulb.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send((line, Instant::now()));
-        }
-    });
-    let _bulb = Killed(bulb);
+    let (_bulb, rx) = ns.sim_device(&file, 60);
     let expect = |want: &str| -> Instant {
         loop {
             let (line, at) = rx
@@ -687,7 +691,6 @@ pub(crate) fn zeroconf_script<A: AsRef<std::ffi::OsStr>>(
     std::process::ChildStdin,
     std::sync::mpsc::Receiver<String>,
 ) {
-    use std::io::BufRead;
     let out = run(
         ns.exec(std::path::Path::new("ip"))
             .args(["route", "replace", "224.0.0.0/4", "dev", "lo"]),
@@ -708,13 +711,7 @@ pub(crate) fn zeroconf_script<A: AsRef<std::ffi::OsStr>>(
         .spawn()
         .unwrap();
     let stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = lines_of(&mut child);
     (Killed(child), stdin, lines)
 }
 

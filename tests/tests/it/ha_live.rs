@@ -571,6 +571,29 @@ fn settle(
     }
 }
 
+/// [`settle`] (nothing gone) within `limit` of `when`, and still right
+/// `later` on, with a second to spare: late messages (a retained state, a
+/// device's next report) must not spoil it either.
+fn settle_and_stay(
+    v: &mut Verdict,
+    ha: &mut HomeAssistant,
+    exposed: &[&Exposed],
+    limit: Duration,
+    later: Duration,
+    when: &str,
+) {
+    settle(v, ha, exposed, &[], limit, &format!("after {when}"));
+    std::thread::sleep(later);
+    settle(
+        v,
+        ha,
+        exposed,
+        &[],
+        Duration::from_secs(1),
+        &format!("{} s after {when}", later.as_secs()),
+    );
+}
+
 /// The one entity of `platform` that Home Assistant has for `device`.
 fn entity(dump: &Value, device: &Device, platform: &str) -> String {
     let all = entities_of(dump, device.id());
@@ -629,32 +652,6 @@ impl Sim {
     }
 }
 
-fn add(daemon: &Daemon, profile: &str, kind: &str, nickname: &str) -> Device {
-    Device(daemon.cli_json(&[
-        "devices",
-        "add",
-        "--profile",
-        profile,
-        "--kind",
-        kind,
-        "--nickname",
-        nickname,
-        "--room",
-        "Hall",
-    ]))
-}
-
-fn expose(daemon: &Daemon, d: &Device, on: bool) {
-    let v = daemon.cli_json(&[
-        "devices",
-        "expose",
-        d.id(),
-        "--homeassistant",
-        if on { "on" } else { "off" },
-    ]);
-    assert_eq!(v["updated"], d.id());
-}
-
 fn set_discovery(daemon: &Daemon, mode: &str) {
     let out = daemon.cli(&["integrations", "homeassistant", "set", "--discovery", mode]);
     assert!(
@@ -696,39 +693,39 @@ fn live_in_namespace(version: Version, mode: &'static str, ns: &str) {
     let mut daemon = Daemon::start_in_raw(home, CONFIG);
     let exposed = [
         Exposed {
-            device: add(&daemon, "generic", "bulb", "Hall lamp"),
+            device: daemon.add_device("generic", "bulb", "Hall lamp", "Hall"),
             nickname: "Hall lamp",
             platforms: &["light"],
         },
         Exposed {
-            device: add(&daemon, "tasmota", "bulb", "Desk lamp"),
+            device: daemon.add_device("tasmota", "bulb", "Desk lamp", "Hall"),
             nickname: "Desk lamp",
             platforms: &["light"],
         },
         Exposed {
-            device: add(&daemon, "esphome", "light_strip", "Shelf strip"),
+            device: daemon.add_device("esphome", "light_strip", "Shelf strip", "Hall"),
             nickname: "Shelf strip",
             platforms: &["light"],
         },
         Exposed {
-            device: add(&daemon, "shelly", "plug", "Kettle"),
+            device: daemon.add_device("shelly", "plug", "Kettle", "Hall"),
             nickname: "Kettle",
             platforms: &["switch"],
         },
         Exposed {
-            device: add(&daemon, "generic", "camera", "Porch camera"),
+            device: daemon.add_device("generic", "camera", "Porch camera", "Hall"),
             nickname: "Porch camera",
             platforms: &["binary_sensor", "camera"],
         },
         Exposed {
-            device: add(&daemon, "generic", "doorbell", "Front door"),
+            device: daemon.add_device("generic", "doorbell", "Front door", "Hall"),
             nickname: "Front door",
             platforms: &["binary_sensor", "binary_sensor", "camera"],
         },
     ];
     let [lamp, desk, strip, plug, _camera, _bell] = &exposed;
     for x in &exposed {
-        expose(&daemon, &x.device, true);
+        daemon.expose_to_homeassistant(&x.device, true);
     }
     set_discovery(&daemon, mode);
     let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
@@ -827,7 +824,7 @@ fn live_in_namespace(version: Version, mode: &'static str, ns: &str) {
     // Un-expose: the plug leaves Home Assistant, device and entity; back
     // again, it is online with its state.
     let rest: Vec<&Exposed> = exposed.iter().filter(|x| x.nickname != "Kettle").collect();
-    expose(&daemon, &plug.device, false);
+    daemon.expose_to_homeassistant(&plug.device, false);
     settle(
         &mut v,
         &mut ha,
@@ -836,7 +833,7 @@ fn live_in_namespace(version: Version, mode: &'static str, ns: &str) {
         Duration::from_secs(5),
         "after un-exposing the plug",
     );
-    expose(&daemon, &plug.device, true);
+    daemon.expose_to_homeassistant(&plug.device, true);
     let dump = settle(
         &mut v,
         &mut ha,
@@ -860,24 +857,13 @@ fn live_in_namespace(version: Version, mode: &'static str, ns: &str) {
     for (s, x) in sims.iter().zip(&exposed) {
         s.said(&mut v, x.nickname, "connected");
     }
-    settle(
+    settle_and_stay(
         &mut v,
         &mut ha,
         &all,
-        &[],
         Duration::from_secs(60),
-        "after hearth restarted",
-    );
-    // Late messages (a retained state, a device's next report) must not
-    // spoil it either.
-    std::thread::sleep(Duration::from_secs(5));
-    settle(
-        &mut v,
-        &mut ha,
-        &all,
-        &[],
-        Duration::from_secs(1),
-        "5 s after hearth restarted",
+        Duration::from_secs(5),
+        "hearth restarted",
     );
     // Home Assistant's client warns when its broker goes away, which a
     // restart does, on mosquitto too.
@@ -926,22 +912,13 @@ fn live_in_namespace(version: Version, mode: &'static str, ns: &str) {
         v.log_clean_but(&ha, "while in device-based discovery", &[unsupported]);
         set_discovery(&daemon, mode);
     }
-    settle(
+    settle_and_stay(
         &mut v,
         &mut ha,
         &all,
-        &[],
         Duration::from_secs(10),
-        "after switching discovery mode live",
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    settle(
-        &mut v,
-        &mut ha,
-        &all,
-        &[],
-        Duration::from_secs(1),
-        "3 s after switching discovery mode live",
+        Duration::from_secs(3),
+        "switching discovery mode live",
     );
     // Back in per-component discovery, hearth clears the device configs,
     // and 2024.3 warns of each once more.

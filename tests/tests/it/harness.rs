@@ -136,6 +136,30 @@ pub fn wait_status(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// Each line `child` prints on its piped stdout, read by a thread of its
+/// own (which keeps reading when nobody listens, so the child never blocks
+/// or breaks on a full pipe).
+pub fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    forward_lines(child, |line| line)
+}
+
+/// Each line `child` prints on its piped stdout, with when it arrived.
+pub fn timed_lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<(String, Instant)> {
+    forward_lines(child, |line| (line, Instant::now()))
+}
+
+fn forward_lines<T: Send + 'static>(child: &mut Child, tag: fn(String) -> T) -> std::sync::mpsc::Receiver<T> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("a piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(tag(line));
+        }
+    });
+    rx
+}
+
 pub fn signal(child: &Child, sig: libc::c_int) {
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
     assert_eq!(rc, 0, "kill({sig})");
@@ -329,6 +353,36 @@ impl Daemon {
     /// Provisions a device and returns what `devices add --json` printed.
     pub fn add(&self, profile: &str, nickname: &str) -> Device {
         Device(self.cli_json(&["devices", "add", "--profile", profile, "--nickname", nickname]))
+    }
+
+    /// Provisions a device of `kind` (`bulb`, `camera`, ...) in `room`, and
+    /// returns what `devices add --json` printed.
+    pub fn add_device(&self, profile: &str, kind: &str, nickname: &str, room: &str) -> Device {
+        Device(self.cli_json(&[
+            "devices",
+            "add",
+            "--profile",
+            profile,
+            "--kind",
+            kind,
+            "--nickname",
+            nickname,
+            "--room",
+            room,
+        ]))
+    }
+
+    /// Shows `d` to Home Assistant (`on`) or hides it, and checks that the
+    /// CLI says it updated that device.
+    pub fn expose_to_homeassistant(&self, d: &Device, on: bool) {
+        let v = self.cli_json(&[
+            "devices",
+            "expose",
+            d.id(),
+            "--homeassistant",
+            if on { "on" } else { "off" },
+        ]);
+        assert_eq!(v["updated"], d.id());
     }
 
     /// The broker's counters.

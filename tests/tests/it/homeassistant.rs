@@ -22,32 +22,6 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn add(daemon: &Daemon, profile: &str, kind: &str, nickname: &str) -> Device {
-    Device(daemon.cli_json(&[
-        "devices",
-        "add",
-        "--profile",
-        profile,
-        "--kind",
-        kind,
-        "--nickname",
-        nickname,
-        "--room",
-        "Hall",
-    ]))
-}
-
-fn expose(daemon: &Daemon, d: &Device, on: bool) {
-    let v = daemon.cli_json(&[
-        "devices",
-        "expose",
-        d.id(),
-        "--homeassistant",
-        if on { "on" } else { "off" },
-    ]);
-    assert_eq!(v["updated"], d.id());
-}
-
 /// What Home Assistant's side hears.
 enum Heard {
     Message(String, Vec<u8>, bool),
@@ -167,6 +141,14 @@ impl Ha {
         }
     }
 
+    /// Home Assistant's command to `d`: a QoS 1 publish on its `set` topic.
+    async fn command(&self, d: &Device, payload: &str) {
+        self.client
+            .publish(format!("hearth/{}/set", d.id()), QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
     /// Waits for the session to end.
     async fn closed(&mut self) {
         let deadline = Instant::now() + LIMIT;
@@ -231,6 +213,16 @@ fn check_device_config(v: &Value, id: &str, nickname: &str) -> Vec<String> {
     platforms
 }
 
+/// Provisions each (profile, kind, nickname) in the hall, then shows them
+/// all to Home Assistant.
+fn exposed<const N: usize>(daemon: &Daemon, devices: [(&str, &str, &str); N]) -> [Device; N] {
+    let devices = devices.map(|(profile, kind, nickname)| daemon.add_device(profile, kind, nickname, "Hall"));
+    for d in &devices {
+        daemon.expose_to_homeassistant(d, true);
+    }
+    devices
+}
+
 async fn said(lines: &mut mpsc::UnboundedReceiver<String>, want: &str) {
     let deadline = Instant::now() + LIMIT;
     loop {
@@ -246,14 +238,14 @@ async fn said(lines: &mut mpsc::UnboundedReceiver<String>, want: &str) {
 #[test]
 fn home_assistant_discovers_controls_and_loses_exposed_devices() {
     let daemon = Daemon::start();
-    let lamp = add(&daemon, "tasmota", "bulb", "Hall lamp");
-    let camera = add(&daemon, "generic", "camera", "Porch camera");
-    let plug = add(&daemon, "shelly", "plug", "Kettle");
-    let hidden = add(&daemon, "esphome", "bulb", "Bedroom light");
-    let fan = add(&daemon, "shelly", "plug", "Fan");
-    let bell = add(&daemon, "esphome", "doorbell", "Front door");
+    let lamp = daemon.add_device("tasmota", "bulb", "Hall lamp", "Hall");
+    let camera = daemon.add_device("generic", "camera", "Porch camera", "Hall");
+    let plug = daemon.add_device("shelly", "plug", "Kettle", "Hall");
+    let hidden = daemon.add_device("esphome", "bulb", "Bedroom light", "Hall");
+    let fan = daemon.add_device("shelly", "plug", "Fan", "Hall");
+    let bell = daemon.add_device("esphome", "doorbell", "Front door", "Hall");
     for d in [&lamp, &camera, &plug, &fan, &bell] {
-        expose(&daemon, d, true);
+        daemon.expose_to_homeassistant(d, true);
     }
     let status = daemon.cli_json(&["integrations", "homeassistant", "status"]);
     assert_eq!(status["enabled"], false);
@@ -366,15 +358,7 @@ fn home_assistant_discovers_controls_and_loses_exposed_devices() {
             v["state"] == "ON" && v["brightness"] == 128
         })
         .await;
-        ha.client
-            .publish(
-                format!("hearth/{}/set", lamp.id()),
-                QoS::AtLeastOnce,
-                false,
-                r#"{"color_temp":300}"#,
-            )
-            .await
-            .unwrap();
+        ha.command(&lamp, r#"{"color_temp":300}"#).await;
         said(&mut lamp_says, "color_temp 300").await;
         ha.until("the lamp at 300 mireds", &lamp_state, |p| {
             json(p)["color_temp"] == 300
@@ -451,15 +435,7 @@ fn home_assistant_discovers_controls_and_loses_exposed_devices() {
             )
             .await
             .unwrap();
-        ha.client
-            .publish(
-                format!("hearth/{}/set", hidden.id()),
-                QoS::AtLeastOnce,
-                false,
-                r#"{"state":"ON"}"#,
-            )
-            .await
-            .unwrap();
+        ha.command(&hidden, r#"{"state":"ON"}"#).await;
         let deadline = Instant::now() + LIMIT;
         while daemon.stats()["denied_publish"].as_u64().unwrap() < before + 2 {
             assert!(Instant::now() < deadline, "the raw publishes were not denied");
@@ -472,7 +448,7 @@ fn home_assistant_discovers_controls_and_loses_exposed_devices() {
             .await;
 
         // Un-exposing the camera clears its config, and its topics close.
-        expose(&daemon, &camera, false);
+        daemon.expose_to_homeassistant(&camera, false);
         ha.until(
             "the camera's config cleared",
             &config_of(&camera),
@@ -499,7 +475,7 @@ fn home_assistant_discovers_controls_and_loses_exposed_devices() {
             .unwrap();
         ha.until("the fan on", &fan_state, |p| json(p)["state"] == "ON")
             .await;
-        expose(&daemon, &fan, false);
+        daemon.expose_to_homeassistant(&fan, false);
         ha.until("the fan's config cleared", &config_of(&fan), <[u8]>::is_empty)
             .await;
         fan_device
@@ -586,11 +562,10 @@ fn home_assistant_discovers_controls_and_loses_exposed_devices() {
 #[test]
 fn per_component_discovery_for_older_home_assistant() {
     let daemon = Daemon::start();
-    let lamp = add(&daemon, "esphome", "bulb", "Desk lamp");
-    let plug = add(&daemon, "tasmota", "plug", "Heater");
-    for d in [&lamp, &plug] {
-        expose(&daemon, d, true);
-    }
+    let [lamp, plug] = exposed(
+        &daemon,
+        [("esphome", "bulb", "Desk lamp"), ("tasmota", "plug", "Heater")],
+    );
     let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
     let rt = rt();
     let (mut lamp_says, _stop) = start_device(&rt, &lamp);
@@ -657,15 +632,7 @@ fn per_component_discovery_for_older_home_assistant() {
         // It works the same through this layout: ESPHome obeys.
         let state = format!("hearth/{}/state", lamp.id());
         ha.subscribe(&state).await;
-        ha.client
-            .publish(
-                format!("hearth/{}/set", lamp.id()),
-                QoS::AtLeastOnce,
-                false,
-                r#"{"state":"ON","brightness":255}"#,
-            )
-            .await
-            .unwrap();
+        ha.command(&lamp, r#"{"state":"ON","brightness":255}"#).await;
         said(&mut lamp_says, "state ON").await;
         ha.until("the lamp on", &state, |p| json(p)["brightness"] == 255)
             .await;
@@ -700,16 +667,16 @@ fn configs_pass_home_assistants_own_schemas() {
         python.display()
     );
     let daemon = Daemon::start();
-    let devices = [
-        add(&daemon, "tasmota", "bulb", "Lamp"),
-        add(&daemon, "esphome", "light_strip", "Strip"),
-        add(&daemon, "shelly", "plug", "Kettle"),
-        add(&daemon, "generic", "camera", "Garden"),
-        add(&daemon, "esphome", "doorbell", "Door"),
-    ];
-    for d in &devices {
-        expose(&daemon, d, true);
-    }
+    let devices = exposed(
+        &daemon,
+        [
+            ("tasmota", "bulb", "Lamp"),
+            ("esphome", "light_strip", "Strip"),
+            ("shelly", "plug", "Kettle"),
+            ("generic", "camera", "Garden"),
+            ("esphome", "doorbell", "Door"),
+        ],
+    );
     daemon.cli_json(&[
         "integrations",
         "homeassistant",
@@ -799,8 +766,8 @@ fn configs_pass_home_assistants_own_schemas() {
 #[test]
 fn every_home_assistant_session_is_narrowed_and_cut() {
     let daemon = Daemon::start();
-    let lamp = add(&daemon, "generic", "bulb", "Hall lamp");
-    expose(&daemon, &lamp, true);
+    let lamp = daemon.add_device("generic", "bulb", "Hall lamp", "Hall");
+    daemon.expose_to_homeassistant(&lamp, true);
     let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
     let state = format!("hearth/{}/state", lamp.id());
     let sessions_now = || daemon.cli_json(&["integrations", "homeassistant", "status"])["sessions"].clone();
@@ -862,7 +829,7 @@ fn every_home_assistant_session_is_narrowed_and_cut() {
 
         // Un-exposed: within a second (hearth narrows after clearing the
         // config), not one of the 50 hears the next report.
-        expose(&daemon, &lamp, false);
+        daemon.expose_to_homeassistant(&lamp, false);
         tokio::time::sleep(Duration::from_secs(1)).await;
         report(99).await;
         let quiet_until = Instant::now() + Duration::from_millis(1500);
@@ -885,7 +852,7 @@ fn every_home_assistant_session_is_narrowed_and_cut() {
         assert_eq!(sessions_now(), 0);
 
         // 50 more on the new password, all cut by a lockdown.
-        expose(&daemon, &lamp, true);
+        daemon.expose_to_homeassistant(&lamp, true);
         let mut again = connect_all(&rotated, "ha-new").await;
         assert_eq!(sessions_now(), 50);
         daemon.cli_json(&["lockdown"]);
@@ -903,11 +870,10 @@ fn every_home_assistant_session_is_narrowed_and_cut() {
 #[test]
 fn a_restart_publishes_no_empty_state() {
     let daemon = Daemon::start();
-    let plug = add(&daemon, "tasmota", "plug", "Heater");
-    let lamp = add(&daemon, "shelly", "bulb", "Desk lamp");
-    for d in [&plug, &lamp] {
-        expose(&daemon, d, true);
-    }
+    let [plug, lamp] = exposed(
+        &daemon,
+        [("tasmota", "plug", "Heater"), ("shelly", "bulb", "Desk lamp")],
+    );
     let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
     let daemon = Daemon::start_in(daemon.stop_keeping_home());
     let rt = rt();
@@ -954,11 +920,13 @@ fn a_restart_publishes_no_empty_state() {
 #[test]
 fn generic_firmware_sends_whole_retained_states() {
     let daemon = Daemon::start();
-    let bell = add(&daemon, "generic", "doorbell", "Front door");
-    let lamp = add(&daemon, "generic", "bulb", "Desk lamp");
-    for d in [&bell, &lamp] {
-        expose(&daemon, d, true);
-    }
+    let [bell, lamp] = exposed(
+        &daemon,
+        [
+            ("generic", "doorbell", "Front door"),
+            ("generic", "bulb", "Desk lamp"),
+        ],
+    );
     let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
     let rt = rt();
     let (mut bell_says, _bell) = start_device(&rt, &bell);
@@ -1004,11 +972,10 @@ fn generic_firmware_sends_whole_retained_states() {
 #[test]
 fn learnt_controls_outlive_a_restart() {
     let daemon = Daemon::start();
-    let lamp = add(&daemon, "generic", "bulb", "Desk lamp");
-    let cam = add(&daemon, "generic", "camera", "Porch");
-    for d in [&lamp, &cam] {
-        expose(&daemon, d, true);
-    }
+    let [lamp, cam] = exposed(
+        &daemon,
+        [("generic", "bulb", "Desk lamp"), ("generic", "camera", "Porch")],
+    );
     let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
     let rt = rt();
     let lamp_config = format!("homeassistant/device/{}/config", lamp.id());
@@ -1084,17 +1051,17 @@ fn learnt_controls_outlive_a_restart() {
 fn vendor_sensors_and_rpcs_reach_home_assistant() {
     let daemon = Daemon::start();
     let climates = [
-        add(&daemon, "shelly", "climate_sensor", "Hall climate"),
-        add(&daemon, "tasmota", "climate_sensor", "Attic climate"),
-        add(&daemon, "esphome", "climate_sensor", "Porch climate"),
+        daemon.add_device("shelly", "climate_sensor", "Hall climate", "Hall"),
+        daemon.add_device("tasmota", "climate_sensor", "Attic climate", "Hall"),
+        daemon.add_device("esphome", "climate_sensor", "Porch climate", "Hall"),
     ];
-    let door = add(&daemon, "esphome", "contact_sensor", "Back door");
-    let leak = add(&daemon, "shelly", "water_sensor", "Cellar leak");
-    let motion = add(&daemon, "esphome", "motion_sensor", "Hall motion");
-    let kettle = add(&daemon, "shelly", "plug", "Kettle");
+    let door = daemon.add_device("esphome", "contact_sensor", "Back door", "Hall");
+    let leak = daemon.add_device("shelly", "water_sensor", "Cellar leak", "Hall");
+    let motion = daemon.add_device("esphome", "motion_sensor", "Hall motion", "Hall");
+    let kettle = daemon.add_device("shelly", "plug", "Kettle", "Hall");
     let all: Vec<&Device> = climates.iter().chain([&door, &leak, &motion, &kettle]).collect();
     for d in &all {
-        expose(&daemon, d, true);
+        daemon.expose_to_homeassistant(d, true);
     }
     let conn = daemon.cli_json(&["integrations", "homeassistant", "enable"]);
     let rt = rt();
@@ -1141,27 +1108,11 @@ fn vendor_sensors_and_rpcs_reach_home_assistant() {
         // The kettle: a command becomes a Shelly RPC, whose answer the plug
         // publishes on <id>/hearth/rpc, and it stays connected to report.
         let kettle_says = &mut devices.last_mut().unwrap().0;
-        ha.client
-            .publish(
-                format!("hearth/{}/set", kettle.id()),
-                QoS::AtLeastOnce,
-                false,
-                r#"{"state":"ON"}"#,
-            )
-            .await
-            .unwrap();
+        ha.command(&kettle, r#"{"state":"ON"}"#).await;
         said(kettle_says, "state ON").await;
         ha.until("the kettle on", &state(&kettle), |p| json(p)["state"] == "ON")
             .await;
-        ha.client
-            .publish(
-                format!("hearth/{}/set", kettle.id()),
-                QoS::AtLeastOnce,
-                false,
-                r#"{"state":"OFF"}"#,
-            )
-            .await
-            .unwrap();
+        ha.command(&kettle, r#"{"state":"OFF"}"#).await;
         said(kettle_says, "state OFF").await;
         ha.until("the kettle off", &state(&kettle), |p| json(p)["state"] == "OFF")
             .await;

@@ -68,29 +68,14 @@ struct Home {
     voice: [String; 3],
 }
 
-fn add(daemon: &Daemon, profile: &str, kind: &str, nickname: &str, room: &str) -> Device {
-    Device(daemon.cli_json(&[
-        "devices",
-        "add",
-        "--profile",
-        profile,
-        "--kind",
-        kind,
-        "--nickname",
-        nickname,
-        "--room",
-        room,
-    ]))
-}
-
 impl Home {
     fn new() -> Home {
         const RELAY: &str = "[relay]\nlisten = \"127.0.0.1:0\"\n";
         let daemon = Daemon::start_with(RELAY);
-        let mut lamp = add(&daemon, "tasmota", "bulb", "Betty's lamp", "Betty's room");
-        let mut hall = add(&daemon, "generic", "bulb", "Hall light", "Hall");
-        let mut spare = add(&daemon, "generic", "bulb", "Spare lamp", "Attic");
-        let mut camera = add(&daemon, "generic", "camera", "Front door camera", "Porch");
+        let mut lamp = daemon.add_device("tasmota", "bulb", "Betty's lamp", "Betty's room");
+        let mut hall = daemon.add_device("generic", "bulb", "Hall light", "Hall");
+        let mut spare = daemon.add_device("generic", "bulb", "Spare lamp", "Attic");
+        let mut camera = daemon.add_device("generic", "camera", "Front door camera", "Porch");
         for (d, name) in [
             (&lamp, "reading lamp"),
             (&hall, "ceiling light"),
@@ -1119,15 +1104,7 @@ fn the_relay_refuses_what_it_must() {
     // The per-token rate limit answers 429 without touching the device.
     home.client("google");
     let second = home.owner.recovery[4].clone();
-    let location = home.consent(&second, &[&lamp_id], &["power"], Some(&challenge));
-    let code = query_param(&location, "code").unwrap();
-    let r = home.token(&[
-        ("grant_type", "authorization_code"),
-        ("code", &code),
-        ("redirect_uri", REDIRECT),
-        ("code_verifier", &verifier),
-    ]);
-    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+    let (access, _) = home.link(&second, &[&lamp_id], &["power"]);
     let statuses: Vec<u16> = (0..40)
         .map(|_| {
             home.google(&access, json!({ "intent": "action.devices.SYNC" }))
@@ -1185,6 +1162,13 @@ fn an_authorization_code_dies_after_sixty_seconds() {
     );
 }
 
+/// The port of the relay's listener, from `relay status --json` or
+/// `relay enable --json`.
+fn listening_port(v: &Value) -> u16 {
+    let listening = v["listening"].as_str().expect("the relay listens");
+    listening.rsplit(':').next().unwrap().parse().unwrap()
+}
+
 #[test]
 fn the_cli_turns_the_listener_on_and_off_and_a_restart_keeps_it() {
     const RELAY: &str = "[relay]\nlisten = \"127.0.0.1:0\"\n";
@@ -1201,14 +1185,7 @@ fn the_cli_turns_the_listener_on_and_off_and_a_restart_keeps_it() {
     daemon.owner_with_two_factor(OWNER, PASSWORD);
     let v = daemon.cli_json(&["relay", "enable"]);
     assert_eq!(v["enabled"], true);
-    let port: u16 = v["listening"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = listening_port(&v);
     let r = Target::plain(port).send("GET", "/health", &[], b"");
     assert_eq!((r.status, r.body.len()), (200, 0));
 
@@ -1217,14 +1194,7 @@ fn the_cli_turns_the_listener_on_and_off_and_a_restart_keeps_it() {
     let daemon = Daemon::start_in_with(home, RELAY);
     let v = daemon.cli_json(&["relay", "status"]);
     assert_eq!(v["enabled"], true);
-    let port: u16 = v["listening"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = listening_port(&v);
     assert_eq!(Target::plain(port).send("GET", "/health", &[], b"").status, 200);
 
     let v = daemon.cli_json(&["relay", "disable"]);
@@ -1288,19 +1258,10 @@ fn lockdown_revokes_sessions_links_and_home_assistant_while_local_control_keeps_
     let mut home = Home::new();
     let (mut lamp_said, _l) = start_device(&rt, &home.lamp);
     said(&rt, &mut lamp_said, "connected");
-    let (verifier, challenge) = pkce();
     let lamp_id = home.lamp.id().to_owned();
     home.client("google");
     let second = home.owner.recovery[0].clone();
-    let location = home.consent(&second, &[&lamp_id], &["power"], Some(&challenge));
-    let code = query_param(&location, "code").unwrap();
-    let r = home.token(&[
-        ("grant_type", "authorization_code"),
-        ("code", &code),
-        ("redirect_uri", REDIRECT),
-        ("code_verifier", &verifier),
-    ]);
-    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+    let (access, _) = home.link(&second, &[&lamp_id], &["power"]);
     assert_eq!(
         home.google(&access, json!({ "intent": "action.devices.SYNC" }))
             .status,
@@ -1417,8 +1378,8 @@ fn lockdown_revokes_sessions_links_and_home_assistant_while_local_control_keeps_
 #[test]
 fn the_privacy_report_counts_what_is_held_and_lists_the_open_listeners() {
     let daemon = Daemon::start_with("[relay]\nlisten = \"127.0.0.1:0\"\n");
-    add(&daemon, "generic", "bulb", "Lamp A", "Hall");
-    add(&daemon, "tasmota", "plug", "Plug B", "Hall");
+    daemon.add_device("generic", "bulb", "Lamp A", "Hall");
+    daemon.add_device("tasmota", "plug", "Plug B", "Hall");
     let r = daemon.cli_json(&["privacy", "report"]);
     let count = |what: &str| {
         r["held"]
@@ -1510,22 +1471,11 @@ fn twenty_canaries_never_reach_the_disk_the_backup_or_the_log() {
 
     let (mut lamp_said, _l) = start_device(&rt, &home.lamp);
     said(&rt, &mut lamp_said, "connected");
-    let (verifier, challenge) = pkce();
     let code_now = home.totp_code(1);
     let lamp_id = home.lamp.id().to_owned();
-    let location = home.consent(&code_now, &[&lamp_id], &["power", "brightness"], Some(&challenge));
-    let code = query_param(&location, "code").unwrap();
-    let r = home.token(&[
-        ("grant_type", "authorization_code"),
-        ("code", &code),
-        ("redirect_uri", REDIRECT),
-        ("code_verifier", &verifier),
-    ]);
-    assert_eq!(r.status, 200, "{}", r.text());
-    let t = r.json();
-    let access = t["access_token"].as_str().unwrap().to_owned();
+    let (access, refresh) = home.link(&code_now, &[&lamp_id], &["power", "brightness"]);
     canaries.push(access.clone());
-    canaries.push(t["refresh_token"].as_str().unwrap().to_owned());
+    canaries.push(refresh);
     let r = home.alexa(
         "Alexa.PowerController",
         "TurnOn",
