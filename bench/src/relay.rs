@@ -130,7 +130,7 @@ fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
 /// on its stopped store; nothing of it is timed.
 fn owner_with_two_factor(data: &Path) {
     use hearth::accounts::totp;
-    let store = hearth::app::open_or_init(&hearth::store::DataDir::new(data), None).unwrap();
+    let store = hearth::store::open_or_init(&hearth::store::DataDir::new(data), None).unwrap();
     let auth = hearth::accounts::Auth::new(
         std::sync::Arc::new(std::sync::Mutex::new(store)),
         data.to_owned(),
