@@ -148,18 +148,7 @@ pub(super) async fn command(
     Body(b): Body<CommandBody>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    if b.power.is_none() && b.brightness.is_none() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "give power, brightness or both",
-        ));
-    }
-    if let Some(level) = b.brightness {
-        app.devices.set_brightness(&id, level).await?;
-    }
-    if let Some(on) = b.power {
-        app.devices.set_power(&id, on).await?;
-    }
+    app.devices.control(&id, b.power, b.brightness).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -183,9 +172,6 @@ pub(super) async fn forget(
     let parsed = parse_id(&id)?;
     if !app.devices.forget(&parsed, actor(&session)).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such device"));
-    }
-    if let Some(live) = &app.live {
-        live.forget(&parsed);
     }
     Ok(StatusCode::NO_CONTENT)
 }
