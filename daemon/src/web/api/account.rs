@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, App, Authed, Body, Client, cookie};
+use super::{ApiError, App, Authed, Body, Client, cookie, off_thread};
 use crate::accounts::{Auth, AuthError, COOKIE, NewSession, Session};
 use crate::store::CredentialId;
 
@@ -44,10 +44,7 @@ pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Auth) -> Result<T, AuthError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let app = app.clone();
-    tokio::task::spawn_blocking(move || f(&app.auth))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
-        .map_err(ApiError::from)
+    off_thread(move || f(&app.auth)).await?.map_err(ApiError::from)
 }
 
 #[utoipa::path(get, path = "/api/state", responses((status = 200, description = "Whether setup is needed and whether this client is logged in")))]

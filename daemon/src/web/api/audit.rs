@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, App, Authed};
+use super::{ApiError, App, Authed, off_thread};
 use crate::accounts::AuthError;
 use crate::store::AuditKind;
 
@@ -122,9 +122,8 @@ pub(super) async fn audit_verify(
     _session: Authed,
 ) -> Result<Json<Value>, ApiError> {
     let auth = app.auth.clone();
-    let verdict = tokio::task::spawn_blocking(move || auth.with_store(|s| s.verify_audit()))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+    let verdict = off_thread(move || auth.with_store(|s| s.verify_audit()))
+        .await?
         .map_err(AuthError::from)?;
     Ok(Json(json!({
         "verified": verdict.verified(),

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, App, Client};
+use super::{ApiError, App, Client, off_thread};
 
 /// Prometheus metrics: counts only. Loopback clients, or the bearer token
 /// from `hearth metrics token`, as `web.metrics` says.
@@ -50,9 +50,7 @@ pub(super) async fn metrics(
             let valid = match given {
                 Some(t) => {
                     let t = t.to_owned();
-                    tokio::task::spawn_blocking(move || auth.metrics_token_valid(&t))
-                        .await
-                        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??
+                    off_thread(move || auth.metrics_token_valid(&t)).await??
                 }
                 None => false,
             };

@@ -386,6 +386,14 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// Runs blocking work (argon2id, SQLite, files) off the async threads; a
+/// task that panicked is an internal error.
+async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
+}
+
 impl App {
     fn session_idle_mins(&self) -> u64 {
         self.auth.idle().as_secs() / 60

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{ApiError, App, Authed, Body};
+use super::{ApiError, App, Authed, Body, off_thread};
 use crate::accounts::actor;
 use crate::store::{AuditEvent, AuditKind};
 
@@ -22,7 +22,7 @@ fn relay(app: &App) -> Result<&Arc<crate::relay::Relay>, ApiError> {
 pub(super) async fn relay_view(app: &App) -> Result<Value, ApiError> {
     let relay = relay(app)?.clone();
     let r = relay.clone();
-    let (enabled, clients, links, offered, voice_names) = tokio::task::spawn_blocking(move || {
+    let (enabled, clients, links, offered, voice_names) = off_thread(move || {
         let enabled = r.enabled_setting()?;
         let (clients, links) = r.with_store_sync(|s| Ok((s.relay_clients()?, s.relay_links()?)))?;
         let offered = r.offerable()?;
@@ -32,8 +32,7 @@ pub(super) async fn relay_view(app: &App) -> Result<Value, ApiError> {
             .collect();
         Ok::<_, crate::store::StoreError>((enabled, clients, links, offered.len(), names))
     })
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    .await??;
     let client_name = |id: &crate::store::RelayClientId| {
         clients
             .iter()
@@ -89,9 +88,7 @@ pub(super) async fn relay_enable(
 ) -> Result<Json<Value>, ApiError> {
     let r = relay(&app)?.clone();
     // The rule lives in Relay::may_enable, which the CLI's door shares.
-    tokio::task::spawn_blocking(move || r.set_enabled(true, actor(&session)))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    off_thread(move || r.set_enabled(true, actor(&session))).await??;
     Ok(Json(relay_view(&app).await?))
 }
 
@@ -101,9 +98,7 @@ pub(super) async fn relay_disable(
     Authed(session): Authed,
 ) -> Result<Json<Value>, ApiError> {
     let r = relay(&app)?.clone();
-    tokio::task::spawn_blocking(move || r.set_enabled(false, actor(&session)))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    off_thread(move || r.set_enabled(false, actor(&session))).await??;
     Ok(Json(relay_view(&app).await?))
 }
 
@@ -114,9 +109,7 @@ pub(super) async fn relay_register(
     Body(b): Body<crate::relay::NewClient>,
 ) -> Result<Json<Value>, ApiError> {
     let r = relay(&app)?.clone();
-    let (client, secret) = tokio::task::spawn_blocking(move || r.register_client(b, actor(&session)))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    let (client, secret) = off_thread(move || r.register_client(b, actor(&session))).await??;
     Ok(Json(json!({
         "client_id": client.id,
         "client_secret": secret.expose(),

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::homeassistant::homeassistant;
 use super::relay::relay_view;
-use super::{ApiError, App, Authed, Body, Client};
+use super::{ApiError, App, Authed, Body, Client, off_thread};
 use crate::accounts::{AuthError, actor};
 use crate::store::{AuditEvent, AuditKind};
 
@@ -90,38 +90,33 @@ pub(super) async fn backup_download(
     let auth = app.auth.clone();
     let s = session.clone();
     let (password, code) = (b.password, b.code);
-    tokio::task::spawn_blocking(move || {
-        auth.reauthenticate(&s, &password, code.as_deref(), from, AuditKind::BackupRefused)
-    })
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    off_thread(move || auth.reauthenticate(&s, &password, code.as_deref(), from, AuditKind::BackupRefused))
+        .await??;
     let data_dir = crate::store::DataDir::new(app.auth.data_dir());
     let key_path = app.key_path.clone();
     let passphrase = zeroize::Zeroizing::new(b.passphrase);
-    let sealed =
-        tokio::task::spawn_blocking(move || -> Result<Vec<u8>, crate::safety::backup::BackupError> {
-            let master_key = match key_path {
-                Some(p) => Some(zeroize::Zeroizing::new(std::fs::read(&p).map_err(|source| {
-                    crate::safety::backup::BackupError::Io {
-                        path: p.clone(),
-                        source,
-                    }
-                })?)),
-                None => None,
-            };
-            let contents = crate::safety::backup::Contents {
-                db: crate::safety::backup::snapshot(&data_dir)?,
-                config: None,
-                master_key,
-            };
-            crate::safety::backup::seal(&contents, &passphrase)
-        })
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "could not make a backup");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the backup could not be made")
-        })?;
+    let sealed = off_thread(move || -> Result<Vec<u8>, crate::safety::backup::BackupError> {
+        let master_key = match key_path {
+            Some(p) => Some(zeroize::Zeroizing::new(std::fs::read(&p).map_err(|source| {
+                crate::safety::backup::BackupError::Io {
+                    path: p.clone(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        let contents = crate::safety::backup::Contents {
+            db: crate::safety::backup::snapshot(&data_dir)?,
+            config: None,
+            master_key,
+        };
+        crate::safety::backup::seal(&contents, &passphrase)
+    })
+    .await?
+    .map_err(|e| {
+        tracing::error!(error = %e, "could not make a backup");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the backup could not be made")
+    })?;
     let detail = format!("{} bytes, downloaded from the dashboard", sealed.len());
     app.auth
         .audit(AuditEvent::ok(AuditKind::BackupCreated, actor(&session), detail));
@@ -165,27 +160,21 @@ pub(super) async fn erase_everything(
     let auth = app.auth.clone();
     let s = session.clone();
     let (password, code) = (b.password, b.code);
-    tokio::task::spawn_blocking(move || {
-        auth.reauthenticate(&s, &password, code.as_deref(), from, AuditKind::EraseRefused)
-    })
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))??;
+    off_thread(move || auth.reauthenticate(&s, &password, code.as_deref(), from, AuditKind::EraseRefused))
+        .await??;
     tracing::warn!("erase from the dashboard: destroying the keys, then stopping");
     let keys = app.devices_store(|s| s.destroy_keys()).map_err(AuthError::from)?;
     let data_dir = crate::store::DataDir::new(app.auth.data_dir());
     let key_path = app.key_path.clone();
-    tokio::task::spawn_blocking(move || {
-        crate::safety::erase::shred_keys_and_backups(&data_dir, key_path.as_deref())
-    })
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
-    .map_err(|e| {
-        tracing::error!(error = %e, "erase: could not remove the key file or a backup");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the keys are destroyed, but a file could not be removed",
-        )
-    })?;
+    off_thread(move || crate::safety::erase::shred_keys_and_backups(&data_dir, key_path.as_deref()))
+        .await?
+        .map_err(|e| {
+            tracing::error!(error = %e, "erase: could not remove the key file or a backup");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the keys are destroyed, but a file could not be removed",
+            )
+        })?;
     app.erased.store(true, std::sync::atomic::Ordering::SeqCst);
     let stop = app.shutdown.clone();
     tokio::spawn(async move {
