@@ -397,8 +397,6 @@ impl Devices {
             .await?;
         let provisioning = self.issue(&device, password, hash)?;
         tracing::info!(device = %device.id, "device provisioned");
-        // Live state, the dashboard and Home Assistant follow the list.
-        self.changed();
         Ok(provisioning)
     }
 
