@@ -1,10 +1,13 @@
-//! Device lifecycle as library operations: add (provision), list, forget and
-//! rotate. Each keeps the store, the broker's credential table and live
-//! sessions in step.
+//! Device lifecycle as library operations: add (provision), list, adopt,
+//! rename, update, control, forget and rotate. Each keeps the store, its
+//! audit entry, the broker's credential table and live sessions in step.
+//! The dashboard's routes and the admin socket (the CLI) both call these,
+//! so an operation means the same through either door.
 //!
 //! A device gets a credential only through these operations, never from
 //! anything it says on the network. Forgetting or rotating cuts the device's
-//! live session before the call returns.
+//! live session before the call returns; forgetting also drops its live
+//! state.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
