@@ -1,10 +1,13 @@
-//! Device lifecycle as library operations: add (provision), list, forget and
-//! rotate. Each keeps the store, the broker's credential table and live
-//! sessions in step.
+//! Device lifecycle as library operations: add (provision), list, adopt,
+//! rename, update, control, forget and rotate. Each keeps the store, its
+//! audit entry, the broker's credential table and live sessions in step.
+//! The dashboard's routes and the admin socket (the CLI) both call these,
+//! so an operation means the same through either door.
 //!
 //! A device gets a credential only through these operations, never from
 //! anything it says on the network. Forgetting or rotating cuts the device's
-//! live session before the call returns.
+//! live session before the call returns; forgetting also drops its live
+//! state.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,6 +16,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::broker::acl::{self, Principal};
 use crate::broker::{Broker, Credentials, Identity, Owner};
+use crate::home::live::LiveState;
 use crate::home::vendor::{self, Profile};
 use crate::store::AuditKind;
 use crate::store::secret::{Secret, TokenHash, random_token};
@@ -191,6 +195,10 @@ pub struct Devices {
     /// Where credentials issued by adoption and rotation also go, in
     /// process; only `hearth demo` sets one.
     issued: Option<tokio::sync::mpsc::UnboundedSender<Issued>>,
+    /// The live state that follows these devices, once it runs (see
+    /// [`Devices::attach_live`]): forgetting a device drops its live state
+    /// before the call returns, whichever door asked.
+    live: std::sync::OnceLock<Arc<LiveState>>,
 }
 
 fn check_name(what: &str, value: &str) -> Result<(), DeviceError> {
@@ -282,7 +290,16 @@ impl Devices {
             endpoint,
             changes: tokio::sync::watch::Sender::new(0),
             issued: None,
+            live: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets forgetting a device also drop its live state at once, rather
+    /// than when `live` next follows the device list. `live::follow_devices`
+    /// calls this before its first sync, so a device forgotten before then
+    /// is never tracked. The first live state attached stays.
+    pub fn attach_live(&self, live: Arc<LiveState>) {
+        let _ = self.live.set(live);
     }
 
     /// Also hands every credential that an adoption or a rotation issues,
@@ -444,8 +461,10 @@ impl Devices {
     /// Adopts a pending device: the owner names it, and it gets a credential
     /// and the topic rules of its vendor profile. Nothing an advert says can
     /// do this.
-    pub async fn adopt(&self, req: Adopt, by: Actor) -> Result<Provisioning, DeviceError> {
+    pub async fn adopt(&self, mut req: Adopt, by: Actor) -> Result<Provisioning, DeviceError> {
         let id = parse_id(&req.id)?;
+        // An empty room is no room, from the dashboard's form or the CLI.
+        req.room = req.room.filter(|r| !r.is_empty());
         check_name("nickname", &req.nickname)?;
         if let Some(room) = &req.room {
             check_name("room", room)?;
@@ -503,35 +522,19 @@ impl Devices {
         Ok(provisioning)
     }
 
-    /// Renames a device, or moves it to another room.
+    /// Renames an adopted device, or moves it to another room (an empty
+    /// room clears it): the CLI's name for [`Devices::update`], so both doors
+    /// rename by the same rules.
     pub async fn rename(&self, req: Rename, by: Actor) -> Result<DeviceId, DeviceError> {
         let id = parse_id(&req.id)?;
         check_name("nickname", &req.nickname)?;
-        if let Some(room) = &req.room {
-            check_name("room", room)?;
-        }
-        self.with_store(move |store| {
-            let mut device = store
-                .device(&id)?
-                .ok_or_else(|| DeviceError::NotFound(id.to_string()))?;
-            device.fields.nickname = Some(req.nickname);
-            if req.room.is_some() {
-                device.fields.room = req.room;
-            }
-            check_voice_name(
-                device.fields.nickname.as_deref(),
-                device.fields.voice_name.as_deref(),
-            )?;
-            store.update_device(&id, &device.fields)?;
-            store.append_audit(&AuditEvent::ok(
-                AuditKind::DeviceRenamed,
-                by,
-                format!("device {id}"),
-            ))?;
-            Ok(id)
-        })
-        .await
-        .inspect(|_| self.changed())
+        let update = Update {
+            nickname: Some(req.nickname),
+            room: req.room,
+            ..Update::default()
+        };
+        self.update(&id, update, by).await?;
+        Ok(id)
     }
 
     /// Changes an adopted device's names, room and exposure.
@@ -675,6 +678,26 @@ impl Devices {
         Ok(gained)
     }
 
+    /// Sets an adopted device's brightness, then its power, as the owner
+    /// asked: at least one of them.
+    pub async fn control(
+        &self,
+        id: &DeviceId,
+        power: Option<bool>,
+        brightness: Option<u8>,
+    ) -> Result<(), DeviceError> {
+        if power.is_none() && brightness.is_none() {
+            return Err(DeviceError::Invalid("give power, brightness or both".into()));
+        }
+        if let Some(level) = brightness {
+            self.set_brightness(id, level).await?;
+        }
+        if let Some(on) = power {
+            self.set_power(id, on).await?;
+        }
+        Ok(())
+    }
+
     /// Switches an adopted device on or off, in its own vendor's scheme,
     /// through hearth's hub link.
     pub async fn set_power(&self, id: &DeviceId, on: bool) -> Result<(), DeviceError> {
@@ -767,9 +790,12 @@ impl Devices {
         Ok(())
     }
 
-    /// Forgets a device: its record and every credential it held go in one
-    /// transaction, then its identity leaves the broker and its live session
-    /// is cut. Returns whether it existed.
+    /// Forgets a device: its record, every credential and every voice grant
+    /// it held go in one transaction (audited), then its identity leaves the
+    /// broker, its live session is cut and its live state is dropped; the
+    /// list is marked changed, which takes it out of Home Assistant. The
+    /// dashboard and the CLI both forget through this. Returns whether it
+    /// existed.
     pub async fn forget(&self, id: &DeviceId, by: Actor) -> Result<bool, DeviceError> {
         let key = id.clone();
         let existed = self
@@ -787,6 +813,9 @@ impl Devices {
             .await?;
         self.broker.credentials().remove(id.as_str());
         self.broker.kick(id.as_str()).await;
+        if let Some(live) = self.live.get() {
+            live.forget(id);
+        }
         if existed {
             tracing::info!(device = %id, "device forgotten");
         }
@@ -870,12 +899,9 @@ mod tests {
     use crate::net::pki::{self, TlsFiles};
     use crate::store::DataDir;
 
-    /// The in-process tap `hearth demo` uses: an adoption and a rotation
-    /// hand it the very credential the caller got, whoever the caller is; a
-    /// device added by hand does not; and what it carries never prints its
-    /// password.
-    #[tokio::test]
-    async fn the_issued_tap_gets_what_adoption_and_rotation_issue() {
+    /// Devices over a fresh store and a broker that listens nowhere, with
+    /// one pending bulb.
+    async fn pending_device() -> (tempfile::TempDir, Devices, DeviceId) {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("d");
         let mut store = crate::store::open_or_init(&DataDir::new(&data_dir), None).unwrap();
@@ -902,17 +928,30 @@ mod tests {
             port: 8883,
             ca_cert: files.ca_cert.clone(),
         };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let devices =
-            Devices::new(Arc::new(Mutex::new(store)), Arc::new(broker), endpoint).with_issued_tap(tx);
+        let devices = Devices::new(Arc::new(Mutex::new(store)), Arc::new(broker), endpoint);
+        (tmp, devices, pending)
+    }
 
-        let adopt = Adopt {
-            id: pending.to_string(),
+    fn adopt(id: &DeviceId) -> Adopt {
+        Adopt {
+            id: id.to_string(),
             nickname: "Porch".into(),
             room: None,
             kind: None,
-        };
-        let given = devices.adopt(adopt, Actor::Cli).await.unwrap();
+        }
+    }
+
+    /// The in-process tap `hearth demo` uses: an adoption and a rotation
+    /// hand it the very credential the caller got, whoever the caller is; a
+    /// device added by hand does not; and what it carries never prints its
+    /// password.
+    #[tokio::test]
+    async fn the_issued_tap_gets_what_adoption_and_rotation_issue() {
+        let (_tmp, devices, pending) = pending_device().await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let devices = devices.with_issued_tap(tx);
+
+        let given = devices.adopt(adopt(&pending), Actor::Cli).await.unwrap();
         let issued = rx.try_recv().expect("adoption reaches the tap");
         assert!(issued.adopted);
         assert_eq!(issued.provisioning.id, pending);
@@ -943,5 +982,44 @@ mod tests {
             rx.try_recv().is_err(),
             "a device added by hand has no simulated firmware"
         );
+    }
+
+    /// Forgetting is one operation whichever door asks (the dashboard's
+    /// DELETE and the CLI's admin socket both call it): when it returns, the
+    /// device's credential is out of the broker and its live state is gone,
+    /// not only once the live view next follows the device list. Before,
+    /// only the dashboard dropped the live state itself.
+    #[tokio::test]
+    async fn forgetting_drops_the_credential_and_the_live_state_at_once() {
+        let (_tmp, devices, id) = pending_device().await;
+        let devices = Arc::new(devices);
+        devices.adopt(adopt(&id), Actor::Cli).await.unwrap();
+        // Live state runs as the daemon runs it.
+        let live = Arc::new(LiveState::new());
+        let token = tokio_util::sync::CancellationToken::new();
+        let follow = tokio::spawn(crate::home::live::follow_devices(
+            live.clone(),
+            devices.clone(),
+            token.clone(),
+        ));
+        while live.get(&id).is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let on = vendor::StateUpdate {
+            power: Some(true),
+            ..vendor::StateUpdate::default()
+        };
+        assert!(live.apply(&id, on));
+        assert!(devices.broker.credentials().get(id.as_str()).is_some());
+
+        assert!(devices.forget(&id, Actor::Cli).await.unwrap());
+        // Nothing was awaited since: the live view has not run again.
+        assert_eq!(live.get(&id), None, "the forgotten device's live state stayed");
+        assert!(devices.broker.credentials().get(id.as_str()).is_none());
+        assert!(!live.apply(&id, on), "a report after forgetting is ignored");
+        assert!(devices.list().await.unwrap().is_empty());
+        assert!(!devices.forget(&id, Actor::Cli).await.unwrap());
+        token.cancel();
+        follow.await.unwrap();
     }
 }

@@ -272,6 +272,9 @@ pub async fn follow_devices(
     devices: Arc<crate::home::devices::Devices>,
     token: CancellationToken,
 ) {
+    // Forgetting drops live state itself from now on; the sync below still
+    // catches every other change to the list.
+    devices.attach_live(live.clone());
     let mut changes = devices.subscribe_changes();
     loop {
         match devices.schemes().await {
