@@ -1006,7 +1006,7 @@ mod tests {
                 .obey(lit);
             assert!(!dark.on, "{profile}");
 
-            let (topic, payload) = crate::home::devices::power_command(profile, "b1", true);
+            let (topic, payload) = crate::home::vendor::power_command(profile, "b1", true);
             let on = command(profile, true, &topic, payload.as_bytes(), dark)
                 .expect("a command")
                 .obey(dark);
@@ -1145,7 +1145,7 @@ mod tests {
         let device = Principal::Confined {
             rules: device_rules(Profile::Shelly, "b1"),
         };
-        let (_, payload) = crate::home::devices::power_command(Profile::Shelly, "b1", true);
+        let (_, payload) = crate::home::vendor::power_command(Profile::Shelly, "b1", true);
         let (topic, answer) = rpc_answer("b1", payload.as_bytes(), false).expect("an answer");
         assert_eq!(topic, "b1/hearth/rpc");
         assert_eq!(decide(&device, Action::Publish, &topic), Decision::Allow);

@@ -144,7 +144,7 @@ pub(super) async fn home(
     {
         let (live, devices) = (live.clone(), devices.clone());
         supervisor.spawn("live-devices", move |token| async move {
-            crate::home::live::follow_devices(live, devices, token).await;
+            crate::home::devices::keep_live_in_step(live, devices, token).await;
             Ok(())
         });
     }
@@ -158,7 +158,7 @@ pub(super) async fn home(
     {
         let (live, devices) = (live.clone(), devices.clone());
         supervisor.spawn("live-learnt", move |token| async move {
-            crate::home::live::remember_learnt(live, devices, token).await;
+            crate::home::devices::remember_learnt(live, devices, token).await;
             Ok(())
         });
     }

@@ -495,8 +495,8 @@ pub fn classify_with(a: &Advert, extra: &ExtraKinds) -> Option<Verdict> {
     };
     // Sensors report over MQTT or not at all: only where the vendor's own
     // scheme is one hearth reads.
-    if crate::home::canonical::is_sensor(c.kind)
-        && !crate::home::canonical::has_camera(c.kind)
+    if c.kind.is_sensor()
+        && !c.kind.has_camera()
         && Profile::parse(c.profile).is_none_or(|p| p == Profile::Generic)
         && !extra.contains_key(&a.service_type)
     {

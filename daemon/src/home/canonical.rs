@@ -33,7 +33,7 @@ use crate::broker::{Broker, BrokerError, HubMessage, Owner};
 use crate::home::devices::Devices;
 use crate::home::live::{DeviceState, LiveState};
 use crate::home::vendor;
-use crate::home::vendor::Profile;
+use crate::home::vendor::Scheme;
 use crate::store::{DeviceId, DeviceKind};
 
 /// The largest command payload read.
@@ -60,33 +60,6 @@ pub fn snapshot_topic(id: &DeviceId) -> String {
     format!("hearth/{id}/snapshot")
 }
 
-/// Whether a device of `kind` only reports (motion, presses, readings) and
-/// is never commanded.
-pub fn is_sensor(kind: DeviceKind) -> bool {
-    matches!(
-        kind,
-        DeviceKind::Camera
-            | DeviceKind::Doorbell
-            | DeviceKind::MotionSensor
-            | DeviceKind::ContactSensor
-            | DeviceKind::ClimateSensor
-            | DeviceKind::WaterSensor
-    )
-}
-
-/// Whether a device of `kind` sends snapshots.
-pub fn has_camera(kind: DeviceKind) -> bool {
-    matches!(kind, DeviceKind::Camera | DeviceKind::Doorbell)
-}
-
-/// Whether a device of `kind` reports motion.
-pub fn senses_motion(kind: DeviceKind) -> bool {
-    matches!(
-        kind,
-        DeviceKind::Camera | DeviceKind::Doorbell | DeviceKind::MotionSensor
-    )
-}
-
 /// Whether hearth knows what a device of `kind` would report: a light or
 /// plug its power, a contact, water or climate sensor its reading. Until
 /// then its canonical state is not published ("unknown" is what Home
@@ -100,11 +73,6 @@ pub fn state_known(kind: DeviceKind, s: &DeviceState) -> bool {
         DeviceKind::ClimateSensor => s.temperature.is_some() || s.humidity.is_some(),
         DeviceKind::Bulb | DeviceKind::LightStrip | DeviceKind::Plug | DeviceKind::Other => s.power.is_some(),
     }
-}
-
-/// Whether a device of `kind` dims.
-pub fn dims(kind: DeviceKind) -> bool {
-    matches!(kind, DeviceKind::Bulb | DeviceKind::LightStrip)
 }
 
 /// A command on a canonical set topic: what it asks for.
@@ -148,9 +116,9 @@ pub fn parse_command(payload: &[u8]) -> Option<Command> {
 /// whether motion was seen, and the doorbell pressed, within [`EVENT_HOLD`].
 pub fn state_json(kind: DeviceKind, s: &DeviceState, events: Events) -> String {
     let mut out = Map::new();
-    if is_sensor(kind) {
+    if kind.is_sensor() {
         out.insert("online".into(), json!(s.online));
-        if senses_motion(kind) {
+        if kind.senses_motion() {
             out.insert("motion".into(), json!(events.motion));
         }
         if kind == DeviceKind::Doorbell {
@@ -174,7 +142,7 @@ pub fn state_json(kind: DeviceKind, s: &DeviceState, events: Events) -> String {
         if let Some(on) = s.power {
             out.insert("state".into(), json!(if on { "ON" } else { "OFF" }));
         }
-        if dims(kind) {
+        if kind.dims() {
             if let Some(b) = s.brightness {
                 out.insert("brightness".into(), json!(vendor::to_255(b)));
             }
@@ -240,41 +208,26 @@ impl Hold {
     }
 }
 
-/// How one adopted device is reached.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Scheme {
-    pub kind: DeviceKind,
-    pub profile: Profile,
-    pub base: String,
-}
-
-impl Scheme {
-    /// Whether the device speaks the canonical topics itself.
-    pub fn native(&self, id: &DeviceId) -> bool {
-        self.profile == Profile::Generic && self.base == id.as_str()
-    }
-}
-
 /// The vendor commands that carry out a canonical command for a device of
 /// this scheme, in order. A brightness switches a light on (0 switches it
 /// off), so `state` is only sent on its own when no brightness comes with
 /// it, or when it is `OFF`. Things a device cannot do are left out.
 pub fn vendor_commands(scheme: &Scheme, c: Command) -> Vec<(String, String)> {
     let (profile, base) = (scheme.profile, scheme.base.as_str());
-    let dims = dims(scheme.kind);
+    let dims = scheme.kind.dims();
     let mut out = Vec::new();
-    if is_sensor(scheme.kind) {
+    if scheme.kind.is_sensor() {
         return out;
     }
     let brightness = c.brightness.filter(|_| dims && c.power != Some(false));
     match (c.power, brightness) {
-        (Some(false), _) => out.push(crate::home::devices::power_command(profile, base, false)),
+        (Some(false), _) => out.push(crate::home::vendor::power_command(profile, base, false)),
         (_, Some(b)) => {
             // Never let a low but non-zero brightness round to "off".
             let level = if b == 0 { 0 } else { vendor::from_255(b).max(1) };
             out.push(vendor::brightness_command(profile, base, level));
         }
-        (Some(true), None) => out.push(crate::home::devices::power_command(profile, base, true)),
+        (Some(true), None) => out.push(crate::home::vendor::power_command(profile, base, true)),
         (None, None) => {}
     }
     if let Some(m) = c.color_temp.filter(|_| dims && c.power != Some(false))
@@ -516,6 +469,7 @@ async fn command(broker: &Broker, known: &HashMap<DeviceId, Published>, msg: &Hu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::home::vendor::Profile;
 
     fn scheme(kind: DeviceKind, profile: Profile) -> Scheme {
         Scheme {

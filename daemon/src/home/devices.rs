@@ -9,15 +9,18 @@
 //! live session before the call returns; forgetting also drops its live
 //! state.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize, Serializer};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 
 use crate::broker::acl::{self, Principal};
 use crate::broker::{Broker, Credentials, Identity, Owner};
-use crate::home::live::LiveState;
-use crate::home::vendor::{self, Profile};
+use crate::home::live::{DeviceState, LiveState};
+use crate::home::vendor::{self, Profile, power_command};
 use crate::store::AuditKind;
 use crate::store::secret::{Secret, TokenHash, random_token};
 use crate::store::{
@@ -295,7 +298,7 @@ impl Devices {
     }
 
     /// Lets forgetting a device also drop its live state at once, rather
-    /// than when `live` next follows the device list. `live::follow_devices`
+    /// than when `live` next follows the device list. `keep_live_in_step`
     /// calls this before its first sync, so a device forgotten before then
     /// is never tracked. The first live state attached stays.
     pub fn attach_live(&self, live: Arc<LiveState>) {
@@ -572,7 +575,7 @@ impl Devices {
             if renamed || voice_named {
                 check_voice_name(f.nickname.as_deref(), f.voice_name.as_deref())?;
             }
-            if req.expose_voice == Some(true) && crate::home::canonical::is_sensor(f.kind) {
+            if req.expose_voice == Some(true) && f.kind.is_sensor() {
                 return Err(DeviceError::Invalid(
                     "cameras, doorbells and sensors are never exposed to voice assistants".into(),
                 ));
@@ -723,12 +726,12 @@ impl Devices {
     /// How each adopted device is reached, for the canonical topics.
     pub async fn canonical_schemes(
         &self,
-    ) -> Result<Vec<(DeviceId, crate::home::canonical::Scheme)>, DeviceError> {
+    ) -> Result<Vec<(DeviceId, crate::home::vendor::Scheme)>, DeviceError> {
         let devices = self.adopted().await?;
         Ok(devices
             .into_iter()
             .filter_map(|d| {
-                let scheme = crate::home::canonical::Scheme {
+                let scheme = crate::home::vendor::Scheme {
                     kind: d.fields.kind,
                     profile: Profile::parse(&d.fields.profile).unwrap_or(Profile::Generic),
                     base: d.fields.topic.clone()?,
@@ -851,29 +854,6 @@ impl Devices {
     }
 }
 
-/// The topic and payload that switch a device of `profile` on or off, in
-/// the vendor's own scheme (see `vendor::brightness_command` for each
-/// scheme's topics; a Shelly RPC's `src` is `vendor::shelly_src`).
-pub fn power_command(profile: Profile, base: &str, on: bool) -> (String, String) {
-    let state = if on { "ON" } else { "OFF" };
-    match profile {
-        Profile::Tasmota => (format!("cmnd/{base}/POWER"), state.to_owned()),
-        Profile::Shelly => (
-            format!("{base}/rpc"),
-            // The answer goes to `<src>/rpc`, inside the device's subtree.
-            format!(
-                r#"{{"id":1,"src":"{}","method":"Switch.Set","params":{{"id":0,"on":{on}}}}}"#,
-                crate::home::vendor::shelly_src(base)
-            ),
-        ),
-        Profile::Esphome => (
-            format!("{base}/light/main/command"),
-            format!(r#"{{"state":"{state}"}}"#),
-        ),
-        Profile::Generic => (format!("hearth/{base}/set"), format!(r#"{{"state":"{state}"}}"#)),
-    }
-}
-
 /// A new device password (128 random bits) and the hash that is stored.
 fn new_password() -> Result<(Secret, TokenHash), DeviceError> {
     let password = random_token(128).map_err(|e| DeviceError::Internal(e.to_string()))?;
@@ -889,6 +869,70 @@ fn topics_of(identity: &Identity) -> Vec<String> {
     match &identity.principal {
         Principal::Confined { rules } => rules.iter().map(acl::Rule::filter).collect(),
         Principal::Hub => vec!["#".into()],
+    }
+}
+
+/// Keeps the tracked set equal to the adopted devices: at start, and each
+/// time the device list changes (adoption, forgetting), until `token` is
+/// cancelled.
+pub async fn keep_live_in_step(live: Arc<LiveState>, devices: Arc<Devices>, token: CancellationToken) {
+    // Forgetting drops live state itself from now on; the sync below still
+    // catches every other change to the list.
+    devices.attach_live(live.clone());
+    let mut changes = devices.subscribe_changes();
+    loop {
+        match devices.schemes().await {
+            Ok(schemes) => live.sync(schemes),
+            Err(error) => tracing::error!(%error, "live state could not list the adopted devices"),
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Hands what tracked devices show they can do (a colour temperature, a
+/// snapshot) to the store, once per device and capability, until `token` is
+/// cancelled: Home Assistant and the voice relay then offer the control
+/// after a restart too, before the device reports again.
+pub async fn remember_learnt(live: Arc<LiveState>, devices: Arc<Devices>, token: CancellationToken) {
+    let mut changes = live.subscribe();
+    let mut known: HashMap<DeviceId, Learnt> = match devices.adopted().await {
+        Ok(adopted) => adopted.into_iter().map(|d| (d.id, d.fields.learnt)).collect(),
+        Err(error) => {
+            tracing::error!(%error, "live state could not read what devices are known to do");
+            HashMap::new()
+        }
+    };
+    // What was heard before this task subscribed.
+    let mut pending: Vec<(DeviceId, DeviceState)> = live.snapshot().into_iter().collect();
+    loop {
+        let change = match pending.pop() {
+            Some(heard) => Ok(heard),
+            None => tokio::select! {
+                _ = token.cancelled() => return,
+                change = changes.recv() => change,
+            },
+        };
+        let (id, state) = match change {
+            Ok(c) => c,
+            // A missed change is seen again: snapshots stay true and a light
+            // repeats its colour temperature in every report.
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        let now = state.learnt();
+        let had = known.get(&id).copied().unwrap_or_default();
+        if had.covers(now) {
+            continue;
+        }
+        match devices.learn(&id, now).await {
+            Ok(_) => {
+                known.insert(id, had.union(now));
+            }
+            Err(error) => tracing::error!(%error, "what a device can do could not be kept"),
+        }
     }
 }
 
@@ -997,11 +1041,7 @@ mod tests {
         // Live state runs as the daemon runs it.
         let live = Arc::new(LiveState::new());
         let token = tokio_util::sync::CancellationToken::new();
-        let follow = tokio::spawn(crate::home::live::follow_devices(
-            live.clone(),
-            devices.clone(),
-            token.clone(),
-        ));
+        let follow = tokio::spawn(keep_live_in_step(live.clone(), devices.clone(), token.clone()));
         while live.get(&id).is_none() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }

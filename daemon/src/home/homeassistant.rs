@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::acl::{Principal, Rule};
 use crate::broker::{Broker, Identity, Owner};
-use crate::home::canonical::{self, availability_topic, set_topic, snapshot_topic, state_topic};
+use crate::home::canonical::{availability_topic, set_topic, snapshot_topic, state_topic};
 use crate::home::devices::{DeviceError, Devices, MQTT_PASSWORD, MqttEndpoint, ShownOnce};
 use crate::home::live::LiveState;
 use crate::store::AuditKind;
@@ -385,9 +385,9 @@ pub fn rules_for(exposed: &[Device]) -> Vec<Rule> {
     for d in exposed {
         rules.push(Rule::topic(&state_topic(&d.id), false, true));
         rules.push(Rule::topic(&availability_topic(&d.id), false, true));
-        if canonical::has_camera(d.fields.kind) {
+        if d.fields.kind.has_camera() {
             rules.push(Rule::topic(&snapshot_topic(&d.id), false, true));
-        } else if !canonical::is_sensor(d.fields.kind) {
+        } else if !d.fields.kind.is_sensor() {
             rules.push(Rule::topic(&set_topic(&d.id), true, false));
         }
     }

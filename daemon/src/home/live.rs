@@ -5,7 +5,7 @@
 //! It holds only the devices the caller tracks (the adopted ones), so a
 //! publish can never grow it, and it never writes the store: this state is
 //! what devices say, not what the owner decided. It holds no names. The one
-//! thing kept is what a device showed it can do (`remember_learnt` hands it
+//! thing kept is what a device showed it can do (`devices::remember_learnt` hands it
 //! to `Devices::learn`).
 
 use std::collections::HashMap;
@@ -260,78 +260,6 @@ pub async fn run(live: Arc<LiveState>, mut hub: broadcast::Receiver<HubMessage>,
                 tracing::debug!(missed, "live state fell behind the hub");
             }
             Err(RecvError::Closed) => return,
-        }
-    }
-}
-
-/// Keeps the tracked set equal to the adopted devices: at start, and each
-/// time the device list changes (adoption, forgetting), until `token` is
-/// cancelled.
-pub async fn follow_devices(
-    live: Arc<LiveState>,
-    devices: Arc<crate::home::devices::Devices>,
-    token: CancellationToken,
-) {
-    // Forgetting drops live state itself from now on; the sync below still
-    // catches every other change to the list.
-    devices.attach_live(live.clone());
-    let mut changes = devices.subscribe_changes();
-    loop {
-        match devices.schemes().await {
-            Ok(schemes) => live.sync(schemes),
-            Err(error) => tracing::error!(%error, "live state could not list the adopted devices"),
-        }
-        tokio::select! {
-            _ = token.cancelled() => return,
-            changed = changes.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
-/// Hands what tracked devices show they can do (a colour temperature, a
-/// snapshot) to the store, once per device and capability, until `token` is
-/// cancelled: Home Assistant and the voice relay then offer the control
-/// after a restart too, before the device reports again.
-pub async fn remember_learnt(
-    live: Arc<LiveState>,
-    devices: Arc<crate::home::devices::Devices>,
-    token: CancellationToken,
-) {
-    let mut changes = live.subscribe();
-    let mut known: HashMap<DeviceId, Learnt> = match devices.adopted().await {
-        Ok(adopted) => adopted.into_iter().map(|d| (d.id, d.fields.learnt)).collect(),
-        Err(error) => {
-            tracing::error!(%error, "live state could not read what devices are known to do");
-            HashMap::new()
-        }
-    };
-    // What was heard before this task subscribed.
-    let mut pending: Vec<(DeviceId, DeviceState)> = live.snapshot().into_iter().collect();
-    loop {
-        let change = match pending.pop() {
-            Some(heard) => Ok(heard),
-            None => tokio::select! {
-                _ = token.cancelled() => return,
-                change = changes.recv() => change,
-            },
-        };
-        let (id, state) = match change {
-            Ok(c) => c,
-            // A missed change is seen again: snapshots stay true and a light
-            // repeats its colour temperature in every report.
-            Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => return,
-        };
-        let now = state.learnt();
-        let had = known.get(&id).copied().unwrap_or_default();
-        if had.covers(now) {
-            continue;
-        }
-        match devices.learn(&id, now).await {
-            Ok(_) => {
-                known.insert(id, had.union(now));
-            }
-            Err(error) => tracing::error!(%error, "what a device can do could not be kept"),
         }
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use std::fmt;
 
 use crate::broker::acl::Rule;
+use crate::store::{DeviceId, DeviceKind};
 
 /// A vendor's topic scheme. It decides a device's rules at adoption.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -110,6 +111,29 @@ pub fn to_255(level: u8) -> u8 {
 /// An ESPHome brightness, 0 to 255, as a level 0 to 100.
 pub fn from_255(value: u8) -> u8 {
     ((u16::from(value) * 100 + 127) / 255) as u8
+}
+
+/// The topic and payload that switch a device of `profile` on or off, in
+/// the vendor's own scheme (see [`brightness_command`] for each scheme's
+/// topics; a Shelly RPC's `src` is [`shelly_src`]).
+pub fn power_command(profile: Profile, base: &str, on: bool) -> (String, String) {
+    let state = if on { "ON" } else { "OFF" };
+    match profile {
+        Profile::Tasmota => (format!("cmnd/{base}/POWER"), state.to_owned()),
+        Profile::Shelly => (
+            format!("{base}/rpc"),
+            // The answer goes to `<src>/rpc`, inside the device's subtree.
+            format!(
+                r#"{{"id":1,"src":"{}","method":"Switch.Set","params":{{"id":0,"on":{on}}}}}"#,
+                shelly_src(base)
+            ),
+        ),
+        Profile::Esphome => (
+            format!("{base}/light/main/command"),
+            format!(r#"{{"state":"{state}"}}"#),
+        ),
+        Profile::Generic => (format!("hearth/{base}/set"), format!(r#"{{"state":"{state}"}}"#)),
+    }
 }
 
 /// The topic and payload that set a light's brightness, `level` 0 to 100
@@ -595,6 +619,21 @@ fn generic(rest: &str, text: &str) -> Option<StateUpdate> {
     u.some()
 }
 
+/// How one adopted device is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scheme {
+    pub kind: DeviceKind,
+    pub profile: Profile,
+    pub base: String,
+}
+
+impl Scheme {
+    /// Whether the device speaks the canonical topics itself.
+    pub fn native(&self, id: &DeviceId) -> bool {
+        self.profile == Profile::Generic && self.base == id.as_str()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,7 +793,7 @@ mod tests {
                 Decision::Allow,
                 "{topic}"
             );
-            let (topic, _) = crate::home::devices::power_command(profile, "b1", true);
+            let (topic, _) = power_command(profile, "b1", true);
             assert_eq!(
                 decide(&device, Action::Subscribe, &topic),
                 Decision::Allow,

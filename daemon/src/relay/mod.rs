@@ -31,9 +31,10 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::Auth;
 use crate::accounts::Counters;
 use crate::broker::Broker;
-use crate::home::canonical::{Command, Scheme};
+use crate::home::canonical::Command;
 use crate::home::live::{DeviceState, LiveState};
 use crate::home::vendor::Profile;
+use crate::home::vendor::Scheme;
 use crate::net::rate::Keyed;
 use crate::net::serve::{Capacity, Event, Http, Tracker};
 use crate::net::tls::Reloadable;
@@ -146,7 +147,7 @@ pub struct VoiceDevice {
 
 impl VoiceDevice {
     pub fn dims(&self) -> bool {
-        crate::home::canonical::dims(self.kind)
+        self.kind.dims()
     }
 }
 
@@ -390,8 +391,7 @@ impl Relay {
 
     fn voice_device(&self, d: Device) -> Option<VoiceDevice> {
         let f = d.fields;
-        let offered =
-            f.status == DeviceStatus::Adopted && f.expose_voice && !crate::home::canonical::is_sensor(f.kind);
+        let offered = f.status == DeviceStatus::Adopted && f.expose_voice && !f.kind.is_sensor();
         if !offered {
             return None;
         }
@@ -401,7 +401,7 @@ impl Relay {
             profile: Profile::parse(&f.profile).unwrap_or(Profile::Generic),
             base: f.topic?,
         };
-        let color_temp = crate::home::canonical::dims(f.kind)
+        let color_temp = f.kind.dims()
             && (f.learnt.color_temp || self.live.get(&d.id).is_some_and(|s| s.color_temp.is_some()));
         Some(VoiceDevice {
             id: d.id,

@@ -94,6 +94,38 @@ impl DeviceKind {
     pub fn parse(s: &str) -> Option<DeviceKind> {
         DeviceKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// Whether a device of this kind only reports (motion, presses, readings) and
+    /// is never commanded.
+    pub fn is_sensor(self) -> bool {
+        matches!(
+            self,
+            DeviceKind::Camera
+                | DeviceKind::Doorbell
+                | DeviceKind::MotionSensor
+                | DeviceKind::ContactSensor
+                | DeviceKind::ClimateSensor
+                | DeviceKind::WaterSensor
+        )
+    }
+
+    /// Whether a device of this kind sends snapshots.
+    pub fn has_camera(self) -> bool {
+        matches!(self, DeviceKind::Camera | DeviceKind::Doorbell)
+    }
+
+    /// Whether a device of this kind reports motion.
+    pub fn senses_motion(self) -> bool {
+        matches!(
+            self,
+            DeviceKind::Camera | DeviceKind::Doorbell | DeviceKind::MotionSensor
+        )
+    }
+
+    /// Whether a device of this kind dims.
+    pub fn dims(self) -> bool {
+        matches!(self, DeviceKind::Bulb | DeviceKind::LightStrip)
+    }
 }
 
 /// Everything stored about a device besides its id. All of it but `status`
