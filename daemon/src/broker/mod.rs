@@ -580,3 +580,23 @@ async fn session_online(scx: &ServerContext, client_id: &str) -> bool {
 fn internal_err(e: rmqtt::Error) -> BrokerError {
     BrokerError::Internal(e.to_string())
 }
+#[cfg(test)]
+impl Broker {
+    /// A broker with default limits, an empty credential table and no
+    /// listener, for the tests of what drives it.
+    pub(crate) async fn listening_nowhere(files: &TlsFiles) -> Broker {
+        let listeners = Listeners {
+            tls: vec![],
+            plain: vec![],
+        };
+        Broker::start(
+            listeners,
+            files,
+            Limits::default(),
+            Arc::new(Credentials::new()),
+            None,
+        )
+        .await
+        .expect("a broker on no listener starts")
+    }
+}

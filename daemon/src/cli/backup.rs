@@ -139,7 +139,7 @@ fn create(args: &RunArgs, out: &Path, pass: &PassArgs) -> anyhow::Result<()> {
     backup::write(&out, &sealed)?;
     backup::remember(&data_dir, &out)?;
     bar.show(4, 4);
-    let detail = format!("{} bytes, sealed under a passphrase", sealed.len());
+    let detail = backup::audit_detail(sealed.len(), "sealed under a passphrase");
     let audited = match crate::app::admin::request(
         data_dir.path(),
         &crate::app::admin::Request::BackupCreated {

@@ -939,7 +939,7 @@ pub async fn remember_learnt(live: Arc<LiveState>, devices: Arc<Devices>, token:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{Limits, Listeners};
+
     use crate::net::pki::{self, TlsFiles};
     use crate::store::DataDir;
 
@@ -955,18 +955,7 @@ mod tests {
             .unwrap()
             .id;
         let files = TlsFiles::in_dir(&data_dir);
-        let broker = Broker::start(
-            Listeners {
-                tls: vec![],
-                plain: vec![],
-            },
-            &files,
-            Limits::default(),
-            Arc::new(Credentials::new()),
-            None,
-        )
-        .await
-        .unwrap();
+        let broker = Broker::listening_nowhere(&files).await;
         let endpoint = MqttEndpoint {
             host: "localhost".into(),
             port: 8883,

@@ -541,15 +541,36 @@ impl Relay {
         why: &'static str,
         by: Actor,
     ) -> Result<bool, StoreError> {
+        let event = AuditEvent::ok(AuditKind::RelayLinkRevoked, by, format!("link {link}: {why}"));
         let link = link.clone();
+        self.delete_audited(move |s| s.delete_relay_link(&link), event)
+            .await
+    }
+
+    /// Deletes an OAuth client with every link and token it holds, and
+    /// audits it. Returns whether it existed.
+    pub async fn delete_client(
+        self: &Arc<Self>,
+        client: &crate::store::RelayClientId,
+        by: Actor,
+    ) -> Result<bool, StoreError> {
+        let event = AuditEvent::ok(AuditKind::RelayClientDeleted, by, format!("client {client}"));
+        let client = client.clone();
+        self.delete_audited(move |s| s.delete_relay_client(&client), event)
+            .await
+    }
+
+    /// Runs `delete` and, when it removed something, appends `event` in the
+    /// same store lock. Returns whether anything was removed.
+    async fn delete_audited(
+        self: &Arc<Self>,
+        delete: impl FnOnce(&mut Store) -> Result<bool, StoreError> + Send + 'static,
+        event: AuditEvent,
+    ) -> Result<bool, StoreError> {
         self.with_store(move |s| {
-            let gone = s.delete_relay_link(&link)?;
+            let gone = delete(s)?;
             if gone {
-                s.append_audit(&AuditEvent::ok(
-                    AuditKind::RelayLinkRevoked,
-                    by,
-                    format!("link {link}: {why}"),
-                ))?;
+                s.append_audit(&event)?;
             }
             Ok(gone)
         })

@@ -118,6 +118,13 @@ impl std::fmt::Debug for Contents {
 }
 
 /// Checks a passphrase's length; whitespace at its ends is not counted.
+/// What the audit log says of a backup of `bytes` bytes: the same words
+/// whichever door made it (`how`: "downloaded from the dashboard", "sealed
+/// under a passphrase" for the CLI).
+pub fn audit_detail(bytes: usize, how: &str) -> String {
+    format!("{bytes} bytes, {how}")
+}
+
 pub fn check_passphrase(passphrase: &str) -> Result<(), BackupError> {
     if passphrase.trim().chars().count() < MIN_PASSPHRASE {
         return Err(BackupError::WeakPassphrase);

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use super::{ApiError, App, Authed, Body, off_thread};
 use crate::accounts::actor;
-use crate::store::{AuditEvent, AuditKind};
 
 fn relay(app: &App) -> Result<&Arc<crate::relay::Relay>, ApiError> {
     app.relay
@@ -125,23 +124,9 @@ pub(super) async fn relay_unregister(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let r = relay(&app)?.clone();
-    let by = actor(&session);
     let id = crate::store::RelayClientId::parse(&id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such client"))?;
-    let gone = r
-        .with_store(move |s| {
-            let gone = s.delete_relay_client(&id)?;
-            if gone {
-                s.append_audit(&AuditEvent::ok(
-                    AuditKind::RelayClientDeleted,
-                    by,
-                    format!("client {id}"),
-                ))?;
-            }
-            Ok(gone)
-        })
-        .await?;
-    if !gone {
+    if !r.delete_client(&id, actor(&session)).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such client"));
     }
     Ok(Json(json!({ "deleted": true })))

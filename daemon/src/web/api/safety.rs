@@ -117,7 +117,7 @@ pub(super) async fn backup_download(
         tracing::error!(error = %e, "could not make a backup");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the backup could not be made")
     })?;
-    let detail = format!("{} bytes, downloaded from the dashboard", sealed.len());
+    let detail = crate::safety::backup::audit_detail(sealed.len(), "downloaded from the dashboard");
     app.auth
         .audit(AuditEvent::ok(AuditKind::BackupCreated, actor(&session), detail));
     let mut r = sealed.into_response();

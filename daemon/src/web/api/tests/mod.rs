@@ -27,7 +27,7 @@ use tower::ServiceExt;
 use super::{App, MAX_BODY, Peer, router};
 use crate::accounts::totp::{self, TotpSecret};
 use crate::accounts::{Auth, COOKIE, SETUP_CODE_FILE, unix_now};
-use crate::broker::{Broker, Credentials, Limits, Listeners};
+use crate::broker::Broker;
 use crate::home::devices::{Devices, MQTT_PASSWORD, MqttEndpoint};
 use crate::net::pki::{self, TlsFiles};
 use crate::store::secret::TokenHash;
@@ -142,18 +142,7 @@ impl Fixture {
         let mut store = crate::store::open_or_init(&DataDir::new(&data_dir), None).unwrap();
         pki::ensure(&mut store, &data_dir, &pki::server_names(&[])).unwrap();
         let files = TlsFiles::in_dir(&data_dir);
-        let broker = Broker::start(
-            Listeners {
-                tls: vec![],
-                plain: vec![],
-            },
-            &files,
-            Limits::default(),
-            Arc::new(Credentials::new()),
-            None,
-        )
-        .await
-        .unwrap();
+        let broker = Broker::listening_nowhere(&files).await;
         let store = Arc::new(Mutex::new(store));
         let endpoint = MqttEndpoint {
             host: "localhost".into(),
