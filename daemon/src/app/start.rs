@@ -141,6 +141,9 @@ pub(super) async fn home(
     // Live state feeds the dashboard and the canonical topics that Home
     // Assistant reads.
     let live = Arc::new(LiveState::new());
+    // Before any task runs: forgetting drops live state, and the device
+    // list carries it, from the first request on.
+    devices.attach_live(live.clone());
     {
         let (live, devices) = (live.clone(), devices.clone());
         supervisor.spawn("live-devices", move |token| async move {

@@ -59,8 +59,8 @@ pub(super) fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 print_json(&v);
             } else {
                 println!(
-                    "{:<32}  {:<8}  {:<11}  {:<10}  {:<7}  {:<20}  ROOM",
-                    "ID", "STATUS", "KIND", "PROFILE", "ONLINE", "NICKNAME"
+                    "{:<32}  {:<8}  {:<11}  {:<10}  {:<7}  {:<14}  {:<20}  ROOM",
+                    "ID", "STATUS", "KIND", "PROFILE", "ONLINE", "STATE", "NICKNAME"
                 );
                 let mut flagged = 0;
                 for d in v.as_array().into_iter().flatten() {
@@ -78,12 +78,13 @@ pub(super) fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                         s("status")
                     };
                     println!(
-                        "{:<32}  {:<8}  {:<11}  {:<10}  {:<7}  {:<20}  {}",
+                        "{:<32}  {:<8}  {:<11}  {:<10}  {:<7}  {:<14}  {:<20}  {}",
                         s("id"),
                         status,
                         s("kind"),
                         s("profile"),
                         online,
+                        reported(d),
                         s("nickname"),
                         s("room")
                     );
@@ -197,4 +198,60 @@ pub(super) fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a listed device last reported, in a few words: `on 40% 300m`
+/// (brightness, then colour temperature in mireds), `open`, `wet`,
+/// `21.5°C 40%RH`; `-` until it has reported anything.
+fn reported(d: &serde_json::Value) -> String {
+    let mut words = Vec::new();
+    match d["power"].as_bool() {
+        Some(true) => words.push("on".to_owned()),
+        Some(false) => words.push("off".to_owned()),
+        None => {}
+    }
+    if let Some(b) = d["brightness"].as_u64() {
+        words.push(format!("{b}%"));
+    }
+    if let Some(m) = d["color_temp"].as_u64() {
+        words.push(format!("{m}m"));
+    }
+    if let Some(open) = d["open"].as_bool() {
+        words.push(if open { "open" } else { "closed" }.to_owned());
+    }
+    if let Some(water) = d["water"].as_bool() {
+        words.push(if water { "wet" } else { "dry" }.to_owned());
+    }
+    if let Some(t) = d["temperature"].as_i64() {
+        words.push(format!("{:.1}°C", t as f64 / 10.0));
+    }
+    if let Some(h) = d["humidity"].as_u64() {
+        words.push(format!("{:.0}%RH", h as f64 / 10.0));
+    }
+    if words.is_empty() {
+        "-".to_owned()
+    } else {
+        words.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn what_a_device_reported_reads_in_a_few_words() {
+        assert_eq!(super::reported(&json!({ "power": null })), "-");
+        assert_eq!(
+            super::reported(&json!({ "power": true, "brightness": 40, "color_temp": 300 })),
+            "on 40% 300m"
+        );
+        assert_eq!(super::reported(&json!({ "power": false })), "off");
+        assert_eq!(super::reported(&json!({ "open": true })), "open");
+        assert_eq!(super::reported(&json!({ "water": false })), "dry");
+        assert_eq!(
+            super::reported(&json!({ "temperature": 215, "humidity": 404 })),
+            "21.5°C 40%RH"
+        );
+    }
 }

@@ -159,6 +159,46 @@ pub struct DeviceSummary {
     pub addresses: Vec<std::net::IpAddr>,
     /// When hearth first recorded it (found, or added by hand): Unix ms.
     pub created_at: i64,
+    /// What it last reported about itself, while live state tracks it.
+    #[serde(flatten)]
+    pub reported: Reported,
+}
+
+/// What a device last reported about itself; each field is `null` until it
+/// has. The same for the dashboard's list and `hearth devices list --json`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Reported {
+    pub power: Option<bool>,
+    /// 0 to 100.
+    pub brightness: Option<u8>,
+    /// Mireds.
+    pub color_temp: Option<u16>,
+    /// Unix seconds.
+    pub last_motion_at: Option<u64>,
+    /// Unix seconds.
+    pub last_press_at: Option<u64>,
+    pub open: Option<bool>,
+    pub water: Option<bool>,
+    /// Tenths of a degree Celsius.
+    pub temperature: Option<i16>,
+    /// Tenths of a percent of relative humidity.
+    pub humidity: Option<u16>,
+}
+
+impl Reported {
+    fn of(s: &DeviceState) -> Reported {
+        Reported {
+            power: s.power,
+            brightness: s.brightness,
+            color_temp: s.color_temp,
+            last_motion_at: s.last_motion_at,
+            last_press_at: s.last_press_at,
+            open: s.open,
+            water: s.water,
+            temperature: s.temperature,
+            humidity: s.humidity,
+        }
+    }
 }
 
 /// The owner's changes to an adopted device's settings; absent fields stay.
@@ -438,7 +478,9 @@ impl Devices {
         let mut out = Vec::with_capacity(devices.len());
         for d in devices {
             let identity = self.broker.credentials().get(d.id.as_str());
-            let online = identity.is_some() && self.broker.is_online(d.id.as_str()).await;
+            let live = self.live.get().and_then(|l| l.get(&d.id));
+            let online = live.as_ref().is_some_and(|l| l.online)
+                || (identity.is_some() && self.broker.is_online(d.id.as_str()).await);
             out.push(DeviceSummary {
                 topics: identity.map(|i| topics_of(&i)).unwrap_or_default(),
                 online,
@@ -456,6 +498,7 @@ impl Devices {
                 learnt: d.fields.learnt,
                 addresses: d.fields.addresses,
                 created_at: d.created_at.0,
+                reported: live.as_ref().map(Reported::of).unwrap_or_default(),
             });
         }
         Ok(out)
@@ -1048,6 +1091,50 @@ mod tests {
         assert!(!live.apply(&id, on), "a report after forgetting is ignored");
         assert!(devices.list().await.unwrap().is_empty());
         assert!(!devices.forget(&id, Actor::Cli).await.unwrap());
+        token.cancel();
+        follow.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_list_carries_what_each_device_last_reported() {
+        let (_tmp, devices, id) = pending_device().await;
+        let devices = Arc::new(devices);
+        devices.adopt(adopt(&id), Actor::Cli).await.unwrap();
+        let listed = |list: Vec<DeviceSummary>| {
+            let d = list.into_iter().find(|d| d.id == id).unwrap();
+            (
+                d.online,
+                d.reported.power,
+                d.reported.brightness,
+                d.reported.color_temp,
+            )
+        };
+        // Before live state tracks it, nothing is claimed.
+        assert_eq!(listed(devices.list().await.unwrap()), (false, None, None, None));
+
+        let live = Arc::new(LiveState::new());
+        let token = tokio_util::sync::CancellationToken::new();
+        let follow = tokio::spawn(keep_live_in_step(live.clone(), devices.clone(), token.clone()));
+        while live.get(&id).is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let report = vendor::StateUpdate {
+            online: Some(true),
+            power: Some(true),
+            brightness: Some(40),
+            color_temp: Some(300),
+            ..vendor::StateUpdate::default()
+        };
+        assert!(live.apply(&id, report));
+        assert_eq!(
+            listed(devices.list().await.unwrap()),
+            (true, Some(true), Some(40), Some(300))
+        );
+        // As both front doors show it: the fields are there, null or not.
+        let json = serde_json::to_value(devices.list().await.unwrap()).unwrap();
+        assert_eq!(json[0]["power"], serde_json::json!(true));
+        assert_eq!(json[0]["color_temp"], serde_json::json!(300));
+        assert_eq!(json[0]["temperature"], serde_json::Value::Null);
         token.cancel();
         follow.await.unwrap();
     }

@@ -74,6 +74,32 @@ fn demo_discovers_adopts_and_obeys() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     expect("Porch light: state ON");
+    // The shell can confirm it too: the list carries what the light reported.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = run(
+            hearth()
+                .args(["devices", "list", "--json", "--data-dir"])
+                .arg(home.data_dir()),
+            Duration::from_secs(20),
+        );
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let porch_now = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == porch.as_str())
+            .unwrap()
+            .clone();
+        if porch_now["power"] == true && porch_now["online"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "devices list --json never showed the porch light on: {porch_now}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     signal(&child.0, libc::SIGINT);
     let status = wait_status(&mut child.0, Duration::from_secs(5));

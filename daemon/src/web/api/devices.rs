@@ -16,35 +16,13 @@ use crate::accounts::actor;
 use crate::home::devices::{Update, parse_id};
 
 impl App {
+    /// Every device with what it last reported: `Devices::list`, the same
+    /// list `hearth devices list --json` prints.
     pub(super) async fn device_list(&self) -> Result<Vec<Value>, ApiError> {
         let list = self.devices.list().await?;
         Ok(list
-            .into_iter()
-            .map(|d| {
-                let live = self.live.as_ref().and_then(|l| l.get(&d.id));
-                let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
-                if let Some(o) = v.as_object_mut() {
-                    let online = live.as_ref().map(|l| l.online).unwrap_or(false) || d.online;
-                    o.insert("online".into(), json!(online));
-                    o.insert("power".into(), json!(live.as_ref().and_then(|l| l.power)));
-                    o.insert(
-                        "brightness".into(),
-                        json!(live.as_ref().and_then(|l| l.brightness)),
-                    );
-                    o.insert(
-                        "last_motion_at".into(),
-                        json!(live.as_ref().and_then(|l| l.last_motion_at)),
-                    );
-                    o.insert("open".into(), json!(live.as_ref().and_then(|l| l.open)));
-                    o.insert("water".into(), json!(live.as_ref().and_then(|l| l.water)));
-                    o.insert(
-                        "temperature".into(),
-                        json!(live.as_ref().and_then(|l| l.temperature)),
-                    );
-                    o.insert("humidity".into(), json!(live.as_ref().and_then(|l| l.humidity)));
-                }
-                v
-            })
+            .iter()
+            .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
             .collect())
     }
 }
