@@ -109,14 +109,14 @@ mod arrows {
         }
     }
 
-    /// The top-level modules a file names: `crate::x` anywhere outside a
-    /// comment, in `use` lines and in paths alike.
-    fn named(source: &str) -> Vec<(usize, String)> {
+    /// The modules a file names after `prefix` (`crate::x`, `super::x`)
+    /// anywhere outside a comment, in `use` lines and in paths alike.
+    fn named(source: &str, prefix: &str) -> Vec<(usize, String)> {
         let mut out = Vec::new();
         for (n, line) in source.lines().enumerate() {
             let code = line.split("//").next().unwrap();
-            for (i, _) in code.match_indices("crate::") {
-                let rest = &code[i + "crate::".len()..];
+            for (i, _) in code.match_indices(prefix) {
+                let rest = &code[i + prefix.len()..];
                 let module: String = rest
                     .chars()
                     .take_while(|c| c.is_ascii_lowercase() || *c == '_')
@@ -156,7 +156,7 @@ mod arrows {
                 continue;
             };
             let source = std::fs::read_to_string(path).unwrap();
-            for (line, to) in named(&source) {
+            for (line, to) in named(&source, "crate::") {
                 if to == *from {
                     continue;
                 }
@@ -203,26 +203,17 @@ mod arrows {
         for (file, may) in HOME {
             let path = home.join(format!("{file}.rs"));
             let source = std::fs::read_to_string(&path).unwrap();
-            for (n, line) in source.lines().enumerate() {
-                let code = line.split("//").next().unwrap();
-                for prefix in ["crate::home::", "super::"] {
-                    for (i, _) in code.match_indices(prefix) {
-                        let rest = &code[i + prefix.len()..];
-                        let to: String = rest
-                            .chars()
-                            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                            .collect();
-                        // `super::` in a file's own test module is the file.
-                        if to.is_empty() || to == *file || !HOME.iter().any(|(f, _)| *f == to) {
-                            continue;
-                        }
-                        if !may.contains(&to.as_str()) {
-                            wrong.push(format!(
-                                "{}:{}: `home::{file}` may not use `home::{to}`",
-                                path.display(),
-                                n + 1
-                            ));
-                        }
+            for prefix in ["crate::home::", "super::"] {
+                for (line, to) in named(&source, prefix) {
+                    // `super::` in a file's own test module is the file.
+                    if to == *file || !HOME.iter().any(|(f, _)| *f == to) {
+                        continue;
+                    }
+                    if !may.contains(&to.as_str()) {
+                        wrong.push(format!(
+                            "{}:{line}: `home::{file}` may not use `home::{to}`",
+                            path.display()
+                        ));
                     }
                 }
             }
@@ -294,8 +285,10 @@ mod arrows {
 
     #[test]
     fn a_wrong_arrow_is_caught() {
-        let named =
-            named("use crate::web::api;\n// crate::cli in a comment\nlet x = crate::store::open();\n");
+        let named = named(
+            "use crate::web::api;\n// crate::cli in a comment\nlet x = crate::store::open();\n",
+            "crate::",
+        );
         assert_eq!(named, vec![(1, "web".to_owned()), (3, "store".to_owned())]);
     }
 }

@@ -338,9 +338,9 @@ impl Devices {
     }
 
     /// Lets forgetting a device also drop its live state at once, rather
-    /// than when `live` next follows the device list. `keep_live_in_step`
-    /// calls this before its first sync, so a device forgotten before then
-    /// is never tracked. The first live state attached stays.
+    /// than when `live` next follows the device list, and lets the list
+    /// carry what each device reported. `app` attaches it before any task
+    /// runs. The first live state attached stays.
     pub fn attach_live(&self, live: Arc<LiveState>) {
         let _ = self.live.set(live);
     }
@@ -919,9 +919,6 @@ fn topics_of(identity: &Identity) -> Vec<String> {
 /// time the device list changes (adoption, forgetting), until `token` is
 /// cancelled.
 pub async fn keep_live_in_step(live: Arc<LiveState>, devices: Arc<Devices>, token: CancellationToken) {
-    // Forgetting drops live state itself from now on; the sync below still
-    // catches every other change to the list.
-    devices.attach_live(live.clone());
     let mut changes = devices.subscribe_changes();
     loop {
         match devices.schemes().await {
@@ -1072,6 +1069,7 @@ mod tests {
         devices.adopt(adopt(&id), Actor::Cli).await.unwrap();
         // Live state runs as the daemon runs it.
         let live = Arc::new(LiveState::new());
+        devices.attach_live(live.clone());
         let token = tokio_util::sync::CancellationToken::new();
         let follow = tokio::spawn(keep_live_in_step(live.clone(), devices.clone(), token.clone()));
         while live.get(&id).is_none() {
@@ -1113,6 +1111,7 @@ mod tests {
         assert_eq!(listed(devices.list().await.unwrap()), (false, None, None, None));
 
         let live = Arc::new(LiveState::new());
+        devices.attach_live(live.clone());
         let token = tokio_util::sync::CancellationToken::new();
         let follow = tokio::spawn(keep_live_in_step(live.clone(), devices.clone(), token.clone()));
         while live.get(&id).is_none() {

@@ -451,9 +451,7 @@ impl Store {
     /// [`AUDIT_KEPT`] events.
     pub fn append_audit(&mut self, e: &Event) -> Result<(), StoreError> {
         let key = &self.key;
-        write(&mut self.conn, Durability::Normal, |tx| {
-            append_audit_in(tx, key, e)
-        })
+        write(&mut self.conn, Durability::Normal, |tx| append(tx, key, e))
     }
 
     /// The newest `limit` audit entries, newest first.
@@ -494,12 +492,6 @@ impl Store {
         }
         Ok(out)
     }
-}
-
-/// Appends an audit event inside a transaction, chained to the one before
-/// it (see `audit`).
-pub(super) fn append_audit_in(tx: &Transaction<'_>, key: &DataKey, e: &Event) -> Result<(), StoreError> {
-    append(tx, key, e)
 }
 
 #[cfg(test)]

@@ -30,7 +30,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
-use self::audit::append_audit_in;
+/// Appends an audit event inside a transaction, chained to the one before
+/// it (see `audit`).
+use self::audit::append as append_audit_in;
 pub use self::audit::{Actor, Entry as AuditEntry, Event as AuditEvent, Kind as AuditKind, Outcome};
 pub use self::credentials::Credential;
 use self::credentials::insert_credential;

@@ -13,23 +13,14 @@ use serde_json::{Value, json};
 
 use super::{ApiError, App, Authed, Body};
 use crate::accounts::actor;
-use crate::home::devices::{Update, parse_id};
-
-impl App {
-    /// Every device with what it last reported: `Devices::list`, the same
-    /// list `hearth devices list --json` prints.
-    pub(super) async fn device_list(&self) -> Result<Vec<Value>, ApiError> {
-        let list = self.devices.list().await?;
-        Ok(list
-            .iter()
-            .map(|d| serde_json::to_value(d).unwrap_or(Value::Null))
-            .collect())
-    }
-}
+use crate::home::devices::{DeviceSummary, Update, parse_id};
 
 #[utoipa::path(get, path = "/api/devices", responses((status = 200, description = "Adopted and pending devices, with live state")))]
-pub(super) async fn devices(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
-    Ok(Json(Value::Array(app.device_list().await?)))
+pub(super) async fn devices(
+    State(app): State<Arc<App>>,
+    _session: Authed,
+) -> Result<Json<Vec<DeviceSummary>>, ApiError> {
+    Ok(Json(app.devices.list().await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -102,10 +93,10 @@ pub(super) async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     app.devices.update(&id, b, actor(&session)).await?;
-    let list = app.device_list().await?;
+    let list = app.devices.list().await?;
     list.into_iter()
-        .find(|d| d["id"] == id.as_str())
-        .map(Json)
+        .find(|d| d.id == id)
+        .map(|d| Json(serde_json::to_value(d).unwrap_or(Value::Null)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such device"))
 }
 
