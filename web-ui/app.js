@@ -72,14 +72,19 @@ function newScope() {
 }
 
 // --- status messages (one polite live region for the whole page) --------
+//
+// A message belongs to the page it was said on: moving to another page
+// clears it, unless it was said for the page that comes next (`carry`).
 
 let statusTimer = null;
+let statusCarried = false;
 
-function status(text, kind = 'ok') {
+function status(text, kind = 'ok', { carry = false } = {}) {
   const region = document.getElementById('status');
   clearTimeout(statusTimer);
   region.textContent = '';
   region.dataset.kind = kind;
+  statusCarried = carry;
   // A fresh text node in a later frame, so that the same message twice is
   // announced twice.
   requestAnimationFrame(() => {
@@ -88,6 +93,17 @@ function status(text, kind = 'ok') {
   statusTimer = setTimeout(() => {
     region.textContent = '';
   }, kind === 'error' ? 30000 : 15000);
+}
+
+/** On a new page: the last page's message goes, unless carried once. */
+function clearStatus() {
+  if (statusCarried) {
+    statusCarried = false;
+    return;
+  }
+  clearTimeout(statusTimer);
+  const region = document.getElementById('status');
+  region.textContent = '';
 }
 
 // --- devices and the live stream -----------------------------------------
@@ -122,7 +138,7 @@ async function refreshDevices() {
   }
 }
 
-const LIVE_FIELDS = ['online', 'power', 'brightness', 'last_motion_at', 'open', 'water', 'temperature', 'humidity'];
+const LIVE_FIELDS = ['online', 'power', 'brightness', 'color_temp', 'last_motion_at', 'last_press_at', 'open', 'water', 'temperature', 'humidity'];
 
 function applyDeviceState(update) {
   const device = state.devices.find((d) => d.id === update?.id);
@@ -355,9 +371,13 @@ function standingWarnings(pageCtx) {
   return box;
 }
 
+let renderedHash = null;
+
 function render({ focus = true } = {}) {
   scope?.dispose();
   scope = newScope();
+  if (location.hash !== renderedHash) clearStatus();
+  renderedHash = location.hash;
   const main = document.getElementById('main');
   main.replaceChildren();
   let title;
@@ -426,6 +446,11 @@ window.addEventListener('hashchange', () => {
 });
 
 document.getElementById('logout').addEventListener('click', logout);
+// The header stays at the top: what sticks below it, and where a focused
+// heading scrolls to, follow its height (it wraps on a phone).
+new ResizeObserver(([entry]) => {
+  document.documentElement.style.setProperty('--header-h', `${Math.ceil(entry.borderBoxSize?.[0]?.blockSize ?? entry.target.offsetHeight)}px`);
+}).observe(document.querySelector('.topbar'));
 document.getElementById('skip-link').addEventListener('click', (event) => {
   event.preventDefault();
   document.getElementById('main').focus();

@@ -55,7 +55,7 @@ export function renderSetup(ctx) {
     try {
       const session = await api('POST', '/api/setup', values);
       done();
-      ctx.status(`Welcome, ${session.username}. Your owner account is ready.`);
+      ctx.status(`Welcome, ${session.username}. Your owner account is ready.`, 'ok', { carry: true });
       await ctx.loggedIn(session);
     } catch (e) {
       done();

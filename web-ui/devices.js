@@ -407,7 +407,7 @@ export function renderDevice(ctx, id) {
     forgetting = true;
     try {
       await api('DELETE', `/api/devices/${encodeURIComponent(id)}`);
-      ctx.status(`Forgot ${name}: its credential is revoked, its session cut and its data erased.`);
+      ctx.status(`Forgot ${name}: its credential is revoked, its session cut and its data erased.`, 'ok', { carry: true });
       await ctx.refreshDevices();
       ctx.navigate('#/home');
     } catch (e) {

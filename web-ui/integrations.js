@@ -18,7 +18,7 @@ function connectionPanel(ctx, c, onDone) {
   const heading = h('h3', { id: headingId, tabindex: -1 }, 'Enter these into Home Assistant');
   const panel = h(
     'div',
-    { class: 'provisioning', role: 'group', 'aria-labelledby': headingId, 'data-testid': 'ha-connection' },
+    { class: 'panel provisioning', role: 'group', 'aria-labelledby': headingId, 'data-testid': 'ha-connection' },
     heading,
     h('p', { class: 'once', 'data-testid': 'ha-once' }, h('strong', null, 'The password is shown once.'), ' hearth keeps only a hash of it. If you lose it, rotate it.'),
     h(

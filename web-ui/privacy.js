@@ -26,12 +26,12 @@ export function renderPrivacy(ctx) {
         rows.length
           ? h(
               'div',
-              { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-labelledby': 'stored-heading' },
+              { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': 'What is stored, by kind' },
               h(
                 'table',
-                null,
+                { class: 'stack' },
                 h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'What'), h('th', { scope: 'col' }, 'In what form'))),
-                h('tbody', null, rows.map((r) => h('tr', { 'data-testid': 'privacy-row' }, h('td', null, r.what), h('td', null, r.form)))),
+                h('tbody', null, rows.map((r) => h('tr', { 'data-testid': 'privacy-row' }, h('td', { 'data-label': 'What' }, r.what), h('td', { 'data-label': 'In what form' }, r.form)))),
               ),
             )
           : h('p', null, 'Nothing yet.'),
@@ -40,12 +40,25 @@ export function renderPrivacy(ctx) {
       counts.replaceChildren(
         h(
           'div',
-          { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-labelledby': 'held-heading' },
+          { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': 'What it holds, counted' },
           h(
             'table',
-            null,
+            { class: 'stack' },
             h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'What'), h('th', { scope: 'col' }, 'How many'), h('th', { scope: 'col' }, 'Where'), h('th', { scope: 'col' }, 'In what form'))),
-            h('tbody', null, held.map((r) => h('tr', { 'data-testid': 'privacy-held' }, h('td', null, r.what), h('td', null, String(r.count)), h('td', null, r.where), h('td', null, r.form)))),
+            h(
+              'tbody',
+              null,
+              held.map((r) =>
+                h(
+                  'tr',
+                  { 'data-testid': 'privacy-held' },
+                  h('td', { 'data-label': 'What' }, r.what),
+                  h('td', { 'data-label': 'How many' }, String(r.count)),
+                  h('td', { 'data-label': 'Where' }, r.where),
+                  h('td', { 'data-label': 'In what form' }, r.form),
+                ),
+              ),
+            ),
           ),
         ),
         h('h3', null, 'How long it is kept'),

@@ -190,7 +190,7 @@ function passwordForm(ctx) {
       await api('POST', '/api/password', { current: current.input.value, new: next.input.value });
       done();
       for (const f of [current, next, again]) f.input.value = '';
-      ctx.status('Your password is changed.');
+      ctx.status('Your password is changed.', 'ok', { carry: Boolean(ctx.session?.must_change_password) });
       if (ctx.session?.must_change_password) {
         ctx.setSessionFlags({ must_change_password: false });
         ctx.navigate('#/home');
@@ -216,7 +216,7 @@ function passwordForm(ctx) {
     requireButton.disabled = true;
     try {
       const r = await api('POST', '/api/password/require');
-      requireNote.textContent = `Required at the next login; ${r.sessions_ended} other session(s) ended.`;
+      requireNote.textContent = `Required at the next login; ${r.sessions_ended} other session${r.sessions_ended === 1 ? '' : 's'} ended.`;
     } catch (e) {
       requireNote.textContent = e.message;
       requireButton.disabled = false;
@@ -502,7 +502,7 @@ function audit(ctx) {
   const body = h('tbody');
   const table = h(
     'div',
-    { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-labelledby': 'audit-heading' },
+    { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': 'Audit events' },
     h(
       'table',
       { 'data-testid': 'audit' },
@@ -569,7 +569,9 @@ function audit(ctx) {
       const q = query();
       const events = await api('GET', q ? `/api/audit?${q}` : '/api/audit');
       if (!ctx.scope.alive) return;
-      count.textContent = q ? `${events.length} matching event(s), newest first.` : `The newest ${events.length} event(s).`;
+      const n = events.length;
+      const noun = `event${n === 1 ? '' : 's'}`;
+      count.textContent = q ? `${n} matching ${noun}, newest first.` : `The newest ${n} ${noun}.`;
       if (!events?.length) {
         body.replaceChildren(h('tr', null, h('td', { colspan: 5 }, q ? 'No event matches.' : 'Nothing recorded yet.')));
         return;

@@ -82,6 +82,13 @@ function registerForm(st, onRegistered, error) {
   return form;
 }
 
+/** Where the relay listens, or will: a port of 0 is chosen when it starts. */
+function relayAddress(st) {
+  if (st.listening) return st.listening;
+  const m = /^(.*):0$/.exec(st.listen ?? '');
+  return m ? `${m[1]} (a free port, chosen when it starts)` : st.listen;
+}
+
 export function voiceAssistants(ctx) {
   const body = h('div', null, h('p', null, 'Loading…'));
   const once = h('div');
@@ -94,7 +101,7 @@ export function voiceAssistants(ctx) {
       'p',
       null,
       'The voice relay lets Alexa or Google Home reach the lights and plugs you choose, by their voice names: never a camera, nickname, room, model or address. ',
-      'It is the only part of hearth meant to be reached from outside your home, so it is off until you enable it.',
+      'It is the only part of hearth meant to be reached from outside your home, so only you turn it on, and it stays off until you do.',
     ),
     body,
     once,
@@ -123,7 +130,7 @@ export function voiceAssistants(ctx) {
       { class: 'hint' },
       st.tls
         ? 'It serves TLS with the certificate you configured.'
-        : `It speaks plain HTTP on ${st.listen}, for your tunnel or reverse proxy, which must hold a publicly trusted certificate (Alexa requires one from a CA Amazon accepts). `,
+        : `It speaks plain HTTP on ${relayAddress(st)}, for your tunnel or reverse proxy, which must hold a publicly trusted certificate (Alexa requires one from a CA Amazon accepts). `,
       'Linking needs your password and a two-factor code.',
     );
     const toggle = st.enabled

@@ -28,6 +28,8 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
+import { createRequire } from 'node:module';
+
 import { Proc } from './proc.mjs';
 import { base32Decode, selfCheck, timeStep, totpAt } from './totp.mjs';
 
@@ -41,6 +43,10 @@ const SIM = path.join(BIN, 'hearth-sim');
 const CHROMIUM = process.env.HEARTH_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = path.join(HERE, 'artifacts');
 const VERBOSE = process.env.E2E_VERBOSE === '1';
+// axe-core, Deque's accessibility engine, pinned in package-lock.json; its
+// source is evaluated in the page through DevTools, so the page's CSP
+// stays as it is.
+const AXE_SOURCE = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 const DESKTOP = { width: 1280, height: 800 };
 const MOBILE = { width: 390, height: 844 };
@@ -208,6 +214,48 @@ async function checkLabels(page, where) {
  * Screenshots at 1280×800 and 390×844 into artifacts/, checking on the way
  * that nothing is wider than a phone's screen and every control is labelled.
  */
+/**
+ * axe-core on the page as it is: fails on any serious or critical
+ * violation, and on `landmark-unique` (two landmarks of one role with one
+ * name), which is only moderate but makes a screen reader's list of
+ * regions useless.
+ */
+async function checkAxe(page, where) {
+  const found = await page.evaluate(async (source) => {
+    if (!window.axe) (0, eval)(source);
+    const result = await window.axe.run(document, { resultTypes: ['violations'] });
+    return result.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
+  }, AXE_SOURCE);
+  const bad = found.filter((v) => v.impact === 'serious' || v.impact === 'critical' || v.id === 'landmark-unique');
+  assert(bad.length === 0, `${where}: axe-core: ${bad.map((v) => `${v.id} (${v.impact}) at ${v.nodes.join(', ')}`).join('; ')}`);
+}
+
+/**
+ * Fails if a word inside a table cell (or a tile's name) is broken across
+ * two lines: each word's glyph boxes, from a DOM Range, must share one
+ * line. A break after a hyphen or a slash is not a broken word.
+ */
+async function checkWords(page, where) {
+  const broken = await page.evaluate(() => {
+    const out = [];
+    for (const box of document.querySelectorAll('td, th, .tile-name')) {
+      if (!box.getClientRects().length) continue;
+      const walker = document.createTreeWalker(box, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (const m of node.data.matchAll(/[^\s\-\u2010-\u2014/]+/g)) {
+          const range = document.createRange();
+          range.setStart(node, m.index);
+          range.setEnd(node, m.index + m[0].length);
+          const lines = new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.bottom)));
+          if (lines.size > 1) out.push(m[0]);
+        }
+      }
+    }
+    return out;
+  });
+  assert(broken.length === 0, `${where}: words broken across lines: ${broken.slice(0, 5).map((w) => JSON.stringify(w)).join(', ')}`);
+}
+
 async function shoot(page, name, { dark = false } = {}) {
   const before = page.viewportSize();
   if (dark) await page.emulateMedia({ colorScheme: 'dark' });
@@ -222,6 +270,8 @@ async function shoot(page, name, { dark = false } = {}) {
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
         assert(overflow <= 1, `${name}: the page is ${overflow} px wider than a 390 px screen`);
       }
+      await checkWords(page, `${name} at ${size.width}×${size.height}`);
+      await checkAxe(page, `${name}${dark ? " (dark)" : ""} at ${size.width}×${size.height}`);
       await page.screenshot({ path: path.join(ARTIFACTS, `${name}${dark ? '-dark' : ''}-${label}.png`), fullPage: true });
     }
     await checkLabels(page, name);
@@ -284,6 +334,8 @@ async function main() {
   const canary = `Canary-Lamp-${randomBytes(6).toString('hex')}`;
 
   let demo = null;
+  let full = null;
+  let fullContext = null;
   let sim = null;
   let context = null;
   let page = null;
@@ -530,7 +582,7 @@ async function main() {
 
     await step('power and brightness set on Home reach the device, and its live state comes back', async () => {
       await page.click(tid('nav-home'));
-      const card = page.locator(`${tid('device-card')}[data-device-id="${bulbId}"]`);
+      const card = page.locator(`${tid('device-tile')}[data-device-id="${bulbId}"]`);
       await card.waitFor();
       await until('the bulb to show as Online', async () => (await card.locator(tid('device-online')).textContent()) === 'Online', { timeout: DEVICE_TIMEOUT });
       const toggle = card.locator(tid('power-toggle'));
@@ -556,7 +608,7 @@ async function main() {
     });
 
     await step('a new nickname is stored sealed: it is in no file under the data directory (UTF-8 or UTF-16LE)', async () => {
-      await page.locator(`${tid('device-card')}[data-device-id="${bulbId}"] ${tid('device-link')}`).click();
+      await page.locator(`${tid('device-tile')}[data-device-id="${bulbId}"] ${tid('device-link')}`).click();
       await page.locator(tid('device-title')).waitFor();
       assert(!(await page.isChecked(tid('device-expose-ha'))), 'a new device is exposed to Home Assistant by default');
       assert(!(await page.isChecked(tid('device-expose-voice'))), 'a new device is exposed to voice assistants by default');
@@ -620,9 +672,8 @@ async function main() {
 
       // Enable the relay and register an assistant; its secret is shown once.
       await goto(page, '#/integrations', 'Integrations');
-      // hearth demo asks for the relay at start, before any owner has
-      // two-factor authentication, so it is refused and stays off; the
-      // owner, with two-factor on by now, turns it on here.
+      // hearth demo leaves the relay off; the owner, with two-factor on by
+      // now, turns it on here.
       await page.locator(`${tid('relay-status')}[data-state="off"]`).waitFor({ timeout: UI_TIMEOUT });
       await page.click(tid('relay-enable'));
       await page.locator(`${tid('relay-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
@@ -1039,6 +1090,8 @@ async function main() {
     });
   } finally {
     await context?.close().catch(() => {});
+    await fullContext?.close().catch(() => {});
+    await full?.stop();
     await sim?.stop();
     await demo?.stop();
     fs.rmSync(tmp, { recursive: true, force: true });

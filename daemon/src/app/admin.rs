@@ -333,7 +333,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             let result = match parse_id(&id) {
                 Ok(id) => admin
                     .devices
-                    .control(&id, Some(on), None)
+                    .control(&id, Some(on), None, None)
                     .await
                     .map(|()| serde_json::json!({ "sent": if on { "on" } else { "off" } })),
                 Err(e) => Err(e),

@@ -197,12 +197,17 @@ fn restore(file: &Path, args: &RunArgs, pass: &PassArgs) -> anyhow::Result<()> {
     store.append_audit(&crate::store::AuditEvent::ok(
         AuditKind::Restored,
         crate::store::Actor::Cli,
-        format!("{} device(s) restored from a backup", restored.devices),
+        format!(
+            "{} device{} restored from a backup",
+            restored.devices,
+            if restored.devices == 1 { "" } else { "s" }
+        ),
     ))?;
     println!(
-        "restored {} with {} device(s){}",
+        "restored {} with {} device{}{}",
         restored.data_dir.display(),
         restored.devices,
+        if restored.devices == 1 { "" } else { "s" },
         match &restored.config {
             Some(p) => format!("; the backup's configuration is at {}", p.display()),
             None => String::new(),

@@ -266,8 +266,6 @@ pub async fn run(
             Err(e) => Some(Err(e)),
         }
     };
-    // The voice relay on loopback, as it would sit behind a tunnel.
-    let relay = request(&dir, Request::RelayEnable).await;
     let tls = status["mqtt_tls"][0].as_str().unwrap_or("?");
     println!("hearth demo is running.");
     println!("  data directory  {}", dir.display());
@@ -297,16 +295,19 @@ pub async fn run(
         Some(Err(e)) => println!("  Home Assistant  {e:#}"),
         None => {}
     }
-    match relay {
-        Ok(r) => {
-            if let Some(addr) = r["listening"].as_str() {
-                println!(
-                    "  voice relay     http://{addr}/ (loopback only; register an assistant on the dashboard's Voice page)"
-                );
-            }
-        }
-        // Refused until the owner has two-factor on, as on any hub.
-        Err(e) => println!("  voice relay     off: {e:#}; then turn it on on the dashboard's Voice page"),
+    // The voice relay stays off: it is the one part of hearth meant to be
+    // reached from outside, so only the owner turns it on, with two-factor
+    // authentication set up first. Its address is loopback here.
+    let relay = request(&dir, Request::RelayStatus).await;
+    let listening = relay
+        .as_ref()
+        .ok()
+        .and_then(|r| r["listening"].as_str().map(str::to_owned));
+    match listening {
+        Some(addr) => println!("  voice relay     http://{addr}/ (loopback only)"),
+        None => println!(
+            "  voice relay     off until you turn it on: the dashboard's Integrations page, after setting up two-factor"
+        ),
     }
     println!(
         "  try             hearth devices list --data-dir {}",

@@ -90,8 +90,13 @@ pub(super) fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                     );
                 }
                 if flagged > 0 {
+                    let (noun, them, were) = if flagged == 1 {
+                        ("device", "it", "was")
+                    } else {
+                        ("devices", "them", "were")
+                    };
                     println!(
-                        "! {flagged} device(s) flagged: an mDNS advert claimed them from an address they were \
+                        "! {flagged} {noun} flagged: an mDNS advert claimed {them} from an address {them} {were} \
                          not adopted at. hearth did not follow it; check the device, then forget and re-adopt it \
                          if it really moved."
                     );

@@ -507,10 +507,10 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
             println!("  - {}", v["leaves_home"]["by_default"].as_str().unwrap_or(""));
             for l in v["leaves_home"]["voice_links"].as_array().into_iter().flatten() {
                 println!(
-                    "  - voice link {}: {} device(s), {} call(s) so far",
+                    "  - voice link {}: {}, {} so far",
                     l["id"].as_str().unwrap_or(""),
-                    l["devices"],
-                    l["calls"]
+                    count(&l["devices"], "device"),
+                    count(&l["calls"], "call")
                 );
             }
             println!(
@@ -606,6 +606,15 @@ fn print_json(value: &serde_json::Value) {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// "1 device", "3 devices": a count from an answer, with its noun.
+fn count(n: &serde_json::Value, noun: &str) -> String {
+    match n.as_u64() {
+        Some(1) => format!("1 {noun}"),
+        Some(n) => format!("{n} {noun}s"),
+        None => format!("? {noun}s"),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -731,12 +731,18 @@ impl Devices {
         id: &DeviceId,
         power: Option<bool>,
         brightness: Option<u8>,
+        color_temp: Option<u16>,
     ) -> Result<(), DeviceError> {
-        if power.is_none() && brightness.is_none() {
-            return Err(DeviceError::Invalid("give power, brightness or both".into()));
+        if power.is_none() && brightness.is_none() && color_temp.is_none() {
+            return Err(DeviceError::Invalid(
+                "give power, brightness, color_temp or several".into(),
+            ));
         }
         if let Some(level) = brightness {
             self.set_brightness(id, level).await?;
+        }
+        if let Some(mireds) = color_temp {
+            self.set_color_temp(id, mireds).await?;
         }
         if let Some(on) = power {
             self.set_power(id, on).await?;
@@ -747,7 +753,7 @@ impl Devices {
     /// Switches an adopted device on or off, in its own vendor's scheme,
     /// through hearth's hub link.
     pub async fn set_power(&self, id: &DeviceId, on: bool) -> Result<(), DeviceError> {
-        self.command(id, |profile, base| power_command(profile, base, on))
+        self.command(id, |profile, base| Some(power_command(profile, base, on)))
             .await
     }
 
@@ -800,7 +806,24 @@ impl Devices {
             return Err(DeviceError::Invalid("brightness is 0 to 100".into()));
         }
         self.command(id, |profile, base| {
-            crate::home::vendor::brightness_command(profile, base, level)
+            Some(crate::home::vendor::brightness_command(profile, base, level))
+        })
+        .await
+    }
+
+    /// Sets a light's colour temperature, in mireds, where its firmware
+    /// takes one (Shelly's light and switch components do not).
+    pub async fn set_color_temp(&self, id: &DeviceId, mireds: u16) -> Result<(), DeviceError> {
+        let range = crate::home::vendor::MIREDS;
+        if !range.contains(&mireds) {
+            return Err(DeviceError::Invalid(format!(
+                "colour temperature is {} to {} mireds",
+                range.start(),
+                range.end()
+            )));
+        }
+        self.command(id, |profile, base| {
+            crate::home::vendor::color_temp_command(profile, base, mireds)
         })
         .await
     }
@@ -808,7 +831,7 @@ impl Devices {
     async fn command(
         &self,
         id: &DeviceId,
-        make: impl FnOnce(Profile, &str) -> (String, String),
+        make: impl FnOnce(Profile, &str) -> Option<(String, String)>,
     ) -> Result<(), DeviceError> {
         let key = id.clone();
         let device = self
@@ -827,7 +850,8 @@ impl Devices {
         let (topic, payload) = make(
             Profile::parse(&device.fields.profile).unwrap_or(Profile::Generic),
             &topic_base,
-        );
+        )
+        .ok_or_else(|| DeviceError::Invalid("this device's firmware takes no such command".into()))?;
         self.broker
             .publish(&topic, payload.into(), 1, false)
             .await

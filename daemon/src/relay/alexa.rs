@@ -323,7 +323,10 @@ async fn dispatch(
                     }
                 }),
             );
-            (res, format!("Discover: {n} device(s)"))
+            (
+                res,
+                format!("Discover: {n} device{}", if n == 1 { "" } else { "s" }),
+            )
         }
         ("Alexa.Authorization", "AcceptGrant") => {
             // hearth sends no proactive events, so the grant's code is not

@@ -165,7 +165,7 @@ pub async fn handle(State(relay): State<Arc<Relay>>, headers: HeaderMap, body: B
             let n = list.len();
             (
                 json!({ "agentUserId": link.id.as_str(), "devices": list }),
-                format!("SYNC: {n} device(s)"),
+                format!("SYNC: {n} device{}", if n == 1 { "" } else { "s" }),
             )
         }
         "action.devices.QUERY" => {

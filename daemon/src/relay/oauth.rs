@@ -808,7 +808,10 @@ async fn exchange_code(
                     s.append_audit(&AuditEvent::ok(
                         AuditKind::RelayLinkCreated,
                         Actor::Link(link.to_string()),
-                        format!("link {link} for client {client_id}, {n} device(s)"),
+                        format!(
+                            "link {link} for client {client_id}, {n} device{}",
+                            if n == 1 { "" } else { "s" }
+                        ),
                     ))?;
                     Ok(link)
                 })

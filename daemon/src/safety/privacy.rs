@@ -119,7 +119,7 @@ pub fn retention(session_idle_mins: u64, session_max_hours: u64) -> Vec<String> 
         "Live state (power, brightness, last motion and doorbell press): in memory only, never written to disk, gone at restart.".into(),
         "Last-seen times: only the latest, in the sealed device record.".into(),
         "A device's data: until you forget it, which deletes it and its credentials at once.".into(),
-        "Everything: until `hearth erase`, which destroys the keys first.".into(),
+        "Everything: until you run hearth erase, which destroys the keys first.".into(),
     ]
 }
 

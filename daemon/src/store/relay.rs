@@ -413,7 +413,8 @@ impl Store {
                         AuditKind::RelayCalls,
                         Actor::Link(link.to_owned()),
                         format!(
-                            "link {link}: {total} call(s) in the minute from {start}: {}",
+                            "link {link}: {total} call{} in the minute from {start}: {}",
+                            if total == 1 { "" } else { "s" },
                             each.join("; ")
                         ),
                     ),
@@ -597,7 +598,7 @@ mod tests {
         let e = s.audit(1).unwrap().remove(0);
         assert_eq!((e.event.as_str(), e.outcome.as_str()), ("relay_calls", "ok"));
         assert_eq!(e.actor, format!("link {l}"));
-        assert!(e.detail.contains("3 call(s)"), "{}", e.detail);
+        assert!(e.detail.contains("3 calls in the minute"), "{}", e.detail);
         assert!(e.detail.contains("2× TurnOn: ok"), "{}", e.detail);
         assert!(e.detail.contains("1× TurnOff: deviceOffline"), "{}", e.detail);
         assert!(s.verify_audit().unwrap().verified());

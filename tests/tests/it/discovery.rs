@@ -376,7 +376,7 @@ fn a_spoofed_advert_for_an_adopted_device_is_flagged_not_followed() {
     );
     assert!(text(&out.stdout).contains("adopted!"), "{}", text(&out.stdout));
     assert!(
-        text(&out.stdout).contains("1 device(s) flagged"),
+        text(&out.stdout).contains("! 1 device flagged"),
         "{}",
         text(&out.stdout)
     );

@@ -107,6 +107,10 @@ pub(super) struct CommandBody {
     power: Option<bool>,
     #[serde(default)]
     brightness: Option<u8>,
+    /// Colour temperature in mireds (153 to 500), for lights whose
+    /// firmware takes one.
+    #[serde(default)]
+    color_temp: Option<u16>,
 }
 
 #[utoipa::path(post, path = "/api/devices/{id}/command", request_body = CommandBody, responses((status = 202, description = "Sent to the device")))]
@@ -117,7 +121,9 @@ pub(super) async fn command(
     Body(b): Body<CommandBody>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    app.devices.control(&id, b.power, b.brightness).await?;
+    app.devices
+        .control(&id, b.power, b.brightness, b.color_temp)
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 

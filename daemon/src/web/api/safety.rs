@@ -234,10 +234,15 @@ pub(super) async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Re
                 "share_device_details": st.settings.share_device_details,
                 "devices": st.exposed,
                 "what": if st.enabled {
-                    format!(
-                        "On, over hearth's own broker on your LAN: for the {} device(s) you exposed, their nickname, room, kind and live state; {details}.",
-                        st.exposed
-                    )
+                    match st.exposed {
+                        0 => format!(
+                            "On, over hearth's own broker on your LAN, with no device exposed to it yet: it is told nothing. Once you expose one, its nickname, room, kind and live state; {details}."
+                        ),
+                        n => format!(
+                            "On, over hearth's own broker on your LAN: for the {n} {} you exposed, their nickname, room, kind and live state; {details}.",
+                            if n == 1 { "device" } else { "devices" }
+                        ),
+                    }
                 } else {
                     "Off: Home Assistant is told nothing.".to_owned()
                 },
