@@ -122,6 +122,12 @@ export function deviceControls(ctx, device) {
     parts.push(motion);
   }
 
+  let press = null;
+  if (device.kind === 'doorbell') {
+    press = h('p', { class: 'motion', 'data-testid': 'last-press' });
+    parts.push(press);
+  }
+
   const readingOf = READINGS[device.kind];
   let reading = null;
   if (readingOf) {
@@ -176,6 +182,11 @@ export function deviceControls(ctx, device) {
       warmthOut.textContent = typeof d.color_temp === 'number' || busyHere ? `${warmth.value} K` : 'unknown';
     }
     if (reading) reading.textContent = readingOf(d);
+    if (press) {
+      const t = timeEl(d.last_press_at);
+      press.replaceChildren(...(t ? ['Rang ', ago(d.last_press_at), ' ', h('span', { class: 'vh' }, '(', t, ')')] : ['Not rung yet']));
+      if (t) press.title = t.title;
+    }
     if (motion) {
       const t = timeEl(d.last_motion_at);
       motion.replaceChildren(...(t ? ['Motion ', ago(d.last_motion_at), ' ', h('span', { class: 'vh' }, '(', t, ')')] : ['No motion seen yet']));
