@@ -368,17 +368,20 @@ export function renderDevice(ctx, id) {
     });
     if (!ok) return;
     rotate.disabled = true;
+    rotateError.clear();
     try {
       const p = await api('POST', `/api/devices/${encodeURIComponent(id)}/rotate`);
       showProvisioning(ctx, slot, p, name);
       ctx.status(`${name} has a new credential; the old one no longer works. Copy the new details now: they are shown once.`);
     } catch (e) {
-      ctx.status(e.message, 'error');
+      rotateError.set(e.message);
     } finally {
       rotate.disabled = false;
     }
   });
 
+  const rotateError = errorLine('rotate-error');
+  const forgetError = errorLine('forget-error');
   const forget = h('button', { type: 'button', class: 'button danger', 'data-testid': 'forget' }, 'Forget device…');
   let forgetting = false;
   forget.addEventListener('click', async () => {
@@ -405,6 +408,7 @@ export function renderDevice(ctx, id) {
     if (!ok) return;
     forget.disabled = true;
     forgetting = true;
+    forgetError.clear();
     try {
       await api('DELETE', `/api/devices/${encodeURIComponent(id)}`);
       ctx.status(`Forgot ${name}: its credential is revoked, its session cut and its data erased.`, 'ok', { carry: true });
@@ -413,7 +417,7 @@ export function renderDevice(ctx, id) {
     } catch (e) {
       forgetting = false;
       forget.disabled = false;
-      ctx.status(e.message, 'error');
+      forgetError.set(e.message);
     }
   });
 
@@ -439,6 +443,7 @@ export function renderDevice(ctx, id) {
       h('h2', { id: 'credential-heading' }, 'Credential'),
       h('p', null, 'If the device’s password may have leaked, or the device changes hands, rotate it: the old password stops working at once.'),
       h('div', { class: 'actions' }, rotate),
+      rotateError.el,
     ),
     h(
       'section',
@@ -446,6 +451,7 @@ export function renderDevice(ctx, id) {
       h('h2', { id: 'forget-heading' }, 'Forget'),
       h('p', null, 'Before you give away, sell or throw out this device, forget it: its credential, session, Home Assistant entry and voice grants are revoked, and what hearth stored about it is erased.'),
       h('div', { class: 'actions' }, forget),
+      forgetError.el,
     ),
   );
 

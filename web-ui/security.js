@@ -242,8 +242,10 @@ function sessions(ctx) {
             { type: 'button', class: 'button secondary', 'data-testid': 'session-revoke' },
             s.current ? 'Log out here' : 'Revoke',
           );
+          const revokeError = errorLine('session-error');
           revoke.addEventListener('click', async () => {
             revoke.disabled = true;
+            revokeError.clear();
             try {
               await api('DELETE', `/api/sessions/${encodeURIComponent(s.id)}`);
               if (s.current) {
@@ -254,7 +256,7 @@ function sessions(ctx) {
               load();
             } catch (e) {
               revoke.disabled = false;
-              ctx.status(e.message, 'error');
+              revokeError.set(e.message);
             }
           });
           return h(
@@ -265,6 +267,7 @@ function sessions(ctx) {
               null,
               s.current ? h('strong', { class: 'tag', 'data-testid': 'session-current' }, 'This session') : h('span', null, 'Other session'),
               h('p', { class: 'hint' }, 'Started ', timeEl(s.created_at), '; last active ', ago(s.last_seen_at), '.'),
+              revokeError.el,
             ),
             revoke,
           );
