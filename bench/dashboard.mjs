@@ -184,7 +184,15 @@ async function load(page, url, n, what) {
   await page.goto('about:blank', { timeout: WAIT });
   await page.goto(url, { waitUntil: 'commit', timeout: WAIT });
   const { dom, drawn } = await waitDrawn(page, n, 0, what);
-  return { dom, drawn };
+  // Where the time went: the last script module and the device list
+  // answered (resource timing, ms since navigation start).
+  const { scripts, devices } = await page.evaluate(() => {
+    const entries = performance.getEntriesByType('resource');
+    const scriptEnds = entries.filter((e) => e.initiatorType === 'script' || new URL(e.name).pathname.endsWith('.js')).map((e) => e.responseEnd);
+    const list = entries.find((e) => new URL(e.name).pathname === '/api/devices');
+    return { scripts: scriptEnds.length ? Math.max(...scriptEnds) : null, devices: list ? list.responseEnd : null };
+  });
+  return { dom, drawn, scripts, devices };
 }
 
 async function main() {
@@ -260,14 +268,23 @@ async function main() {
       const hearth = [];
       const reference = [];
       const intercepted = [];
+      const variants = [
+        { into: hearth, url: home, route: false, what: `${n} tiles on Home` },
+        { into: reference, url: staticUrl, route: true, what: `${n} tiles in the static copy` },
+        { into: intercepted, url: home, route: true, what: `${n} tiles on Home (intercepted)` },
+      ];
+      // The order turns each round, so that no variant always follows the same one.
       for (let i = 0; i < opts.rounds; i++) {
-        hearth.push(await load(page, home, n, `${n} tiles on Home`));
-        await page.route(staticUrl, serveStatic);
-        try {
-          reference.push(await load(page, staticUrl, n, `${n} tiles in the static copy`));
-          intercepted.push(await load(page, home, n, `${n} tiles on Home (intercepted)`));
-        } finally {
-          await page.unroute(staticUrl, serveStatic);
+        for (let j = 0; j < variants.length; j++) {
+          const v = variants[(i + j) % variants.length];
+          // Playwright intercepts every request of the page (and turns its
+          // HTTP cache off) while any route is set.
+          if (v.route) await page.route(staticUrl, serveStatic);
+          try {
+            v.into.push(await load(page, v.url, n, v.what));
+          } finally {
+            if (v.route) await page.unroute(staticUrl, serveStatic);
+          }
         }
       }
       // In-app: from Security back to Home.
@@ -298,6 +315,8 @@ async function main() {
         // When the last tile entered the DOM, before the frame showing it.
         loadDom: dom(hearth),
         staticDom: dom(reference),
+        loadScripts: stats(hearth.map((x) => x.scripts ?? NaN)),
+        loadDeviceList: stats(hearth.map((x) => x.devices ?? NaN)),
       };
     }
 
@@ -459,6 +478,8 @@ function report(r) {
     console.log(row('static copy of the same DOM (reference)', p.static));
     console.log(row('hearth, under the same request interception', p.loadIntercepted));
     console.log(row('in-app: #/security to #/home, tiles drawn', p.navigation));
+    console.log(row('hearth: load to the last script module received', p.loadScripts));
+    console.log(row('hearth: load to GET /api/devices answered', p.loadDeviceList));
     console.log(row('hearth: load to every tile in the DOM (not yet drawn)', p.loadDom));
     console.log(row('static copy: load to every tile in the DOM', p.staticDom));
     console.log(`| ratio hearth / static | ${ratio(p.load.median, p.static.median)} | ${ratio(p.load.max, p.static.max)} |`);
