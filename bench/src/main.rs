@@ -21,6 +21,11 @@
 //!   publish on the same daemon (see `relay.rs`).
 //! - `lockdown`: "log everyone out" against the same revocations by hand
 //!   (see `web.rs`).
+//!
+//! `bench/run dashboard` is not here: it is `bench/dashboard.mjs`, which
+//! drives headless Chromium with the browser tests' playwright-core (the
+//! Home page's render against a static copy of its DOM, and a live update
+//! against the event stream). `bench/run all` runs it after these.
 
 mod discovery;
 mod ha;
