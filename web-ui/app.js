@@ -423,16 +423,19 @@ function showFatal(error) {
 
 async function boot() {
   try {
-    const s = await api('GET', '/api/state');
+    // Both at once: a returning owner's page waits for one round trip, not
+    // two.
+    const [s, session] = await Promise.all([
+      api('GET', '/api/state'),
+      api('GET', '/api/session').catch((error) => {
+        if (error.status === 401) return null;
+        throw error;
+      }),
+    ]);
     state.setupNeeded = Boolean(s?.setup_needed);
-    if (!state.setupNeeded && s?.logged_in) {
-      try {
-        const session = await api('GET', '/api/session');
-        await loggedIn(session, { quiet: true });
-        return;
-      } catch (error) {
-        if (error.status !== 401) throw error;
-      }
+    if (!state.setupNeeded && session) {
+      await loggedIn(session, { quiet: true });
+      return;
     }
     render({ focus: false });
   } catch (error) {

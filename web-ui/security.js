@@ -228,6 +228,14 @@ function passwordForm(ctx) {
 
 // --- sessions ----------------------------------------------------------------
 
+/** "Firefox on Android": what the browser said of itself at log-in. */
+function sessionName(s) {
+  if (s.browser && s.system) return `${s.browser} on ${s.system}`;
+  if (s.browser || s.system) return s.browser ?? `A browser on ${s.system}`;
+  // Opened before hearth's last start: hearth keeps no more than that.
+  return 'A browser';
+}
+
 function sessions(ctx) {
   const list = h('ul', { class: 'rows', 'data-testid': 'sessions' }, h('li', null, 'Loading…'));
   const load = async () => {
@@ -265,8 +273,9 @@ function sessions(ctx) {
             h(
               'div',
               null,
-              s.current ? h('strong', { class: 'tag', 'data-testid': 'session-current' }, 'This session') : h('span', null, 'Other session'),
-              h('p', { class: 'hint' }, 'Started ', timeEl(s.created_at), '; last active ', ago(s.last_seen_at), '.'),
+              h('strong', { 'data-testid': 'session-name' }, sessionName(s)),
+              s.current ? [' ', h('span', { class: 'tag', 'data-testid': 'session-current' }, '(this session)')] : null,
+              h('p', { class: 'hint' }, s.from ? `From ${s.from}. ` : null, 'Started ', timeEl(s.created_at), '; last active ', ago(s.last_seen_at), '.'),
               revokeError.el,
             ),
             revoke,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::store::secret::{self, Secret, TokenHash, random_token};
 use crate::store::{Actor, AuditEvent, CredentialId, Owner, OwnerId, Store, StoreError, UnixTime};
 
+mod browser;
 pub mod password;
 pub mod throttle;
 pub mod totp;
@@ -140,6 +141,9 @@ pub struct Auth {
     /// Last use of each session since start; a session unseen since start
     /// counts from start.
     last_seen: Mutex<HashMap<CredentialId, Instant>>,
+    /// Where each session since start was opened, and with what browser:
+    /// in memory only, for the owner's list of sessions.
+    opened: Mutex<HashMap<CredentialId, Opened>>,
     started: Instant,
     throttle: Mutex<Throttle>,
     setup_code: Mutex<Option<TokenHash>>,
@@ -173,6 +177,7 @@ impl Auth {
             idle,
             max,
             last_seen: Mutex::new(HashMap::new()),
+            opened: Mutex::new(HashMap::new()),
             revocations: tokio::sync::watch::Sender::new(0),
             exempt: Mutex::new(std::collections::HashSet::new()),
             started: Instant::now(),
@@ -378,11 +383,23 @@ impl Auth {
             &TokenHash::of(token.expose()),
             Some(expires),
         )?;
-        self.last_seen
-            .lock()
-            .expect("sessions lock")
-            .insert(cred.id.clone(), Instant::now());
-        let _ = from;
+        let live = {
+            let mut seen = self.last_seen.lock().expect("sessions lock");
+            seen.insert(cred.id.clone(), Instant::now());
+            seen.keys().cloned().collect::<std::collections::HashSet<_>>()
+        };
+        {
+            let mut opened = self.opened.lock().expect("sessions lock");
+            opened.retain(|id, _| live.contains(id));
+            opened.insert(
+                cred.id.clone(),
+                Opened {
+                    from,
+                    browser: None,
+                    system: None,
+                },
+            );
+        }
         Ok(NewSession {
             session: Session {
                 csrf: csrf_of(token.expose()),
@@ -529,19 +546,39 @@ impl Auth {
         Ok(())
     }
 
-    /// The owner's live sessions: (id, created, expires).
-    pub fn sessions(&self, session: &Session) -> Result<Vec<(CredentialId, UnixTime, u64)>, AuthError> {
+    /// The owner's live sessions, with where and in what browser each was
+    /// opened when hearth has seen it since its start.
+    pub fn sessions(&self, session: &Session) -> Result<Vec<SessionInfo>, AuthError> {
         let creds = self.store().credentials_of(&principal(&session.owner), SESSION)?;
         let seen = self.last_seen.lock().expect("sessions lock");
+        let opened = self.opened.lock().expect("sessions lock");
         let (now_i, now_u) = (Instant::now(), unix_now());
         Ok(creds
             .into_iter()
             .map(|c| {
                 let last = seen.get(&c.id).copied().unwrap_or(self.started);
-                let last_unix = now_u.saturating_sub(now_i.duration_since(last).as_secs());
-                (c.id, c.created_at, last_unix)
+                let last_seen = now_u.saturating_sub(now_i.duration_since(last).as_secs());
+                let about = opened.get(&c.id).cloned();
+                SessionInfo {
+                    from: about.as_ref().map(|a| a.from),
+                    browser: about.as_ref().and_then(|a| a.browser),
+                    system: about.as_ref().and_then(|a| a.system),
+                    id: c.id,
+                    created: c.created_at,
+                    last_seen,
+                }
             })
             .collect())
+    }
+
+    /// Notes the browser a new session was opened in, from its
+    /// User-Agent: only its family and system ([`browser::of`]).
+    pub fn describe_session(&self, id: &CredentialId, user_agent: &str) {
+        let (browser, system) = browser::of(user_agent);
+        if let Some(o) = self.opened.lock().expect("sessions lock").get_mut(id) {
+            o.browser = browser;
+            o.system = system;
+        }
     }
 
     /// The data directory.
@@ -957,4 +994,28 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+/// Where and in what a session was opened. No `Debug`: the address is
+/// the owner's.
+#[derive(Clone)]
+struct Opened {
+    from: IpAddr,
+    browser: Option<&'static str>,
+    system: Option<&'static str>,
+}
+
+/// One of the owner's sessions, for their list. No `Debug`: the address is
+/// the owner's.
+pub struct SessionInfo {
+    pub id: CredentialId,
+    pub created: UnixTime,
+    /// Unix seconds.
+    pub last_seen: u64,
+    /// Where it was opened from, when opened since hearth started.
+    pub from: Option<IpAddr>,
+    /// The browser's family ("Firefox"), when known.
+    pub browser: Option<&'static str>,
+    /// The operating system's family ("Android"), when known.
+    pub system: Option<&'static str>,
 }

@@ -25,7 +25,12 @@ fn session_json(s: &Session) -> Value {
     })
 }
 
-fn with_cookie(app: &App, new: NewSession) -> Response {
+/// A new session's answer and cookie; the browser it was opened in is
+/// noted for the owner's list of sessions.
+fn with_cookie(app: &App, new: NewSession, headers: &HeaderMap) -> Response {
+    if let Some(agent) = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+        app.auth.describe_session(&new.session.id, agent);
+    }
     let value = format!(
         "{COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
         new.token.expose(),
@@ -68,13 +73,14 @@ pub(super) struct SetupBody {
 pub(super) async fn setup(
     State(app): State<Arc<App>>,
     Client(from): Client,
+    headers: HeaderMap,
     Body(b): Body<SetupBody>,
 ) -> Result<Response, ApiError> {
     let new = blocking(&app, move |auth| {
         auth.setup(&b.code, &b.username, &b.password, from)
     })
     .await?;
-    Ok(with_cookie(&app, new))
+    Ok(with_cookie(&app, new, &headers))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -90,13 +96,14 @@ pub(super) struct LoginBody {
 pub(super) async fn login(
     State(app): State<Arc<App>>,
     Client(from): Client,
+    headers: HeaderMap,
     Body(b): Body<LoginBody>,
 ) -> Result<Response, ApiError> {
     let new = blocking(&app, move |auth| {
         auth.login(&b.username, &b.password, b.code.as_deref(), from)
     })
     .await?;
-    Ok(with_cookie(&app, new))
+    Ok(with_cookie(&app, new, &headers))
 }
 
 #[utoipa::path(post, path = "/api/logout", responses((status = 204, description = "Logged out")))]
@@ -194,12 +201,15 @@ pub(super) async fn sessions(
     let list = app.auth.sessions(&s)?;
     Ok(Json(Value::Array(
         list.into_iter()
-            .map(|(id, created, last)| {
+            .map(|i| {
                 json!({
-                    "id": id.as_str(),
-                    "created_at": crate::accounts::unix_secs(created),
-                    "last_seen_at": last,
-                    "current": id == s.id,
+                    "current": i.id == s.id,
+                    "id": i.id.as_str(),
+                    "created_at": crate::accounts::unix_secs(i.created),
+                    "last_seen_at": i.last_seen,
+                    "from": i.from.map(|a| a.to_string()),
+                    "browser": i.browser,
+                    "system": i.system,
                 })
             })
             .collect(),

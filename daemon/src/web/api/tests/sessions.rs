@@ -163,3 +163,46 @@ async fn idle_and_absolute_timeouts_end_sessions() {
     }
     assert!(!alive_at_end, "a session outlived its absolute expiry");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_session_is_named_by_its_browser_and_address_never_its_user_agent() {
+    let f = Fixture::new().await;
+    let a = f.owner().await;
+    // A phone logs in, from another address on the LAN.
+    let phone: SocketAddr = "192.168.1.77:51000".parse().unwrap();
+    let agent = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.39 Mobile Safari/537.36";
+    let req = Fixture::request(Method::POST, "/api/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::USER_AGENT, agent)
+        .body(Body::from(
+            json!({ "username": OWNER, "password": PASSWORD }).to_string(),
+        ))
+        .unwrap();
+    let b = f.send_from(phone, req).await.browser();
+    let b_id = session_id(&f, &b).await;
+
+    let r = f.get("/api/sessions", Some(&a)).await;
+    let list = r.json();
+    let other = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == b_id.as_str())
+        .expect("the phone's session is listed")
+        .clone();
+    assert_eq!(other["browser"], "Chrome");
+    assert_eq!(other["system"], "Android");
+    assert_eq!(other["from"], "192.168.1.77");
+    // The User-Agent itself, with its versions, is not repeated.
+    let text = String::from_utf8(r.body.clone()).unwrap();
+    assert!(!text.contains("131.0") && !text.contains("Pixel"), "{text}");
+    // A session opened without a User-Agent still has its address.
+    let mine = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == true)
+        .unwrap();
+    assert_eq!(mine["browser"], Value::Null);
+    assert!(mine["from"].is_string());
+}
