@@ -2,7 +2,7 @@
 // credential rotation, forgetting), and the once-only provisioning panel.
 
 import { api } from './api.js';
-import { append, busy, checkbox, confirmDialog, deviceName, errorLine, field, h, isSensor, kindLabel, uid } from './dom.js';
+import { append, busy, checkbox, confirmDialog, deviceName, errorLine, field, h, isSensor, kindLabel, timeEl, uid } from './dom.js';
 import { deviceControls } from './home.js';
 
 const NAME_MAX = 64;
@@ -88,6 +88,35 @@ function showProvisioning(ctx, slot, p, name) {
 // --- Discovered ------------------------------------------------------------
 
 const ADOPT_KINDS = ['bulb', 'light_strip', 'plug', 'camera', 'doorbell', 'motion_sensor', 'contact_sensor', 'climate_sensor', 'water_sensor'];
+
+/**
+ * What a found device is called before the owner names it: the name it
+ * announced, else its maker and model, else its kind. Never its id: two
+ * identical bulbs are told apart by name, address and MAC, not by hex.
+ */
+function foundName(d) {
+  if (d.advertised_name) return d.advertised_name;
+  const made = [d.vendor, d.model].filter(Boolean).join(' ');
+  return made || kindLabel(d.kind);
+}
+
+/** The facts that tell one found device from another, as `dt`/`dd` pairs. */
+function pendingFacts(d) {
+  const fact = (label, value, testid) => (value ? [h('dt', null, label), h('dd', { 'data-testid': testid }, value)] : null);
+  const addresses = d.addresses ?? [];
+  const codes = (list) => list.flatMap((a, i) => [i ? h('br') : null, h('code', null, a)]);
+  const firstSeen = typeof d.created_at === 'number' ? timeEl(Math.floor(d.created_at / 1000)) : null;
+  return [
+    fact('Vendor', d.vendor, 'pending-vendor'),
+    fact('Model', d.model, 'pending-model'),
+    fact('Board', d.board, 'pending-board'),
+    fact('Kind', kindLabel(d.kind), 'pending-kind'),
+    fact(addresses.length > 1 ? 'Addresses' : 'Address', addresses.length ? codes(addresses) : null, 'pending-address'),
+    fact('MAC', d.mac ? h('code', null, d.mac) : null, 'pending-mac'),
+    fact('Advertised as', d.advertised_name, 'pending-advertised'),
+    fact('First seen', firstSeen, 'pending-first-seen'),
+  ];
+}
 
 function pendingCard(ctx, device, onAdopted) {
   const id = device.id;
@@ -179,13 +208,12 @@ function pendingCard(ctx, device, onAdopted) {
     }
   });
 
-  const el = h('li', { class: 'card pending', 'data-testid': 'pending-device', 'data-device-id': id, 'data-kind': device.kind, 'data-profile': device.profile }, title, meta, flag, buttons, form);
+  const el = h('li', { class: 'tile card pending', 'data-testid': 'pending-device', 'data-device-id': id, 'data-kind': device.kind, 'data-profile': device.profile }, title, meta, flag, buttons, form);
 
   function update(d) {
-    title.textContent = d.model ? `${kindLabel(d.kind)}: ${d.model}` : kindLabel(d.kind);
-    const fact = (label, value) => [h('dt', null, label), h('dd', null, value)];
+    title.textContent = foundName(d);
     meta.replaceChildren();
-    append(meta, [fact('Kind', kindLabel(d.kind)), fact('Profile', d.profile), d.model ? fact('Model', d.model) : null, fact('Id', h('code', null, d.id))]);
+    append(meta, pendingFacts(d));
     el.classList.toggle('flagged', Boolean(d.flagged));
     flag.hidden = !d.flagged;
     flag.replaceChildren(
@@ -199,7 +227,8 @@ function pendingCard(ctx, device, onAdopted) {
 
 export function renderDiscovered(ctx) {
   const slot = h('div', { 'data-testid': 'provisioning-slot' });
-  const list = h('ul', { class: 'cards', 'data-testid': 'pending-list' });
+  // The same tile grid as Home.
+  const list = h('ul', { class: 'tiles', 'data-testid': 'discovered-devices' });
   const empty = h('p', { class: 'empty', 'data-testid': 'pending-empty', hidden: true }, 'Nothing is waiting. Devices appear here when they announce themselves on your network.');
   ctx.main.append(
     h('h1', null, 'Discovered devices'),

@@ -46,7 +46,8 @@ pub const HOME: &[Announcement] = &[
             ("version", "2024.6.1"),
             ("platform", "ESP32"),
             ("board", "esp32dev"),
-            ("project_name", "sim.smart_light"),
+            ("friendly_name", "Porch Light"),
+            ("project_name", "Simhome.Smart Light"),
             ("network", "wifi"),
         ],
     ),
@@ -56,7 +57,13 @@ pub const HOME: &[Announcement] = &[
         80,
         &[("gen", "2"), ("app", "PlusDuo"), ("ver", "1.4.4")],
     ),
-    ("_http._tcp", "tasmota-bulb-4E05-1234", 80, &[]),
+    // Tasmota says only what it is; its name is its default host name.
+    (
+        "_http._tcp",
+        "tasmota-bulb-4E05-1234",
+        80,
+        &[("devicetype", "tasmota")],
+    ),
     (
         "_hap._tcp",
         "Sim Camera",

@@ -550,6 +550,22 @@ async function main() {
       const card = page.locator(`${tid('pending-device')}[data-device-id="${bulbId}"]`);
       await card.waitFor({ timeout: DEVICE_TIMEOUT });
       assert((await card.getAttribute('data-kind')) === 'bulb', 'the card does not say bulb');
+      // What tells it from another bulb like it: who made it, where it is and
+      // the name it announced, as `devices list --json` has them; no id.
+      assert(pending.vendor === 'Tasmota', `devices list --json says vendor ${pending.vendor}`);
+      assert(pending.advertised_name && pending.addresses?.length > 0, `devices list --json lacks the advertised name or addresses: ${JSON.stringify(pending)}`);
+      const fact = async (testid) => ((await card.locator(tid(testid)).textContent({ timeout: UI_TIMEOUT })) ?? '').trim();
+      assert((await fact('pending-vendor')) === 'Tasmota', `the card's vendor is ${await fact('pending-vendor')}`);
+      assert((await fact('pending-address')).includes(pending.addresses[0]), `the card's address is ${await fact('pending-address')}, not ${pending.addresses[0]}`);
+      assert((await fact('pending-advertised')) === pending.advertised_name, `the card says it was advertised as ${await fact('pending-advertised')}`);
+      assert((await textOf(page, `${tid('pending-device')}[data-device-id="${bulbId}"] h2`)) === pending.advertised_name, 'the card is not titled by its advertised name');
+      const cardText = (await card.textContent()) ?? '';
+      assert(!/\b[0-9a-f]{32}\b/.test(cardText), `the card shows a 32-hex id: ${cardText}`);
+      // An ESPHome node shows its MAC, and its board is not its model.
+      const node = page.locator(`${tid('pending-device')}[data-profile="esphome"]`).first();
+      await node.waitFor({ timeout: DEVICE_TIMEOUT });
+      assert(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(((await node.locator(tid('pending-mac')).textContent()) ?? '').trim()), 'the ESPHome card shows no MAC');
+      assert(((await node.locator(tid('pending-model')).textContent()) ?? '').trim() !== 'esp32dev', 'the ESPHome card shows its board as its model');
       await shoot(page, 'discovered');
       await card.locator(tid('adopt-open')).click();
       await card.locator(tid('adopt-nickname')).fill('Desk lamp');

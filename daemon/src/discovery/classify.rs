@@ -101,7 +101,8 @@ impl Advert {
 /// recognised and leaves alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Offer(Classified),
+    /// Boxed: a classified device is far larger than a reason.
+    Offer(Box<Classified>),
     NotOffered(NotOffered),
 }
 
@@ -146,18 +147,31 @@ impl NotOffered {
     }
 }
 
-/// A device hearth offers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A device hearth offers. Its `Debug` shows only what kind of device it
+/// is: the names, MAC and identity describe a home.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Classified {
     pub kind: DeviceKind,
     /// The vendor profile name stored with the device: an MQTT scheme
     /// (`tasmota`, `shelly`, `esphome`, `generic`) or the ecosystem it was
     /// found in (`homekit`, `hue`, `wled`, `rtsp`, `shelly_gen1`, ...).
     pub profile: &'static str,
+    /// Who made it, or whose firmware it runs: `Shelly`, `Tasmota`,
+    /// `ESPHome`, ... (`None` where the advert does not say, as HomeKit's).
     pub vendor: Option<String>,
+    /// The product's model, when the advert names one. Never an ESPHome
+    /// node's board: that is the chip it runs on, not what it is.
     pub model: Option<String>,
+    /// The board an ESPHome node or Espressif camera says it runs on.
+    pub board: Option<String>,
     pub firmware: Option<String>,
+    /// Its MAC, when the advert carries one (TXT `mac=` and the like, or
+    /// the end of its name). A HomeKit `id=` is not one: HAP makes it up
+    /// at every reset, so it only ties the device's services together.
     pub mac: Option<String>,
+    /// The name it announces itself by: an ESPHome node's friendly name,
+    /// else its mDNS instance name.
+    pub advertised_name: Option<String>,
     /// The device's identity, the same for every service it advertises:
     /// its MAC (from the TXT record, or the end of its instance or host
     /// name); without one, its mDNS host name; else the service type and
@@ -174,6 +188,16 @@ pub struct Classified {
     /// service (3) over HomeKit's (2) over a web server or stream (1). A
     /// pending device keeps what its most telling service said.
     pub rank: u8,
+}
+
+impl std::fmt::Debug for Classified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classified")
+            .field("kind", &self.kind)
+            .field("profile", &self.profile)
+            .field("rank", &self.rank)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Classified {
@@ -370,6 +394,15 @@ pub fn classify_with(a: &Advert, extra: &ExtraKinds) -> Option<Verdict> {
     let instance = a.instance.as_str();
     let lower = instance.to_ascii_lowercase();
     let owned = |s: Option<&str>| s.map(str::to_owned);
+    let hap = matches!(a.service_type.as_str(), "_hap._tcp" | "_hap._udp");
+    // A MAC-shaped `id=` ties the device's services together (HomeKit's
+    // is one), but only these keys name the device's own MAC.
+    let own_mac = ["mac", "macaddress", "deviceid"]
+        .iter()
+        .chain((!hap).then_some(&"id"))
+        .find_map(|k| a.txt(k).and_then(normalise_mac))
+        .or_else(|| mac_in_name(&lower))
+        .or_else(|| mac_in_name(&a.host));
     let txt_mac = ["mac", "macaddress", "deviceid", "id"]
         .iter()
         .find_map(|k| a.txt(k).and_then(normalise_mac));
@@ -382,8 +415,10 @@ pub fn classify_with(a: &Advert, extra: &ExtraKinds) -> Option<Verdict> {
         profile: "generic",
         vendor: None,
         model: None,
+        board: None,
         firmware: None,
-        mac: mac.clone(),
+        mac: own_mac,
+        advertised_name: Some(instance.to_owned()),
         identity: String::new(),
         aliases: Vec::new(),
         topic: None,
@@ -413,7 +448,11 @@ pub fn classify_with(a: &Advert, extra: &ExtraKinds) -> Option<Verdict> {
             c.profile = "esphome";
             c.rank = 3;
             c.vendor = Some("ESPHome".into());
-            c.model = owned(a.txt("board").or(a.txt("project_name")));
+            c.model = a.txt("project_name").and_then(esphome_product);
+            c.board = owned(a.txt("board"));
+            if let Some(name) = a.txt("friendly_name") {
+                c.advertised_name = Some(name.to_owned());
+            }
             c.firmware = owned(a.txt("version"));
             c.topic = topic_base(instance);
             let words = [a.txt("friendly_name"), a.txt("project_name"), Some(instance)]
@@ -459,6 +498,7 @@ pub fn classify_with(a: &Advert, extra: &ExtraKinds) -> Option<Verdict> {
             c.profile = "esp_cam";
             c.rank = 3;
             c.vendor = Some("Espressif".into());
+            c.board = owned(a.txt("board"));
             Ok(DeviceKind::Camera)
         }
         "_axis-video._tcp" => {
@@ -514,7 +554,14 @@ pub fn classify_with(a: &Advert, extra: &ExtraKinds) -> Option<Verdict> {
             c.aliases.push(alias);
         }
     }
-    Some(Verdict::Offer(c))
+    Some(Verdict::Offer(Box::new(c)))
+}
+
+/// The product in an ESPHome `project_name`, which ESPHome asks makers to
+/// write as `author.product` (`China Athom Technology.Athom Plug V2`).
+fn esphome_product(project: &str) -> Option<String> {
+    let product = project.split_once('.').map_or(project, |(_, p)| p).trim();
+    (!product.is_empty()).then(|| product.to_owned())
 }
 
 /// A Shelly, from `_shelly._tcp` or its `_http._tcp`: Gen2 and later
@@ -558,7 +605,7 @@ mod tests {
     #[track_caller]
     fn offer(a: &Advert) -> Classified {
         match classify(a) {
-            Some(Verdict::Offer(c)) => c,
+            Some(Verdict::Offer(c)) => *c,
             other => panic!("{a:?} not offered: {other:?}"),
         }
     }
@@ -645,7 +692,7 @@ mod tests {
             ),
             DeviceKind::Bulb,
             "esphome",
-            Some("esp32dev"),
+            Some("smart_light"),
             "mac:a8:03:2a:b1:23:45",
         );
         check(
@@ -692,6 +739,180 @@ mod tests {
         assert!(classify(&advert("_http._tcp", "printer", &[])).is_none());
         assert!(classify(&advert("_ipp._tcp", "printer", &[])).is_none());
         assert!(classify(&advert("_googlecast._tcp", "Kitchen", &[])).is_none());
+    }
+
+    /// A service of a device in the corpus of real devices' adverts
+    /// (tests/fixtures/adverts), as discovery would hear it.
+    fn real(device: &str, service_type: &str) -> Advert {
+        let corpus = [
+            include_str!("../../../tests/fixtures/adverts/lights-plugs-sensors.json"),
+            include_str!("../../../tests/fixtures/adverts/cameras-doorbells-others.json"),
+        ];
+        let service = corpus
+            .iter()
+            .flat_map(|text| {
+                let v: serde_json::Value = serde_json::from_str(text).unwrap();
+                v["devices"].as_array().unwrap().clone()
+            })
+            .find(|d| d["id"] == device)
+            .and_then(|d| {
+                d["services"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["type"] == service_type)
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("no {service_type} of {device} in the corpus"));
+        let text = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+        let host = text(&service["host"]);
+        Advert {
+            service_type: service_type.into(),
+            instance: text(&service["instance"]),
+            port: service["port"].as_u64().unwrap() as u16,
+            addresses: vec!["192.168.1.20".parse().unwrap()],
+            txt: service["txt"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), text(v)))
+                .collect(),
+            host: host.split('.').next().unwrap().to_ascii_lowercase(),
+            source: None,
+        }
+    }
+
+    /// What tells two devices of one make apart, from real adverts: who
+    /// made it, its model, its MAC and the name it announces. An ESPHome
+    /// node's board is kept as its board, never as its model.
+    #[test]
+    fn real_adverts_say_what_tells_devices_apart() {
+        #[track_caller]
+        fn check(
+            (device, service_type): (&str, &str),
+            vendor: Option<&str>,
+            model: Option<&str>,
+            board: Option<&str>,
+            mac: Option<&str>,
+            name: &str,
+        ) {
+            let c = offer(&real(device, service_type));
+            assert_eq!(
+                (
+                    c.vendor.as_deref(),
+                    c.model.as_deref(),
+                    c.board.as_deref(),
+                    c.mac.as_deref(),
+                    c.advertised_name.as_deref(),
+                ),
+                (vendor, model, board, mac, Some(name)),
+                "{device} {service_type}"
+            );
+        }
+        check(
+            ("esphome-athom-plug-v2", "_esphomelib._tcp"),
+            Some("ESPHome"),
+            Some("Athom Plug V2"),
+            Some("esp8285"),
+            Some("e8:db:84:a1:b2:c3"),
+            "Athom Plug V2 a1b2c3",
+        );
+        check(
+            ("esphome-athom-ws2812b", "_esphomelib._tcp"),
+            Some("ESPHome"),
+            Some("WS2812B Controller"),
+            Some("esp8285"),
+            Some("e8:db:84:7f:8e:9d"),
+            "athom-ws2812b-7f8e9d",
+        );
+        // A node without a project: its board, and no model at all.
+        check(
+            ("esphome-esp32-cam", "_esphomelib._tcp"),
+            Some("ESPHome"),
+            None,
+            Some("esp32cam"),
+            Some("a4:cf:12:b3:c4:d5"),
+            "Front Door Cam",
+        );
+        check(
+            ("shelly-plus-plug-s", "_shelly._tcp"),
+            Some("Shelly"),
+            Some("PlusPlugS"),
+            None,
+            Some("e8:6b:ea:ea:a0:00"),
+            "shellyplusplugs-e86beaeaa000",
+        );
+        check(
+            ("shelly-1", "_http._tcp"),
+            Some("Shelly"),
+            Some("switch1"),
+            None,
+            Some("34:94:54:72:a6:43"),
+            "shelly1-34945472A643",
+        );
+        check(
+            ("tasmota-bulb", "_http._tcp"),
+            Some("Tasmota"),
+            None,
+            None,
+            None,
+            "tasmota-5D6E7F-1234",
+        );
+        check(
+            ("wled-esp32-strip", "_wled._tcp"),
+            Some("WLED"),
+            None,
+            None,
+            Some("3c:71:bf:4d:5e:6f"),
+            "wled-4d5e6f",
+        );
+        check(
+            ("axis-m1065-lw", "_axis-video._tcp"),
+            Some("Axis"),
+            None,
+            None,
+            Some("00:40:8c:12:34:56"),
+            "AXIS M1065-LW - 00408C123456",
+        );
+        check(
+            ("esp-eye-camera-web-server", "_esp-cam._tcp"),
+            Some("Espressif"),
+            None,
+            Some("ESP-EYE"),
+            None,
+            "ESP-EYE-OV2640-A1B2C3",
+        );
+        // HomeKit names the model but not the maker, and its `id=` is made
+        // up at every reset: it ties services together, it is no MAC.
+        check(
+            ("lifx-a19", "_hap._tcp"),
+            None,
+            Some("LIFX A19"),
+            None,
+            None,
+            "LIFX A19 5D3E1F",
+        );
+        let lifx = offer(&real("lifx-a19", "_hap._tcp"));
+        assert_eq!(lifx.identity, "mac:5d:6e:7f:80:91:a2");
+        // Two identical plugs differ in MAC and name.
+        let a = offer(&real("esphome-athom-plug-v2", "_esphomelib._tcp"));
+        let mut b_advert = real("esphome-athom-plug-v2", "_esphomelib._tcp");
+        for (k, v) in &mut b_advert.txt {
+            match k.as_str() {
+                "mac" => *v = "e8db84ffee01".into(),
+                "friendly_name" => *v = "Athom Plug V2 ffee01".into(),
+                _ => {}
+            }
+        }
+        let b = offer(&b_advert);
+        assert_eq!((&a.vendor, &a.model), (&b.vendor, &b.model));
+        assert_ne!(a.mac, b.mac);
+        assert_ne!(a.advertised_name, b.advertised_name);
+        // What it announces stays out of its Debug.
+        let shown = format!("{a:?}");
+        for secret in ["e8:db:84", "Athom Plug V2", "athom-smart-plug"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
     }
 
     /// Shelly's model codes, as its devices send them.

@@ -165,8 +165,10 @@ pub fn record_advert(
             let mut f = DeviceFields::new(c.kind, c.profile);
             f.vendor = c.vendor.clone();
             f.model = c.model.clone();
+            f.board = c.board.clone();
             f.firmware = c.firmware.clone();
             f.mac = c.mac.clone();
+            f.advertised_name = c.advertised_name.clone();
             f.topic = c.topic.clone();
             f.identity = Some(c.identity.clone());
             f.heard_from = advert.source;
@@ -187,6 +189,8 @@ pub fn record_advert(
                 f.profile = c.profile.to_owned();
                 f.vendor = c.vendor.clone().or(f.vendor);
                 f.model = c.model.clone().or(f.model);
+                f.board = c.board.clone().or(f.board);
+                f.advertised_name = c.advertised_name.clone().or(f.advertised_name);
                 f.firmware = c.firmware.clone().or(f.firmware);
                 f.topic = c.topic.clone().or(f.topic);
             }
@@ -247,7 +251,7 @@ mod tests {
 
     fn offered(a: &Advert) -> Classified {
         match classify(a) {
-            Some(Verdict::Offer(c)) => c,
+            Some(Verdict::Offer(c)) => *c,
             other => panic!("not offered: {other:?}"),
         }
     }

@@ -149,7 +149,16 @@ pub struct DeviceSummary {
     /// An advert claimed this device's identity from an address it was not
     /// adopted at.
     pub flagged: bool,
+    /// Who made it, or whose firmware it runs, as its advert said.
+    pub vendor: Option<String>,
+    /// Its model, when its advert named one (never an ESPHome board).
     pub model: Option<String>,
+    /// The board an ESPHome node said it runs on.
+    pub board: Option<String>,
+    /// Its MAC, `aa:bb:cc:dd:ee:ff`, when its advert carried one.
+    pub mac: Option<String>,
+    /// The name it announced itself by over mDNS.
+    pub advertised_name: Option<String>,
     pub voice_name: Option<String>,
     pub expose_ha: bool,
     pub expose_voice: bool,
@@ -491,7 +500,11 @@ impl Devices {
                 flagged: d.fields.flagged,
                 nickname: d.fields.nickname,
                 room: d.fields.room,
+                vendor: d.fields.vendor,
                 model: d.fields.model,
+                board: d.fields.board,
+                mac: d.fields.mac,
+                advertised_name: d.fields.advertised_name,
                 voice_name: d.fields.voice_name,
                 expose_ha: d.fields.expose_ha,
                 expose_voice: d.fields.expose_voice,
@@ -1115,6 +1128,58 @@ mod tests {
         assert!(!devices.forget(&id, Actor::Cli).await.unwrap());
         token.cancel();
         follow.await.unwrap();
+    }
+
+    /// What tells two devices apart reaches the list, as the dashboard and
+    /// `hearth devices list --json` both show it; unknown facts are null.
+    #[tokio::test]
+    async fn the_list_carries_what_tells_devices_apart() {
+        let (_tmp, devices, id) = pending_device().await;
+        let stored = id.clone();
+        devices
+            .with_store(move |s| {
+                let mut f = s.device(&stored)?.unwrap().fields;
+                f.vendor = Some("ESPHome".into());
+                f.model = Some("Athom RGBCCT Bulb".into());
+                f.board = Some("esp8285".into());
+                f.mac = Some("e8:db:84:d4:e5:f6".into());
+                f.advertised_name = Some("Athom RGBCCT Bulb d4e5f6".into());
+                f.addresses = vec!["192.168.1.41".parse().unwrap()];
+                s.update_device(&stored, &f)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let json = serde_json::to_value(devices.list().await.unwrap()).unwrap();
+        let d = &json[0];
+        assert_eq!(d["id"], serde_json::json!(id.to_string()));
+        assert_eq!(d["vendor"], serde_json::json!("ESPHome"));
+        assert_eq!(d["model"], serde_json::json!("Athom RGBCCT Bulb"));
+        assert_eq!(d["board"], serde_json::json!("esp8285"));
+        assert_eq!(d["mac"], serde_json::json!("e8:db:84:d4:e5:f6"));
+        assert_eq!(
+            d["advertised_name"],
+            serde_json::json!("Athom RGBCCT Bulb d4e5f6")
+        );
+        assert_eq!(d["addresses"], serde_json::json!(["192.168.1.41"]));
+        // A device nothing was announced about says so with nulls.
+        devices
+            .with_store(|s| {
+                s.insert_device(&DeviceFields::new(DeviceKind::Plug, "generic"))?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let json = serde_json::to_value(devices.list().await.unwrap()).unwrap();
+        let bare = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] != serde_json::json!(id.to_string()))
+            .unwrap();
+        for field in ["vendor", "model", "board", "mac", "advertised_name"] {
+            assert_eq!(bare[field], serde_json::Value::Null, "{field}");
+        }
     }
 
     #[tokio::test]

@@ -166,6 +166,12 @@ pub struct DeviceFields {
     /// A pending device: the address its first advert came from, so that no
     /// one address can fill the pending list.
     pub heard_from: Option<IpAddr>,
+    /// The board an ESPHome node (or Espressif camera) said it runs on:
+    /// not its model.
+    pub board: Option<String>,
+    /// The name it announced itself by over mDNS (an ESPHome friendly
+    /// name, else its instance name), for the owner to tell devices apart.
+    pub advertised_name: Option<String>,
 }
 
 /// What hearth has learnt a device can do from its own reports, beyond
@@ -220,6 +226,8 @@ impl DeviceFields {
             expose_voice: false,
             learnt: Learnt::default(),
             heard_from: None,
+            board: None,
+            advertised_name: None,
         }
     }
 }

@@ -234,6 +234,11 @@ impl<'a> RecordReader<'a> {
         }
     }
 
+    /// Whether every byte was read: the fields after this one are absent.
+    pub fn at_end(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     /// Succeeds only if every byte was read.
     pub fn end(self) -> Option<()> {
         self.rest.is_empty().then_some(())
@@ -266,6 +271,8 @@ pub fn encode_device_record(f: &DeviceFields, created_at: UnixTime) -> Vec<u8> {
         .field(&Some(f.learnt.color_temp))
         .field(&Some(f.learnt.snapshots))
         .field(&Some(f.heard_from.into_iter().collect::<Vec<IpAddr>>()))
+        .field(&f.board)
+        .field(&f.advertised_name)
         .finish()
 }
 
@@ -296,6 +303,8 @@ pub fn decode_device_record(bytes: &[u8], status: DeviceStatus) -> Option<(Devic
         expose_voice: false,
         learnt: Learnt::default(),
         heard_from: None,
+        board: None,
+        advertised_name: None,
     };
     let created_at = r.field()?;
     let fields = DeviceFields {
@@ -314,6 +323,18 @@ pub fn decode_device_record(bytes: &[u8], status: DeviceStatus) -> Option<(Devic
             .and_then(|a| a.first().copied()),
         ..fields
     };
+    let had_board = !r.at_end();
+    let mut fields = DeviceFields {
+        board: r.trailing_field()?,
+        advertised_name: r.trailing_field()?,
+        ..fields
+    };
+    // Before the board had a field of its own, an ESPHome node's board was
+    // stored as its model (ESPHome always sends one): it is moved where it
+    // belongs, and the node has no model until an advert names one.
+    if !had_board && fields.profile == "esphome" {
+        fields.board = fields.model.take();
+    }
     r.end()?;
     Some((fields, created_at))
 }
@@ -375,8 +396,9 @@ mod tests {
         let old_bytes = encode_device_record(&older, UnixTime(42));
         // topic (None: 5 bytes), identity (None: 5), flagged (Some(false): 6),
         // voice_name (None: 5), expose_ha, expose_voice and the two learnt
-        // flags (Some(false): 6 each), heard_from (Some(empty): 6).
-        let before_trailing = &old_bytes[..old_bytes.len() - 51];
+        // flags (Some(false): 6 each), heard_from (Some(empty): 6), board
+        // and advertised_name (None: 5 each).
+        let before_trailing = &old_bytes[..old_bytes.len() - 61];
         assert_eq!(decode_device_record(before_trailing, f.status).unwrap().0, older);
         let mut flagged = f.clone();
         flagged.flagged = true;
@@ -389,11 +411,41 @@ mod tests {
             color_temp: true,
             snapshots: true,
         };
+        flagged.board = Some("esp32dev".into());
+        flagged.advertised_name = Some("Porch light".into());
         let bytes = encode_device_record(&flagged, UnixTime(1));
         assert_eq!(decode_device_record(&bytes, f.status).unwrap().0, flagged);
         let mut version = bytes;
         version[0] = 9;
         assert!(decode_device_record(&version, f.status).is_none());
+    }
+
+    /// Records written before the board had its own field stored an ESPHome
+    /// node's board as its model; they open with it as the board. Records
+    /// with the field, and other vendors' models, are read as written.
+    #[test]
+    fn an_esphome_board_stored_as_a_model_opens_as_the_board() {
+        let mut node = DeviceFields::new(DeviceKind::Bulb, "esphome");
+        node.model = Some("esp32dev".into());
+        let bytes = encode_device_record(&node, UnixTime(7));
+        // board and advertised_name (None: 5 bytes each).
+        let old = &bytes[..bytes.len() - 10];
+        let (back, created) = decode_device_record(old, node.status).unwrap();
+        assert_eq!(created, UnixTime(7));
+        assert_eq!(
+            (back.model.as_deref(), back.board.as_deref()),
+            (None, Some("esp32dev"))
+        );
+        let mut named = node.clone();
+        named.model = Some("Athom Plug V2".into());
+        named.board = Some("esp8285".into());
+        let bytes = encode_device_record(&named, UnixTime(7));
+        assert_eq!(decode_device_record(&bytes, node.status).unwrap().0, named);
+        let mut shelly = DeviceFields::new(DeviceKind::Plug, "shelly");
+        shelly.model = Some("PlusPlugS".into());
+        let bytes = encode_device_record(&shelly, UnixTime(7));
+        let old = &bytes[..bytes.len() - 10];
+        assert_eq!(decode_device_record(old, node.status).unwrap().0, shelly);
     }
 
     #[test]

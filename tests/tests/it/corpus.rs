@@ -247,6 +247,22 @@ fn real_adverts_are_offered_once_with_the_right_kind() {
     );
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert_eq!(extra, 0, "{list}");
+    // What tells two Athom plugs apart reaches `devices list --json` as the
+    // real advert said it; the board (esp8285) is not the model.
+    let plug = &by_address(&list, &announced["esphome-athom-plug-v2"].0)[0];
+    let facts = ["vendor", "model", "board", "mac", "advertised_name"].map(|f| plug[f].clone());
+    assert_eq!(
+        facts,
+        [
+            "ESPHome",
+            "Athom Plug V2",
+            "esp8285",
+            "e8:db:84:a1:b2:c3",
+            "Athom Plug V2 a1b2c3"
+        ]
+        .map(Value::from),
+        "{plug}"
+    );
     // Each device from its own address: none near its share.
     let stats = discovery_stats(&home);
     assert_eq!(stats["source_full"], 0, "{stats}");

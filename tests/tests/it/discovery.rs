@@ -309,6 +309,8 @@ fn the_simulated_home_is_discovered_as_pending() {
         "Sim Bulb",
         "SimCam",
         "sim-porch-light",
+        "Porch Light",
+        "5a:1b:2c",
         "5A:1B:2C",
         "shellyplusplugs",
     ] {
