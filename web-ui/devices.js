@@ -228,7 +228,7 @@ function pendingCard(ctx, device, onAdopted) {
 export function renderDiscovered(ctx) {
   const slot = h('div', { 'data-testid': 'provisioning-slot' });
   // The same tile grid as Home.
-  const list = h('ul', { class: 'tiles', 'data-testid': 'discovered-devices' });
+  const list = h('ul', { class: 'tiles wide', 'data-testid': 'discovered-devices' });
   const empty = h('p', { class: 'empty', 'data-testid': 'pending-empty', hidden: true }, 'Nothing is waiting. Devices appear here when they announce themselves on your network.');
   ctx.main.append(
     h('h1', null, 'Discovered devices'),
