@@ -3,7 +3,7 @@
 // import this module, so there are no import cycles.
 
 import { api, setCsrf, setUnauthorizedHandler } from './api.js';
-import { h, timeEl } from './dom.js';
+import { h } from './dom.js';
 import { renderLogin, renderSetup } from './auth.js';
 import { renderHome } from './home.js';
 import { renderDevice, renderDiscovered } from './devices.js';
@@ -331,43 +331,49 @@ function updateChrome(routeName) {
 
 /**
  * Changes that lowered protection (the relay enabled, a device exposed, a
- * plaintext listener configured...), shown on every page until the owner
- * acknowledges each one.
+ * plaintext listener configured...): one line on every page, with a link
+ * to the list on Security, until the owner acknowledges them. Security
+ * announces every acknowledgement with a `hearth:warnings` event, and the
+ * line follows it.
  */
-function standingWarnings(pageCtx) {
-  const box = h('div', { 'data-testid': 'warnings' });
-  (async () => {
+function warningsSummary(pageCtx) {
+  const box = h('div', { class: 'warnings-summary-slot' });
+  const href = '#/security/warnings';
+  const load = async () => {
     try {
       const list = await api('GET', '/api/warnings');
-      if (!pageCtx.scope.alive || !list?.length) return;
-      const items = list.map((w) => {
-        const ack = h('button', { type: 'button', class: 'button secondary', 'data-testid': 'warning-ack' }, 'Acknowledge');
-        const li = h('li', { 'data-testid': 'warning' }, timeEl(w.at), ' ', w.what, ' ', ack);
-        ack.addEventListener('click', async () => {
-          ack.disabled = true;
-          try {
-            await api('POST', `/api/warnings/${encodeURIComponent(w.id)}/acknowledge`);
-            li.remove();
-            if (!box.querySelector('li')) box.replaceChildren();
-          } catch {
-            ack.disabled = false;
-          }
-        });
-        return li;
-      });
-      box.replaceChildren(
-        h(
-          'section',
-          { class: 'panel warnings', 'aria-labelledby': 'warnings-heading' },
-          h('h2', { id: 'warnings-heading' }, 'Protection was lowered'),
-          h('p', null, 'Each of these made your home reachable in a new way. Check that each was yours, then acknowledge it.'),
-          h('ul', { class: 'rows' }, items),
-        ),
+      if (!pageCtx.scope.alive) return;
+      const n = Array.isArray(list) ? list.length : 0;
+      if (!n) {
+        box.replaceChildren();
+        return;
+      }
+      const link = h(
+        'a',
+        { href, class: 'warnings-summary-link' },
+        h('span', { class: 'warnings-summary-what' }, h('strong', null, String(n)), n === 1 ? ' change lowered protection' : ' changes lowered protection'),
+        h('span', { class: 'warnings-summary-go' }, '\u00a0— Review'),
       );
+      link.addEventListener('click', (event) => {
+        // Already there: no hash change, so move to the list directly.
+        const section = document.getElementById('warnings-section');
+        if (location.hash === href && section) {
+          event.preventDefault();
+          section.scrollIntoView({ block: 'start' });
+          section.focus();
+        }
+      });
+      box.replaceChildren(h('p', { class: 'warnings-summary', 'data-testid': 'warnings-summary', 'data-count': String(n) }, h('span', { class: 'warnings-summary-mark', 'aria-hidden': 'true' }, '!'), link));
     } catch {
-      // The page works without the list.
+      // The page works without it.
     }
-  })();
+  };
+  const changed = () => {
+    if (!box.isConnected || !pageCtx.scope.alive) document.removeEventListener('hearth:warnings', changed);
+    else load();
+  };
+  document.addEventListener('hearth:warnings', changed);
+  load();
   return box;
 }
 
@@ -398,7 +404,7 @@ function render({ focus = true } = {}) {
     if (state.session.must_change_password) {
       main.prepend(h('section', { class: 'panel warnings', role: 'alert', 'data-testid': 'must-change-password' }, h('h2', null, 'Change your password'), h('p', null, 'A password change was required at this login. Choose a new password below; the rest of the dashboard opens once it is changed.')));
     } else {
-      main.prepend(standingWarnings(pageCtx));
+      main.prepend(warningsSummary(pageCtx));
     }
   }
   updateChrome(routeName);

@@ -1,5 +1,6 @@
-// Security: two-factor enrolment, password change, sessions, "log everyone
-// out", and the recent audit events with the chain check.
+// Security: the standing warnings, two-factor enrolment, password change,
+// sessions, "log everyone out", and the recent audit events with the chain
+// check.
 
 import { api, download } from './api.js';
 import { ago, busy, checkbox, confirmDialog, errorLine, field, h, timeEl } from './dom.js';
@@ -7,6 +8,116 @@ import { PASSWORD_POLICY } from './auth.js';
 
 function section(id, title, testid, ...children) {
   return h('section', { class: 'panel', 'aria-labelledby': id, 'data-testid': testid }, h('h2', { id }, title), children);
+}
+
+// --- standing warnings --------------------------------------------------------
+
+const WARNING_GROUPS = [
+  ['exposed_homeassistant', 'Devices exposed to Home Assistant'],
+  ['exposed_voice', 'Devices exposed to voice assistants'],
+  ['relay', 'The voice relay'],
+  ['homeassistant', 'Home Assistant'],
+  ['configuration', 'Configuration'],
+  ['other', 'Other changes'],
+];
+
+// Tells the one-line summary at the top of every page to count again.
+function warningsChanged() {
+  document.dispatchEvent(new CustomEvent('hearth:warnings'));
+}
+
+function warnings(ctx, { focus = false } = {}) {
+  const list = h('div', { 'data-testid': 'warnings-list', 'aria-busy': 'true' }, h('p', null, 'Loading…'));
+  const note = h('p', { role: 'status', 'data-testid': 'warnings-status' });
+  const ackAll = h('button', { type: 'button', class: 'button primary', 'data-testid': 'warnings-ack-all', hidden: true }, 'Acknowledge all');
+  const why = h('p', { class: 'hint', hidden: true }, 'Each of these made your home reachable in a new way. Check that each was yours, then acknowledge it: it stays in the audit log below.');
+  const el = h(
+    'section',
+    { class: 'panel', id: 'warnings-section', tabindex: -1, 'aria-labelledby': 'warnings-heading', 'data-testid': 'warnings-section' },
+    h('h2', { id: 'warnings-heading' }, 'Changes that lowered protection'),
+    why,
+    list,
+    h('div', { class: 'actions' }, ackAll),
+    note,
+  );
+
+  const show = (all) => {
+    list.removeAttribute('aria-busy');
+    ackAll.hidden = all.length === 0;
+    why.hidden = all.length === 0;
+    if (!all.length) {
+      list.replaceChildren(h('p', { class: 'empty', 'data-testid': 'warnings-none' }, 'Nothing stands: every change that lowered protection is acknowledged.'));
+      return;
+    }
+    const known = new Set(WARNING_GROUPS.map(([g]) => g));
+    const groups = WARNING_GROUPS.map(([group, title]) => [group, title, all.filter((w) => (known.has(w.group) ? w.group : 'other') === group)]).filter(([, , ws]) => ws.length);
+    list.replaceChildren(
+      ...groups.map(([group, title, ws]) => {
+        const headingId = `warnings-group-${group}`;
+        return h(
+          'div',
+          { class: 'warnings-group', 'data-group': group, 'data-testid': 'warnings-group', role: 'group', 'aria-labelledby': headingId },
+          h('h3', { id: headingId }, title, ' ', h('span', { class: 'warnings-group-count', 'data-testid': 'warnings-group-count' }, `(${ws.length})`)),
+          h(
+            'ul',
+            { class: 'rows' },
+            ws.map((w) => {
+              const ack = h('button', { type: 'button', class: 'button secondary', 'data-testid': 'warning-ack' }, 'Acknowledge');
+              ack.addEventListener('click', async () => {
+                ack.disabled = true;
+                try {
+                  await api('POST', `/api/warnings/${encodeURIComponent(w.id)}/acknowledge`);
+                  note.textContent = 'Acknowledged one warning.';
+                  warningsChanged();
+                  await load();
+                  el.focus();
+                } catch (e) {
+                  ack.disabled = false;
+                  note.textContent = e.message;
+                }
+              });
+              return h('li', { class: 'row', 'data-testid': 'warning', 'data-group': group }, h('div', null, h('p', { class: 'hint' }, timeEl(w.at)), h('p', null, w.text ?? w.what)), ack);
+            }),
+          ),
+        );
+      }),
+    );
+  };
+
+  const load = async () => {
+    try {
+      const all = await api('GET', '/api/warnings');
+      if (!ctx.scope.alive) return;
+      show(Array.isArray(all) ? all : []);
+    } catch (e) {
+      list.removeAttribute('aria-busy');
+      list.replaceChildren(h('p', null, `Could not load the warnings: ${e.message}`));
+    }
+  };
+
+  ackAll.addEventListener('click', async () => {
+    ackAll.disabled = true;
+    try {
+      const r = await api('POST', '/api/warnings/acknowledge');
+      const n = r?.acknowledged ?? 0;
+      note.textContent = n === 1 ? 'Acknowledged 1 warning; it is recorded in the audit log.' : `Acknowledged ${n} warnings; each is recorded in the audit log.`;
+      warningsChanged();
+      await load();
+      el.focus();
+    } catch (e) {
+      note.textContent = `Could not acknowledge them: ${e.message}`;
+    } finally {
+      ackAll.disabled = false;
+    }
+  });
+
+  load().then(() => {
+    if (focus && ctx.scope.alive) {
+      el.scrollIntoView({ block: 'start' });
+      el.focus();
+    }
+  });
+  return el;
 }
 
 // --- two-factor --------------------------------------------------------------
@@ -497,13 +608,6 @@ function eraseAll() {
 // --- audit -------------------------------------------------------------------
 
 
-// "session 3f2a…" for a long opaque id; the whole id is in the cell's title.
-function shortActor(actor) {
-  if (!actor) return '—';
-  const m = /^(session|link|principal) ([0-9a-f]{16,})$/.exec(actor);
-  return m ? `${m[1]} ${m[2].slice(0, 8)}…` : actor;
-}
-
 function toUnix(value) {
   if (!value) return null;
   const t = Date.parse(value);
@@ -595,9 +699,9 @@ function audit(ctx) {
             { 'data-testid': 'audit-event', 'data-event': e.event, 'data-outcome': e.outcome },
             h('td', null, timeEl(e.at)),
             h('td', null, e.wording ?? e.event),
-            h('td', { title: e.actor || null }, shortActor(e.actor)),
+            h('td', { title: e.actor || null }, e.actor_name || e.actor || '—'),
             h('td', { class: 'nowrap' }, e.outcome === 'ok' ? 'Done' : e.outcome === 'refused' ? 'Refused' : e.outcome === 'failed' ? 'Failed' : '—'),
-            h('td', null, e.detail ?? ''),
+            h('td', null, e.detail_named ?? e.detail ?? ''),
           ),
         ),
       );
@@ -631,11 +735,12 @@ function audit(ctx) {
   );
 }
 
-export function renderSecurity(ctx) {
+/** `#/security/warnings` opens the page at the standing warnings. */
+export function renderSecurity(ctx, anchor) {
   if (ctx.session.must_change_password) {
     ctx.main.append(h('h1', null, 'Security'), passwordForm(ctx));
     return 'Security';
   }
-  ctx.main.append(h('h1', null, 'Security'), twoFactor(ctx), passwordForm(ctx), sessions(ctx), lockdown(ctx), keys(ctx), backup(ctx), audit(ctx), eraseAll());
+  ctx.main.append(h('h1', null, 'Security'), warnings(ctx, { focus: anchor === 'warnings' }), twoFactor(ctx), passwordForm(ctx), sessions(ctx), lockdown(ctx), keys(ctx), backup(ctx), audit(ctx), eraseAll());
   return 'Security';
 }

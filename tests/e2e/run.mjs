@@ -791,23 +791,60 @@ async function main() {
       assert(refused, 'the disabled relay still answers');
 
       // The settings watcher: enabling the relay and exposing the bulb
-      // stand as warnings on every page until acknowledged.
+      // stand as warnings until acknowledged: one line on every page says
+      // how many, and leads to the list on Security.
+      const rawId = /\b[0-9a-f]{32}\b/;
+      const summary = page.locator(tid('warnings-summary'));
+      const counted = async () => ((await summary.count()) ? Number(await summary.getAttribute('data-count')) : 0);
       await page.reload();
       await page.locator('main h1', { hasText: 'Integrations' }).waitFor();
-      await page.locator(tid('warning')).first().waitFor({ timeout: UI_TIMEOUT });
-      const warned = (await page.locator(tid('warning')).allTextContents()).join(' | ');
-      assert(/voice relay was enabled/.test(warned), `no warning for the relay: ${warned}`);
-      assert(new RegExp(`device ${bulbId} was exposed to voice assistants`).test(warned), `no warning for the exposure: ${warned}`);
+      await summary.waitFor({ timeout: UI_TIMEOUT });
+      const standing = await counted();
+      assert(standing >= 2, `the summary counts ${standing} warnings, not the relay's and the exposure's`);
+      const said = (await summary.textContent()).replace(/\s+/g, ' ').trim();
+      assert(new RegExp(`^!?${standing} changes lowered protection — Review$`).test(said), `the summary says: ${said}`);
       await shoot(page, 'warnings');
-      while ((await page.locator(tid('warning-ack')).count()) > 0) {
-        const before = await page.locator(tid('warning-ack')).count();
-        await page.locator(tid('warning-ack')).first().click();
-        await until('the warning to go', async () => (await page.locator(tid('warning-ack')).count()) < before);
+      await page.setViewportSize(MOBILE);
+      const line = await summary.boundingBox();
+      assert(line && line.height <= 60, `the summary is ${line?.height} px tall on a 390 px screen`);
+      const cut = await summary.evaluate((el) => [...el.querySelectorAll('*')].some((e) => e.scrollWidth > e.clientWidth + 1));
+      assert(!cut, 'the summary is cut short on a 390 px screen');
+      await page.setViewportSize(DESKTOP);
+      // By keyboard: the link leads to the list, which takes the focus.
+      await summary.locator('a').focus();
+      await page.keyboard.press('Enter');
+      await page.locator('main h1', { hasText: 'Security' }).waitFor();
+      const list = page.locator(tid('warnings-list'));
+      await list.locator(tid('warning')).first().waitFor({ timeout: UI_TIMEOUT });
+      await until('the warnings to have the focus', async () => (await page.evaluate(() => document.activeElement?.id)) === 'warnings-section');
+      assert((await list.locator(tid('warning')).count()) === standing, 'the list and the summary count differently');
+      const relayGroup = list.locator(`${tid('warnings-group')}[data-group="relay"]`);
+      assert(/voice relay was enabled/.test(await relayGroup.textContent()), `no warning for the relay: ${await list.textContent()}`);
+      const voiceGroup = list.locator(`${tid('warnings-group')}[data-group="exposed_voice"]`);
+      const voiceText = await voiceGroup.textContent();
+      assert(voiceText.includes(`\u201c${canary}\u201d was exposed to voice assistants`), `the exposure does not name the bulb: ${voiceText}`);
+      assert(/Devices exposed to voice assistants \(1\)/.test(voiceText), `the group has no heading with its count: ${voiceText}`);
+      await until('audit events', async () => (await page.locator(tid('audit-event')).count()) > 0);
+      for (const which of ['warnings-list', 'audit']) {
+        const shown = await textOf(page, tid(which));
+        assert(!rawId.test(shown), `${which} shows a raw id: ${shown.match(rawId)?.[0]}`);
       }
+      await shoot(page, 'warnings-list');
+      // One acknowledged alone; the line on top counts one fewer.
+      await relayGroup.locator(tid('warning-ack')).click();
+      await until('the relay warning to go', async () => (await list.locator(`${tid('warnings-group')}[data-group="relay"]`).count()) === 0);
+      await until('the summary to count one fewer', async () => (await counted()) === standing - 1);
+      // The rest at once, in one request that says what it did.
+      await page.click(tid('warnings-ack-all'));
+      await page.locator(tid('warnings-status')).filter({ hasText: `Acknowledged ${standing - 1} warning` }).waitFor({ timeout: UI_TIMEOUT });
+      await list.locator(tid('warnings-none')).waitFor({ timeout: UI_TIMEOUT });
+      assert((await list.locator(tid('warning')).count()) === 0, 'warnings remain after Acknowledge all');
+      await until('the summary to go', async () => (await summary.count()) === 0);
+      await goto(page, '#/home', 'Home');
       await page.reload();
-      await page.locator('main h1', { hasText: 'Integrations' }).waitFor();
+      await page.locator('main h1', { hasText: 'Home' }).waitFor();
       await sleep(500);
-      assert((await page.locator(tid('warning')).count()) === 0, 'acknowledged warnings came back');
+      assert((await summary.count()) === 0, 'acknowledged warnings came back');
       await goto(page, `#/device/${bulbId}`, canary);
     });
 
@@ -847,6 +884,15 @@ async function main() {
       await page.locator(`${tid('session')}[data-current="true"]`).waitFor();
       await until('audit events', async () => (await page.locator(tid('audit-event')).count()) > 0);
       await page.locator(`${tid('audit-chain')}[data-state="verified"]`).waitFor({ timeout: UI_TIMEOUT });
+      // Every warning was acknowledged: the list says so, no summary
+      // stands, and no raw id shows, the forgotten bulb's neither.
+      await page.locator(tid('warnings-none')).waitFor({ timeout: UI_TIMEOUT });
+      assert((await page.locator(tid('warnings-summary')).count()) === 0, 'a summary with nothing standing');
+      for (const which of ['warnings-list', 'audit']) {
+        const shown = await textOf(page, tid(which));
+        assert(!/\b[0-9a-f]{32}\b/.test(shown), `${which} shows a raw id: ${shown}`);
+      }
+      assert(/a device hearth no longer has/.test(await textOf(page, tid('audit'))), 'the forgotten bulb is not described in the audit log');
       // Log everyone out: this session stays, and says what was revoked.
       await page.click(tid('lockdown'));
       await page.locator(tid('lockdown-dialog')).waitFor({ timeout: UI_TIMEOUT });
@@ -900,7 +946,7 @@ async function main() {
         return kinds.length > 0 && kinds.every((k) => k === 'lockdown');
       });
       const row = await textOf(page, `${tid('audit-event')}[data-event="lockdown"]`);
-      assert(/session /.test(row) && /Done/.test(row), `a lockdown row does not name its session and outcome: ${row}`);
+      assert(/you, in this browser/.test(row) && /Done/.test(row), `a lockdown row does not name its session and outcome: ${row}`);
       assert(/Lockdown: everyone logged out/.test(row), `a lockdown row does not say what happened in words: ${row}`);
       // A time window in the future matches nothing.
       await page.selectOption(tid('audit-filter-event'), '');

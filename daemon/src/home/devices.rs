@@ -674,9 +674,13 @@ impl Devices {
                     format!("device {key}: {}", changed.join(", ")),
                 ))?;
             }
-            for (newly, to) in [(newly_ha, "Home Assistant"), (newly_voice, "voice assistants")] {
+            use crate::store::warnings::{Exposure, raise_exposed};
+            for (newly, to) in [
+                (newly_ha, Exposure::HomeAssistant),
+                (newly_voice, Exposure::Voice),
+            ] {
                 if newly {
-                    crate::store::warnings::raise(store, &format!("device {key} was exposed to {to}"))?;
+                    raise_exposed(store, &key, to)?;
                 }
             }
             Ok(())

@@ -225,7 +225,7 @@ impl HomeAssistant {
         self.with_store(|store| {
             Ok(crate::store::warnings::raise(
                 store,
-                "Home Assistant was connected: it sees the devices exposed to it",
+                crate::store::warnings::HOMEASSISTANT_CONNECTED,
             )?)
         })
         .await?;
@@ -337,10 +337,7 @@ impl HomeAssistant {
             store.put_secret(SETTINGS, &bytes)?;
             store.append_audit(&AuditEvent::ok(AuditKind::HomeassistantSettings, by, detail))?;
             if shares_now {
-                crate::store::warnings::raise(
-                    store,
-                    "Home Assistant is now told each exposed device's model, vendor and firmware",
-                )?;
+                crate::store::warnings::raise(store, crate::store::warnings::HOMEASSISTANT_DETAILS)?;
             }
             Ok(())
         })

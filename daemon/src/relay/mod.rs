@@ -320,10 +320,7 @@ impl Relay {
             "",
         ))?;
         if on && !was_on {
-            crate::store::warnings::raise(
-                &mut store,
-                "the voice relay was enabled: assistants you link can reach the devices you grant them",
-            )?;
+            crate::store::warnings::raise(&mut store, crate::store::warnings::RELAY_ENABLED)?;
         }
         drop(store);
         Ok(self.listening())

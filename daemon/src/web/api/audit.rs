@@ -1,6 +1,7 @@
 //! The audit log: filtered reads, the export, the event types and the hash
 //! chain's check. Read only: audit entries are written by the operations
-//! they record.
+//! they record. The dashboard's read carries names beside the raw actor
+//! and detail; the export is the forensic record and stays raw.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::names::Names;
 use super::{ApiError, App, Authed, off_thread};
 use crate::accounts::AuthError;
 use crate::store::AuditKind;
@@ -32,7 +34,9 @@ pub(super) struct AuditQuery {
     limit: Option<usize>,
 }
 
-fn audit_events(app: &App, q: &AuditQuery) -> Result<Vec<Value>, ApiError> {
+/// The events `q` asks for; with `named_for` (the caller's session id),
+/// each also carries `actor_name` and `detail_named`.
+fn audit_events(app: &App, q: &AuditQuery, named_for: Option<&str>) -> Result<Vec<Value>, ApiError> {
     if let Some(event) = q.event.as_deref()
         && AuditKind::parse(event).is_none()
     {
@@ -48,8 +52,11 @@ fn audit_events(app: &App, q: &AuditQuery) -> Result<Vec<Value>, ApiError> {
     } else {
         limit
     };
-    let events = app
-        .devices_store(|store| store.audit(read))
+    let (events, names) = app
+        .devices_store(|store| {
+            let names = named_for.map(|s| Names::load(store, s)).transpose()?;
+            Ok((store.audit(read)?, names))
+        })
         .map_err(AuthError::from)?;
     Ok(events
         .into_iter()
@@ -62,7 +69,7 @@ fn audit_events(app: &App, q: &AuditQuery) -> Result<Vec<Value>, ApiError> {
         })
         .take(limit)
         .map(|e| {
-            json!({
+            let mut v = json!({
                 "seq": e.seq,
                 "at": crate::accounts::unix_secs(e.at),
                 "wording": AuditKind::parse(&e.event).map_or_else(|| e.event.clone(), |k| k.wording().to_owned()),
@@ -70,19 +77,28 @@ fn audit_events(app: &App, q: &AuditQuery) -> Result<Vec<Value>, ApiError> {
                 "actor": e.actor,
                 "outcome": e.outcome,
                 "detail": e.detail,
-            })
+            });
+            if let Some(n) = &names {
+                v["actor_name"] = json!(n.actor(&e.actor));
+                v["detail_named"] = json!(n.detail(&e.detail));
+            }
+            v
         })
         .collect())
 }
 
-#[utoipa::path(get, path = "/api/audit", params(AuditQuery), responses((status = 200, description = "Audit events, newest first, filtered by type and time"), (status = 400, description = "An unknown or malformed filter")))]
+#[utoipa::path(get, path = "/api/audit", params(AuditQuery), responses((status = 200, description = "Audit events, newest first, filtered by type and time; each with actor_name and detail_named, the actor and detail in the owner's words (devices by nickname), beside the raw actor and detail"), (status = 400, description = "An unknown or malformed filter")))]
 pub(super) async fn audit(
     State(app): State<Arc<App>>,
-    _session: Authed,
+    Authed(session): Authed,
     q: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    Ok(Json(Value::Array(audit_events(&app, &q)?)))
+    Ok(Json(Value::Array(audit_events(
+        &app,
+        &q,
+        Some(session.id.as_str()),
+    )?)))
 }
 
 #[utoipa::path(get, path = "/api/audit/types", responses((status = 200, description = "Every event type hearth writes to the audit log, with the words the dashboard shows for it")))]
@@ -106,6 +122,7 @@ pub(super) async fn audit_export(
             limit: Some(crate::store::AUDIT_KEPT as usize),
             ..AuditQuery::default()
         },
+        None,
     )?;
     all.reverse();
     let mut r = Json(Value::Array(all)).into_response();

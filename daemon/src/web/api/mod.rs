@@ -15,6 +15,7 @@ mod devices;
 mod events;
 mod homeassistant;
 mod metrics;
+mod names;
 mod openapi;
 mod relay;
 mod safety;
@@ -103,6 +104,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/erase", post(safety::erase_everything))
         .route("/api/keys/rotate", post(safety::keys_rotate))
         .route("/api/warnings", get(safety::warnings))
+        .route(
+            "/api/warnings/acknowledge",
+            post(safety::acknowledge_all_warnings),
+        )
         .route(
             "/api/warnings/{id}/acknowledge",
             post(safety::acknowledge_warning),

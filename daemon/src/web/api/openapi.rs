@@ -44,6 +44,7 @@ use super::safety::*;
         erase_everything,
         warnings,
         acknowledge_warning,
+        acknowledge_all_warnings,
         privacy,
         devices,
         adopt,

@@ -13,17 +13,39 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::homeassistant::homeassistant;
+use super::names::Names;
 use super::relay::relay_view;
 use super::{ApiError, App, Authed, Body, Client, off_thread};
 use crate::accounts::{AuthError, actor};
 use crate::store::{AuditEvent, AuditKind};
 
-#[utoipa::path(get, path = "/api/warnings", responses((status = 200, description = "Standing warnings: changes that lowered protection, until the owner acknowledges them")))]
-pub(super) async fn warnings(State(app): State<Arc<App>>, _session: Authed) -> Result<Json<Value>, ApiError> {
-    let list = app
-        .devices_store(|store| crate::store::warnings::standing(store))
+#[utoipa::path(get, path = "/api/warnings", responses((status = 200, description = "Standing warnings: changes that lowered protection, until the owner acknowledges them. Each has its group (exposed_homeassistant, exposed_voice, relay, homeassistant, configuration or other), its words with the device it names put by nickname (text), and that device's id (device_id)")))]
+pub(super) async fn warnings(
+    State(app): State<Arc<App>>,
+    Authed(session): Authed,
+) -> Result<Json<Value>, ApiError> {
+    let (list, names) = app
+        .devices_store(|store| {
+            Ok((
+                crate::store::warnings::standing(store)?,
+                Names::load(store, session.id.as_str())?,
+            ))
+        })
         .map_err(AuthError::from)?;
-    Ok(Json(json!(list)))
+    Ok(Json(Value::Array(
+        list.iter().map(|w| names.warning(w)).collect(),
+    )))
+}
+
+#[utoipa::path(post, path = "/api/warnings/acknowledge", responses((status = 200, description = "Every standing warning acknowledged at once, each audited; how many (acknowledged)")))]
+pub(super) async fn acknowledge_all_warnings(
+    State(app): State<Arc<App>>,
+    Authed(session): Authed,
+) -> Result<Json<Value>, ApiError> {
+    let n = app
+        .devices_store(|store| crate::store::warnings::acknowledge_all(store, actor(&session)))
+        .map_err(AuthError::from)?;
+    Ok(Json(json!({ "acknowledged": n })))
 }
 
 #[utoipa::path(post, path = "/api/warnings/{id}/acknowledge", params(("id" = String, Path, description = "The warning's id")), responses((status = 200, description = "Acknowledged (audited)"), (status = 404, description = "No such standing warning")))]

@@ -12,6 +12,7 @@ mod homeassistant;
 mod metrics;
 mod openapi;
 mod sessions;
+mod warnings;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

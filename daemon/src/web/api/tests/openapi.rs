@@ -47,6 +47,7 @@ async fn openapi_document_lists_the_routes() {
         ("POST", "/api/erase"),
         ("GET", "/api/warnings"),
         ("POST", "/api/warnings/{id}/acknowledge"),
+        ("POST", "/api/warnings/acknowledge"),
         ("GET", "/api/privacy"),
         ("GET", "/api/devices"),
         ("PATCH", "/api/devices/{id}"),
