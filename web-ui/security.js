@@ -621,7 +621,7 @@ function audit(ctx) {
     { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': 'Audit events' },
     h(
       'table',
-      { 'data-testid': 'audit' },
+      { class: 'stack', 'data-testid': 'audit' },
       h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'When'), h('th', { scope: 'col' }, 'Event'), h('th', { scope: 'col' }, 'By'), h('th', { scope: 'col' }, 'Outcome'), h('th', { scope: 'col' }, 'Detail'))),
       body,
     ),
@@ -697,11 +697,11 @@ function audit(ctx) {
           h(
             'tr',
             { 'data-testid': 'audit-event', 'data-event': e.event, 'data-outcome': e.outcome },
-            h('td', null, timeEl(e.at)),
-            h('td', null, e.wording ?? e.event),
-            h('td', { title: e.actor || null }, e.actor_name || e.actor || '—'),
-            h('td', { class: 'nowrap' }, e.outcome === 'ok' ? 'Done' : e.outcome === 'refused' ? 'Refused' : e.outcome === 'failed' ? 'Failed' : '—'),
-            h('td', null, e.detail_named ?? e.detail ?? ''),
+            h('td', { 'data-label': 'When' }, timeEl(e.at)),
+            h('td', { 'data-label': 'Event' }, e.wording ?? e.event),
+            h('td', { 'data-label': 'By', title: e.actor || null }, e.actor_name || e.actor || '—'),
+            h('td', { class: 'nowrap', 'data-label': 'Outcome' }, e.outcome === 'ok' ? 'Done' : e.outcome === 'refused' ? 'Refused' : e.outcome === 'failed' ? 'Failed' : '—'),
+            h('td', { 'data-label': 'Detail' }, e.detail_named ?? e.detail ?? ''),
           ),
         ),
       );

@@ -94,6 +94,11 @@ async function until(what, fn, { timeout = UI_TIMEOUT, interval = 200 } = {}) {
   }
 }
 
+/** fetch() from Node, bounded: a server that never answers fails the step. */
+function fetchWithin(url, options = {}) {
+  return fetch(url, { ...options, signal: AbortSignal.timeout(UI_TIMEOUT) });
+}
+
 function withTimeout(promise, ms, what) {
   let timer;
   return Promise.race([
@@ -747,7 +752,7 @@ async function main() {
       assert(code, 'no code in the redirect');
 
       const basic = `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString('base64')}`;
-      const token = await fetch(`${relay}/oauth/token`, {
+      const token = await fetchWithin(`${relay}/oauth/token`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic },
         body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT, code_verifier: verifier }),
@@ -755,7 +760,7 @@ async function main() {
       assert(token.status === 200, `the token endpoint answered ${token.status}`);
       const { access_token: access } = await token.json();
       const sync = async () =>
-        fetch(`${relay}/google`, {
+        fetchWithin(`${relay}/google`, {
           method: 'POST',
           headers: { 'content-type': 'application/json', authorization: `Bearer ${access}` },
           body: JSON.stringify({ requestId: 'e2e', inputs: [{ intent: 'action.devices.SYNC' }] }),
@@ -784,7 +789,7 @@ async function main() {
       // Disabled: nothing listens.
       await page.click(tid('relay-disable'));
       await page.locator(`${tid('relay-status')}[data-state="off"]`).waitFor({ timeout: UI_TIMEOUT });
-      const refused = await fetch(`${relay}/health`).then(
+      const refused = await fetchWithin(`${relay}/health`).then(
         () => false,
         () => true,
       );
@@ -1145,6 +1150,149 @@ async function main() {
       assert(exit.code === 0, `hearth stopped with ${JSON.stringify(exit)} after the erase`);
       const left = filesUnder(dataDir);
       assert(left.length === 0, `files left after the erase: ${left.map((f) => path.relative(dataDir, f)).join(', ')}`);
+    });
+
+    await step('the full demo: Home is a grid of tiles, dense on a desktop, with the first tiles in a phone\'s first screen; errors show at their control', async () => {
+      // `hearth demo` as the README runs it: eight simulated devices,
+      // adopted, with their firmware running.
+      const fullDir = path.join(tmp, 'full-demo');
+      full = new Proc('full-demo', HEARTH, ['demo', '--data-dir', fullDir], {
+        logFile: path.join(ARTIFACTS, 'full-demo.log'),
+        env: { ...process.env, NO_COLOR: '1' },
+        echo: VERBOSE,
+      });
+      const [, url] = await full.waitFor(/^\s*dashboard\s+(https:\/\/\S+)/, { timeout: START_TIMEOUT, what: 'its dashboard line' });
+      const [, code] = await full.waitFor(/^\s*setup code\s+(\S+)/, { timeout: 10_000, what: 'its setup code' });
+      await full.waitFor(/^hearth demo is running/, { timeout: START_TIMEOUT, what: 'the demo to finish adopting' });
+      const ca = fs.readFileSync(path.join(fullDir, 'ca.pem'), 'utf8');
+      const { cert } = await verifiedPeerCertificate(url, ca);
+      const spki = createHash('sha256').update(cert.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+      const fullOrigin = new URL(url).origin;
+      fullContext = await chromium.launchPersistentContext(path.join(tmp, 'chromium-full'), {
+        executablePath: CHROMIUM,
+        headless: true,
+        args: [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${spki}`],
+        viewport: MOBILE,
+        colorScheme: 'light',
+        locale: 'en-GB',
+      });
+      const p = fullContext.pages()[0] ?? (await fullContext.newPage());
+      p.setDefaultTimeout(UI_TIMEOUT);
+      p.on('pageerror', (error) => browserProblems.push(`full demo: script error: ${error.message}`));
+      p.on('console', (message) => {
+        if (/Content Security Policy|Refused to|Uncaught/i.test(message.text())) browserProblems.push(`full demo: console: ${message.text()}`);
+      });
+      p.on('request', (request) => {
+        const u = request.url();
+        if (!u.startsWith('data:') && !u.startsWith('blob:') && new URL(u).origin !== fullOrigin) browserProblems.push(`full demo: off-origin request: ${u}`);
+      });
+      await p.goto(url);
+      await p.fill(tid('setup-code'), code);
+      await p.fill(tid('setup-username'), 'owner');
+      await p.fill(tid('setup-password'), password);
+      await p.fill(tid('setup-confirm'), password);
+      await p.click(tid('setup-submit'));
+      // Everything announced on loopback is adopted: the demo's eight, and
+      // any other simulated home running on this machine.
+      const adopted = (await devicesList(fullDir)).filter((d) => d.status === 'adopted');
+      const n = adopted.length;
+      for (const name of ['Living room lamp', 'Porch light', 'Bedroom bulb', 'Kitchen bulb', 'Hall camera', 'Garden camera', 'Coffee machine', 'Front door']) {
+        assert(adopted.some((d) => d.nickname === name), `the demo did not adopt its ${name}`);
+      }
+      const tiles = p.locator(tid('device-tile'));
+      await until(`${n} tiles on Home`, async () => (await tiles.count()) === n);
+
+      // A message belongs to its page: the welcome, said for Home, is gone
+      // on the next page.
+      assert(/Welcome/.test(await textOf(p, tid('status'))), 'no welcome on Home after setup');
+      await goto(p, '#/privacy', 'Privacy');
+      assert((await textOf(p, tid('status'))) === '', `a message from Home stayed on Privacy: ${await textOf(p, tid('status'))}`);
+      await goto(p, '#/home', 'Home');
+      await until('every tile again', async () => (await tiles.count()) === n);
+
+      // The phone's first screen, as it opens: a compact header, and the
+      // first devices.
+      await p.reload();
+      await until('every tile after a reload', async () => (await tiles.count()) === n);
+      const phone = await p.evaluate(() => {
+        const first = document.querySelector('[data-testid="device-tile"]').getBoundingClientRect();
+        const second = document.querySelectorAll('[data-testid="device-tile"]')[1].getBoundingClientRect();
+        return {
+          header: document.querySelector('.topbar').getBoundingClientRect().height,
+          first: first.bottom,
+          secondLeft: second.left,
+          firstLeft: first.left,
+          overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+          scrollY: window.scrollY,
+        };
+      });
+      assert(phone.scrollY === 0, 'the page did not open at its top');
+      assert(phone.header <= 110, `the header is ${phone.header} px tall on a phone`);
+      assert(phone.first <= MOBILE.height, `the first tile ends at ${phone.first} px, below a ${MOBILE.height} px screen`);
+      assert(phone.overflow <= 1, `Home is ${phone.overflow} px wider than a phone`);
+      // What the demo lowered (every device shown to Home Assistant, the
+      // lights to voice assistants) is one line, not a list of ids.
+      const summary = p.locator(tid('warnings-summary'));
+      const count = Number(await summary.getAttribute('data-count'));
+      assert(count >= 8, `the summary counts ${count} changes; the demo made at least 8`);
+      const box = await summary.boundingBox();
+      assert(box && box.height <= 60, `the warnings summary is ${box?.height} px tall on a phone`);
+      assert(!/\b[0-9a-f]{32}\b/.test(await p.locator('main').innerText()), 'Home shows a device id');
+      // The header stays reachable when the page scrolls.
+      await p.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
+      await until('the header to stay at the top', async () => (await p.evaluate(() => Math.round(document.querySelector('.topbar').getBoundingClientRect().top))) === 0);
+      assert(await p.locator(tid('nav-security')).isVisible(), 'the navigation is out of reach after scrolling');
+      await p.evaluate(() => window.scrollTo(0, 0));
+      await shoot(p, 'full-home');
+      await shoot(p, 'full-home', { dark: true });
+
+      // A desktop: the rooms sit side by side, and eight devices fit in
+      // one screen.
+      await p.setViewportSize(DESKTOP);
+      const desk = await p.evaluate(() => {
+        const rects = [...document.querySelectorAll('[data-testid="device-tile"]')].slice(0, 8).map((t) => t.getBoundingClientRect());
+        return { columns: new Set(rects.map((r) => Math.round(r.left))).size, bottom: Math.max(...rects.map((r) => r.bottom)) };
+      });
+      assert(desk.columns >= 4, `tiles in ${desk.columns} columns on a desktop`);
+      assert(desk.bottom <= DESKTOP.height, `the 8th tile ends at ${desk.bottom} px, below a ${DESKTOP.height} px screen`);
+
+      // Filter by room: the kitchen alone.
+      const kitchen = adopted.filter((d) => d.room === 'Kitchen').length;
+      await p.locator(tid('room-chip'), { hasText: /^Kitchen / }).click();
+      await until('only the kitchen', async () => (await tiles.count()) === kitchen);
+      assert((await p.locator(`${tid('room-chip')}[aria-pressed="true"]`).textContent()).startsWith('Kitchen'), 'the Kitchen chip is not shown as chosen');
+      await p.locator(tid('room-chip'), { hasText: /^All / }).click();
+      await until('every room again', async () => (await tiles.count()) === n);
+
+      // One tap: the kitchen bulb's firmware confirms, and its tile follows.
+      const bulb = adopted.find((d) => d.nickname === 'Kitchen bulb');
+      const tile = p.locator(`${tid('device-tile')}[data-device-id="${bulb.id}"]`);
+      await until('the kitchen bulb online', async () => (await tile.locator(tid('device-online')).textContent()) === 'Online', { timeout: DEVICE_TIMEOUT });
+      const toggle = tile.locator(tid('power-toggle'));
+      const want = (await toggle.getAttribute('aria-pressed')) !== 'true';
+      await toggle.click();
+      await until('the tile to show the confirmed state', async () => (await toggle.getAttribute('aria-pressed')) === String(want), { timeout: DEVICE_TIMEOUT });
+      await until('devices list to agree', async () => (await devicesList(fullDir)).find((d) => d.id === bulb.id)?.power === want);
+
+      // A refused command: its error is on that tile, not at the top.
+      const commandPath = `**/api/devices/${bulb.id}/command`;
+      await p.route(commandPath, (r) => r.fulfill({ status: 409, contentType: 'application/json', body: JSON.stringify({ error: 'the device is busy' }) }));
+      await toggle.click();
+      await until('the error at the tile', async () => /device is busy/i.test((await tile.locator(tid('control-error')).textContent()) ?? ''));
+      assert((await textOf(p, tid('status'))) === '', 'the error went to the page-wide status as well');
+      // A command the device never confirms (here it is never sent on):
+      // the tile says so after its wait, and shows the state it has.
+      await p.unroute(commandPath);
+      await p.route(commandPath, (r) => r.fulfill({ status: 202, body: '' }));
+      await toggle.click();
+      await until('the unconfirmed note at the tile', async () => /has not confirmed/.test((await tile.locator(tid('control-error')).textContent()) ?? ''), { timeout: 15_000 });
+      assert((await toggle.getAttribute('aria-pressed')) === String(want), 'the toggle shows a state the device never confirmed');
+      await p.unroute(commandPath);
+      await shoot(p, 'full-home-error');
+      await fullContext.close();
+      fullContext = null;
+      await full.stop();
+      full = null;
     });
 
     await step('no CSP violation, script error or off-origin request happened in the browser', () => {
