@@ -190,7 +190,11 @@ const handlers = {
     async level(msg) {
         if (!Number.isInteger(msg.level) || msg.level < 0 || msg.level > 254) throw new Error("level must be 0..254");
         const ep = endpointOf(await pairedNode(msg), msg.endpoint);
-        await clusterOf(ep, "levelControl").commands.moveToLevel({
+        // Like a dimmer slider: setting a level also switches the light on
+        // (moveToLevelWithOnOff). A plain moveToLevel on an Off light is
+        // ignored by a compliant device unless its ExecuteIfOff option is set.
+        const command = msg.withOnOff === false ? "moveToLevel" : "moveToLevelWithOnOff";
+        await clusterOf(ep, "levelControl").commands[command]({
             level: msg.level, transitionTime: null, optionsMask: {}, optionsOverride: {},
         });
         return { currentLevel: await readAttr(ep, "levelControl", "currentLevel") };

@@ -120,16 +120,16 @@ try {
     check(lvl.ok && lvl.currentLevel === 42 && devLvl.value === 42, `level 42: controller reads 42, device prints it (${Date.now() - t} ms)`, { lvl, devLvl: String(devLvl?.message ?? "") });
 
     const rd = await ctl.send({ cmd: "read", node, endpoint: hall, cluster: "onOff", attribute: "onOff" });
-    check(rd.ok && typeof rd.value === "boolean", "read onOff.onOff", rd);
+    check(rd.ok && rd.value === true, "read onOff.onOff: the level command switched the Hall light on", rd);
     const off = await ctl.send({ cmd: "off", node, endpoint: kitchen });
     check(off.ok && off.onOff === false, "off", off);
 
     const sub = await ctl.send({ cmd: "subscribe", node });
     check(sub.ok, "subscribe", sub);
     t = Date.now();
-    const set = await device.send({ cmd: "set", light: "light2", onOff: true });
-    check(set.ok, "device switches the Hall light on by itself", set);
-    const ev = await ctl.next(l => l.event === "attribute" && l.endpoint === hall && l.attribute === "onOff" && l.value === true, 20_000).catch(e => e);
+    const set = await device.send({ cmd: "set", light: "light2", onOff: false });
+    check(set.ok, "device switches the Hall light off by itself", set);
+    const ev = await ctl.next(l => l.event === "attribute" && l.endpoint === hall && l.attribute === "onOff" && l.value === false, 20_000).catch(e => e);
     check(ev.event === "attribute", `subscription reports the device's own change (${Date.now() - t} ms)`, String(ev?.message ?? ""));
 
     const bad = await ctl.send({ cmd: "toggle", node, endpoint: 99 });
