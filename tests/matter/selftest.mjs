@@ -5,10 +5,12 @@
 //
 // Environment: DEVICE_CMD / CONTROLLER_CMD (a JSON array: the argv prefix,
 // e.g. ["ip","netns","exec","ns1"]), DEVICE_IP (default 127.0.0.1),
-// DEVICE_PORT (default 5540), SELFTEST_DIR (a temp dir for both storages).
+// DEVICE_PORT (default 5540), SELFTEST_DIR (a temp dir for both storages),
+// SELFTEST_VERBOSE=1 (echo both sides' stdout), SELFTEST_LOG_DIR (keep both
+// sides' stderr there).
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { createWriteStream, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { createInterface } from "node:readline";
@@ -55,6 +57,8 @@ function child(name, prefix, script, env) {
         deliver();
     });
     const errLog = [];
+    // SELFTEST_LOG_DIR keeps each side's whole matter.js log (colour codes and all).
+    if (process.env.SELFTEST_LOG_DIR) proc.stderr.pipe(createWriteStream(join(process.env.SELFTEST_LOG_DIR, `${name}.log`)));
     createInterface({ input: proc.stderr }).on("line", text => {
         errLog.push(text);
         if (errLog.length > 400) errLog.shift();

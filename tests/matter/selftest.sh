@@ -32,9 +32,23 @@ ip -n "$dev_ns" addr add 10.77.0.1/24 dev "$dev_if"
 ip -n "$ctl_ns" addr add 10.77.0.2/24 dev "$ctl_if"
 ip netns exec "$dev_ns" sysctl -qw "net.ipv6.conf.$dev_if.accept_dad=0"
 ip netns exec "$ctl_ns" sysctl -qw "net.ipv6.conf.$ctl_if.accept_dad=0"
+if [ "${SELFTEST_IPV6:-1}" = 0 ]; then
+    # IPv4 only: what a Matter stack sees on a LAN where hearth's mDNS
+    # answers carry A records alone.
+    ip netns exec "$dev_ns" sysctl -qw "net.ipv6.conf.$dev_if.disable_ipv6=1"
+    ip netns exec "$ctl_ns" sysctl -qw "net.ipv6.conf.$ctl_if.disable_ipv6=1"
+fi
 ip -n "$dev_ns" link set "$dev_if" multicast on up
 ip -n "$ctl_ns" link set "$ctl_if" multicast on up
+# matter.js joins the IPv4 mDNS group without naming an interface, so the
+# kernel needs a route for 224.0.0.251; without one, addMembership fails
+# with ENODEV and only IPv6 mDNS works.
+if [ "${SELFTEST_MCAST_ROUTE:-1}" = 1 ]; then
+    ip -n "$dev_ns" route add 224.0.0.0/4 dev "$dev_if"
+    ip -n "$ctl_ns" route add 224.0.0.0/4 dev "$ctl_if"
+fi
 i=0
+[ "${SELFTEST_IPV6:-1}" = 0 ] ||
 until ip -n "$ctl_ns" -6 addr show dev "$ctl_if" scope link | grep -q fe80 && \
       ip -n "$dev_ns" -6 addr show dev "$dev_if" scope link | grep -q fe80; do
     i=$((i + 1)); [ "$i" -lt 50 ] || { echo "no IPv6 link-local address on the veth" >&2; exit 1; }
@@ -46,8 +60,8 @@ export DEVICE_CMD="[\"ip\",\"netns\",\"exec\",\"$dev_ns\"]"
 export CONTROLLER_CMD="[\"ip\",\"netns\",\"exec\",\"$ctl_ns\"]"
 export DEVICE_IP="${DEVICE_IP:-10.77.0.1}"
 export DEVICE_PORT="${DEVICE_PORT:-5540}"
-export CONTROLLER_MDNS_IF="$ctl_if"
-export DEVICE_MDNS_IF="$dev_if"
+export CONTROLLER_MDNS_IF="${CONTROLLER_MDNS_IF:-$ctl_if}"
+export DEVICE_MDNS_IF="${DEVICE_MDNS_IF:-$dev_if}"
 if [ "$DEVICE_IP" = ipv6 ]; then
     DEVICE_IP="$(ip -n "$dev_ns" -6 addr show dev "$dev_if" scope link | sed -n 's/.*inet6 \(fe80[^/]*\).*/\1/p')%$ctl_if"
 fi
