@@ -8,6 +8,8 @@
 // stdin takes JSON lines, to change a light from the device's own side:
 //   {"cmd":"set","light":"light1","onOff":true}
 //   {"cmd":"set","light":"light2","level":42}
+//   {"cmd":"add","light":"light3","label":"Porch"}   (a third On/Off light: PartsList grows)
+//   {"cmd":"drop","light":"light3"}                  (PartsList shrinks)
 //   {"cmd":"quit"}
 // Environment: MATTER_STORAGE_PATH (a fresh temp dir), DEVICE_PORT (UDP,
 // default 5540), MATTER_LOG_LEVEL (matter.js's own, to stderr).
@@ -105,6 +107,21 @@ for await (const line of rl) {
             if (msg.onOff !== undefined) patch.onOff = { onOff: !!msg.onOff };
             if (msg.level !== undefined) patch.levelControl = { currentLevel: msg.level };
             await ep.set(patch);
+            emit({ ok: true });
+        } else if (msg.cmd === "add") {
+            if (!/^light\d+$/.test(msg.light ?? "") || lights[msg.light]) throw new Error(`bad or existing light ${msg.light}`);
+            const ep = new Endpoint(OnOffLightDevice.with(BridgedDeviceBasicInformationServer), {
+                id: msg.light,
+                bridgedDeviceBasicInformation: { nodeLabel: msg.label ?? msg.light, reachable: true, uniqueId: `selftest-${msg.light}` },
+            });
+            await aggregator.add(ep);
+            lights[msg.light] = ep;
+            emit({ ok: true, number: ep.number });
+        } else if (msg.cmd === "drop") {
+            const ep = lights[msg.light];
+            if (!ep) throw new Error(`no light ${msg.light}`);
+            delete lights[msg.light];
+            await ep.delete();
             emit({ ok: true });
         } else throw new Error(`unknown cmd ${msg.cmd}`);
     } catch (e) {

@@ -136,6 +136,22 @@ try {
     const ev = await ctl.next(l => l.event === "attribute" && l.endpoint === hall && l.attribute === "onOff" && l.value === false, 20_000).catch(e => e);
     check(ev.event === "attribute", `subscription reports the device's own change (${Date.now() - t} ms)`, String(ev?.message ?? ""));
 
+    t = Date.now();
+    const added = await device.send({ cmd: "add", light: "light3", label: "Porch" });
+    const st1 = await ctl.next(l => l.event === "structure", 20_000).catch(e => e);
+    const parts3 = await ctl.send({ cmd: "parts", node });
+    check(added.ok && st1.event === "structure" && parts3.partsList?.length === 3
+        && parts3.endpoints.some(e => e.nodeLabel === "Porch" && e.endpoint === added.number),
+        `a bridged light added on the device: a structure event, and parts lists 3 (${Date.now() - t} ms)`,
+        { added, st1: String(st1?.message ?? ""), parts3 });
+    t = Date.now();
+    const dropped = await device.send({ cmd: "drop", light: "light3" });
+    const st2 = await ctl.next(l => l.event === "structure", 20_000).catch(e => e);
+    const parts2 = await ctl.send({ cmd: "parts", node });
+    check(dropped.ok && st2.event === "structure" && parts2.partsList?.length === 2,
+        `the light removed again: a structure event, and parts lists 2 (${Date.now() - t} ms)`,
+        { dropped, st2: String(st2?.message ?? ""), parts2 });
+
     const bad = await ctl.send({ cmd: "toggle", node, endpoint: 99 });
     check(bad.ok === false && /no endpoint/.test(bad.error), "an unknown endpoint is a clean error", bad);
 
