@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { ManualPairingCodeCodec } from "@matter/main/types";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dir = process.env.SELFTEST_DIR ?? mkdtempSync(join(tmpdir(), "matter-selftest-"));
@@ -95,7 +96,16 @@ try {
     await ctl.next(l => l.event === "ready", 30_000);
     check(true, "controller ready");
 
+    // A well-formed code with the wrong passcode: PASE must fail, cleanly.
     let t = Date.now();
+    const wrongPasscode = ready.passcode === 20202021 ? 20202022 : 20202021;
+    const wrong = ManualPairingCodeCodec.encode({ discriminator: ready.discriminator, passcode: wrongPasscode });
+    const refused = await ctl.send({ cmd: "commission", code: wrong, ip: deviceIp, port: devicePort }, 70_000);
+    check(refused.ok === false && typeof refused.error === "string",
+        `a wrong passcode is refused with an error (${Date.now() - t} ms)`, refused);
+    if (process.env.SELFTEST_VERBOSE) console.log(`# wrong passcode: ${refused.error}`);
+
+    t = Date.now();
     const com = await ctl.send({ cmd: "commission", code: ready.manualPairingCode, ip: deviceIp, port: devicePort }, 70_000);
     check(com.ok && com.node, `commission by manual code with knownAddress ${deviceIp}:${devicePort} (${Date.now() - t} ms)`, com);
     if (!com.ok) throw new Error("commissioning failed; nothing more to test");
