@@ -22,6 +22,7 @@ import { Environment, Logger } from "@matter/main";
 import { GeneralCommissioning } from "@matter/main/clusters";
 import { ClusterId, EndpointNumber, ManualPairingCodeCodec, NodeId } from "@matter/main/types";
 import { CommissioningController } from "@project-chip/matter.js";
+import { NodeStates } from "@project-chip/matter.js/device";
 
 if (!process.env.MATTER_STORAGE_PATH) {
     process.stderr.write("controller: MATTER_STORAGE_PATH must name a temp dir\n");
@@ -86,7 +87,7 @@ async function pairedNode(msg) {
             if (subscribed.has(key)) emit({ event: "structure", node: key });
         });
         node.events.stateChanged.on(state => {
-            if (subscribed.has(key)) emit({ event: "state", node: key, state });
+            if (subscribed.has(key)) emit({ event: "state", node: key, state: NodeStates[state] ?? state });
         });
     }
     if (!node.isConnected) {
