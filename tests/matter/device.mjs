@@ -8,6 +8,7 @@
 // stdin takes JSON lines, to change a light from the device's own side:
 //   {"cmd":"set","light":"light1","onOff":true}
 //   {"cmd":"set","light":"light2","level":42}
+//   {"cmd":"set","light":"light1","reachable":false}
 //   {"cmd":"add","light":"light3","label":"Porch"}   (a third On/Off light: PartsList grows)
 //   {"cmd":"drop","light":"light3"}                  (PartsList shrinks)
 //   {"cmd":"quit"}
@@ -106,6 +107,7 @@ for await (const line of rl) {
             const patch = {};
             if (msg.onOff !== undefined) patch.onOff = { onOff: !!msg.onOff };
             if (msg.level !== undefined) patch.levelControl = { currentLevel: msg.level };
+            if (msg.reachable !== undefined) patch.bridgedDeviceBasicInformation = { reachable: !!msg.reachable };
             await ep.set(patch);
             emit({ ok: true });
         } else if (msg.cmd === "add") {

@@ -147,6 +147,15 @@ try {
     check(ev.event === "attribute", `subscription reports the device's own change (${Date.now() - t} ms)`, String(ev?.message ?? ""));
 
     t = Date.now();
+    const unreach = await device.send({ cmd: "set", light: "light1", reachable: false });
+    const ev2 = await ctl.next(l => l.event === "attribute" && l.endpoint === kitchen && l.cluster === 0x39
+        && l.attribute === "reachable" && l.value === false, 20_000).catch(e => e);
+    check(unreach.ok && ev2.event === "attribute", `a light made unreachable on the device: the subscription reports reachable=false (${Date.now() - t} ms)`,
+        { unreach, ev2: String(ev2?.message ?? "") });
+    const partsU = await ctl.send({ cmd: "parts", node });
+    check(partsU.endpoints?.find(e => e.endpoint === kitchen)?.reachable === false, "parts shows it unreachable", partsU);
+
+    t = Date.now();
     const added = await device.send({ cmd: "add", light: "light3", label: "Porch" });
     const st1 = await ctl.next(l => l.event === "structure", 20_000).catch(e => e);
     const parts3 = await ctl.send({ cmd: "parts", node });
