@@ -40,6 +40,8 @@ pub enum DaemonError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    Matter(#[from] crate::matter::MatterError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -52,6 +54,8 @@ impl DaemonError {
             DaemonError::Broker(BrokerError::EnvOverride(_)) => ExitCode::Usage,
             DaemonError::Broker(BrokerError::Tls(_)) => ExitCode::DataErr,
             DaemonError::Admin(e) => e.exit_code(),
+            DaemonError::Matter(crate::matter::MatterError::Bind { .. }) => ExitCode::Unavailable,
+            DaemonError::Matter(crate::matter::MatterError::Store(e)) => e.exit_code(),
             _ => ExitCode::Software,
         }
     }
@@ -67,6 +71,8 @@ pub struct Bound {
     pub admin: tokio::net::UnixListener,
     /// The dashboard (HTTPS).
     pub web: Vec<std::net::TcpListener>,
+    /// Matter's UDP socket, when `[matter] enabled`.
+    pub matter: Option<std::net::UdpSocket>,
 }
 
 /// The broker address hearth tells Home Assistant and prints: the configured
@@ -149,6 +155,10 @@ pub async fn run_with_tap(
     let keys = start::rotator(&store).await?;
     let erased = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let discovery = start::discovery(&config, &supervisor, &store, &broker, &home.devices);
+    let matter = match bound.matter {
+        Some(socket) => Some(crate::matter::Matter::start(store.clone(), socket, &supervisor)?),
+        None => None,
+    };
 
     // The owner's accounts, the voice relay and the dashboard run together:
     // the relay's consent and the owner's sign-in are the dashboard's pages.
@@ -186,6 +196,7 @@ pub async fn run_with_tap(
         broker: broker.clone(),
         discovery,
         web: web.as_ref().map(|w| w.addrs().to_vec()).unwrap_or_default(),
+        matter,
     };
     start::admin(admin, bound.admin, &supervisor);
     start::renewal(&store, &broker, web, &data_dir, names, &supervisor);
