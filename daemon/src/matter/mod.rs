@@ -7,6 +7,7 @@
 //! a fabric or the setup code outside the sealed store, never log a code,
 //! a name or an address, and never open pairing but by the owner's action.
 
+pub mod bridge;
 pub mod codes;
 pub mod kv;
 mod node;
