@@ -156,7 +156,12 @@ pub async fn run_with_tap(
     let erased = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let discovery = start::discovery(&config, &supervisor, &store, &broker, &home.devices);
     let matter = match bound.matter {
-        Some(socket) => Some(crate::matter::Matter::start(store.clone(), socket, &supervisor)?),
+        Some(socket) => Some(crate::matter::Matter::start(
+            store.clone(),
+            home.devices.clone(),
+            socket,
+            &supervisor,
+        )?),
         None => None,
     };
 

@@ -86,8 +86,9 @@ pub(super) fn matter(cmd: MatterCommand) -> anyhow::Result<()> {
         println!("The controller will warn that the bridge is not certified (test vendor).");
     } else {
         println!(
-            "Matter bridge on UDP port {}: {} controller(s) paired; pairing {}",
+            "Matter bridge on UDP port {}: {} device(s) bridged, {} controller(s) paired; pairing {}",
             v["port"],
+            v["bridged"],
             v["fabrics"],
             if v["pairing_open"] == true {
                 "open"

@@ -19,6 +19,7 @@ use rs_matter::dm::clusters::basic_info::BasicInfoConfig;
 use rs_matter::dm::devices::test::{TEST_PID, TEST_VID};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::home::devices::Devices;
 use crate::store::{Actor, AuditEvent, AuditKind, Store, StoreError};
 use crate::supervisor::Supervisor;
 
@@ -93,12 +94,16 @@ pub(crate) enum Command {
     OpenPairing(oneshot::Sender<Result<(), String>>),
     /// How many fabrics, and whether pairing is open.
     Status(oneshot::Sender<Status>),
+    /// The devices to bridge now, each with its endpoint.
+    Bridge(Vec<(u16, bridge::Bridged)>),
 }
 
 /// What `hearth matter status` shows: counts only.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Status {
     pub fabrics: usize,
+    /// Devices the bridge shows.
+    pub bridged: usize,
     pub pairing_open: bool,
     pub port: u16,
 }
@@ -131,6 +136,7 @@ impl Matter {
     /// read) from the store. The supervisor's task `matter` stops it.
     pub fn start(
         store: Arc<Mutex<Store>>,
+        devices: Arc<Devices>,
         socket: UdpSocket,
         supervisor: &Supervisor,
     ) -> Result<Arc<Matter>, MatterError> {
@@ -173,6 +179,13 @@ impl Matter {
             }
             Ok(())
         });
+        {
+            let (store, commands) = (store.clone(), commands.clone());
+            supervisor.spawn("matter-devices", move |token| async move {
+                follow_devices(devices, store, commands, token).await;
+                Ok(())
+            });
+        }
         tracing::info!(port, "matter bridge started");
         Ok(Arc::new(Matter {
             commands,
@@ -221,5 +234,67 @@ impl Matter {
         let mut status = rx.await.map_err(|_| MatterError::Stopped)?;
         status.port = self.port;
         Ok(status)
+    }
+}
+
+/// How often reachability is looked at again when no device changed.
+const REACHABLE_POLL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Keeps the bridged set in step with the device list: gives each newly
+/// bridged device an endpoint (sealed, never reused) and hands the set to
+/// the Matter thread, until `token` is cancelled.
+async fn follow_devices(
+    devices: Arc<Devices>,
+    store: Arc<Mutex<Store>>,
+    commands: mpsc::Sender<Command>,
+    token: tokio_util::sync::CancellationToken,
+) {
+    let mut changes = devices.subscribe_changes();
+    let loaded = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || bridge::Endpoints::load(&store.lock().expect("store lock"))).await
+    };
+    let mut endpoints = match loaded {
+        Ok(Ok(e)) => e,
+        Ok(Err(error)) => {
+            tracing::error!(%error, "matter: the endpoint map does not open; no device is bridged");
+            return;
+        }
+        Err(_) => return,
+    };
+    loop {
+        match devices.list().await {
+            Ok(list) => {
+                let bridged = bridge::select(&list);
+                match endpoints.assign(bridged.iter().map(|b| &b.device)) {
+                    None => tracing::error!("matter: endpoint ids ran out; no new device is bridged"),
+                    Some(true) => {
+                        let (store, map) = (store.clone(), endpoints.clone());
+                        let saved = tokio::task::spawn_blocking(move || {
+                            map.save(&mut store.lock().expect("store lock"))
+                        })
+                        .await;
+                        if let Ok(Err(error)) = saved {
+                            tracing::error!(%error, "matter: the endpoint map could not be saved");
+                        }
+                    }
+                    Some(false) => {}
+                }
+                let set: Vec<(u16, bridge::Bridged)> = bridged
+                    .into_iter()
+                    .filter_map(|b| Some((endpoints.endpoint(&b.device)?, b)))
+                    .collect();
+                tracing::debug!(bridged = set.len(), "matter: bridged devices");
+                if commands.send(Command::Bridge(set)).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => tracing::error!(%error, "matter: the device list could not be read"),
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(REACHABLE_POLL) => {}
+        }
     }
 }

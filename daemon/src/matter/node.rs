@@ -87,6 +87,9 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
     let socket = async_io::Async::new(parts.socket).map_err(|e| e.to_string())?;
     let mut commands = parts.commands;
     let stop = parts.stop;
+    // The devices to bridge. Their endpoints join the node in a later
+    // step; until then they are kept and counted.
+    let mut bridged: Vec<(u16, super::bridge::Bridged)> = Vec::new();
 
     let control = async {
         loop {
@@ -107,11 +110,13 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
                     };
                     let _ = reply.send(result);
                 }
+                Some(Command::Bridge(set)) => bridged = set,
                 Some(Command::Status(reply)) => {
                     let fabrics = matter.with_state(|s| s.fabrics.iter().count());
                     let pairing_open = matches!(matter.comm_window_state(), CommWindowState::Open { .. });
                     let _ = reply.send(Status {
                         fabrics,
+                        bridged: bridged.len(),
                         pairing_open,
                         port: 0,
                     });
