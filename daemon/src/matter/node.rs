@@ -144,3 +144,55 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
 fn err(e: Error) -> String {
     e.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole stack starts on the sealed store, answers, opens pairing
+    /// (twice is once), and stops when told.
+    #[test]
+    fn the_node_runs_opens_pairing_and_stops() {
+        let (_dir, store) = crate::matter::kv::tests::store();
+        let setup = Setup::load_or_create(&mut store.lock().unwrap()).unwrap();
+        let socket = UdpSocket::bind("[::1]:0").unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let stop = CancellationToken::new();
+        let parts = Parts {
+            store: store.clone(),
+            setup,
+            socket,
+            commands: rx,
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .stack_size(crate::matter::THREAD_STACK)
+            .spawn(move || run(parts))
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let status = || async {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                tx.send(Command::Status(reply)).await.unwrap();
+                answer.await.unwrap()
+            };
+            let before = status().await;
+            assert_eq!(
+                (before.fabrics, before.pairing_open, before.bridged),
+                (0, false, 0)
+            );
+            for _ in 0..2 {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                tx.send(Command::OpenPairing(reply)).await.unwrap();
+                answer.await.unwrap().unwrap();
+            }
+            assert!(status().await.pairing_open);
+        });
+        stop.cancel();
+        thread.join().unwrap().unwrap();
+        store.lock().unwrap().verify_sealed().unwrap();
+    }
+}
