@@ -143,6 +143,7 @@ impl Matter {
         let setup = Setup::load_or_create(&mut store.lock().expect("store lock"))?;
         let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
         let (commands, rx) = mpsc::channel(16);
+        let (actions, mut actions_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         let stop = supervisor.token().child_token();
         let thread = {
@@ -156,6 +157,7 @@ impl Matter {
                         setup,
                         socket,
                         commands: rx,
+                        actions,
                         stop,
                     });
                     let _ = done_tx.send(result);
@@ -179,6 +181,29 @@ impl Matter {
             }
             Ok(())
         });
+        {
+            let devices = devices.clone();
+            supervisor.spawn("matter-actions", move |token| async move {
+                // A controller's command goes through the same service as
+                // the relay's and the dashboard's.
+                loop {
+                    let action = tokio::select! {
+                        _ = token.cancelled() => return Ok(()),
+                        action = actions_rx.recv() => match action {
+                            Some(a) => a,
+                            None => return Ok(()),
+                        },
+                    };
+                    match action {
+                        node::Action::Power(id, on) => {
+                            if let Err(error) = devices.set_power(&id, on).await {
+                                tracing::warn!(device = %id, %error, "matter: a controller's command was not carried out");
+                            }
+                        }
+                    }
+                }
+            });
+        }
         {
             let (store, commands) = (store.clone(), commands.clone());
             supervisor.spawn("matter-devices", move |token| async move {

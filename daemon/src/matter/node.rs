@@ -6,42 +6,273 @@
 use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use embassy_futures::select::{Either4, select4};
 use rs_matter::crypto::{Crypto, default_crypto};
+use rs_matter::dm::clusters::app::on_off::{
+    self, EffectVariantEnum, NoLevelControl, OnOffHandler, OnOffHooks, StartUpOnOffEnum,
+};
+use rs_matter::dm::clusters::decl::bridged_device_basic_information::{
+    self as bridged_info, ClusterHandler as _,
+};
 use rs_matter::dm::clusters::desc::{self, ClusterHandler as _};
 use rs_matter::dm::clusters::net_comm::DummyNetworks;
 use rs_matter::dm::devices::DEV_TYPE_AGGREGATOR;
 use rs_matter::dm::devices::test::{DAC_PRIVKEY, TEST_DEV_ATT};
+use rs_matter::dm::devices::{DEV_TYPE_BRIDGED_NODE, DEV_TYPE_ON_OFF_LIGHT};
 use rs_matter::dm::networks::unix::UnixNetifs;
 use rs_matter::dm::{Async, DataModel, Dataver, Endpoint, Node, endpoints};
+use rs_matter::dm::{
+    AsyncHandler, Cluster, DeviceType, HandlerContext, InvokeContext, InvokeReply, MatchContext, ReadContext,
+    ReadReply, WriteContext,
+};
 use rs_matter::error::Error;
 use rs_matter::im::{InteractionModel, InteractionModelState};
 use rs_matter::respond::DefaultResponder;
 use rs_matter::sc::pase::CommWindowState;
+use rs_matter::tlv::{Nullable, TLVBuilderParent, Utf8StrBuilder};
 use rs_matter::transport::exchange::MatterBuffers;
 use rs_matter::transport::network::NoNetwork;
 use rs_matter::utils::init::InitMaybeUninit;
+use rs_matter::with;
 use rs_matter::{Matter, clusters, devices, root_endpoint};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::bridge::{Bridged, DEV_TYPE_ON_OFF_PLUG_IN_UNIT, Shape};
 use super::kv::SealedKv;
 use super::{Command, PAIRING_WINDOW_SECS, Setup, Status};
-use crate::store::Store;
+use crate::store::{DeviceId, Store};
 
 /// The Aggregator's endpoint; bridged devices get ids above it.
 pub const AGGREGATOR: u16 = 1;
 
-const NODE: Node<'static> = Node {
-    endpoints: &[
-        root_endpoint!(eth),
-        Endpoint::new(
-            AGGREGATOR,
-            devices!(DEV_TYPE_AGGREGATOR),
-            clusters!(desc::DescHandler::CLUSTER),
-        ),
-    ],
-};
+/// The root endpoint and the Aggregator; bridged endpoints follow.
+const FIXED: [Endpoint<'static>; 2] = [
+    root_endpoint!(eth),
+    Endpoint::new(
+        AGGREGATOR,
+        devices!(DEV_TYPE_AGGREGATOR),
+        clusters!(desc::DescHandler::CLUSTER),
+    ),
+];
+
+/// Until LevelControl and ColorControl join, every light is shown as an
+/// On/Off Light: a controller must not be told of clusters the bridge does
+/// not serve.
+const LIGHT: &[DeviceType] = &[DEV_TYPE_ON_OFF_LIGHT, DEV_TYPE_BRIDGED_NODE];
+const PLUG: &[DeviceType] = &[DEV_TYPE_ON_OFF_PLUG_IN_UNIT, DEV_TYPE_BRIDGED_NODE];
+
+const BRIDGED_CLUSTERS: &[Cluster<'static>] = &[
+    desc::DescHandler::CLUSTER,
+    BridgedInfo::CLUSTER,
+    DeviceOnOff::CLUSTER,
+];
+
+fn bridged_endpoint(ep: u16, shape: Shape) -> Endpoint<'static> {
+    let types = match shape {
+        Shape::Plug => PLUG,
+        Shape::OnOffLight | Shape::DimmableLight | Shape::ColorTemperatureLight => LIGHT,
+    };
+    Endpoint::new(ep, types, BRIDGED_CLUSTERS)
+}
+
+/// A command a controller gave, for the tokio side to carry out through
+/// `Devices`, as the relay's are.
+#[derive(Debug)]
+pub(crate) enum Action {
+    Power(DeviceId, bool),
+}
+
+/// One bridged device's OnOff, as rs-matter's OnOff handler sees it.
+struct DeviceOnOff {
+    device: DeviceId,
+    on: Cell<bool>,
+    actions: mpsc::UnboundedSender<Action>,
+}
+
+impl OnOffHooks for DeviceOnOff {
+    const CLUSTER: Cluster<'static> = on_off::FULL_CLUSTER
+        .with_revision(6)
+        .with_features(on_off::Feature::LIGHTING.bits())
+        .with_attrs(with!(
+            required;
+            on_off::AttributeId::OnOff
+                | on_off::AttributeId::GlobalSceneControl
+                | on_off::AttributeId::OnTime
+                | on_off::AttributeId::OffWaitTime
+                | on_off::AttributeId::StartUpOnOff
+        ))
+        .with_cmds(with!(
+            on_off::CommandId::Off
+                | on_off::CommandId::On
+                | on_off::CommandId::Toggle
+                | on_off::CommandId::OffWithEffect
+                | on_off::CommandId::OnWithRecallGlobalScene
+                | on_off::CommandId::OnWithTimedOff
+        ));
+
+    fn on_off(&self) -> bool {
+        self.on.get()
+    }
+
+    fn set_on_off(&self, on: bool) {
+        self.on.set(on);
+        // The tokio side gone means hearth is stopping.
+        let _ = self.actions.send(Action::Power(self.device.clone(), on));
+    }
+
+    fn start_up_on_off(&self) -> Nullable<StartUpOnOffEnum> {
+        // The device keeps its own power-on behaviour.
+        Nullable::none()
+    }
+
+    fn set_start_up_on_off(&self, _value: Nullable<StartUpOnOffEnum>) -> Result<(), Error> {
+        Err(rs_matter::error::ErrorCode::InvalidAction.into())
+    }
+
+    async fn handle_off_with_effect(&self, _effect: EffectVariantEnum) {}
+}
+
+/// One handler's background task.
+type Running<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
+
+/// Every bridged endpoint's OnOff, each rs-matter's own handler, found by
+/// endpoint.
+struct OnOffs<'a> {
+    handlers: Vec<(u16, OnOffHandler<'a, DeviceOnOff, NoLevelControl>)>,
+}
+
+impl<'a> OnOffs<'a> {
+    fn find(&self, ep: Option<u16>) -> Result<&OnOffHandler<'a, DeviceOnOff, NoLevelControl>, Error> {
+        self.handlers
+            .iter()
+            .find(|(e, _)| Some(*e) == ep)
+            .map(|(_, h)| h)
+            .ok_or_else(|| rs_matter::error::ErrorCode::EndpointNotFound.into())
+    }
+}
+
+impl AsyncHandler for OnOffs<'_> {
+    async fn read(&self, ctx: impl ReadContext, reply: impl ReadReply) -> Result<(), Error> {
+        let h = self.find(Some(ctx.attr().endpoint_id))?;
+        on_off::HandlerAsyncAdaptor(h).read(ctx, reply).await
+    }
+
+    async fn write(&self, ctx: impl WriteContext) -> Result<(), Error> {
+        let h = self.find(Some(ctx.attr().endpoint_id))?;
+        on_off::HandlerAsyncAdaptor(h).write(ctx).await
+    }
+
+    async fn invoke(&self, ctx: impl InvokeContext, reply: impl InvokeReply) -> Result<(), Error> {
+        let h = self.find(Some(ctx.cmd().endpoint_id))?;
+        on_off::HandlerAsyncAdaptor(h).invoke(ctx, reply).await
+    }
+
+    fn bump_dataver(&self, ctx: impl MatchContext) {
+        for (e, h) in &self.handlers {
+            if ctx.endpt().is_none_or(|ep| ep == *e) {
+                on_off::HandlerAsyncAdaptor(h).bump_dataver(&ctx);
+            }
+        }
+    }
+
+    async fn run(&self, ctx: impl HandlerContext) -> Result<(), Error> {
+        let ctx = &ctx;
+        let adaptors: Vec<_> = self
+            .handlers
+            .iter()
+            .map(|(_, h)| on_off::HandlerAsyncAdaptor(h))
+            .collect();
+        let mut runs: Vec<Running<'_>> = adaptors
+            .iter()
+            .map(|a| Box::pin(a.run(ctx)) as Pin<Box<dyn Future<Output = _>>>)
+            .collect();
+        if runs.is_empty() {
+            return std::future::pending().await;
+        }
+        std::future::poll_fn(|cx| {
+            for run in runs.iter_mut() {
+                if let Poll::Ready(r) = run.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Bridged Device Basic Information for every bridged endpoint: the voice
+/// name as NodeLabel, whether the device is live as Reachable, and an
+/// opaque UniqueID. Nothing else about a device is told.
+struct BridgedInfo<'a> {
+    dataver: Dataver,
+    devices: &'a [(u16, Bridged)],
+}
+
+impl BridgedInfo<'_> {
+    fn device(&self, ep: u16) -> Result<&Bridged, Error> {
+        self.devices
+            .iter()
+            .find(|(e, _)| *e == ep)
+            .map(|(_, b)| b)
+            .ok_or_else(|| rs_matter::error::ErrorCode::EndpointNotFound.into())
+    }
+}
+
+impl bridged_info::ClusterHandler for BridgedInfo<'_> {
+    const CLUSTER: Cluster<'static> = bridged_info::FULL_CLUSTER
+        .with_revision(4)
+        .with_attrs(with!(
+            required;
+            bridged_info::AttributeId::NodeLabel
+                | bridged_info::AttributeId::Reachable
+                | bridged_info::AttributeId::UniqueID
+        ))
+        .with_cmds(with!());
+
+    fn dataver(&self) -> u32 {
+        self.dataver.get()
+    }
+
+    fn dataver_changed(&self) {
+        self.dataver.changed();
+    }
+
+    fn node_label<P: TLVBuilderParent>(
+        &self,
+        ctx: impl ReadContext,
+        builder: Utf8StrBuilder<P>,
+    ) -> Result<P, Error> {
+        builder.set(&self.device(ctx.attr().endpoint_id)?.label)
+    }
+
+    fn reachable(&self, ctx: impl ReadContext) -> Result<bool, Error> {
+        Ok(self.device(ctx.attr().endpoint_id)?.reachable)
+    }
+
+    fn unique_id<P: TLVBuilderParent>(
+        &self,
+        ctx: impl ReadContext,
+        builder: Utf8StrBuilder<P>,
+    ) -> Result<P, Error> {
+        // hearth's own random id: 32 hex digits, the attribute's most.
+        builder.set(self.device(ctx.attr().endpoint_id)?.device.as_str())
+    }
+
+    fn handle_keep_active(
+        &self,
+        _ctx: impl InvokeContext,
+        _request: bridged_info::KeepActiveRequest<'_>,
+    ) -> Result<(), Error> {
+        Err(rs_matter::error::ErrorCode::CommandNotFound.into())
+    }
+}
 
 /// What the thread is handed.
 pub(super) struct Parts {
@@ -49,19 +280,34 @@ pub(super) struct Parts {
     pub setup: Setup,
     pub socket: UdpSocket,
     pub commands: mpsc::Receiver<Command>,
+    pub actions: mpsc::UnboundedSender<Action>,
     pub stop: CancellationToken,
 }
 
-fn data_model<'a>(mut rand: impl rs_matter::crypto::Rng + Copy) -> impl DataModel + 'a {
+fn data_model<'a>(
+    endpoints: &'a [Endpoint<'static>],
+    mut rand: impl rs_matter::crypto::Rng + Copy,
+    info: &'a BridgedInfo<'a>,
+    on_offs: &'a OnOffs<'a>,
+) -> impl DataModel + 'a {
     (
-        NODE,
+        Node { endpoints },
         endpoints::EthSysHandlerBuilder::new()
             .netif_diag(&UnixNetifs)
             .build(rand)
             .chain(
                 |e, c| e == AGGREGATOR && c == desc::DescHandler::CLUSTER.id,
                 Async(desc::DescHandler::new_aggregator(Dataver::new_rand(&mut rand)).adapt()),
-            ),
+            )
+            .chain(
+                |e, c| e > AGGREGATOR && c == desc::DescHandler::CLUSTER.id,
+                Async(desc::DescHandler::new(Dataver::new_rand(&mut rand)).adapt()),
+            )
+            .chain(
+                |e, c| e > AGGREGATOR && c == BridgedInfo::CLUSTER.id,
+                Async(bridged_info::HandlerAdaptor(info)),
+            )
+            .chain(|e, c| e > AGGREGATOR && c == DeviceOnOff::CLUSTER.id, on_offs),
     )
 }
 
@@ -78,18 +324,66 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
     let buffers: &MatterBuffers = buffers.init_with(MatterBuffers::init());
     let state = Box::new(InteractionModelState::<DummyNetworks>::new(DummyNetworks));
 
+    let mut commands = parts.commands;
+    // The node is built from the first set of devices to bridge, which
+    // follows at once; a change to the set takes a restart for now.
+    let devices = loop {
+        match commands.blocking_recv() {
+            None => return Ok(()),
+            Some(Command::Bridge(set)) => break set,
+            Some(Command::OpenPairing(reply)) => {
+                let _ = reply.send(Err("the Matter bridge is still starting".into()));
+            }
+            Some(Command::Status(reply)) => {
+                let _ = reply.send(Status {
+                    fabrics: 0,
+                    bridged: 0,
+                    pairing_open: false,
+                    port: 0,
+                });
+            }
+        }
+    };
+    let mut eps: Vec<Endpoint<'static>> = FIXED.into();
+    eps.extend(devices.iter().map(|(ep, b)| bridged_endpoint(*ep, b.shape)));
+    eps.sort_by_key(|e| e.id);
+
     let crypto = default_crypto(rand::rng(), DAC_PRIVKEY);
-    let rand = crypto.rand().map_err(err)?;
+    let mut rand = crypto.rand().map_err(err)?;
+    let on_offs = OnOffs {
+        handlers: devices
+            .iter()
+            .map(|(ep, b)| {
+                let hooks = DeviceOnOff {
+                    device: b.device.clone(),
+                    on: Cell::new(b.power.unwrap_or(false)),
+                    actions: parts.actions.clone(),
+                };
+                (
+                    *ep,
+                    OnOffHandler::new_standalone(Dataver::new_rand(&mut rand), *ep, hooks),
+                )
+            })
+            .collect(),
+    };
+    let info = BridgedInfo {
+        dataver: Dataver::new_rand(&mut rand),
+        devices: &devices,
+    };
     let kv = matter.kv(SealedKv::new(parts.store));
     matter.startup(&kv).map_err(err)?;
-    let im = InteractionModel::new(matter, &crypto, buffers, data_model(rand), &kv, &*state);
+    let im = InteractionModel::new(
+        matter,
+        &crypto,
+        buffers,
+        data_model(&eps, rand, &info, &on_offs),
+        &kv,
+        &*state,
+    );
     let responder = DefaultResponder::new(&im);
     let socket = async_io::Async::new(parts.socket).map_err(|e| e.to_string())?;
-    let mut commands = parts.commands;
     let stop = parts.stop;
-    // The devices to bridge. Their endpoints join the node in a later
-    // step; until then they are kept and counted.
-    let mut bridged: Vec<(u16, super::bridge::Bridged)> = Vec::new();
+    let mut bridged = devices.len();
 
     let control = async {
         loop {
@@ -110,13 +404,13 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
                     };
                     let _ = reply.send(result);
                 }
-                Some(Command::Bridge(set)) => bridged = set,
+                Some(Command::Bridge(set)) => bridged = set.len(),
                 Some(Command::Status(reply)) => {
                     let fabrics = matter.with_state(|s| s.fabrics.iter().count());
                     let pairing_open = matches!(matter.comm_window_state(), CommWindowState::Open { .. });
                     let _ = reply.send(Status {
                         fabrics,
-                        bridged: bridged.len(),
+                        bridged,
                         pairing_open,
                         port: 0,
                     });
@@ -149,20 +443,22 @@ fn err(e: Error) -> String {
 mod tests {
     use super::*;
 
-    /// The whole stack starts on the sealed store, answers, opens pairing
-    /// (twice is once), and stops when told.
+    /// The whole stack starts on the sealed store with two bridged
+    /// devices, answers, opens pairing (twice is once), and stops when told.
     #[test]
     fn the_node_runs_opens_pairing_and_stops() {
         let (_dir, store) = crate::matter::kv::tests::store();
         let setup = Setup::load_or_create(&mut store.lock().unwrap()).unwrap();
         let socket = UdpSocket::bind("[::1]:0").unwrap();
         let (tx, rx) = mpsc::channel(4);
+        let (actions, _actions) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let parts = Parts {
             store: store.clone(),
             setup,
             socket,
             commands: rx,
+            actions,
             stop: stop.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -174,6 +470,22 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
+            let lamp = Bridged {
+                device: DeviceId::parse(&"ab".repeat(16)).unwrap(),
+                shape: Shape::DimmableLight,
+                label: "desk lamp".into(),
+                reachable: true,
+                power: Some(true),
+                brightness: None,
+            };
+            let plug = Bridged {
+                device: DeviceId::parse(&"cd".repeat(16)).unwrap(),
+                shape: Shape::Plug,
+                ..lamp.clone()
+            };
+            tx.send(Command::Bridge(vec![(3, plug), (2, lamp)]))
+                .await
+                .unwrap();
             let status = || async {
                 let (reply, answer) = tokio::sync::oneshot::channel();
                 tx.send(Command::Status(reply)).await.unwrap();
@@ -182,7 +494,7 @@ mod tests {
             let before = status().await;
             assert_eq!(
                 (before.fabrics, before.pairing_open, before.bridged),
-                (0, false, 0)
+                (0, false, 2)
             );
             for _ in 0..2 {
                 let (reply, answer) = tokio::sync::oneshot::channel();
