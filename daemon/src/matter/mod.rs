@@ -283,6 +283,8 @@ async fn follow_devices(
         Ok(Ok(e)) => e,
         Ok(Err(error)) => {
             tracing::error!(%error, "matter: the endpoint map does not open; no device is bridged");
+            // The node still starts, with no bridged device.
+            let _ = commands.send(Command::Bridge(Vec::new())).await;
             return;
         }
         Err(_) => return,

@@ -6,9 +6,10 @@
 use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::Poll;
 
 use embassy_futures::select::{Either4, select4};
@@ -27,8 +28,8 @@ use rs_matter::dm::devices::{DEV_TYPE_BRIDGED_NODE, DEV_TYPE_ON_OFF_LIGHT};
 use rs_matter::dm::networks::unix::UnixNetifs;
 use rs_matter::dm::{Async, DataModel, Dataver, Endpoint, Node, endpoints};
 use rs_matter::dm::{
-    AsyncHandler, Cluster, DeviceType, HandlerContext, InvokeContext, InvokeReply, MatchContext, ReadContext,
-    ReadReply, WriteContext,
+    AsyncHandler, AttrChangeNotifier, Cluster, DeviceType, HandlerContext, InvokeContext, InvokeReply,
+    MatchContext, ReadContext, ReadReply, WriteContext,
 };
 use rs_matter::error::Error;
 use rs_matter::im::{InteractionModel, InteractionModelState};
@@ -91,7 +92,8 @@ pub(crate) enum Action {
 /// One bridged device's OnOff, as rs-matter's OnOff handler sees it.
 struct DeviceOnOff {
     device: DeviceId,
-    on: Cell<bool>,
+    /// What the device last reported, or a controller last set.
+    on: Rc<Cell<bool>>,
     actions: mpsc::UnboundedSender<Action>,
 }
 
@@ -210,22 +212,45 @@ impl AsyncHandler for OnOffs<'_> {
 /// Bridged Device Basic Information for every bridged endpoint: the voice
 /// name as NodeLabel, whether the device is live as Reachable, and an
 /// opaque UniqueID. Nothing else about a device is told.
-struct BridgedInfo<'a> {
+struct BridgedInfo {
     dataver: Dataver,
-    devices: &'a [(u16, Bridged)],
+    devices: RefCell<Vec<(u16, Bridged)>>,
 }
 
-impl BridgedInfo<'_> {
-    fn device(&self, ep: u16) -> Result<&Bridged, Error> {
+impl BridgedInfo {
+    fn device(&self, ep: u16) -> Result<Bridged, Error> {
         self.devices
+            .borrow()
             .iter()
             .find(|(e, _)| *e == ep)
-            .map(|(_, b)| b)
+            .map(|(_, b)| b.clone())
             .ok_or_else(|| rs_matter::error::ErrorCode::EndpointNotFound.into())
+    }
+
+    /// Takes the devices' new state; the attributes that changed, by
+    /// endpoint. A device no longer bridged shows as unreachable until
+    /// its endpoint leaves the node.
+    fn update(&self, set: &[(u16, Bridged)]) -> Vec<(u16, bridged_info::AttributeId)> {
+        let mut changed = Vec::new();
+        for (ep, old) in self.devices.borrow_mut().iter_mut() {
+            let new = set.iter().find(|(e, _)| e == ep).map(|(_, b)| b);
+            let reachable = new.is_some_and(|b| b.reachable);
+            if old.reachable != reachable {
+                old.reachable = reachable;
+                changed.push((*ep, bridged_info::AttributeId::Reachable));
+            }
+            if let Some(new) = new
+                && new.label != old.label
+            {
+                old.label.clone_from(&new.label);
+                changed.push((*ep, bridged_info::AttributeId::NodeLabel));
+            }
+        }
+        changed
     }
 }
 
-impl bridged_info::ClusterHandler for BridgedInfo<'_> {
+impl bridged_info::ClusterHandler for BridgedInfo {
     const CLUSTER: Cluster<'static> = bridged_info::FULL_CLUSTER
         .with_revision(4)
         .with_attrs(with!(
@@ -287,7 +312,7 @@ pub(super) struct Parts {
 fn data_model<'a>(
     endpoints: &'a [Endpoint<'static>],
     mut rand: impl rs_matter::crypto::Rng + Copy,
-    info: &'a BridgedInfo<'a>,
+    info: &'a BridgedInfo,
     on_offs: &'a OnOffs<'a>,
 ) -> impl DataModel + 'a {
     (
@@ -350,13 +375,17 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
 
     let crypto = default_crypto(rand::rng(), DAC_PRIVKEY);
     let mut rand = crypto.rand().map_err(err)?;
+    // Each OnOff's state, for what devices report later.
+    let mut powers: Vec<(u16, Rc<Cell<bool>>)> = Vec::new();
     let on_offs = OnOffs {
         handlers: devices
             .iter()
             .map(|(ep, b)| {
+                let on = Rc::new(Cell::new(b.power.unwrap_or(false)));
+                powers.push((*ep, on.clone()));
                 let hooks = DeviceOnOff {
                     device: b.device.clone(),
-                    on: Cell::new(b.power.unwrap_or(false)),
+                    on,
                     actions: parts.actions.clone(),
                 };
                 (
@@ -368,7 +397,7 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
     };
     let info = BridgedInfo {
         dataver: Dataver::new_rand(&mut rand),
-        devices: &devices,
+        devices: RefCell::new(devices.clone()),
     };
     let kv = matter.kv(SealedKv::new(parts.store));
     matter.startup(&kv).map_err(err)?;
@@ -404,7 +433,29 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
                     };
                     let _ = reply.send(result);
                 }
-                Some(Command::Bridge(set)) => bridged = set.len(),
+                Some(Command::Bridge(set)) => {
+                    bridged = set.len();
+                    for (ep, attr) in info.update(&set) {
+                        im.notify_attr_changed(ep, BridgedInfo::CLUSTER.id, attr as _);
+                    }
+                    // What a device reported reaches subscribers; setting
+                    // the cell directly sends no command back to it.
+                    for (ep, b) in &set {
+                        let Some((_, on)) = powers.iter().find(|(e, _)| e == ep) else {
+                            continue;
+                        };
+                        if let Some(power) = b.power
+                            && on.get() != power
+                        {
+                            on.set(power);
+                            im.notify_attr_changed(
+                                *ep,
+                                DeviceOnOff::CLUSTER.id,
+                                on_off::AttributeId::OnOff as _,
+                            );
+                        }
+                    }
+                }
                 Some(Command::Status(reply)) => {
                     let fabrics = matter.with_state(|s| s.fabrics.iter().count());
                     let pairing_open = matches!(matter.comm_window_state(), CommWindowState::Open { .. });
@@ -442,6 +493,39 @@ fn err(e: Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn device(n: u8, label: &str, reachable: bool) -> Bridged {
+        Bridged {
+            device: DeviceId::parse(&format!("{n:032x}")).unwrap(),
+            shape: Shape::Plug,
+            label: label.into(),
+            reachable,
+            power: None,
+            brightness: None,
+        }
+    }
+
+    /// Reachable follows live state, NodeLabel the voice name; a device
+    /// no longer bridged is unreachable; nothing else is reported changed.
+    #[test]
+    fn bridged_info_follows_the_devices() {
+        use bridged_info::AttributeId::{NodeLabel, Reachable};
+        let info = BridgedInfo {
+            dataver: Dataver::new(0),
+            devices: RefCell::new(vec![(2, device(1, "lamp", true)), (3, device(2, "fan", true))]),
+        };
+        assert_eq!(
+            info.update(&[(2, device(1, "lamp", true)), (3, device(2, "fan", true))]),
+            []
+        );
+        assert_eq!(
+            info.update(&[(2, device(1, "desk lamp", false))]),
+            [(2, Reachable), (2, NodeLabel), (3, Reachable)]
+        );
+        assert_eq!(info.device(2).unwrap().label, "desk lamp");
+        assert!(!info.device(3).unwrap().reachable);
+        assert!(info.device(4).is_err());
+    }
 
     /// The whole stack starts on the sealed store with two bridged
     /// devices, answers, opens pairing (twice is once), and stops when told.
