@@ -57,7 +57,10 @@ mod arrows {
         ("broker", &["store", "net", "supervisor", "exit"]),
         ("home", &["broker", "store", "net", "supervisor", "exit"]),
         ("discovery", &["home", "store", "net", "supervisor", "exit"]),
-        ("matter", &["home", "store", "net", "supervisor", "exit"]),
+        (
+            "matter",
+            &["home", "discovery", "store", "net", "supervisor", "exit"],
+        ),
         (
             "relay",
             &["accounts", "home", "broker", "store", "net", "supervisor", "exit"],

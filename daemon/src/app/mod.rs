@@ -154,15 +154,25 @@ pub async fn run_with_tap(
     let home = start::home(&store, &broker, started_broker.endpoint, issued, &supervisor).await?;
     let keys = start::rotator(&store).await?;
     let erased = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let discovery = start::discovery(&config, &supervisor, &store, &broker, &home.devices);
-    let matter = match bound.matter {
-        Some(socket) => Some(crate::matter::Matter::start(
+    // The Matter bridge publishes its services through discovery's own
+    // responder, on discovery's interfaces.
+    let (published, publish) = match bound.matter.is_some() {
+        true => {
+            let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+            (Some(rx), Some(tx))
+        }
+        false => (None, None),
+    };
+    let discovery = start::discovery(&config, &supervisor, &store, &broker, &home.devices, published);
+    let matter = match (bound.matter, publish) {
+        (Some(socket), Some(publish)) => Some(crate::matter::Matter::start(
             store.clone(),
             home.devices.clone(),
             socket,
+            publish,
             &supervisor,
         )?),
-        None => None,
+        _ => None,
     };
 
     // The owner's accounts, the voice relay and the dashboard run together:

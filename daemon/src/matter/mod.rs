@@ -19,6 +19,7 @@ use rs_matter::dm::clusters::basic_info::BasicInfoConfig;
 use rs_matter::dm::devices::test::{TEST_PID, TEST_VID};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::discovery::mdns::Service;
 use crate::home::devices::Devices;
 use crate::store::{Actor, AuditEvent, AuditKind, Store, StoreError};
 use crate::supervisor::Supervisor;
@@ -138,6 +139,7 @@ impl Matter {
         store: Arc<Mutex<Store>>,
         devices: Arc<Devices>,
         socket: UdpSocket,
+        publish: tokio::sync::watch::Sender<Vec<Service>>,
         supervisor: &Supervisor,
     ) -> Result<Arc<Matter>, MatterError> {
         let setup = Setup::load_or_create(&mut store.lock().expect("store lock"))?;
@@ -158,6 +160,7 @@ impl Matter {
                         socket,
                         commands: rx,
                         actions,
+                        publish,
                         stop,
                     });
                     let _ = done_tx.send(result);

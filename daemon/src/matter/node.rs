@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 
-use embassy_futures::select::{Either4, select4};
+use embassy_futures::select::{Either5, select5};
 use rs_matter::crypto::{Crypto, default_crypto};
 use rs_matter::dm::clusters::app::on_off::{
     self, EffectVariantEnum, NoLevelControl, OnOffHandler, OnOffHooks, StartUpOnOffEnum,
@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use super::bridge::{Bridged, DEV_TYPE_ON_OFF_PLUG_IN_UNIT, Shape};
 use super::kv::SealedKv;
 use super::{Command, PAIRING_WINDOW_SECS, Setup, Status};
+use crate::discovery::mdns::Service;
 use crate::store::{DeviceId, Store};
 
 /// The Aggregator's endpoint; bridged devices get ids above it.
@@ -306,6 +307,8 @@ pub(super) struct Parts {
     pub socket: UdpSocket,
     pub commands: mpsc::Receiver<Command>,
     pub actions: mpsc::UnboundedSender<Action>,
+    /// What to publish over mDNS, through discovery's responder.
+    pub publish: tokio::sync::watch::Sender<Vec<Service>>,
     pub stop: CancellationToken,
 }
 
@@ -470,17 +473,51 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
         }
     };
 
+    let publish = parts.publish;
+    // After each change rs-matter signals, what it wants published goes
+    // to discovery's responder, which adds the host name and address.
+    let mdns = async {
+        loop {
+            // Rendered outside `mdns_services`, which holds rs-matter's
+            // state that rendering reads again.
+            let mut wanted = Vec::new();
+            matter.mdns_services(|svc| {
+                wanted.push(svc);
+                Ok(())
+            })?;
+            let mut services = Vec::new();
+            for svc in wanted {
+                let mut buf = [0u8; 512];
+                let (s, _) = svc.service(matter, &mut buf)?;
+                services.push(Service {
+                    instance: s.name.to_owned(),
+                    ty: s.service_protocol.to_owned(),
+                    port: s.port,
+                    subtypes: s.service_subtypes.map(str::to_owned).collect(),
+                    txt: s.txt_kvs.map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                });
+            }
+            publish.send_replace(services);
+            matter.transport().wait_mdns().await;
+        }
+    };
+
     let result = async_io::block_on(async {
         im.startup().await?;
-        match select4(
+        match select5(
             matter.run(&crypto, &socket, &socket, NoNetwork),
             responder.run::<4, 4>(),
             im.run(),
             control,
+            mdns,
         )
         .await
         {
-            Either4::First(r) | Either4::Second(r) | Either4::Third(r) | Either4::Fourth(r) => r,
+            Either5::First(r)
+            | Either5::Second(r)
+            | Either5::Third(r)
+            | Either5::Fourth(r)
+            | Either5::Fifth(r) => r,
         }
     });
     result.map_err(err)
@@ -536,6 +573,7 @@ mod tests {
         let socket = UdpSocket::bind("[::1]:0").unwrap();
         let (tx, rx) = mpsc::channel(4);
         let (actions, _actions) = mpsc::unbounded_channel();
+        let (publish, published) = tokio::sync::watch::channel(Vec::new());
         let stop = CancellationToken::new();
         let parts = Parts {
             store: store.clone(),
@@ -543,6 +581,7 @@ mod tests {
             socket,
             commands: rx,
             actions,
+            publish,
             stop: stop.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -586,6 +625,26 @@ mod tests {
                 answer.await.unwrap().unwrap();
             }
             assert!(status().await.pairing_open);
+            // Pairing open: `_matterc._udp` goes to discovery's responder.
+            let mut published = published;
+            let service = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                loop {
+                    if let Some(s) = published.borrow_and_update().first().cloned() {
+                        break s;
+                    }
+                    published.changed().await.unwrap();
+                }
+            })
+            .await
+            .unwrap();
+            assert_eq!(service.ty, "_matterc._udp");
+            assert_eq!(service.instance.len(), 16);
+            assert!(
+                service.subtypes.iter().any(|s| s.starts_with("_L")),
+                "{:?}",
+                service.subtypes
+            );
+            assert!(service.txt.iter().any(|(k, _)| k == "D"));
         });
         stop.cancel();
         thread.join().unwrap().unwrap();
