@@ -204,6 +204,9 @@ pub struct Engine {
     ifaces: Vec<Iface>,
     types: Vec<(String, Name)>,
     own: Option<Own>,
+    /// The published services last announced, to say goodbye to those
+    /// that go.
+    published: Vec<Service>,
     cache: Cache,
     tx: mpsc::Sender<Advert>,
     stats: Arc<DiscoveryStats>,
@@ -229,6 +232,7 @@ impl Engine {
                 .map(|t| (t.clone(), Name::dotted(&format!("{t}.local"))))
                 .collect(),
             own,
+            published: Vec::new(),
             cache: Cache::default(),
             tx,
             stats,
@@ -268,14 +272,16 @@ impl Engine {
                     browse_every = (browse_every * 2).min(MAX_BROWSE_INTERVAL);
                 }
                 changed = dynamic_changed(&mut self.own) => {
-                    if changed {
-                        // New or changed services: announce them afresh.
-                        announcements = 0;
-                        next_announce = Instant::now();
-                    } else if let Some(own) = &mut self.own {
+                    if !changed && let Some(own) = &mut self.own {
                         // Their publisher stopped: nothing more will come.
                         own.dynamic = None;
                     }
+                    let now = self.own.as_ref().map(Own::dynamic_services).unwrap_or_default();
+                    self.goodbye_gone(&now).await;
+                    self.published = now;
+                    // What is left or new: announced afresh.
+                    announcements = 0;
+                    next_announce = Instant::now();
                 }
                 _ = tokio::time::sleep_until(next_announce), if announcements < 2 => {
                     self.announce(OTHER_TTL, HOST_TTL).await;
@@ -324,6 +330,23 @@ impl Engine {
     async fn browse(&mut self) {
         let questions: Vec<(&Name, u16)> = self.types.iter().map(|(_, n)| (n, PTR)).collect();
         let packet = wire::query(&questions);
+        for i in 0..self.ifaces.len() {
+            self.send_multicast(i, &packet).await;
+        }
+    }
+
+    /// Goodbyes (TTL 0) for the published services not in `now`.
+    async fn goodbye_gone(&mut self, now: &[Service]) {
+        let Some(own) = &self.own else { return };
+        let mut records = Vec::new();
+        for gone in self.published.iter().filter(|s| !now.contains(s)) {
+            records.push(ptr(&gone.type_name(), gone.full(), 0));
+            gone.records(&own.host, 0, 0, &mut records);
+        }
+        if records.is_empty() {
+            return;
+        }
+        let packet = wire::response(0, &[], &records, &[]);
         for i in 0..self.ifaces.len() {
             self.send_multicast(i, &packet).await;
         }
