@@ -164,6 +164,11 @@ pub async fn run_with_tap(
         false => (None, None),
     };
     let discovery = start::discovery(&config, &supervisor, &store, &broker, &home.devices, published);
+    if bound.matter.is_some() && discovery.is_none() {
+        tracing::warn!(
+            "the Matter bridge runs without mDNS (discovery is off or failed): controllers will not find it"
+        );
+    }
     let matter = match (bound.matter, publish) {
         (Some(socket), Some(publish)) => Some(crate::matter::Matter::start(
             store.clone(),
