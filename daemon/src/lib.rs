@@ -12,6 +12,7 @@ pub mod config;
 pub mod discovery;
 pub mod exit;
 pub mod home;
+pub mod matter;
 pub mod net;
 pub mod relay;
 pub mod safety;
@@ -35,6 +36,7 @@ mod arrows {
         "safety",
         "relay",
         "discovery",
+        "matter",
         "home",
         "broker",
         "accounts",
@@ -55,6 +57,10 @@ mod arrows {
         ("broker", &["store", "net", "supervisor", "exit"]),
         ("home", &["broker", "store", "net", "supervisor", "exit"]),
         ("discovery", &["home", "store", "net", "supervisor", "exit"]),
+        (
+            "matter",
+            &["home", "discovery", "store", "net", "supervisor", "exit"],
+        ),
         (
             "relay",
             &["accounts", "home", "broker", "store", "net", "supervisor", "exit"],
@@ -89,7 +95,16 @@ mod arrows {
         ),
         (
             "config",
-            &["broker", "discovery", "relay", "web", "store", "net", "exit"],
+            &[
+                "broker",
+                "discovery",
+                "matter",
+                "relay",
+                "web",
+                "store",
+                "net",
+                "exit",
+            ],
         ),
         ("sim", &["home", "broker", "store", "exit"]),
         ("app", PARTS),

@@ -112,6 +112,10 @@ pub enum Request {
         #[serde(default)]
         require_new_password: bool,
     },
+    /// Open Matter pairing for 15 minutes and answer the codes.
+    MatterPair,
+    /// The Matter bridge's counts.
+    MatterStatus,
 }
 
 /// Which integrations may see a device.
@@ -170,6 +174,8 @@ pub struct Admin {
     pub broker: Arc<Broker>,
     pub discovery: Option<Arc<crate::discovery::DiscoveryStats>>,
     pub web: Vec<std::net::SocketAddr>,
+    /// The Matter bridge; `None` unless `[matter] enabled`.
+    pub matter: Option<Arc<crate::matter::Matter>>,
 }
 
 impl Admin {
@@ -442,6 +448,31 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 })
                 .await,
         ),
+        r @ (Request::MatterPair | Request::MatterStatus) => {
+            let Some(matter) = admin.matter.clone() else {
+                return answer::<()>(Err(DeviceError::Invalid(
+                    "the Matter bridge is off: set enabled = true under [matter] and restart hearth".into(),
+                )));
+            };
+            let result = match r {
+                Request::MatterPair => matter.open_pairing(Actor::Cli).await.map(|c| {
+                    serde_json::json!({
+                        "manual_code": c.manual,
+                        "manual_code_pretty": c.manual_pretty,
+                        "qr": c.qr,
+                        "open_secs": crate::matter::PAIRING_WINDOW_SECS,
+                    })
+                }),
+                _ => matter
+                    .status()
+                    .await
+                    .map(|s| serde_json::to_value(s).expect("status serialises")),
+            };
+            answer(result.map_err(|e| match e {
+                crate::matter::MatterError::Store(s) => DeviceError::Store(s),
+                e => DeviceError::Internal(e.to_string()),
+            }))
+        }
         r @ (Request::RelayStatus | Request::RelayEnable | Request::RelayDisable) => {
             let Some(relay) = admin.relay.clone() else {
                 return answer::<()>(Err(DeviceError::Invalid(

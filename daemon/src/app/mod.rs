@@ -40,6 +40,8 @@ pub enum DaemonError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    Matter(#[from] crate::matter::MatterError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -52,6 +54,8 @@ impl DaemonError {
             DaemonError::Broker(BrokerError::EnvOverride(_)) => ExitCode::Usage,
             DaemonError::Broker(BrokerError::Tls(_)) => ExitCode::DataErr,
             DaemonError::Admin(e) => e.exit_code(),
+            DaemonError::Matter(crate::matter::MatterError::Bind { .. }) => ExitCode::Unavailable,
+            DaemonError::Matter(crate::matter::MatterError::Store(e)) => e.exit_code(),
             _ => ExitCode::Software,
         }
     }
@@ -67,6 +71,8 @@ pub struct Bound {
     pub admin: tokio::net::UnixListener,
     /// The dashboard (HTTPS).
     pub web: Vec<std::net::TcpListener>,
+    /// Matter's UDP socket, when `[matter] enabled`.
+    pub matter: Option<std::net::UdpSocket>,
 }
 
 /// The broker address hearth tells Home Assistant and prints: the configured
@@ -148,7 +154,31 @@ pub async fn run_with_tap(
     let home = start::home(&store, &broker, started_broker.endpoint, issued, &supervisor).await?;
     let keys = start::rotator(&store).await?;
     let erased = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let discovery = start::discovery(&config, &supervisor, &store, &broker, &home.devices);
+    // The Matter bridge publishes its services through discovery's own
+    // responder, on discovery's interfaces.
+    let (published, publish) = match bound.matter.is_some() {
+        true => {
+            let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+            (Some(rx), Some(tx))
+        }
+        false => (None, None),
+    };
+    let discovery = start::discovery(&config, &supervisor, &store, &broker, &home.devices, published);
+    if bound.matter.is_some() && discovery.is_none() {
+        tracing::warn!(
+            "the Matter bridge runs without mDNS (discovery is off or failed): controllers will not find it"
+        );
+    }
+    let matter = match (bound.matter, publish) {
+        (Some(socket), Some(publish)) => Some(crate::matter::Matter::start(
+            store.clone(),
+            home.devices.clone(),
+            socket,
+            publish,
+            &supervisor,
+        )?),
+        _ => None,
+    };
 
     // The owner's accounts, the voice relay and the dashboard run together:
     // the relay's consent and the owner's sign-in are the dashboard's pages.
@@ -186,6 +216,7 @@ pub async fn run_with_tap(
         broker: broker.clone(),
         discovery,
         web: web.as_ref().map(|w| w.addrs().to_vec()).unwrap_or_default(),
+        matter,
     };
     start::admin(admin, bound.admin, &supervisor);
     start::renewal(&store, &broker, web, &data_dir, names, &supervisor);

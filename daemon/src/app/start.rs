@@ -219,6 +219,7 @@ pub(super) fn discovery(
     store: &Arc<Mutex<Store>>,
     broker: &Broker,
     devices: &Devices,
+    published: Option<tokio::sync::watch::Receiver<Vec<crate::discovery::mdns::Service>>>,
 ) -> Option<Arc<DiscoveryStats>> {
     if !config.discovery.enabled {
         return None;
@@ -230,6 +231,7 @@ pub(super) fn discovery(
         store.clone(),
         port,
         devices.change_notifier(),
+        published,
     ) {
         Ok(stats) => Some(stats),
         Err(error) => {

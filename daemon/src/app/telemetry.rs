@@ -12,8 +12,9 @@ use crate::config::{LogConfig, LogFormat};
 /// Log targets that never reach hearth's log, whatever `RUST_LOG` says: the
 /// broker crate and its plugins write client ids, addresses, usernames and
 /// the very topic filters a client sent (newlines included, so a client
-/// could forge a log line).
-const SILENCED: &[&str] = &["rmqtt"];
+/// could forge a log line). The Matter stack logs peers' addresses, and
+/// prints pairing codes in places.
+const SILENCED: &[&str] = &["rmqtt", "rs_matter"];
 
 /// Whether a log event from `target` may be written at all.
 fn allowed(target: &str) -> bool {
@@ -66,6 +67,8 @@ mod tests {
             "rmqtt_codec::v3",
             "rmqtt_retainer",
             "rmqtt_bridge_egress_mqtt",
+            "rs_matter",
+            "rs_matter::transport::core",
         ] {
             assert!(!super::allowed(target), "{target}");
         }

@@ -1,9 +1,10 @@
 //! Commands that ask the running daemon through its admin socket and
-//! print the answer: `status`, `audit verify`, `relay`, `homeassistant`.
+//! print the answer: `status`, `audit verify`, `relay`, `matter`,
+//! `homeassistant`.
 
 use super::{
-    AdminArgs, Config, HomeAssistantCommand, RelayCommand, Request, StoreError, admin_request, open_offline,
-    print_json, resolve_data_dir,
+    AdminArgs, Config, HomeAssistantCommand, MatterCommand, RelayCommand, Request, StoreError, admin_request,
+    open_offline, print_json, resolve_data_dir,
 };
 
 pub(super) fn audit_verify(args: &AdminArgs) -> anyhow::Result<()> {
@@ -63,6 +64,38 @@ pub(super) fn relay(cmd: RelayCommand) -> anyhow::Result<()> {
             None if v["enabled"] == true => println!("voice relay enabled, but not listening: see the log"),
             None => println!("voice relay off: nothing listens"),
         }
+    }
+    Ok(())
+}
+
+pub(super) fn matter(cmd: MatterCommand) -> anyhow::Result<()> {
+    let (admin, request) = match cmd {
+        MatterCommand::Pair(a) => (a, Request::MatterPair),
+        MatterCommand::Status(a) => (a, Request::MatterStatus),
+    };
+    let v = admin_request(&admin, &request)?;
+    if admin.json {
+        print_json(&v);
+    } else if let Some(code) = v["manual_code_pretty"].as_str() {
+        let mins = v["open_secs"].as_u64().unwrap_or(0) / 60;
+        println!(
+            "Matter pairing is open for {mins} minutes. In your controller's app, add a Matter device and"
+        );
+        println!("enter the setup code {code}");
+        println!("or use the QR code's text: {}", v["qr"].as_str().unwrap_or(""));
+        println!("The controller will warn that the bridge is not certified (test vendor).");
+    } else {
+        println!(
+            "Matter bridge on UDP port {}: {} device(s) bridged, {} controller(s) paired; pairing {}",
+            v["port"],
+            v["bridged"],
+            v["fabrics"],
+            if v["pairing_open"] == true {
+                "open"
+            } else {
+                "closed"
+            }
+        );
     }
     Ok(())
 }

@@ -125,6 +125,14 @@ pub(super) fn serve(config: Config, data_dir: DataDir, demo: Option<demo::Option
     } else {
         Vec::new()
     };
+    let matter = if config.matter.enabled {
+        Some(crate::matter::bind(config.matter.port).map_err(|e| {
+            anyhow::Error::from(app::DaemonError::Matter(e))
+                .context("change matter.port or stop what uses the port")
+        })?)
+    } else {
+        None
+    };
 
     let runtime = if config.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -146,6 +154,7 @@ pub(super) fn serve(config: Config, data_dir: DataDir, demo: Option<demo::Option
             mqtt_plain,
             admin,
             web,
+            matter,
         };
         let dir = data_dir.path().to_path_buf();
         // The demo's simulated firmware learns each credential that

@@ -11,7 +11,7 @@ mod demo;
 mod devices;
 mod offline;
 
-use self::ask::{audit_verify, homeassistant, relay, status};
+use self::ask::{audit_verify, homeassistant, matter, relay, status};
 pub use self::daemon::resolve_data_dir;
 use self::daemon::{check_config, init, run, serve};
 use self::devices::{devices, print_provisioning};
@@ -69,6 +69,10 @@ pub enum Command {
     /// (linking an assistant still needs the owner's password and TOTP).
     #[command(subcommand)]
     Relay(RelayCommand),
+    /// Pair hearth with a Matter controller (Apple Home, Google Home,
+    /// Alexa, Home Assistant), on a running hearth with `[matter] enabled`.
+    #[command(subcommand)]
+    Matter(MatterCommand),
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -213,6 +217,16 @@ pub enum RelayCommand {
     /// Stop listening; links and their tokens are kept.
     Disable(AdminArgs),
     /// Show whether it is on and where it listens.
+    Status(AdminArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MatterCommand {
+    /// Open pairing for 15 minutes (audited) and print the setup codes:
+    /// the 11-digit manual code and the QR code's `MT:` text. Pairing closes
+    /// once a controller has joined.
+    Pair(AdminArgs),
+    /// Show how many controllers are paired and whether pairing is open.
     Status(AdminArgs),
 }
 
@@ -440,6 +454,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Devices(cmd) => devices(cmd),
         Command::Integrations(IntegrationsCommand::Homeassistant(cmd)) => homeassistant(cmd),
         Command::Relay(cmd) => relay(cmd),
+        Command::Matter(cmd) => matter(cmd),
         Command::Audit(AuditCommand::Verify(args)) => audit_verify(&args),
         Command::Erase { args, yes } => erase(&args, yes),
         Command::Keys(KeysCommand::Rotate { args, json }) => keys_rotate(&args, json),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::broker::BridgeConfig;
+use crate::matter::MatterConfig;
 use crate::relay::RelayConfig;
 use crate::web::metrics::MetricsAccess;
 
@@ -57,6 +58,24 @@ pub struct RawConfig {
     pub discovery: RawDiscovery,
     pub web: RawWeb,
     pub relay: RawRelay,
+    pub matter: RawMatter,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMatter {
+    pub enabled: bool,
+    pub port: u16,
+}
+
+impl Default for RawMatter {
+    fn default() -> Self {
+        let d = MatterConfig::default();
+        RawMatter {
+            enabled: d.enabled,
+            port: d.port,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -322,6 +341,7 @@ pub struct Config {
     pub discovery: crate::discovery::DiscoveryConfig,
     pub web: WebConfig,
     pub relay: RelayConfig,
+    pub matter: MatterConfig,
     raw: RawConfig,
 }
 
@@ -426,7 +446,19 @@ impl Config {
         let discovery = validate_discovery(&raw.discovery)?;
         let web = validate_web(&raw.web)?;
         let relay = validate_relay(&raw.relay)?;
+        if raw.matter.port == 0 {
+            return Err(invalid(
+                "matter.port",
+                "0 is not a port",
+                "use Matter's own port, 5540, or another from 1 to 65535",
+            ));
+        }
+        let matter = MatterConfig {
+            enabled: raw.matter.enabled,
+            port: raw.matter.port,
+        };
         Ok(Config {
+            matter,
             bridge,
             discovery,
             web,
@@ -1068,6 +1100,13 @@ mod tests {
             Err(("relay.token_rate_per_sec", "out of range")),
         );
         check("[relay]\nopen = true", Err(("open", "unknown field")));
+        check("[matter]\nenabled = true\nport = 5541", Ok(()));
+        check("[matter]\nport = 0", Err(("matter.port", "not a port")));
+        check(
+            "[matter]\npasscode = 20202021",
+            Err(("passcode", "unknown field")),
+        );
+        check("[matter]\nport = 70000", Err(("port", "invalid value")));
         check("[web]\nmetrics = \"token\"", Ok(()));
         check("[web]\nmetrics = \"off\"", Ok(()));
         check(

@@ -123,6 +123,79 @@ pub struct Own {
     pub instance: String,
     /// Service type (`_hearth._tcp`) and port.
     pub services: Vec<(String, u16)>,
+    /// Services another part publishes while it runs (the Matter bridge's
+    /// `_matterc._udp` while pairing is open, `_matter._tcp` per fabric),
+    /// each under its own instance name, with subtypes and TXT.
+    pub dynamic: Option<tokio::sync::watch::Receiver<Vec<Service>>>,
+}
+
+/// One service published for another part.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Service {
+    pub instance: String,
+    /// `_matterc._udp`
+    pub ty: String,
+    pub port: u16,
+    /// `_L3840`, answered as `_L3840._sub._matterc._udp.local`.
+    pub subtypes: Vec<String>,
+    pub txt: Vec<(String, String)>,
+}
+
+impl Service {
+    fn type_name(&self) -> Name {
+        Name::dotted(&format!("{}.local", self.ty))
+    }
+
+    fn full(&self) -> Name {
+        Name::prefixed(&self.instance, &self.type_name())
+    }
+
+    /// Answers `q` if it asks for this service: a PTR for its type or one
+    /// of its subtypes, or its SRV or TXT; whether it did.
+    fn answer(&self, q: &Question, host: &Name, answers: &mut Vec<Record>, extra: &mut Vec<Record>) -> bool {
+        let wants = |t: u16| q.qtype == t || q.qtype == ANY;
+        let subtype = self
+            .subtypes
+            .iter()
+            .any(|sub| q.name == Name::dotted(&format!("{sub}._sub.{}.local", self.ty)));
+        if (q.name == self.type_name() || subtype) && wants(PTR) {
+            answers.push(ptr(&q.name, self.full(), OTHER_TTL));
+            self.records(host, OTHER_TTL, HOST_TTL, extra);
+            true
+        } else if q.name == self.full() && (wants(SRV) || wants(TXT)) {
+            let mut records = Vec::new();
+            self.records(host, OTHER_TTL, HOST_TTL, &mut records);
+            answers.extend(records.into_iter().filter(|r| wants(r.rtype)));
+            true
+        } else {
+            false
+        }
+    }
+
+    fn records(&self, host: &Name, ttl: u32, host_ttl: u32, out: &mut Vec<Record>) {
+        out.push(Record {
+            name: self.full(),
+            rtype: SRV,
+            flush: true,
+            ttl: host_ttl,
+            data: Data::Srv {
+                port: self.port,
+                target: host.clone(),
+            },
+        });
+        out.push(Record {
+            name: self.full(),
+            rtype: TXT,
+            flush: true,
+            ttl,
+            data: Data::Txt(
+                self.txt
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}").into_bytes())
+                    .collect(),
+            ),
+        });
+    }
 }
 
 pub struct Engine {
@@ -131,6 +204,9 @@ pub struct Engine {
     ifaces: Vec<Iface>,
     types: Vec<(String, Name)>,
     own: Option<Own>,
+    /// The published services last announced, to say goodbye to those
+    /// that go.
+    published: Vec<Service>,
     cache: Cache,
     tx: mpsc::Sender<Advert>,
     stats: Arc<DiscoveryStats>,
@@ -156,6 +232,7 @@ impl Engine {
                 .map(|t| (t.clone(), Name::dotted(&format!("{t}.local"))))
                 .collect(),
             own,
+            published: Vec::new(),
             cache: Cache::default(),
             tx,
             stats,
@@ -193,6 +270,18 @@ impl Engine {
                     self.browse().await;
                     next_browse = Instant::now() + browse_every;
                     browse_every = (browse_every * 2).min(MAX_BROWSE_INTERVAL);
+                }
+                changed = dynamic_changed(&mut self.own) => {
+                    if !changed && let Some(own) = &mut self.own {
+                        // Their publisher stopped: nothing more will come.
+                        own.dynamic = None;
+                    }
+                    let now = self.own.as_ref().map(Own::dynamic_services).unwrap_or_default();
+                    self.goodbye_gone(&now).await;
+                    self.published = now;
+                    // What is left or new: announced afresh.
+                    announcements = 0;
+                    next_announce = Instant::now();
                 }
                 _ = tokio::time::sleep_until(next_announce), if announcements < 2 => {
                     self.announce(OTHER_TTL, HOST_TTL).await;
@@ -246,12 +335,33 @@ impl Engine {
         }
     }
 
+    /// Goodbyes (TTL 0) for the published services not in `now`.
+    async fn goodbye_gone(&mut self, now: &[Service]) {
+        let Some(own) = &self.own else { return };
+        let mut records = Vec::new();
+        for gone in self.published.iter().filter(|s| !now.contains(s)) {
+            records.push(ptr(&gone.type_name(), gone.full(), 0));
+            gone.records(&own.host, 0, 0, &mut records);
+        }
+        if records.is_empty() {
+            return;
+        }
+        let packet = wire::response(0, &[], &records, &[]);
+        for i in 0..self.ifaces.len() {
+            self.send_multicast(i, &packet).await;
+        }
+    }
+
     async fn announce(&mut self, ttl: u32, host_ttl: u32) {
         let Some(own) = &self.own else { return };
         for i in 0..self.ifaces.len() {
             let mut records = Vec::new();
             for (ty, port) in &own.services {
                 own.service_records(ty, *port, ttl, host_ttl, &mut records);
+            }
+            for service in own.dynamic_services() {
+                records.push(ptr(&service.type_name(), service.full(), ttl));
+                service.records(&own.host, ttl, host_ttl, &mut records);
             }
             records.push(own.address(self.ifaces[i].addr, host_ttl));
             let packet = wire::response(0, &[], &records, &[]);
@@ -371,6 +481,14 @@ impl Engine {
                     extra.push(own.address(addr, HOST_TTL));
                 }
             }
+            for service in own.dynamic_services() {
+                if q.name == meta && wants(PTR) {
+                    answers.push(ptr(&meta, service.type_name(), OTHER_TTL));
+                }
+                if service.answer(q, &own.host, &mut answers, &mut extra) {
+                    extra.push(own.address(addr, HOST_TTL));
+                }
+            }
             if q.name == own.host && wants(A) {
                 answers.push(own.address(addr, HOST_TTL));
             }
@@ -402,6 +520,15 @@ impl Engine {
     }
 }
 
+/// Whether the dynamic services changed (`false` once their publisher is
+/// gone); pends forever when there are none.
+async fn dynamic_changed(own: &mut Option<Own>) -> bool {
+    match own.as_mut().and_then(|o| o.dynamic.as_mut()) {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
 fn ptr(name: &Name, target: Name, ttl: u32) -> Record {
     Record {
         name: name.clone(),
@@ -413,6 +540,14 @@ fn ptr(name: &Name, target: Name, ttl: u32) -> Record {
 }
 
 impl Own {
+    /// What other parts publish now.
+    fn dynamic_services(&self) -> Vec<Service> {
+        self.dynamic
+            .as_ref()
+            .map(|d| d.borrow().clone())
+            .unwrap_or_default()
+    }
+
     fn service_records(&self, ty: &str, port: u16, ttl: u32, host_ttl: u32, out: &mut Vec<Record>) {
         let type_name = Name::dotted(&format!("{ty}.local"));
         let full = Name::prefixed(&self.instance, &type_name);
@@ -702,6 +837,56 @@ fn key_value(s: &[u8]) -> (String, String) {
 mod tests {
     use super::*;
     use crate::discovery::wire::AAAA;
+
+    /// A published service answers for its type and each subtype with a
+    /// PTR (SRV and TXT beside it), for its own name with SRV or TXT, and
+    /// stays silent otherwise; its TXT survives the wire.
+    #[test]
+    fn published_services_answer_their_type_subtypes_and_name() {
+        let service = Service {
+            instance: "0123456789ABCDEF".into(),
+            ty: "_matterc._udp".into(),
+            port: 5540,
+            subtypes: vec!["_L840".into(), "_CM".into()],
+            txt: vec![("D".into(), "840".into()), ("CM".into(), "1".into())],
+        };
+        let host = Name::dotted("hub.local");
+        let full = Name::dotted("0123456789ABCDEF._matterc._udp.local");
+        let ask = |name: &str, qtype: u16| {
+            let (mut answers, mut extra) = (Vec::new(), Vec::new());
+            let q = Question {
+                name: Name::dotted(name),
+                qtype,
+            };
+            let answered = service.answer(&q, &host, &mut answers, &mut extra);
+            (answered, answers, extra)
+        };
+        for name in [
+            "_matterc._udp.local",
+            "_L840._sub._matterc._udp.local",
+            "_CM._sub._matterc._udp.local",
+        ] {
+            let (answered, answers, extra) = ask(name, PTR);
+            assert!(answered, "{name}");
+            assert_eq!(answers.len(), 1);
+            assert!(matches!(&answers[0].data, Data::Ptr(t) if *t == full));
+            assert_eq!(extra.len(), 2, "SRV and TXT beside it");
+        }
+        assert!(!ask("_L841._sub._matterc._udp.local", PTR).0);
+        assert!(!ask("_matter._tcp.local", PTR).0);
+        assert!(!ask("_matterc._udp.local", A).0);
+        let (answered, answers, _) = ask("0123456789ABCDEF._matterc._udp.local", SRV);
+        assert!(answered);
+        assert_eq!(answers.len(), 1);
+        assert!(matches!(&answers[0].data, Data::Srv { port: 5540, target } if *target == host));
+        let (_, answers, _) = ask("0123456789ABCDEF._matterc._udp.local", TXT);
+        let packet = wire::response(0, &[], &answers, &[]);
+        let parsed = wire::parse(&packet).unwrap();
+        let Data::Txt(t) = &parsed.records[0].data else {
+            panic!("not a TXT record")
+        };
+        assert_eq!(t, &vec![b"D=840".to_vec(), b"CM=1".to_vec()]);
+    }
 
     fn types() -> Vec<(String, Name)> {
         ["_hap._tcp", "_shelly._tcp"]

@@ -160,14 +160,23 @@ pub fn start(
     store: Arc<Mutex<Store>>,
     mqtt_port: Option<u16>,
     changes: tokio::sync::watch::Sender<u64>,
+    published: Option<tokio::sync::watch::Receiver<Vec<mdns::Service>>>,
 ) -> Result<Arc<DiscoveryStats>, DiscoveryError> {
     let stats = Arc::new(DiscoveryStats::default());
     let socket = mdns::bind().map_err(DiscoveryError::Bind)?;
     let (tx, rx) = mpsc::channel::<Advert>(QUEUE);
-    let own = match (config.advertise, mqtt_port) {
+    let mut own = match (config.advertise, mqtt_port) {
         (true, Some(port)) => Some(own_adverts(port)),
+        // Another part's services still need hearth's host name.
+        _ if published.is_some() => Some(mdns::Own {
+            services: Vec::new(),
+            ..own_adverts(0)
+        }),
         _ => None,
     };
+    if let Some(own) = &mut own {
+        own.dynamic = published;
+    }
     let engine = mdns::Engine::new(
         socket,
         config.interfaces.clone(),
@@ -204,6 +213,7 @@ fn own_adverts(port: u16) -> mdns::Own {
         host: wire::Name::dotted(&format!("{host}.local")),
         instance: "hearth".into(),
         services: vec![("_hearth._tcp".into(), port), ("_secure-mqtt._tcp".into(), port)],
+        dynamic: None,
     }
 }
 

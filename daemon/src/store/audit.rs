@@ -182,6 +182,7 @@ kinds! {
     Restored => "restored", "Backup restored";
     BackupRefused => "backup_refused", "Backup refused: the password or code was wrong";
     EraseRefused => "erase_refused", "Erase refused: the password or code was wrong";
+    MatterPairingOpened => "matter_pairing_opened", "Matter pairing opened for 15 minutes";
 }
 
 /// One audit entry to append: the event type, who, how it ended, and a
