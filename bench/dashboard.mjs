@@ -28,15 +28,15 @@
 // Environment: HEARTH_CHROMIUM (default /usr/bin/chromium).
 
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes, X509Certificate } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
+import { CHROMIUM, chromiumArgs, verifiedPeerCertificate, withTimeout } from '../tests/e2e/browser.mjs';
 import { Proc } from '../tests/e2e/proc.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -44,16 +44,6 @@ const ROOT = path.resolve(HERE, '..');
 // playwright-core is the browser tests' dependency (tests/e2e/package.json).
 const { chromium } = createRequire(path.join(ROOT, 'tests', 'e2e', 'package.json'))('playwright-core');
 
-const CHROMIUM = process.env.HEARTH_CHROMIUM ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const TILES = '[data-testid="device-tile"], [data-testid="device-card"]';
 // Devices on Home in the second phase: the demo's, and the rest added by hand.
 const TOTAL = 200;
@@ -82,16 +72,6 @@ function parseArgs(argv) {
   return out;
 }
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: took longer than ${ms} ms`)), ms);
-    }),
-  ]);
-}
-
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -105,23 +85,6 @@ function stats(xs) {
 function machine() {
   const cpu = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m) ?? [])[1] ?? 'unknown CPU';
   return `${cpu.trim()}, ${os.availableParallelism()} cores, ${process.arch}`;
-}
-
-/** The dashboard's certificate, verified with node:tls against `ca`. */
-function verifiedPeerCertificate(url, ca) {
-  const { hostname, port } = new URL(url);
-  return withTimeout(
-    new Promise((resolve, reject) => {
-      const socket = tls.connect({ host: hostname, port: Number(port), ca, rejectUnauthorized: true }, () => {
-        const cert = socket.getPeerX509Certificate();
-        socket.end();
-        resolve(cert);
-      });
-      socket.on('error', reject);
-    }),
-    10_000,
-    `TLS handshake with ${url}`,
-  );
 }
 
 async function devicesList(hearth, dataDir) {
@@ -216,9 +179,8 @@ async function main() {
     // Trust exactly the key of the certificate that chains to the data
     // directory's CA (as tests/e2e/run.mjs does).
     const caPem = fs.readFileSync(path.join(dataDir, 'ca.pem'), 'utf8');
-    const cert = await verifiedPeerCertificate(url, caPem);
+    const { cert } = await verifiedPeerCertificate(url, caPem);
     if (!cert.verify(new X509Certificate(caPem).publicKey)) throw new Error('the dashboard certificate is not signed by the CA in the data directory');
-    const spki = createHash('sha256').update(cert.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
 
     // The demo prints its dashboard line after adopting what it found. On
     // a machine where another demo announces on loopback too, it finds and
@@ -226,7 +188,7 @@ async function main() {
     const demoCount = await adoptedCount(opts.hearth, dataDir);
     if (demoCount < 8) throw new Error(`the demo adopted ${demoCount} devices, not 8`);
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${spki}`] });
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: chromiumArgs(cert) });
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: 'light', locale: 'en-GB' });
     await context.addInitScript(tileClock, TILES);
     const page = await context.newPage();

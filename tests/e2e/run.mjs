@@ -24,12 +24,12 @@ import fs from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
-import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 import { createRequire } from 'node:module';
 
+import { CHROMIUM, chromiumArgs, Failure, verifiedPeerCertificate, withTimeout } from './browser.mjs';
 import { Proc } from './proc.mjs';
 import { base32Decode, selfCheck, timeStep, totpAt } from './totp.mjs';
 
@@ -40,7 +40,6 @@ const BIN = path.resolve(
 );
 const HEARTH = path.join(BIN, 'hearth');
 const SIM = path.join(BIN, 'hearth-sim');
-const CHROMIUM = process.env.HEARTH_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = path.join(HERE, 'artifacts');
 const VERBOSE = process.env.E2E_VERBOSE === '1';
 // axe-core, Deque's accessibility engine, pinned in package-lock.json; its
@@ -50,16 +49,6 @@ const AXE_SOURCE = fs.readFileSync(createRequire(import.meta.url).resolve('axe-c
 
 const DESKTOP = { width: 1280, height: 800 };
 const MOBILE = { width: 390, height: 844 };
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
 // Bounds on every wait.
 const START_TIMEOUT = 90_000; // a debug build of the demo, cold
 const STEP_TIMEOUT = 180_000;
@@ -69,8 +58,6 @@ const DEVICE_TIMEOUT = 30_000;
 const run = promisify(execFile);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const tid = (name) => `[data-testid="${name}"]`;
-
-class Failure extends Error {}
 
 function assert(condition, message) {
   if (!condition) throw new Failure(message);
@@ -97,16 +84,6 @@ async function until(what, fn, { timeout = UI_TIMEOUT, interval = 200 } = {}) {
 /** fetch() from Node, bounded: a server that never answers fails the step. */
 function fetchWithin(url, options = {}) {
   return fetch(url, { ...options, signal: AbortSignal.timeout(UI_TIMEOUT) });
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Failure(`${what}: took longer than ${ms} ms`)), ms);
-    }),
-  ]);
 }
 
 // --- steps and the summary line ------------------------------------------
@@ -142,24 +119,6 @@ async function step(name, fn, { timeout = STEP_TIMEOUT } = {}) {
 async function devicesList(dataDir) {
   const { stdout } = await run(HEARTH, ['devices', 'list', '--json', '--data-dir', dataDir], { timeout: 15_000 });
   return JSON.parse(stdout);
-}
-
-/** Connects with node:tls, verifying the chain against `ca` and the address. */
-function verifiedPeerCertificate(url, ca) {
-  const { hostname, port } = new URL(url);
-  return withTimeout(
-    new Promise((resolve, reject) => {
-      const socket = tls.connect({ host: hostname, port: Number(port), ca, rejectUnauthorized: true }, () => {
-        const cert = socket.getPeerX509Certificate();
-        const protocol = socket.getProtocol();
-        socket.end();
-        resolve({ cert, protocol });
-      });
-      socket.on('error', reject);
-    }),
-    10_000,
-    `TLS handshake with ${url}`,
-  );
 }
 
 function httpsGet(url, ca) {
@@ -353,6 +312,18 @@ async function main() {
   let lastTotpStep = -1;
   let bulbId = null;
   const browserProblems = [];
+  /** Notes a CSP refusal, a script error or a request off `origin`. */
+  const watchProblems = (tab, origin, prefix) => {
+    tab.on('console', (message) => {
+      const text = message.text();
+      if (/Content Security Policy|Refused to|Uncaught/i.test(text)) browserProblems.push(`${prefix}console: ${text}`);
+    });
+    tab.on('pageerror', (error) => browserProblems.push(`${prefix}script error: ${error.message}`));
+    tab.on('request', (request) => {
+      const url = request.url();
+      if (!url.startsWith('data:') && !url.startsWith('blob:') && new URL(url).origin !== origin) browserProblems.push(`${prefix}off-origin request: ${url}`);
+    });
+  };
 
   onFailure = async (name) => {
     if (!page) return;
@@ -402,7 +373,6 @@ async function main() {
       const { cert, protocol } = await verifiedPeerCertificate(dashboard, caPem);
       assert(cert.verify(ca.publicKey), 'the dashboard certificate is not signed by the CA in the data directory');
       assert(['TLSv1.2', 'TLSv1.3'].includes(protocol), `negotiated ${protocol}`);
-      const spki = createHash('sha256').update(cert.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
 
       const served = await httpsGet(new URL('/ca.pem', origin).href, caPem);
       assert(served.status === 200, `GET /ca.pem answered ${served.status}`);
@@ -418,7 +388,7 @@ async function main() {
       context = await chromium.launchPersistentContext(profile, {
         executablePath: CHROMIUM,
         headless: true,
-        args: [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${spki}`],
+        args: chromiumArgs(cert),
         viewport: DESKTOP,
         colorScheme: 'light',
         locale: 'en-GB',
@@ -426,15 +396,7 @@ async function main() {
       });
       page = context.pages()[0] ?? (await context.newPage());
       page.setDefaultTimeout(UI_TIMEOUT);
-      page.on('console', (message) => {
-        const text = message.text();
-        if (/Content Security Policy|Refused to|Uncaught/i.test(text)) browserProblems.push(`console: ${text}`);
-      });
-      page.on('pageerror', (error) => browserProblems.push(`script error: ${error.message}`));
-      page.on('request', (request) => {
-        const url = request.url();
-        if (!url.startsWith('data:') && !url.startsWith('blob:') && new URL(url).origin !== origin) browserProblems.push(`off-origin request: ${url}`);
-      });
+      watchProblems(page, origin, '');
       const response = await page.goto(dashboard, { timeout: UI_TIMEOUT });
       const security = await response.securityDetails();
       assert(security, 'Chromium reports no TLS details for the dashboard');
@@ -1166,26 +1128,17 @@ async function main() {
       await full.waitFor(/^hearth demo is running/, { timeout: START_TIMEOUT, what: 'the demo to finish adopting' });
       const ca = fs.readFileSync(path.join(fullDir, 'ca.pem'), 'utf8');
       const { cert } = await verifiedPeerCertificate(url, ca);
-      const spki = createHash('sha256').update(cert.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
-      const fullOrigin = new URL(url).origin;
       fullContext = await chromium.launchPersistentContext(path.join(tmp, 'chromium-full'), {
         executablePath: CHROMIUM,
         headless: true,
-        args: [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${spki}`],
+        args: chromiumArgs(cert),
         viewport: MOBILE,
         colorScheme: 'light',
         locale: 'en-GB',
       });
       const p = fullContext.pages()[0] ?? (await fullContext.newPage());
       p.setDefaultTimeout(UI_TIMEOUT);
-      p.on('pageerror', (error) => browserProblems.push(`full demo: script error: ${error.message}`));
-      p.on('console', (message) => {
-        if (/Content Security Policy|Refused to|Uncaught/i.test(message.text())) browserProblems.push(`full demo: console: ${message.text()}`);
-      });
-      p.on('request', (request) => {
-        const u = request.url();
-        if (!u.startsWith('data:') && !u.startsWith('blob:') && new URL(u).origin !== fullOrigin) browserProblems.push(`full demo: off-origin request: ${u}`);
-      });
+      watchProblems(p, new URL(url).origin, 'full demo: ');
       await p.goto(url);
       await p.fill(tid('setup-code'), code);
       await p.fill(tid('setup-username'), 'owner');

@@ -86,10 +86,10 @@ pub(super) fn matter(cmd: MatterCommand) -> anyhow::Result<()> {
         println!("The controller will warn that the bridge is not certified (test vendor).");
     } else {
         println!(
-            "Matter bridge on UDP port {}: {} device(s) bridged, {} controller(s) paired; pairing {}",
+            "Matter bridge on UDP port {}: {} bridged, {} paired; pairing {}",
             v["port"],
-            v["bridged"],
-            v["fabrics"],
+            super::count(&v["bridged"], "device"),
+            super::count(&v["fabrics"], "controller"),
             if v["pairing_open"] == true {
                 "open"
             } else {

@@ -1026,6 +1026,27 @@ mod tests {
 
     /// Devices over a fresh store and a broker that listens nowhere, with
     /// one pending bulb.
+    /// Live state attached and kept in step with the list, as the daemon
+    /// runs it, once it tracks `id`; cancel the token and await the handle
+    /// to stop it.
+    async fn follow_live(
+        devices: &Arc<Devices>,
+        id: &DeviceId,
+    ) -> (
+        Arc<LiveState>,
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let live = Arc::new(LiveState::new());
+        devices.attach_live(live.clone());
+        let token = tokio_util::sync::CancellationToken::new();
+        let follow = tokio::spawn(keep_live_in_step(live.clone(), devices.clone(), token.clone()));
+        while live.get(id).is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        (live, token, follow)
+    }
+
     async fn pending_device() -> (tempfile::TempDir, Devices, DeviceId) {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("d");
@@ -1109,13 +1130,7 @@ mod tests {
         let devices = Arc::new(devices);
         devices.adopt(adopt(&id), Actor::Cli).await.unwrap();
         // Live state runs as the daemon runs it.
-        let live = Arc::new(LiveState::new());
-        devices.attach_live(live.clone());
-        let token = tokio_util::sync::CancellationToken::new();
-        let follow = tokio::spawn(keep_live_in_step(live.clone(), devices.clone(), token.clone()));
-        while live.get(&id).is_none() {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        let (live, token, follow) = follow_live(&devices, &id).await;
         let on = vendor::StateUpdate {
             power: Some(true),
             ..vendor::StateUpdate::default()
@@ -1203,13 +1218,7 @@ mod tests {
         // Before live state tracks it, nothing is claimed.
         assert_eq!(listed(devices.list().await.unwrap()), (false, None, None, None));
 
-        let live = Arc::new(LiveState::new());
-        devices.attach_live(live.clone());
-        let token = tokio_util::sync::CancellationToken::new();
-        let follow = tokio::spawn(keep_live_in_step(live.clone(), devices.clone(), token.clone()));
-        while live.get(&id).is_none() {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        let (live, token, follow) = follow_live(&devices, &id).await;
         let report = vendor::StateUpdate {
             online: Some(true),
             power: Some(true),
