@@ -9,6 +9,7 @@
 
 pub mod bridge;
 pub mod codes;
+pub mod fabrics;
 pub mod kv;
 mod node;
 
@@ -25,6 +26,7 @@ use crate::store::{Actor, AuditEvent, AuditKind, Store, StoreError};
 use crate::supervisor::Supervisor;
 
 pub use self::codes::{Codes, Setup};
+pub use self::fabrics::Fabric;
 
 /// Matter's own UDP port.
 pub const DEFAULT_PORT: u16 = rs_matter::MATTER_PORT;
@@ -97,6 +99,13 @@ pub(crate) enum Command {
     Status(oneshot::Sender<Status>),
     /// The devices to bridge now, each with its endpoint.
     Bridge(Vec<(u16, bridge::Bridged)>),
+    /// The controllers (fabrics) that have joined.
+    Fabrics(oneshot::Sender<Vec<fabrics::Joined>>),
+    /// Removes one fabric (`Some(index)`) or all of them, and closes
+    /// every session: how many went.
+    RemoveFabrics(Option<u8>, oneshot::Sender<Result<usize, String>>),
+    /// Closes pairing if it is open: whether it was.
+    ClosePairing(oneshot::Sender<Result<bool, String>>),
 }
 
 /// What `hearth matter status` shows: counts only.
@@ -186,6 +195,8 @@ impl Matter {
         });
         {
             let devices = devices.clone();
+            let store = store.clone();
+            let store_for_audit = store.clone();
             supervisor.spawn("matter-actions", move |token| async move {
                 // A controller's command goes through the same service as
                 // the relay's and the dashboard's.
@@ -201,6 +212,31 @@ impl Matter {
                         node::Action::Power(id, on) => {
                             if let Err(error) = devices.set_power(&id, on).await {
                                 tracing::warn!(device = %id, %error, "matter: a controller's command was not carried out");
+                            }
+                        }
+                        node::Action::PairingClosed { joined } => {
+                            let detail = if joined { "a controller joined" } else { "the 15 minutes ran out" };
+                            audit_blocking(&store, AuditEvent::ok(AuditKind::MatterPairingClosed, Actor::Hearth, detail)).await;
+                        }
+                        node::Action::Fabrics(joined) => {
+                            let store = store.clone();
+                            let added = tokio::task::spawn_blocking(move || {
+                                fabrics::record(&mut store.lock().expect("store lock"), &joined)
+                            })
+                            .await;
+                            match added {
+                                Ok(Ok(added)) => {
+                                    for index in added {
+                                        audit_blocking(&store_for_audit, AuditEvent::ok(
+                                            AuditKind::MatterControllerAdded,
+                                            Actor::Hearth,
+                                            format!("fabric {index}"),
+                                        ))
+                                        .await;
+                                    }
+                                }
+                                Ok(Err(error)) => tracing::error!(%error, "matter: the controllers' record could not be saved"),
+                                Err(_) => {}
                             }
                         }
                     }
@@ -253,6 +289,93 @@ impl Matter {
         Ok(self.codes())
     }
 
+    /// Closes pairing before its 15 minutes are up, audited; whether it
+    /// was open.
+    pub async fn close_pairing(&self, by: Actor) -> Result<bool, MatterError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(Command::ClosePairing(tx)).await?;
+        let closed = rx
+            .await
+            .map_err(|_| MatterError::Stopped)?
+            .map_err(MatterError::Stack)?;
+        if closed {
+            self.audit(AuditEvent::ok(AuditKind::MatterPairingClosed, by, "by the owner"))
+                .await?;
+        }
+        Ok(closed)
+    }
+
+    /// The controllers that have joined, with when hearth first saw each.
+    pub async fn fabrics(&self) -> Result<Vec<Fabric>, MatterError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(Command::Fabrics(tx)).await?;
+        let joined = rx.await.map_err(|_| MatterError::Stopped)?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || fabrics::list(&store.lock().expect("store lock"), joined))
+            .await
+            .map_err(|e| MatterError::Stack(e.to_string()))?
+            .map_err(MatterError::from)
+    }
+
+    /// Removes the controller with fabric `index`, audited: it can no
+    /// longer reach hearth, and its sessions end. Whether it was there.
+    pub async fn remove_fabric(&self, index: u8, by: Actor) -> Result<bool, MatterError> {
+        let removed = self.remove(Some(index)).await?;
+        if removed > 0 {
+            self.audit(AuditEvent::ok(
+                AuditKind::MatterControllerRemoved,
+                by,
+                format!("fabric {index}"),
+            ))
+            .await?;
+        }
+        Ok(removed > 0)
+    }
+
+    /// Removes every controller (lockdown, erase), closing pairing too;
+    /// how many there were. The caller audits.
+    pub async fn remove_all_fabrics(&self) -> Result<usize, MatterError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(Command::ClosePairing(tx)).await?;
+        rx.await
+            .map_err(|_| MatterError::Stopped)?
+            .map_err(MatterError::Stack)?;
+        self.remove(None).await
+    }
+
+    async fn remove(&self, index: Option<u8>) -> Result<usize, MatterError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(Command::RemoveFabrics(index, tx)).await?;
+        let removed = rx
+            .await
+            .map_err(|_| MatterError::Stopped)?
+            .map_err(MatterError::Stack)?;
+        // Forget when the removed ones were added.
+        let (tx, rx) = oneshot::channel();
+        self.ask(Command::Fabrics(tx)).await?;
+        let joined = rx.await.map_err(|_| MatterError::Stopped)?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || fabrics::record(&mut store.lock().expect("store lock"), &joined))
+            .await
+            .map_err(|e| MatterError::Stack(e.to_string()))??;
+        Ok(removed)
+    }
+
+    async fn ask(&self, command: Command) -> Result<(), MatterError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| MatterError::Stopped)
+    }
+
+    async fn audit(&self, event: AuditEvent) -> Result<(), MatterError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.lock().expect("store lock").append_audit(&event))
+            .await
+            .map_err(|e| MatterError::Stack(e.to_string()))??;
+        Ok(())
+    }
+
     pub async fn status(&self) -> Result<Status, MatterError> {
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -262,6 +385,17 @@ impl Matter {
         let mut status = rx.await.map_err(|_| MatterError::Stopped)?;
         status.port = self.port;
         Ok(status)
+    }
+}
+
+/// Appends `event` to the audit log; a failure is logged, not returned
+/// (the thread's events have no one to answer).
+async fn audit_blocking(store: &Arc<Mutex<Store>>, event: AuditEvent) {
+    let store = store.clone();
+    if let Ok(Err(error)) =
+        tokio::task::spawn_blocking(move || store.lock().expect("store lock").append_audit(&event)).await
+    {
+        tracing::error!(%error, "matter: an audit entry could not be written");
     }
 }
 

@@ -4,6 +4,7 @@
 //! be reached but through its command channel.
 
 use std::net::UdpSocket;
+use std::num::NonZeroU8;
 use std::sync::{Arc, Mutex};
 
 use std::cell::{Cell, RefCell};
@@ -32,7 +33,9 @@ use rs_matter::dm::{
     MatchContext, ReadContext, ReadReply, WriteContext,
 };
 use rs_matter::error::Error;
+use rs_matter::fabric::FabricPersist;
 use rs_matter::im::{InteractionModel, InteractionModelState};
+use rs_matter::persist::KvBlobStoreAccess;
 use rs_matter::respond::DefaultResponder;
 use rs_matter::sc::pase::CommWindowState;
 use rs_matter::tlv::{Nullable, TLVBuilderParent, Utf8StrBuilder};
@@ -45,6 +48,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::bridge::{Bridged, DEV_TYPE_ON_OFF_PLUG_IN_UNIT, Shape};
+use super::fabrics::Joined;
 use super::kv::SealedKv;
 use super::{Command, PAIRING_WINDOW_SECS, Setup, Status};
 use crate::discovery::mdns::Service;
@@ -88,6 +92,54 @@ fn bridged_endpoint(ep: u16, shape: Shape) -> Endpoint<'static> {
 #[derive(Debug)]
 pub(crate) enum Action {
     Power(DeviceId, bool),
+    /// The commissioning window closed by itself: a controller joined, or
+    /// its time ran out.
+    PairingClosed {
+        joined: bool,
+    },
+    /// The fabrics changed (one joined, or a controller removed itself).
+    Fabrics(Vec<Joined>),
+}
+
+/// The fabrics rs-matter holds now.
+fn joined(matter: &Matter<'_>) -> Vec<Joined> {
+    matter.with_state(|s| {
+        s.fabrics
+            .iter()
+            .map(|f| Joined {
+                index: f.fab_idx().get(),
+                label: f.label().to_owned(),
+                vendor_id: f.vendor_id(),
+                key: format!("{:016x}{:016x}", f.compressed_fabric_id(), f.node_id()),
+            })
+            .collect()
+    })
+}
+
+/// Removes fabric `index`, or all of them, from rs-matter's state and its
+/// sealed store; how many went. The caller restarts the transport, which
+/// ends their sessions.
+fn remove_fabrics<K: KvBlobStoreAccess>(
+    matter: &Matter<'_>,
+    kv: K,
+    index: Option<u8>,
+) -> Result<usize, Error> {
+    let mut persist = FabricPersist::new(kv);
+    let removed = matter.with_state(|s| {
+        let gone: Vec<NonZeroU8> = s
+            .fabrics
+            .iter()
+            .map(|f| f.fab_idx())
+            .filter(|i| index.is_none_or(|want| i.get() == want))
+            .collect();
+        for i in &gone {
+            s.fabrics.remove(*i)?;
+            persist.remove(*i)?;
+        }
+        Ok::<_, Error>(gone.len())
+    })?;
+    persist.run()?;
+    Ok(removed)
 }
 
 /// One bridged device's OnOff, as rs-matter's OnOff handler sees it.
@@ -362,6 +414,15 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
             Some(Command::OpenPairing(reply)) => {
                 let _ = reply.send(Err("the Matter bridge is still starting".into()));
             }
+            Some(Command::Fabrics(reply)) => {
+                let _ = reply.send(Vec::new());
+            }
+            Some(Command::RemoveFabrics(_, reply)) => {
+                let _ = reply.send(Err("the Matter bridge is still starting".into()));
+            }
+            Some(Command::ClosePairing(reply)) => {
+                let _ = reply.send(Ok(false));
+            }
             Some(Command::Status(reply)) => {
                 let _ = reply.send(Status {
                     fabrics: 0,
@@ -415,17 +476,42 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
     let responder = DefaultResponder::new(&im);
     let socket = async_io::Async::new(parts.socket).map_err(|e| e.to_string())?;
     let stop = parts.stop;
-    let mut bridged = devices.len();
+    let actions = parts.actions;
+    let commands = RefCell::new(commands);
+    let bridged = Cell::new(devices.len());
+    // Wakes the mDNS publisher when hearth itself changed what rs-matter
+    // publishes (a fabric removed).
+    let mdns_changed = tokio::sync::Notify::new();
+    // What the last look saw: the window open, and the fabrics.
+    let window_open = Cell::new(false);
+    let fabrics_before = RefCell::new(joined(matter));
+    let _ = actions.send(Action::Fabrics(fabrics_before.borrow().clone()));
 
-    let control = async {
+    // Ok(true): restart the transport (fabrics were removed, and their
+    // sessions must end); Ok(false): stop.
+    let control = || async {
+        let mut commands = commands.borrow_mut();
         loop {
             let command = tokio::select! {
                 biased;
-                _ = stop.cancelled() => return Ok::<(), Error>(()),
+                _ = stop.cancelled() => return Ok::<bool, Error>(false),
                 command = commands.recv() => command,
+                _ = async_io::Timer::after(std::time::Duration::from_secs(1)) => {
+                    let open = matches!(matter.comm_window_state(), CommWindowState::Open { .. });
+                    let now = joined(matter);
+                    let more = now.len() > fabrics_before.borrow().len();
+                    if window_open.replace(open) && !open {
+                        let _ = actions.send(Action::PairingClosed { joined: more });
+                    }
+                    if *fabrics_before.borrow() != now {
+                        let _ = actions.send(Action::Fabrics(now.clone()));
+                        *fabrics_before.borrow_mut() = now;
+                    }
+                    continue;
+                }
             };
             match command {
-                None => return Ok(()),
+                None => return Ok(false),
                 Some(Command::OpenPairing(reply)) => {
                     let result = match matter.comm_window_state() {
                         // Already open: the owner's codes stay the same.
@@ -434,10 +520,33 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
                             .open_basic_comm_window(PAIRING_WINDOW_SECS)
                             .map_err(|e| e.to_string()),
                     };
+                    if result.is_ok() {
+                        window_open.set(true);
+                    }
                     let _ = reply.send(result);
                 }
+                Some(Command::ClosePairing(reply)) => {
+                    let result = im.close_comm_window().map_err(|e| e.to_string());
+                    // Closed by the owner: not reported as closing by itself.
+                    window_open.set(false);
+                    let _ = reply.send(result);
+                }
+                Some(Command::Fabrics(reply)) => {
+                    let _ = reply.send(joined(matter));
+                }
+                Some(Command::RemoveFabrics(index, reply)) => {
+                    let result = remove_fabrics(matter, &kv, index);
+                    let removed = matches!(result, Ok(n) if n > 0);
+                    let now = joined(matter);
+                    *fabrics_before.borrow_mut() = now;
+                    let _ = reply.send(result.map_err(|e| e.to_string()));
+                    if removed {
+                        mdns_changed.notify_one();
+                        return Ok(true);
+                    }
+                }
                 Some(Command::Bridge(set)) => {
-                    bridged = set.len();
+                    bridged.set(set.len());
                     for (ep, attr) in info.update(&set) {
                         im.notify_attr_changed(ep, BridgedInfo::CLUSTER.id, attr as _);
                     }
@@ -464,7 +573,7 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
                     let pairing_open = matches!(matter.comm_window_state(), CommWindowState::Open { .. });
                     let _ = reply.send(Status {
                         fabrics,
-                        bridged,
+                        bridged: bridged.get(),
                         pairing_open,
                         port: 0,
                     });
@@ -476,7 +585,7 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
     let publish = parts.publish;
     // After each change rs-matter signals, what it wants published goes
     // to discovery's responder, which adds the host name and address.
-    let mdns = async {
+    let mdns = || async {
         loop {
             // Rendered outside `mdns_services`, which holds rs-matter's
             // state that rendering reads again.
@@ -498,26 +607,36 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
                 });
             }
             publish.send_replace(services);
-            matter.transport().wait_mdns().await;
+            tokio::select! {
+                _ = matter.transport().wait_mdns() => {}
+                _ = mdns_changed.notified() => {}
+            }
         }
     };
 
     let result = async_io::block_on(async {
         im.startup().await?;
-        match select5(
-            matter.run(&crypto, &socket, &socket, NoNetwork),
-            responder.run::<4, 4>(),
-            im.run(),
-            control,
-            mdns,
-        )
-        .await
-        {
-            Either5::First(r)
-            | Either5::Second(r)
-            | Either5::Third(r)
-            | Either5::Fourth(r)
-            | Either5::Fifth(r) => r,
+        loop {
+            let restart = match select5(
+                matter.run(&crypto, &socket, &socket, NoNetwork),
+                responder.run::<4, 4>(),
+                im.run(),
+                control(),
+                mdns(),
+            )
+            .await
+            {
+                Either5::First(r) | Either5::Second(r) | Either5::Third(r) | Either5::Fifth(r) => {
+                    r.map(|()| false)
+                }
+                Either5::Fourth(r) => r,
+            }?;
+            if !restart {
+                return Ok(());
+            }
+            // Every session ends, so a removed controller's open ones go
+            // too; the others reconnect.
+            matter.reset_transport()?;
         }
     });
     result.map_err(err)

@@ -183,6 +183,9 @@ kinds! {
     BackupRefused => "backup_refused", "Backup refused: the password or code was wrong";
     EraseRefused => "erase_refused", "Erase refused: the password or code was wrong";
     MatterPairingOpened => "matter_pairing_opened", "Matter pairing opened for 15 minutes";
+    MatterPairingClosed => "matter_pairing_closed", "Matter pairing closed";
+    MatterControllerAdded => "matter_controller_added", "Matter controller added";
+    MatterControllerRemoved => "matter_controller_removed", "Matter controller removed";
 }
 
 /// One audit entry to append: the event type, who, how it ended, and a
