@@ -19,7 +19,7 @@
 //! Receiving is IPv4; AAAA records that IPv4 packets carry are kept.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::classify::{Advert, MAX_ADDRESSES};
-use super::wire::{self, A, ANY, Data, Message, Name, PTR, Question, Record, SRV, TXT};
+use super::wire::{self, A, AAAA, ANY, Data, Message, Name, PTR, Question, Record, SRV, TXT};
 use super::{DiscoveryStats, Interfaces, is_home_address};
 use crate::net::rate::Bucket;
 
@@ -62,11 +62,21 @@ const RESCAN: Duration = Duration::from_secs(30);
 const HOST_TTL: u32 = 120;
 const OTHER_TTL: u32 = 4500;
 
-/// An IPv4 interface discovery uses.
+/// An IPv4 interface discovery uses, with the IPv6 addresses hearth's own
+/// adverts give for it: link-local and unique local only, never a global
+/// one (Matter controllers reach hearth over either).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Iface {
     pub addr: Ipv4Addr,
     pub prefix: u8,
+    pub v6: Vec<Ipv6Addr>,
+}
+
+/// An IPv6 address that stays on the home's network: link-local
+/// (`fe80::/10`) or unique local (`fc00::/7`).
+fn is_home_v6(ip: &Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    first & 0xffc0 == 0xfe80 || first & 0xfe00 == 0xfc00
 }
 
 impl Iface {
@@ -79,7 +89,21 @@ impl Iface {
 /// The interfaces the policy allows, now. Never one with a public address.
 pub fn select(policy: &Interfaces) -> std::io::Result<Vec<Iface>> {
     let mut out = Vec::new();
-    for i in if_addrs::get_if_addrs()? {
+    let all = if_addrs::get_if_addrs()?;
+    let v6_of = |name: &str| -> Vec<Ipv6Addr> {
+        let mut v6: Vec<Ipv6Addr> = all
+            .iter()
+            .filter(|i| i.name == name)
+            .filter_map(|i| match &i.addr {
+                if_addrs::IfAddr::V6(a) if is_home_v6(&a.ip) => Some(a.ip),
+                _ => None,
+            })
+            .collect();
+        v6.sort();
+        v6.dedup();
+        v6
+    };
+    for i in &all {
         let if_addrs::IfAddr::V4(v4) = &i.addr else {
             continue;
         };
@@ -92,6 +116,8 @@ pub fn select(policy: &Interfaces) -> std::io::Result<Vec<Iface>> {
         let iface = Iface {
             addr: v4.ip,
             prefix: v4.prefixlen.min(32),
+            // Loopback's `::1` is not a home address: none.
+            v6: v6_of(&i.name),
         };
         if allowed && !out.contains(&iface) {
             out.push(iface);
@@ -363,7 +389,7 @@ impl Engine {
                 records.push(ptr(&service.type_name(), service.full(), ttl));
                 service.records(&own.host, ttl, host_ttl, &mut records);
             }
-            records.push(own.address(self.ifaces[i].addr, host_ttl));
+            records.extend(own.addresses(&self.ifaces[i], host_ttl));
             let packet = wire::response(0, &[], &records, &[]);
             self.send_multicast(i, &packet).await;
         }
@@ -455,7 +481,7 @@ impl Engine {
     /// Answers questions about hearth's own names; ignores the rest.
     async fn answer(&mut self, message: &Message, from: SocketAddrV4, iface: usize) {
         let Some(own) = &self.own else { return };
-        let Some(addr) = self.ifaces.get(iface).map(|i| i.addr) else {
+        let Some(addr) = self.ifaces.get(iface).cloned() else {
             return;
         };
         let (mut answers, mut extra) = (Vec::new(), Vec::new());
@@ -473,12 +499,12 @@ impl Engine {
                 if q.name == type_name && wants(PTR) {
                     answers.push(ptr(&type_name, full.clone(), OTHER_TTL));
                     own.instance_records(&full, *port, OTHER_TTL, HOST_TTL, &mut extra);
-                    extra.push(own.address(addr, HOST_TTL));
+                    extra.extend(own.addresses(&addr, HOST_TTL));
                 } else if q.name == full && (wants(SRV) || wants(TXT)) {
                     let mut records = Vec::new();
                     own.instance_records(&full, *port, OTHER_TTL, HOST_TTL, &mut records);
                     answers.extend(records.into_iter().filter(|r| wants(r.rtype)));
-                    extra.push(own.address(addr, HOST_TTL));
+                    extra.extend(own.addresses(&addr, HOST_TTL));
                 }
             }
             for service in own.dynamic_services() {
@@ -486,11 +512,15 @@ impl Engine {
                     answers.push(ptr(&meta, service.type_name(), OTHER_TTL));
                 }
                 if service.answer(q, &own.host, &mut answers, &mut extra) {
-                    extra.push(own.address(addr, HOST_TTL));
+                    extra.extend(own.addresses(&addr, HOST_TTL));
                 }
             }
-            if q.name == own.host && wants(A) {
-                answers.push(own.address(addr, HOST_TTL));
+            if q.name == own.host {
+                answers.extend(
+                    own.addresses(&addr, HOST_TTL)
+                        .into_iter()
+                        .filter(|r| wants(r.rtype)),
+                );
             }
         }
         if answers.is_empty() {
@@ -576,14 +606,24 @@ impl Own {
         });
     }
 
-    fn address(&self, addr: Ipv4Addr, ttl: u32) -> Record {
-        Record {
+    /// The host's A record on `iface`, and its AAAA records there.
+    fn addresses(&self, iface: &Iface, ttl: u32) -> Vec<Record> {
+        let a = Record {
             name: self.host.clone(),
             rtype: A,
             flush: true,
             ttl,
-            data: Data::A(addr),
-        }
+            data: Data::A(iface.addr),
+        };
+        std::iter::once(a)
+            .chain(iface.v6.iter().map(|ip| Record {
+                name: self.host.clone(),
+                rtype: AAAA,
+                flush: true,
+                ttl,
+                data: Data::Aaaa(*ip),
+            }))
+            .collect()
     }
 }
 
@@ -836,7 +876,6 @@ fn key_value(s: &[u8]) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::wire::AAAA;
 
     /// A published service answers for its type and each subtype with a
     /// PTR (SRV and TXT beside it), for its own name with SRV or TXT, and
@@ -1224,17 +1263,20 @@ mod tests {
         let lan = Iface {
             addr: Ipv4Addr::new(192, 168, 1, 10),
             prefix: 24,
+            v6: Vec::new(),
         };
         assert!(lan.contains(Ipv4Addr::new(192, 168, 1, 200)));
         assert!(!lan.contains(Ipv4Addr::new(192, 168, 2, 1)));
         let lo = Iface {
             addr: Ipv4Addr::LOCALHOST,
             prefix: 8,
+            v6: Vec::new(),
         };
         assert!(lo.contains(Ipv4Addr::new(127, 0, 0, 2)));
         let any = Iface {
             addr: Ipv4Addr::new(10, 0, 0, 1),
             prefix: 0,
+            v6: Vec::new(),
         };
         assert!(any.contains(Ipv4Addr::new(8, 8, 8, 8)));
     }

@@ -348,7 +348,8 @@ fn pair(home: &TestHome) -> String {
 /// The whole path a home-lab owner takes: matter.js commissions hearth
 /// with the code `hearth matter pair` printed, sees the bridged bulb under
 /// its voice name, switches it (the bulb obeys), hears when it is switched
-/// by hand, and a second controller joins as a second fabric.
+/// by hand, and a second controller joins as a second fabric (over IPv6);
+/// a plug exposed later joins, a lamp forgotten leaves.
 #[test]
 fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
     ensure_installed();
@@ -373,6 +374,49 @@ fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
         "dev",
         &hub_link,
     ]);
+    // Link-local IPv6 usable at once (no duplicate address detection), as
+    // on a LAN that has been up a while: Matter controllers prefer it.
+    let hub_v6 = {
+        for (ns, link) in [(&ctl_ns, &ctl_link), (&hub_ns, &hub_link)] {
+            let out = run(
+                ns.exec(Path::new("sysctl"))
+                    .args(["-qw", &format!("net.ipv6.conf.{link}.accept_dad=0")]),
+                Duration::from_secs(10),
+            );
+            assert!(out.status.success(), "sysctl: {}", text(&out.stderr));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = run(
+                tool("ip").args([
+                    "-n",
+                    hub_ns.name(),
+                    "-6",
+                    "addr",
+                    "show",
+                    "dev",
+                    &hub_link,
+                    "scope",
+                    "link",
+                ]),
+                Duration::from_secs(10),
+            );
+            let shown = text(&out.stdout);
+            if let Some(addr) = shown
+                .split_whitespace()
+                .skip_while(|w| *w != "inet6")
+                .nth(1)
+                .filter(|_| !shown.contains("tentative"))
+            {
+                break addr.split('/').next().unwrap().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no link-local address on the hub: {shown}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
     let home = TestHome::new();
     let _hearth = hearth_in(&hub_ns, &home);
     let (id, mut bulb) = adopted(&hub_ns, &home, "bulb", "desk lamp");
@@ -423,10 +467,12 @@ fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
         e["endpoint"] == lamp && e["attribute"] == "onOff" && e["value"] == true
     });
 
-    // A second controller joins as a second fabric.
+    // A second controller joins as a second fabric, over IPv6 this time:
+    // pairing at hearth's link-local address.
     let code = pair(&home);
     let mut second = Controller::start(&ctl_ns, &ctl_link, &home, "second");
-    let joined = second.ask(json!({"cmd": "commission", "code": code, "ip": "10.251.7.2", "port": 5540}));
+    let joined = second
+        .ask(json!({"cmd": "commission", "code": code, "ip": format!("{hub_v6}%{ctl_link}"), "port": 5540}));
     let node2 = joined["node"].as_str().unwrap().to_owned();
     let toggled = second.ask(json!({"cmd": "off", "node": node2, "endpoint": lamp}));
     assert_eq!(toggled["onOff"], false, "{toggled}");
