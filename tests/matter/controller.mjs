@@ -33,7 +33,7 @@ Logger.level = process.env.MATTER_LOG_LEVEL ?? "info";
 const COMMISSION_TIMEOUT_MS = Number(process.env.COMMISSION_TIMEOUT_MS ?? 60_000);
 const OP_TIMEOUT_MS = Number(process.env.OP_TIMEOUT_MS ?? 15_000);
 
-const CLUSTER = { descriptor: 0x1d, onOff: 0x06, levelControl: 0x08, bridgedDeviceBasicInformation: 0x39 };
+const CLUSTER = { descriptor: 0x1d, onOff: 0x06, levelControl: 0x08, colorControl: 0x300, bridgedDeviceBasicInformation: 0x39 };
 const AGGREGATOR_DEVICE_TYPE = 0x0e;
 
 // Matter values include bigints (node ids, fabric ids) and byte strings.
@@ -199,6 +199,14 @@ const handlers = {
             level: msg.level, transitionTime: null, optionsMask: {}, optionsOverride: {},
         });
         return { currentLevel: await readAttr(ep, "levelControl", "currentLevel") };
+    },
+    async colorTemp(msg) {
+        if (!Number.isInteger(msg.mireds) || msg.mireds < 1 || msg.mireds > 65279) throw new Error("mireds must be 1..65279");
+        const ep = endpointOf(await pairedNode(msg), msg.endpoint);
+        await clusterOf(ep, "colorControl").commands.moveToColorTemperature({
+            colorTemperatureMireds: msg.mireds, transitionTime: 0, optionsMask: {}, optionsOverride: {},
+        });
+        return { colorTemperatureMireds: await readAttr(ep, "colorControl", "colorTemperatureMireds") };
     },
     async read(msg) {
         if (!msg.cluster || !msg.attribute) throw new Error("missing cluster or attribute");

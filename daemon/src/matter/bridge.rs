@@ -88,6 +88,8 @@ pub struct Bridged {
     pub power: Option<bool>,
     /// 0 to 100.
     pub brightness: Option<u8>,
+    /// Mireds.
+    pub color_temp: Option<u16>,
 }
 
 impl std::fmt::Debug for Bridged {
@@ -107,7 +109,9 @@ pub fn select(devices: &[DeviceSummary]) -> Vec<Bridged> {
         .iter()
         .filter(|d| d.status == DeviceStatus::Adopted && d.expose_voice)
         .filter_map(|d| {
-            let shape = Shape::of(d.kind, d.learnt.color_temp)?;
+            // A light has a colour temperature once it has reported one,
+            // now or before.
+            let shape = Shape::of(d.kind, d.learnt.color_temp || d.reported.color_temp.is_some())?;
             let label = d.voice_name.clone().filter(|v| !v.is_empty())?;
             Some(Bridged {
                 device: d.id.clone(),
@@ -116,6 +120,7 @@ pub fn select(devices: &[DeviceSummary]) -> Vec<Bridged> {
                 reachable: d.online,
                 power: d.reported.power,
                 brightness: d.reported.brightness,
+                color_temp: d.reported.color_temp,
             })
         })
         .collect()

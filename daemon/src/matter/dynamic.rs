@@ -15,6 +15,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
+use rs_matter::dm::clusters::app::color_control::{
+    self, ColorCapabilitiesBitmap, ColorControlHandler, ColorControlHooks, SetDeviceColor,
+};
 use rs_matter::dm::clusters::app::level_control::{
     self, AttributeDefaults, LevelControlHandler, LevelControlHooks,
 };
@@ -32,7 +35,7 @@ use rs_matter::tlv::Nullable;
 use rs_matter::with;
 use tokio::sync::{Notify, mpsc};
 
-use super::bridge::{Bridged, DEV_TYPE_ON_OFF_PLUG_IN_UNIT, Shape};
+use super::bridge::{Bridged, DEV_TYPE_COLOR_TEMPERATURE_LIGHT, DEV_TYPE_ON_OFF_PLUG_IN_UNIT, Shape};
 use super::node::Action;
 use crate::store::DeviceId;
 
@@ -82,6 +85,8 @@ struct Shared {
     on: Cell<bool>,
     /// CurrentLevel, 1 to 254.
     level: Cell<Option<u8>>,
+    /// The colour temperature last set, in mireds.
+    mireds: Cell<Option<u16>>,
     /// Signalled when the device reported a change of its own.
     reported_on: Notify,
     reported_level: Notify,
@@ -94,6 +99,8 @@ struct LightOnOff(&'static Shared);
 struct PlugOnOff(&'static Shared);
 /// LevelControl for a light.
 struct Level(&'static Shared);
+/// ColorControl (colour temperature only) for a light that has one.
+struct Color(&'static Shared);
 
 macro_rules! on_off_hooks {
     ($ty:ty, $cluster:expr) => {
@@ -224,7 +231,61 @@ impl LevelControlHooks for Level {
     }
 }
 
+impl ColorControlHooks for Color {
+    const CLUSTER: Cluster<'static> = color_control::FULL_CLUSTER
+        .with_revision(9)
+        .with_features(color_control::Feature::COLOR_TEMPERATURE.bits())
+        .with_attrs(with!(
+            required;
+            color_control::AttributeId::RemainingTime
+                | color_control::AttributeId::ColorTemperatureMireds
+                | color_control::AttributeId::ColorMode
+                | color_control::AttributeId::Options
+                | color_control::AttributeId::NumberOfPrimaries
+                | color_control::AttributeId::EnhancedColorMode
+                | color_control::AttributeId::ColorCapabilities
+                | color_control::AttributeId::ColorTempPhysicalMinMireds
+                | color_control::AttributeId::ColorTempPhysicalMaxMireds
+                | color_control::AttributeId::CoupleColorTempToLevelMinMireds
+                | color_control::AttributeId::StartUpColorTemperatureMireds
+        ))
+        .with_cmds(with!(
+            color_control::CommandId::MoveToColorTemperature
+                | color_control::CommandId::MoveColorTemperature
+                | color_control::CommandId::StepColorTemperature
+                | color_control::CommandId::StopMoveStep
+        ));
+    const COLOR_CAPABILITIES: ColorCapabilitiesBitmap = ColorCapabilitiesBitmap::COLOR_TEMPERATURE;
+    // hearth's range for every vendor: 2,000 to 6,500 K.
+    const COLOR_TEMP_PHYSICAL_MIN_MIREDS: u16 = *crate::home::vendor::MIREDS.start();
+    const COLOR_TEMP_PHYSICAL_MAX_MIREDS: u16 = *crate::home::vendor::MIREDS.end();
+
+    fn set_device_color(&self, target: SetDeviceColor) -> Result<(), ()> {
+        let SetDeviceColor::ColorTemperature { mireds } = target else {
+            // Only colour temperature is offered.
+            return Err(());
+        };
+        if self.0.mireds.replace(Some(mireds)) != Some(mireds) {
+            let _ = self
+                .0
+                .actions
+                .send(Action::ColorTemp(self.0.device.clone(), mireds));
+        }
+        Ok(())
+    }
+
+    fn start_up_color_temperature_mireds(&self) -> Result<Nullable<u16>, Error> {
+        // The device keeps its own power-on colour.
+        Ok(Nullable::none())
+    }
+
+    fn set_start_up_color_temperature_mireds(&self, _value: Nullable<u16>) -> Result<(), Error> {
+        Err(ErrorCode::InvalidAction.into())
+    }
+}
+
 type LightOnOffHandler = OnOffHandler<'static, LightOnOff, Level>;
+type ColorHandler = ColorControlHandler<'static, Color, LightOnOff, Level>;
 type LevelHandler = LevelControlHandler<'static, Level, LightOnOff>;
 type PlugOnOffHandler = OnOffHandler<'static, PlugOnOff, NoLevelControl>;
 
@@ -234,11 +295,18 @@ type Running<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
 /// One bridged endpoint's handlers.
 #[derive(Clone, Copy)]
 enum Handlers {
-    Light(&'static LightOnOffHandler, &'static LevelHandler),
+    /// OnOff, LevelControl, and ColorControl if it has a colour
+    /// temperature.
+    Light(
+        &'static LightOnOffHandler,
+        &'static LevelHandler,
+        Option<&'static ColorHandler>,
+    ),
     Plug(&'static PlugOnOffHandler),
 }
 
 const LIGHT_TYPES: &[DeviceType] = &[DEV_TYPE_DIMMABLE_LIGHT, DEV_TYPE_BRIDGED_NODE];
+const COLOR_LIGHT_TYPES: &[DeviceType] = &[DEV_TYPE_COLOR_TEMPERATURE_LIGHT, DEV_TYPE_BRIDGED_NODE];
 const ON_OFF_LIGHT_TYPES: &[DeviceType] = &[DEV_TYPE_ON_OFF_LIGHT, DEV_TYPE_BRIDGED_NODE];
 const PLUG_TYPES: &[DeviceType] = &[DEV_TYPE_ON_OFF_PLUG_IN_UNIT, DEV_TYPE_BRIDGED_NODE];
 
@@ -248,25 +316,32 @@ const LIGHT_CLUSTERS: &[Cluster<'static>] = &[
     LightOnOff::CLUSTER,
     Level::CLUSTER,
 ];
+const COLOR_LIGHT_CLUSTERS: &[Cluster<'static>] = &[
+    desc::DescHandler::CLUSTER,
+    super::node::BRIDGED_INFO_CLUSTER,
+    LightOnOff::CLUSTER,
+    Level::CLUSTER,
+    Color::CLUSTER,
+];
 const PLUG_CLUSTERS: &[Cluster<'static>] = &[
     desc::DescHandler::CLUSTER,
     super::node::BRIDGED_INFO_CLUSTER,
     PlugOnOff::CLUSTER,
 ];
 
-/// The endpoint a bridged device shows as. Until ColorControl is served, a
-/// light with a colour temperature shows as a Dimmable Light: a controller
-/// must not be told of a cluster the bridge does not serve.
+/// The endpoint a bridged device shows as.
 pub(super) fn endpoint(ep: u16, shape: Shape) -> Endpoint<'static> {
     match shape {
         Shape::Plug => Endpoint::new(ep, PLUG_TYPES, PLUG_CLUSTERS),
         Shape::OnOffLight => Endpoint::new(ep, ON_OFF_LIGHT_TYPES, LIGHT_CLUSTERS),
-        Shape::DimmableLight | Shape::ColorTemperatureLight => Endpoint::new(ep, LIGHT_TYPES, LIGHT_CLUSTERS),
+        Shape::DimmableLight => Endpoint::new(ep, LIGHT_TYPES, LIGHT_CLUSTERS),
+        Shape::ColorTemperatureLight => Endpoint::new(ep, COLOR_LIGHT_TYPES, COLOR_LIGHT_CLUSTERS),
     }
 }
 
 struct Live {
     ep: u16,
+    shape: Shape,
     shared: &'static Shared,
     handlers: Handlers,
 }
@@ -320,10 +395,12 @@ impl Table {
         let mut changes = Changes::default();
         let mut live = self.live.borrow_mut();
         let before = live.len();
+        // A device that changed shape (a light that reported a colour
+        // temperature for the first time) is built again on its endpoint.
         live.retain(|l| {
             let keep = set
                 .iter()
-                .any(|(ep, b)| *ep == l.ep && b.device == l.shared.device);
+                .any(|(ep, b)| *ep == l.ep && b.device == l.shared.device && b.shape == l.shape);
             if !keep {
                 layout.set(l.ep, None);
             }
@@ -352,6 +429,7 @@ impl Table {
                 device: b.device.clone(),
                 on: Cell::new(b.power.unwrap_or(false)),
                 level: Cell::new(Some(level_of(b.brightness.unwrap_or(100)))),
+                mireds: Cell::new(b.color_temp),
                 reported_on: Notify::new(),
                 reported_level: Notify::new(),
                 actions: self.actions.clone(),
@@ -376,12 +454,23 @@ impl Table {
                     )));
                     on_off.init(Some(level));
                     level.init(Some(on_off));
-                    Handlers::Light(on_off, level)
+                    let color = (b.shape == Shape::ColorTemperatureLight).then(|| {
+                        let color: &'static ColorHandler = Box::leak(Box::new(ColorControlHandler::new(
+                            Dataver::new_rand(rand),
+                            *ep,
+                            Color(shared),
+                            color_control::AttributeDefaults::new(),
+                        )));
+                        color.init(Some(on_off));
+                        color
+                    });
+                    Handlers::Light(on_off, level, color)
                 }
             };
             layout.set(*ep, Some(endpoint(*ep, b.shape)));
             live.push(Live {
                 ep: *ep,
+                shape: b.shape,
                 shared,
                 handlers,
             });
@@ -407,13 +496,18 @@ impl Table {
             let mut runs: Vec<Running<'_>> = Vec::new();
             for h in handlers {
                 match h {
-                    Handlers::Light(on_off, level) => {
+                    Handlers::Light(on_off, level, color) => {
                         runs.push(Box::pin(async move {
                             on_off::HandlerAsyncAdaptor(on_off).run(ctx).await
                         }));
                         runs.push(Box::pin(async move {
                             level_control::HandlerAsyncAdaptor(level).run(ctx).await
                         }));
+                        if let Some(color) = color {
+                            runs.push(Box::pin(async move {
+                                color_control::HandlerAsyncAdaptor(color).run(ctx).await
+                            }));
+                        }
                     }
                     Handlers::Plug(on_off) => runs.push(Box::pin(async move {
                         on_off::HandlerAsyncAdaptor(on_off).run(ctx).await
@@ -449,21 +543,21 @@ pub(super) struct Levels<'a>(pub &'a Table);
 impl AsyncHandler for OnOffs<'_> {
     async fn read(&self, ctx: impl ReadContext, reply: impl ReadReply) -> Result<(), Error> {
         match self.0.find(ctx.attr().endpoint_id)? {
-            Handlers::Light(h, _) => on_off::HandlerAsyncAdaptor(h).read(ctx, reply).await,
+            Handlers::Light(h, _, _) => on_off::HandlerAsyncAdaptor(h).read(ctx, reply).await,
             Handlers::Plug(h) => on_off::HandlerAsyncAdaptor(h).read(ctx, reply).await,
         }
     }
 
     async fn write(&self, ctx: impl WriteContext) -> Result<(), Error> {
         match self.0.find(ctx.attr().endpoint_id)? {
-            Handlers::Light(h, _) => on_off::HandlerAsyncAdaptor(h).write(ctx).await,
+            Handlers::Light(h, _, _) => on_off::HandlerAsyncAdaptor(h).write(ctx).await,
             Handlers::Plug(h) => on_off::HandlerAsyncAdaptor(h).write(ctx).await,
         }
     }
 
     async fn invoke(&self, ctx: impl InvokeContext, reply: impl InvokeReply) -> Result<(), Error> {
         match self.0.find(ctx.cmd().endpoint_id)? {
-            Handlers::Light(h, _) => on_off::HandlerAsyncAdaptor(h).invoke(ctx, reply).await,
+            Handlers::Light(h, _, _) => on_off::HandlerAsyncAdaptor(h).invoke(ctx, reply).await,
             Handlers::Plug(h) => on_off::HandlerAsyncAdaptor(h).invoke(ctx, reply).await,
         }
     }
@@ -472,7 +566,7 @@ impl AsyncHandler for OnOffs<'_> {
         for l in self.0.live.borrow().iter() {
             if ctx.endpt().is_none_or(|ep| ep == l.ep) {
                 match l.handlers {
-                    Handlers::Light(h, _) => on_off::HandlerAsyncAdaptor(h).bump_dataver(&ctx),
+                    Handlers::Light(h, _, _) => on_off::HandlerAsyncAdaptor(h).bump_dataver(&ctx),
                     Handlers::Plug(h) => on_off::HandlerAsyncAdaptor(h).bump_dataver(&ctx),
                 }
             }
@@ -487,7 +581,7 @@ impl AsyncHandler for OnOffs<'_> {
 impl Levels<'_> {
     fn level(&self, ep: u16) -> Result<&'static LevelHandler, Error> {
         match self.0.find(ep)? {
-            Handlers::Light(_, level) => Ok(level),
+            Handlers::Light(_, level, _) => Ok(level),
             Handlers::Plug(_) => Err(ErrorCode::ClusterNotFound.into()),
         }
     }
@@ -511,7 +605,7 @@ impl AsyncHandler for Levels<'_> {
 
     fn bump_dataver(&self, ctx: impl MatchContext) {
         for l in self.0.live.borrow().iter() {
-            if let Handlers::Light(_, h) = l.handlers
+            if let Handlers::Light(_, h, _) = l.handlers
                 && ctx.endpt().is_none_or(|ep| ep == l.ep)
             {
                 level_control::HandlerAsyncAdaptor(h).bump_dataver(&ctx);
@@ -525,9 +619,57 @@ impl AsyncHandler for Levels<'_> {
     }
 }
 
+/// The ColorControl cluster of every bridged light with a colour
+/// temperature. rs-matter 0.4.1's handler keeps the colour temperature
+/// itself and takes no out-of-band update: a colour temperature the device
+/// reports on its own is not reported on to controllers.
+pub(super) struct Colors<'a>(pub &'a Table);
+
+impl Colors<'_> {
+    fn color(&self, ep: u16) -> Result<&'static ColorHandler, Error> {
+        match self.0.find(ep)? {
+            Handlers::Light(_, _, Some(color)) => Ok(color),
+            _ => Err(ErrorCode::ClusterNotFound.into()),
+        }
+    }
+}
+
+impl AsyncHandler for Colors<'_> {
+    async fn read(&self, ctx: impl ReadContext, reply: impl ReadReply) -> Result<(), Error> {
+        let h = self.color(ctx.attr().endpoint_id)?;
+        color_control::HandlerAsyncAdaptor(h).read(ctx, reply).await
+    }
+
+    async fn write(&self, ctx: impl WriteContext) -> Result<(), Error> {
+        let h = self.color(ctx.attr().endpoint_id)?;
+        color_control::HandlerAsyncAdaptor(h).write(ctx).await
+    }
+
+    async fn invoke(&self, ctx: impl InvokeContext, reply: impl InvokeReply) -> Result<(), Error> {
+        let h = self.color(ctx.cmd().endpoint_id)?;
+        color_control::HandlerAsyncAdaptor(h).invoke(ctx, reply).await
+    }
+
+    fn bump_dataver(&self, ctx: impl MatchContext) {
+        for l in self.0.live.borrow().iter() {
+            if let Handlers::Light(_, _, Some(h)) = l.handlers
+                && ctx.endpt().is_none_or(|ep| ep == l.ep)
+            {
+                color_control::HandlerAsyncAdaptor(h).bump_dataver(&ctx);
+            }
+        }
+    }
+
+    async fn run(&self, _ctx: impl HandlerContext) -> Result<(), Error> {
+        // `OnOffs::run` runs every handler's task.
+        std::future::pending().await
+    }
+}
+
 /// The cluster ids the bridged endpoints' handlers answer for.
 pub(super) const ON_OFF: u32 = LightOnOff::CLUSTER.id;
 pub(super) const LEVEL: u32 = Level::CLUSTER.id;
+pub(super) const COLOR: u32 = Color::CLUSTER.id;
 
 const _: () = assert!(PlugOnOff::CLUSTER.id == ON_OFF);
 

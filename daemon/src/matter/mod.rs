@@ -222,6 +222,11 @@ impl Matter {
                                 tracing::warn!(device = %id, %error, "matter: a controller's command was not carried out");
                             }
                         }
+                        node::Action::ColorTemp(id, mireds) => {
+                            if let Err(error) = devices.set_color_temp(&id, mireds).await {
+                                tracing::warn!(device = %id, %error, "matter: a controller's command was not carried out");
+                            }
+                        }
                         node::Action::PairingClosed { joined } => {
                             let detail = if joined { "a controller joined" } else { "the 15 minutes ran out" };
                             audit_blocking(&store, AuditEvent::ok(AuditKind::MatterPairingClosed, Actor::Hearth, detail)).await;
@@ -488,6 +493,7 @@ async fn follow_devices(
             if let Some((_, b)) = set.iter_mut().find(|(_, b)| b.device == id) {
                 b.power = state.power;
                 b.brightness = state.brightness;
+                b.color_temp = state.color_temp;
                 b.reachable = state.online;
                 dirty = true;
             }

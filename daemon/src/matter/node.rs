@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::bridge::Bridged;
-use super::dynamic::{self as bridged, Layout, Levels, OnOffs, Table};
+use super::dynamic::{self as bridged, Colors, Layout, Levels, OnOffs, Table};
 use super::fabrics::Joined;
 use super::kv::SealedKv;
 use super::{Command, PAIRING_WINDOW_SECS, Setup, Status};
@@ -64,6 +64,8 @@ pub(crate) enum Action {
     Power(DeviceId, bool),
     /// Brightness, 1 to 100.
     Brightness(DeviceId, u8),
+    /// Colour temperature, in mireds.
+    ColorTemp(DeviceId, u16),
     /// The commissioning window closed by itself: a controller joined, or
     /// its time ran out.
     PairingClosed {
@@ -251,7 +253,8 @@ fn data_model<'a>(
                 Async(bridged_info::HandlerAdaptor(info)),
             )
             .chain(|e, c| e > AGGREGATOR && c == bridged::ON_OFF, OnOffs(table))
-            .chain(|e, c| e > AGGREGATOR && c == bridged::LEVEL, Levels(table)),
+            .chain(|e, c| e > AGGREGATOR && c == bridged::LEVEL, Levels(table))
+            .chain(|e, c| e > AGGREGATOR && c == bridged::COLOR, Colors(table)),
     )
 }
 
@@ -507,6 +510,7 @@ mod tests {
             reachable,
             power: None,
             brightness: None,
+            color_temp: None,
         }
     }
 
@@ -566,11 +570,12 @@ mod tests {
         runtime.block_on(async {
             let lamp = Bridged {
                 device: DeviceId::parse(&"ab".repeat(16)).unwrap(),
-                shape: Shape::DimmableLight,
+                shape: Shape::ColorTemperatureLight,
                 label: "desk lamp".into(),
                 reachable: true,
                 power: Some(true),
                 brightness: None,
+                color_temp: Some(300),
             };
             let plug = Bridged {
                 device: DeviceId::parse(&"cd".repeat(16)).unwrap(),

@@ -129,6 +129,23 @@ impl Controller {
         answer
     }
 
+    /// Sends `cmd` until it succeeds, for up to 30 s.
+    #[track_caller]
+    fn ask_until_ok(&mut self, cmd: Value) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = self.try_ask(cmd.clone());
+            if answer["ok"] == true {
+                return answer;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{cmd} still answers {answer} after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// Waits up to `limit` for an event named `name` that `pick` accepts,
     /// among those seen already and those to come.
     fn wait_event(&mut self, name: &str, limit: Duration, pick: impl Fn(&Value) -> bool) -> Value {
@@ -455,6 +472,20 @@ fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
     let dimmed = first.ask(json!({"cmd": "level", "node": node, "endpoint": lamp, "level": 127}));
     assert_eq!(dimmed["currentLevel"], 127, "{dimmed}");
     bulb.expect("brightness 50");
+    // The bulb has reported a colour temperature: it is a Color
+    // Temperature Light (0x010C), and a controller warms it.
+    parts_until(&mut first, &node, |p| {
+        let types = p["endpoints"]
+            .as_array()?
+            .iter()
+            .find(|e| e["endpoint"] == lamp)?["deviceTypes"]
+            .clone();
+        types.as_array()?.contains(&json!(0x010C)).then_some(())
+    });
+    // matter.js takes up the endpoint's new clusters on its own time.
+    let warm = first.ask_until_ok(json!({"cmd": "colorTemp", "node": node, "endpoint": lamp, "mireds": 250}));
+    assert_eq!(warm["colorTemperatureMireds"], 250, "{warm}");
+    bulb.expect("color_temp 250");
     let off = first.ask(json!({"cmd": "off", "node": node, "endpoint": lamp}));
     assert_eq!(off["onOff"], false, "{off}");
     bulb.expect("state OFF");
