@@ -135,6 +135,10 @@ pub enum Command {
         /// do.
         #[arg(long)]
         no_firmware: bool,
+        /// Run the Matter bridge too, on this UDP port (Matter's own is
+        /// 5540), as with `[matter] enabled = true`.
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        matter_port: Option<u16>,
     },
 }
 
@@ -614,8 +618,12 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
             data_dir,
             leave_pending,
             no_firmware,
+            matter_port,
         } => {
-            let config = demo::config()?;
+            let mut config = demo::config()?;
+            if let Some(port) = matter_port {
+                config.matter = crate::matter::MatterConfig { enabled: true, port };
+            }
             telemetry::init(&config.log);
             let options = demo::Options {
                 leave_pending,
