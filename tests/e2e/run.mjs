@@ -1068,6 +1068,8 @@ async function main() {
       const api = await page.evaluate(async () => (await fetch('/api/matter')).json());
       assert(api.pairing?.open === false && api.pairing.manual_code === undefined, `GET /api/matter after Stop: ${JSON.stringify(api.pairing)}`);
       assert((await hearthJson(['matter', 'status'], dataDir)).pairing_open === false, 'hearth matter status says pairing is still open');
+      const stoppedQr = await page.evaluate(async (url) => (await fetch(url)).status, qrUrl);
+      assert(stoppedQr === 404, `the QR code answered ${stoppedQr} after Stop pairing`);
       await page.locator(tid('matter-no-controllers')).waitFor({ timeout: UI_TIMEOUT });
       assert(/No controller has joined/.test(await textOf(page, tid('matter-no-controllers'))), 'no empty state for the controllers');
       await shoot(page, 'matter-closed');
@@ -1192,7 +1194,7 @@ async function main() {
       assert(left.length === 0, `files left after the erase: ${left.map((f) => path.relative(dataDir, f)).join(', ')}`);
     });
 
-    await step('the full demo: Home is a grid of tiles, dense on a desktop, with the first tiles in a phone\'s first screen; errors show at their control', async () => {
+    await step('the full demo: Home is a grid of tiles, dense on a desktop, with the first tiles in a phone\'s first screen; errors show at their control; Matter, off, says how to turn it on', async () => {
       // `hearth demo` as the README runs it: eight simulated devices,
       // adopted, with their firmware running.
       const fullDir = path.join(tmp, 'full-demo');
@@ -1238,6 +1240,12 @@ async function main() {
       assert(/Welcome/.test(await textOf(p, tid('status'))), 'no welcome on Home after setup');
       await goto(p, '#/privacy', 'Privacy');
       assert((await textOf(p, tid('status'))) === '', `a message from Home stayed on Privacy: ${await textOf(p, tid('status'))}`);
+      // This demo runs no Matter bridge: the section says how to turn it on.
+      await goto(p, '#/integrations', 'Integrations');
+      await p.locator(`${tid('matter-status')}[data-state="off"]`).waitFor({ timeout: UI_TIMEOUT });
+      assert(/enabled = true under \[matter\]/.test(await textOf(p, tid('matter-how'))), `Matter, off, says: ${await textOf(p, tid('matter-how'))}`);
+      assert((await p.locator(`${tid('matter-pair')}, ${tid('matter-controllers-box')} h3`).count()) === 0, 'Matter, off, offers pairing or a controllers list');
+      await shoot(p, 'matter-off');
       await goto(p, '#/home', 'Home');
       await until('every tile again', async () => (await tiles.count()) === n);
 
