@@ -189,7 +189,9 @@ export function matterSection(ctx) {
         say('');
       }
     } else if (wasOpen && !stoppedHere) {
-      const why = count > countAtOpen ? 'A controller joined. Pairing is closed.' : 'Pairing closed: the 15 minutes ran out.';
+      let why = 'Pairing was closed elsewhere (from the command line or another browser).';
+      if (count > countAtOpen) why = 'A controller joined. Pairing is closed.';
+      else if (Date.now() > deadline - 5000) why = 'Pairing closed: the 15 minutes ran out.';
       say(why);
       ctx.status(why);
     }

@@ -1073,6 +1073,16 @@ async function main() {
       await page.locator(tid('matter-no-controllers')).waitFor({ timeout: UI_TIMEOUT });
       assert(/No controller has joined/.test(await textOf(page, tid('matter-no-controllers'))), 'no empty state for the controllers');
       await shoot(page, 'matter-closed');
+
+      // Closed from elsewhere while the page shows it open: the page's poll
+      // notices, takes the code away and says why.
+      await page.click(tid('matter-pair'));
+      await page.locator(tid('matter-code')).waitFor({ timeout: UI_TIMEOUT });
+      const closedByCli = await hearthJson(['matter', 'pair', '--close'], dataDir);
+      assert(closedByCli.was_open === true, `hearth matter pair --close answered ${JSON.stringify(closedByCli)}`);
+      await until('the page to notice pairing closed', async () => (await page.locator(tid('matter-pairing')).count()) === 0, { timeout: 10_000 });
+      assert(/closed elsewhere/.test(await textOf(page, tid('matter-notice'))), `the notice says: ${await textOf(page, tid('matter-notice'))}`);
+      assert((await page.locator(tid('matter-code')).count()) === 0, 'the code stayed after pairing closed');
       const log = fs.readFileSync(path.join(ARTIFACTS, 'demo.log'), 'utf8');
       assert(log.includes('matter pairing opened by the owner'), 'the demo log does not show pairing opened');
       assert(!log.includes(digits) && !log.includes(shown) && !log.includes(cli.qr), 'a setup code reached the log');
