@@ -1,10 +1,11 @@
 // Integrations: the Home Assistant connection over hearth's own broker,
-// and the voice assistants' relay (voice.js).
+// Matter controllers (matter.js) and the voice assistants' relay (voice.js).
 // Turning it on shows, once, what to enter into Home Assistant's MQTT
 // integration; rotating and disconnecting ask first.
 
 import { api } from './api.js';
 import { busy, checkbox, confirmDialog, errorLine, h, uid } from './dom.js';
+import { matterSection } from './matter.js';
 import { voiceAssistants } from './voice.js';
 
 function row(label, value, testid) {
@@ -201,6 +202,7 @@ export function renderIntegrations(ctx) {
     h('h1', null, 'Integrations'),
     h('p', { class: 'lead' }, 'What else may talk to your devices. Each integration is off until you turn it on, and sees only the devices you choose.'),
     homeAssistant(ctx),
+    matterSection(ctx),
     voiceAssistants(ctx),
   );
   return 'Integrations';

@@ -84,6 +84,7 @@ mod arrows {
                 "accounts",
                 "home",
                 "discovery",
+                "matter",
                 "relay",
                 "safety",
                 "broker",

@@ -19,6 +19,7 @@
 
 import { chromium } from 'playwright-core';
 import { execFile } from 'node:child_process';
+import dgram from 'node:dgram';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
@@ -115,6 +116,24 @@ async function step(name, fn, { timeout = STEP_TIMEOUT } = {}) {
 }
 
 // --- hearth helpers --------------------------------------------------------
+
+/** A UDP port free a moment ago, for Matter (which refuses port 0). */
+async function freeUdpPort() {
+  const socket = dgram.createSocket({ type: 'udp6' });
+  await new Promise((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(0, '::', resolve);
+  });
+  const { port } = socket.address();
+  await new Promise((resolve) => socket.close(resolve));
+  return port;
+}
+
+/** `hearth ARGS --json --data-dir DIR`, parsed. */
+async function hearthJson(args, dataDir) {
+  const { stdout } = await run(HEARTH, [...args, '--json', '--data-dir', dataDir], { timeout: 15_000 });
+  return JSON.parse(stdout);
+}
 
 async function devicesList(dataDir) {
   const { stdout } = await run(HEARTH, ['devices', 'list', '--json', '--data-dir', dataDir], { timeout: 15_000 });
@@ -311,6 +330,7 @@ async function main() {
   let oldTotpKey = null;
   let lastTotpStep = -1;
   let bulbId = null;
+  let matterPort = null;
   const browserProblems = [];
   /** Notes a CSP refusal, a script error or a request off `origin`. */
   const watchProblems = (tab, origin, prefix) => {
@@ -352,7 +372,8 @@ async function main() {
     await step('the TOTP helper matches RFC 6238 and RFC 4226', () => selfCheck());
 
     await step('hearth demo serves the dashboard over HTTPS, under its own CA and a strict CSP', async () => {
-      demo = new Proc('demo', HEARTH, ['demo', '--leave-pending', '--no-firmware', '--data-dir', dataDir], {
+      matterPort = await freeUdpPort();
+      demo = new Proc('demo', HEARTH, ['demo', '--leave-pending', '--no-firmware', '--matter-port', String(matterPort), '--data-dir', dataDir], {
         logFile: path.join(ARTIFACTS, 'demo.log'),
         env: { ...process.env, NO_COLOR: '1' },
         echo: VERBOSE,
@@ -998,6 +1019,75 @@ async function main() {
       await page.locator(`${tid('ha-status')}[data-state="off"]`).waitFor({ timeout: UI_TIMEOUT });
     });
 
+    await step('Matter: pairing opened on Integrations shows a QR code that loads and fits a phone, the manual code the CLI reports, a countdown; Stop pairing closes it', async () => {
+      await goto(page, '#/integrations', 'Integrations');
+      const state = page.locator(tid('matter-status'));
+      await page.locator(`${tid('matter-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
+      assert(new RegExp(`UDP port ${matterPort}\\b`).test(await textOf(page, tid('matter-status'))), `the status does not name port ${matterPort}: ${await state.textContent()}`);
+      assert((await page.locator(tid('matter-code')).count()) === 0, 'a setup code shows while pairing is closed');
+      assert((await hearthJson(['matter', 'status'], dataDir)).pairing_open === false, 'pairing was open before the owner opened it');
+      const qrUrl = new URL('/api/matter/qr.svg', origin).href;
+      const closedQr = await page.evaluate(async (url) => (await fetch(url)).status, qrUrl);
+      assert(closedQr === 404, `the QR code answered ${closedQr} while pairing is closed`);
+
+      await page.click(tid('matter-pair'));
+      await page.locator(tid('matter-pairing')).waitFor({ timeout: UI_TIMEOUT });
+      const qr = page.locator(tid('matter-qr'));
+      await until('the QR code image to load', () => qr.evaluate((img) => img.complete && img.naturalWidth > 0 && img.naturalHeight > 0));
+      assert(((await qr.getAttribute('alt')) ?? '').length > 10, 'the QR code has no useful alt text');
+      const shown = await textOf(page, tid('matter-code'));
+      assert(/^\d{4}-\d{3}-\d{4}$/.test(shown), `the manual code reads ${JSON.stringify(shown)}, not XXXX-XXX-XXXX`);
+      const digits = shown.replaceAll('-', '');
+      assert(digits.length === 11, `the manual code has ${digits.length} digits`);
+      assert((await hearthJson(['matter', 'status'], dataDir)).pairing_open === true, 'hearth matter status says pairing is closed');
+      // Asking again while open leaves the window as it is and answers the codes.
+      const cli = await hearthJson(['matter', 'pair'], dataDir);
+      assert(cli.manual_code === digits && cli.manual_code_pretty === shown, 'the page and `hearth matter pair` show different codes');
+      const first = await textOf(page, tid('matter-countdown'));
+      assert(/^1[45]:\d\d$/.test(first), `the countdown reads ${JSON.stringify(first)}`);
+      await until('the countdown to move', async () => (await textOf(page, tid('matter-countdown'))) !== first, { timeout: 5000 });
+      const noSession = await httpsGet(qrUrl, caPem);
+      assert(noSession.status === 401, `the QR code answered ${noSession.status} without a session`);
+      const served = await page.evaluate(async (url) => {
+        const r = await fetch(url);
+        return { status: r.status, type: r.headers.get('content-type'), cache: r.headers.get('cache-control') };
+      }, qrUrl);
+      assert(served.status === 200 && served.type === 'image/svg+xml' && served.cache === 'no-store', `the QR code was served as ${JSON.stringify(served)}`);
+      await shoot(page, 'matter-pairing');
+      await page.setViewportSize(MOBILE);
+      await sleep(250);
+      const box = await qr.boundingBox();
+      assert(box && box.width >= 150 && box.x >= 0 && box.x + box.width <= MOBILE.width, `the QR code does not fit a phone: ${JSON.stringify(box)}`);
+      await page.setViewportSize(DESKTOP);
+      await shoot(page, 'matter-pairing', { dark: true });
+
+      await page.click(tid('matter-stop'));
+      await page.locator(`${tid('matter-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
+      assert((await page.locator(tid('matter-pairing')).count()) === 0, 'the pairing panel stayed after Stop pairing');
+      assert(!(await page.content()).includes(shown), 'the setup code is still on the page');
+      const api = await page.evaluate(async () => (await fetch('/api/matter')).json());
+      assert(api.pairing?.open === false && api.pairing.manual_code === undefined, `GET /api/matter after Stop: ${JSON.stringify(api.pairing)}`);
+      assert((await hearthJson(['matter', 'status'], dataDir)).pairing_open === false, 'hearth matter status says pairing is still open');
+      const stoppedQr = await page.evaluate(async (url) => (await fetch(url)).status, qrUrl);
+      assert(stoppedQr === 404, `the QR code answered ${stoppedQr} after Stop pairing`);
+      await page.locator(tid('matter-no-controllers')).waitFor({ timeout: UI_TIMEOUT });
+      assert(/No controller has joined/.test(await textOf(page, tid('matter-no-controllers'))), 'no empty state for the controllers');
+      await shoot(page, 'matter-closed');
+
+      // Closed from elsewhere while the page shows it open: the page's poll
+      // notices, takes the code away and says why.
+      await page.click(tid('matter-pair'));
+      await page.locator(tid('matter-code')).waitFor({ timeout: UI_TIMEOUT });
+      const closedByCli = await hearthJson(['matter', 'pair', '--close'], dataDir);
+      assert(closedByCli.was_open === true, `hearth matter pair --close answered ${JSON.stringify(closedByCli)}`);
+      await until('the page to notice pairing closed', async () => (await page.locator(tid('matter-pairing')).count()) === 0, { timeout: 10_000 });
+      assert(/closed elsewhere/.test(await textOf(page, tid('matter-notice'))), `the notice says: ${await textOf(page, tid('matter-notice'))}`);
+      assert((await page.locator(tid('matter-code')).count()) === 0, 'the code stayed after pairing closed');
+      const log = fs.readFileSync(path.join(ARTIFACTS, 'demo.log'), 'utf8');
+      assert(log.includes('matter pairing opened by the owner'), 'the demo log does not show pairing opened');
+      assert(!log.includes(digits) && !log.includes(shown) && !log.includes(cli.qr), 'a setup code reached the log');
+    });
+
     await step('two-factor moves to a new phone only with the password; the old phone works until the new one is confirmed', async () => {
       await goto(page, '#/security', 'Security');
       await page.locator(`${tid('totp-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
@@ -1114,7 +1204,7 @@ async function main() {
       assert(left.length === 0, `files left after the erase: ${left.map((f) => path.relative(dataDir, f)).join(', ')}`);
     });
 
-    await step('the full demo: Home is a grid of tiles, dense on a desktop, with the first tiles in a phone\'s first screen; errors show at their control', async () => {
+    await step('the full demo: Home is a grid of tiles, dense on a desktop, with the first tiles in a phone\'s first screen; errors show at their control; Matter, off, says how to turn it on', async () => {
       // `hearth demo` as the README runs it: eight simulated devices,
       // adopted, with their firmware running.
       const fullDir = path.join(tmp, 'full-demo');
@@ -1160,6 +1250,12 @@ async function main() {
       assert(/Welcome/.test(await textOf(p, tid('status'))), 'no welcome on Home after setup');
       await goto(p, '#/privacy', 'Privacy');
       assert((await textOf(p, tid('status'))) === '', `a message from Home stayed on Privacy: ${await textOf(p, tid('status'))}`);
+      // This demo runs no Matter bridge: the section says how to turn it on.
+      await goto(p, '#/integrations', 'Integrations');
+      await p.locator(`${tid('matter-status')}[data-state="off"]`).waitFor({ timeout: UI_TIMEOUT });
+      assert(/enabled = true under \[matter\]/.test(await textOf(p, tid('matter-how'))), `Matter, off, says: ${await textOf(p, tid('matter-how'))}`);
+      assert((await p.locator(`${tid('matter-pair')}, ${tid('matter-controllers-box')} h3`).count()) === 0, 'Matter, off, offers pairing or a controllers list');
+      await shoot(p, 'matter-off');
       await goto(p, '#/home', 'Home');
       await until('every tile again', async () => (await tiles.count()) === n);
 

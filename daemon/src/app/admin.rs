@@ -116,6 +116,14 @@ pub enum Request {
     MatterPair,
     /// The Matter bridge's counts.
     MatterStatus,
+    /// Close Matter pairing before its 15 minutes are up.
+    MatterClose,
+    /// The controllers (fabrics) that joined.
+    MatterControllers,
+    /// Remove the controller with this fabric index.
+    MatterRemove {
+        index: u8,
+    },
 }
 
 /// Which integrations may see a device.
@@ -448,7 +456,11 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 })
                 .await,
         ),
-        r @ (Request::MatterPair | Request::MatterStatus) => {
+        r @ (Request::MatterPair
+        | Request::MatterStatus
+        | Request::MatterClose
+        | Request::MatterControllers
+        | Request::MatterRemove { .. }) => {
             let Some(matter) = admin.matter.clone() else {
                 return answer::<()>(Err(DeviceError::Invalid(
                     "the Matter bridge is off: set enabled = true under [matter] and restart hearth".into(),
@@ -463,6 +475,33 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                         "open_secs": crate::matter::PAIRING_WINDOW_SECS,
                     })
                 }),
+                Request::MatterClose => matter
+                    .close_pairing(Actor::Cli)
+                    .await
+                    .map(|was_open| serde_json::json!({ "was_open": was_open })),
+                Request::MatterControllers => matter.fabrics().await.map(|list| {
+                    serde_json::json!({
+                        "controllers": list.iter().map(|f| serde_json::json!({
+                            "index": f.index,
+                            "label": f.label,
+                            "vendor_id": f.vendor_id,
+                            "vendor": f.vendor,
+                            "added": f.added.map(|t| t.0 / 1000),
+                        })).collect::<Vec<_>>(),
+                    })
+                }),
+                Request::MatterRemove { index } => match matter.remove_fabric(index, Actor::Cli).await {
+                    Ok(true) => Ok(serde_json::json!({ "removed": true })),
+                    Ok(false) => {
+                        return refusal(
+                            &format!(
+                                "no controller with index {index}; `hearth matter controllers` lists them"
+                            ),
+                            ExitCode::DataErr,
+                        );
+                    }
+                    Err(e) => Err(e),
+                },
                 _ => matter
                     .status()
                     .await

@@ -199,6 +199,7 @@ pub async fn run_with_tap(
             shutdown: &shutdown,
             erased: &erased,
             started,
+            matter: matter.clone(),
         };
         web = Some(start::dashboard(dashboard, bound.web, &supervisor)?);
         (accounts, relay) = (Some(auth), Some(r));

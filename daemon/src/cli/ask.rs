@@ -70,14 +70,39 @@ pub(super) fn relay(cmd: RelayCommand) -> anyhow::Result<()> {
 
 pub(super) fn matter(cmd: MatterCommand) -> anyhow::Result<()> {
     let (admin, request) = match cmd {
-        MatterCommand::Pair(a) => (a, Request::MatterPair),
+        MatterCommand::Pair { close: false, admin } => (admin, Request::MatterPair),
+        MatterCommand::Pair { close: true, admin } => (admin, Request::MatterClose),
         MatterCommand::Status(a) => (a, Request::MatterStatus),
+        MatterCommand::Controllers(a) => (a, Request::MatterControllers),
+        MatterCommand::Remove { index, admin } => (admin, Request::MatterRemove { index }),
     };
     let v = admin_request(&admin, &request)?;
     if admin.json {
         print_json(&v);
+    } else if let Some(list) = v["controllers"].as_array() {
+        print_controllers(list);
+    } else if v["removed"] == true {
+        println!("controller removed: it can no longer reach hearth");
+    } else if let Some(was_open) = v["was_open"].as_bool() {
+        println!(
+            "{}",
+            if was_open {
+                "Matter pairing closed"
+            } else {
+                "Matter pairing was not open"
+            }
+        );
     } else if let Some(code) = v["manual_code_pretty"].as_str() {
         let mins = v["open_secs"].as_u64().unwrap_or(0) / 60;
+        let qr = v["qr"].as_str().unwrap_or("");
+        let codes = crate::matter::Codes {
+            manual: v["manual_code"].as_str().unwrap_or("").to_owned(),
+            manual_pretty: code.to_owned(),
+            qr: qr.to_owned(),
+        };
+        if qr.starts_with("MT:") {
+            println!("{}", codes.qr_terminal());
+        }
         println!(
             "Matter pairing is open for {mins} minutes. In your controller's app, add a Matter device and"
         );
@@ -98,6 +123,32 @@ pub(super) fn matter(cmd: MatterCommand) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The controllers as a table: index, vendor, when added, label last (it
+/// is the controller's own text, of any length).
+fn print_controllers(list: &[serde_json::Value]) {
+    if list.is_empty() {
+        println!("no controller has joined; `hearth matter pair` opens pairing");
+        return;
+    }
+    println!("{:<6} {:<16} {:<21} label", "index", "vendor", "added (UTC)");
+    for c in list {
+        let vendor = c["vendor"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("vendor {:#06x}", c["vendor_id"].as_u64().unwrap_or(0)));
+        let added = c["added"]
+            .as_i64()
+            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| "-".into());
+        let label = match c["label"].as_str() {
+            Some(l) if !l.is_empty() => l,
+            _ => "(unnamed)",
+        };
+        println!("{:<6} {vendor:<16} {added:<21} {label}", c["index"]);
+    }
 }
 
 pub(super) fn homeassistant(cmd: HomeAssistantCommand) -> anyhow::Result<()> {

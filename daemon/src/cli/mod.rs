@@ -135,6 +135,10 @@ pub enum Command {
         /// do.
         #[arg(long)]
         no_firmware: bool,
+        /// Run the Matter bridge too, on this UDP port (Matter's own is
+        /// 5540), as with `[matter] enabled = true`.
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        matter_port: Option<u16>,
     },
 }
 
@@ -223,11 +227,29 @@ pub enum RelayCommand {
 #[derive(Debug, Subcommand)]
 pub enum MatterCommand {
     /// Open pairing for 15 minutes (audited) and print the setup codes:
-    /// the 11-digit manual code and the QR code's `MT:` text. Pairing closes
-    /// once a controller has joined.
-    Pair(AdminArgs),
+    /// the QR code, the 11-digit manual code and the QR code's `MT:` text.
+    /// Pairing closes once a controller has joined.
+    Pair {
+        /// Close pairing now instead (audited), before its 15 minutes.
+        #[arg(long)]
+        close: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Show how many controllers are paired and whether pairing is open.
     Status(AdminArgs),
+    /// List the controllers (Matter fabrics) that joined: index, the label
+    /// each set, vendor, and when hearth first saw it.
+    Controllers(AdminArgs),
+    /// Remove a controller (audited): it can no longer reach hearth, and
+    /// its sessions end. Pair it again to bring it back.
+    Remove {
+        /// Its index, from `hearth matter controllers`.
+        #[arg(value_parser = clap::value_parser!(u8).range(1..=254))]
+        index: u8,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -596,8 +618,12 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
             data_dir,
             leave_pending,
             no_firmware,
+            matter_port,
         } => {
-            let config = demo::config()?;
+            let mut config = demo::config()?;
+            if let Some(port) = matter_port {
+                config.matter = crate::matter::MatterConfig { enabled: true, port };
+            }
             telemetry::init(&config.log);
             let options = demo::Options {
                 leave_pending,
@@ -661,5 +687,38 @@ mod tests {
         .context("while starting");
         assert_eq!(exit_code(&corrupt), ExitCode::DataErr);
         assert_eq!(exit_code(&anyhow::anyhow!("other")), ExitCode::Software);
+    }
+    #[test]
+    fn matter_commands_parse_and_a_bad_index_is_refused() {
+        use clap::Parser;
+        let parse = |args: &[&str]| Cli::try_parse_from([&["hearth", "matter"], args].concat());
+        let close = parse(&["pair", "--close", "--json"]).unwrap();
+        assert!(matches!(
+            close.command,
+            Command::Matter(MatterCommand::Pair {
+                close: true,
+                admin: AdminArgs { json: true, .. }
+            })
+        ));
+        assert!(matches!(
+            parse(&["pair"]).unwrap().command,
+            Command::Matter(MatterCommand::Pair { close: false, .. })
+        ));
+        assert!(matches!(
+            parse(&["remove", "3"]).unwrap().command,
+            Command::Matter(MatterCommand::Remove { index: 3, .. })
+        ));
+        assert!(matches!(
+            parse(&["controllers", "--json"]).unwrap().command,
+            Command::Matter(MatterCommand::Controllers(AdminArgs { json: true, .. }))
+        ));
+        for bad in [
+            &["remove", "0"][..],
+            &["remove", "255"],
+            &["remove", "x"],
+            &["remove"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

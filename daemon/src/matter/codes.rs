@@ -3,6 +3,8 @@
 //! code and the `MT:` QR text. It must never be a well-known test code,
 //! reach a log, or print in `Debug`.
 
+use qrcode::render::{svg, unicode};
+use qrcode::{EcLevel, QrCode};
 use rs_matter::BasicCommData;
 use rs_matter::dm::clusters::basic_info::BasicInfoConfig;
 use rs_matter::pairing::DiscoveryCapabilities;
@@ -55,6 +57,43 @@ pub struct Codes {
 impl std::fmt::Debug for Codes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Codes(redacted)")
+    }
+}
+
+/// The QR code's smallest side on the dashboard, in pixels: a phone's
+/// camera reads it from arm's length, and it fits a 390 px wide screen.
+const QR_MIN_SIZE: u32 = 240;
+
+impl Codes {
+    /// The `MT:` text as a QR code, in the alphanumeric mode its base-38
+    /// alphabet fits: bigger modules for a camera than byte mode.
+    fn qr_code(&self) -> QrCode {
+        QrCode::with_error_correction_level(self.qr.as_bytes(), EcLevel::M)
+            .expect("a Matter payload (22 characters) fits a QR code")
+    }
+
+    /// The QR code as SVG: black on white with the standard quiet zone,
+    /// colours as `fill` attributes (the dashboard's CSP forbids inline
+    /// style).
+    pub fn qr_svg(&self) -> String {
+        self.qr_code()
+            .render::<svg::Color>()
+            .quiet_zone(true)
+            .min_dimensions(QR_MIN_SIZE, QR_MIN_SIZE)
+            .dark_color(svg::Color("#000000"))
+            .light_color(svg::Color("#ffffff"))
+            .build()
+    }
+
+    /// The QR code for a terminal: two modules a character, dark modules
+    /// as the terminal's background, so it scans on a dark terminal too.
+    pub fn qr_terminal(&self) -> String {
+        self.qr_code()
+            .render::<unicode::Dense1x2>()
+            .quiet_zone(true)
+            .dark_color(unicode::Dense1x2::Light)
+            .light_color(unicode::Dense1x2::Dark)
+            .build()
     }
 }
 
@@ -209,6 +248,23 @@ mod tests {
         assert_eq!(qr.passcode(), setup.passcode);
         assert_eq!(qr.discriminator(), setup.discriminator);
         assert_eq!((qr.vid(), qr.pid()), (info.vid, info.pid));
+        // Both renderings carry a whole QR code, without inline style.
+        let svg = codes.qr_svg();
+        assert!(svg.contains("<svg") && svg.contains("<path"), "{}", svg.len());
+        assert!(!svg.to_lowercase().contains("style"));
+        assert!(!svg.contains(&codes.qr) && !svg.contains(&codes.manual));
+        let width: u32 = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|w| w.split('"').next())
+            .and_then(|w| w.parse().ok())
+            .unwrap();
+        assert!((QR_MIN_SIZE..QR_MIN_SIZE * 2).contains(&width), "{width}");
+        let text = codes.qr_terminal();
+        let rows: Vec<&str> = text.lines().collect();
+        let side = codes.qr_code().width() + 8;
+        assert_eq!(rows.len(), side.div_ceil(2));
+        assert!(rows.iter().all(|r| r.chars().count() == side));
         // A flipped digit fails the Verhoeff check.
         let mut wrong = codes.manual.into_bytes();
         wrong[10] = if wrong[10] == b'0' { b'1' } else { b'0' };

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::discovery::mdns::Service;
 use crate::home::devices::Devices;
 use crate::home::live::LiveState;
-use crate::store::{Actor, AuditEvent, AuditKind, Store, StoreError};
+use crate::store::{Actor, AuditEvent, AuditKind, Store, StoreError, UnixTime};
 use crate::supervisor::Supervisor;
 
 pub use self::codes::{Codes, Setup};
@@ -126,6 +126,9 @@ pub struct Matter {
     store: Arc<Mutex<Store>>,
     setup: Setup,
     port: u16,
+    /// When the pairing the owner last opened closes by itself; read only
+    /// while the thread says pairing is open.
+    closes_at: Mutex<Option<UnixTime>>,
 }
 
 impl std::fmt::Debug for Matter {
@@ -269,6 +272,7 @@ impl Matter {
             store,
             setup,
             port,
+            closes_at: Mutex::new(None),
         }))
     }
 
@@ -280,6 +284,8 @@ impl Matter {
     /// Opens pairing for [`PAIRING_WINDOW_SECS`], audited, and returns the
     /// codes to pair with.
     pub async fn open_pairing(&self, by: Actor) -> Result<Codes, MatterError> {
+        // Opening an open window leaves it as it was, deadline included.
+        let was_open = self.status().await?.pairing_open;
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::OpenPairing(tx))
@@ -288,6 +294,13 @@ impl Matter {
         rx.await
             .map_err(|_| MatterError::Stopped)?
             .map_err(MatterError::Stack)?;
+        {
+            let mut closes_at = self.closes_at.lock().expect("closes_at lock");
+            if !was_open || closes_at.is_none() {
+                let window = i64::from(PAIRING_WINDOW_SECS) * 1000;
+                *closes_at = Some(UnixTime(UnixTime::now().0 + window));
+            }
+        }
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             store.lock().expect("store lock").append_audit(&AuditEvent::ok(
@@ -316,6 +329,14 @@ impl Matter {
                 .await?;
         }
         Ok(closed)
+    }
+
+    /// Until when pairing stays open, if `status` (just asked) says it is.
+    pub fn pairing_until(&self, status: &Status) -> Option<UnixTime> {
+        if !status.pairing_open {
+            return None;
+        }
+        *self.closes_at.lock().expect("closes_at lock")
     }
 
     /// The controllers that have joined, with when hearth first saw each.

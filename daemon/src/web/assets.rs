@@ -25,6 +25,7 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../web-ui/integrations.js"),
     ),
     ("/voice.js", JS, include_bytes!("../../../web-ui/voice.js")),
+    ("/matter.js", JS, include_bytes!("../../../web-ui/matter.js")),
 ];
 
 #[cfg(test)]

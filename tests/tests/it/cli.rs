@@ -121,3 +121,97 @@ fn usage_errors_exit_64_and_help_exits_0() {
         assert!(text(&out.stdout).contains("Usage: hearth"), "{cmd}");
     }
 }
+
+/// `hearth matter`: off, each command says how to turn it on; on, pairing
+/// opens with a QR code above the codes and closes early, controllers are
+/// listed, an unknown one is not removed, and no code reaches the log.
+#[test]
+fn matter_commands_pair_close_list_and_remove() {
+    let off = crate::harness::Daemon::start();
+    for args in [
+        &["matter", "pair"][..],
+        &["matter", "controllers"],
+        &["matter", "remove", "1"],
+    ] {
+        let out = off.cli(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("enabled = true under [matter]"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    drop(off);
+
+    // Matter refuses port 0; a port free a moment ago is as good.
+    let port = std::net::UdpSocket::bind("[::]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let daemon = crate::harness::Daemon::start_with(&format!(
+        "[matter]\nenabled = true\nport = {port}\n[log]\nlevel = \"debug\"\n"
+    ));
+    let status = daemon.cli_json(&["matter", "status"]);
+    assert_eq!(
+        (
+            status["pairing_open"].as_bool(),
+            status["fabrics"].as_u64(),
+            status["port"].as_u64()
+        ),
+        (Some(false), Some(0), Some(port.into()))
+    );
+
+    let out = daemon.cli(&["matter", "pair"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    let qr_rows: Vec<&str> = shown
+        .lines()
+        .take_while(|l| l.chars().all(|c| " █▀▄".contains(c)) && !l.is_empty())
+        .collect();
+    assert!(qr_rows.len() >= 13, "no QR code above the codes:\n{shown}");
+    let pretty = shown
+        .split("enter the setup code ")
+        .nth(1)
+        .and_then(|s| s.lines().next())
+        .unwrap_or_else(|| panic!("no code in:\n{shown}"))
+        .to_owned();
+    assert!(
+        pretty.len() == 13 && pretty.split('-').map(str::len).eq([4, 3, 4]),
+        "{pretty}"
+    );
+    let codes = daemon.cli_json(&["matter", "pair"]);
+    assert_eq!(codes["manual_code_pretty"], pretty.as_str());
+    let manual = codes["manual_code"].as_str().unwrap().to_owned();
+    let qr = codes["qr"].as_str().unwrap().to_owned();
+    assert_eq!(manual, pretty.replace('-', ""));
+    assert!(shown.contains(&qr));
+    assert_eq!(daemon.cli_json(&["matter", "status"])["pairing_open"], true);
+
+    let out = daemon.cli(&["matter", "controllers"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("no controller has joined"));
+    assert_eq!(
+        daemon.cli_json(&["matter", "controllers"]),
+        serde_json::json!({ "controllers": [] })
+    );
+    let out = daemon.cli(&["matter", "remove", "5"]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        text(&out.stderr).contains("no controller with index 5"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = daemon.cli(&["matter", "pair", "--close"]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).trim(), "Matter pairing closed");
+    assert_eq!(daemon.cli_json(&["matter", "pair", "--close"])["was_open"], false);
+    assert_eq!(daemon.cli_json(&["matter", "status"])["pairing_open"], false);
+
+    let (_, log) = daemon.stop();
+    assert!(log.contains("matter pairing opened by the owner"), "{log}");
+    for secret in [&manual, &pretty, &qr] {
+        assert!(!log.contains(secret.as_str()), "a setup code reached the log");
+    }
+}

@@ -14,6 +14,7 @@ mod audit;
 mod devices;
 mod events;
 mod homeassistant;
+mod matter;
 mod metrics;
 mod names;
 mod openapi;
@@ -73,6 +74,8 @@ pub struct App {
     pub erased: Arc<std::sync::atomic::AtomicBool>,
     /// `/metrics`, unless `web.metrics = "off"`.
     pub metrics: Option<Arc<crate::web::metrics::Metrics>>,
+    /// The Matter bridge, when `[matter] enabled`.
+    pub matter: Option<Arc<crate::matter::Matter>>,
 }
 
 /// The client's address, put on each request by the server.
@@ -150,6 +153,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/api/relay/links/{id}",
             axum::routing::delete(relay::relay_revoke),
+        )
+        .route("/api/matter", get(matter::matter_status))
+        .route("/api/matter/qr.svg", get(matter::matter_qr))
+        .route(
+            "/api/matter/pairing",
+            post(matter::matter_pair_open).delete(matter::matter_pair_close),
+        )
+        .route("/api/matter/fabrics", get(matter::matter_fabrics))
+        .route(
+            "/api/matter/fabrics/{index}",
+            axum::routing::delete(matter::matter_remove),
         )
         .route("/api/openapi.json", get(openapi::openapi))
         .route("/ca.pem", get(ca))

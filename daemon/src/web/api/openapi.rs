@@ -10,6 +10,7 @@ use super::audit::*;
 use super::devices::*;
 use super::events::*;
 use super::homeassistant::*;
+use super::matter::*;
 use super::relay::*;
 use super::safety::*;
 
@@ -64,7 +65,13 @@ use super::safety::*;
         relay_disable,
         relay_register,
         relay_unregister,
-        relay_revoke
+        relay_revoke,
+        matter_status,
+        matter_qr,
+        matter_pair_open,
+        matter_pair_close,
+        matter_fabrics,
+        matter_remove
     )
 )]
 struct ApiDoc;

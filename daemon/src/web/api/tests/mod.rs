@@ -9,6 +9,7 @@ mod account;
 mod audit;
 mod guards;
 mod homeassistant;
+mod matter;
 mod metrics;
 mod openapi;
 mod sessions;
@@ -58,6 +59,10 @@ struct Fixture {
     store: Arc<Mutex<Store>>,
     data_dir: PathBuf,
     setup_code: String,
+    /// The Matter bridge, when the fixture runs one.
+    matter: Option<Arc<crate::matter::Matter>>,
+    /// Stops the Matter thread, if one runs, when the fixture goes.
+    _matter_stop: Option<tokio_util::sync::DropGuard>,
     _tmp: tempfile::TempDir,
 }
 
@@ -138,6 +143,16 @@ impl Fixture {
     }
 
     async fn with_timeouts(idle: Duration, max: Duration) -> Fixture {
+        Fixture::build(idle, max, false).await
+    }
+
+    /// With a Matter bridge running, on a loopback UDP port of the
+    /// system's choosing.
+    async fn with_matter() -> Fixture {
+        Fixture::build(IDLE, MAX, true).await
+    }
+
+    async fn build(idle: Duration, max: Duration, with_matter: bool) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("d");
         let mut store = crate::store::open_or_init(&DataDir::new(&data_dir), None).unwrap();
@@ -195,6 +210,23 @@ impl Fixture {
             relay_config,
             crate::supervisor::Supervisor::new(tokio_util::sync::CancellationToken::new()),
         ));
+        let (matter, matter_stop) = if with_matter {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let socket = std::net::UdpSocket::bind("[::1]:0").unwrap();
+            let (publish, _) = tokio::sync::watch::channel(Vec::new());
+            let matter = crate::matter::Matter::start(
+                store.clone(),
+                devices.clone(),
+                Arc::new(crate::home::live::LiveState::new()),
+                socket,
+                publish,
+                &crate::supervisor::Supervisor::new(stop.clone()),
+            )
+            .unwrap();
+            (Some(matter), Some(stop.drop_guard()))
+        } else {
+            (None, None)
+        };
         let app = Arc::new(App {
             auth,
             devices,
@@ -208,12 +240,15 @@ impl Fixture {
             shutdown: tokio_util::sync::CancellationToken::new(),
             erased: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             metrics: Some(metrics),
+            matter: matter.clone(),
         });
         Fixture {
             router: router(app),
             store,
             data_dir,
             setup_code: code.expose().to_owned(),
+            matter,
+            _matter_stop: matter_stop,
             _tmp: tmp,
         }
     }
@@ -416,7 +451,8 @@ fn body_for(method: &Method, path: &str) -> Option<Value> {
 }
 
 /// `path` with its `{id}` filled in: the pending device for adopt and
-/// ignore, the adopted one for other device routes, `session` for sessions.
+/// ignore, the adopted one for other device routes, `session` for sessions;
+/// a Matter controller's `{index}` is 1, the first a controller gets.
 fn concrete(path: &str, pending: &DeviceId, adopted: &DeviceId, session: &str) -> String {
     let id = if path.starts_with("/api/sessions/") {
         session.to_owned()
@@ -425,7 +461,7 @@ fn concrete(path: &str, pending: &DeviceId, adopted: &DeviceId, session: &str) -
     } else {
         adopted.to_string()
     };
-    path.replace("{id}", &id)
+    path.replace("{id}", &id).replace("{index}", "1")
 }
 
 /// The id of `who`'s own session, from the session list.

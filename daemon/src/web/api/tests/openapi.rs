@@ -68,6 +68,12 @@ async fn openapi_document_lists_the_routes() {
         ("POST", "/api/relay/clients"),
         ("DELETE", "/api/relay/clients/{id}"),
         ("DELETE", "/api/relay/links/{id}"),
+        ("GET", "/api/matter"),
+        ("GET", "/api/matter/qr.svg"),
+        ("POST", "/api/matter/pairing"),
+        ("DELETE", "/api/matter/pairing"),
+        ("GET", "/api/matter/fabrics"),
+        ("DELETE", "/api/matter/fabrics/{index}"),
     ];
     for (m, p) in want {
         assert!(
