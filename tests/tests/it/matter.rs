@@ -207,6 +207,14 @@ impl Device {
         }
     }
 
+    /// Nothing reaches the device for `quiet`: no command got through.
+    #[track_caller]
+    fn expect_silence(&self, quiet: Duration) {
+        if let Ok((line, _)) = self.lines.recv_timeout(quiet) {
+            assert!(!line.starts_with("state"), "the device obeyed: {line}");
+        }
+    }
+
     /// Someone switches the bulb by hand.
     fn flip(&mut self) {
         writeln!(self.stdin, "flip").unwrap();
@@ -511,6 +519,40 @@ fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
     let status = cli(&home, &["matter", "status"]);
     assert_eq!(status["fabrics"], 2, "{status}");
     assert_eq!(status["pairing_open"], false, "{status}");
+
+    // The owner sees both controllers by the labels they gave, with when
+    // each joined, and removes the second: it can no longer reach hearth,
+    // while the first reconnects and goes on.
+    let listed = cli(&home, &["matter", "controllers"]);
+    let controllers = listed["controllers"].as_array().unwrap();
+    assert_eq!(controllers.len(), 2, "{listed}");
+    assert!(
+        controllers.iter().all(|c| c["added"].as_u64().is_some()),
+        "{listed}"
+    );
+    let index = |label: &str| {
+        controllers
+            .iter()
+            .find(|c| c["label"] == label)
+            .unwrap_or_else(|| panic!("no {label}: {listed}"))["index"]
+            .as_u64()
+            .unwrap()
+            .to_string()
+    };
+    let (first_index, second_index) = (index("first"), index("second"));
+    assert_ne!(first_index, second_index);
+    cli(&home, &["matter", "remove", &second_index]);
+    let refused = second.try_ask(json!({"cmd": "on", "node": node2, "endpoint": lamp}));
+    assert_eq!(
+        refused["ok"], false,
+        "a removed controller still reached hearth: {refused}"
+    );
+    bulb.expect_silence(Duration::from_secs(1));
+    let again = first.ask_until_ok(json!({"cmd": "on", "node": node, "endpoint": lamp}));
+    assert_eq!(again["onOff"], true, "{again}");
+    bulb.expect("state ON");
+    let status = cli(&home, &["matter", "status"]);
+    assert_eq!(status["fabrics"], 1, "{status}");
 
     // A plug exposed now joins at once, on a new endpoint: the controller
     // hears the parts list change (matter.js then reads the new endpoint
