@@ -202,7 +202,6 @@ impl Matter {
         {
             let devices = devices.clone();
             let store = store.clone();
-            let store_for_audit = store.clone();
             supervisor.spawn("matter-actions", move |token| async move {
                 // A controller's command goes through the same service as
                 // the relay's and the dashboard's.
@@ -235,24 +234,8 @@ impl Matter {
                             audit_blocking(&store, AuditEvent::ok(AuditKind::MatterPairingClosed, Actor::Hearth, detail)).await;
                         }
                         node::Action::Fabrics(joined) => {
-                            let store = store.clone();
-                            let added = tokio::task::spawn_blocking(move || {
-                                fabrics::record(&mut store.lock().expect("store lock"), &joined)
-                            })
-                            .await;
-                            match added {
-                                Ok(Ok(added)) => {
-                                    for index in added {
-                                        audit_blocking(&store_for_audit, AuditEvent::ok(
-                                            AuditKind::MatterControllerAdded,
-                                            Actor::Hearth,
-                                            format!("fabric {index}"),
-                                        ))
-                                        .await;
-                                    }
-                                }
-                                Ok(Err(error)) => tracing::error!(%error, "matter: the controllers' record could not be saved"),
-                                Err(_) => {}
+                            if let Err(error) = note_fabrics(&store, joined).await {
+                                tracing::error!(%error, "matter: the controllers' record could not be saved");
                             }
                         }
                     }
@@ -344,6 +327,8 @@ impl Matter {
         let (tx, rx) = oneshot::channel();
         self.ask(Command::Fabrics(tx)).await?;
         let joined = rx.await.map_err(|_| MatterError::Stopped)?;
+        // One that joined since the thread last looked is dated now.
+        note_fabrics(&self.store, joined.clone()).await?;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || fabrics::list(&store.lock().expect("store lock"), joined))
             .await
@@ -388,10 +373,7 @@ impl Matter {
         let (tx, rx) = oneshot::channel();
         self.ask(Command::Fabrics(tx)).await?;
         let joined = rx.await.map_err(|_| MatterError::Stopped)?;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || fabrics::record(&mut store.lock().expect("store lock"), &joined))
-            .await
-            .map_err(|e| MatterError::Stack(e.to_string()))??;
+        note_fabrics(&self.store, joined).await?;
         Ok(removed)
     }
 
@@ -420,6 +402,25 @@ impl Matter {
         status.port = self.port;
         Ok(status)
     }
+}
+
+/// Records the fabrics joined now, dating and auditing each new one once.
+async fn note_fabrics(store: &Arc<Mutex<Store>>, joined: Vec<fabrics::Joined>) -> Result<(), MatterError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = store.lock().expect("store lock");
+        for index in fabrics::record(&mut store, &joined)? {
+            store.append_audit(&AuditEvent::ok(
+                AuditKind::MatterControllerAdded,
+                Actor::Hearth,
+                format!("fabric {index}"),
+            ))?;
+        }
+        Ok::<(), StoreError>(())
+    })
+    .await
+    .map_err(|e| MatterError::Stack(e.to_string()))??;
+    Ok(())
 }
 
 /// Appends `event` to the audit log; a failure is logged, not returned

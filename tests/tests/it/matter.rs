@@ -450,7 +450,8 @@ fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
     assert_eq!(status["fabrics"], 0, "{status}");
 
     let code = pair(&home);
-    let mut first = Controller::start(&ctl_ns, &ctl_link, &home, "first");
+    let first_code = code.clone();
+    let mut first = Controller::start(&ctl_ns, &ctl_link, &home, "kitchen-hub-a7");
     let joined = first.ask(json!({"cmd": "commission", "code": code, "ip": "10.251.7.2", "port": 5540}));
     let node = joined["node"].as_str().unwrap().to_owned();
     eprintln!("commissioned in {} ms", joined["ms"]);
@@ -509,7 +510,7 @@ fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
     // A second controller joins as a second fabric, over IPv6 this time:
     // pairing at hearth's link-local address.
     let code = pair(&home);
-    let mut second = Controller::start(&ctl_ns, &ctl_link, &home, "second");
+    let mut second = Controller::start(&ctl_ns, &ctl_link, &home, "phone-app-c3");
     let joined = second
         .ask(json!({"cmd": "commission", "code": code, "ip": format!("{hub_v6}%{ctl_link}"), "port": 5540}));
     let node2 = joined["node"].as_str().unwrap().to_owned();
@@ -539,7 +540,7 @@ fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
             .unwrap()
             .to_string()
     };
-    let (first_index, second_index) = (index("first"), index("second"));
+    let (first_index, second_index) = (index("kitchen-hub-a7"), index("phone-app-c3"));
     assert_ne!(first_index, second_index);
     cli(&home, &["matter", "remove", &second_index]);
     let refused = second.try_ask(json!({"cmd": "on", "node": node2, "endpoint": lamp}));
@@ -553,6 +554,25 @@ fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
     bulb.expect("state ON");
     let status = cli(&home, &["matter", "status"]);
     assert_eq!(status["fabrics"], 1, "{status}");
+
+    // Nothing of it in the clear: not the pairing code, the controllers'
+    // labels, the voice names or the link-local address, in the data
+    // directory's bytes (fabrics included) or in hearth's log.
+    let canaries: Vec<String> = [
+        first_code.as_str(),
+        "kitchen-hub-a7",
+        "phone-app-c3",
+        "desk lamp",
+        "kettle",
+        hub_v6.as_str(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let found = hearth_tests::find_canaries(&home.data_dir(), &canaries);
+    assert!(found.is_empty(), "in the clear on disk: {found:?}");
+    let log = std::fs::read(home.path("daemon.log")).unwrap();
+    let found = hearth_tests::find_in_bytes(&log, &canaries);
+    assert!(found.is_empty(), "in hearth's log: {found:?}");
 
     // A plug exposed now joins at once, on a new endpoint: the controller
     // hears the parts list change (matter.js then reads the new endpoint
