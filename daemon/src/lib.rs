@@ -70,6 +70,7 @@ mod arrows {
             &[
                 "accounts",
                 "home",
+                "matter",
                 "relay",
                 "broker",
                 "store",
@@ -84,6 +85,7 @@ mod arrows {
                 "accounts",
                 "home",
                 "discovery",
+                "matter",
                 "relay",
                 "safety",
                 "broker",

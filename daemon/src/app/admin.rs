@@ -392,6 +392,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 None,
                 &admin.homeassistant,
                 &admin.devices,
+                admin.matter.as_deref(),
                 crate::safety::lockdown::Options {
                     rotate_devices,
                     require_new_password,

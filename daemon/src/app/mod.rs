@@ -198,6 +198,7 @@ pub async fn run_with_tap(
             shutdown: &shutdown,
             erased: &erased,
             started,
+            matter: matter.as_ref(),
         };
         web = Some(start::dashboard(dashboard, bound.web, &supervisor)?);
         (accounts, relay) = (Some(auth), Some(r));

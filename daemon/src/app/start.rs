@@ -323,6 +323,7 @@ pub(super) struct Dashboard<'a> {
     pub shutdown: &'a CancellationToken,
     pub erased: &'a Arc<AtomicBool>,
     pub started: Instant,
+    pub matter: Option<&'a Arc<crate::matter::Matter>>,
 }
 
 pub(super) fn dashboard(
@@ -356,6 +357,7 @@ pub(super) fn dashboard(
                 started: d.started,
             })
         }),
+        matter: d.matter.cloned(),
     });
     crate::web::start(listeners, d.files, app, supervisor).map_err(|e| DaemonError::Internal(e.to_string()))
 }

@@ -568,15 +568,22 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
                 print_json(&v);
             } else {
                 println!(
-                    "lockdown: {} dashboard session(s) ended, {} relay link(s) revoked, Home Assistant password {}",
-                    v["sessions_ended"],
-                    v["relay_links_revoked"],
+                    "lockdown: {} ended, {} revoked, Home Assistant password {}",
+                    count(&v["sessions_ended"], "dashboard session"),
+                    count(&v["relay_links_revoked"], "relay link"),
                     if v["homeassistant_password_revoked"] == true {
                         "revoked (rotate it to reconnect)"
                     } else {
                         "not in use"
                     }
                 );
+                match v["matter_controllers_removed"].as_u64() {
+                    Some(0) | None => println!("lockdown: no Matter controller was paired"),
+                    Some(_) => println!(
+                        "lockdown: {} removed, and Matter pairing closed (pair a controller again with `hearth matter pair`)",
+                        count(&v["matter_controllers_removed"], "Matter controller")
+                    ),
+                }
                 if v["metrics_token_revoked"] == true {
                     println!(
                         "lockdown: the metrics token is revoked (`hearth metrics token` issues a new one)"

@@ -73,6 +73,8 @@ pub struct App {
     pub erased: Arc<std::sync::atomic::AtomicBool>,
     /// `/metrics`, unless `web.metrics = "off"`.
     pub metrics: Option<Arc<crate::web::metrics::Metrics>>,
+    /// The Matter bridge, when `[matter] enabled`.
+    pub matter: Option<Arc<crate::matter::Matter>>,
 }
 
 /// The client's address, put on each request by the server.

@@ -217,7 +217,7 @@ pub(super) struct LockdownBody {
     require_new_password: bool,
 }
 
-#[utoipa::path(post, path = "/api/lockdown", request_body = LockdownBody, responses((status = 200, description = "Every other dashboard session ended, every relay link and Home Assistant's password revoked, and with rotate_devices every device credential rotated (the new provisioning shown once)")))]
+#[utoipa::path(post, path = "/api/lockdown", request_body = LockdownBody, responses((status = 200, description = "Every other dashboard session ended, every relay link, Home Assistant's password and every Matter controller revoked (Matter pairing closed), and with rotate_devices every device credential rotated (the new provisioning shown once)")))]
 pub(super) async fn lockdown(
     State(app): State<Arc<App>>,
     Authed(session): Authed,
@@ -229,6 +229,7 @@ pub(super) async fn lockdown(
         Some(session.id.clone()),
         &ha,
         &app.devices,
+        app.matter.as_deref(),
         crate::safety::lockdown::Options {
             rotate_devices: b.rotate_devices,
             require_new_password: b.require_new_password,

@@ -208,6 +208,7 @@ impl Fixture {
             shutdown: tokio_util::sync::CancellationToken::new(),
             erased: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             metrics: Some(metrics),
+            matter: None,
         });
         Fixture {
             router: router(app),
