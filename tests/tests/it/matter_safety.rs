@@ -1,6 +1,6 @@
 //! The Matter bridge's fabrics as secrets: lockdown removes them (through
 //! the running bridge, or from the store while it is off), erase destroys
-//! them, and backup and restore carry them.
+//! them, backup and restore carry them, and the privacy report lists them.
 //!
 //! A real fabric comes only from a real commissioning (the matter.js
 //! harness, tests/matter/); here the records are written straight into the
@@ -75,6 +75,19 @@ fn lockdown_removes_the_controllers_kept_while_the_bridge_is_off() {
     let setup = seed(&home, "lockdown-canary");
     let daemon = Daemon::start_in(home);
 
+    // The report counts them and says they would come back.
+    let report = daemon.cli_json(&["privacy", "report"]);
+    assert_eq!(report["matter"]["enabled"], false);
+    assert_eq!(report["matter"]["kept"], 2);
+    let what = report["matter"]["what"].as_str().unwrap();
+    assert!(what.contains("2 controllers paired earlier are kept"), "{what}");
+    let held = report["held"].as_array().unwrap();
+    let row = held
+        .iter()
+        .find(|h| h["what"].as_str().unwrap().starts_with("Matter controllers"))
+        .expect("a Matter row in what is held");
+    assert_eq!(row["count"], 2);
+
     let done = daemon.cli_json(&["lockdown"]);
     assert_eq!(done["matter_controllers_removed"], 2);
     let out = daemon.cli(&["lockdown"]);
@@ -82,6 +95,8 @@ fn lockdown_removes_the_controllers_kept_while_the_bridge_is_off() {
     let said = text(&out.stdout);
     assert!(said.contains("no Matter controller was paired"), "{said}");
     assert!(!said.contains("(s)"), "{said}");
+    let report = daemon.cli_json(&["privacy", "report"]);
+    assert_eq!(report["matter"]["kept"], 0);
 
     let home = daemon.stop_keeping_home();
     let s = store(&home);
@@ -120,13 +135,77 @@ fn lockdown_removes_the_controllers_kept_while_the_bridge_is_off() {
 fn lockdown_with_the_bridge_running_closes_pairing_and_says_none_was_paired() {
     let port = free_udp_port();
     let daemon = Daemon::start_with(&format!("[matter]\nenabled = true\nport = {port}\n"));
+    // A light exposed to voice: what a controller would see.
+    let lamp = daemon.add_device("generic", "bulb", "Lamp by the bed", "Bedroom");
+    daemon.cli_json(&[
+        "devices",
+        "expose",
+        lamp.id(),
+        "--voice",
+        "on",
+        "--voice-name",
+        "reading light",
+    ]);
+
+    // The privacy report, on with no controller, from the CLI and the
+    // dashboard alike.
+    let report = daemon.cli_json(&["privacy", "report"]);
+    let m = &report["matter"];
+    assert_eq!(m["enabled"], true);
+    assert_eq!(m["controllers"], serde_json::json!([]));
+    assert_eq!(m["devices"], serde_json::json!(["reading light"]));
+    let what = m["what"].as_str().unwrap();
+    assert!(what.starts_with("On, with no controller paired"), "{what}");
+    assert!(what.contains("reading light"), "{what}");
+    assert!(
+        !what.contains("Lamp by the bed") && !what.contains("Bedroom"),
+        "{what}"
+    );
+    let stays = m["leaves_home"].as_str().unwrap();
+    assert!(stays.contains("no cloud and no account link"), "{stays}");
+    let matter_listener = report["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["what"].as_str().unwrap().starts_with("Matter"))
+        .expect("Matter among the listeners");
+    assert_eq!(
+        matter_listener["addresses"],
+        serde_json::json!([format!("[::]:{port} (IPv4 and IPv6)")])
+    );
+    let out = daemon.cli(&["privacy", "report"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("Matter bridge:\n  On, with no controller paired"),
+        "{said}"
+    );
+    assert!(said.contains("Matter stays on your LAN"), "{said}");
+
     let web = crate::http::Target::tls(daemon.web_port(), &daemon.ca_cert());
     let owner = set_up_owner(
         web,
         &daemon.home.data_dir(),
         "owner",
-        "a matter lockdown passphrase",
+        "a matter privacy passphrase",
     );
+    let page = owner.api("GET", "/api/privacy", None);
+    assert_eq!(page.status, 200);
+    let page: serde_json::Value = serde_json::from_str(&page.text()).unwrap();
+    let shared = page["shared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["with"] == "Matter controllers")
+        .expect("Matter among what integrations are told")
+        .clone();
+    assert_eq!(shared["enabled"], true);
+    assert_eq!(shared["devices"], serde_json::json!(["reading light"]));
+    assert_eq!(shared["what"], m["what"]);
+    assert!(
+        page["leaves_home"].as_array().unwrap().iter().any(|l| l == stays),
+        "{page}"
+    );
+
     // Pairing open, then a lockdown, from the dashboard and from the CLI:
     // each time pairing closed, and no controller to remove.
     let pair = || {
