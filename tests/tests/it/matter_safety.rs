@@ -309,7 +309,7 @@ fn erase_leaves_no_matter_record_and_no_fabric_in_any_file() {
     for file in hearth_tests::files_under(home.tmp.path()) {
         let bytes = std::fs::read(&file).unwrap();
         assert!(
-            find_in_bytes(&bytes, &[canary.clone()]).is_empty(),
+            find_in_bytes(&bytes, std::slice::from_ref(&canary)).is_empty(),
             "{} holds a fabric",
             file.display()
         );
