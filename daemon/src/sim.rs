@@ -674,6 +674,20 @@ pub async fn device(
     stop: impl std::future::Future<Output = ()>,
     report_line: impl Fn(&str),
 ) {
+    let (_keep, switch) = tokio::sync::mpsc::unbounded_channel();
+    device_with_switch(p, host, stop, report_line, switch).await
+}
+
+/// [`device`], whose light or plug someone also switches by hand: each
+/// message on `switch` flips it on its own side, and it reports its new
+/// state as its firmware would (`state ON|OFF` is said too).
+pub async fn device_with_switch(
+    p: serde_json::Value,
+    host: String,
+    stop: impl std::future::Future<Output = ()>,
+    report_line: impl Fn(&str),
+    mut switch: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
     use rumqttc::{
         AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
     };
@@ -738,14 +752,18 @@ pub async fn device(
     let connected = std::sync::atomic::AtomicBool::new(false);
     let connects = tokio::sync::Notify::new();
 
+    let shared = std::sync::Mutex::new(Light {
+        on: false,
+        brightness: 100,
+        color_temp: 370,
+    });
     let protocol = async {
-        let mut light = Light {
-            on: false,
-            brightness: 100,
-            color_temp: 370,
-        };
         loop {
-            match events.poll().await {
+            let event = events.poll().await;
+            // Read after the wait: the device may have been switched by
+            // hand meanwhile.
+            let light = *shared.lock().expect("light");
+            match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected.store(true, std::sync::atomic::Ordering::SeqCst);
                     connects.notify_one();
@@ -832,7 +850,7 @@ pub async fn device(
                     if next.color_temp != light.color_temp {
                         report_line(&format!("color_temp {}", next.color_temp));
                     }
-                    light = next;
+                    *shared.lock().expect("light") = next;
                 }
                 Ok(_) => {}
                 Err(ConnectionError::ConnectionRefused(_)) => {
@@ -926,11 +944,31 @@ pub async fn device(
         }
     };
 
+    let by_hand = async {
+        if sensor || camera {
+            return std::future::pending().await;
+        }
+        while switch.recv().await.is_some() {
+            let mut light = *shared.lock().expect("light");
+            light.on = !light.on;
+            *shared.lock().expect("light") = light;
+            for (topic, payload) in report(profile, &base, light, dimmable, false, true) {
+                client
+                    .publish(topic, QoS::AtLeastOnce, retain_state, payload)
+                    .await
+                    .expect("report");
+            }
+            report_line(if light.on { "state ON" } else { "state OFF" });
+        }
+        std::future::pending().await
+    };
+
     tokio::select! {
         _ = stop => {}
         _ = protocol => {}
         _ = motion => {}
         _ = readings => {}
+        _ = by_hand => {}
     }
 }
 

@@ -11,7 +11,7 @@
 //
 // Environment: MATTER_STORAGE_PATH (required: a fresh temp dir, so no test
 // ever touches ~/.matter), MATTER_MDNS_NETWORKINTERFACE (optional: pin mDNS
-// to one interface), COMMISSION_TIMEOUT_MS (default 60000), OP_TIMEOUT_MS
+// to one interface), MATTER_FABRIC_LABEL (default "hearth test"), COMMISSION_TIMEOUT_MS (default 60000), OP_TIMEOUT_MS
 // (default 15000).
 
 // matter.js logs through console; stdout belongs to the protocol.
@@ -55,7 +55,7 @@ function withTimeout(promise, ms, what) {
 const controller = new CommissioningController({
     environment: { environment: Environment.default, id: "hearth-test-controller" },
     autoConnect: false,
-    adminFabricLabel: "hearth test",
+    adminFabricLabel: process.env.MATTER_FABRIC_LABEL ?? "hearth test",
 });
 await controller.start();
 

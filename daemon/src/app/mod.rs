@@ -173,6 +173,7 @@ pub async fn run_with_tap(
         (Some(socket), Some(publish)) => Some(crate::matter::Matter::start(
             store.clone(),
             home.devices.clone(),
+            home.live.clone(),
             socket,
             publish,
             &supervisor,

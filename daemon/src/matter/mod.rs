@@ -9,6 +9,7 @@
 
 pub mod bridge;
 pub mod codes;
+mod dynamic;
 pub mod fabrics;
 pub mod kv;
 mod node;
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::discovery::mdns::Service;
 use crate::home::devices::Devices;
+use crate::home::live::LiveState;
 use crate::store::{Actor, AuditEvent, AuditKind, Store, StoreError};
 use crate::supervisor::Supervisor;
 
@@ -147,6 +149,7 @@ impl Matter {
     pub fn start(
         store: Arc<Mutex<Store>>,
         devices: Arc<Devices>,
+        live: Arc<LiveState>,
         socket: UdpSocket,
         publish: tokio::sync::watch::Sender<Vec<Service>>,
         supervisor: &Supervisor,
@@ -214,6 +217,11 @@ impl Matter {
                                 tracing::warn!(device = %id, %error, "matter: a controller's command was not carried out");
                             }
                         }
+                        node::Action::Brightness(id, level) => {
+                            if let Err(error) = devices.set_brightness(&id, level).await {
+                                tracing::warn!(device = %id, %error, "matter: a controller's command was not carried out");
+                            }
+                        }
                         node::Action::PairingClosed { joined } => {
                             let detail = if joined { "a controller joined" } else { "the 15 minutes ran out" };
                             audit_blocking(&store, AuditEvent::ok(AuditKind::MatterPairingClosed, Actor::Hearth, detail)).await;
@@ -246,7 +254,7 @@ impl Matter {
         {
             let (store, commands) = (store.clone(), commands.clone());
             supervisor.spawn("matter-devices", move |token| async move {
-                follow_devices(devices, store, commands, token).await;
+                follow_devices(devices, live, store, commands, token).await;
                 Ok(())
             });
         }
@@ -404,14 +412,17 @@ const REACHABLE_POLL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Keeps the bridged set in step with the device list: gives each newly
 /// bridged device an endpoint (sealed, never reused) and hands the set to
-/// the Matter thread, until `token` is cancelled.
+/// the Matter thread, at once when the list or a bridged device's live
+/// state changes, until `token` is cancelled.
 async fn follow_devices(
     devices: Arc<Devices>,
+    live: Arc<LiveState>,
     store: Arc<Mutex<Store>>,
     commands: mpsc::Sender<Command>,
     token: tokio_util::sync::CancellationToken,
 ) {
     let mut changes = devices.subscribe_changes();
+    let mut reports = live.subscribe();
     let loaded = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || bridge::Endpoints::load(&store.lock().expect("store lock"))).await
@@ -426,6 +437,7 @@ async fn follow_devices(
         }
         Err(_) => return,
     };
+    let mut set: Vec<(u16, bridge::Bridged)> = Vec::new();
     loop {
         match devices.list().await {
             Ok(list) => {
@@ -444,21 +456,41 @@ async fn follow_devices(
                     }
                     Some(false) => {}
                 }
-                let set: Vec<(u16, bridge::Bridged)> = bridged
+                set = bridged
                     .into_iter()
                     .filter_map(|b| Some((endpoints.endpoint(&b.device)?, b)))
                     .collect();
                 tracing::debug!(bridged = set.len(), "matter: bridged devices");
-                if commands.send(Command::Bridge(set)).await.is_err() {
-                    return;
-                }
             }
             Err(error) => tracing::error!(%error, "matter: the device list could not be read"),
         }
-        tokio::select! {
-            _ = token.cancelled() => return,
-            changed = changes.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(REACHABLE_POLL) => {}
+        // Until the list changes (or the poll is due), a bridged device's
+        // report is handed on as it comes, without reading the list again.
+        let mut dirty = true;
+        loop {
+            if dirty && commands.send(Command::Bridge(set.clone())).await.is_err() {
+                return;
+            }
+            let report = tokio::select! {
+                _ = token.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return } else { None },
+                report = reports.recv() => match report {
+                    Ok(report) => Some(report),
+                    // Missed some: the list tells the state of every device.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tokio::time::sleep(REACHABLE_POLL) => None,
+            };
+            let Some((id, state)) = report else { break };
+            // Reports of devices not bridged change nothing here.
+            dirty = false;
+            if let Some((_, b)) = set.iter_mut().find(|(_, b)| b.device == id) {
+                b.power = state.power;
+                b.brightness = state.brightness;
+                b.reachable = state.online;
+                dirty = true;
+            }
         }
     }
 }

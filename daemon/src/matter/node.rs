@@ -8,16 +8,9 @@ use std::num::NonZeroU8;
 use std::sync::{Arc, Mutex};
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::Poll;
 
 use embassy_futures::select::{Either5, select5};
 use rs_matter::crypto::{Crypto, default_crypto};
-use rs_matter::dm::clusters::app::on_off::{
-    self, EffectVariantEnum, NoLevelControl, OnOffHandler, OnOffHooks, StartUpOnOffEnum,
-};
 use rs_matter::dm::clusters::decl::bridged_device_basic_information::{
     self as bridged_info, ClusterHandler as _,
 };
@@ -25,20 +18,16 @@ use rs_matter::dm::clusters::desc::{self, ClusterHandler as _};
 use rs_matter::dm::clusters::net_comm::DummyNetworks;
 use rs_matter::dm::devices::DEV_TYPE_AGGREGATOR;
 use rs_matter::dm::devices::test::{DAC_PRIVKEY, TEST_DEV_ATT};
-use rs_matter::dm::devices::{DEV_TYPE_BRIDGED_NODE, DEV_TYPE_ON_OFF_LIGHT};
 use rs_matter::dm::networks::unix::UnixNetifs;
-use rs_matter::dm::{Async, DataModel, Dataver, Endpoint, Node, endpoints};
-use rs_matter::dm::{
-    AsyncHandler, AttrChangeNotifier, Cluster, DeviceType, HandlerContext, InvokeContext, InvokeReply,
-    MatchContext, ReadContext, ReadReply, WriteContext,
-};
+use rs_matter::dm::{Async, DataModel, Dataver, Endpoint, endpoints};
+use rs_matter::dm::{AttrChangeNotifier, Cluster, InvokeContext, ReadContext};
 use rs_matter::error::Error;
 use rs_matter::fabric::FabricPersist;
 use rs_matter::im::{InteractionModel, InteractionModelState};
 use rs_matter::persist::KvBlobStoreAccess;
 use rs_matter::respond::DefaultResponder;
 use rs_matter::sc::pase::CommWindowState;
-use rs_matter::tlv::{Nullable, TLVBuilderParent, Utf8StrBuilder};
+use rs_matter::tlv::{TLVBuilderParent, Utf8StrBuilder};
 use rs_matter::transport::exchange::MatterBuffers;
 use rs_matter::transport::network::NoNetwork;
 use rs_matter::utils::init::InitMaybeUninit;
@@ -47,7 +36,8 @@ use rs_matter::{Matter, clusters, devices, root_endpoint};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::bridge::{Bridged, DEV_TYPE_ON_OFF_PLUG_IN_UNIT, Shape};
+use super::bridge::Bridged;
+use super::dynamic::{self as bridged, Layout, Levels, OnOffs, Table};
 use super::fabrics::Joined;
 use super::kv::SealedKv;
 use super::{Command, PAIRING_WINDOW_SECS, Setup, Status};
@@ -67,31 +57,13 @@ const FIXED: [Endpoint<'static>; 2] = [
     ),
 ];
 
-/// Until LevelControl and ColorControl join, every light is shown as an
-/// On/Off Light: a controller must not be told of clusters the bridge does
-/// not serve.
-const LIGHT: &[DeviceType] = &[DEV_TYPE_ON_OFF_LIGHT, DEV_TYPE_BRIDGED_NODE];
-const PLUG: &[DeviceType] = &[DEV_TYPE_ON_OFF_PLUG_IN_UNIT, DEV_TYPE_BRIDGED_NODE];
-
-const BRIDGED_CLUSTERS: &[Cluster<'static>] = &[
-    desc::DescHandler::CLUSTER,
-    BridgedInfo::CLUSTER,
-    DeviceOnOff::CLUSTER,
-];
-
-fn bridged_endpoint(ep: u16, shape: Shape) -> Endpoint<'static> {
-    let types = match shape {
-        Shape::Plug => PLUG,
-        Shape::OnOffLight | Shape::DimmableLight | Shape::ColorTemperatureLight => LIGHT,
-    };
-    Endpoint::new(ep, types, BRIDGED_CLUSTERS)
-}
-
 /// A command a controller gave, for the tokio side to carry out through
 /// `Devices`, as the relay's are.
 #[derive(Debug)]
 pub(crate) enum Action {
     Power(DeviceId, bool),
+    /// Brightness, 1 to 100.
+    Brightness(DeviceId, u8),
     /// The commissioning window closed by itself: a controller joined, or
     /// its time ran out.
     PairingClosed {
@@ -142,125 +114,8 @@ fn remove_fabrics<K: KvBlobStoreAccess>(
     Ok(removed)
 }
 
-/// One bridged device's OnOff, as rs-matter's OnOff handler sees it.
-struct DeviceOnOff {
-    device: DeviceId,
-    /// What the device last reported, or a controller last set.
-    on: Rc<Cell<bool>>,
-    actions: mpsc::UnboundedSender<Action>,
-}
-
-impl OnOffHooks for DeviceOnOff {
-    const CLUSTER: Cluster<'static> = on_off::FULL_CLUSTER
-        .with_revision(6)
-        .with_features(on_off::Feature::LIGHTING.bits())
-        .with_attrs(with!(
-            required;
-            on_off::AttributeId::OnOff
-                | on_off::AttributeId::GlobalSceneControl
-                | on_off::AttributeId::OnTime
-                | on_off::AttributeId::OffWaitTime
-                | on_off::AttributeId::StartUpOnOff
-        ))
-        .with_cmds(with!(
-            on_off::CommandId::Off
-                | on_off::CommandId::On
-                | on_off::CommandId::Toggle
-                | on_off::CommandId::OffWithEffect
-                | on_off::CommandId::OnWithRecallGlobalScene
-                | on_off::CommandId::OnWithTimedOff
-        ));
-
-    fn on_off(&self) -> bool {
-        self.on.get()
-    }
-
-    fn set_on_off(&self, on: bool) {
-        self.on.set(on);
-        // The tokio side gone means hearth is stopping.
-        let _ = self.actions.send(Action::Power(self.device.clone(), on));
-    }
-
-    fn start_up_on_off(&self) -> Nullable<StartUpOnOffEnum> {
-        // The device keeps its own power-on behaviour.
-        Nullable::none()
-    }
-
-    fn set_start_up_on_off(&self, _value: Nullable<StartUpOnOffEnum>) -> Result<(), Error> {
-        Err(rs_matter::error::ErrorCode::InvalidAction.into())
-    }
-
-    async fn handle_off_with_effect(&self, _effect: EffectVariantEnum) {}
-}
-
-/// One handler's background task.
-type Running<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
-
-/// Every bridged endpoint's OnOff, each rs-matter's own handler, found by
-/// endpoint.
-struct OnOffs<'a> {
-    handlers: Vec<(u16, OnOffHandler<'a, DeviceOnOff, NoLevelControl>)>,
-}
-
-impl<'a> OnOffs<'a> {
-    fn find(&self, ep: Option<u16>) -> Result<&OnOffHandler<'a, DeviceOnOff, NoLevelControl>, Error> {
-        self.handlers
-            .iter()
-            .find(|(e, _)| Some(*e) == ep)
-            .map(|(_, h)| h)
-            .ok_or_else(|| rs_matter::error::ErrorCode::EndpointNotFound.into())
-    }
-}
-
-impl AsyncHandler for OnOffs<'_> {
-    async fn read(&self, ctx: impl ReadContext, reply: impl ReadReply) -> Result<(), Error> {
-        let h = self.find(Some(ctx.attr().endpoint_id))?;
-        on_off::HandlerAsyncAdaptor(h).read(ctx, reply).await
-    }
-
-    async fn write(&self, ctx: impl WriteContext) -> Result<(), Error> {
-        let h = self.find(Some(ctx.attr().endpoint_id))?;
-        on_off::HandlerAsyncAdaptor(h).write(ctx).await
-    }
-
-    async fn invoke(&self, ctx: impl InvokeContext, reply: impl InvokeReply) -> Result<(), Error> {
-        let h = self.find(Some(ctx.cmd().endpoint_id))?;
-        on_off::HandlerAsyncAdaptor(h).invoke(ctx, reply).await
-    }
-
-    fn bump_dataver(&self, ctx: impl MatchContext) {
-        for (e, h) in &self.handlers {
-            if ctx.endpt().is_none_or(|ep| ep == *e) {
-                on_off::HandlerAsyncAdaptor(h).bump_dataver(&ctx);
-            }
-        }
-    }
-
-    async fn run(&self, ctx: impl HandlerContext) -> Result<(), Error> {
-        let ctx = &ctx;
-        let adaptors: Vec<_> = self
-            .handlers
-            .iter()
-            .map(|(_, h)| on_off::HandlerAsyncAdaptor(h))
-            .collect();
-        let mut runs: Vec<Running<'_>> = adaptors
-            .iter()
-            .map(|a| Box::pin(a.run(ctx)) as Pin<Box<dyn Future<Output = _>>>)
-            .collect();
-        if runs.is_empty() {
-            return std::future::pending().await;
-        }
-        std::future::poll_fn(|cx| {
-            for run in runs.iter_mut() {
-                if let Poll::Ready(r) = run.as_mut().poll(cx) {
-                    return Poll::Ready(r);
-                }
-            }
-            Poll::Pending
-        })
-        .await
-    }
-}
+/// Bridged Device Basic Information, as the bridged endpoints list it.
+pub(super) const BRIDGED_INFO_CLUSTER: Cluster<'static> = BridgedInfo::CLUSTER;
 
 /// Bridged Device Basic Information for every bridged endpoint: the voice
 /// name as NodeLabel, whether the device is live as Reachable, and an
@@ -285,7 +140,15 @@ impl BridgedInfo {
     /// its endpoint leaves the node.
     fn update(&self, set: &[(u16, Bridged)]) -> Vec<(u16, bridged_info::AttributeId)> {
         let mut changed = Vec::new();
-        for (ep, old) in self.devices.borrow_mut().iter_mut() {
+        let mut devices = self.devices.borrow_mut();
+        // Endpoints that left the node are gone; new ones are listed.
+        devices.retain(|(ep, _)| set.iter().any(|(e, _)| e == ep));
+        for (ep, b) in set {
+            if !devices.iter().any(|(e, _)| e == ep) {
+                devices.push((*ep, b.clone()));
+            }
+        }
+        for (ep, old) in devices.iter_mut() {
             let new = set.iter().find(|(e, _)| e == ep).map(|(_, b)| b);
             let reachable = new.is_some_and(|b| b.reachable);
             if old.reachable != reachable {
@@ -365,13 +228,13 @@ pub(super) struct Parts {
 }
 
 fn data_model<'a>(
-    endpoints: &'a [Endpoint<'static>],
+    layout: &'a Layout,
     mut rand: impl rs_matter::crypto::Rng + Copy,
     info: &'a BridgedInfo,
-    on_offs: &'a OnOffs<'a>,
+    table: &'a Table,
 ) -> impl DataModel + 'a {
     (
-        Node { endpoints },
+        layout,
         endpoints::EthSysHandlerBuilder::new()
             .netif_diag(&UnixNetifs)
             .build(rand)
@@ -387,7 +250,8 @@ fn data_model<'a>(
                 |e, c| e > AGGREGATOR && c == BridgedInfo::CLUSTER.id,
                 Async(bridged_info::HandlerAdaptor(info)),
             )
-            .chain(|e, c| e > AGGREGATOR && c == DeviceOnOff::CLUSTER.id, on_offs),
+            .chain(|e, c| e > AGGREGATOR && c == bridged::ON_OFF, OnOffs(table))
+            .chain(|e, c| e > AGGREGATOR && c == bridged::LEVEL, Levels(table)),
     )
 }
 
@@ -433,32 +297,11 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
             }
         }
     };
-    let mut eps: Vec<Endpoint<'static>> = FIXED.into();
-    eps.extend(devices.iter().map(|(ep, b)| bridged_endpoint(*ep, b.shape)));
-    eps.sort_by_key(|e| e.id);
-
     let crypto = default_crypto(rand::rng(), DAC_PRIVKEY);
     let mut rand = crypto.rand().map_err(err)?;
-    // Each OnOff's state, for what devices report later.
-    let mut powers: Vec<(u16, Rc<Cell<bool>>)> = Vec::new();
-    let on_offs = OnOffs {
-        handlers: devices
-            .iter()
-            .map(|(ep, b)| {
-                let on = Rc::new(Cell::new(b.power.unwrap_or(false)));
-                powers.push((*ep, on.clone()));
-                let hooks = DeviceOnOff {
-                    device: b.device.clone(),
-                    on,
-                    actions: parts.actions.clone(),
-                };
-                (
-                    *ep,
-                    OnOffHandler::new_standalone(Dataver::new_rand(&mut rand), *ep, hooks),
-                )
-            })
-            .collect(),
-    };
+    let layout = Layout::new(&FIXED);
+    let table = Table::new(parts.actions.clone());
+    table.update(&devices, &layout, &mut rand);
     let info = BridgedInfo {
         dataver: Dataver::new_rand(&mut rand),
         devices: RefCell::new(devices.clone()),
@@ -469,7 +312,7 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
         matter,
         &crypto,
         buffers,
-        data_model(&eps, rand, &info, &on_offs),
+        data_model(&layout, rand, &info, &table),
         &kv,
         &*state,
     );
@@ -477,8 +320,9 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
     let socket = async_io::Async::new(parts.socket).map_err(|e| e.to_string())?;
     let stop = parts.stop;
     let actions = parts.actions;
-    let commands = RefCell::new(commands);
-    let bridged = Cell::new(devices.len());
+    // Held by one run of `control` at a time.
+    let commands = tokio::sync::Mutex::new(commands);
+    let rand = RefCell::new(rand);
     // Wakes the mDNS publisher when hearth itself changed what rs-matter
     // publishes (a fabric removed).
     let mdns_changed = tokio::sync::Notify::new();
@@ -490,7 +334,7 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
     // Ok(true): restart the transport (fabrics were removed, and their
     // sessions must end); Ok(false): stop.
     let control = || async {
-        let mut commands = commands.borrow_mut();
+        let mut commands = commands.lock().await;
         loop {
             let command = tokio::select! {
                 biased;
@@ -546,26 +390,30 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
                     }
                 }
                 Some(Command::Bridge(set)) => {
-                    bridged.set(set.len());
+                    let changes = table.update(&set, &layout, &mut *rand.borrow_mut());
+                    tracing::debug!(
+                        bridged = set.len(),
+                        reported = changes.reported,
+                        structure = changes.structure,
+                        "matter: the bridged set"
+                    );
                     for (ep, attr) in info.update(&set) {
                         im.notify_attr_changed(ep, BridgedInfo::CLUSTER.id, attr as _);
                     }
-                    // What a device reported reaches subscribers; setting
-                    // the cell directly sends no command back to it.
-                    for (ep, b) in &set {
-                        let Some((_, on)) = powers.iter().find(|(e, _)| e == ep) else {
-                            continue;
-                        };
-                        if let Some(power) = b.power
-                            && on.get() != power
-                        {
-                            on.set(power);
+                    if changes.structure {
+                        // The root's and the Aggregator's parts lists
+                        // changed, and so did the node's configuration.
+                        for ep in [0, AGGREGATOR] {
                             im.notify_attr_changed(
-                                *ep,
-                                DeviceOnOff::CLUSTER.id,
-                                on_off::AttributeId::OnOff as _,
+                                ep,
+                                desc::DescHandler::CLUSTER.id,
+                                desc::AttributeId::PartsList as _,
                             );
                         }
+                        for ep in &changes.added {
+                            im.notify_endpoint_changed(*ep);
+                        }
+                        im.bump_configuration_version()?;
                     }
                 }
                 Some(Command::Status(reply)) => {
@@ -573,7 +421,7 @@ pub(super) fn run(parts: Parts) -> Result<(), String> {
                     let pairing_open = matches!(matter.comm_window_state(), CommWindowState::Open { .. });
                     let _ = reply.send(Status {
                         fabrics,
-                        bridged: bridged.get(),
+                        bridged: table.len(),
                         pairing_open,
                         port: 0,
                     });
@@ -649,6 +497,7 @@ fn err(e: Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matter::bridge::Shape;
 
     fn device(n: u8, label: &str, reachable: bool) -> Bridged {
         Bridged {
@@ -662,7 +511,7 @@ mod tests {
     }
 
     /// Reachable follows live state, NodeLabel the voice name; a device
-    /// no longer bridged is unreachable; nothing else is reported changed.
+    /// no longer bridged leaves; nothing else is reported changed.
     #[test]
     fn bridged_info_follows_the_devices() {
         use bridged_info::AttributeId::{NodeLabel, Reachable};
@@ -674,13 +523,16 @@ mod tests {
             info.update(&[(2, device(1, "lamp", true)), (3, device(2, "fan", true))]),
             []
         );
+        // Endpoint 3 leaves the node, 4 joins: neither is a change of an
+        // attribute, which only endpoints that stay report.
         assert_eq!(
-            info.update(&[(2, device(1, "desk lamp", false))]),
-            [(2, Reachable), (2, NodeLabel), (3, Reachable)]
+            info.update(&[(2, device(1, "desk lamp", false)), (4, device(3, "kettle", true))]),
+            [(2, Reachable), (2, NodeLabel)]
         );
         assert_eq!(info.device(2).unwrap().label, "desk lamp");
-        assert!(!info.device(3).unwrap().reachable);
-        assert!(info.device(4).is_err());
+        assert!(!info.device(2).unwrap().reachable);
+        assert!(info.device(3).is_err());
+        assert_eq!(info.device(4).unwrap().label, "kettle");
     }
 
     /// The whole stack starts on the sealed store with two bridged

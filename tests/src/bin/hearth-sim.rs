@@ -9,7 +9,8 @@
 //! - `hearth-sim device --provisioning FILE [--host H]` is one device, given
 //!   what `hearth devices adopt --json` printed: it speaks its vendor's MQTT
 //!   scheme and prints `connected`, `state ON|OFF`, `brightness N` (lights),
-//!   `motion` (cameras and doorbells), `disconnected`, `refused`.
+//!   `motion` (cameras and doorbells), `disconnected`, `refused`. Each
+//!   `flip` line on its standard input switches a light or plug by hand.
 //! - `hearth-sim browse TYPE [--all]` prints the port and TXT of one instance
 //!   heard; with `--all` it browses for the whole time and counts them.
 //! - `hearth-sim idle --port P [--count N] [--seconds S]` opens N TCP
@@ -72,7 +73,23 @@ fn main() {
                 .expect("runtime")
                 .block_on(async move {
                     let stop = tokio::time::sleep(Duration::from_secs(seconds));
-                    sim::device(provisioning, host, stop, sim::say).await
+                    // Each `flip` on standard input is someone switching
+                    // the device by hand.
+                    let (flip, switch) = tokio::sync::mpsc::unbounded_channel();
+                    std::thread::spawn(move || {
+                        for line in std::io::stdin().lines() {
+                            match line {
+                                Ok(l) if l.trim() == "flip" => {
+                                    if flip.send(()).is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(_) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                    sim::device_with_switch(provisioning, host, stop, sim::say, switch).await
                 });
         }
         Some("flood") => {

@@ -50,6 +50,12 @@ impl Netns {
     /// at `10.251.7.2/24`: two hosts on a LAN that exists only inside the
     /// test.
     fn pair() -> (Netns, Netns) {
+        let ((a, _), (b, _)) = Netns::linked();
+        (a, b)
+    }
+
+    /// [`Netns::pair`], with the name of each side's end of the veth.
+    pub(crate) fn linked() -> ((Netns, String), (Netns, String)) {
         let (a, b) = (Netns::new(), Netns::new());
         let (va, vb) = (format!("v{}a", &a.name[7..]), format!("v{}b", &b.name[7..]));
         let (va, vb) = (&va[..va.len().min(15)], &vb[..vb.len().min(15)]);
@@ -65,7 +71,8 @@ impl Netns {
             let out = run(tool("ip").args(&args), Duration::from_secs(10));
             assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
         }
-        (a, b)
+        let (va, vb) = (va.to_owned(), vb.to_owned());
+        ((a, va), (b, vb))
     }
 
     /// Its name, as `ip netns` knows it (`/var/run/netns/NAME`).

@@ -17,6 +17,7 @@ mod http;
 mod hub;
 mod keys;
 mod lifecycle;
+mod matter;
 mod matter_safety;
 mod mqtt;
 mod package;

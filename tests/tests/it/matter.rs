@@ -1,0 +1,457 @@
+//! hearth's Matter bridge against a controller nobody on the project
+//! wrote: matter.js (tests/matter/controller.mjs) in one network namespace,
+//! hearth in another, joined by a veth pair, with real multicast between
+//! them. The controller commissions hearth with the manual pairing code,
+//! and a simulated bulb, adopted by hearth, obeys it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::discovery::{Killed, Netns};
+use crate::harness::{TestHome, hearth, run, text, tool};
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("matter")
+}
+
+/// matter.js, as pinned in tests/matter/package-lock.json, installed when
+/// it is missing.
+fn ensure_installed() {
+    if dir()
+        .join("node_modules/@project-chip/matter.js/package.json")
+        .exists()
+    {
+        return;
+    }
+    let out = run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(dir()),
+        Duration::from_secs(300),
+    );
+    assert!(
+        out.status.success(),
+        "npm ci in tests/matter: {}",
+        text(&out.stderr)
+    );
+}
+
+/// Runs `ip ARGS`, which must succeed.
+fn ip(args: &[&str]) {
+    let out = run(tool("ip").args(args), Duration::from_secs(10));
+    assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+}
+
+/// A matter.js controller in `ns`, one JSON command at a time.
+struct Controller {
+    _child: Killed,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    /// Unsolicited lines (attribute and structure events) seen so far.
+    events: Vec<Value>,
+    log: PathBuf,
+    next: u64,
+}
+
+impl Controller {
+    fn start(ns: &Netns, link: &str, home: &TestHome, name: &str) -> Controller {
+        let storage = home.path(&format!("{name}-storage"));
+        std::fs::create_dir_all(&storage).unwrap();
+        let log = home.path(&format!("{name}.log"));
+        let mut child: Child = ns
+            .exec(Path::new("node"))
+            .arg(dir().join("controller.mjs"))
+            .env("MATTER_STORAGE_PATH", &storage)
+            .env("MATTER_MDNS_NETWORKINTERFACE", link)
+            .env("MATTER_FABRIC_LABEL", name)
+            .env("COMMISSION_TIMEOUT_MS", "60000")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("node");
+        let stdin = child.stdin.take().unwrap();
+        let lines = crate::harness::lines_of(&mut child);
+        let mut c = Controller {
+            _child: Killed(child),
+            stdin,
+            lines,
+            events: Vec::new(),
+            log,
+            next: 0,
+        };
+        c.wait_event("ready", Duration::from_secs(60), |_| true);
+        c
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `cmd` and returns its answer, whether `ok` or not.
+    fn try_ask(&mut self, mut cmd: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        cmd["id"] = json!(id);
+        writeln!(self.stdin, "{cmd}").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no answer to {cmd}; controller log:\n{}", self.log()));
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if v.get("event").is_some() {
+                self.events.push(v);
+            } else if v["id"] == json!(id) {
+                return v;
+            }
+        }
+    }
+
+    /// Sends `cmd`, which must succeed.
+    #[track_caller]
+    fn ask(&mut self, cmd: Value) -> Value {
+        let answer = self.try_ask(cmd.clone());
+        assert_eq!(
+            answer["ok"],
+            json!(true),
+            "{cmd} answered {answer}; controller log tail:\n{}\nhearth's log tail:\n{}",
+            tail(&self.log()),
+            tail(&std::fs::read_to_string(self.log.with_file_name("daemon.log")).unwrap_or_default())
+        );
+        answer
+    }
+
+    /// Waits up to `limit` for an event named `name` that `pick` accepts,
+    /// among those seen already and those to come.
+    fn wait_event(&mut self, name: &str, limit: Duration, pick: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.events.iter().position(|e| e["event"] == name && pick(e)) {
+            return self.events.remove(i);
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "no {name} event within {limit:?}; controller log tail:\n{}",
+                    tail(&self.log())
+                )
+            });
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if v["event"] == name && pick(&v) {
+                return v;
+            }
+            if v.get("event").is_some() {
+                self.events.push(v);
+            }
+        }
+    }
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The simulated device's lines, each awaited in turn.
+struct Device {
+    _child: Killed,
+    /// hearth's log, for a failure's message.
+    daemon_log: PathBuf,
+    stdin: ChildStdin,
+    lines: Receiver<(String, Instant)>,
+}
+
+impl Device {
+    #[track_caller]
+    fn expect(&self, want: &str) {
+        let caller = std::panic::Location::caller();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut heard = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok((line, _)) = self.lines.recv_timeout(left) else {
+                panic!(
+                    "{caller}: the simulated device never said {want:?}; it said {heard:?}; hearth's log tail:\n{}",
+                    tail(&std::fs::read_to_string(&self.daemon_log).unwrap_or_default())
+                );
+            };
+            if line == want {
+                return;
+            }
+            heard.push(line);
+        }
+    }
+
+    /// Someone switches the bulb by hand.
+    fn flip(&mut self) {
+        writeln!(self.stdin, "flip").unwrap();
+    }
+}
+
+/// hearth in `ns` with the Matter bridge on, discovery (for Matter's
+/// mDNS) on the veth.
+fn hearth_in(ns: &Netns, home: &TestHome) -> Killed {
+    let config = home.path("hearth.toml");
+    std::fs::write(
+        &config,
+        "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[web]\nlisten = [\"127.0.0.1:0\"]\n\
+         [discovery]\ninterfaces = \"private\"\n[matter]\nenabled = true\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(home.path("daemon.log")).unwrap();
+    let daemon = Killed(
+        ns.exec(Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(home.data_dir())
+            .env("RUST_LOG", "info,hearth::matter=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !run(
+        hearth().args(["status", "--data-dir"]).arg(home.data_dir()),
+        Duration::from_secs(10),
+    )
+    .status
+    .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "hearth did not start: {}",
+            std::fs::read_to_string(home.path("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
+/// `hearth ARGS --data-dir … --json`, which must succeed.
+fn cli(home: &TestHome, args: &[&str]) -> Value {
+    let out = run(
+        hearth()
+            .args(args)
+            .arg("--data-dir")
+            .arg(home.data_dir())
+            .arg("--json"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "hearth {args:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// A device of `kind` added by hand, running as `hearth-sim device` in
+/// `ns`, exposed to voice as `voice_name`.
+fn adopted(ns: &Netns, home: &TestHome, kind: &str, voice_name: &str) -> (String, Device) {
+    let provisioning = cli(
+        home,
+        &[
+            "devices",
+            "add",
+            "--profile",
+            "esphome",
+            "--kind",
+            kind,
+            "--nickname",
+            "Porch light",
+        ],
+    );
+    let id = provisioning["id"].as_str().expect("id").to_owned();
+    let file = home.path(&format!("{id}.json"));
+    std::fs::write(&file, provisioning.to_string()).unwrap();
+    let mut child = ns
+        .exec(Path::new(env!("CARGO_BIN_EXE_hearth-sim")))
+        .arg("device")
+        .arg("--provisioning")
+        .arg(&file)
+        .args(["--seconds", "600"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let lines = crate::harness::timed_lines_of(&mut child);
+    let device = Device {
+        _child: Killed(child),
+        daemon_log: home.path("daemon.log"),
+        stdin,
+        lines,
+    };
+    device.expect("connected");
+    cli(
+        home,
+        &[
+            "devices",
+            "expose",
+            &id,
+            "--voice",
+            "on",
+            "--voice-name",
+            voice_name,
+        ],
+    );
+    (id, device)
+}
+
+/// The bridged endpoint whose NodeLabel is `label`, from a `parts` answer.
+fn endpoint_of(parts: &Value, label: &str) -> Option<u64> {
+    parts["endpoints"]
+        .as_array()?
+        .iter()
+        .find(|e| e["nodeLabel"] == label)
+        .and_then(|e| e["endpoint"].as_u64())
+}
+
+/// Asks for the parts list until `found` finds what it looks for, for up
+/// to 30 s; what it found.
+fn parts_until<T>(c: &mut Controller, node: &str, found: impl Fn(&Value) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let parts = c.try_ask(json!({"cmd": "parts", "node": node}));
+        if let Some(t) = found(&parts) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not in the parts list within 30 s: {parts}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Opens pairing and returns the manual code.
+fn pair(home: &TestHome) -> String {
+    let codes = cli(home, &["matter", "pair"]);
+    let code = codes["manual_code"].as_str().expect("manual code").to_owned();
+    assert_eq!(code.len(), 11, "{codes}");
+    code
+}
+
+/// The whole path a home-lab owner takes: matter.js commissions hearth
+/// with the code `hearth matter pair` printed, sees the bridged bulb under
+/// its voice name, switches it (the bulb obeys), hears when it is switched
+/// by hand, and a second controller joins as a second fabric.
+#[test]
+fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
+    ensure_installed();
+    let ((ctl_ns, ctl_link), (hub_ns, hub_link)) = Netns::linked();
+    // IPv4 multicast in a namespace needs a route (matter.js's mDNS joins
+    // 224.0.0.251 on the link).
+    ip(&[
+        "-n",
+        ctl_ns.name(),
+        "route",
+        "add",
+        "224.0.0.0/4",
+        "dev",
+        &ctl_link,
+    ]);
+    ip(&[
+        "-n",
+        hub_ns.name(),
+        "route",
+        "add",
+        "224.0.0.0/4",
+        "dev",
+        &hub_link,
+    ]);
+    let home = TestHome::new();
+    let _hearth = hearth_in(&hub_ns, &home);
+    let (id, mut bulb) = adopted(&hub_ns, &home, "bulb", "desk lamp");
+
+    let status = cli(&home, &["matter", "status"]);
+    assert_eq!(status["fabrics"], 0, "{status}");
+
+    let code = pair(&home);
+    let mut first = Controller::start(&ctl_ns, &ctl_link, &home, "first");
+    let joined = first.ask(json!({"cmd": "commission", "code": code, "ip": "10.251.7.2", "port": 5540}));
+    let node = joined["node"].as_str().unwrap().to_owned();
+    eprintln!("commissioned in {} ms", joined["ms"]);
+
+    let parts = first.ask(json!({"cmd": "parts", "node": node}));
+    assert_eq!(parts["aggregator"], 1, "{parts}");
+    let lamp = endpoint_of(&parts, "desk lamp").unwrap_or_else(|| panic!("no desk lamp: {parts}"));
+    let entry = parts["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == lamp)
+        .unwrap();
+    assert_eq!(entry["reachable"], true, "{parts}");
+    // Never the nickname.
+    assert!(!parts.to_string().contains("Porch"), "{parts}");
+
+    first.ask(json!({"cmd": "subscribe", "node": node}));
+    let on = first.ask(json!({"cmd": "on", "node": node, "endpoint": lamp}));
+    assert_eq!(on["onOff"], true, "{on}");
+    bulb.expect("state ON");
+    let off = first.ask(json!({"cmd": "off", "node": node, "endpoint": lamp}));
+    assert_eq!(off["onOff"], false, "{off}");
+    bulb.expect("state OFF");
+
+    // Dimmed, as a slider does (moveToLevelWithOnOff): on at half.
+    let dimmed = first.ask(json!({"cmd": "level", "node": node, "endpoint": lamp, "level": 127}));
+    assert_eq!(dimmed["currentLevel"], 127, "{dimmed}");
+    bulb.expect("brightness 50");
+    let off = first.ask(json!({"cmd": "off", "node": node, "endpoint": lamp}));
+    assert_eq!(off["onOff"], false, "{off}");
+    bulb.expect("state OFF");
+
+    // Switched by hand: the controller hears it as an attribute report.
+    first.events.clear();
+    bulb.flip();
+    bulb.expect("state ON");
+    first.wait_event("attribute", Duration::from_secs(30), |e| {
+        e["endpoint"] == lamp && e["attribute"] == "onOff" && e["value"] == true
+    });
+
+    // A second controller joins as a second fabric.
+    let code = pair(&home);
+    let mut second = Controller::start(&ctl_ns, &ctl_link, &home, "second");
+    let joined = second.ask(json!({"cmd": "commission", "code": code, "ip": "10.251.7.2", "port": 5540}));
+    let node2 = joined["node"].as_str().unwrap().to_owned();
+    let toggled = second.ask(json!({"cmd": "off", "node": node2, "endpoint": lamp}));
+    assert_eq!(toggled["onOff"], false, "{toggled}");
+    bulb.expect("state OFF");
+    let status = cli(&home, &["matter", "status"]);
+    assert_eq!(status["fabrics"], 2, "{status}");
+    assert_eq!(status["pairing_open"], false, "{status}");
+
+    // A plug exposed now joins at once, on a new endpoint: the controller
+    // hears the parts list change (matter.js then reads the new endpoint
+    // on its own time, so `parts` is asked until it has).
+    first.events.clear();
+    let (_plug_id, _plug) = adopted(&hub_ns, &home, "plug", "kettle");
+    first.wait_event("attribute", Duration::from_secs(10), |e| {
+        e["endpoint"] == 1 && e["attribute"] == "partsList"
+    });
+    let kettle = parts_until(&mut first, &node, |p| endpoint_of(p, "kettle"));
+    assert!(kettle > lamp, "kettle {kettle}, lamp {lamp}");
+
+    // Forgotten: its endpoint leaves the node, and is not given again.
+    cli(&home, &["devices", "forget", &id]);
+    parts_until(&mut first, &node, |p| {
+        let listed = p["partsList"].as_array()?.contains(&json!(lamp));
+        (!listed && endpoint_of(p, "desk lamp").is_none()).then_some(())
+    });
+    let gone = first.try_ask(json!({"cmd": "on", "node": node, "endpoint": lamp}));
+    assert_eq!(gone["ok"], false, "{gone}");
+}
