@@ -232,7 +232,7 @@ fn matter_section(
     let shown = match devices.len() {
         0 => "no device (only lights and plugs exposed to voice, with a voice name, are shown)".to_owned(),
         n => format!(
-            "{} by {} voice {} ({}), with on/off and whether each is reachable",
+            "{} by {} voice {} ({}), with on/off, brightness for lights, and whether each is reachable",
             count(n, "device"),
             if n == 1 { "its" } else { "their" },
             if n == 1 { "name" } else { "names" },
