@@ -176,12 +176,12 @@ pub struct Controller {
 /// The privacy report's Matter section.
 #[derive(Serialize)]
 pub struct MatterSection {
-    /// Whether the bridge runs (`[matter] enabled`).
+    /// Whether the bridge is on (`[matter] enabled`), running or stopped.
     pub enabled: bool,
     /// The controllers paired, while the bridge runs.
     pub controllers: Vec<Controller>,
     /// Controllers paired earlier and kept, sealed, while the bridge is
-    /// off.
+    /// off or stopped (counted from the store).
     pub kept: usize,
     /// The devices the controllers see, by the voice names they see.
     pub devices: Vec<String>,
@@ -192,19 +192,31 @@ pub struct MatterSection {
 
 /// The Matter section: `matter` is the bridge when it runs.
 pub async fn matter(matter: Option<&Matter>, devices: &Devices) -> Result<MatterSection, DeviceError> {
-    let Some(m) = matter else {
-        let kept = devices
+    let kept = || async {
+        devices
             .with_store(|s| Ok(crate::matter::kv::fabric_records(s)?))
-            .await?;
-        return Ok(matter_section(false, Vec::new(), kept, Vec::new()));
+            .await
     };
-    let controllers = m
-        .fabrics()
-        .await
-        .map_err(|e| match e {
-            MatterError::Store(s) => DeviceError::Store(s),
-            e => DeviceError::Internal(e.to_string()),
-        })?
+    let Some(m) = matter else {
+        return Ok(matter_section(Bridge::Off, Vec::new(), kept().await?, Vec::new()));
+    };
+    let fabrics = match m.fabrics().await {
+        Ok(f) => f,
+        // Configured on, but its thread has stopped (the log says why):
+        // no controller reaches hearth now, and the store says how many
+        // are kept.
+        Err(MatterError::Stopped) => {
+            return Ok(matter_section(
+                Bridge::Stopped,
+                Vec::new(),
+                kept().await?,
+                Vec::new(),
+            ));
+        }
+        Err(MatterError::Store(s)) => return Err(DeviceError::Store(s)),
+        Err(e) => return Err(DeviceError::Internal(e.to_string())),
+    };
+    let controllers = fabrics
         .into_iter()
         .map(|f| Controller {
             vendor: f
@@ -219,12 +231,21 @@ pub async fn matter(matter: Option<&Matter>, devices: &Devices) -> Result<Matter
         .map(|b| b.label)
         .collect();
     names.sort();
-    Ok(matter_section(true, controllers, 0, names))
+    Ok(matter_section(Bridge::On, controllers, 0, names))
+}
+
+/// The bridge's state, as the report tells it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Bridge {
+    Off,
+    /// Configured on, but its thread has stopped (the log says why).
+    Stopped,
+    On,
 }
 
 /// The section, its sentence made from what it holds.
 fn matter_section(
-    enabled: bool,
+    bridge: Bridge,
     controllers: Vec<Controller>,
     kept: usize,
     devices: Vec<String>,
@@ -239,27 +260,32 @@ fn matter_section(
             devices.join(", ")
         ),
     };
-    let what = match (enabled, controllers.len()) {
-        (false, 0) if kept == 0 => {
+    let what = match (bridge, controllers.len()) {
+        (Bridge::Off, _) if kept == 0 => {
             "Off: no Matter controller is told anything, and hearth does not listen on Matter's port."
                 .to_owned()
         }
-        (false, _) => format!(
+        (Bridge::Stopped, _) => format!(
+            "On, but the bridge has stopped (hearth's log says why): no Matter controller is told anything now. {} paired earlier {} kept, sealed; a lockdown removes them.",
+            count(kept, "controller"),
+            if kept == 1 { "is" } else { "are" }
+        ),
+        (Bridge::Off, _) => format!(
             "Off: no Matter controller is told anything. {} paired earlier {} kept, sealed, and would reach hearth again if you turned the bridge on; a lockdown removes them.",
             count(kept, "controller"),
             if kept == 1 { "is" } else { "are" }
         ),
-        (true, 0) => format!(
+        (Bridge::On, 0) => format!(
             "On, with no controller paired: nothing is told until you pair one (`hearth matter pair`), and then it sees {shown}."
         ),
-        (true, n) => format!(
+        (Bridge::On, n) => format!(
             "On, on your LAN: {} {} {shown}; and hearth's name and version. Never a nickname, room, model, firmware, address or camera.",
             count(n, "controller"),
             if n == 1 { "sees" } else { "see" }
         ),
     };
     MatterSection {
-        enabled,
+        enabled: bridge != Bridge::Off,
         controllers,
         kept,
         devices,
@@ -294,7 +320,7 @@ mod tests {
     fn the_matter_section_says_what_each_state_tells() {
         let names = || vec!["desk lamp".to_owned(), "kettle".to_owned()];
         type Case = (
-            bool,
+            Bridge,
             Vec<Controller>,
             usize,
             Vec<String>,
@@ -303,7 +329,26 @@ mod tests {
         );
         let cases: Vec<Case> = vec![
             (
-                false,
+                Bridge::Stopped,
+                vec![],
+                0,
+                vec![],
+                &[
+                    "On, but the bridge has stopped",
+                    "0 controllers paired earlier are kept",
+                ],
+                &["Off"],
+            ),
+            (
+                Bridge::Stopped,
+                vec![],
+                1,
+                vec![],
+                &["stopped", "1 controller paired earlier is kept"],
+                &["turned the bridge on"],
+            ),
+            (
+                Bridge::Off,
                 vec![],
                 0,
                 vec![],
@@ -311,7 +356,7 @@ mod tests {
                 &["kept", "lockdown"],
             ),
             (
-                false,
+                Bridge::Off,
                 vec![],
                 1,
                 vec![],
@@ -323,7 +368,7 @@ mod tests {
                 &[],
             ),
             (
-                false,
+                Bridge::Off,
                 vec![],
                 3,
                 vec![],
@@ -331,7 +376,7 @@ mod tests {
                 &[],
             ),
             (
-                true,
+                Bridge::On,
                 vec![],
                 0,
                 vec![],
@@ -342,7 +387,7 @@ mod tests {
                 &["Off"],
             ),
             (
-                true,
+                Bridge::On,
                 vec![],
                 0,
                 names(),
@@ -353,7 +398,7 @@ mod tests {
                 &[],
             ),
             (
-                true,
+                Bridge::On,
                 vec![controller("Flat 3")],
                 0,
                 vec!["hall".into()],
@@ -364,7 +409,7 @@ mod tests {
                 &["Flat 3"],
             ),
             (
-                true,
+                Bridge::On,
                 vec![controller("a"), controller("b")],
                 0,
                 names(),
@@ -372,8 +417,9 @@ mod tests {
                 &[],
             ),
         ];
-        for (enabled, controllers, kept, devices, has, lacks) in cases {
-            let s = matter_section(enabled, controllers, kept, devices);
+        for (bridge, controllers, kept, devices, has, lacks) in cases {
+            let s = matter_section(bridge, controllers, kept, devices);
+            assert_eq!(s.enabled, bridge != Bridge::Off);
             for want in has {
                 assert!(s.what.contains(want), "{want:?} not in {:?}", s.what);
             }
