@@ -70,6 +70,7 @@ mod arrows {
             &[
                 "accounts",
                 "home",
+                "matter",
                 "relay",
                 "broker",
                 "store",

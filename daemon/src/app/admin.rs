@@ -400,6 +400,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 None,
                 &admin.homeassistant,
                 &admin.devices,
+                admin.matter.as_deref(),
                 crate::safety::lockdown::Options {
                     rotate_devices,
                     require_new_password,
@@ -409,23 +410,31 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
             .await,
         ),
         Request::PrivacyReport => {
+            let matter_port = match &admin.matter {
+                Some(m) => m.status().await.ok().map(|s| s.port),
+                None => None,
+            };
             let listeners = serde_json::json!([
                 { "what": "MQTT over TLS, for devices", "addresses": admin.broker.tls_addrs().iter().map(ToString::to_string).collect::<Vec<_>>() },
                 { "what": "plain MQTT, for local tools", "addresses": admin.broker.plain_addrs().iter().map(ToString::to_string).collect::<Vec<_>>() },
                 { "what": "the dashboard, HTTPS", "addresses": admin.web.iter().map(ToString::to_string).collect::<Vec<_>>() },
                 { "what": "the voice relay", "addresses": admin.relay.as_ref().and_then(|r| r.listening()).map(|a| vec![a.to_string()]).unwrap_or_default() },
                 { "what": "mDNS (discovery and hearth's own adverts)", "addresses": if admin.discovery.is_some() { vec!["UDP 5353 on the chosen interfaces".to_owned()] } else { vec![] } },
+                { "what": "Matter, UDP, for the controllers you paired", "addresses": matter_port.map(|p| vec![format!("[::]:{p} (IPv4 and IPv6)")]).unwrap_or_default() },
                 { "what": "the admin socket, owner only", "addresses": ["admin.sock in the data directory (0600)"] },
             ]);
             let (idle, max) = admin.session_limits;
-            answer(
-                admin
-                    .devices
-                    .with_store(move |store| {
-                        Ok(crate::safety::privacy::report(store, idle, max, Some(listeners))?)
-                    })
-                    .await,
-            )
+            let report = admin
+                .devices
+                .with_store(move |store| {
+                    Ok(crate::safety::privacy::report(store, idle, max, Some(listeners))?)
+                })
+                .await;
+            let matter = crate::safety::privacy::matter(admin.matter.as_deref(), &admin.devices).await;
+            answer(report.and_then(|mut v| {
+                v["matter"] = serde_json::to_value(matter?).expect("the section serialises");
+                Ok(v)
+            }))
         }
         Request::AuditVerify => answer(admin.devices.with_store(|store| Ok(store.verify_audit()?)).await),
         Request::KeysRotate => answer(admin.keys.rotate(Actor::Cli).await.map_err(rotate_error)),

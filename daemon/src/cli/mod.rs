@@ -554,6 +554,24 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
                 "  - {}",
                 v["leaves_home"]["home_assistant"].as_str().unwrap_or("")
             );
+            println!("  - {}", v["matter"]["leaves_home"].as_str().unwrap_or(""));
+            println!("Matter bridge:");
+            println!("  {}", v["matter"]["what"].as_str().unwrap_or(""));
+            for c in v["matter"]["controllers"].as_array().into_iter().flatten() {
+                let label = c["label"].as_str().filter(|l| !l.is_empty());
+                println!(
+                    "  - controller {} ({}), {}",
+                    label
+                        .map(|l| format!("\u{201c}{l}\u{201d}"))
+                        .unwrap_or_else(|| "with no label".to_owned()),
+                    c["vendor"].as_str().unwrap_or(""),
+                    c["added"]
+                        .as_i64()
+                        .and_then(date)
+                        .map(|d| format!("added {d}"))
+                        .unwrap_or_else(|| "added before hearth kept dates".to_owned())
+                );
+            }
             println!("Open listeners:");
             for l in v["listeners"].as_array().into_iter().flatten() {
                 let addrs: Vec<&str> = l["addresses"]
@@ -590,15 +608,22 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
                 print_json(&v);
             } else {
                 println!(
-                    "lockdown: {} dashboard session(s) ended, {} relay link(s) revoked, Home Assistant password {}",
-                    v["sessions_ended"],
-                    v["relay_links_revoked"],
+                    "lockdown: {} ended, {} revoked, Home Assistant password {}",
+                    count(&v["sessions_ended"], "dashboard session"),
+                    count(&v["relay_links_revoked"], "relay link"),
                     if v["homeassistant_password_revoked"] == true {
                         "revoked (rotate it to reconnect)"
                     } else {
                         "not in use"
                     }
                 );
+                match v["matter_controllers_removed"].as_u64() {
+                    Some(0) | None => println!("lockdown: no Matter controller was paired"),
+                    Some(_) => println!(
+                        "lockdown: {} removed, and Matter pairing closed (pair a controller again with `hearth matter pair`)",
+                        count(&v["matter_controllers_removed"], "Matter controller")
+                    ),
+                }
                 if v["metrics_token_revoked"] == true {
                     println!(
                         "lockdown: the metrics token is revoked (`hearth metrics token` issues a new one)"
@@ -647,6 +672,17 @@ fn print_json(value: &serde_json::Value) {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// A day, `2026-12-07`, from milliseconds since 1970 (UTC).
+fn date(ms: i64) -> Option<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok()?;
+    Some(format!(
+        "{}-{:02}-{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day()
+    ))
+}
 
 /// "1 device", "3 devices": a count from an answer, with its noun.
 fn count(n: &serde_json::Value, noun: &str) -> String {

@@ -226,8 +226,8 @@ pub(super) fn erase(args: &RunArgs, yes: bool) -> anyhow::Result<()> {
     }
     let erased = crate::safety::erase::erase(&data_dir, config.key_file.as_deref())?;
     println!(
-        "erased: {} data key(s) destroyed, master key {}, {} file(s) removed from {}",
-        erased.data_keys_destroyed,
+        "erased: {} destroyed, master key {}, {} removed from {}",
+        super::count(&erased.data_keys_destroyed.into(), "data key"),
         match (&erased.master_key_removed, &erased.master_key_elsewhere) {
             (Some(p), _) => format!("overwritten and removed ({})", p.display()),
             (None, Some(p)) => format!(
@@ -236,7 +236,7 @@ pub(super) fn erase(args: &RunArgs, yes: bool) -> anyhow::Result<()> {
             ),
             _ => "not found".to_owned(),
         },
-        erased.files_removed,
+        super::count(&erased.files_removed.into(), "file"),
         data_dir.path().display()
     );
     for b in &erased.backups_removed {

@@ -1,6 +1,7 @@
 //! Lockdown, "log everyone out": one action that revokes every dashboard
 //! session (but the caller's), every voice relay link and its tokens,
-//! Home Assistant's password and the metrics token, and optionally rotates every device's
+//! Home Assistant's password, the metrics token and every Matter controller
+//! (closing Matter pairing too), and optionally rotates every device's
 //! credential. Local control keeps working: devices stay connected (unless
 //! rotated) and the canonical topics keep flowing.
 
@@ -11,6 +12,7 @@ use serde::Serialize;
 use crate::accounts::Auth;
 use crate::home::devices::{DeviceError, Devices, Provisioning};
 use crate::home::homeassistant::HomeAssistant;
+use crate::matter::{Matter, MatterError};
 use crate::store::AuditKind;
 use crate::store::{Actor, AuditEvent, CredentialId};
 
@@ -24,6 +26,9 @@ pub struct Report {
     pub metrics_token_revoked: bool,
     /// Whether the next login must choose a new password.
     pub new_password_required: bool,
+    /// Matter controllers (fabrics) removed: by the running bridge, or
+    /// from the store when it is off.
+    pub matter_controllers_removed: usize,
     /// New provisioning for each device, when they were rotated: shown
     /// once, for re-entry into each device.
     pub devices_rotated: Vec<Provisioning>,
@@ -39,13 +44,15 @@ pub struct Options {
     pub require_new_password: bool,
 }
 
-/// Locks down. `keep` is the caller's dashboard session; `by` says who
-/// asked, for the audit log.
+/// Locks down. `keep` is the caller's dashboard session; `matter` the
+/// Matter bridge when it runs; `by` says who asked, for the audit log.
+#[allow(clippy::too_many_arguments)]
 pub async fn lockdown(
     auth: Option<&Arc<Auth>>,
     keep: Option<CredentialId>,
     homeassistant: &HomeAssistant,
     devices: &Devices,
+    matter: Option<&Matter>,
     options: Options,
     by: Actor,
 ) -> Result<Report, DeviceError> {
@@ -71,6 +78,7 @@ pub async fn lockdown(
     };
     let relay_links_revoked = devices.with_store(|s| Ok(s.delete_relay_links()?)).await?;
     let homeassistant_password_revoked = homeassistant.lock(by.clone()).await?;
+    let matter_controllers_removed = remove_matter_controllers(matter, devices).await?;
     let mut devices_rotated = Vec::new();
     if options.rotate_devices {
         for d in devices.adopted().await? {
@@ -78,7 +86,9 @@ pub async fn lockdown(
         }
     }
     let detail = format!(
-        "{sessions_ended} session(s) ended, {relay_links_revoked} relay link(s) revoked, Home Assistant password {}, metrics token {}, {} device credential(s) rotated{}",
+        "{} ended, {} revoked, Home Assistant password {}, metrics token {}, {} rotated, {} removed{}",
+        count(sessions_ended, "session"),
+        count(relay_links_revoked, "relay link"),
         if homeassistant_password_revoked {
             "revoked"
         } else {
@@ -89,7 +99,8 @@ pub async fn lockdown(
         } else {
             "not in use"
         },
-        devices_rotated.len(),
+        count(devices_rotated.len(), "device credential"),
+        count(matter_controllers_removed, "Matter controller"),
         if new_password_required {
             ", a new password required at the next login"
         } else {
@@ -106,6 +117,7 @@ pub async fn lockdown(
         metrics_token_revoked,
         new_password_required,
         devices_rotated = devices_rotated.len(),
+        matter_controllers_removed,
         "lockdown"
     );
     Ok(Report {
@@ -114,6 +126,44 @@ pub async fn lockdown(
         homeassistant_password_revoked,
         metrics_token_revoked,
         new_password_required,
+        matter_controllers_removed,
         devices_rotated,
     })
+}
+
+/// Removes every Matter controller, so none can reach hearth again
+/// without the owner pairing it anew. A running bridge is asked (it closes
+/// pairing, and the removed controllers' sessions end); when it is off, or
+/// its thread has stopped, the fabrics go from the store, so turning the
+/// bridge on later brings none back.
+async fn remove_matter_controllers(matter: Option<&Matter>, devices: &Devices) -> Result<usize, DeviceError> {
+    let offline = || devices.with_store(|s| Ok(crate::matter::kv::remove_fabrics_offline(s)?));
+    match matter {
+        Some(m) => match m.remove_all_fabrics().await {
+            Ok(n) => Ok(n),
+            Err(MatterError::Stopped) => offline().await,
+            Err(MatterError::Store(e)) => Err(DeviceError::Store(e)),
+            Err(e) => Err(DeviceError::Internal(e.to_string())),
+        },
+        None => offline().await,
+    }
+}
+
+/// "1 session", "2 sessions".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_take_a_real_plural() {
+        assert_eq!(super::count(0, "Matter controller"), "0 Matter controllers");
+        assert_eq!(super::count(1, "session"), "1 session");
+        assert_eq!(super::count(2, "relay link"), "2 relay links");
+    }
 }

@@ -28,6 +28,30 @@ impl Store {
         })
     }
 
+    /// Deletes the named secrets in one transaction; how many existed.
+    pub fn delete_secrets(&mut self, names: &[String]) -> Result<usize, StoreError> {
+        write(&mut self.conn, Durability::Full, |tx| {
+            let mut n = 0;
+            for name in names {
+                n += tx.execute("DELETE FROM secrets WHERE id = ?1", [name])?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// The names of the secrets that start with `prefix`, in order. Names
+    /// are hearth's own record names (`matter_kv_0001`), never a value.
+    pub fn secret_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // `substr` rather than LIKE, whose `_` would match any character.
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM secrets WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id")?;
+        let names = stmt
+            .query_map([prefix], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(names)
+    }
+
     /// A named secret, opened; zeroed when dropped.
     pub fn secret(&self, name: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
         let mut stmt = self

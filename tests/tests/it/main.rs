@@ -18,6 +18,7 @@ mod hub;
 mod keys;
 mod lifecycle;
 mod matter;
+mod matter_safety;
 mod mqtt;
 mod package;
 mod relay;

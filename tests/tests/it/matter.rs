@@ -594,3 +594,96 @@ fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
     let gone = first.try_ask(json!({"cmd": "on", "node": node, "endpoint": lamp}));
     assert_eq!(gone["ok"], false, "{gone}");
 }
+
+/// A controller that really joined (its fabric in rs-matter's sealed
+/// store) is listed by the privacy report, and a lockdown removes it: the
+/// count says one, the controller can no longer reach hearth, and its
+/// fabric record is gone from the store.
+#[test]
+fn lockdown_removes_a_commissioned_controller_and_its_fabric_record() {
+    ensure_installed();
+    let ((ctl_ns, ctl_link), (hub_ns, hub_link)) = Netns::linked();
+    for (ns, link) in [(&ctl_ns, &ctl_link), (&hub_ns, &hub_link)] {
+        ip(&["-n", ns.name(), "route", "add", "224.0.0.0/4", "dev", link]);
+    }
+    let home = TestHome::new();
+    let hub = hearth_in(&hub_ns, &home);
+    let (_id, bulb) = adopted(&hub_ns, &home, "bulb", "desk lamp");
+    let code = pair(&home);
+    let mut c = Controller::start(&ctl_ns, &ctl_link, &home, "Flat 3 hub");
+    let joined = c.ask(json!({"cmd": "commission", "code": code, "ip": "10.251.7.2", "port": 5540}));
+    let node = joined["node"].as_str().unwrap().to_owned();
+    let parts = c.ask(json!({"cmd": "parts", "node": node}));
+    let lamp = endpoint_of(&parts, "desk lamp").unwrap_or_else(|| panic!("no desk lamp: {parts}"));
+    let on = c.ask(json!({"cmd": "on", "node": node, "endpoint": lamp}));
+    assert_eq!(on["onOff"], true, "{on}");
+    bulb.expect("state ON");
+
+    // The privacy report: the controller under its own label, the lamp
+    // under its voice name, one fabric held in the store. When it joined
+    // is recorded just after commissioning, off the Matter thread.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        let report = cli(&home, &["privacy", "report"]);
+        if report["matter"]["controllers"][0]["added"].is_number() || Instant::now() > deadline {
+            break report;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let m = &report["matter"];
+    assert_eq!(m["enabled"], true, "{m}");
+    let controllers = m["controllers"].as_array().unwrap();
+    assert_eq!(controllers.len(), 1, "{m}");
+    assert_eq!(controllers[0]["label"], "Flat 3 hub", "{m}");
+    assert!(controllers[0]["added"].is_number(), "{m}");
+    assert!(!controllers[0]["vendor"].as_str().unwrap().is_empty(), "{m}");
+    assert_eq!(m["devices"], json!(["desk lamp"]), "{m}");
+    assert!(
+        m["what"]
+            .as_str()
+            .unwrap()
+            .starts_with("On, on your LAN: 1 controller sees 1 device"),
+        "{m}"
+    );
+    let held = |report: &Value| {
+        report["held"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["what"].as_str().unwrap().starts_with("Matter controllers"))
+            .map(|h| h["count"].clone())
+    };
+    assert_eq!(held(&report), Some(json!(1)), "{report}");
+
+    let done = cli(&home, &["lockdown"]);
+    assert_eq!(done["matter_controllers_removed"], 1, "{done}");
+    let status = cli(&home, &["matter", "status"]);
+    assert_eq!(status["fabrics"], 0, "{status}");
+    assert_eq!(status["pairing_open"], false, "{status}");
+    let report = cli(&home, &["privacy", "report"]);
+    assert_eq!(report["matter"]["controllers"], json!([]), "{report}");
+    assert_eq!(held(&report), Some(json!(0)), "{report}");
+    // Its sessions ended with its fabric: it cannot switch the lamp again.
+    let refused = c.try_ask(json!({"cmd": "off", "node": node, "endpoint": lamp}));
+    assert_eq!(refused["ok"], false, "{refused}");
+
+    drop(hub);
+    let store = hearth::store::open_or_init(&hearth::store::DataDir::new(home.data_dir()), None).unwrap();
+    let kv = store.secret_names("matter_kv_").unwrap();
+    assert!(
+        !kv.iter().any(|n| n.as_str() <= "matter_kv_00ff"),
+        "a fabric record is left: {kv:?}"
+    );
+    assert!(store.secret("matter_setup").unwrap().is_some());
+    let lockdown = store
+        .audit(50)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event == "lockdown")
+        .expect("the lockdown audited");
+    assert!(
+        lockdown.detail.contains("1 Matter controller removed"),
+        "{}",
+        lockdown.detail
+    );
+}

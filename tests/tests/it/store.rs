@@ -582,7 +582,7 @@ fn erase_leaves_no_canary_and_no_key_and_the_next_start_is_fresh() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("1 data key(s) destroyed"),
+        text(&out.stdout).contains("erased: 1 data key destroyed"),
         "{}",
         text(&out.stdout)
     );

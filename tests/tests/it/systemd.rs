@@ -234,10 +234,19 @@ fn hearth_runs_its_whole_day_under_the_units_system_call_filter() {
         "--".into(),
     ];
     // Discovery on loopback too: netlink for the interfaces, multicast.
+    // The Matter bridge on its own UDP port (dual-stack), its thread and
+    // its services published through discovery's responder.
+    let matter_port = std::net::UdpSocket::bind("[::]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let daemon = Daemon::start_raw_via(
-        "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n\
-         [discovery]\ninterfaces = \"loopback\"\n[web]\nlisten = [\"127.0.0.1:0\"]\n\
-         [relay]\nlisten = \"127.0.0.1:0\"\n",
+        &format!(
+            "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n\
+             [discovery]\ninterfaces = \"loopback\"\n[web]\nlisten = [\"127.0.0.1:0\"]\n\
+             [relay]\nlisten = \"127.0.0.1:0\"\n[matter]\nenabled = true\nport = {matter_port}\n"
+        ),
         &wrapper,
         NOBODY,
     );
@@ -288,7 +297,13 @@ fn hearth_runs_its_whole_day_under_the_units_system_call_filter() {
         pass.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    daemon.cli_json(&["lockdown"]);
+    // Matter pairing opened and closed again by the lockdown, which also
+    // restarts the Matter transport.
+    daemon.cli_json(&["matter", "pair"]);
+    assert_eq!(daemon.cli_json(&["matter", "status"])["port"], matter_port);
+    let locked = daemon.cli_json(&["lockdown"]);
+    assert_eq!(locked["matter_controllers_removed"], 0);
+    assert_eq!(daemon.cli_json(&["matter", "status"])["pairing_open"], false);
     // mDNS had time to browse and announce.
     std::thread::sleep(Duration::from_secs(2));
     let (status, log) = daemon.stop();
@@ -299,4 +314,6 @@ fn hearth_runs_its_whole_day_under_the_units_system_call_filter() {
     );
     assert!(status.success(), "hearth stopped with {status:?}:\n{log}");
     assert!(log.contains("hearth running"), "{log}");
+    assert!(log.contains("matter bridge started"), "{log}");
+    assert!(!log.contains("the matter bridge stopped"), "{log}");
 }

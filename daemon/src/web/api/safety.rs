@@ -217,7 +217,7 @@ pub(super) struct LockdownBody {
     require_new_password: bool,
 }
 
-#[utoipa::path(post, path = "/api/lockdown", request_body = LockdownBody, responses((status = 200, description = "Every other dashboard session ended, every relay link and Home Assistant's password revoked, and with rotate_devices every device credential rotated (the new provisioning shown once)")))]
+#[utoipa::path(post, path = "/api/lockdown", request_body = LockdownBody, responses((status = 200, description = "Every other dashboard session ended, every relay link, Home Assistant's password and every Matter controller revoked (Matter pairing closed), and with rotate_devices every device credential rotated (the new provisioning shown once)")))]
 pub(super) async fn lockdown(
     State(app): State<Arc<App>>,
     Authed(session): Authed,
@@ -229,6 +229,7 @@ pub(super) async fn lockdown(
         Some(session.id.clone()),
         &ha,
         &app.devices,
+        app.matter.as_deref(),
         crate::safety::lockdown::Options {
             rotate_devices: b.rotate_devices,
             require_new_password: b.require_new_password,
@@ -312,6 +313,16 @@ pub(super) async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Re
             }));
         }
     }
+    let matter = crate::safety::privacy::matter(app.matter.as_deref(), &app.devices).await?;
+    if let Some(a) = shared.as_array_mut() {
+        a.push(json!({
+            "with": "Matter controllers",
+            "enabled": matter.enabled,
+            "what": matter.what,
+            "controllers": matter.controllers,
+            "devices": matter.devices,
+        }));
+    }
     let (idle, max) = (app.session_idle_mins(), app.session_max.as_secs() / 3600);
     let report = app
         .devices_store(|store| crate::safety::privacy::report(store, idle, max, None))
@@ -335,7 +346,8 @@ pub(super) async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Re
             "hearth answers mDNS on the LAN with its service types and port only: no version, name or model.",
             "An MQTT bridge, if you configure one, sends only the topics you list, over TLS.",
             "Home Assistant runs in your home: what it is told stays on your LAN unless Home Assistant itself sends it on.",
-            "Voice assistants you link get only what their requests ask of the relay: voice names and on/off, brightness and colour temperature, for the devices you chose. hearth never calls them."
+            "Voice assistants you link get only what their requests ask of the relay: voice names and on/off, brightness and colour temperature, for the devices you chose. hearth never calls them.",
+            crate::safety::privacy::MATTER_STAYS_ON_THE_LAN
         ]
     })))
 }
