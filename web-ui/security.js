@@ -422,7 +422,7 @@ function lockdown(ctx) {
     const ok = await confirmDialog({
       title: 'Log everyone out?',
       body: [
-        h('p', null, 'Every other dashboard session ends, every voice assistant link is revoked, and Home Assistant’s password stops working (rotate it on Integrations to reconnect).'),
+        h('p', null, 'Every other dashboard session ends, every voice assistant link is revoked, every Matter controller is removed (pair it again later), and Home Assistant’s password stops working (rotate it on Integrations to reconnect).'),
         h('p', null, rotate.input.checked ? 'Every device’s credential is rotated too.' : 'Devices stay connected, and your home keeps working.'),
       ],
       confirm: 'Log everyone out',
@@ -440,7 +440,7 @@ function lockdown(ctx) {
         h(
           'p',
           { 'data-testid': 'lockdown-summary' },
-          `${r.sessions_ended} other session${r.sessions_ended === 1 ? '' : 's'} ended, ${r.relay_links_revoked} voice link${r.relay_links_revoked === 1 ? '' : 's'} revoked, Home Assistant’s password ${r.homeassistant_password_revoked ? 'revoked' : 'was not in use'}${r.metrics_token_revoked ? ', the metrics token revoked' : ''}.`,
+          `${r.sessions_ended} other session${r.sessions_ended === 1 ? '' : 's'} ended, ${r.relay_links_revoked} voice link${r.relay_links_revoked === 1 ? '' : 's'} revoked, ${r.matter_controllers_removed ?? 0} Matter controller${r.matter_controllers_removed === 1 ? '' : 's'} removed, Home Assistant’s password ${r.homeassistant_password_revoked ? 'revoked' : 'was not in use'}${r.metrics_token_revoked ? ', the metrics token revoked' : ''}.`,
         ),
         rotated.length
           ? h(
