@@ -25,6 +25,7 @@ use rs_matter::dm::clusters::app::on_off::{
     self, EffectVariantEnum, NoLevelControl, OnOffHandler, OnOffHooks, StartUpOnOffEnum,
 };
 use rs_matter::dm::clusters::desc::{self, ClusterHandler as _};
+use rs_matter::dm::clusters::identify;
 use rs_matter::dm::devices::{DEV_TYPE_BRIDGED_NODE, DEV_TYPE_DIMMABLE_LIGHT, DEV_TYPE_ON_OFF_LIGHT};
 use rs_matter::dm::{
     AsyncHandler, Cluster, Dataver, DeviceType, Endpoint, HandlerContext, InvokeContext, InvokeReply,
@@ -312,12 +313,14 @@ const PLUG_TYPES: &[DeviceType] = &[DEV_TYPE_ON_OFF_PLUG_IN_UNIT, DEV_TYPE_BRIDG
 
 const LIGHT_CLUSTERS: &[Cluster<'static>] = &[
     desc::DescHandler::CLUSTER,
+    identify::CLUSTER,
     super::node::BRIDGED_INFO_CLUSTER,
     LightOnOff::CLUSTER,
     Level::CLUSTER,
 ];
 const COLOR_LIGHT_CLUSTERS: &[Cluster<'static>] = &[
     desc::DescHandler::CLUSTER,
+    identify::CLUSTER,
     super::node::BRIDGED_INFO_CLUSTER,
     LightOnOff::CLUSTER,
     Level::CLUSTER,
@@ -325,6 +328,7 @@ const COLOR_LIGHT_CLUSTERS: &[Cluster<'static>] = &[
 ];
 const PLUG_CLUSTERS: &[Cluster<'static>] = &[
     desc::DescHandler::CLUSTER,
+    identify::CLUSTER,
     super::node::BRIDGED_INFO_CLUSTER,
     PlugOnOff::CLUSTER,
 ];

@@ -15,6 +15,7 @@ use rs_matter::dm::clusters::decl::bridged_device_basic_information::{
     self as bridged_info, ClusterHandler as _,
 };
 use rs_matter::dm::clusters::desc::{self, ClusterHandler as _};
+use rs_matter::dm::clusters::identify;
 use rs_matter::dm::clusters::net_comm::DummyNetworks;
 use rs_matter::dm::devices::DEV_TYPE_AGGREGATOR;
 use rs_matter::dm::devices::test::{DAC_PRIVKEY, TEST_DEV_ATT};
@@ -247,6 +248,13 @@ fn data_model<'a>(
             .chain(
                 |e, c| e > AGGREGATOR && c == desc::DescHandler::CLUSTER.id,
                 Async(desc::DescHandler::new(Dataver::new_rand(&mut rand)).adapt()),
+            )
+            // Identify, which every light and plug device type requires: one
+            // handler for all bridged endpoints, with no visible effect
+            // (IdentifyType None).
+            .chain(
+                |e, c| e > AGGREGATOR && c == identify::CLUSTER.id,
+                Async(identify::IdentifyHandler::new(Dataver::new_rand(&mut rand)).adapt()),
             )
             .chain(
                 |e, c| e > AGGREGATOR && c == BridgedInfo::CLUSTER.id,

@@ -494,6 +494,11 @@ fn a_matter_controller_commissions_hearth_and_switches_a_bulb() {
     assert_eq!(entry["reachable"], true, "{parts}");
     // Never the nickname.
     assert!(!parts.to_string().contains("Porch"), "{parts}");
+    // Identify, which light device types require, answers.
+    let identify = first.ask(
+        json!({"cmd": "read", "node": node, "endpoint": lamp, "cluster": "identify", "attribute": "identifyTime"}),
+    );
+    assert_eq!(identify["value"], 0, "{identify}");
 
     first.ask(json!({"cmd": "subscribe", "node": node}));
     first.switch(&node, lamp, true);
