@@ -28,7 +28,9 @@ use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hearth::home::vendor::Profile;
@@ -65,6 +67,7 @@ struct Lan {
     ctl: Ns,
     hub: Ns,
     ctl_link: String,
+    hub_link: String,
 }
 
 impl Lan {
@@ -98,6 +101,7 @@ impl Lan {
             ctl,
             hub,
             ctl_link: a,
+            hub_link: b,
         }
     }
 }
@@ -297,6 +301,189 @@ impl Drop for Bulb {
     }
 }
 
+/// When each Matter packet addressed to hearth reached the hub's end of
+/// the veth: a packet socket in the hub's namespace, read on a thread of
+/// its own, with the kernel's receive time carried over to the same clock
+/// as the rest (see [`arrived`]), so a
+/// command's time splits into the controller's part (matter.js and the
+/// wire) and hearth's (its socket to the bulb). Only the time and the
+/// destination port are read from each packet. Stopped on drop.
+struct Capture {
+    /// Each packet's arrival and UDP payload length.
+    arrivals: Arc<Mutex<Vec<(Instant, usize)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Capture {
+    fn start(ns: &Ns, link: &str) -> Capture {
+        let netns = PathBuf::from("/var/run/netns").join(ns.name());
+        let link = std::ffi::CString::new(link).unwrap();
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let thread = {
+            let (arrivals, stop) = (arrivals.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let file = std::fs::File::open(&netns).expect("the hub's namespace");
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                let fd = packet_socket(&link);
+                let _ = ready_tx.send(());
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                    let n = unsafe {
+                        libc::recvfrom(
+                            fd.as_raw_fd(),
+                            buf.as_mut_ptr().cast(),
+                            buf.len(),
+                            0,
+                            (&raw mut from).cast(),
+                            &mut len,
+                        )
+                    };
+                    if n <= 0 || from.sll_pkttype != libc::PACKET_HOST {
+                        continue;
+                    }
+                    if let Some((MATTER_PORT, len)) =
+                        udp_port(u16::from_be(from.sll_protocol), &buf[..n as usize])
+                    {
+                        arrivals.lock().unwrap().push((arrived(&fd), len));
+                    }
+                }
+            })
+        };
+        ready
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the packet socket did not open");
+        Capture {
+            arrivals,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The command's invoke among the packets for hearth's Matter port that
+    /// arrived after `from` and no later than `to`: the first of the
+    /// longest. The others are shorter: acknowledgements and status
+    /// responses to earlier reports (42 and 50 bytes of UDP payload here)
+    /// and, when hearth answers the invoke before the bulb has the command,
+    /// matter.js's read-back (67; the invoke is 75 for on and off, 86 for a
+    /// level). Also how many packets had that longest length, and the
+    /// length of each counted in `lengths`; the ones before `to` are
+    /// forgotten.
+    fn invoke_between(
+        &self,
+        from: Instant,
+        to: Instant,
+        lengths: &mut std::collections::BTreeMap<usize, usize>,
+    ) -> (Option<Instant>, usize) {
+        let mut a = self.arrivals.lock().unwrap();
+        let within: Vec<(Instant, usize)> =
+            a.iter().filter(|(t, _)| *t > from && *t <= to).copied().collect();
+        a.retain(|(t, _)| *t > to);
+        for (_, len) in &within {
+            *lengths.entry(*len).or_default() += 1;
+        }
+        let Some(longest) = within.iter().map(|(_, len)| *len).max() else {
+            return (None, 0);
+        };
+        let mut invokes = within.iter().filter(|(_, len)| *len == longest);
+        (invokes.next().map(|(t, _)| *t), 1 + invokes.count())
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// When the kernel received the packet just read from `fd`, on the
+/// benchmark's clock: the thread reading it may run much later on a busy
+/// machine. The kernel stamps it on the wall clock; the wall clock and
+/// `Instant` are read back to back to carry it over.
+fn arrived(fd: &std::os::fd::OwnedFd) -> Instant {
+    // SIOCGSTAMPNS: the last packet's receive time, a timespec.
+    const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
+    let mut stamp: libc::timespec = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGSTAMPNS as _, &raw mut stamp) };
+    let mut wall: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &raw mut wall) };
+    let now = Instant::now();
+    if rc != 0 {
+        return now;
+    }
+    let ns = |t: &libc::timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
+    let ago = (ns(&wall) - ns(&stamp)).clamp(0, 1_000_000_000);
+    now - Duration::from_nanos(ago as u64)
+}
+
+/// An AF_PACKET socket for every packet on `link` (layer 3 up), waking
+/// every 100 ms so that it can be stopped.
+fn packet_socket(link: &std::ffi::CStr) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let all = (libc::ETH_P_ALL as u16).to_be();
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            i32::from(all),
+        )
+    };
+    assert!(raw >= 0, "packet socket: {}", std::io::Error::last_os_error());
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    let index = unsafe { libc::if_nametoindex(link.as_ptr()) };
+    assert!(index > 0, "the hub's veth");
+    let mut at: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    at.sll_family = libc::AF_PACKET as u16;
+    at.sll_protocol = all;
+    at.sll_ifindex = index as i32;
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const at).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+    let wake = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const wake).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+    fd
+}
+
+/// The UDP destination port and payload length of an IPv4 or IPv6 packet
+/// (no extension headers), if it is UDP.
+fn udp_port(ethertype: u16, p: &[u8]) -> Option<(u16, usize)> {
+    let udp = match ethertype {
+        0x0800 if p.len() >= 20 && p[9] == 17 => usize::from(p[0] & 0x0f) * 4,
+        0x86dd if p.len() >= 40 && p[6] == 17 => 40,
+        _ => return None,
+    };
+    let h = p.get(udp..udp + 8)?;
+    Some((
+        u16::from_be_bytes([h[2], h[3]]),
+        usize::from(u16::from_be_bytes([h[4], h[5]])).saturating_sub(8),
+    ))
+}
+
 /// One phase of Matter commands to the bulb.
 #[derive(Default)]
 struct Phase {
@@ -304,6 +491,17 @@ struct Phase {
     to_bulb: Vec<Duration>,
     /// Command line written until matter.js answered (after its read-back).
     answered: Vec<Duration>,
+    /// Command line written until its packet reached hearth's veth, sorted.
+    to_hearth: Vec<Duration>,
+    /// That packet's arrival until the bulb had the command, sorted.
+    in_hearth: Vec<Duration>,
+    /// Commands during which more than one packet of the invoke's length
+    /// reached hearth before the bulb had the command (the split is then
+    /// less certain).
+    several: usize,
+    /// How many packets of each UDP payload length reached hearth between
+    /// a command and the bulb having it.
+    lengths: std::collections::BTreeMap<usize, usize>,
     sent: usize,
     lost: usize,
     cpu_us: f64,
@@ -311,7 +509,15 @@ struct Phase {
 
 /// Up to [`COMMANDS`] commands (or [`PHASE_LIMIT`]), one at a time, each a
 /// change: on and off, or level 76 and 178 (hearth's brightness 30 and 70).
-fn phase(c: &mut Controller, bulb: &Bulb, pid: u32, node: &str, endpoint: u64, level: bool) -> Phase {
+fn phase(
+    c: &mut Controller,
+    bulb: &Bulb,
+    capture: &Capture,
+    pid: u32,
+    node: &str,
+    endpoint: u64,
+    level: bool,
+) -> Phase {
     let mut p = Phase::default();
     let cpu0 = cpu_secs(pid);
     let started = Instant::now();
@@ -343,6 +549,14 @@ fn phase(c: &mut Controller, bulb: &Bulb, pid: u32, node: &str, endpoint: u64, l
             Some(at) if ok => {
                 p.to_bulb.push(at - sent);
                 p.answered.push(answered - sent);
+                let (arrived, invokes) = capture.invoke_between(sent, at, &mut p.lengths);
+                if let Some(arrived) = arrived {
+                    p.to_hearth.push(arrived - sent);
+                    p.in_hearth.push(at - arrived);
+                }
+                if invokes > 1 {
+                    p.several += 1;
+                }
             }
             _ => p.lost += 1,
         }
@@ -350,6 +564,8 @@ fn phase(c: &mut Controller, bulb: &Bulb, pid: u32, node: &str, endpoint: u64, l
     p.cpu_us = (cpu_secs(pid) - cpu0) * 1e6 / p.sent.max(1) as f64;
     p.to_bulb.sort();
     p.answered.sort();
+    p.to_hearth.sort();
+    p.in_hearth.sort();
     p
 }
 
@@ -426,10 +642,28 @@ fn matter_round(lan: &Lan, hearth: &Path, rt: &tokio::runtime::Runtime) -> Round
 
     let endpoint = endpoint_of_bulb(&mut controller, &node);
     let device = Bulb::start(&lan.hub, bulb);
+    let capture = Capture::start(&lan.hub, &lan.hub_link);
     // Settle: matter.js subscribes to the node after connecting.
     std::thread::sleep(Duration::from_millis(500));
-    let on_off = phase(&mut controller, &device, daemon.id(), &node, endpoint, false);
-    let level = phase(&mut controller, &device, daemon.id(), &node, endpoint, true);
+    let on_off = phase(
+        &mut controller,
+        &device,
+        &capture,
+        daemon.id(),
+        &node,
+        endpoint,
+        false,
+    );
+    let level = phase(
+        &mut controller,
+        &device,
+        &capture,
+        daemon.id(),
+        &node,
+        endpoint,
+        true,
+    );
+    drop(capture);
     drop(device);
     drop(controller);
     drop(daemon);
@@ -538,6 +772,19 @@ pub fn run(hearth: &Path, rounds: usize) {
                 us(to_bulb, 1.0),
             );
         }
+        for (what, p) in [("on/off", &round.on_off), ("level", &round.level)] {
+            println!(
+                "  {what:<6} split : to hearth's veth p50 {:>6.0} us p99 {:>6.0} us; veth to bulb p50 {:>6.0} us p99 {:>6.0} us ({} of {}, {} with several; lengths {:?})",
+                us(&p.to_hearth, 0.5),
+                us(&p.to_hearth, 0.99),
+                us(&p.in_hearth, 0.5),
+                us(&p.in_hearth, 0.99),
+                p.in_hearth.len(),
+                p.to_bulb.len(),
+                p.several,
+                p.lengths
+            );
+        }
         done.push(round);
     }
     assert!(!done.is_empty(), "no round finished");
@@ -554,7 +801,7 @@ pub fn run(hearth: &Path, rounds: usize) {
         .sum();
     println!("\ncommand to the bulb's MQTT command, pooled over {n} rounds (counts in brackets)");
     println!(
-        "{:<28} {:>10} {:>10} {:>14} {:>14}",
+        "{:<34} {:>10} {:>10} {:>14} {:>14}",
         "", "p50 us", "p99 us", "p50 / relay", "p99 / relay"
     );
     let (r50, r99) = (percentile_us(&relay, 0.5), percentile_us(&relay, 0.99));
@@ -566,12 +813,31 @@ pub fn run(hearth: &Path, rounds: usize) {
     ] {
         let (p50, p99) = (percentile_us(v, 0.5), percentile_us(v, 0.99));
         println!(
-            "{:<28} {p50:>10.0} {p99:>10.0} {:>13.2}x {:>13.2}x",
+            "{:<34} {p50:>10.0} {p99:>10.0} {:>13.2}x {:>13.2}x",
             format!("{what} [{}]", v.len()),
             p50 / r50,
             p99 / r99
         );
     }
+    let to_hearth = pooled(
+        done.iter()
+            .flat_map(|r| [&r.on_off.to_hearth, &r.level.to_hearth]),
+    );
+    let in_hearth = pooled(
+        done.iter()
+            .flat_map(|r| [&r.on_off.in_hearth, &r.level.in_hearth]),
+    );
+    println!(
+        "matter, split at hearth's veth [{}]: line written to packet arrived p50 {:.0} us, p99 {:.0} us; \
+         packet arrived to the bulb p50 {:.0} us, p99 {:.0} us ({:.2}x / {:.2}x the relay's)",
+        in_hearth.len(),
+        percentile_us(&to_hearth, 0.5),
+        percentile_us(&to_hearth, 0.99),
+        percentile_us(&in_hearth, 0.5),
+        percentile_us(&in_hearth, 0.99),
+        percentile_us(&in_hearth, 0.5) / r50,
+        percentile_us(&in_hearth, 0.99) / r99,
+    );
     println!(
         "matter.js's answer (after its read-back), p50 {:.0} us, p99 {:.0} us",
         percentile_us(&answers, 0.5),
