@@ -16,8 +16,9 @@
 //!   `moveToLevelWithOnOff`, one at a time, from the line written to the
 //!   controller until the bulb, simulated in-process in the hub's
 //!   namespace (`hearth::sim::device`), has the command. matter.js's own
-//!   handling (JSON, its session, its read-back after each command) is in
-//!   the figure;
+//!   handling (the line, JSON, encrypting the invoke) is in the figure; a
+//!   packet socket on hearth's end of the veth splits it where the invoke
+//!   arrives, so hearth's own part is shown too;
 //! - the reference in the same run: the voice relay's directive to the same
 //!   kind of bulb (relay.rs, on loopback), and Home Assistant's publish.
 //!
