@@ -500,6 +500,9 @@ struct Phase {
     /// reached hearth before the bulb had the command (the split is then
     /// less certain).
     several: usize,
+    /// Commands whose read-back (matter.js reads the attribute from hearth
+    /// after the command) still found the value from before.
+    stale: usize,
     /// How many packets of each UDP payload length reached hearth between
     /// a command and the bulb having it.
     lengths: std::collections::BTreeMap<usize, usize>,
@@ -543,9 +546,17 @@ fn phase(
             ),
         };
         bulb.drain();
+        // What matter.js's read-back after the command should find.
+        let (attribute, value) = match &cmd["level"] {
+            Value::Null => ("onOff", json!(cmd["cmd"] == "on")),
+            level => ("currentLevel", level.clone()),
+        };
         let (answer, sent, answered) = c.ask(cmd, WAIT);
         p.sent += 1;
-        let ok = answer.is_some_and(|a| a["ok"] == true);
+        let ok = answer.as_ref().is_some_and(|a| a["ok"] == true);
+        if ok && answer.as_ref().is_some_and(|a| a[attribute] != value) {
+            p.stale += 1;
+        }
         match bulb.wait_for(want, sent + WAIT) {
             Some(at) if ok => {
                 p.to_bulb.push(at - sent);
@@ -775,7 +786,7 @@ pub fn run(hearth: &Path, rounds: usize) {
         }
         for (what, p) in [("on/off", &round.on_off), ("level", &round.level)] {
             println!(
-                "  {what:<6} split : to hearth's veth p50 {:>6.0} us p99 {:>6.0} us; veth to bulb p50 {:>6.0} us p99 {:>6.0} us ({} of {}, {} with several; lengths {:?})",
+                "  {what:<6} split : to hearth's veth p50 {:>6.0} us p99 {:>6.0} us; veth to bulb p50 {:>6.0} us p99 {:>6.0} us ({} of {}, {} with several; lengths {:?}); {} read-backs stale",
                 us(&p.to_hearth, 0.5),
                 us(&p.to_hearth, 0.99),
                 us(&p.in_hearth, 0.5),
@@ -783,7 +794,8 @@ pub fn run(hearth: &Path, rounds: usize) {
                 p.in_hearth.len(),
                 p.to_bulb.len(),
                 p.several,
-                p.lengths
+                p.lengths,
+                p.stale
             );
         }
         done.push(round);
@@ -853,6 +865,13 @@ pub fn run(hearth: &Path, rounds: usize) {
         cpu(|r| r.homeassistant.cpu_us)
     );
     println!("commands lost over all rounds: {lost}");
+    println!(
+        "matter.js's read-back after a command found the old value: {} of {} on/off, {} of {} level",
+        done.iter().map(|r| r.on_off.stale).sum::<usize>(),
+        on_off.len(),
+        done.iter().map(|r| r.level.stale).sum::<usize>(),
+        level.len()
+    );
 
     let mut commissions: Vec<Duration> = done.iter().map(|r| r.commission).collect();
     commissions.sort();
