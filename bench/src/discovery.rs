@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::start::{self, Process};
 
-fn ip(args: &[&str]) {
+pub(crate) fn ip(args: &[&str]) {
     let status = Command::new("ip").args(args).status().expect("ip (iproute2)");
     assert!(status.success(), "ip {args:?} failed (run as root)");
 }
@@ -28,24 +28,11 @@ fn listed(hearth: &Path, data: &Path) -> usize {
 
 /// A network namespace of the benchmark's own: loopback up, multicast on
 /// and routed there. Deleted on drop.
-struct Ns(String);
+pub(crate) struct Ns(String);
 
 impl Ns {
     fn new(what: &str) -> Ns {
-        let ns = Ns(format!("hearth-bench-{what}-{}", std::process::id()));
-        ip(&["netns", "add", &ns.0]);
-        ip(&["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"]);
-        ip(&[
-            "netns",
-            "exec",
-            &ns.0,
-            "ip",
-            "link",
-            "set",
-            "lo",
-            "multicast",
-            "on",
-        ]);
+        let ns = Ns::bare(what);
         ip(&[
             "netns",
             "exec",
@@ -60,9 +47,34 @@ impl Ns {
         ns
     }
 
+    /// A namespace with its loopback up and multicast on, and no route for
+    /// multicast yet (a benchmark with a veth routes it there).
+    pub(crate) fn bare(what: &str) -> Ns {
+        let ns = Ns(format!("hearth-bench-{what}-{}", std::process::id()));
+        ip(&["netns", "add", &ns.0]);
+        ip(&["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"]);
+        ip(&[
+            "netns",
+            "exec",
+            &ns.0,
+            "ip",
+            "link",
+            "set",
+            "lo",
+            "multicast",
+            "on",
+        ]);
+        ns
+    }
+
+    /// Its name, as `ip netns` knows it (`/var/run/netns/NAME`).
+    pub(crate) fn name(&self) -> &str {
+        &self.0
+    }
+
     /// `program` run inside the namespace (`ip netns exec` execs it, so the
     /// child's pid is the program's).
-    fn exec(&self, program: &Path) -> Command {
+    pub(crate) fn exec(&self, program: &Path) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.0]).arg(program);
         c

@@ -21,6 +21,10 @@
 //!   publish on the same daemon (see `relay.rs`).
 //! - `lockdown`: "log everyone out" against the same revocations by hand
 //!   (see `web.rs`).
+//! - `matter`: the Matter bridge against a matter.js controller across a
+//!   veth: commissioning time, a Matter command to the bulb against the
+//!   relay's directive, idle RSS with the bridge off and on (see
+//!   `matter.rs`).
 //!
 //! `bench/run dashboard` is not here: it is `bench/dashboard.mjs`, which
 //! drives headless Chromium with the browser tests' playwright-core (the
@@ -31,6 +35,7 @@ mod discovery;
 mod ha;
 mod ha_live;
 mod keys;
+mod matter;
 mod measure;
 mod mqtt;
 mod relay;
@@ -85,6 +90,7 @@ fn main() {
         "relay" => relay::run(&hearth, rounds),
         "lockdown" => web::lockdown(&hearth, rounds),
         "keys" => keys::run(rounds),
+        "matter" => matter::run(&hearth, rounds),
         "all" => {
             store_bench();
             rss_bench(&hearth);
@@ -98,10 +104,11 @@ fn main() {
             relay::run(&hearth, rounds);
             web::lockdown(&hearth, rounds);
             keys::run(rounds);
+            matter::run(&hearth, rounds);
         }
         other => {
             eprintln!(
-                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, corpus, web, ha, ha-live, relay, lockdown, keys or all"
+                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, corpus, web, ha, ha-live, relay, lockdown, keys, matter or all"
             );
             std::process::exit(64);
         }

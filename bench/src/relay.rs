@@ -28,7 +28,7 @@ const COMMANDS: usize = 10_000;
 const PHASE_LIMIT: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Daemon {
+pub(crate) struct Daemon {
     process: Process,
     data: PathBuf,
     _dir: tempfile::TempDir,
@@ -49,7 +49,7 @@ fn spawn(hearth: &Path, dir: &Path, mqtt: u16, relay: u16) -> (Process, PathBuf)
 
 /// A daemon with one exposed generic bulb, Home Assistant connected, and
 /// one link to the bulb whose access token is returned.
-fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
+pub(crate) fn prepare(hearth: &Path) -> (Daemon, Value, Value, String, u16, u16) {
     let dir = tempfile::tempdir().unwrap();
     let (mqtt, relay) = (start::free_port(), start::free_port());
     let (mut process, data) = spawn(hearth, dir.path(), mqtt, relay);
@@ -155,13 +155,15 @@ fn owner_with_two_factor(data: &Path) {
 }
 
 #[derive(Default, Clone)]
-struct Phase {
-    p50_us: f64,
-    p99_us: f64,
-    answer_p99_us: f64,
-    sent: usize,
-    lost: usize,
-    cpu_us: f64,
+pub(crate) struct Phase {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub answer_p99_us: f64,
+    pub sent: usize,
+    pub lost: usize,
+    pub cpu_us: f64,
+    /// Every command's time to the bulb, sorted (for pooling over rounds).
+    pub latencies: Vec<Duration>,
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length from a keep-alive
@@ -188,7 +190,17 @@ async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> u16 
     }
 }
 
-async fn phase(daemon: &Daemon, bulb: &Value, ha: &Value, token: &str, relay: u16, via_relay: bool) -> Phase {
+/// Up to `commands` commands (or 60 s), one at a time, by the relay or by
+/// Home Assistant's publish.
+pub(crate) async fn phase(
+    daemon: &Daemon,
+    bulb: &Value,
+    ha: &Value,
+    token: &str,
+    relay: u16,
+    via_relay: bool,
+    commands: usize,
+) -> Phase {
     // The bulb, reporting each brightness it is told.
     let (lines_tx, mut lines) = mpsc::unbounded_channel::<(String, Instant)>();
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
@@ -247,9 +259,9 @@ async fn phase(daemon: &Daemon, bulb: &Value, ha: &Value, token: &str, relay: u1
     let pid = daemon.process.id();
     let cpu0 = cpu_secs(pid);
     let started = Instant::now();
-    let (mut lat, mut answers) = (Vec::with_capacity(COMMANDS), Vec::with_capacity(COMMANDS));
+    let (mut lat, mut answers) = (Vec::with_capacity(commands), Vec::with_capacity(commands));
     let (mut sent, mut lost) = (0, 0);
-    while sent < COMMANDS && started.elapsed() < PHASE_LIMIT {
+    while sent < commands && started.elapsed() < PHASE_LIMIT {
         let level = if sent % 2 == 0 { 30 } else { 70 };
         let want = format!("brightness {level}");
         let t0 = Instant::now();
@@ -313,6 +325,7 @@ async fn phase(daemon: &Daemon, bulb: &Value, ha: &Value, token: &str, relay: u1
         sent,
         lost,
         cpu_us: cpu * 1e6 / sent.max(1) as f64,
+        latencies: lat,
     }
 }
 
@@ -331,7 +344,7 @@ pub fn run(hearth: &Path, rounds: usize) {
     for r in 0..rounds {
         let (daemon, bulb, ha, token, _mqtt, relay) = prepare(hearth);
         for via_relay in [true, false] {
-            let p = rt.block_on(phase(&daemon, &bulb, &ha, &token, relay, via_relay));
+            let p = rt.block_on(phase(&daemon, &bulb, &ha, &token, relay, via_relay, COMMANDS));
             let who = if via_relay { "relay" } else { "home assistant" };
             println!(
                 "round {} {who:<14}: p50 {:>6.0} us  p99 {:>6.0} us  (relay answer p99 {:>6.0} us)  sent {} lost {}  cpu {:.0} us/cmd",
