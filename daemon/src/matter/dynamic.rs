@@ -14,6 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use rs_matter::dm::clusters::app::color_control::{
     self, ColorCapabilitiesBitmap, ColorControlHandler, ColorControlHooks, SetDeviceColor,
@@ -80,6 +81,28 @@ pub fn level_of(brightness: u8) -> u8 {
     ((u16::from(brightness.min(100)) * 254 + 50) / 100).max(1) as u8
 }
 
+/// How long a controller's command stands against reports that say
+/// otherwise, waiting for the device to confirm it.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// Whether a device's `reported` value is to be taken, given what a
+/// controller last `asked` for: always once the device has confirmed the
+/// command (which ends the wait) or [`SETTLE`] has passed; not while a
+/// report of the earlier state may still be on its way.
+fn takes<T: PartialEq + Copy>(asked: &Cell<Option<(T, Instant)>>, reported: T, now: Instant) -> bool {
+    match asked.get() {
+        Some((want, _)) if want == reported => {
+            asked.set(None);
+            true
+        }
+        Some((_, at)) if now.duration_since(at) < SETTLE => false,
+        _ => {
+            asked.set(None);
+            true
+        }
+    }
+}
+
 /// What the bridge knows of one device, shared by its clusters' hooks.
 struct Shared {
     device: DeviceId,
@@ -88,6 +111,11 @@ struct Shared {
     level: Cell<Option<u8>>,
     /// The colour temperature last set, in mireds.
     mireds: Cell<Option<u16>>,
+    /// What a controller last asked for, and when, until the device
+    /// confirms it: a report of the state before (still on its way) must
+    /// not undo it.
+    asked_on: Cell<Option<(bool, Instant)>>,
+    asked_brightness: Cell<Option<(u8, Instant)>>,
     /// Signalled when the device reported a change of its own.
     reported_on: Notify,
     reported_level: Notify,
@@ -114,6 +142,7 @@ macro_rules! on_off_hooks {
 
             fn set_on_off(&self, on: bool) {
                 if self.0.on.replace(on) != on {
+                    self.0.asked_on.set(Some((on, Instant::now())));
                     // The tokio side gone means hearth is stopping.
                     let _ = self
                         .0
@@ -206,6 +235,9 @@ impl LevelControlHooks for Level {
     fn set_device_level(&self, level: u8) -> Result<Option<u8>, ()> {
         let before = self.0.level.replace(Some(level));
         if before.map(brightness_of) != Some(brightness_of(level)) {
+            self.0
+                .asked_brightness
+                .set(Some((brightness_of(level), Instant::now())));
             let _ = self
                 .0
                 .actions
@@ -414,6 +446,7 @@ impl Table {
         for (ep, b) in set {
             if let Some(l) = live.iter().find(|l| l.ep == *ep) {
                 if let Some(power) = b.power
+                    && takes(&l.shared.asked_on, power, Instant::now())
                     && l.shared.on.replace(power) != power
                 {
                     l.shared.reported_on.notify_one();
@@ -421,6 +454,7 @@ impl Table {
                 }
                 if let Handlers::Light(..) = l.handlers
                     && let Some(brightness) = b.brightness
+                    && takes(&l.shared.asked_brightness, brightness.max(1), Instant::now())
                     && l.shared.level.get().map(brightness_of) != Some(brightness.max(1))
                 {
                     l.shared.level.set(Some(level_of(brightness)));
@@ -434,6 +468,8 @@ impl Table {
                 on: Cell::new(b.power.unwrap_or(false)),
                 level: Cell::new(Some(level_of(b.brightness.unwrap_or(100)))),
                 mireds: Cell::new(b.color_temp),
+                asked_on: Cell::new(None),
+                asked_brightness: Cell::new(None),
                 reported_on: Notify::new(),
                 reported_level: Notify::new(),
                 actions: self.actions.clone(),
@@ -680,6 +716,35 @@ const _: () = assert!(PlugOnOff::CLUSTER.id == ON_OFF);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report of the state before a controller's command does not undo
+    /// the command; the device's confirmation ends the wait, and after
+    /// SETTLE any report is taken (the device did not obey).
+    #[test]
+    fn a_late_report_does_not_undo_a_command() {
+        let t0 = Instant::now();
+        let asked = Cell::new(Some((false, t0)));
+        assert!(
+            !takes(&asked, true, t0 + Duration::from_millis(5)),
+            "the earlier on, late"
+        );
+        assert!(
+            takes(&asked, false, t0 + Duration::from_millis(20)),
+            "the confirmation"
+        );
+        assert_eq!(asked.get(), None);
+        assert!(
+            takes(&asked, true, t0 + Duration::from_millis(30)),
+            "switched by hand afterwards"
+        );
+        let asked = Cell::new(Some((40u8, t0)));
+        assert!(!takes(&asked, 100, t0 + Duration::from_secs(1)));
+        assert!(
+            takes(&asked, 100, t0 + SETTLE),
+            "never confirmed: the device's word stands"
+        );
+        assert_eq!(asked.get(), None);
+    }
 
     #[test]
     fn levels_and_brightness_map_both_ways() {
