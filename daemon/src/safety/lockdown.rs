@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::count;
 use crate::accounts::Auth;
 use crate::home::devices::{DeviceError, Devices, Provisioning};
 use crate::home::homeassistant::HomeAssistant;
@@ -146,24 +147,5 @@ async fn remove_matter_controllers(matter: Option<&Matter>, devices: &Devices) -
             Err(e) => Err(DeviceError::Internal(e.to_string())),
         },
         None => offline().await,
-    }
-}
-
-/// "1 session", "2 sessions".
-fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn counts_take_a_real_plural() {
-        assert_eq!(super::count(0, "Matter controller"), "0 Matter controllers");
-        assert_eq!(super::count(1, "session"), "1 session");
-        assert_eq!(super::count(2, "relay link"), "2 relay links");
     }
 }

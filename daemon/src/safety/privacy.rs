@@ -8,6 +8,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::count;
 use crate::home::devices::{DeviceError, Devices};
 use crate::matter::{Matter, MatterError};
 use crate::store::{Store, StoreError, UnixTime};
@@ -291,15 +292,6 @@ fn matter_section(
         devices,
         what,
         leaves_home: MATTER_STAYS_ON_THE_LAN,
-    }
-}
-
-/// "1 controller", "2 controllers".
-fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
     }
 }
 

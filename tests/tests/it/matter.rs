@@ -250,43 +250,7 @@ impl Device {
 /// hearth in `ns` with the Matter bridge on, discovery (for Matter's
 /// mDNS) on the veth.
 fn hearth_in(ns: &Netns, home: &TestHome) -> Killed {
-    let config = home.path("hearth.toml");
-    std::fs::write(
-        &config,
-        "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = []\n[web]\nlisten = [\"127.0.0.1:0\"]\n\
-         [discovery]\ninterfaces = \"private\"\n[matter]\nenabled = true\n",
-    )
-    .unwrap();
-    let log = std::fs::File::create(home.path("daemon.log")).unwrap();
-    let daemon = Killed(
-        ns.exec(Path::new(env!("CARGO_BIN_EXE_hearth-under-test")))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(home.data_dir())
-            .env("RUST_LOG", "info,hearth::matter=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !run(
-        hearth().args(["status", "--data-dir"]).arg(home.data_dir()),
-        Duration::from_secs(10),
-    )
-    .status
-    .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "hearth did not start: {}",
-            std::fs::read_to_string(home.path("daemon.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    daemon
+    crate::discovery::daemon_config(ns, home, "interfaces = \"private\"\n[matter]\nenabled = true\n")
 }
 
 /// `hearth ARGS --data-dir … --json`, which must succeed.
