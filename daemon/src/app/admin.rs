@@ -488,17 +488,10 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                     .close_pairing(Actor::Cli)
                     .await
                     .map(|was_open| serde_json::json!({ "was_open": was_open })),
-                Request::MatterControllers => matter.fabrics().await.map(|list| {
-                    serde_json::json!({
-                        "controllers": list.iter().map(|f| serde_json::json!({
-                            "index": f.index,
-                            "label": f.label,
-                            "vendor_id": f.vendor_id,
-                            "vendor": f.vendor,
-                            "added": f.added.map(|t| t.0 / 1000),
-                        })).collect::<Vec<_>>(),
-                    })
-                }),
+                Request::MatterControllers => matter
+                    .fabrics()
+                    .await
+                    .map(|list| crate::matter::fabrics::listing(&list)),
                 Request::MatterRemove { index } => match matter.remove_fabric(index, Actor::Cli).await {
                     Ok(true) => Ok(serde_json::json!({ "removed": true })),
                     Ok(false) => {

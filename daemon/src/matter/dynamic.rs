@@ -618,46 +618,48 @@ impl AsyncHandler for OnOffs<'_> {
     }
 }
 
-impl Levels<'_> {
-    fn level(&self, ep: u16) -> Result<&'static LevelHandler, Error> {
-        match self.0.find(ep)? {
-            Handlers::Light(_, level, _) => Ok(level),
-            Handlers::Plug(_) => Err(ErrorCode::ClusterNotFound.into()),
-        }
-    }
-}
+/// A cluster that only some bridged endpoints have, each endpoint's own
+/// handler found with `$pick` (`None`: the endpoint lacks the cluster).
+/// `OnOffs::run` runs their tasks.
+macro_rules! some_endpoints {
+    ($ty:ident, $module:ident, $pick:expr) => {
+        impl AsyncHandler for $ty<'_> {
+            async fn read(&self, ctx: impl ReadContext, reply: impl ReadReply) -> Result<(), Error> {
+                let h = ($pick)(self.0.find(ctx.attr().endpoint_id)?).ok_or(ErrorCode::ClusterNotFound)?;
+                $module::HandlerAsyncAdaptor(h).read(ctx, reply).await
+            }
 
-impl AsyncHandler for Levels<'_> {
-    async fn read(&self, ctx: impl ReadContext, reply: impl ReadReply) -> Result<(), Error> {
-        let h = self.level(ctx.attr().endpoint_id)?;
-        level_control::HandlerAsyncAdaptor(h).read(ctx, reply).await
-    }
+            async fn write(&self, ctx: impl WriteContext) -> Result<(), Error> {
+                let h = ($pick)(self.0.find(ctx.attr().endpoint_id)?).ok_or(ErrorCode::ClusterNotFound)?;
+                $module::HandlerAsyncAdaptor(h).write(ctx).await
+            }
 
-    async fn write(&self, ctx: impl WriteContext) -> Result<(), Error> {
-        let h = self.level(ctx.attr().endpoint_id)?;
-        level_control::HandlerAsyncAdaptor(h).write(ctx).await
-    }
+            async fn invoke(&self, ctx: impl InvokeContext, reply: impl InvokeReply) -> Result<(), Error> {
+                let h = ($pick)(self.0.find(ctx.cmd().endpoint_id)?).ok_or(ErrorCode::ClusterNotFound)?;
+                $module::HandlerAsyncAdaptor(h).invoke(ctx, reply).await
+            }
 
-    async fn invoke(&self, ctx: impl InvokeContext, reply: impl InvokeReply) -> Result<(), Error> {
-        let h = self.level(ctx.cmd().endpoint_id)?;
-        level_control::HandlerAsyncAdaptor(h).invoke(ctx, reply).await
-    }
+            fn bump_dataver(&self, ctx: impl MatchContext) {
+                for l in self.0.live.borrow().iter() {
+                    if let Some(h) = ($pick)(l.handlers)
+                        && ctx.endpt().is_none_or(|ep| ep == l.ep)
+                    {
+                        $module::HandlerAsyncAdaptor(h).bump_dataver(&ctx);
+                    }
+                }
+            }
 
-    fn bump_dataver(&self, ctx: impl MatchContext) {
-        for l in self.0.live.borrow().iter() {
-            if let Handlers::Light(_, h, _) = l.handlers
-                && ctx.endpt().is_none_or(|ep| ep == l.ep)
-            {
-                level_control::HandlerAsyncAdaptor(h).bump_dataver(&ctx);
+            async fn run(&self, _ctx: impl HandlerContext) -> Result<(), Error> {
+                std::future::pending().await
             }
         }
-    }
-
-    async fn run(&self, _ctx: impl HandlerContext) -> Result<(), Error> {
-        // `OnOffs::run` runs every handler's task, LevelControl's too.
-        std::future::pending().await
-    }
+    };
 }
+
+some_endpoints!(Levels, level_control, |h| match h {
+    Handlers::Light(_, level, _) => Some::<&'static LevelHandler>(level),
+    Handlers::Plug(_) => None,
+});
 
 /// The ColorControl cluster of every bridged light with a colour
 /// temperature. rs-matter 0.4.1's handler keeps the colour temperature
@@ -665,46 +667,10 @@ impl AsyncHandler for Levels<'_> {
 /// reports on its own is not reported on to controllers.
 pub(super) struct Colors<'a>(pub &'a Table);
 
-impl Colors<'_> {
-    fn color(&self, ep: u16) -> Result<&'static ColorHandler, Error> {
-        match self.0.find(ep)? {
-            Handlers::Light(_, _, Some(color)) => Ok(color),
-            _ => Err(ErrorCode::ClusterNotFound.into()),
-        }
-    }
-}
-
-impl AsyncHandler for Colors<'_> {
-    async fn read(&self, ctx: impl ReadContext, reply: impl ReadReply) -> Result<(), Error> {
-        let h = self.color(ctx.attr().endpoint_id)?;
-        color_control::HandlerAsyncAdaptor(h).read(ctx, reply).await
-    }
-
-    async fn write(&self, ctx: impl WriteContext) -> Result<(), Error> {
-        let h = self.color(ctx.attr().endpoint_id)?;
-        color_control::HandlerAsyncAdaptor(h).write(ctx).await
-    }
-
-    async fn invoke(&self, ctx: impl InvokeContext, reply: impl InvokeReply) -> Result<(), Error> {
-        let h = self.color(ctx.cmd().endpoint_id)?;
-        color_control::HandlerAsyncAdaptor(h).invoke(ctx, reply).await
-    }
-
-    fn bump_dataver(&self, ctx: impl MatchContext) {
-        for l in self.0.live.borrow().iter() {
-            if let Handlers::Light(_, _, Some(h)) = l.handlers
-                && ctx.endpt().is_none_or(|ep| ep == l.ep)
-            {
-                color_control::HandlerAsyncAdaptor(h).bump_dataver(&ctx);
-            }
-        }
-    }
-
-    async fn run(&self, _ctx: impl HandlerContext) -> Result<(), Error> {
-        // `OnOffs::run` runs every handler's task.
-        std::future::pending().await
-    }
-}
+some_endpoints!(Colors, color_control, |h| match h {
+    Handlers::Light(_, _, color) => color,
+    Handlers::Plug(_) => None::<&'static ColorHandler>,
+});
 
 /// The cluster ids the bridged endpoints' handlers answer for.
 pub(super) const ON_OFF: u32 = LightOnOff::CLUSTER.id;

@@ -58,6 +58,21 @@ impl std::fmt::Debug for Fabric {
     }
 }
 
+/// The controllers as the CLI and the dashboard's API show them:
+/// `{"controllers": [{index, label, vendor_id, vendor, added}]}`, `added` in
+/// Unix seconds.
+pub fn listing(list: &[Fabric]) -> serde_json::Value {
+    serde_json::json!({
+        "controllers": list.iter().map(|f| serde_json::json!({
+            "index": f.index,
+            "label": f.label,
+            "vendor_id": f.vendor_id,
+            "vendor": f.vendor,
+            "added": f.added.map(|t| t.0 / 1000),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// The vendors whose ids the Connectivity Standards Alliance assigned to
 /// the big controllers, and the test range rs-matter and matter.js use.
 pub fn vendor_name(id: u16) -> Option<&'static str> {

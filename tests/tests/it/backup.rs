@@ -150,12 +150,7 @@ fn a_backup_round_trips_and_refuses_a_wrong_passphrase_or_a_changed_byte() {
 
     // Erase takes the backups hearth wrote.
     let home = daemon.stop_keeping_home();
-    let out = run(
-        hearth()
-            .args(["erase", "--yes", "--data-dir"])
-            .arg(home.data_dir()),
-        Duration::from_secs(30),
-    );
+    let out = home.erase();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("backup overwritten and removed"));
     assert!(!out_file.exists());

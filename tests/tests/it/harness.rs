@@ -81,6 +81,16 @@ impl TestHome {
         cmd
     }
 
+    /// `hearth erase --yes` on the data directory, for up to 30 s.
+    pub fn erase(&self) -> Output {
+        run(
+            hearth()
+                .args(["erase", "--yes", "--data-dir"])
+                .arg(self.data_dir()),
+            Duration::from_secs(30),
+        )
+    }
+
     /// Runs `hearth init` on the data directory and checks it succeeded.
     pub fn init(&self) -> &TestHome {
         let out = run(

@@ -296,12 +296,7 @@ fn erase_leaves_no_matter_record_and_no_fabric_in_any_file() {
     let canary = format!("Erase-Fabric-Canary-{}", std::process::id());
     seed(&home, &canary);
     assert_eq!(matter_records(&store(&home)).len(), 6);
-    let out = run(
-        hearth()
-            .args(["erase", "--yes", "--data-dir"])
-            .arg(home.data_dir()),
-        Duration::from_secs(30),
-    );
+    let out = home.erase();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(said.starts_with("erased: 1 data key destroyed,"), "{said}");

@@ -574,12 +574,7 @@ fn erase_leaves_no_canary_and_no_key_and_the_next_start_is_fresh() {
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
     assert_eq!(snapshot(home.tmp.path()), before);
 
-    let out = run(
-        hearth()
-            .args(["erase", "--yes", "--data-dir"])
-            .arg(home.data_dir()),
-        Duration::from_secs(30),
-    );
+    let out = home.erase();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("erased: 1 data key destroyed"),
@@ -606,12 +601,7 @@ fn erase_leaves_no_canary_and_no_key_and_the_next_start_is_fresh() {
         );
     }
     // Again: nothing to erase.
-    let out = run(
-        hearth()
-            .args(["erase", "--yes", "--data-dir"])
-            .arg(home.data_dir()),
-        Duration::from_secs(30),
-    );
+    let out = home.erase();
     assert_eq!(out.status.code(), Some(65));
     // The next start is a fresh install.
     let daemon = crate::harness::Daemon::start_in(home);

@@ -134,15 +134,7 @@ pub(super) async fn matter_fabrics(
     _session: Authed,
 ) -> Result<Json<Value>, ApiError> {
     let list = matter(&app)?.fabrics().await?;
-    Ok(Json(json!({
-        "controllers": list.iter().map(|f| json!({
-            "index": f.index,
-            "label": f.label,
-            "vendor_id": f.vendor_id,
-            "vendor": f.vendor,
-            "added": f.added.map(|t| t.0 / 1000),
-        })).collect::<Vec<_>>(),
-    })))
+    Ok(Json(crate::matter::fabrics::listing(&list)))
 }
 
 #[utoipa::path(delete, path = "/api/matter/fabrics/{index}", params(("index" = u8, Path, description = "The controller's fabric index")), responses((status = 200, description = "Removed (audited): the controller can no longer reach hearth, and its sessions end"), (status = 404, description = "No such controller, or the Matter bridge is off")))]
