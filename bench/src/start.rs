@@ -142,6 +142,7 @@ pub fn add_device(
             nickname,
             room,
             topic: None,
+            addresses: Vec::new(),
         }),
     )
 }

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod discovery;
+pub mod dns;
 pub mod exit;
 pub mod home;
 pub mod matter;
@@ -36,6 +37,7 @@ mod arrows {
         "safety",
         "relay",
         "discovery",
+        "dns",
         "matter",
         "home",
         "broker",
@@ -57,6 +59,7 @@ mod arrows {
         ("broker", &["store", "net", "supervisor", "exit"]),
         ("home", &["broker", "store", "net", "supervisor", "exit"]),
         ("discovery", &["home", "store", "net", "supervisor", "exit"]),
+        ("dns", &["home", "store", "net", "supervisor", "exit"]),
         (
             "matter",
             &["home", "discovery", "store", "net", "supervisor", "exit"],
@@ -70,6 +73,7 @@ mod arrows {
             &[
                 "accounts",
                 "home",
+                "dns",
                 "matter",
                 "relay",
                 "broker",
@@ -85,6 +89,7 @@ mod arrows {
                 "accounts",
                 "home",
                 "discovery",
+                "dns",
                 "matter",
                 "relay",
                 "safety",
@@ -100,6 +105,7 @@ mod arrows {
             &[
                 "broker",
                 "discovery",
+                "dns",
                 "matter",
                 "relay",
                 "web",

@@ -124,6 +124,24 @@ pub enum Request {
     MatterRemove {
         index: u8,
     },
+    /// The DNS resolver's counts and each device's summary.
+    DnsStatus,
+    /// What one device looked up.
+    DnsDevice {
+        id: String,
+    },
+    /// Set one device's DNS policy.
+    DnsPolicy {
+        id: String,
+        policy: String,
+    },
+    /// The cloud domain lists.
+    DnsClouds,
+    /// Add (or remove) one of the owner's cloud domains.
+    DnsCloud {
+        domain: String,
+        add: bool,
+    },
 }
 
 /// Which integrations may see a device.
@@ -184,6 +202,8 @@ pub struct Admin {
     pub web: Vec<std::net::SocketAddr>,
     /// The Matter bridge; `None` unless `[matter] enabled`.
     pub matter: Option<Arc<crate::matter::Matter>>,
+    /// The DNS resolver; `None` unless `[dns] enabled`.
+    pub dns: Option<Arc<crate::dns::Dns>>,
 }
 
 impl Admin {
@@ -315,6 +335,56 @@ fn answer<T: Serialize>(result: Result<T, DeviceError>) -> Response {
             refusal(&e.to_string(), code)
         }
     }
+}
+
+/// The DNS resolver's requests; names leave only in these answers.
+async fn dns_request(r: Request, dns: &crate::dns::Dns) -> Result<serde_json::Value, DeviceError> {
+    use crate::dns::DnsError;
+    let map = |e: DnsError| match e {
+        DnsError::NoDevice => DeviceError::NotFound("no such adopted device".into()),
+        DnsError::BadDomain(_) | DnsError::TooMany(_) => DeviceError::Invalid(e.to_string()),
+        DnsError::Store(s) => DeviceError::Store(s),
+        e => DeviceError::Internal(e.to_string()),
+    };
+    match r {
+        Request::DnsStatus => Ok(serde_json::json!({
+            "status": json(&dns.status()),
+            "devices": dns.devices().into_iter().map(|(id, d)| serde_json::json!({
+                "id": id.as_str(),
+                "policy": d.policy,
+                "queries": d.queries,
+                "clouds": d.clouds,
+                "may_use_own_dns": d.may_use_own_dns,
+            })).collect::<Vec<_>>(),
+        })),
+        Request::DnsDevice { id } => {
+            let id = parse_id(&id)?;
+            dns.device(&id)
+                .map(|d| json(&d))
+                .ok_or_else(|| DeviceError::NotFound("no such adopted device".into()))
+        }
+        Request::DnsPolicy { id, policy } => {
+            let id = parse_id(&id)?;
+            let p = crate::dns::history::Policy::parse(&policy).ok_or_else(|| {
+                DeviceError::Invalid(format!(
+                    "'{}' is not a DNS policy: use observe, block-cloud or lan-only",
+                    policy.chars().take(40).collect::<String>()
+                ))
+            })?;
+            let changed = dns.set_policy(&id, p, Actor::Cli).await.map_err(map)?;
+            Ok(serde_json::json!({ "policy": p.as_str(), "changed": changed }))
+        }
+        Request::DnsClouds => Ok(json(&dns.cloud_lists())),
+        Request::DnsCloud { domain, add } => {
+            let changed = dns.change_cloud(&domain, add, Actor::Cli).await.map_err(map)?;
+            Ok(serde_json::json!({ "changed": changed }))
+        }
+        _ => Err(DeviceError::Internal("not a DNS request".into())),
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("an answer serialises")
 }
 
 async fn dispatch(request: Request, admin: &Admin) -> Response {
@@ -513,6 +583,18 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 crate::matter::MatterError::Store(s) => DeviceError::Store(s),
                 e => DeviceError::Internal(e.to_string()),
             }))
+        }
+        r @ (Request::DnsStatus
+        | Request::DnsDevice { .. }
+        | Request::DnsPolicy { .. }
+        | Request::DnsClouds
+        | Request::DnsCloud { .. }) => {
+            let Some(dns) = admin.dns.clone() else {
+                return answer::<()>(Err(DeviceError::Invalid(
+                    "the DNS resolver is off: set enabled = true under [dns] and restart hearth (docs/dns.md)".into(),
+                )));
+            };
+            answer(dns_request(r, &dns).await)
         }
         r @ (Request::RelayStatus | Request::RelayEnable | Request::RelayDisable) => {
             let Some(relay) = admin.relay.clone() else {

@@ -42,6 +42,8 @@ pub enum DaemonError {
     Admin(#[from] AdminError),
     #[error(transparent)]
     Matter(#[from] crate::matter::MatterError),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -56,6 +58,11 @@ impl DaemonError {
             DaemonError::Admin(e) => e.exit_code(),
             DaemonError::Matter(crate::matter::MatterError::Bind { .. }) => ExitCode::Unavailable,
             DaemonError::Matter(crate::matter::MatterError::Store(e)) => e.exit_code(),
+            DaemonError::Dns(crate::dns::DnsError::Bind { .. }) => ExitCode::Unavailable,
+            DaemonError::Dns(crate::dns::DnsError::NoUpstream(_) | crate::dns::DnsError::NoListener) => {
+                ExitCode::Usage
+            }
+            DaemonError::Dns(crate::dns::DnsError::Store(e)) => e.exit_code(),
             _ => ExitCode::Software,
         }
     }
@@ -73,6 +80,8 @@ pub struct Bound {
     pub web: Vec<std::net::TcpListener>,
     /// Matter's UDP socket, when `[matter] enabled`.
     pub matter: Option<std::net::UdpSocket>,
+    /// The DNS resolver's sockets, when `[dns] enabled`.
+    pub dns: Option<crate::dns::Sockets>,
 }
 
 /// The broker address hearth tells Home Assistant and prints: the configured
@@ -181,6 +190,20 @@ pub async fn run_with_tap(
         _ => None,
     };
 
+    let dns = match bound.dns {
+        Some(sockets) => Some(
+            crate::dns::Dns::start(
+                config.dns.clone(),
+                sockets,
+                store.clone(),
+                home.devices.clone(),
+                &supervisor,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
     // The owner's accounts, the voice relay and the dashboard run together:
     // the relay's consent and the owner's sign-in are the dashboard's pages.
     let (mut accounts, mut relay, mut web) = (None, None, None);
@@ -200,6 +223,7 @@ pub async fn run_with_tap(
             erased: &erased,
             started,
             matter: matter.clone(),
+            dns: dns.clone(),
         };
         web = Some(start::dashboard(dashboard, bound.web, &supervisor)?);
         (accounts, relay) = (Some(auth), Some(r));
@@ -219,6 +243,7 @@ pub async fn run_with_tap(
         discovery,
         web: web.as_ref().map(|w| w.addrs().to_vec()).unwrap_or_default(),
         matter,
+        dns,
     };
     start::admin(admin, bound.admin, &supervisor);
     start::renewal(&store, &broker, web, &data_dir, names, &supervisor);

@@ -324,6 +324,7 @@ pub(super) struct Dashboard<'a> {
     pub erased: &'a Arc<AtomicBool>,
     pub started: Instant,
     pub matter: Option<Arc<crate::matter::Matter>>,
+    pub dns: Option<Arc<crate::dns::Dns>>,
 }
 
 pub(super) fn dashboard(
@@ -355,9 +356,11 @@ pub(super) fn dashboard(
                 counters: d.auth.counters.clone(),
                 db_path: d.data_dir.db_path(),
                 started: d.started,
+                dns: d.dns.clone(),
             })
         }),
         matter: d.matter,
+        dns: d.dns,
     });
     crate::web::start(listeners, d.files, app, supervisor).map_err(|e| DaemonError::Internal(e.to_string()))
 }

@@ -13,8 +13,9 @@ use crate::config::{LogConfig, LogFormat};
 /// broker crate and its plugins write client ids, addresses, usernames and
 /// the very topic filters a client sent (newlines included, so a client
 /// could forge a log line). The Matter stack logs peers' addresses, and
-/// prints pairing codes in places.
-const SILENCED: &[&str] = &["rmqtt", "rs_matter"];
+/// prints pairing codes in places. The DNS crates log every query's name
+/// and its client's address.
+const SILENCED: &[&str] = &["rmqtt", "rs_matter", "hickory"];
 
 /// Whether a log event from `target` may be written at all.
 fn allowed(target: &str) -> bool {
@@ -69,6 +70,10 @@ mod tests {
             "rmqtt_bridge_egress_mqtt",
             "rs_matter",
             "rs_matter::transport::core",
+            "hickory_server::server",
+            "hickory_resolver::name_server",
+            "hickory_proto::udp",
+            "hickory_net::xfer",
         ] {
             assert!(!super::allowed(target), "{target}");
         }

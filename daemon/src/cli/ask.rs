@@ -1,10 +1,10 @@
 //! Commands that ask the running daemon through its admin socket and
-//! print the answer: `status`, `audit verify`, `relay`, `matter`,
+//! print the answer: `status`, `audit verify`, `relay`, `matter`, `dns`,
 //! `homeassistant`.
 
 use super::{
-    AdminArgs, Config, HomeAssistantCommand, MatterCommand, RelayCommand, Request, StoreError, admin_request,
-    open_offline, print_json, resolve_data_dir,
+    AdminArgs, Config, DnsCommand, HomeAssistantCommand, MatterCommand, RelayCommand, Request, StoreError,
+    admin_request, open_offline, print_json, resolve_data_dir,
 };
 
 pub(super) fn audit_verify(args: &AdminArgs) -> anyhow::Result<()> {
@@ -121,6 +121,141 @@ pub(super) fn matter(cmd: MatterCommand) -> anyhow::Result<()> {
                 "closed"
             }
         );
+    }
+    Ok(())
+}
+
+pub(super) fn dns(cmd: DnsCommand) -> anyhow::Result<()> {
+    let (admin, request) = match cmd {
+        DnsCommand::Status(a) => (a, Request::DnsStatus),
+        DnsCommand::Names { id, admin } => (admin, Request::DnsDevice { id }),
+        DnsCommand::Policy { id, policy, admin } => (admin, Request::DnsPolicy { id, policy }),
+        DnsCommand::Clouds(a) => (a, Request::DnsClouds),
+        DnsCommand::CloudAdd { domain, admin } => (admin, Request::DnsCloud { domain, add: true }),
+        DnsCommand::CloudRemove { domain, admin } => (admin, Request::DnsCloud { domain, add: false }),
+    };
+    let v = admin_request(&admin, &request)?;
+    if admin.json {
+        print_json(&v);
+        return Ok(());
+    }
+    match request {
+        Request::DnsStatus => {
+            let s = &v["status"];
+            let c = &s["counts"];
+            println!(
+                "DNS resolver on {}: {} from devices, {} from other clients; {} from the cache, {} forwarded, {} blocked, {} rate-limited",
+                s["listening"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default(),
+                super::count(&c["from_devices"], "query"),
+                c["from_others"],
+                c["cache_hits"],
+                c["forwarded"],
+                c["blocked"],
+                c["rate_limited"],
+            );
+            for d in v["devices"].as_array().into_iter().flatten() {
+                let clouds: Vec<&str> = d["clouds"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str())
+                    .collect();
+                println!(
+                    "  {}  {:<12} {:>7} queries{}{}",
+                    d["id"].as_str().unwrap_or(""),
+                    d["policy"].as_str().unwrap_or(""),
+                    d["queries"],
+                    if clouds.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  clouds: {}", clouds.join(", "))
+                    },
+                    if d["may_use_own_dns"] == true {
+                        "  (no queries seen: it may use its own DNS)"
+                    } else {
+                        ""
+                    },
+                );
+            }
+        }
+        Request::DnsDevice { .. } => {
+            println!(
+                "policy: {}; {}",
+                v["policy"].as_str().unwrap_or(""),
+                super::count(&v["queries"], "query")
+            );
+            if v["may_use_own_dns"] == true {
+                println!(
+                    "no queries seen: it may use its own DNS (docs/dns.md says how to redirect port 53)"
+                );
+            }
+            for n in v["names"].as_array().into_iter().flatten() {
+                let cloud = match (n["cloud"].as_str(), n["vendor"].as_str()) {
+                    (Some(_), Some(vendor)) => format!("  {vendor} cloud"),
+                    (Some(_), None) => "  cloud (your list)".into(),
+                    _ => String::new(),
+                };
+                let blocked = match n["blocked"].as_u64() {
+                    Some(0) | None => String::new(),
+                    Some(b) => format!(", {b} blocked"),
+                };
+                println!(
+                    "  {:>7}x{blocked}  {}{cloud}",
+                    n["count"],
+                    n["name"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Request::DnsPolicy { .. } => println!(
+            "DNS policy {}{}",
+            v["policy"].as_str().unwrap_or(""),
+            if v["changed"] == true {
+                ""
+            } else {
+                " (it already was)"
+            }
+        ),
+        Request::DnsClouds => {
+            for vendor in v["shipped"].as_array().into_iter().flatten() {
+                let domains: Vec<&str> = vendor["domains"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str())
+                    .collect();
+                println!(
+                    "{}: {}  (source: {})",
+                    vendor["name"].as_str().unwrap_or(""),
+                    domains.join(", "),
+                    vendor["source"].as_str().unwrap_or("")
+                );
+            }
+            let mine: Vec<&str> = v["owner"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str())
+                .collect();
+            println!(
+                "yours: {}",
+                if mine.is_empty() {
+                    "none".to_owned()
+                } else {
+                    mine.join(", ")
+                }
+            );
+        }
+        _ => println!(
+            "{}",
+            if v["changed"] == true {
+                "changed"
+            } else {
+                "no change"
+            }
+        ),
     }
     Ok(())
 }

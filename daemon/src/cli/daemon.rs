@@ -134,6 +134,15 @@ pub(super) fn serve(config: Config, data_dir: DataDir, demo: Option<demo::Option
         None
     };
 
+    let dns = if config.dns.enabled {
+        Some(crate::dns::bind(&config.dns.listen).map_err(|e| {
+            anyhow::Error::from(app::DaemonError::Dns(e))
+                .context("change dns.listen, or use hearth.socket for port 53 (docs/dns.md)")
+        })?)
+    } else {
+        None
+    };
+
     let runtime = if config.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -155,6 +164,7 @@ pub(super) fn serve(config: Config, data_dir: DataDir, demo: Option<demo::Option
             admin,
             web,
             matter,
+            dns,
         };
         let dir = data_dir.path().to_path_buf();
         // The demo's simulated firmware learns each credential that

@@ -37,6 +37,7 @@ pub(super) fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
             nickname,
             room,
             topic,
+            address,
             admin,
         } => {
             let request = Request::DevicesAdd(AddDevice {
@@ -45,6 +46,7 @@ pub(super) fn devices(cmd: DevicesCommand) -> anyhow::Result<()> {
                 nickname,
                 room,
                 topic,
+                addresses: address,
             });
             let v = admin_request(&admin, &request)?;
             if admin.json {

@@ -11,7 +11,7 @@ mod demo;
 mod devices;
 mod offline;
 
-use self::ask::{audit_verify, homeassistant, matter, relay, status};
+use self::ask::{audit_verify, dns, homeassistant, matter, relay, status};
 pub use self::daemon::resolve_data_dir;
 use self::daemon::{check_config, init, run, serve};
 use self::devices::{devices, print_provisioning};
@@ -73,6 +73,10 @@ pub enum Command {
     /// Alexa, Home Assistant), on a running hearth with `[matter] enabled`.
     #[command(subcommand)]
     Matter(MatterCommand),
+    /// The DNS resolver, on a running hearth with `[dns] enabled`: what each
+    /// device looks up, and what it may (docs/dns.md).
+    #[command(subcommand)]
+    Dns(DnsCommand),
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -139,6 +143,14 @@ pub enum Command {
         /// 5540), as with `[matter] enabled = true`.
         #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
         matter_port: Option<u16>,
+        /// Run the DNS resolver too, on 127.0.0.1 at this port, as with
+        /// `[dns] enabled = true` (devices added with `--address 127.0.0.x`
+        /// are known by their queries).
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        dns_port: Option<u16>,
+        /// The resolver the demo's DNS forwards to (default: /etc/resolv.conf's).
+        #[arg(long, value_name = "ADDR", requires = "dns_port")]
+        dns_upstream: Vec<std::net::SocketAddr>,
     },
 }
 
@@ -253,6 +265,48 @@ pub enum MatterCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DnsCommand {
+    /// The resolver's counts, and each adopted device's policy, queries and
+    /// cloud domains (no names).
+    Status(AdminArgs),
+    /// The names one device looked up, most recent first, each with its
+    /// count and the cloud it belongs to.
+    Names {
+        /// The device's id, from `hearth devices list`.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Set what the resolver does for one device (audited): observe (the
+    /// default), block-cloud (known cloud domains are answered as blocked),
+    /// or lan-only (no name outside the LAN resolves).
+    Policy {
+        /// The device's id, from `hearth devices list`.
+        id: String,
+        #[arg(value_parser = ["observe", "block-cloud", "lan-only"])]
+        policy: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The cloud domains hearth knows: the shipped list per vendor, with
+    /// each one's source, and yours.
+    Clouds(AdminArgs),
+    /// Add one of your own cloud domains (audited); it and every name under
+    /// it count as a cloud.
+    CloudAdd {
+        domain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove one of your own cloud domains (audited).
+    CloudRemove {
+        domain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum HomeAssistantCommand {
     /// Create the `homeassistant` MQTT credential and print what to enter
     /// into Home Assistant's MQTT integration. The password is shown once.
@@ -303,6 +357,10 @@ pub enum DevicesCommand {
         /// prefix or ESPHome name); one is generated when omitted.
         #[arg(long)]
         topic: Option<String>,
+        /// Its LAN address (repeat for more, at most 8), so that the DNS
+        /// resolver knows its queries (stored sealed).
+        #[arg(long, value_name = "IP")]
+        address: Vec<std::net::IpAddr>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -477,6 +535,7 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
         Command::Integrations(IntegrationsCommand::Homeassistant(cmd)) => homeassistant(cmd),
         Command::Relay(cmd) => relay(cmd),
         Command::Matter(cmd) => matter(cmd),
+        Command::Dns(cmd) => dns(cmd),
         Command::Audit(AuditCommand::Verify(args)) => audit_verify(&args),
         Command::Erase { args, yes } => erase(&args, yes),
         Command::Keys(KeysCommand::Rotate { args, json }) => keys_rotate(&args, json),
@@ -644,10 +703,20 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
             leave_pending,
             no_firmware,
             matter_port,
+            dns_port,
+            dns_upstream,
         } => {
             let mut config = demo::config()?;
             if let Some(port) = matter_port {
                 config.matter = crate::matter::MatterConfig { enabled: true, port };
+            }
+            if let Some(port) = dns_port {
+                config.dns = crate::dns::DnsConfig {
+                    enabled: true,
+                    listen: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
+                    upstream: dns_upstream,
+                    ..config.dns
+                };
             }
             telemetry::init(&config.log);
             let options = demo::Options {

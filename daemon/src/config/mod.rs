@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::broker::BridgeConfig;
+use crate::dns::{BlockAnswer, DnsConfig};
 use crate::matter::MatterConfig;
 use crate::relay::RelayConfig;
 use crate::web::metrics::MetricsAccess;
@@ -59,6 +60,38 @@ pub struct RawConfig {
     pub web: RawWeb,
     pub relay: RawRelay,
     pub matter: RawMatter,
+    pub dns: RawDns,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDns {
+    pub enabled: bool,
+    pub listen: Vec<String>,
+    pub upstream: Vec<String>,
+    pub cache_entries: usize,
+    pub client_rate_per_sec: u32,
+    pub client_burst: u32,
+    pub names_per_device: usize,
+    pub history_days: u32,
+    pub block_answer: String,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        let d = DnsConfig::default();
+        RawDns {
+            enabled: d.enabled,
+            listen: Vec::new(),
+            upstream: Vec::new(),
+            cache_entries: d.cache_entries,
+            client_rate_per_sec: d.client_rate,
+            client_burst: d.client_burst,
+            names_per_device: d.names_per_device,
+            history_days: d.history_days,
+            block_answer: d.block_answer.as_str().into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -342,6 +375,7 @@ pub struct Config {
     pub web: WebConfig,
     pub relay: RelayConfig,
     pub matter: MatterConfig,
+    pub dns: DnsConfig,
     raw: RawConfig,
 }
 
@@ -457,8 +491,10 @@ impl Config {
             enabled: raw.matter.enabled,
             port: raw.matter.port,
         };
+        let dns = validate_dns(&raw.dns)?;
         Ok(Config {
             matter,
+            dns,
             bridge,
             discovery,
             web,
@@ -801,6 +837,125 @@ fn validate_web(raw: &RawWeb) -> Result<WebConfig, ConfigError> {
     })
 }
 
+/// An address with an optional port (53 when absent).
+fn dns_addr(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>().ok().or_else(|| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
+}
+
+/// Whether hearth may answer DNS on `ip`: loopback, private, link-local or
+/// unique local. Never a public address: an open resolver is abused.
+fn lan_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || (v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]))
+        }
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+fn validate_dns(raw: &RawDns) -> Result<DnsConfig, ConfigError> {
+    let mut listen = Vec::new();
+    for s in &raw.listen {
+        let addr = dns_addr(s).ok_or_else(|| {
+            invalid(
+                "dns.listen",
+                format!("'{s}' is not an address"),
+                "list hearth's LAN addresses, like \"192.168.1.2\" (port 53) or \"192.168.1.2:53\"",
+            )
+        })?;
+        if addr.ip().is_unspecified() || !lan_address(addr.ip()) {
+            return Err(invalid(
+                "dns.listen",
+                format!("{addr} is not one of hearth's LAN addresses"),
+                "name each LAN address hearth should answer on (private, link-local, unique local or loopback); hearth never answers DNS on every address or a public one",
+            ));
+        }
+        if addr.port() == 0 {
+            return Err(invalid(
+                "dns.listen",
+                format!("{addr} has port 0"),
+                "use port 53, or omit the port",
+            ));
+        }
+        listen.push(addr);
+    }
+    let mut upstream = Vec::new();
+    for s in &raw.upstream {
+        let addr = dns_addr(s).filter(|a| !a.ip().is_unspecified() && a.port() != 0).ok_or_else(|| {
+            invalid(
+                "dns.upstream",
+                format!("'{s}' is not a resolver's address"),
+                "list resolvers like \"192.168.1.1\" (port 53), or leave it empty to use /etc/resolv.conf",
+            )
+        })?;
+        if listen.contains(&addr) {
+            return Err(invalid(
+                "dns.upstream",
+                format!("{addr} is also in dns.listen: hearth would forward to itself"),
+                "name the router's or another resolver's address",
+            ));
+        }
+        upstream.push(addr);
+    }
+    if raw.cache_entries > 1_000_000 {
+        return Err(invalid(
+            "dns.cache_entries",
+            format!("{} is above 1000000", raw.cache_entries),
+            "a home needs a few thousand; 0 turns the cache off",
+        ));
+    }
+    let (rate, burst) = (raw.client_rate_per_sec, raw.client_burst);
+    if !(1..=10_000).contains(&rate) || !(1..=100_000).contains(&burst) || burst < rate {
+        return Err(invalid(
+            "dns.client_rate_per_sec",
+            format!("rate {rate} with burst {burst}"),
+            "use a rate from 1 to 10000 queries a second and a burst at least as large, up to 100000",
+        ));
+    }
+    if !(1..=10_000).contains(&raw.names_per_device) {
+        return Err(invalid(
+            "dns.names_per_device",
+            format!("{} is outside 1..=10000", raw.names_per_device),
+            "keep from 1 to 10000 names per device",
+        ));
+    }
+    if !(1..=3650).contains(&raw.history_days) {
+        return Err(invalid(
+            "dns.history_days",
+            format!("{} is outside 1..=3650", raw.history_days),
+            "keep names from 1 day to 10 years",
+        ));
+    }
+    let block_answer = BlockAnswer::parse(&raw.block_answer).ok_or_else(|| {
+        invalid(
+            "dns.block_answer",
+            format!("'{}' is not a way to answer", raw.block_answer),
+            "use nxdomain or zero",
+        )
+    })?;
+    Ok(DnsConfig {
+        enabled: raw.enabled,
+        listen,
+        upstream,
+        cache_entries: raw.cache_entries,
+        client_rate: rate,
+        client_burst: burst,
+        names_per_device: raw.names_per_device,
+        history_days: raw.history_days,
+        block_answer,
+        ..DnsConfig::default()
+    })
+}
+
 fn validate_relay(raw: &RawRelay) -> Result<RelayConfig, ConfigError> {
     let listen: SocketAddr = raw.listen.parse().map_err(|_| {
         invalid(
@@ -1101,6 +1256,44 @@ mod tests {
         );
         check("[relay]\nopen = true", Err(("open", "unknown field")));
         check("[matter]\nenabled = true\nport = 5541", Ok(()));
+        check(
+            "[dns]\nenabled = true\nlisten = [\"192.168.1.2\", \"[fd00::2]:53\", \"127.0.0.1:5353\"]\nupstream = [\"192.168.1.1\"]",
+            Ok(()),
+        );
+        check(
+            "[dns]\nlisten = [\"0.0.0.0\"]",
+            Err(("dns.listen", "not one of hearth's LAN addresses")),
+        );
+        check(
+            "[dns]\nlisten = [\"203.0.113.5:53\"]",
+            Err(("dns.listen", "not one of hearth's LAN addresses")),
+        );
+        check(
+            "[dns]\nlisten = [\"hub.lan\"]",
+            Err(("dns.listen", "not an address")),
+        );
+        check(
+            "[dns]\nlisten = [\"192.168.1.2\"]\nupstream = [\"192.168.1.2:53\"]",
+            Err(("dns.upstream", "forward to itself")),
+        );
+        check(
+            "[dns]\nupstream = [\"0.0.0.0\"]",
+            Err(("dns.upstream", "not a resolver")),
+        );
+        check(
+            "[dns]\nclient_rate_per_sec = 0",
+            Err(("dns.client_rate_per_sec", "rate 0")),
+        );
+        check(
+            "[dns]\nclient_burst = 10",
+            Err(("dns.client_rate_per_sec", "burst 10")),
+        );
+        check("[dns]\nhistory_days = 0", Err(("dns.history_days", "outside")));
+        check(
+            "[dns]\nblock_answer = \"0.0.0.0\"",
+            Err(("dns.block_answer", "not a way")),
+        );
+        check("[dns]\nresolvers = []", Err(("resolvers", "unknown field")));
         check("[matter]\nport = 0", Err(("matter.port", "not a port")));
         check(
             "[matter]\npasscode = 20202021",

@@ -55,6 +55,9 @@ pub struct MqttEndpoint {
 }
 
 /// A request to provision a device by hand.
+/// Addresses a device added by hand may be given, at most.
+pub const MAX_ADDED_ADDRESSES: usize = 8;
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddDevice {
@@ -67,6 +70,9 @@ pub struct AddDevice {
     /// The topic base; generated from the id when absent.
     #[serde(default)]
     pub topic: Option<String>,
+    /// Its LAN addresses, so that DNS knows its queries (at most 8).
+    #[serde(default)]
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 fn default_kind() -> DeviceKind {
@@ -419,6 +425,11 @@ impl Devices {
                     .into(),
             ));
         }
+        if req.addresses.len() > MAX_ADDED_ADDRESSES {
+            return Err(DeviceError::Invalid(format!(
+                "give at most {MAX_ADDED_ADDRESSES} addresses"
+            )));
+        }
         let (password, hash) = new_password()?;
         let id = DeviceId::generate().map_err(|e| DeviceError::Internal(e.to_string()))?;
         let topic = req
@@ -438,6 +449,7 @@ impl Devices {
                 fields.status = DeviceStatus::Adopted;
                 fields.nickname = Some(req.nickname);
                 fields.room = req.room;
+                fields.addresses = req.addresses;
                 fields.topic = Some(topic);
                 let device = store
                     .insert_device_with_credential(id, &fields, MQTT_PASSWORD, &hash)?
@@ -1111,6 +1123,7 @@ mod tests {
             nickname: "Kettle".into(),
             room: None,
             topic: None,
+            addresses: Vec::new(),
         };
         devices.add(by_hand, Actor::Cli).await.unwrap();
         assert!(

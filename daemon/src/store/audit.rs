@@ -186,6 +186,9 @@ kinds! {
     MatterPairingClosed => "matter_pairing_closed", "Matter pairing closed";
     MatterControllerAdded => "matter_controller_added", "Matter controller added";
     MatterControllerRemoved => "matter_controller_removed", "Matter controller removed";
+    DnsPolicyChanged => "dns_policy_changed", "A device's DNS policy changed";
+    DnsCloudDomains => "dns_cloud_domains", "Cloud domain list changed";
+    DnsNewCloud => "dns_new_cloud", "A device started looking up a cloud domain";
 }
 
 /// One audit entry to append: the event type, who, how it ended, and a

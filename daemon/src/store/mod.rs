@@ -14,6 +14,7 @@ pub mod audit;
 mod credentials;
 pub mod crypto;
 mod devices;
+pub mod dns;
 pub mod files;
 pub mod keys;
 pub mod open;

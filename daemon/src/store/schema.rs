@@ -131,6 +131,14 @@ INSERT INTO data_keys_8 (id, wrapped, state) SELECT id, wrapped, state FROM data
 DROP TABLE data_keys;
 ALTER TABLE data_keys_8 RENAME TO data_keys;
 "#,
+    // 9: the DNS resolver's record of what each adopted device looked up.
+    r#"
+CREATE TABLE dns_devices (
+    id      TEXT PRIMARY KEY NOT NULL REFERENCES devices (id) ON DELETE CASCADE, -- the device's id; opaque; not sealed
+    key_id  TEXT NOT NULL,   -- data key the sealed column is under
+    record  BLOB NOT NULL    -- sealed: the device's DNS policy and the names it looked up, each with a count, a count blocked, first and last seen
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -147,6 +155,7 @@ pub const SEALED: &[(&str, &[&str])] = &[
     ("relay_clients", &["record"]),
     ("relay_links", &["record"]),
     ("relay_tallies", &["record"]),
+    ("dns_devices", &["record"]),
 ];
 
 pub const INSERT_DEVICE: &str = "INSERT INTO devices (id, status, mac_index, key_id, record, ident_index) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";

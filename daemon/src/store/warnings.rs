@@ -32,6 +32,7 @@ pub const HOMEASSISTANT_DETAILS: &str =
 const CONFIGURATION: &str = "configuration: ";
 const DEVICE: &str = "device ";
 const EXPOSED_TO: &str = " was exposed to ";
+const LOOKED_UP: &str = " started looking up ";
 
 /// What a device was exposed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub enum Group {
     Relay,
     Homeassistant,
     Configuration,
+    /// An adopted device started looking up a known cloud domain.
+    DnsCloud,
     Other,
 }
 
@@ -69,6 +72,7 @@ impl Group {
             Group::Relay => "relay",
             Group::Homeassistant => "homeassistant",
             Group::Configuration => "configuration",
+            Group::DnsCloud => "dns_cloud",
             Group::Other => "other",
         }
     }
@@ -100,8 +104,17 @@ impl Warning {
         Some((DeviceId::parse(id)?, to))
     }
 
+    /// The device and the cloud domain, for a new-cloud-domain warning.
+    fn cloud(&self) -> Option<(DeviceId, &str)> {
+        let (id, domain) = self.what.strip_prefix(DEVICE)?.split_once(LOOKED_UP)?;
+        Some((DeviceId::parse(id)?, domain))
+    }
+
     /// What the warning is about, read from its words.
     pub fn group(&self) -> Group {
+        if self.cloud().is_some() {
+            return Group::DnsCloud;
+        }
         match self.exposure() {
             Some((_, Exposure::HomeAssistant)) => Group::ExposedHomeassistant,
             Some((_, Exposure::Voice)) => Group::ExposedVoice,
@@ -114,7 +127,9 @@ impl Warning {
 
     /// The device a warning names, if it names one.
     pub fn device(&self) -> Option<DeviceId> {
-        self.exposure().map(|(d, _)| d)
+        self.exposure()
+            .map(|(d, _)| d)
+            .or_else(|| self.cloud().map(|(d, _)| d))
     }
 
     /// The words after the device, for an exposure warning: "was exposed
@@ -122,6 +137,10 @@ impl Warning {
     pub fn about_device(&self) -> Option<String> {
         self.exposure()
             .map(|(_, to)| format!("{}{}", EXPOSED_TO.trim_start(), to.words()))
+            .or_else(|| {
+                self.cloud()
+                    .map(|(_, domain)| format!("{}{domain}", LOOKED_UP.trim_start()))
+            })
     }
 }
 
@@ -164,6 +183,16 @@ pub fn raise(store: &mut Store, what: &str) -> Result<(), StoreError> {
 /// Records that a device was newly exposed to an integration.
 pub fn raise_exposed(store: &mut Store, device: &DeviceId, to: Exposure) -> Result<(), StoreError> {
     raise(store, &format!("{DEVICE}{device}{EXPOSED_TO}{}", to.words()))
+}
+
+/// Records that an adopted device looked up a known cloud domain for the
+/// first time: audited, and a standing warning.
+pub fn raise_new_cloud(store: &mut Store, device: &DeviceId, domain: &str) -> Result<(), StoreError> {
+    let what = format!("{DEVICE}{device}{LOOKED_UP}{domain}");
+    let mut r = load(store)?;
+    push(&mut r, what.clone())?;
+    save(store, &r)?;
+    store.append_audit(&AuditEvent::ok(AuditKind::DnsNewCloud, Actor::Hearth, what))
 }
 
 /// Compares the configuration's protection-lowering settings with those of
@@ -245,6 +274,22 @@ mod tests {
         let (master, _) = MasterKey::generate().unwrap();
         let store = Store::create(&dir.path().join("hearth.db"), &master).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn a_new_cloud_domain_is_a_device_warning_read_back_from_its_words() {
+        let (_d, mut s) = store();
+        let device = DeviceId::parse(&"c4".repeat(16)).unwrap();
+        raise_new_cloud(&mut s, &device, "shelly.cloud").unwrap();
+        let w = standing(&s).unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].group(), Group::DnsCloud);
+        assert_eq!(w[0].device(), Some(device));
+        assert_eq!(
+            w[0].about_device().as_deref(),
+            Some("started looking up shelly.cloud")
+        );
+        assert!(s.audit(5).unwrap().iter().any(|e| e.event == "dns_new_cloud"));
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Metrics {
     /// The database and its write-ahead log, for the store size.
     pub db_path: PathBuf,
     pub started: Instant,
+    /// The DNS resolver, when `[dns] enabled`: counts only, never a name.
+    pub dns: Option<Arc<crate::dns::Dns>>,
 }
 
 impl Metrics {
@@ -187,6 +189,58 @@ impl Metrics {
             "hearth_relay_calls_total",
             c.relay_calls.load(Ordering::Relaxed),
         );
+
+        if let Some(dns) = &self.dns {
+            let n = dns.counts();
+            family(
+                &mut out,
+                "hearth_dns_queries_total",
+                "counter",
+                "DNS queries received, from adopted devices and from other clients (rate-limited ones included).",
+            );
+            let _ = writeln!(
+                out,
+                "hearth_dns_queries_total{{from=\"device\"}} {}",
+                n.from_devices
+            );
+            let _ = writeln!(
+                out,
+                "hearth_dns_queries_total{{from=\"other\"}} {}",
+                n.from_others
+            );
+            family(
+                &mut out,
+                "hearth_dns_answers_total",
+                "counter",
+                "DNS queries by how they were answered.",
+            );
+            for (how, v) in [
+                ("cache", n.cache_hits),
+                ("forwarded", n.forwarded),
+                ("blocked", n.blocked),
+                ("local", n.local),
+                ("failed", n.failed),
+                ("refused", n.refused),
+                ("malformed", n.malformed),
+                ("rate_limited", n.rate_limited),
+            ] {
+                let _ = writeln!(out, "hearth_dns_answers_total{{how=\"{how}\"}} {v}");
+            }
+            family(
+                &mut out,
+                "hearth_dns_tcp_turned_away_total",
+                "counter",
+                "DNS TCP connections closed at once: too many open, in all or from one address.",
+            );
+            sample(&mut out, "hearth_dns_tcp_turned_away_total", n.tcp_turned_away);
+            family(
+                &mut out,
+                "hearth_dns_cache_entries",
+                "gauge",
+                "Answers in the DNS cache.",
+            );
+            sample(&mut out, "hearth_dns_cache_entries", dns.cache_entries() as u64);
+        }
 
         family(
             &mut out,

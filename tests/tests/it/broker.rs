@@ -737,6 +737,7 @@ fn add_generic(daemon: &Daemon, nickname: String) -> serde_json::Value {
         nickname,
         room: None,
         topic: None,
+        addresses: Vec::new(),
     });
     hearth::app::admin::request(&daemon.home.data_dir(), &request).expect("devices add")
 }

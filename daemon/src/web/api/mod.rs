@@ -12,6 +12,7 @@
 mod account;
 mod audit;
 mod devices;
+mod dns;
 mod events;
 mod homeassistant;
 mod matter;
@@ -76,6 +77,8 @@ pub struct App {
     pub metrics: Option<Arc<crate::web::metrics::Metrics>>,
     /// The Matter bridge, when `[matter] enabled`.
     pub matter: Option<Arc<crate::matter::Matter>>,
+    /// The DNS resolver, when `[dns] enabled`.
+    pub dns: Option<Arc<crate::dns::Dns>>,
 }
 
 /// The client's address, put on each request by the server.
@@ -153,6 +156,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/api/relay/links/{id}",
             axum::routing::delete(relay::relay_revoke),
+        )
+        .route("/api/dns", get(dns::dns_status))
+        .route("/api/dns/clouds", get(dns::clouds).post(dns::cloud_add))
+        .route(
+            "/api/dns/clouds/{domain}",
+            axum::routing::delete(dns::cloud_remove),
+        )
+        .route(
+            "/api/devices/{id}/dns",
+            get(dns::device_dns).put(dns::device_policy),
         )
         .route("/api/matter", get(matter::matter_status))
         .route("/api/matter/qr.svg", get(matter::matter_qr))

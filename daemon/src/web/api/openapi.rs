@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::account::*;
 use super::audit::*;
 use super::devices::*;
+use super::dns::*;
 use super::events::*;
 use super::homeassistant::*;
 use super::matter::*;
@@ -71,7 +72,13 @@ use super::safety::*;
         matter_pair_open,
         matter_pair_close,
         matter_fabrics,
-        matter_remove
+        matter_remove,
+        dns_status,
+        device_dns,
+        device_policy,
+        clouds,
+        cloud_add,
+        cloud_remove
     )
 )]
 struct ApiDoc;

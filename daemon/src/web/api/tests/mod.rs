@@ -194,6 +194,7 @@ impl Fixture {
             counters: auth.counters.clone(),
             db_path: data_dir.join("hearth.db"),
             started: std::time::Instant::now(),
+            dns: None,
         });
         // The default rates, on a port of the system's choosing.
         let relay_config = crate::relay::RelayConfig {
@@ -241,6 +242,7 @@ impl Fixture {
             erased: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             metrics: Some(metrics),
             matter: matter.clone(),
+            dns: None,
         });
         Fixture {
             router: router(app),

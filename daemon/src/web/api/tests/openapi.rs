@@ -74,6 +74,12 @@ async fn openapi_document_lists_the_routes() {
         ("DELETE", "/api/matter/pairing"),
         ("GET", "/api/matter/fabrics"),
         ("DELETE", "/api/matter/fabrics/{index}"),
+        ("GET", "/api/dns"),
+        ("GET", "/api/dns/clouds"),
+        ("POST", "/api/dns/clouds"),
+        ("DELETE", "/api/dns/clouds/{domain}"),
+        ("GET", "/api/devices/{id}/dns"),
+        ("PUT", "/api/devices/{id}/dns"),
     ];
     for (m, p) in want {
         assert!(
