@@ -341,7 +341,7 @@ fn answer<T: Serialize>(result: Result<T, DeviceError>) -> Response {
 async fn dns_request(r: Request, dns: &crate::dns::Dns) -> Result<serde_json::Value, DeviceError> {
     use crate::dns::DnsError;
     let map = |e: DnsError| match e {
-        DnsError::NoDevice => DeviceError::NotFound("no such adopted device".into()),
+        DnsError::NoDevice => DeviceError::Invalid("that device is not adopted".into()),
         DnsError::BadDomain(_) | DnsError::TooMany(_) => DeviceError::Invalid(e.to_string()),
         DnsError::Store(s) => DeviceError::Store(s),
         e => DeviceError::Internal(e.to_string()),
@@ -361,7 +361,7 @@ async fn dns_request(r: Request, dns: &crate::dns::Dns) -> Result<serde_json::Va
             let id = parse_id(&id)?;
             dns.device(&id)
                 .map(|d| json(&d))
-                .ok_or_else(|| DeviceError::NotFound("no such adopted device".into()))
+                .ok_or_else(|| DeviceError::NotFound(format!("{id} (or it is not adopted)")))
         }
         Request::DnsPolicy { id, policy } => {
             let id = parse_id(&id)?;
@@ -491,6 +491,7 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 { "what": "the voice relay", "addresses": admin.relay.as_ref().and_then(|r| r.listening()).map(|a| vec![a.to_string()]).unwrap_or_default() },
                 { "what": "mDNS (discovery and hearth's own adverts)", "addresses": if admin.discovery.is_some() { vec!["UDP 5353 on the chosen interfaces".to_owned()] } else { vec![] } },
                 { "what": "Matter, UDP, for the controllers you paired", "addresses": matter_port.map(|p| vec![format!("[::]:{p} (IPv4 and IPv6)")]).unwrap_or_default() },
+                { "what": "DNS, UDP and TCP, for the LAN", "addresses": admin.dns.as_ref().map(|d| d.status().listening.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default() },
                 { "what": "the admin socket, owner only", "addresses": ["admin.sock in the data directory (0600)"] },
             ]);
             let (idle, max) = admin.session_limits;
@@ -501,7 +502,9 @@ async fn dispatch(request: Request, admin: &Admin) -> Response {
                 })
                 .await;
             let matter = crate::safety::privacy::matter(admin.matter.as_deref(), &admin.devices).await;
+            let dns = crate::safety::privacy::dns(admin.dns.as_deref());
             answer(report.and_then(|mut v| {
+                v["dns"] = dns;
                 v["matter"] = serde_json::to_value(matter?).expect("the section serialises");
                 Ok(v)
             }))

@@ -144,12 +144,12 @@ pub(super) fn dns(cmd: DnsCommand) -> anyhow::Result<()> {
             let s = &v["status"];
             let c = &s["counts"];
             println!(
-                "DNS resolver on {}: {} from devices, {} from other clients; {} from the cache, {} forwarded, {} blocked, {} rate-limited",
+                "DNS resolver on {}: {} queries from devices, {} from other clients; {} from the cache, {} forwarded, {} blocked, {} rate-limited",
                 s["listening"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
                     .unwrap_or_default(),
-                super::count(&c["from_devices"], "query"),
+                c["from_devices"],
                 c["from_others"],
                 c["cache_hits"],
                 c["forwarded"],
@@ -185,7 +185,10 @@ pub(super) fn dns(cmd: DnsCommand) -> anyhow::Result<()> {
             println!(
                 "policy: {}; {}",
                 v["policy"].as_str().unwrap_or(""),
-                super::count(&v["queries"], "query")
+                match v["queries"].as_u64() {
+                    Some(1) => "1 query".to_owned(),
+                    n => format!("{} queries", n.unwrap_or(0)),
+                }
             );
             if v["may_use_own_dns"] == true {
                 println!(

@@ -613,7 +613,10 @@ pub fn execute(command: Command) -> anyhow::Result<()> {
                 "  - {}",
                 v["leaves_home"]["home_assistant"].as_str().unwrap_or("")
             );
+            println!("  - {}", v["leaves_home"]["dns"].as_str().unwrap_or(""));
             println!("  - {}", v["matter"]["leaves_home"].as_str().unwrap_or(""));
+            println!("DNS resolver:");
+            println!("  {}", v["dns"]["what"].as_str().unwrap_or(""));
             println!("Matter bridge:");
             println!("  {}", v["matter"]["what"].as_str().unwrap_or(""));
             for c in v["matter"]["controllers"].as_array().into_iter().flatten() {

@@ -676,6 +676,27 @@ impl Dns {
     }
 }
 
+/// Which device each address belongs to. An address two devices claim (a
+/// device that moved, or several behind one address) is nobody's: its
+/// queries are counted as another client's rather than blamed on either.
+fn owners_of_addresses<'a>(
+    devices: impl Iterator<Item = (&'a DeviceId, &'a [IpAddr])>,
+) -> HashMap<IpAddr, DeviceId> {
+    let mut who: HashMap<IpAddr, Option<DeviceId>> = HashMap::new();
+    for (id, addresses) in devices {
+        for a in addresses {
+            who.entry(*a)
+                .and_modify(|owner| {
+                    if owner.as_ref() != Some(id) {
+                        *owner = None;
+                    }
+                })
+                .or_insert_with(|| Some(id.clone()));
+        }
+    }
+    who.into_iter().filter_map(|(a, id)| Some((a, id?))).collect()
+}
+
 /// Whether a device that made `queries` while watched since `since` may use
 /// its own DNS at `now` (all Unix seconds).
 pub fn may_use_own_dns(queries: u64, since: u64, now: u64) -> bool {
@@ -739,17 +760,15 @@ impl Inner {
             .adopted()
             .await
             .map_err(|e| DnsError::Resolver(e.to_string()))?;
-        let mut who = HashMap::new();
-        let mut ids = HashMap::new();
-        for d in adopted
+        let adopted: Vec<_> = adopted
             .into_iter()
             .filter(|d| d.fields.status == DeviceStatus::Adopted)
-        {
-            for a in &d.fields.addresses {
-                who.insert(*a, d.id.clone());
-            }
-            ids.insert(d.id.clone(), (d.created_at.0 / 1000).max(0) as u64);
-        }
+            .collect();
+        let who = owners_of_addresses(adopted.iter().map(|d| (&d.id, d.fields.addresses.as_slice())));
+        let ids: HashMap<DeviceId, u64> = adopted
+            .iter()
+            .map(|d| (d.id.clone(), (d.created_at.0 / 1000).max(0) as u64))
+            .collect();
         self.histories
             .lock()
             .expect("histories lock")
@@ -896,6 +915,22 @@ mod tests {
         assert!(may_use_own_dns(0, 1000, 1000 + hour));
         assert!(!may_use_own_dns(1, 1000, 1000 + 10 * hour));
         assert!(!may_use_own_dns(0, 1000, 10), "a clock that went back");
+    }
+
+    #[test]
+    fn an_address_two_devices_claim_is_nobodys() {
+        let (a, b) = (
+            DeviceId::parse(&"a1".repeat(16)).unwrap(),
+            DeviceId::parse(&"b2".repeat(16)).unwrap(),
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a_at = [ip("10.0.0.5"), ip("10.0.0.9"), ip("10.0.0.5")];
+        let b_at = [ip("10.0.0.6"), ip("10.0.0.9")];
+        let who = owners_of_addresses([(&a, &a_at[..]), (&b, &b_at[..])].into_iter());
+        assert_eq!(who.get(&ip("10.0.0.5")), Some(&a), "its own, even listed twice");
+        assert_eq!(who.get(&ip("10.0.0.6")), Some(&b));
+        assert_eq!(who.get(&ip("10.0.0.9")), None, "shared");
+        assert_eq!(who.len(), 2);
     }
 
     #[test]

@@ -216,21 +216,17 @@ impl Inner {
             }
             _ => return None,
         };
+        let lifetime = if answers.is_empty() {
+            cache::lifetime(&[], negative)
+        } else {
+            cache::lifetime(&answers, None)
+        };
         let answer = Answer {
             code,
             answers: Arc::from(answers),
             authorities: Arc::from(authorities),
             stored,
-            expires: stored + cache::lifetime(&[], None),
-        };
-        let lifetime = if answer.answers.is_empty() {
-            cache::lifetime(&[], negative)
-        } else {
-            cache::lifetime(&answer.answers, None)
-        };
-        let answer = Answer {
             expires: stored + lifetime,
-            ..answer
         };
         self.cache
             .lock()

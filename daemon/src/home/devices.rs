@@ -464,6 +464,7 @@ impl Devices {
             .await?;
         let provisioning = self.issue(&device, password, hash)?;
         tracing::info!(device = %device.id, "device provisioned");
+        self.changed();
         Ok(provisioning)
     }
 

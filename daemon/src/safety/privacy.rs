@@ -100,6 +100,12 @@ pub fn held(store: &Store) -> Result<Vec<Held>, StoreError> {
             form: "sealed, one record per controller",
         },
         Held {
+            what: "What each adopted device looked up through hearth's DNS resolver (each name with its count, how many were blocked, first and last seen), and its DNS policy",
+            count: n.dns_devices,
+            r#where: DB,
+            form: "sealed, one record per device; other clients' queries are only counted, in memory",
+        },
+        Held {
             what: "The master key",
             count: 1,
             r#where: "master.key in the data directory (0600), a configured key file, or a systemd credential",
@@ -129,6 +135,7 @@ pub fn retention(session_idle_mins: u64, session_max_hours: u64) -> Vec<String> 
         "Live state (power, brightness, last motion and doorbell press): in memory only, never written to disk, gone at restart.".into(),
         "Last-seen times: only the latest, in the sealed device record.".into(),
         "A device's data: until you forget it, which deletes it and its credentials at once.".into(),
+        "DNS: each device keeps at most dns.names_per_device names (500 by default), each for dns.history_days (30) after it was last looked up; other clients' queries are counted in memory, never recorded.".into(),
         "A Matter controller: until you remove it, or a lockdown removes them all; turning the bridge off keeps them, sealed.".into(),
         "Everything: until you run hearth erase, which destroys the keys first.".into(),
     ]
@@ -153,12 +160,43 @@ pub fn report(
             "by_default": "Nothing: hearth needs no cloud account and makes no outbound connection.",
             "voice_links": links,
             "home_assistant": "Only if connected, on your LAN: the nickname, room, kind and live state of the devices you exposed (model, vendor and firmware only if you share device details).",
+            "dns": DNS_FORWARDS,
         },
     });
     if let Some(l) = listeners {
         v["listeners"] = l;
     }
     Ok(v)
+}
+
+/// What the report says of the DNS resolver's queries.
+pub const DNS_FORWARDS: &str = "Only if the DNS resolver is on: each name the LAN looks up and hearth has not cached or blocked goes to your upstream resolvers (those in dns.upstream, or your router's from /etc/resolv.conf), as it would without hearth. hearth adds nothing to the query and picks no resolver of its own.";
+
+/// The privacy report's DNS section: counts only, never a name.
+pub fn dns(dns: Option<&crate::dns::Dns>) -> Value {
+    let Some(dns) = dns else {
+        return json!({ "enabled": false, "what": "The DNS resolver is off: hearth sees no lookups." });
+    };
+    let s = dns.status();
+    let devices = dns.devices();
+    let blocking = devices.iter().filter(|(_, d)| d.policy != "observe").count();
+    let clouds = devices.iter().filter(|(_, d)| !d.clouds.is_empty()).count();
+    json!({
+        "enabled": true,
+        "queries_from_devices": s.counts.from_devices,
+        "queries_from_others": s.counts.from_others,
+        "blocked": s.counts.blocked,
+        "devices_watched": s.devices_watched,
+        "devices_blocking": blocking,
+        "devices_reaching_clouds": clouds,
+        "what": format!(
+            "The DNS resolver is on: {} watched, {} looked up a known cloud domain, {} with a policy that blocks. Other clients' lookups are counted, never recorded.",
+            count(s.devices_watched, "device"),
+            count(clouds, "device"),
+            count(blocking, "device"),
+        ),
+        "leaves_home": DNS_FORWARDS,
+    })
 }
 
 /// What the report says of Matter traffic, whatever the bridge's state.

@@ -257,6 +257,7 @@ pub struct Inventory {
     pub relay_tokens: u64,
     pub audit: u64,
     pub secrets: u64,
+    pub dns_devices: u64,
 }
 
 /// Audit events kept; older ones are pruned as new ones arrive. Ten
@@ -522,6 +523,7 @@ impl Store {
             relay_tokens: c("SELECT COUNT(*) FROM relay_tokens")?,
             audit: c("SELECT COUNT(*) FROM audit")?,
             secrets: c("SELECT COUNT(*) FROM secrets")?,
+            dns_devices: c("SELECT COUNT(*) FROM dns_devices")?,
         })
     }
 }

@@ -323,6 +323,14 @@ pub(super) async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Re
             "devices": matter.devices,
         }));
     }
+    let dns = crate::safety::privacy::dns(app.dns.as_deref());
+    if let Some(a) = shared.as_array_mut() {
+        a.push(json!({
+            "with": "Your upstream DNS resolvers",
+            "enabled": dns["enabled"],
+            "what": if dns["enabled"] == true { crate::safety::privacy::DNS_FORWARDS } else { "The DNS resolver is off." },
+        }));
+    }
     let (idle, max) = (app.session_idle_mins(), app.session_max.as_secs() / 3600);
     let report = app
         .devices_store(|store| crate::safety::privacy::report(store, idle, max, None))
@@ -331,6 +339,7 @@ pub(super) async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Re
         "held": report["held"],
         "retention": report["retention"],
         "shared": shared,
+        "dns": dns,
         "stored": [
             { "what": "Device names, rooms, voice names, kinds, models, firmware, MAC and IP addresses, advertised TXT records", "form": "sealed with ChaCha20-Poly1305 under a key kept outside the database" },
             { "what": "Device MQTT passwords", "form": "only a SHA-256 hash of a 128-bit random secret; the password is shown once" },
