@@ -192,19 +192,21 @@ impl Listing {
     }
 
     /// Every untaken descriptor named `name`, all or none: each is
-    /// classified first, and only if all pass are they owned and marked.
+    /// classified (and made close-on-exec) first, and only if all pass are
+    /// they owned and marked.
     fn take(&mut self, name: &str) -> Result<Passed, ActivationError> {
         let mut kinds = Vec::new();
         for (i, entry) in self.entries.iter().enumerate() {
             if entry.taken || entry.name != name {
                 continue;
             }
-            kinds.push((i, classify(entry.fd)?));
+            let kind = classify(entry.fd)?;
+            set_cloexec(entry.fd)?;
+            kinds.push((i, kind));
         }
         let mut passed = Passed::default();
         for (i, kind) in kinds {
             let entry = &mut self.entries[i];
-            set_cloexec(entry.fd)?;
             entry.taken = true;
             // SAFETY: systemd passed this descriptor to this process, it is
             // the socket classify() says, and `taken` makes this the one
