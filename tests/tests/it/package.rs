@@ -19,6 +19,9 @@ use crate::http::Target;
 const STATE: &str = "/var/lib/hearth";
 const KEY: &str = "/etc/hearth/master.key";
 const CONFIG: &str = "/etc/hearth/hearth.toml";
+const SOCKET_UNIT: &str = "/lib/systemd/system/hearth.socket";
+/// Where `systemctl enable hearth.socket` would put its link.
+const SOCKET_ENABLED: &str = "/etc/systemd/system/sockets.target.wants/hearth.socket";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -287,6 +290,7 @@ fn the_deb_installs_runs_as_its_user_upgrades_keeps_data_on_remove_and_purges() 
     for (path, mode) in [
         ("./usr/bin/hearth", "-rwxr-xr-x"),
         ("./lib/systemd/system/hearth.service", "-rw-r--r--"),
+        ("./lib/systemd/system/hearth.socket", "-rw-r--r--"),
         ("./etc/hearth/hearth.toml", "-rw-r-----"),
         ("./usr/share/man/man1/hearth.1.gz", "-rw-r--r--"),
         ("./usr/share/man/man1/hearth-run.1.gz", "-rw-r--r--"),
@@ -361,6 +365,13 @@ fn the_deb_installs_runs_as_its_user_upgrades_keeps_data_on_remove_and_purges() 
         "the config is not in the hearth group"
     );
     let key_before = std::fs::read(KEY).unwrap();
+    // The resolver's socket unit is installed but not enabled: port 53
+    // stays closed until the owner turns it on.
+    assert!(Path::new(SOCKET_UNIT).exists(), "{SOCKET_UNIT} is not installed");
+    assert!(
+        std::fs::symlink_metadata(SOCKET_ENABLED).is_err(),
+        "the install enabled hearth.socket"
+    );
 
     let service = Service::start();
     let status = cli_json(&["status"]);
@@ -429,6 +440,7 @@ fn the_deb_installs_runs_as_its_user_upgrades_keeps_data_on_remove_and_purges() 
     // Remove keeps the data and the key.
     dpkg(&["-r", "hearth"]);
     assert!(!Path::new("/usr/bin/hearth").exists(), "remove left the binary");
+    assert!(!Path::new(SOCKET_UNIT).exists(), "remove left the socket unit");
     assert!(
         Path::new(STATE).join("hearth.db").exists(),
         "remove deleted the store"

@@ -1,5 +1,6 @@
-//! The systemd unit (`systemd/hearth.service`): its exposure score, and the
-//! real daemon working under its system call filter.
+//! The systemd units: `systemd/hearth.service`, its exposure score and the
+//! real daemon working under its system call filter, and
+//! `systemd/hearth.socket`, the resolver's port 53 handed to it.
 //!
 //! systemd is not PID 1 where CI runs, so `systemd-run` cannot apply the
 //! unit. The test reads the unit's `SystemCallFilter=` lines, expands their
@@ -27,8 +28,16 @@ fn unit_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../systemd/hearth.service")
 }
 
+fn socket_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../systemd/hearth.socket")
+}
+
 pub fn unit_values(key: &str) -> Vec<String> {
-    let unit = std::fs::read_to_string(unit_path()).expect("read the unit");
+    values_in(&unit_path(), key)
+}
+
+fn values_in(path: &std::path::Path, key: &str) -> Vec<String> {
+    let unit = std::fs::read_to_string(path).expect("read the unit");
     unit.lines()
         .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
         .map(|v| v.trim().to_owned())
@@ -125,6 +134,134 @@ fn the_unit_is_exposed_at_most_1_5_and_asks_for_every_hardening() {
             "IPAddressAllow lacks {range}"
         );
     }
+}
+
+#[test]
+fn the_socket_unit_verifies_and_answers_53_on_the_lan_only() {
+    // Beside the service, as systemd loads them: the socket names no
+    // Service=, so it must find hearth.service by its name.
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(socket_path())
+        .arg(unit_path())
+        .output()
+        .unwrap();
+    let complaints: Vec<String> = text(&verify.stderr)
+        .lines()
+        .filter(|l| !l.contains("is not executable"))
+        .map(str::to_owned)
+        .collect();
+    assert!(complaints.is_empty(), "systemd-analyze verify: {complaints:?}");
+    let socket = |key: &str| values_in(&socket_path(), key);
+    assert!(socket("Service").is_empty(), "the socket names its service");
+    for (key, value) in [
+        ("ListenDatagram", "53"),
+        ("ListenStream", "53"),
+        ("FileDescriptorName", "dns"),
+        ("BindIPv6Only", "both"),
+        ("FreeBind", "yes"),
+        ("IPAddressDeny", "any"),
+        ("WantedBy", "sockets.target"),
+    ] {
+        assert!(
+            socket(key).iter().any(|v| v == value),
+            "hearth.socket lacks {key}={value}"
+        );
+    }
+    // systemd applies the socket unit's allow-list to the sockets it
+    // passes, not the service's: the socket's list is the service's, less
+    // the mDNS groups.
+    let ranges = |values: Vec<String>| -> BTreeSet<String> {
+        values
+            .iter()
+            .flat_map(|v| v.split_whitespace().map(str::to_owned))
+            .collect()
+    };
+    let mut lan = ranges(unit_values("IPAddressAllow"));
+    lan.remove("224.0.0.251");
+    lan.remove("ff02::fb");
+    assert!(lan.contains("192.168.0.0/16") && lan.contains("fc00::/7"));
+    assert_eq!(ranges(socket("IPAddressAllow")), lan);
+    // Port 53 comes from the socket, so the service still needs no
+    // capability.
+    assert_eq!(unit_values("CapabilityBoundingSet"), [""]);
+    assert_eq!(unit_values("AmbientCapabilities"), [""]);
+}
+
+/// Runs the probe under `systemd-socket-activate` (systemd's own
+/// implementation of the passing protocol) with `args`, sends traffic with
+/// `poke` until the probe has started and exited, and returns its line.
+fn activated(args: &[String], name: &str, poke: impl Fn()) -> String {
+    let mut child = Command::new("systemd-socket-activate")
+        .args(args)
+        .arg(env!("CARGO_BIN_EXE_hearth-activation-probe"))
+        .arg(name)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (Debian's systemd package)");
+    // It binds, then starts the probe at the first traffic.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the probe never ran");
+        poke();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn hearth_takes_the_sockets_passed_under_the_units_name_once() {
+    let name = values_in(&socket_path(), "FileDescriptorName")
+        .pop()
+        .expect("hearth.socket names its sockets");
+    // Two UDP sockets, one under another name: hearth takes its own, once,
+    // and leaves the environment for the other name.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args = [
+        "--datagram".to_owned(),
+        format!("--listen=127.0.0.1:{port}"),
+        format!("--listen=127.0.0.2:{port}"),
+        format!("--fdname={name}:other"),
+    ];
+    let said = activated(&args, &name, || {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let _ = udp.send_to(b"?", ("127.0.0.1", port));
+    });
+    assert_eq!(said, "udp=1 tcp=0 again=0 env=kept");
+
+    // A TCP listener, the only socket passed: taken, and the environment
+    // cleared.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args = [format!("--listen=127.0.0.1:{port}"), format!("--fdname={name}")];
+    let said = activated(&args, &name, || {
+        let _ =
+            std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200));
+    });
+    assert_eq!(said, "udp=0 tcp=1 again=0 env=removed");
+
+    // A Unix socket under the name is refused by its number.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let args = [format!("--listen={}", path.display()), format!("--fdname={name}")];
+    let said = activated(&args, &name, || {
+        let _ = std::os::unix::net::UnixStream::connect(&path);
+    });
+    assert!(
+        said.starts_with("error: passed descriptor 3 is a Unix stream socket"),
+        "{said}"
+    );
 }
 
 /// systemd's system call groups, from the machine's systemd.
