@@ -134,12 +134,23 @@ pub(super) fn serve(config: Config, data_dir: DataDir, demo: Option<demo::Option
         None
     };
 
+    // The sockets systemd's hearth.socket passes, taken while this process
+    // has one thread (the runtime is not built yet).
+    let passed = crate::net::activation::take("dns").context("the sockets systemd passed")?;
     let dns = if config.dns.enabled {
-        Some(crate::dns::bind(&config.dns.listen).map_err(|e| {
+        let mut sockets = crate::dns::bind(&config.dns.listen).map_err(|e| {
             anyhow::Error::from(app::DaemonError::Dns(e))
                 .context("change dns.listen, or use hearth.socket for port 53 (docs/dns.md)")
-        })?)
+        })?;
+        sockets.udp.extend(passed.udp);
+        sockets.tcp.extend(passed.tcp);
+        Some(sockets)
     } else {
+        if !passed.is_empty() {
+            tracing::warn!(
+                "hearth.socket passes port 53, but [dns] enabled = false: the LAN's DNS queries to hearth go unanswered; enable [dns] or disable hearth.socket"
+            );
+        }
         None
     };
 

@@ -264,6 +264,147 @@ fn hearth_takes_the_sockets_passed_under_the_units_name_once() {
     );
 }
 
+/// What `hearth.socket` gives hearth in practice: port 53, bound by
+/// systemd (here its `systemd-socket-activate`, as root) and passed to
+/// hearth running as the unit's unprivileged user with no capability. The
+/// resolver answers on it, forwarding to a dnsmasq upstream, all inside a
+/// network namespace of the test's own.
+#[test]
+fn hearth_answers_dns_on_port_53_from_the_passed_socket_without_privilege() {
+    let ns = crate::discovery::Netns::new();
+    let in_ns = |program: &str| {
+        let mut c = crate::harness::tool("ip");
+        c.args(["netns", "exec", ns.name(), program]);
+        c
+    };
+    let mut upstream = in_ns("dnsmasq")
+        .args([
+            "--no-daemon",
+            "--port=5300",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--address=/canary-activated.example/192.0.2.53",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dnsmasq (Debian's dnsmasq-base)");
+    // systemd-socket-activate starts hearth at the first datagram: dig
+    // pokes until it is answered (bounded), while the harness waits for
+    // the admin socket.
+    let name = ns.name().to_owned();
+    let asker = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+        while std::time::Instant::now() < deadline {
+            let out = crate::harness::run(
+                crate::harness::tool("ip").args([
+                    "netns",
+                    "exec",
+                    &name,
+                    "dig",
+                    "@127.0.0.1",
+                    "+short",
+                    "+tries=1",
+                    "+time=1",
+                    "canary-activated.example",
+                ]),
+                Duration::from_secs(5),
+            );
+            let answer = text(&out.stdout).trim().to_owned();
+            if answer == "192.0.2.53" {
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        String::new()
+    });
+    let wrapper: Vec<OsString> = [
+        "ip",
+        "netns",
+        "exec",
+        ns.name(),
+        "systemd-socket-activate",
+        "--datagram",
+        "--listen=127.0.0.1:53",
+        "--fdname=dns",
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    let daemon = Daemon::start_raw_via(
+        "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n\
+         [discovery]\nenabled = false\n[web]\nenabled = false\n\
+         [dns]\nenabled = true\nupstream = [\"127.0.0.1:5300\"]\n",
+        &wrapper,
+        NOBODY,
+    );
+    assert_eq!(
+        asker.join().unwrap(),
+        "192.0.2.53",
+        "no answer on port 53: {}",
+        daemon.log()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+    };
+    assert_eq!(field("Uid:").as_deref(), Some("65534"), "{status}");
+    assert_eq!(field("CapEff:").as_deref(), Some("0000000000000000"), "{status}");
+    let dns = daemon.cli_json(&["dns", "status"]);
+    assert_eq!(
+        dns["status"]["listening"],
+        serde_json::json!(["127.0.0.1:53"]),
+        "{dns}"
+    );
+    assert!(
+        dns["status"]["counts"]["from_others"].as_u64() >= Some(1),
+        "{dns}"
+    );
+    let log = daemon.log();
+    assert!(!log.contains("canary-activated"), "a name reached the log: {log}");
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+}
+
+/// A UDP resolver on loopback that answers every query NXDOMAIN, from a
+/// thread (the test's process ends it); its address.
+fn nxdomain_upstream() -> std::net::SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            // The header and the question only: QR, RA and NXDOMAIN set,
+            // no answer, authority or additional records.
+            let mut end = 12;
+            while end < n && buf[end] != 0 {
+                end += usize::from(buf[end]) + 1;
+            }
+            let end = (end + 5).min(n);
+            if n < 12 {
+                continue;
+            }
+            let mut reply = buf[..end].to_vec();
+            reply[2] |= 0x80;
+            reply[3] = 0x80 | 3;
+            reply[6..12].fill(0);
+            let _ = socket.send_to(&reply, from);
+        }
+    });
+    addr
+}
+
 /// systemd's system call groups, from the machine's systemd.
 fn syscall_groups() -> HashMap<String, Vec<String>> {
     let out = Command::new("systemd-analyze")
@@ -378,15 +519,44 @@ fn hearth_runs_its_whole_day_under_the_units_system_call_filter() {
         .local_addr()
         .unwrap()
         .port();
+    // The DNS resolver on loopback, forwarding to an upstream that answers
+    // NXDOMAIN to anything.
+    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = nxdomain_upstream();
     let daemon = Daemon::start_raw_via(
         &format!(
             "[mqtt]\ntls_listen = [\"127.0.0.1:0\"]\nplain_listen = [\"127.0.0.1:0\"]\n\
              [discovery]\ninterfaces = \"loopback\"\n[web]\nlisten = [\"127.0.0.1:0\"]\n\
-             [relay]\nlisten = \"127.0.0.1:0\"\n[matter]\nenabled = true\nport = {matter_port}\n"
+             [relay]\nlisten = \"127.0.0.1:0\"\n[matter]\nenabled = true\nport = {matter_port}\n\
+             [dns]\nenabled = true\nlisten = [\"127.0.0.1:{dns_port}\"]\nupstream = [\"{upstream}\"]\n"
         ),
         &wrapper,
         NOBODY,
     );
+    for transport in ["+notcp", "+tcp"] {
+        let out = crate::harness::run(
+            crate::harness::tool("dig").args([
+                "@127.0.0.1",
+                "-p",
+                &dns_port.to_string(),
+                transport,
+                "+tries=1",
+                "+time=5",
+                &format!("nowhere{transport}.example"),
+            ]),
+            Duration::from_secs(10),
+        );
+        assert!(
+            text(&out.stdout).contains("status: NXDOMAIN"),
+            "{transport}: {}{}",
+            text(&out.stdout),
+            daemon.log()
+        );
+    }
     let web = Target::tls(daemon.web_port(), &daemon.ca_cert());
     assert_eq!(web.send("GET", "/api/state", &[], b"").status, 200);
     assert_eq!(web.send("GET", "/metrics", &[], b"").status, 200);
