@@ -3,6 +3,7 @@
 
 import { api } from './api.js';
 import { append, busy, checkbox, confirmDialog, deviceName, errorLine, field, h, isSensor, kindLabel, timeEl, uid } from './dom.js';
+import { deviceDnsSection } from './dns.js';
 import { deviceControls } from './home.js';
 
 const NAME_MAX = 64;
@@ -459,6 +460,7 @@ export function renderDevice(ctx, id) {
     h('section', { class: 'panel', 'aria-labelledby': 'live-heading' }, h('h2', { id: 'live-heading' }, 'Now'), controls.el),
     slot,
     settings,
+    deviceDnsSection(ctx, id),
     h(
       'section',
       { class: 'panel', 'aria-labelledby': 'topics-heading' },

@@ -1,6 +1,7 @@
 // Privacy: what hearth stores, in what form, and what leaves the house.
 
 import { api } from './api.js';
+import { dnsSection } from './dns.js';
 import { h } from './dom.js';
 
 export function renderPrivacy(ctx) {
@@ -15,6 +16,7 @@ export function renderPrivacy(ctx) {
     h('section', { class: 'panel', 'aria-labelledby': 'held-heading' }, h('h2', { id: 'held-heading' }, 'What it holds now'), counts),
     h('section', { class: 'panel', 'aria-labelledby': 'shared-heading' }, h('h2', { id: 'shared-heading' }, 'What integrations are told'), shared),
     h('section', { class: 'panel', 'aria-labelledby': 'leaves-heading' }, h('h2', { id: 'leaves-heading' }, 'What leaves the house'), leaves),
+    dnsSection(ctx),
   );
 
   (async () => {

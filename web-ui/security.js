@@ -18,6 +18,7 @@ const WARNING_GROUPS = [
   ['relay', 'The voice relay'],
   ['homeassistant', 'Home Assistant'],
   ['configuration', 'Configuration'],
+  ['dns_cloud', 'Devices reaching a cloud'],
   ['other', 'Other changes'],
 ];
 

@@ -40,6 +40,8 @@ const BIN = path.resolve(
   process.env.HEARTH_BIN_DIR ?? path.join(process.env.CARGO_TARGET_DIR ?? path.join(ROOT, 'target'), 'debug'),
 );
 const HEARTH = path.join(BIN, 'hearth');
+const DNSMASQ = process.env.HEARTH_DNSMASQ ?? '/usr/sbin/dnsmasq';
+const DIG = process.env.HEARTH_DIG ?? '/usr/bin/dig';
 const SIM = path.join(BIN, 'hearth-sim');
 const ARTIFACTS = path.join(HERE, 'artifacts');
 const VERBOSE = process.env.E2E_VERBOSE === '1';
@@ -297,6 +299,8 @@ async function main() {
     [HEARTH, 'cargo build -p hearth'],
     [SIM, 'cargo build -p hearth-tests'],
     [CHROMIUM, 'apt-get install chromium (scripts/test-all does)'],
+    [DNSMASQ, 'apt-get install dnsmasq-base (scripts/test-all does)'],
+    [DIG, 'apt-get install bind9-dnsutils (scripts/test-all does)'],
   ]) {
     if (!fs.existsSync(file)) {
       console.error(`e2e: ${file} is missing; ${hint}`);
@@ -331,6 +335,9 @@ async function main() {
   let lastTotpStep = -1;
   let bulbId = null;
   let matterPort = null;
+  let dnsPort = null;
+  let upstreamPort = null;
+  let upstream = null;
   const browserProblems = [];
   /** Notes a CSP refusal, a script error or a request off `origin`. */
   const watchProblems = (tab, origin, prefix) => {
@@ -373,7 +380,18 @@ async function main() {
 
     await step('hearth demo serves the dashboard over HTTPS, under its own CA and a strict CSP', async () => {
       matterPort = await freeUdpPort();
-      demo = new Proc('demo', HEARTH, ['demo', '--leave-pending', '--no-firmware', '--matter-port', String(matterPort), '--data-dir', dataDir], {
+      // The DNS resolver, forwarding to a dnsmasq on loopback that knows
+      // two names (and nothing else: it forwards nowhere).
+      dnsPort = await freeUdpPort();
+      upstreamPort = await freeUdpPort();
+      upstream = new Proc(
+        'dnsmasq',
+        DNSMASQ,
+        ['--no-daemon', `--port=${upstreamPort}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--no-resolv', '--no-hosts', '--pid-file=', '--address=/shelly.cloud/203.0.113.7', '--address=/example.org/198.51.100.9'],
+        { logFile: path.join(ARTIFACTS, 'dnsmasq.log'), echo: VERBOSE },
+      );
+      await upstream.waitFor(/dnsmasq: started/, { timeout: 10_000, what: 'that it started' });
+      demo = new Proc('demo', HEARTH, ['demo', '--leave-pending', '--no-firmware', '--matter-port', String(matterPort), '--dns-port', String(dnsPort), '--dns-upstream', `127.0.0.1:${upstreamPort}`, '--data-dir', dataDir], {
         logFile: path.join(ARTIFACTS, 'demo.log'),
         env: { ...process.env, NO_COLOR: '1' },
         echo: VERBOSE,
@@ -1088,6 +1106,119 @@ async function main() {
       assert(!log.includes(digits) && !log.includes(shown) && !log.includes(cli.qr), 'a setup code reached the log');
     });
 
+    await step('DNS: a device\'s "Reaches out to" lists what it looked up, the Shelly cloud marked; Block known clouds answers NXDOMAIN and shows it blocked; the warning names the device; owner cloud domains are added and removed', async () => {
+      // A device added by hand, with the address its lookups come from.
+      const added = await hearthJson(['devices', 'add', '--profile', 'shelly', '--kind', 'plug', '--nickname', 'Kettle plug', '--address', '127.0.0.23'], dataDir);
+      const plugId = added.id;
+      assert(/^[0-9a-f]{32}$/.test(plugId ?? ''), `hearth devices add gave no id: ${JSON.stringify(added).slice(0, 200)}`);
+      const dig = async (name) => {
+        const { stdout } = await run(DIG, ['-b', '127.0.0.23', '@127.0.0.1', '-p', String(dnsPort), '+tries=1', '+time=3', name], { timeout: 10_000 });
+        return stdout.match(/status: ([A-Z]+)/)?.[1] ?? stdout;
+      };
+      const LONG = 'telemetry-firmware-updates-and-diagnostics-eu-central-cluster7.example.org';
+      assert((await dig('shelly.cloud')) === 'NOERROR', 'shelly.cloud did not resolve through hearth');
+      assert((await dig(LONG)) === 'NOERROR', 'the long name did not resolve through hearth');
+      assert((await dig('example.org')) === 'NOERROR', 'example.org did not resolve through hearth');
+
+      // Names in the page only: watch the console while the page shows them.
+      const consoleTexts = [];
+      const onConsole = (m) => consoleTexts.push(m.text());
+      page.on('console', onConsole);
+      await goto(page, '#/home', 'Home');
+      await page.reload();
+      await page.locator('main h1', { hasText: 'Home' }).waitFor();
+      await goto(page, `#/device/${plugId}`, 'Kettle plug');
+      const section = page.locator(tid('dns-device'));
+      const row = (name) => section.locator(tid('dns-name')).filter({ has: page.locator(tid('dns-name-text'), { hasText: new RegExp(`^${name.replace(/\./g, '\\.')}$`) }) });
+      await until('shelly.cloud and example.org in "Reaches out to"', async () => (await row('shelly.cloud').count()) === 1 && (await row('example.org').count()) === 1, { timeout: DEVICE_TIMEOUT });
+      const names = (await section.locator(tid('dns-name-text')).allTextContents()).map((t) => t.trim());
+      assert(names[0] === 'example.org', `the most recent lookup is not first: ${names.join(', ')}`);
+      assert(/Shelly cloud/.test(await row('shelly.cloud').locator(tid('dns-cloud-badge')).textContent()), 'shelly.cloud has no Shelly cloud badge');
+      assert((await row('example.org').locator(tid('dns-cloud-badge')).count()) === 0, 'example.org is marked as a cloud');
+      assert(await page.isChecked(tid('dns-policy-observe')), 'a new device does not start at Observe');
+
+      // Layout: the policy is three tappable choices, and a long name stays
+      // inside its card, on a phone and a desktop.
+      for (const size of [MOBILE, DESKTOP]) {
+        await page.setViewportSize(size);
+        await sleep(250);
+        const facts = await page.evaluate(() => {
+          const card = document.querySelector('[data-testid="dns-device"]').getBoundingClientRect();
+          const options = [...document.querySelectorAll('[data-testid="dns-policy"] label')].map((l) => l.getBoundingClientRect());
+          const names = [...document.querySelectorAll('[data-testid="dns-name-text"]')].map((n) => n.getBoundingClientRect());
+          return {
+            overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+            options: options.map((r) => ({ h: r.height, left: r.left, right: r.right })),
+            card: { left: card.left, right: card.right },
+            namesOut: names.filter((r) => r.left < card.left - 0.5 || r.right > card.right + 0.5).length,
+          };
+        });
+        assert(facts.overflow <= 1, `the device page is ${facts.overflow} px wider than ${size.width} px`);
+        assert(facts.options.length === 3, `${facts.options.length} policy choices, not 3`);
+        for (const o of facts.options) {
+          assert(o.h >= 44, `a policy choice is ${o.h} px tall at ${size.width} px`);
+          assert(o.left >= 0 && o.right <= size.width, `a policy choice is cut off at ${size.width} px`);
+        }
+        assert(facts.namesOut === 0, `${facts.namesOut} names stick out of their card at ${size.width} px`);
+      }
+      await page.setViewportSize(DESKTOP);
+      await section.scrollIntoViewIfNeeded();
+      await shoot(page, 'dns-device');
+
+      // Block known clouds: the next lookup of shelly.cloud gets NXDOMAIN,
+      // and the list counts it blocked.
+      const [put] = await Promise.all([
+        page.waitForResponse((r) => new URL(r.url()).pathname === `/api/devices/${plugId}/dns` && r.request().method() === 'PUT'),
+        page.locator(`label[for="${await page.getAttribute(tid('dns-policy-block_cloud'), 'id')}"]`).click(),
+      ]);
+      assert(put.status() === 200, `setting the policy got HTTP ${put.status()}`);
+      assert(await page.isChecked(tid('dns-policy-block_cloud')), 'Block known clouds is not shown as chosen');
+      assert((await dig('shelly.cloud')) === 'NXDOMAIN', 'shelly.cloud still resolves for a device set to Block known clouds');
+      assert((await dig('example.org')) === 'NOERROR', 'example.org no longer resolves for a device set to Block known clouds');
+      await until('shelly.cloud shown blocked', async () => /1 blocked/.test((await row('shelly.cloud').locator(tid('dns-blocked')).textContent({ timeout: 1000 })) ?? ''), { timeout: DEVICE_TIMEOUT });
+      assert((await row('example.org').locator(tid('dns-blocked')).count()) === 0, 'example.org is shown blocked');
+      await shoot(page, 'dns-device-blocked');
+      await shoot(page, 'dns-device-blocked', { dark: true });
+
+      // The standing warning names the device by its nickname.
+      await until('a dns_cloud warning from the API', async () => (await page.evaluate(async () => (await fetch('/api/warnings')).json())).some((w) => w.group === 'dns_cloud'), { timeout: DEVICE_TIMEOUT });
+      await goto(page, '#/security', 'Security');
+      const warning = page.locator(`${tid('warnings-group')}[data-group="dns_cloud"] ${tid('warning')}`).filter({ hasText: 'started looking up shelly.cloud' });
+      await warning.first().waitFor({ timeout: UI_TIMEOUT });
+      const text = (await warning.first().textContent()) ?? '';
+      assert(/Kettle plug/.test(text), `the warning does not name the device: ${text}`);
+      assert(!/\b[0-9a-f]{32}\b/.test(text) && !text.includes(plugId.slice(0, 8)), `the warning shows the device's id: ${text}`);
+      assert(/Devices reaching a cloud/.test(await textOf(page, `${tid('warnings-group')}[data-group="dns_cloud"] h3`)), 'the dns_cloud group has no heading of its own');
+
+      // Privacy: the resolver's counts, and the owner's cloud domains.
+      await goto(page, '#/privacy', 'Privacy');
+      await page.locator(`${tid('dns-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
+      assert(Number(await textOf(page, tid('dns-count-devices'))) >= 5, `the page counts ${await textOf(page, tid('dns-count-devices'))} lookups from devices`);
+      assert(Number(await textOf(page, tid('dns-count-blocked'))) >= 1, 'the page counts no blocked lookup');
+      assert(/Kettle plug/.test(await textOf(page, tid('dns-reaching'))), 'the plug is not listed as reaching a cloud');
+      assert((await page.locator(`${tid('dns-shipped')}[open]`).count()) === 0, 'the shipped list is open by default');
+      assert((await page.locator(tid('dns-vendor')).filter({ hasText: 'Shelly' }).count()) === 1, 'the shipped list has no Shelly');
+      await page.fill(tid('dns-owner-input'), 'Cloud.Example.NET');
+      await page.click(tid('dns-owner-add'));
+      const mine = page.locator(tid('dns-owner-domain')).filter({ hasText: 'cloud.example.net' });
+      await mine.waitFor({ timeout: UI_TIMEOUT });
+      await page.locator(tid('dns-shipped')).locator('summary').click();
+      await shoot(page, 'dns-privacy');
+      await mine.locator(tid('dns-owner-remove')).click();
+      await page.click(tid('dns-owner-remove-dialog-confirm'));
+      await mine.waitFor({ state: 'detached', timeout: UI_TIMEOUT });
+      await page.locator(tid('dns-owner-none')).waitFor({ timeout: UI_TIMEOUT });
+
+      // The names stayed in the page: not in the URL, storage or console.
+      page.off('console', onConsole);
+      const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
+      for (const name of ['shelly.cloud', 'example.org', 'cloud.example.net']) {
+        assert(!page.url().includes(name), `the URL carries ${name}`);
+        assert(!stored.includes(name), `browser storage carries ${name}`);
+        assert(!consoleTexts.some((t) => t.includes(name)), `the console carries ${name}`);
+      }
+    });
+
     await step('two-factor moves to a new phone only with the password; the old phone works until the new one is confirmed', async () => {
       await goto(page, '#/security', 'Security');
       await page.locator(`${tid('totp-status')}[data-state="on"]`).waitFor({ timeout: UI_TIMEOUT });
@@ -1353,6 +1484,7 @@ async function main() {
     await full?.stop();
     await sim?.stop();
     await demo?.stop();
+    await upstream?.stop();
     fs.rmSync(tmp, { recursive: true, force: true });
   }
   console.log(`screenshots and logs: ${path.relative(process.cwd(), ARTIFACTS) || '.'}/`);

@@ -26,6 +26,7 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
     ),
     ("/voice.js", JS, include_bytes!("../../../web-ui/voice.js")),
     ("/matter.js", JS, include_bytes!("../../../web-ui/matter.js")),
+    ("/dns.js", JS, include_bytes!("../../../web-ui/dns.js")),
 ];
 
 #[cfg(test)]
