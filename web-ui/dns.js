@@ -13,7 +13,7 @@ const POLL_MS = 5000;
 
 const POLICIES = [
   ['observe', 'Observe', 'Answer every lookup and keep a record of the names. Nothing is blocked.'],
-  ['block_cloud', 'Block known clouds', 'Known cloud domains (its vendor’s and your list) get no answer; everything else resolves.'],
+  ['block_cloud', 'Block known clouds', 'Names under a known cloud domain (the shipped list and yours) are answered as if they did not exist; everything else resolves.'],
   ['lan_only', 'LAN only', 'No name outside your home network resolves: the device can reach only local things.'],
 ];
 
