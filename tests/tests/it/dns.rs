@@ -54,19 +54,71 @@ impl Net {
         // Each end is made inside its namespace, so fixed names never
         // collide between tests running at once.
         ip(&[
-            "link", "add", "vc", "netns", client.name(), "type", "veth", "peer", "name", "vh1", "netns",
+            "link",
+            "add",
+            "vc",
+            "netns",
+            client.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vh1",
+            "netns",
             hub.name(),
         ]);
         ip(&[
-            "link", "add", "vh2", "netns", hub.name(), "type", "veth", "peer", "name", "vu", "netns",
+            "link",
+            "add",
+            "vh2",
+            "netns",
+            hub.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vu",
+            "netns",
             upstream.name(),
         ]);
         for a in CLIENTS {
-            ip(&["-n", client.name(), "addr", "add", &format!("{a}/24"), "dev", "vc"]);
+            ip(&[
+                "-n",
+                client.name(),
+                "addr",
+                "add",
+                &format!("{a}/24"),
+                "dev",
+                "vc",
+            ]);
         }
-        ip(&["-n", hub.name(), "addr", "add", &format!("{HUB}/24"), "dev", "vh1"]);
-        ip(&["-n", hub.name(), "addr", "add", &format!("{HUB_UP}/24"), "dev", "vh2"]);
-        ip(&["-n", upstream.name(), "addr", "add", &format!("{UPSTREAM}/24"), "dev", "vu"]);
+        ip(&[
+            "-n",
+            hub.name(),
+            "addr",
+            "add",
+            &format!("{HUB}/24"),
+            "dev",
+            "vh1",
+        ]);
+        ip(&[
+            "-n",
+            hub.name(),
+            "addr",
+            "add",
+            &format!("{HUB_UP}/24"),
+            "dev",
+            "vh2",
+        ]);
+        ip(&[
+            "-n",
+            upstream.name(),
+            "addr",
+            "add",
+            &format!("{UPSTREAM}/24"),
+            "dev",
+            "vu",
+        ]);
         for (ns, dev) in [(&client, "vc"), (&hub, "vh1"), (&hub, "vh2"), (&upstream, "vu")] {
             ip(&["-n", ns.name(), "link", "set", dev, "up"]);
         }
@@ -269,9 +321,7 @@ impl Hub {
     fn command(&self, net: &Net, dns: &str) -> Command {
         let config = self.home.path("hearth.toml");
         std::fs::write(&config, hub_config(dns)).unwrap();
-        let mut cmd = net
-            .hub
-            .exec(Path::new(env!("CARGO_BIN_EXE_hearth-under-test")));
+        let mut cmd = net.hub.exec(Path::new(env!("CARGO_BIN_EXE_hearth-under-test")));
         for var in ["RUST_LOG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM"] {
             cmd.env_remove(var);
         }
@@ -439,7 +489,10 @@ fn dns_resolver_forwards_caches_records_and_applies_policies() {
         assert_eq!(tcp.records(), want.records(), "{name} {qtype} over TCP");
     }
     assert_eq!(net.dig(STRANGER, "shelly.cloud", "A").data("A"), ["203.0.113.7"]);
-    assert_eq!(net.dig(STRANGER, "v6.example.net", "AAAA").data("AAAA"), ["2001:db8::53"]);
+    assert_eq!(
+        net.dig(STRANGER, "v6.example.net", "AAAA").data("AAAA"),
+        ["2001:db8::53"]
+    );
     let alias = net.dig(STRANGER, "alias.example.net", "A");
     assert_eq!(alias.data("CNAME"), ["target.example.net"], "{}", alias.raw);
     assert_eq!(alias.data("A"), ["192.0.2.44"], "{}", alias.raw);
@@ -454,7 +507,7 @@ fn dns_resolver_forwards_caches_records_and_applies_policies() {
     assert_eq!(first.data("A"), ["198.51.100.9"], "{}", first.raw);
     assert_eq!(second.data("A"), ["198.51.100.9"], "{}", second.raw);
     assert!(
-        second.answers[0].1 <= first.answers[0].1 && first.answers[0].1 <= 300,
+        second.answers[0].1 < first.answers[0].1 && first.answers[0].1 <= 300,
         "TTLs {} then {}",
         first.answers[0].1,
         second.answers[0].1
@@ -488,7 +541,10 @@ fn dns_resolver_forwards_caches_records_and_applies_policies() {
     assert!(hub.counts()["from_others"].as_u64().unwrap() >= others_before + 3);
     let status = hub.status().to_string();
     for secret in [&canary_a, &canary_b, &canary_x] {
-        assert!(!status.contains(secret.as_str()), "a name in dns status: {status}");
+        assert!(
+            !status.contains(secret.as_str()),
+            "a name in dns status: {status}"
+        );
     }
     let devices = hub.status()["devices"].clone();
     let a_row = devices.as_array().unwrap().iter().find(|d| d["id"] == a).unwrap();
@@ -505,7 +561,10 @@ fn dns_resolver_forwards_caches_records_and_applies_policies() {
     assert_eq!(net.dig(DEV_B, "shelly.cloud", "A").data("A"), ["203.0.113.7"]);
     let names = hub.names(&a);
     assert!(names.contains(&("shelly.cloud".to_owned(), 2, 1)), "{names:?}");
-    assert!(names.contains(&("iot.shelly.cloud".to_owned(), 1, 1)), "{names:?}");
+    assert!(
+        names.contains(&("iot.shelly.cloud".to_owned(), 1, 1)),
+        "{names:?}"
+    );
     // lan-only: nothing outside the LAN, LAN names still.
     hub.policy(&b, "lan-only");
     assert_eq!(net.dig(DEV_B, "example.org", "A").status, "NXDOMAIN");
@@ -516,7 +575,10 @@ fn dns_resolver_forwards_caches_records_and_applies_policies() {
     // The owner's cloud domain is then blocked for block-cloud.
     let out = hub.cli(&["dns", "cloud-add", "example.org"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(hub.json(&["dns", "clouds"])["owner"], serde_json::json!(["example.org"]));
+    assert_eq!(
+        hub.json(&["dns", "clouds"])["owner"],
+        serde_json::json!(["example.org"])
+    );
     assert_eq!(net.dig(DEV_A, "example.org", "A").status, "NXDOMAIN");
     assert_eq!(net.dig(STRANGER, "example.org", "A").data("A"), ["198.51.100.9"]);
 
@@ -550,7 +612,10 @@ fn dns_resolver_forwards_caches_records_and_applies_policies() {
     });
     let audit_text = audit.to_string();
     assert_eq!(audit.as_array().map(Vec::len), Some(2), "{audit_text}");
-    assert!(audit_text.contains("block_cloud") && audit_text.contains("lan_only"), "{audit_text}");
+    assert!(
+        audit_text.contains("block_cloud") && audit_text.contains("lan_only"),
+        "{audit_text}"
+    );
     let warned: Vec<String> = warnings
         .as_array()
         .unwrap()
@@ -564,14 +629,23 @@ fn dns_resolver_forwards_caches_records_and_applies_policies() {
 
     // 10. Persistence, and block_answer = "zero" after the restart.
     hub.stop();
-    hub.restart(&net, &format!("upstream = [\"{UPSTREAM}:53\"]\nblock_answer = \"zero\"\n"));
+    hub.restart(
+        &net,
+        &format!("upstream = [\"{UPSTREAM}:53\"]\nblock_answer = \"zero\"\n"),
+    );
     let names = hub.names(&a);
     assert!(names.contains(&(canary_a.clone(), 2, 0)), "{names:?}");
     assert!(names.contains(&("shelly.cloud".to_owned(), 2, 1)), "{names:?}");
-    assert_eq!(hub.names(&b).iter().find(|n| n.0 == canary_b).map(|n| n.1), Some(1));
+    assert_eq!(
+        hub.names(&b).iter().find(|n| n.0 == canary_b).map(|n| n.1),
+        Some(1)
+    );
     assert_eq!(hub.json(&["dns", "names", &a])["policy"], "block_cloud");
     assert_eq!(hub.json(&["dns", "names", &b])["policy"], "lan_only");
-    assert_eq!(hub.json(&["dns", "clouds"])["owner"], serde_json::json!(["example.org"]));
+    assert_eq!(
+        hub.json(&["dns", "clouds"])["owner"],
+        serde_json::json!(["example.org"])
+    );
     let zero = net.dig(DEV_A, "shelly.cloud", "A");
     assert_eq!(zero.status, "NOERROR", "{}", zero.raw);
     assert_eq!(zero.data("A"), ["0.0.0.0"]);
@@ -580,16 +654,26 @@ fn dns_resolver_forwards_caches_records_and_applies_policies() {
 
     // 9. Privacy: no name and no client address in the log or /metrics;
     // no canary in the data directory's bytes, though the records are there.
-    assert!(!net.upstream_log().contains(&printer), "a .local name reached upstream");
+    assert!(
+        !net.upstream_log().contains(&printer),
+        "a .local name reached upstream"
+    );
     let port = hub.web_port();
     let ca = hub.home.data_dir().join("ca.pem");
     let metrics2 = in_netns(&net.hub, move || {
-        crate::http::Target::tls(port, &ca).send("GET", "/metrics", &[], b"").text()
+        crate::http::Target::tls(port, &ca)
+            .send("GET", "/metrics", &[], b"")
+            .text()
     });
     hub.stop();
     let log = hub.log();
     assert!(log.contains("DNS resolver started"), "debug log: {log}");
-    assert!(log.lines().count() > 5, "a debug log this short proves little: {log}");
+    assert!(log.contains("DEBUG"), "hearth did not log at debug level: {log}");
+    eprintln!(
+        "dns: hearth's log: {} lines; its own address in it: {}",
+        log.lines().count(),
+        log.contains(HUB)
+    );
     let mut secrets: Vec<String> = vec![
         "shelly.cloud".into(),
         "example.org".into(),
@@ -608,9 +692,23 @@ fn dns_resolver_forwards_caches_records_and_applies_policies() {
         }
     }
     assert!(!log.contains("panicked"), "{log}");
-    let canaries = vec![canary_a.clone(), canary_b.clone(), canary_x.clone(), cached.clone()];
+    let canaries = vec![
+        canary_a.clone(),
+        canary_b.clone(),
+        canary_x.clone(),
+        cached.clone(),
+    ];
     let found = hearth_tests::find_canaries(&hub.home.data_dir(), &canaries);
     assert!(found.is_empty(), "canaries in the data directory: {found:?}");
+    // Cloud domains (not the names looked up) are in the audit's words.
+    let domains = hearth_tests::find_canaries(
+        &hub.home.data_dir(),
+        &["shelly.cloud".into(), "example.org".into()],
+    );
+    assert!(
+        domains.is_empty(),
+        "cloud domains in the data directory: {domains:?}"
+    );
     let db = rusqlite::Connection::open(hub.home.data_dir().join("hearth.db")).unwrap();
     let rows: i64 = db
         .query_row("SELECT count(*) FROM dns_devices", [], |r| r.get(0))
@@ -637,7 +735,9 @@ fn send_raw(net: &Net, src: &str, payloads: &[Vec<u8>]) -> Vec<i64> {
          \x20       print(-1)\n"
     );
     let out = run(
-        net.client.exec(Path::new("/usr/bin/python3")).args(["-c", &script]),
+        net.client
+            .exec(Path::new("/usr/bin/python3"))
+            .args(["-c", &script]),
         Duration::from_secs(30),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -651,7 +751,10 @@ fn send_raw(net: &Net, src: &str, payloads: &[Vec<u8>]) -> Vec<i64> {
 fn closed(read: &std::io::Result<usize>) -> bool {
     match read {
         Ok(n) => *n == 0,
-        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
     }
 }
 
@@ -704,6 +807,8 @@ fn dns_resolver_survives_bad_input_and_a_flood() {
     let replies = send_raw(&net, STRANGER, &payloads);
     eprintln!("dns: replies' flags to the bad packets: {replies:?}");
     assert_eq!(replies.len(), payloads.len());
+    assert_eq!(replies[2], -1, "a truncated header is dropped");
+    assert_eq!(replies[3] & 0x0f, 1, "a header claiming 5 questions: FORMERR");
     assert_eq!(replies[5], -1, "a response sent to hearth is never answered");
     assert_eq!(replies[6] & 0x0f, 0, "a good query after the bad ones: NOERROR");
     assert!(hub.alive(), "{}", hub.log());
@@ -747,13 +852,18 @@ fn dns_resolver_survives_bad_input_and_a_flood() {
         (ninth_closed, answer, stalled_closed)
     });
     let ((ninth_closed, ninth_after), answer, (stalled_closed, stalled_after)) = tcp;
-    eprintln!("dns: the 9th TCP connection was closed after {ninth_after:?}, a stalled one after {stalled_after:?}");
-    assert!(ninth_closed && ninth_after < Duration::from_secs(2), "the 9th stayed open");
+    eprintln!(
+        "dns: the 9th TCP connection was closed after {ninth_after:?}, a stalled one after {stalled_after:?}"
+    );
+    assert!(
+        ninth_closed && ninth_after < Duration::from_secs(2),
+        "the 9th stayed open"
+    );
     assert_eq!(&answer[..2], &[0x51, 0x51]);
     assert_eq!(answer[3] & 0x0f, 0, "NOERROR over TCP from another address");
     assert!(stalled_closed, "a stalled connection was never closed");
     assert!(
-        stalled_after < Duration::from_secs(12),
+        stalled_after > Duration::from_secs(9) && stalled_after < Duration::from_secs(12),
         "a stalled connection stayed open {stalled_after:?}"
     );
     assert!(hub.counts()["tcp_turned_away"].as_u64().unwrap() >= 1);
@@ -803,7 +913,14 @@ fn dns_resolver_survives_bad_input_and_a_flood() {
     }
     let limited = hub.counts()["rate_limited"].as_u64().unwrap();
     assert!(limited > limited_before + 500, "rate_limited {limited}");
-    assert_eq!(hub.json(&["dns", "names", &a])["queries"].as_u64().unwrap() as usize, 2 + answered.len());
+    eprintln!(
+        "dns: {} digs answered during the flood; {limited} queries rate-limited",
+        answered.len()
+    );
+    assert_eq!(
+        hub.json(&["dns", "names", &a])["queries"].as_u64().unwrap() as usize,
+        2 + answered.len()
+    );
     assert!(hub.alive(), "{}", hub.log());
     hub.stop();
     let log = hub.log();
@@ -825,10 +942,13 @@ fn dns_resolver_refuses_to_forward_to_itself() {
     };
     let out = run(&mut hub.command(&net, ""), Duration::from_secs(30));
     let err = text(&out.stderr);
-    assert!(!out.status.success(), "hearth started: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "EX_USAGE, as for a bad setting: {err}"
+    );
     assert!(
         err.contains("no upstream resolver") && err.contains("names none but hearth itself"),
         "{err}"
     );
-    eprintln!("dns: refused with {:?}", out.status.code());
 }
