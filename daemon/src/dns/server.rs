@@ -290,7 +290,7 @@ fn format_error(message: &[u8]) -> Option<Vec<u8>> {
     let mut out = vec![0u8; HEADER_LEN];
     out[..2].copy_from_slice(&message[..2]);
     out[2] = 0x80 | (message[2] & 0x78) | (message[2] & 0x01);
-    out[3] = 0x80 | u8::from(ResponseCode::FormErr.low());
+    out[3] = 0x80 | ResponseCode::FormErr.low();
     Some(out)
 }
 
@@ -389,8 +389,7 @@ async fn connection(mut stream: tokio::net::TcpStream, peer: SocketAddr, inner: 
             Ok(request) if request.metadata.message_type == hickory_server::proto::op::MessageType::Query => {
                 let out = TcpReply::default();
                 let _ = inner.answer::<TcpReply>(&request, out.clone()).await;
-                let bytes = out.0.lock().expect("reply lock").take();
-                bytes
+                out.0.lock().expect("reply lock").take()
             }
             // A response sent to a resolver: never answered (no reflection).
             Ok(_) => None,

@@ -32,10 +32,10 @@ pub fn parse(text: &str) -> Host {
             }
             Some("domain") | Some("search") => {
                 for w in words {
-                    if let Some(d) = super::clouds::domain(w).or_else(|| single_label(w)) {
-                        if !host.search.contains(&d) {
-                            host.search.push(d);
-                        }
+                    if let Some(d) = super::clouds::domain(w).or_else(|| single_label(w))
+                        && !host.search.contains(&d)
+                    {
+                        host.search.push(d);
                     }
                 }
             }

@@ -1133,6 +1133,26 @@ mod tests {
         );
     }
 
+    /// A device added by hand is announced as an adoption is, so the DNS
+    /// resolver matches its `--address` at once (the DNS integration tests
+    /// found it matched nothing until a restart).
+    #[tokio::test]
+    async fn adding_a_device_by_hand_tells_the_watchers() {
+        let (_tmp, devices, _) = pending_device().await;
+        let mut changes = devices.subscribe_changes();
+        changes.mark_unchanged();
+        let by_hand = AddDevice {
+            profile: Profile::Shelly,
+            kind: DeviceKind::Plug,
+            nickname: "Porch plug".into(),
+            room: None,
+            topic: None,
+            addresses: vec!["10.53.1.11".parse().unwrap()],
+        };
+        devices.add(by_hand, Actor::Cli).await.unwrap();
+        assert!(changes.has_changed().unwrap(), "an added device went unannounced");
+    }
+
     /// Forgetting is one operation whichever door asks (the dashboard's
     /// DELETE and the CLI's admin socket both call it): when it returns, the
     /// device's credential is out of the broker and its live state is gone,

@@ -9,6 +9,7 @@ mod corpus;
 mod crash;
 mod demo;
 mod discovery;
+mod dns;
 mod forget;
 mod ha_live;
 mod harness;
