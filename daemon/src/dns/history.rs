@@ -40,7 +40,11 @@ impl Policy {
 #[derive(Clone, Debug, Default)]
 pub struct History {
     pub policy: Policy,
-    names: HashMap<String, LookedUp>,
+    /// Each name, with when it was last looked up in order: seconds tell
+    /// apart only look-ups a second apart.
+    names: HashMap<String, (LookedUp, u64)>,
+    /// The order the next look-up takes.
+    next: u64,
     /// Known cloud domains it has looked up.
     clouds: BTreeSet<String>,
     /// Changed since the last write.
@@ -57,9 +61,17 @@ pub enum Noted {
 
 impl History {
     pub fn from_record(r: DnsRecord) -> History {
+        // Records keep the names least recently seen first.
+        let next = r.names.len() as u64;
         History {
             policy: Policy::parse(&r.policy).unwrap_or_default(),
-            names: r.names.into_iter().map(|n| (n.name.clone(), n)).collect(),
+            names: r
+                .names
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (n.name.clone(), (n, i as u64)))
+                .collect(),
+            next,
             clouds: r.clouds.into_iter().collect(),
             dirty: false,
         }
@@ -75,9 +87,9 @@ impl History {
 
     /// The names, least recently seen first.
     pub fn names(&self) -> Vec<LookedUp> {
-        let mut v: Vec<LookedUp> = self.names.values().cloned().collect();
-        v.sort_by(|a, b| (a.last, &a.name).cmp(&(b.last, &b.name)));
-        v
+        let mut v: Vec<&(LookedUp, u64)> = self.names.values().collect();
+        v.sort_by_key(|(n, order)| (n.last, *order));
+        v.into_iter().map(|(n, _)| n.clone()).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -90,7 +102,7 @@ impl History {
 
     /// Every query the device made, as counted in its record.
     pub fn queries(&self) -> u64 {
-        self.names.values().map(|n| n.count).sum()
+        self.names.values().map(|(n, _)| n.count).sum()
     }
 
     /// The cloud domains it has looked up.
@@ -102,34 +114,35 @@ impl History {
     /// the least recently seen one goes.
     pub fn note(&mut self, name: &str, cloud: Option<&str>, blocked: bool, now: u64, cap: usize) -> Noted {
         self.dirty = true;
+        let order = self.next;
+        self.next += 1;
         match self.names.get_mut(name) {
-            Some(n) => {
+            Some((n, o)) => {
                 n.count += 1;
                 n.blocked += u64::from(blocked);
-                n.last = now;
+                n.last = now.max(n.last);
+                *o = order;
             }
             None => {
                 while self.names.len() >= cap.max(1) {
                     let oldest = self
                         .names
                         .values()
-                        .min_by(|a, b| (a.last, &a.name).cmp(&(b.last, &b.name)))
-                        .map(|n| n.name.clone());
+                        .min_by_key(|(n, o)| (n.last, *o))
+                        .map(|(n, _)| n.name.clone());
                     match oldest {
                         Some(o) => self.names.remove(&o),
                         None => break,
                     };
                 }
-                self.names.insert(
-                    name.to_owned(),
-                    LookedUp {
-                        name: name.to_owned(),
-                        count: 1,
-                        blocked: u64::from(blocked),
-                        first: now,
-                        last: now,
-                    },
-                );
+                let seen = LookedUp {
+                    name: name.to_owned(),
+                    count: 1,
+                    blocked: u64::from(blocked),
+                    first: now,
+                    last: now,
+                };
+                self.names.insert(name.to_owned(), (seen, order));
             }
         }
         match cloud {
@@ -141,7 +154,7 @@ impl History {
     /// Drops names last seen before `cutoff` (Unix seconds); how many.
     pub fn age(&mut self, cutoff: u64) -> usize {
         let before = self.names.len();
-        self.names.retain(|_, n| n.last >= cutoff);
+        self.names.retain(|_, (n, _)| n.last >= cutoff);
         let gone = before - self.names.len();
         if gone > 0 {
             self.dirty = true;
@@ -167,9 +180,14 @@ mod tests {
         h.note("d.example", None, false, 14, 3);
         let names: Vec<String> = h.names().into_iter().map(|n| n.name).collect();
         assert_eq!(names, ["b.example", "c.example", "d.example"]);
-        assert_eq!(h.age(13), 1);
+        // Within one second, the order of the look-ups decides.
+        h.note("z.example", None, false, 14, 3);
+        h.note("d.example", None, false, 14, 3);
+        let names: Vec<String> = h.names().into_iter().map(|n| n.name).collect();
+        assert_eq!(names, ["c.example", "z.example", "d.example"]);
+        assert_eq!(h.age(14), 1);
         assert_eq!(h.len(), 2);
-        assert_eq!(h.queries(), 2);
+        assert_eq!(h.queries(), 3);
     }
 
     #[test]
