@@ -347,6 +347,7 @@ pub(super) async fn privacy(State(app): State<Arc<App>>, _session: Authed) -> Re
             { "what": "Your two-factor secret", "form": "sealed; recovery codes only as hashes" },
             { "what": "Dashboard sessions", "form": "only a SHA-256 hash of each 128-bit session token" },
             { "what": "Voice relay clients and links (labels, redirect URIs, granted devices and actions)", "form": "sealed; client secrets and every access and refresh token only as SHA-256 hashes" },
+            { "what": "The names your adopted devices looked up through hearth's DNS resolver, and each one's DNS policy", "form": "sealed, one record per device; other clients' look-ups are only counted, in memory" },
             { "what": "Audit events (logins, failures, enrolments, revocations)", "form": "sealed; the newest 10,000 are kept" },
             { "what": "Logs", "form": "counts and opaque ids only: never names, addresses or tokens" }
         ],
