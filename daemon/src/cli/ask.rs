@@ -145,10 +145,7 @@ pub(super) fn dns(cmd: DnsCommand) -> anyhow::Result<()> {
             let c = &s["counts"];
             println!(
                 "DNS resolver on {}: {} queries from devices, {} from other clients; {} from the cache, {} forwarded, {} blocked, {} rate-limited",
-                s["listening"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
-                    .unwrap_or_default(),
+                strings(&s["listening"]).join(", "),
                 c["from_devices"],
                 c["from_others"],
                 c["cache_hits"],
@@ -157,12 +154,7 @@ pub(super) fn dns(cmd: DnsCommand) -> anyhow::Result<()> {
                 c["rate_limited"],
             );
             for d in v["devices"].as_array().into_iter().flatten() {
-                let clouds: Vec<&str> = d["clouds"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|x| x.as_str())
-                    .collect();
+                let clouds = strings(&d["clouds"]);
                 println!(
                     "  {}  {:<12} {:>7} queries{}{}",
                     d["id"].as_str().unwrap_or(""),
@@ -223,12 +215,7 @@ pub(super) fn dns(cmd: DnsCommand) -> anyhow::Result<()> {
         ),
         Request::DnsClouds => {
             for vendor in v["shipped"].as_array().into_iter().flatten() {
-                let domains: Vec<&str> = vendor["domains"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|x| x.as_str())
-                    .collect();
+                let domains = strings(&vendor["domains"]);
                 println!(
                     "{}: {}  (source: {})",
                     vendor["name"].as_str().unwrap_or(""),
@@ -236,12 +223,7 @@ pub(super) fn dns(cmd: DnsCommand) -> anyhow::Result<()> {
                     vendor["source"].as_str().unwrap_or("")
                 );
             }
-            let mine: Vec<&str> = v["owner"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_str())
-                .collect();
+            let mine = strings(&v["owner"]);
             println!(
                 "yours: {}",
                 if mine.is_empty() {
@@ -261,6 +243,15 @@ pub(super) fn dns(cmd: DnsCommand) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// A JSON array's strings.
+fn strings(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str())
+        .collect()
 }
 
 /// The controllers as a table: index, vendor, when added, label last (it

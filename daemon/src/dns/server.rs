@@ -94,21 +94,11 @@ impl Inner {
 
         if request.metadata.op_code != OpCode::Query {
             bump(&self.counters.refused);
-            return send(
-                &mut response,
-                builder.build_no_records(code(ResponseCode::NotImp)),
-                request,
-            )
-            .await;
+            return only(&mut response, builder, meta, ResponseCode::NotImp, request).await;
         }
         let Ok(info) = request.request_info() else {
             bump(&self.counters.malformed);
-            return send(
-                &mut response,
-                builder.build_no_records(code(ResponseCode::FormErr)),
-                request,
-            )
-            .await;
+            return only(&mut response, builder, meta, ResponseCode::FormErr, request).await;
         };
         let qtype = info.query.query_type();
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::ANY) {
@@ -118,7 +108,7 @@ impl Inner {
             } else {
                 ResponseCode::Refused
             };
-            return send(&mut response, builder.build_no_records(code(rcode)), request).await;
+            return only(&mut response, builder, meta, rcode, request).await;
         }
         let qname: Name = info.query.name().clone().into();
         let name = qname.to_ascii().trim_end_matches('.').to_ascii_lowercase();
@@ -137,12 +127,7 @@ impl Inner {
         match verdict {
             Verdict::Local => {
                 bump(&self.counters.local);
-                send(
-                    &mut response,
-                    builder.build_no_records(code(ResponseCode::NXDomain)),
-                    request,
-                )
-                .await
+                only(&mut response, builder, meta, ResponseCode::NXDomain, request).await
             }
             Verdict::Block => {
                 bump(&self.counters.blocked);
@@ -179,12 +164,7 @@ impl Inner {
                         Some(a) => a,
                         None => {
                             bump(&self.counters.failed);
-                            return send(
-                                &mut response,
-                                builder.build_no_records(code(ResponseCode::ServFail)),
-                                request,
-                            )
-                            .await;
+                            return only(&mut response, builder, meta, ResponseCode::ServFail, request).await;
                         }
                     },
                 };
@@ -234,6 +214,18 @@ impl Inner {
             .put(name, qtype, answer.clone(), stored);
         Some(answer)
     }
+}
+
+/// An answer of a response code alone.
+async fn only<R: ResponseHandler>(
+    response: &mut R,
+    builder: MessageResponseBuilder<'_>,
+    mut meta: Metadata,
+    code: ResponseCode,
+    request: &Request,
+) -> ResponseInfo {
+    meta.response_code = code;
+    send(response, builder.build_no_records(meta), request).await
 }
 
 async fn send<'a, R: ResponseHandler>(

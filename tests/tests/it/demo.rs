@@ -136,23 +136,6 @@ fn start_demo(ns: &Netns, home: &TestHome, args: &[&str]) -> (Demo, Receiver<(St
     (Demo(child), lines)
 }
 
-/// Runs `f` on a thread of its own that has entered `ns`'s network
-/// namespace, so the test's own HTTP client reaches the demo's dashboard on
-/// the namespace's loopback.
-fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    use std::os::fd::AsRawFd;
-    let path = format!("/var/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        // setns moves only the calling thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
 /// With `--leave-pending` the simulated home waits on the Discovered page;
 /// a device the owner adopts there (through the dashboard's HTTP API, after
 /// setting up the owner account as the dashboard does) or with `hearth
@@ -226,7 +209,7 @@ fn demo_devices_adopted_by_the_owner_connect() {
     let data_dir = home.data_dir();
     let ca = data_dir.join("ca.pem");
     let id = by_api.clone();
-    let (adopted_at, password) = in_netns(&ns, move || {
+    let (adopted_at, password) = ns.enter(move || {
         let web = Target::tls(web_port, &ca);
         let owner = set_up_owner(
             web,

@@ -75,6 +75,24 @@ impl Netns {
         ((a, va), (b, vb))
     }
 
+    /// Runs `body` on a thread that has entered the namespace: every socket
+    /// it opens (a client's address, the namespace's loopback), every
+    /// thread and process it starts, is in the namespace. A panic in `body`
+    /// is the caller's.
+    pub fn enter<T: Send + 'static>(&self, body: impl FnOnce() -> T + Send + 'static) -> T {
+        use std::os::fd::AsRawFd;
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).expect("the namespace");
+            // setns moves only the calling thread.
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            body()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
     /// Its name, as `ip netns` knows it (`/var/run/netns/NAME`).
     pub fn name(&self) -> &str {
         &self.name

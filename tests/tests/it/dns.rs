@@ -444,21 +444,6 @@ impl Hub {
     }
 }
 
-/// Runs `f` on a thread inside `ns`'s network (sockets it opens are
-/// there: hearth's loopback dashboard, a client's addresses).
-fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(&path).unwrap();
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
 /// Forwarding, caching, per-device records, each policy, warnings, audit,
 /// `.local`, privacy and persistence: one topology, one hearth.
 #[test]
@@ -592,7 +577,7 @@ fn dns_resolver_forwards_caches_records_and_applies_policies() {
     // both on the dashboard (on the hub's loopback).
     let port = hub.web_port();
     let (ca, data) = (hub.home.data_dir().join("ca.pem"), hub.home.data_dir());
-    let (audit, warnings, metrics) = in_netns(&net.hub, move || {
+    let (audit, warnings, metrics) = net.hub.enter(move || {
         let web = crate::http::Target::tls(port, &ca);
         let metrics = web.send("GET", "/metrics", &[], b"").text();
         let owner = set_up_owner(web, &data, "owner", "correct horse battery staple");
@@ -660,7 +645,7 @@ fn dns_resolver_forwards_caches_records_and_applies_policies() {
     );
     let port = hub.web_port();
     let ca = hub.home.data_dir().join("ca.pem");
-    let metrics2 = in_netns(&net.hub, move || {
+    let metrics2 = net.hub.enter(move || {
         crate::http::Target::tls(port, &ca)
             .send("GET", "/metrics", &[], b"")
             .text()
@@ -816,7 +801,7 @@ fn dns_resolver_survives_bad_input_and_a_flood() {
 
     // TCP: a stalled connection is closed within ~10 s; a 9th from one
     // address is closed at once, another address is still answered.
-    let tcp = in_netns(&net.client, || {
+    let tcp = net.client.enter(|| {
         use std::io::{Read, Write};
         let connect = |src: &str| {
             let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();

@@ -6,7 +6,6 @@
 //! network outside it.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -84,20 +83,6 @@ fn in_root(args: &[&str]) -> Command {
         .arg(root())
         .args(args);
     cmd
-}
-
-/// Runs `body` on a thread that has entered `ns`: every socket it opens,
-/// every thread and process it starts, is in the namespace.
-fn in_netns<T: Send + 'static>(ns: &Netns, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).expect("the namespace");
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        body()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 /// A namespace with loopback up and multicast routed to it, where Home
@@ -685,7 +670,7 @@ fn live(version: Version, mode: &'static str) {
     installed(version);
     let ns = namespace();
     let name = ns.name().to_owned();
-    in_netns(&ns, move || live_in_namespace(version, mode, &name));
+    ns.enter(move || live_in_namespace(version, mode, &name));
 }
 
 fn live_in_namespace(version: Version, mode: &'static str, ns: &str) {

@@ -44,6 +44,22 @@ fn values_in(path: &std::path::Path, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// `systemd-analyze verify` has nothing to say of `units` (but that the
+/// binary is not installed here).
+fn verify(units: &[PathBuf]) {
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(units)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package)");
+    let complaints: Vec<String> = text(&out.stderr)
+        .lines()
+        .filter(|l| !l.contains("is not executable"))
+        .map(str::to_owned)
+        .collect();
+    assert!(complaints.is_empty(), "systemd-analyze verify: {complaints:?}");
+}
+
 #[test]
 fn the_unit_is_exposed_at_most_1_5_and_asks_for_every_hardening() {
     let out = Command::new("systemd-analyze")
@@ -62,17 +78,7 @@ fn the_unit_is_exposed_at_most_1_5_and_asks_for_every_hardening() {
         score <= EXPOSURE_LIMIT,
         "exposure {score} is above {EXPOSURE_LIMIT}:\n{report}"
     );
-    let verify = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(unit_path())
-        .output()
-        .unwrap();
-    let complaints: Vec<String> = text(&verify.stderr)
-        .lines()
-        .filter(|l| !l.contains("is not executable"))
-        .map(str::to_owned)
-        .collect();
-    assert!(complaints.is_empty(), "systemd-analyze verify: {complaints:?}");
+    verify(&[unit_path()]);
 
     // What the issue asks for, each spelled out (the score alone would let
     // one setting trade for another).
@@ -140,18 +146,7 @@ fn the_unit_is_exposed_at_most_1_5_and_asks_for_every_hardening() {
 fn the_socket_unit_verifies_and_answers_53_on_the_lan_only() {
     // Beside the service, as systemd loads them: the socket names no
     // Service=, so it must find hearth.service by its name.
-    let verify = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(socket_path())
-        .arg(unit_path())
-        .output()
-        .unwrap();
-    let complaints: Vec<String> = text(&verify.stderr)
-        .lines()
-        .filter(|l| !l.contains("is not executable"))
-        .map(str::to_owned)
-        .collect();
-    assert!(complaints.is_empty(), "systemd-analyze verify: {complaints:?}");
+    verify(&[socket_path(), unit_path()]);
     let socket = |key: &str| values_in(&socket_path(), key);
     assert!(socket("Service").is_empty(), "the socket names its service");
     for (key, value) in [
