@@ -72,6 +72,9 @@ pub fn answered(message: &[u8], id: u16) -> bool {
         && u16::from_be_bytes([message[6], message[7]]) >= 1
 }
 
+/// A table row: its label, the figure of a round, the unit.
+type Row = (&'static str, fn(&Round) -> f64, &'static str);
+
 /// One forwarder's figures in one round.
 #[derive(Default)]
 struct Round {
@@ -173,7 +176,7 @@ pub fn run(hearth: &Path, rounds: usize) {
     let m = |v: &[Round], f: fn(&Round) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
     println!("\n| medians of {rounds} rounds | hearth | dnsmasq | hearth / dnsmasq |");
     println!("|---|---:|---:|---:|");
-    let rows: [(&str, fn(&Round) -> f64, &str); 8] = [
+    let rows: [Row; 8] = [
         ("cache hit, p50", |r| r.hit_p50, "µs"),
         ("cache hit, p99", |r| r.hit_p99, "µs"),
         ("cache miss, p50", |r| r.miss_p50, "µs"),
@@ -393,10 +396,10 @@ fn flood(hearth: &Path) {
         for id in 0..asked {
             let sent = Instant::now();
             let _ = socket.send(&query(id, HIT));
-            if let Ok(n) = socket.recv(&mut buf) {
-                if answered(&buf[..n], id) {
-                    answered_n += 1;
-                }
+            if let Ok(n) = socket.recv(&mut buf)
+                && answered(&buf[..n], id)
+            {
+                answered_n += 1;
             }
             std::thread::sleep(Duration::from_millis(100).saturating_sub(sent.elapsed()));
         }

@@ -311,10 +311,10 @@ pub fn wait_for_dns(port: u16, probe: &str, what: &str) {
     for id in 1u16.. {
         assert!(Instant::now() < deadline, "{what} did not answer DNS");
         let _ = socket.send(&crate::dns::query(id, probe));
-        if let Ok(n) = socket.recv(&mut buf) {
-            if crate::dns::answered(&buf[..n], id) {
-                return;
-            }
+        if let Ok(n) = socket.recv(&mut buf)
+            && crate::dns::answered(&buf[..n], id)
+        {
+            return;
         }
         std::thread::sleep(POLL);
     }
