@@ -25,6 +25,10 @@
 //!   veth: commissioning time, a Matter command to the bulb against the
 //!   relay's directive, idle RSS with the bridge off and on (see
 //!   `matter.rs`).
+//! - `dns`: the DNS resolver against dnsmasq as a forwarder, both before a
+//!   cacheless dnsmasq upstream: hit and miss latency, queries per second,
+//!   RSS with a full cache, and the default rate limit under a flood (see
+//!   `dns.rs`).
 //!
 //! `bench/run dashboard` is not here: it is `bench/dashboard.mjs`, which
 //! drives headless Chromium with the browser tests' playwright-core (the
@@ -32,6 +36,7 @@
 //! against the event stream). `bench/run all` runs it after these.
 
 mod discovery;
+mod dns;
 mod ha;
 mod ha_live;
 mod keys;
@@ -91,6 +96,7 @@ fn main() {
         "lockdown" => web::lockdown(&hearth, rounds),
         "keys" => keys::run(rounds),
         "matter" => matter::run(&hearth, rounds),
+        "dns" => dns::run(&hearth, rounds),
         "all" => {
             store_bench();
             rss_bench(&hearth);
@@ -105,10 +111,11 @@ fn main() {
             web::lockdown(&hearth, rounds);
             keys::run(rounds);
             matter::run(&hearth, rounds);
+            dns::run(&hearth, rounds);
         }
         other => {
             eprintln!(
-                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, corpus, web, ha, ha-live, relay, lockdown, keys, matter or all"
+                "unknown benchmark {other}; use store, rss, mqtt, discovery, flood, corpus, web, ha, ha-live, relay, lockdown, keys, matter, dns or all"
             );
             std::process::exit(64);
         }

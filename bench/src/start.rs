@@ -267,3 +267,55 @@ impl MosquittoConf {
         process
     }
 }
+
+/// dnsmasq on 127.0.0.1:`port` (UDP and TCP), in the foreground, reading
+/// no configuration file, no resolv.conf and no hosts file: only `args`.
+/// Returned once it answers a query for `probe`.
+pub fn dnsmasq(dir: &Path, port: u16, args: &[String], probe: &str) -> Process {
+    // Debian puts it in /usr/sbin, which a user's PATH may not have.
+    let binary = if Path::new("/usr/sbin/dnsmasq").exists() {
+        "/usr/sbin/dnsmasq"
+    } else {
+        "dnsmasq"
+    };
+    let child = Command::new(binary)
+        .arg("--keep-in-foreground")
+        .arg("--conf-file=/dev/null")
+        .arg("--no-resolv")
+        .arg("--no-hosts")
+        .arg("--bind-interfaces")
+        .arg("--listen-address=127.0.0.1")
+        .arg(format!("--port={port}"))
+        .arg(format!(
+            "--pid-file={}",
+            dir.join(format!("dnsmasq-{port}.pid")).display()
+        ))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dnsmasq (apt-get install dnsmasq-base)");
+    let process = Process::new(child);
+    wait_for_dns(port, probe, "dnsmasq");
+    process
+}
+
+/// Waits up to 10 s for an answer to `probe` (type A) on 127.0.0.1:`port`.
+pub fn wait_for_dns(port: u16, probe: &str, what: &str) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(("127.0.0.1", port)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let deadline = Instant::now() + LISTENING;
+    let mut buf = [0u8; 512];
+    for id in 1u16.. {
+        assert!(Instant::now() < deadline, "{what} did not answer DNS");
+        let _ = socket.send(&crate::dns::query(id, probe));
+        if let Ok(n) = socket.recv(&mut buf)
+            && crate::dns::answered(&buf[..n], id)
+        {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+}
