@@ -111,7 +111,12 @@ impl Inner {
             return only(&mut response, builder, meta, rcode, request).await;
         }
         let qname: Name = info.query.name().clone().into();
-        let name = qname.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        // One allocation: the name in ASCII, lower case, without its dot.
+        let mut name = qname.to_ascii();
+        name.make_ascii_lowercase();
+        if name.ends_with('.') {
+            name.pop();
+        }
 
         let cloud = self
             .clouds

@@ -144,6 +144,16 @@ CREATE TABLE dns_devices (
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
 
+/// The schema version that created `table` (1 for the first migration's
+/// tables; one past the last migration for a table no migration creates).
+pub fn created_in(table: &str) -> u32 {
+    let create = format!("CREATE TABLE {table} (");
+    MIGRATIONS
+        .iter()
+        .position(|m| m.contains(&create))
+        .map_or(VERSION + 1, |i| i as u32 + 1)
+}
+
 /// Sealed columns per table. The store opens every one of these at start
 /// (`Store::open`), and key rotation will re-seal them.
 pub const SEALED: &[(&str, &[&str])] = &[
@@ -166,6 +176,16 @@ pub const SELECT_DEVICES: &str = "SELECT id, status, mac_index, key_id, record F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_sealed_table_is_created_by_a_migration() {
+        for (table, _) in SEALED {
+            assert!((1..=VERSION).contains(&created_in(table)), "{table}");
+        }
+        assert_eq!(created_in("devices"), 1);
+        assert_eq!(created_in("dns_devices"), VERSION);
+        assert_eq!(created_in("nothing"), VERSION + 1);
+    }
 
     /// Every column of every table carries a comment (the house rule), and
     /// every sealed column listed in `SEALED` exists.
