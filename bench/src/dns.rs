@@ -95,6 +95,25 @@ struct Server {
     data: Option<std::path::PathBuf>,
 }
 
+/// The upstream both forwarders ask: a dnsmasq with its cache off that
+/// answers every name under the zone; its port and the process.
+fn upstream(dir: &Path) -> (u16, start::Process) {
+    let port = start::free_port();
+    let child = start::dnsmasq(
+        dir,
+        port,
+        &[
+            "--cache-size=0".into(),
+            format!("--address=/{ZONE}/{ANSWER}"),
+            // dnsmasq's own records have a TTL of 0 by default, which no
+            // forwarder would cache.
+            "--local-ttl=3600".into(),
+        ],
+        HIT,
+    );
+    (port, child)
+}
+
 pub fn run(hearth: &Path, rounds: usize) {
     println!(
         "\n## dns: hearth's resolver against dnsmasq (forwarder, cache {CACHE}), both before a cacheless dnsmasq upstream on loopback; {rounds} rounds; medians"
@@ -103,19 +122,7 @@ pub fn run(hearth: &Path, rounds: usize) {
     let mut theirs = Vec::new();
     for round in 0..rounds {
         let tmp = tempfile::tempdir().unwrap();
-        let up_port = start::free_port();
-        let upstream = start::dnsmasq(
-            tmp.path(),
-            up_port,
-            &[
-                "--cache-size=0".into(),
-                format!("--address=/{ZONE}/{ANSWER}"),
-                // dnsmasq's own records have a TTL of 0 by default, which
-                // no forwarder would cache.
-                "--local-ttl=3600".into(),
-            ],
-            HIT,
-        );
+        let (up_port, upstream) = upstream(tmp.path());
         let mut h = start_hearth(hearth, tmp.path(), up_port, 10_000, 100_000);
         let ref_port = start::free_port();
         let d = Server {
@@ -372,17 +379,7 @@ fn flood(hearth: &Path) {
         "\n## dns: a flood from one address against the default limit ({RATE}/s, burst {BURST}, per address)"
     );
     let tmp = tempfile::tempdir().unwrap();
-    let up_port = start::free_port();
-    let _upstream = start::dnsmasq(
-        tmp.path(),
-        up_port,
-        &[
-            "--cache-size=0".into(),
-            format!("--address=/{ZONE}/{ANSWER}"),
-            "--local-ttl=3600".into(),
-        ],
-        HIT,
-    );
+    let (up_port, _upstream) = upstream(tmp.path());
     // wait_for_dns spends one query of the probing address's burst.
     let mut h = start_hearth(hearth, tmp.path(), up_port, RATE, BURST);
     let port = h.port;

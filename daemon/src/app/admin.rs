@@ -349,13 +349,7 @@ async fn dns_request(r: Request, dns: &crate::dns::Dns) -> Result<serde_json::Va
     match r {
         Request::DnsStatus => Ok(serde_json::json!({
             "status": json(&dns.status()),
-            "devices": dns.devices().into_iter().map(|(id, d)| serde_json::json!({
-                "id": id.as_str(),
-                "policy": d.policy,
-                "queries": d.queries,
-                "clouds": d.clouds,
-                "may_use_own_dns": d.may_use_own_dns,
-            })).collect::<Vec<_>>(),
+            "devices": dns.devices(),
         })),
         Request::DnsDevice { id } => {
             let id = parse_id(&id)?;

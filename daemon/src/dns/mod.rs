@@ -304,6 +304,17 @@ pub struct DeviceDns {
     pub clouds: Vec<String>,
 }
 
+/// One adopted device's DNS in brief: no names.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DeviceSummary {
+    pub id: String,
+    pub policy: String,
+    pub queries: u64,
+    /// The known cloud domains it looked up.
+    pub clouds: Vec<String>,
+    pub may_use_own_dns: bool,
+}
+
 /// One name, for the owner.
 #[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct NameSeen {
@@ -452,7 +463,11 @@ impl Dns {
 
         let mut server = Server::new(server::Handler(inner.clone()));
         for udp in sockets.udp {
-            let udp = tokio_socket(udp, |s| tokio::net::UdpSocket::from_std(s))?;
+            let addr = udp.local_addr().ok();
+            let udp = udp
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UdpSocket::from_std(udp))
+                .map_err(|e| not_listening(addr, e))?;
             server.register_socket(udp);
         }
         let server_token = server.shutdown_token().clone();
@@ -463,7 +478,11 @@ impl Dns {
             Ok(())
         });
         for tcp in sockets.tcp {
-            let tcp = tokio_socket(tcp, |s| tokio::net::TcpListener::from_std(s))?;
+            let addr = tcp.local_addr().ok();
+            let tcp = tcp
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(tcp))
+                .map_err(|e| not_listening(addr, e))?;
             let inner = inner.clone();
             supervisor.spawn("dns-tcp", move |token| async move {
                 server::serve_tcp(tcp, inner, token).await;
@@ -528,7 +547,8 @@ impl Dns {
         let adopted_at = *i.adopted.read().expect("adopted lock").get(id)?;
         let histories = i.histories.lock().expect("histories lock");
         let clouds = i.clouds.read().expect("clouds lock");
-        let h = histories.get(id).cloned().unwrap_or_default();
+        let empty = History::default();
+        let h = histories.get(id).unwrap_or(&empty);
         let names = h
             .names()
             .into_iter()
@@ -549,35 +569,27 @@ impl Dns {
                 }
             })
             .collect();
-        let queries = h.queries();
+        let s = i.summary(id, adopted_at, h);
         Some(DeviceDns {
-            policy: h.policy.as_str().to_owned(),
-            may_use_own_dns: may_use_own_dns(queries, i.since.max(adopted_at), now_secs()),
-            queries,
-            clouds: h.clouds().map(str::to_owned).collect(),
+            policy: s.policy,
+            queries: s.queries,
+            may_use_own_dns: s.may_use_own_dns,
+            clouds: s.clouds,
             names,
         })
     }
 
-    /// Every adopted device's summary: policy, queries, cloud domains.
-    pub fn devices(&self) -> Vec<(DeviceId, DeviceDns)> {
-        let ids: Vec<DeviceId> = self
-            .inner
-            .adopted
-            .read()
-            .expect("adopted lock")
-            .keys()
-            .cloned()
+    /// Every adopted device's summary, in id order: no names.
+    pub fn devices(&self) -> Vec<DeviceSummary> {
+        let i = &self.inner;
+        let adopted = i.adopted.read().expect("adopted lock");
+        let histories = i.histories.lock().expect("histories lock");
+        let empty = History::default();
+        let mut v: Vec<DeviceSummary> = adopted
+            .iter()
+            .map(|(id, at)| i.summary(id, *at, histories.get(id).unwrap_or(&empty)))
             .collect();
-        let mut v: Vec<(DeviceId, DeviceDns)> = ids
-            .into_iter()
-            .filter_map(|id| {
-                let mut d = self.device(&id)?;
-                d.names.clear();
-                Some((id, d))
-            })
-            .collect();
-        v.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
@@ -728,32 +740,26 @@ fn resolver(
     builder.build().map_err(|e| DnsError::Resolver(e.to_string()))
 }
 
-fn tokio_socket<S, T>(s: S, convert: impl FnOnce(S) -> std::io::Result<T>) -> Result<T, DnsError>
-where
-    S: std::os::fd::AsFd,
-{
-    let addr = socket_addr(&s);
-    let fail = |e: std::io::Error| DnsError::Bind {
-        addr,
+/// A socket the runtime could not take over.
+fn not_listening(addr: Option<SocketAddr>, e: std::io::Error) -> DnsError {
+    DnsError::Bind {
+        addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
         message: e.to_string(),
-    };
-    rustix_nonblocking(&s).map_err(fail)?;
-    convert(s).map_err(fail)
-}
-
-fn socket_addr(s: &impl std::os::fd::AsFd) -> SocketAddr {
-    let sock = socket2::SockRef::from(s);
-    sock.local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
-}
-
-fn rustix_nonblocking(s: &impl std::os::fd::AsFd) -> std::io::Result<()> {
-    socket2::SockRef::from(s).set_nonblocking(true)
+    }
 }
 
 impl Inner {
+    fn summary(&self, id: &DeviceId, adopted_at: u64, h: &History) -> DeviceSummary {
+        let queries = h.queries();
+        DeviceSummary {
+            id: id.to_string(),
+            policy: h.policy.as_str().to_owned(),
+            may_use_own_dns: may_use_own_dns(queries, self.since.max(adopted_at), now_secs()),
+            queries,
+            clouds: h.clouds().map(str::to_owned).collect(),
+        }
+    }
+
     /// Reloads the adopted devices' known addresses.
     async fn learn_devices(&self, devices: &Devices) -> Result<(), DnsError> {
         let adopted = devices
@@ -787,26 +793,16 @@ impl Inner {
         self.who.read().expect("who lock").get(&ip).cloned()
     }
 
-    fn policy_of(&self, id: &DeviceId) -> Policy {
-        self.histories
-            .lock()
-            .expect("histories lock")
-            .get(id)
-            .map(|h| h.policy)
-            .unwrap_or_default()
-    }
-
-    /// Counts a device's query for `name`.
-    fn note(&self, id: &DeviceId, name: &str, cloud: Option<&str>, blocked: bool) {
-        let noted = {
+    /// Decides a query for `name` from device `id` under its policy, and
+    /// counts it in the device's record: one lock of the records.
+    fn judge(&self, id: &DeviceId, name: &str, cloud: Option<&str>) -> Verdict {
+        let (verdict, noted) = {
             let mut histories = self.histories.lock().expect("histories lock");
-            histories.entry(id.clone()).or_default().note(
-                name,
-                cloud,
-                blocked,
-                now_secs(),
-                self.config.names_per_device,
-            )
+            let h = histories.entry(id.clone()).or_default();
+            let verdict = decide(name, h.policy, cloud.is_some(), &self.search);
+            let blocked = verdict == Verdict::Block;
+            let noted = h.note(name, cloud, blocked, now_secs(), self.config.names_per_device);
+            (verdict, noted)
         };
         if let (Noted::NewCloud, Some(d)) = (noted, cloud) {
             self.new_clouds
@@ -815,6 +811,7 @@ impl Inner {
                 .push((id.clone(), d.to_owned()));
             self.wake.notify_one();
         }
+        verdict
     }
 }
 

@@ -124,11 +124,10 @@ impl Inner {
             .expect("clouds lock")
             .matches(&name)
             .map(|(d, _)| d.to_owned());
-        let policy = device.as_ref().map(|d| self.policy_of(d)).unwrap_or_default();
-        let verdict = decide(&name, policy, cloud.is_some(), &self.search);
-        if let Some(d) = &device {
-            self.note(d, &name, cloud.as_deref(), verdict == Verdict::Block);
-        }
+        let verdict = match &device {
+            Some(d) => self.judge(d, &name, cloud.as_deref()),
+            None => decide(&name, Default::default(), cloud.is_some(), &self.search),
+        };
         match verdict {
             Verdict::Local => {
                 bump(&self.counters.local);

@@ -179,8 +179,8 @@ pub fn dns(dns: Option<&crate::dns::Dns>) -> Value {
     };
     let s = dns.status();
     let devices = dns.devices();
-    let blocking = devices.iter().filter(|(_, d)| d.policy != "observe").count();
-    let clouds = devices.iter().filter(|(_, d)| !d.clouds.is_empty()).count();
+    let blocking = devices.iter().filter(|d| d.policy != "observe").count();
+    let clouds = devices.iter().filter(|d| !d.clouds.is_empty()).count();
     json!({
         "enabled": true,
         "queries_from_devices": s.counts.from_devices,

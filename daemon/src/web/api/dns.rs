@@ -53,21 +53,8 @@ pub(super) async fn dns_status(
     let Some(dns) = app.dns.as_ref() else {
         return Ok(Json(json!({ "enabled": false, "how_to_enable": HOW_TO_ENABLE })));
     };
-    let devices: Vec<Value> = dns
-        .devices()
-        .into_iter()
-        .map(|(id, d)| {
-            json!({
-                "id": id.as_str(),
-                "policy": d.policy,
-                "queries": d.queries,
-                "clouds": d.clouds,
-                "may_use_own_dns": d.may_use_own_dns,
-            })
-        })
-        .collect();
     let mut v = serde_json::to_value(dns.status()).unwrap_or(Value::Null);
-    v["devices"] = json!(devices);
+    v["devices"] = json!(dns.devices());
     v["policies"] = json!(Policy::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>());
     Ok(Json(v))
 }
